@@ -1,0 +1,2 @@
+//! Protobuf types.
+pub use envoy_types::pb;

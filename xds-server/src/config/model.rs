@@ -1,0 +1,464 @@
+//! The typed `gateway.yaml` model (spec §2): plain Rust values, already validated and resolved.
+//!
+//! Nothing here does I/O or knows about YAML or protobuf. Values in this module are produced by
+//! [`super::load`]/[`super::parse`], which guarantee every invariant documented on a field
+//! (references resolve, names are unique, defaults are filled in, paths are absolute).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole file. Maps are `BTreeMap` so that iteration (and therefore translation output and
+/// content hashes) is deterministic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Always 1 today.
+    pub version: u32,
+    pub services: BTreeMap<String, Service>,
+    pub auth: Option<Auth>,
+    pub rate_limits: Option<RateLimits>,
+    pub gateways: BTreeMap<String, Gateway>,
+}
+
+/// `host:port`. `host` is an IP literal or a DNS name (resolved by Envoy, never by us).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl HostPort {
+    /// True when `host` is an IPv4/IPv6 literal (EDS can carry it); false for a DNS name.
+    pub fn is_ip(&self) -> bool {
+        self.host.parse::<std::net::IpAddr>().is_ok()
+    }
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    /// Never empty.
+    pub endpoints: Vec<HostPort>,
+    pub protocol: Protocol,
+    pub lb: LbPolicy,
+    /// Default 2s.
+    pub connect_timeout: Duration,
+    pub health_check: Option<HealthCheck>,
+    /// Always present; defaults 1024/1024/1024/3.
+    pub circuit_breaker: CircuitBreaker,
+    pub outlier_detection: Option<OutlierDetection>,
+    pub tls: Option<UpstreamTls>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    Http2,
+    Grpc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbPolicy {
+    RoundRobin,
+    LeastRequest,
+    Random,
+    RingHash,
+    Maglev,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    /// Starts with `/`.
+    pub path: String,
+    /// Default 5s.
+    pub interval: Duration,
+    /// Default 1s.
+    pub timeout: Duration,
+    /// Default 2.
+    pub healthy: u32,
+    /// Default 3.
+    pub unhealthy: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CircuitBreaker {
+    pub max_connections: u32,
+    pub max_pending: u32,
+    pub max_requests: u32,
+    pub max_retries: u32,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        Self { max_connections: 1024, max_pending: 1024, max_requests: 1024, max_retries: 3 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutlierDetection {
+    /// Default 5.
+    pub consecutive_5xx: u32,
+    /// Default 10s.
+    pub interval: Duration,
+    /// Default 30s.
+    pub ejection_time: Duration,
+    /// Default 50; 0..=100.
+    pub max_ejection_percent: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamTls {
+    /// SNI sent to the upstream; also the name its certificate must carry when `ca_file` is set.
+    pub sni: Option<String>,
+    /// Absolute path (resolved against the config file's directory); read by the loader.
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    Allow,
+    Deny,
+}
+
+/// Where Envoy finds one of our gRPC policy services.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyService {
+    pub address: HostPort,
+    /// auth default 200ms, rate_limits default 50ms.
+    pub timeout: Duration,
+    /// auth default `Deny`, rate_limits default `Allow`.
+    pub on_error: OnError,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Auth {
+    pub service: PolicyService,
+    pub jwt: BTreeMap<String, JwtProvider>,
+    pub api_keys: BTreeMap<String, ApiKeyProvider>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum JwtAlgorithm {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+    HS256,
+    HS384,
+    HS512,
+}
+
+impl JwtAlgorithm {
+    pub const ALL: [JwtAlgorithm; 12] = [
+        Self::RS256,
+        Self::RS384,
+        Self::RS512,
+        Self::PS256,
+        Self::PS384,
+        Self::PS512,
+        Self::ES256,
+        Self::ES384,
+        Self::EdDSA,
+        Self::HS256,
+        Self::HS384,
+        Self::HS512,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RS256 => "RS256",
+            Self::RS384 => "RS384",
+            Self::RS512 => "RS512",
+            Self::PS256 => "PS256",
+            Self::PS384 => "PS384",
+            Self::PS512 => "PS512",
+            Self::ES256 => "ES256",
+            Self::ES384 => "ES384",
+            Self::EdDSA => "EdDSA",
+            Self::HS256 => "HS256",
+            Self::HS384 => "HS384",
+            Self::HS512 => "HS512",
+        }
+    }
+
+    /// HS* algorithms use a shared secret and only make sense with `secret_env`.
+    pub fn is_hmac(self) -> bool {
+        matches!(self, Self::HS256 | Self::HS384 | Self::HS512)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum JwtKeys {
+    /// Absolute path to a JWKS document.
+    File(PathBuf),
+    /// `https://` (or `http://` for local development) URL of a JWKS document.
+    Url(String),
+    /// Name of the environment variable holding an HS* secret (read by authz-service, never by us).
+    SecretEnv(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwtProvider {
+    pub issuer: String,
+    /// Empty: `aud` is not checked.
+    pub audiences: Vec<String>,
+    /// Never empty. HS* only with `SecretEnv`, never with a JWKS.
+    pub algorithms: Vec<JwtAlgorithm>,
+    pub keys: JwtKeys,
+    /// Default 30s.
+    pub clock_skew: Duration,
+    /// Upstream header name (lower-case) → claim (literal name, or a JSON Pointer when it starts
+    /// with `/`), in file order.
+    pub headers: Vec<(String, String)>,
+    /// Default `sub`.
+    pub client_claim: String,
+    /// Default `plan`.
+    pub plan_claim: String,
+    /// Default false.
+    pub forward_token: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyProvider {
+    /// Lower-case; default `x-api-key`.
+    pub header: String,
+    pub query: Option<String>,
+    /// Absolute path.
+    pub keys_file: PathBuf,
+}
+
+/// `N` requests per `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rate {
+    /// At least 1.
+    pub requests: u64,
+    /// At least 1s... or any non-zero duration.
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    SlidingWindow,
+    Approximate,
+    Fixed,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimits {
+    pub service: PolicyService,
+    pub plans: BTreeMap<String, Rate>,
+    /// When set, names a key of `plans`. `None` only when `plans` is empty.
+    pub default_plan: Option<String>,
+    pub anonymous: Option<Rate>,
+    pub algorithm: Algorithm,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gateway {
+    /// Never empty; names and ports unique within the gateway.
+    pub listeners: Vec<Listener>,
+    pub cors: Option<Cors>,
+    pub access_log: AccessLog,
+    /// First match wins, in file order. Names unique within the whole file.
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    pub name: String,
+    /// IP literal; default `0.0.0.0`.
+    pub address: String,
+    pub port: u16,
+    pub tls: Option<ListenerTls>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerTls {
+    /// Absolute paths; read by the loader.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cors {
+    /// Exact origins, or `*`.
+    pub origins: Vec<String>,
+    pub methods: Vec<String>,
+    pub headers: Vec<String>,
+    pub max_age: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLog {
+    Json,
+    Text,
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub name: String,
+    pub matcher: RouteMatch,
+    pub action: RouteAction,
+    /// Only with a forwarding action.
+    pub rewrite: Option<Rewrite>,
+    pub auth: RouteAuth,
+    pub require: Option<Require>,
+    pub rate_limit: RouteRateLimit,
+    pub timeout: Option<Duration>,
+    pub retries: Option<Retries>,
+    pub request_headers: HeaderChanges,
+    pub response_headers: HeaderChanges,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteMatch {
+    pub path: PathMatch,
+    /// Upper-case HTTP methods; empty = any.
+    pub methods: Vec<String>,
+    pub headers: Vec<ValueMatch>,
+    pub query: Vec<ValueMatch>,
+    /// Host names (`api.example.com`, `*.example.com`); empty = any. A port in the request's
+    /// Host header is ignored.
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PathMatch {
+    /// `path`: the whole path (without query) equals this.
+    Exact(String),
+    /// `prefix`: segment-aware, `/api` matches `/api` and `/api/x` but not `/apix`
+    /// (a prefix ending in `/` is a plain string prefix).
+    Prefix(String),
+    /// `regex`: RE2, must match the whole path.
+    Regex(String),
+}
+
+/// A header or query parameter condition: `{name: value}` or `{name: {regex: …}}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValueMatch {
+    /// Header names are lower-case; query names are as written.
+    pub name: String,
+    pub value: StringMatch,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StringMatch {
+    Exact(String),
+    Regex(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteAction {
+    /// `service:` names a key of `Config::services`.
+    Service(String),
+    /// `services:` weighted split, in file order; weights ≥ 1; every name exists.
+    Weighted(Vec<(String, u32)>),
+    /// `respond:` answered by Envoy itself.
+    Respond(Respond),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Respond {
+    /// 200..=599.
+    pub status: u16,
+    pub body: RespondBody,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RespondBody {
+    /// `json:` any YAML value, sent as compact JSON with `content-type: application/json`.
+    Json(serde_json::Value),
+    /// `body:` sent as-is with `content-type: text/plain`.
+    Text(String),
+    /// Neither given.
+    Empty,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rewrite {
+    /// Replaces the matched `prefix` (only valid on `prefix` routes).
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteAuth {
+    /// `auth: none`, written explicitly.
+    None,
+    /// Provider names (keys of `auth.jwt` or `auth.api_keys`); any one must accept. Never empty.
+    Providers(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Require {
+    pub roles: Vec<String>,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteRateLimit {
+    /// Key absent: the client's plan on authenticated routes, `anonymous` on `auth: none` routes,
+    /// nothing when `rate_limits` (or the relevant part of it) is not configured.
+    Default,
+    /// `rate_limit: none`.
+    None,
+    /// `rate_limit: plan` or a list; every listed limit applies.
+    Limits(Vec<LimitRef>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LimitRef {
+    Plan,
+    Limit { rate: Rate, per: Per },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Per {
+    Client,
+    /// Alias of `Client` for JWT.
+    User,
+    Ip,
+    Route,
+    Tenant,
+    /// Lower-case header name.
+    Header(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retries {
+    /// Retries after the first try; default 1.
+    pub attempts: u32,
+    /// Envoy `retry_on` conditions (`5xx`, `gateway-error`, `reset`, `connect-failure`,
+    /// `retriable-4xx`, `refused-stream`, …) and HTTP status codes; default `[connect-failure,
+    /// reset, 503]`.
+    pub on: Vec<RetryOn>,
+    pub per_try_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RetryOn {
+    Condition(String),
+    Status(u16),
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HeaderChanges {
+    /// Lower-case names → values, in file order; replaces any existing value.
+    pub set: Vec<(String, String)>,
+    /// Lower-case names.
+    pub remove: Vec<String>,
+}
