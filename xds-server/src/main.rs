@@ -1,1 +1,15 @@
-fn main() {}
+//! xds-server binary: parses the command line and hands off to the library.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = xds_server::cli::Cli::parse();
+    xds_server::cli::init_logging(cli.log_format);
+    match xds_server::cli::run(cli) {
+        Ok(code) => std::process::ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

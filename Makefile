@@ -1,0 +1,14 @@
+# The two commands of the quick start (README.md). Everything else lives in scripts/.
+.PHONY: up test bench
+
+## Build everything, install Envoy if needed, start the demo gateway (Ctrl-C stops it).
+up:
+	scripts/up
+
+## Run every test: unit, translation, protocol, and end-to-end against a real Envoy.
+test:
+	scripts/test
+
+## Print control-plane benchmark figures.
+bench:
+	scripts/bench

@@ -1,0 +1,270 @@
+//! The ADS gRPC server (`envoy.service.discovery.v3.AggregatedDiscoveryService`), both
+//! State-of-the-World and Delta, generic over resource type: it serves whatever type URLs the
+//! published [`Snapshots`] carry, to the node group named by each client's `node.cluster`.
+
+mod stream;
+pub mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::body::Body;
+use tonic::server::{Grpc, NamedService, StreamingService};
+use tonic::{Status, Streaming};
+use tracing::{debug, info};
+
+use proto::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshots;
+pub use stream::{Mode, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, TYPE_ORDER};
+use stream::{Request, Stream};
+use wire::{Encoded, PreEncodedCodec};
+
+/// What `/status` shows for one connected client.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ClientStatus {
+    pub node_id: String,
+    pub gateway: String,
+    pub protocol: &'static str,
+    /// Seconds since the Unix epoch.
+    pub connected_at: u64,
+    /// Type URL → what was sent, ACKed and NACKed.
+    pub types: BTreeMap<String, TypeStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TypeStatus {
+    pub sent: Option<String>,
+    pub acked: Option<String>,
+    pub nacked: Option<Nack>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Nack {
+    pub version: String,
+    /// Envoy's `error_detail.message`.
+    pub error: String,
+}
+
+/// Connected clients, for `/status` and metrics.
+#[derive(Debug, Default)]
+pub struct Registry {
+    next_id: AtomicU64,
+    clients: Mutex<BTreeMap<u64, ClientStatus>>,
+}
+
+impl Registry {
+    fn add(&self, protocol: &'static str) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let connected_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.lock().insert(id, ClientStatus { protocol, connected_at, ..Default::default() });
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    fn update(&self, id: u64, f: impl FnOnce(&mut ClientStatus)) {
+        if let Some(c) = self.lock().get_mut(&id) {
+            f(c);
+        }
+    }
+
+    pub fn clients(&self) -> Vec<ClientStatus> {
+        self.lock().values().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, ClientStatus>> {
+        // A panic while holding this lock cannot leave the map inconsistent (every update is a
+        // single field write), so a poisoned lock is still safe to use.
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The ADS service. Cheap to clone.
+#[derive(Clone)]
+pub struct AdsServer {
+    snapshots: watch::Receiver<Arc<Snapshots>>,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// How often a stream re-checks its ordering gates when nothing else happens (see
+/// `SUBSCRIBE_GRACE` in `stream`).
+const TICK: Duration = Duration::from_secs(1);
+
+impl AdsServer {
+    pub fn new(
+        snapshots: watch::Receiver<Arc<Snapshots>>,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self { snapshots, registry, metrics, shutdown }
+    }
+
+    /// Runs one stream until the client goes away or the server shuts down.
+    fn spawn<Req, F>(&self, mode: Mode, mut requests: Streaming<Req>, convert: F) -> ReceiverStream<Result<Encoded, Status>>
+    where
+        Req: Send + 'static,
+        F: Fn(Req) -> (Option<(String, String)>, Request) + Send + 'static,
+    {
+        // Small: a client that stops reading back-pressures its own stream only.
+        let (tx, rx) = mpsc::channel(8);
+        let mut snapshots = self.snapshots.clone();
+        let mut shutdown = self.shutdown.clone();
+        let registry = self.registry.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let id = registry.add(mode.as_str());
+            let gauge = metrics.clients.with_label_values(&[mode.as_str()]);
+            gauge.inc();
+            let mut stream = Stream::new(mode, id, registry.clone(), metrics.clone());
+            let mut tick = tokio::time::interval(TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            'outer: loop {
+                tokio::select! {
+                    msg = requests.message() => match msg {
+                        Ok(Some(req)) => {
+                            let (node, req) = convert(req);
+                            if let Some((id, cluster)) = node {
+                                if stream.group().is_none() {
+                                    stream.set_node(&id, &cluster);
+                                    stream.set_snapshots(&snapshots.borrow_and_update().groups);
+                                }
+                            }
+                            if stream.group().is_none() {
+                                let _ = tx.send(Err(Status::invalid_argument("the first request must carry node.cluster"))).await;
+                                break;
+                            }
+                            stream.handle(req);
+                        }
+                        Ok(None) => break,
+                        Err(e) => { debug!(error = %e, "xDS stream ended with an error"); break }
+                    },
+                    changed = snapshots.changed() => {
+                        if changed.is_err() { break }
+                        stream.set_snapshots(&snapshots.borrow_and_update().groups);
+                    }
+                    _ = tick.tick() => {}
+                    _ = shutdown.changed() => break,
+                }
+                for resp in stream.advance(Instant::now()) {
+                    if tx.send(Ok(resp)).await.is_err() {
+                        break 'outer;
+                    }
+                }
+            }
+            info!(gateway = stream.group().unwrap_or(""), protocol = mode.as_str(), "xDS client disconnected");
+            gauge.dec();
+            registry.remove(id);
+        });
+        ReceiverStream::new(rx)
+    }
+}
+
+fn node_of(node: &Option<proto::pb::envoy::config::core::v3::Node>) -> Option<(String, String)> {
+    node.as_ref().map(|n| (n.id.clone(), n.cluster.clone()))
+}
+
+fn sotw_request(r: DiscoveryRequest) -> (Option<(String, String)>, Request) {
+    let node = node_of(&r.node);
+    let req = Request {
+        type_url: r.type_url,
+        nonce: r.response_nonce,
+        error: r.error_detail.map(|e| e.message),
+        names: r.resource_names,
+        ..Default::default()
+    };
+    (node, req)
+}
+
+fn delta_request(r: DeltaDiscoveryRequest) -> (Option<(String, String)>, Request) {
+    let node = node_of(&r.node);
+    let req = Request {
+        type_url: r.type_url,
+        nonce: r.response_nonce,
+        error: r.error_detail.map(|e| e.message),
+        subscribe: r.resource_names_subscribe,
+        unsubscribe: r.resource_names_unsubscribe,
+        initial_versions: r.initial_resource_versions,
+        ..Default::default()
+    };
+    (node, req)
+}
+
+const SOTW_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+
+struct SotwSvc(AdsServer);
+struct DeltaSvc(AdsServer);
+
+impl StreamingService<DiscoveryRequest> for SotwSvc {
+    type Response = Encoded;
+    type ResponseStream = ReceiverStream<Result<Encoded, Status>>;
+    type Future = BoxFuture<'static, Result<tonic::Response<Self::ResponseStream>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<Streaming<DiscoveryRequest>>) -> Self::Future {
+        let out = self.0.spawn(Mode::Sotw, request.into_inner(), sotw_request);
+        Box::pin(async move { Ok(tonic::Response::new(out)) })
+    }
+}
+
+impl StreamingService<DeltaDiscoveryRequest> for DeltaSvc {
+    type Response = Encoded;
+    type ResponseStream = ReceiverStream<Result<Encoded, Status>>;
+    type Future = BoxFuture<'static, Result<tonic::Response<Self::ResponseStream>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<Streaming<DeltaDiscoveryRequest>>) -> Self::Future {
+        let out = self.0.spawn(Mode::Delta, request.into_inner(), delta_request);
+        Box::pin(async move { Ok(tonic::Response::new(out)) })
+    }
+}
+
+/// Hand-written instead of the generated server so responses can use [`PreEncodedCodec`].
+impl<B> tower_service::Service<http::Request<B>> for AdsServer
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let this = self.clone();
+        match req.uri().path() {
+            SOTW_PATH => Box::pin(async move {
+                let mut grpc = Grpc::new(PreEncodedCodec::<DiscoveryRequest>::default());
+                Ok(grpc.streaming(SotwSvc(this), req).await)
+            }),
+            DELTA_PATH => Box::pin(async move {
+                let mut grpc = Grpc::new(PreEncodedCodec::<DeltaDiscoveryRequest>::default());
+                Ok(grpc.streaming(DeltaSvc(this), req).await)
+            }),
+            _ => Box::pin(async move { Ok(Status::unimplemented("unknown method").into_http()) }),
+        }
+    }
+}
+
+impl NamedService for AdsServer {
+    const NAME: &'static str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+}

@@ -1,0 +1,428 @@
+//! The per-stream xDS state machine, shared by State-of-the-World and Delta streams.
+//!
+//! One [`Stream`] serves one Envoy on one ADS stream. It tracks, per type URL, what the client
+//! subscribed to, what was sent under which nonce, and what was ACKed or NACKed, and decides what
+//! to send next. Rules it enforces (see the xDS protocol, "ACK/NACK", "Eventual consistency"):
+//!
+//! - **Make-before-break order.** Types are pushed in [`TYPE_ORDER`] (clusters, endpoints,
+//!   listeners, secrets, routes), and a type is only sent once every earlier type is *settled*:
+//!   ACKed at the current snapshot, with the client subscribed to every resource of that type the
+//!   snapshot has (so endpoints for a new cluster are in place before a route can point at it).
+//! - **One response in flight per type.** The next one waits for the ACK or NACK.
+//! - **NACKs never loop.** A rejected version is not re-sent; later types of that snapshot are held
+//!   back so the Envoy stays on its last good configuration until a new snapshot arrives.
+//! - **Endpoints after clusters.** Every cluster response forces the endpoints of those clusters
+//!   to be sent again, because Envoy only finishes warming a (re)created cluster on a fresh
+//!   ClusterLoadAssignment.
+//! - **Stale nonces.** SotW requests carrying an old nonce are ignored; Delta requests still update
+//!   subscriptions, as the protocol requires.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use super::wire::{delta_response, sotw_response, Encoded};
+use super::{Nack, Registry, TypeStatus};
+use crate::metrics::Metrics;
+use crate::snapshot::{Resource, Snapshot, TypeSnapshot};
+
+pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+
+/// Push order. Secrets come after listeners because Envoy only subscribes to a secret once a
+/// listener names it; the listener warms until both its secret and its routes arrive. Types not
+/// listed here (policy resources of later services) follow, by type URL.
+pub const TYPE_ORDER: [&str; 5] = [CLUSTER, ENDPOINT, LISTENER, SECRET, ROUTE];
+
+/// Types whose empty subscription means "everything" (legacy wildcard).
+fn wildcard_capable(type_url: &str) -> bool {
+    type_url == CLUSTER || type_url == LISTENER
+}
+
+/// How long a later type waits for the client to subscribe to everything an earlier type needs
+/// before the stream logs it and moves on anyway. Envoy subscribes within milliseconds; this only
+/// guards against a client that never does, which would otherwise stall the stream forever.
+const SUBSCRIBE_GRACE: Duration = Duration::from_secs(5);
+
+static EMPTY: std::sync::LazyLock<TypeSnapshot> = std::sync::LazyLock::new(TypeSnapshot::default);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Sotw,
+    Delta,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Sotw => "sotw",
+            Mode::Delta => "delta",
+        }
+    }
+}
+
+/// A request from either protocol, reduced to what the state machine needs.
+#[derive(Debug, Default)]
+pub struct Request {
+    pub type_url: String,
+    pub nonce: String,
+    pub error: Option<String>,
+    /// SotW: the full set of names (empty = wildcard for CDS/LDS).
+    pub names: Vec<String>,
+    /// Delta only.
+    pub subscribe: Vec<String>,
+    pub unsubscribe: Vec<String>,
+    pub initial_versions: HashMap<String, String>,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    nonce: String,
+    /// Type version of the snapshot the response came from.
+    version: String,
+    /// Delta: the client's versions before this response, restored on NACK.
+    undo: Vec<(String, Option<String>)>,
+}
+
+#[derive(Debug, Default)]
+struct TypeState {
+    subscribed: bool,
+    wildcard: bool,
+    names: BTreeSet<String>,
+    in_flight: Option<InFlight>,
+    /// Type version of the last ACKed response.
+    acked: Option<String>,
+    /// Type version of the last NACKed response, while no newer one was sent.
+    nacked: Option<String>,
+    /// SotW: (type version, names, wildcard) of the last response; equal means nothing to send.
+    sent: Option<(String, BTreeSet<String>, bool)>,
+    /// SotW: send again even though nothing changed (endpoints after a cluster update).
+    force: bool,
+    /// Delta: name → version the client holds.
+    has: HashMap<String, String>,
+    /// Delta: subscribed names already reported absent.
+    announced_missing: BTreeSet<String>,
+    seen_request: bool,
+    /// When this type first looked settled except for a missing subscription.
+    waiting_since: Option<Instant>,
+}
+
+impl TypeState {
+    fn in_scope(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+
+    fn delta_diff<'a>(&self, tv: &'a TypeSnapshot) -> (Vec<&'a Arc<Resource>>, Vec<String>) {
+        let updates: Vec<_> = tv
+            .resources
+            .values()
+            .filter(|r| self.in_scope(&r.name) && self.has.get(&r.name) != Some(&r.version))
+            .collect();
+        let mut removed: Vec<String> =
+            self.has.keys().filter(|n| !tv.resources.contains_key(*n)).cloned().collect();
+        removed.extend(
+            self.names
+                .iter()
+                .filter(|n| {
+                    !tv.resources.contains_key(*n)
+                        && !self.has.contains_key(*n)
+                        && !self.announced_missing.contains(*n)
+                })
+                .cloned(),
+        );
+        removed.sort();
+        removed.dedup();
+        (updates, removed)
+    }
+
+    fn needs_send(&self, mode: Mode, tv: &TypeSnapshot) -> bool {
+        if !self.subscribed {
+            return false;
+        }
+        match mode {
+            Mode::Sotw => {
+                self.force
+                    || self.sent.as_ref()
+                        != Some(&(tv.version.clone(), self.names.clone(), self.wildcard))
+            }
+            Mode::Delta => {
+                if self.nacked.as_deref() == Some(&tv.version) {
+                    return false;
+                }
+                let (u, r) = self.delta_diff(tv);
+                !u.is_empty() || !r.is_empty()
+            }
+        }
+    }
+
+    /// Whether later types may be sent: nothing pending, and (for named subscriptions) the client
+    /// asked for every resource of this type the snapshot has.
+    fn settled(&mut self, mode: Mode, tv: &TypeSnapshot, now: Instant) -> bool {
+        if self.subscribed {
+            if self.in_flight.is_some() || self.needs_send(mode, tv) {
+                return false;
+            }
+            if self.nacked.is_some() && self.nacked.as_deref() == Some(&tv.version) {
+                return false;
+            }
+        }
+        let covered = (self.subscribed && self.wildcard)
+            || tv.resources.keys().all(|n| self.subscribed && self.names.contains(n));
+        if covered {
+            self.waiting_since = None;
+            return true;
+        }
+        let since = *self.waiting_since.get_or_insert(now);
+        now.duration_since(since) >= SUBSCRIBE_GRACE
+    }
+}
+
+/// One ADS stream.
+pub struct Stream {
+    mode: Mode,
+    id: u64,
+    node_id: String,
+    group: Option<String>,
+    snapshot: Option<Arc<Snapshot>>,
+    types: BTreeMap<String, TypeState>,
+    next_nonce: u64,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    warned_unknown: bool,
+}
+
+impl Stream {
+    pub fn new(mode: Mode, id: u64, registry: Arc<Registry>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            mode,
+            id,
+            node_id: String::new(),
+            group: None,
+            snapshot: None,
+            types: BTreeMap::new(),
+            next_nonce: 0,
+            registry,
+            metrics,
+            warned_unknown: false,
+        }
+    }
+
+    pub fn group(&self) -> Option<&str> {
+        self.group.as_deref()
+    }
+
+    /// Identifies the client from the first request's node.
+    pub fn set_node(&mut self, node_id: &str, cluster: &str) {
+        if self.group.is_some() {
+            return;
+        }
+        self.node_id = node_id.to_string();
+        self.group = Some(cluster.to_string());
+        self.registry.update(self.id, |c| {
+            c.node_id = node_id.to_string();
+            c.gateway = cluster.to_string();
+        });
+        info!(node_id, gateway = cluster, protocol = self.mode.as_str(), "xDS client connected");
+    }
+
+    /// Picks this client's snapshot out of a newly published set.
+    pub fn set_snapshots(&mut self, groups: &BTreeMap<String, Arc<Snapshot>>) {
+        let Some(group) = &self.group else { return };
+        match groups.get(group) {
+            Some(s) => {
+                self.snapshot = Some(s.clone());
+                self.warned_unknown = false;
+            }
+            None => {
+                if !self.warned_unknown {
+                    warn!(
+                        node_id = %self.node_id,
+                        gateway = %group,
+                        known = ?groups.keys().collect::<Vec<_>>(),
+                        "xDS client's node.cluster names no gateway in the config; it gets no resources"
+                    );
+                    self.warned_unknown = true;
+                }
+                self.snapshot = None;
+            }
+        }
+    }
+
+    pub fn handle(&mut self, req: Request) {
+        let mode = self.mode;
+        let ts = self.types.entry(req.type_url.clone()).or_default();
+        let acks_in_flight = ts.in_flight.as_ref().is_some_and(|f| f.nonce == req.nonce);
+        if mode == Mode::Sotw && !req.nonce.is_empty() && !acks_in_flight {
+            // A request answering an older response: the client has not seen our latest one yet.
+            debug!(type_url = %req.type_url, nonce = %req.nonce, "ignoring request with stale nonce");
+            return;
+        }
+        if acks_in_flight {
+            let f = ts.in_flight.take().expect("checked above");
+            match &req.error {
+                None => {
+                    ts.acked = Some(f.version.clone());
+                    ts.nacked = None;
+                    self.registry.update(self.id, |c| {
+                        let t = c.types.entry(req.type_url.clone()).or_default();
+                        t.acked = Some(f.version.clone());
+                    });
+                }
+                Some(error) => {
+                    warn!(
+                        node_id = %self.node_id, type_url = %req.type_url, version = %f.version,
+                        error = %error, "xDS client rejected (NACKed) a response; not re-sending it"
+                    );
+                    self.metrics.nacks.with_label_values(&[&req.type_url]).inc();
+                    for (name, old) in f.undo.iter().rev() {
+                        match old {
+                            Some(v) => ts.has.insert(name.clone(), v.clone()),
+                            None => ts.has.remove(name),
+                        };
+                    }
+                    ts.nacked = Some(f.version.clone());
+                    self.registry.update(self.id, |c| {
+                        let t = c.types.entry(req.type_url.clone()).or_default();
+                        t.nacked = Some(Nack { version: f.version.clone(), error: error.clone() });
+                    });
+                }
+            }
+        }
+        match mode {
+            Mode::Sotw => {
+                let mut names: BTreeSet<String> = req.names.into_iter().collect();
+                let star = names.remove("*");
+                ts.wildcard = wildcard_capable(&req.type_url) && (star || names.is_empty());
+                ts.names = names;
+            }
+            Mode::Delta => {
+                if !ts.seen_request {
+                    ts.has = req.initial_versions;
+                    if req.subscribe.is_empty() && wildcard_capable(&req.type_url) {
+                        ts.wildcard = true;
+                    }
+                }
+                for n in req.subscribe {
+                    if n == "*" {
+                        ts.wildcard = true;
+                    } else {
+                        // An explicit subscribe must be answered even for a version the client
+                        // claims to hold, unless it said so in this stream's first request.
+                        if ts.seen_request {
+                            ts.has.remove(&n);
+                        }
+                        ts.announced_missing.remove(&n);
+                        ts.names.insert(n);
+                    }
+                }
+                for n in req.unsubscribe {
+                    if n == "*" {
+                        ts.wildcard = false;
+                    } else {
+                        ts.names.remove(&n);
+                        ts.announced_missing.remove(&n);
+                        // Forget it; if a wildcard still covers it, it is sent again.
+                        ts.has.remove(&n);
+                    }
+                }
+                if !ts.wildcard {
+                    let names = &ts.names;
+                    ts.has.retain(|n, _| names.contains(n));
+                }
+            }
+        }
+        ts.seen_request = true;
+        ts.subscribed = true;
+    }
+
+    /// Sends whatever the ordering rules allow now.
+    pub fn advance(&mut self, now: Instant) -> Vec<Encoded> {
+        let Some(snapshot) = self.snapshot.clone() else { return Vec::new() };
+        let mut order: Vec<String> = TYPE_ORDER.iter().map(|t| t.to_string()).collect();
+        for t in snapshot.types.keys().chain(self.types.keys()) {
+            if !order.contains(t) {
+                order.push(t.clone());
+            }
+        }
+        let mut out = Vec::new();
+        let mut earlier_settled = true;
+        for type_url in order {
+            let tv = snapshot.get(&type_url).unwrap_or(&EMPTY);
+            let ts = self.types.entry(type_url.clone()).or_default();
+            if earlier_settled && ts.in_flight.is_none() && ts.needs_send(self.mode, tv) {
+                out.push(self.send(&type_url, tv));
+            }
+            let ts = self.types.get_mut(&type_url).expect("inserted above");
+            if !ts.settled(self.mode, tv, now) {
+                earlier_settled = false;
+            }
+        }
+        out
+    }
+
+    fn send(&mut self, type_url: &str, tv: &TypeSnapshot) -> Encoded {
+        self.next_nonce += 1;
+        let nonce = self.next_nonce.to_string();
+        let mode = self.mode;
+        let ts = self.types.get_mut(type_url).expect("caller inserted it");
+        let mut changed_clusters = Vec::new();
+        let encoded = match mode {
+            Mode::Sotw => {
+                let rs = tv.resources.values().filter(|r| ts.in_scope(&r.name)).map(|r| &r.any);
+                let enc = sotw_response(&tv.version, rs, type_url, &nonce);
+                ts.sent = Some((tv.version.clone(), ts.names.clone(), ts.wildcard));
+                ts.force = false;
+                ts.in_flight =
+                    Some(InFlight { nonce: nonce.clone(), version: tv.version.clone(), undo: vec![] });
+                enc
+            }
+            Mode::Delta => {
+                let (updates, removed) = ts.delta_diff(tv);
+                let enc = delta_response(
+                    &tv.version,
+                    updates.iter().map(|r| &r.delta),
+                    type_url,
+                    &removed,
+                    &nonce,
+                );
+                let mut undo = Vec::with_capacity(updates.len() + removed.len());
+                for r in &updates {
+                    undo.push((r.name.clone(), ts.has.insert(r.name.clone(), r.version.clone())));
+                    changed_clusters.push(r.name.clone());
+                }
+                for n in &removed {
+                    match ts.has.remove(n) {
+                        Some(v) => undo.push((n.clone(), Some(v))),
+                        None => {
+                            ts.announced_missing.insert(n.clone());
+                        }
+                    }
+                }
+                ts.in_flight = Some(InFlight { nonce: nonce.clone(), version: tv.version.clone(), undo });
+                enc
+            }
+        };
+        if type_url == CLUSTER {
+            let eds = self.types.entry(ENDPOINT.to_string()).or_default();
+            match mode {
+                Mode::Sotw => eds.force = true,
+                // A ClusterLoadAssignment is named after its cluster.
+                Mode::Delta => changed_clusters.iter().for_each(|c| {
+                    eds.has.remove(c);
+                }),
+            }
+        }
+        self.metrics.responses.with_label_values(&[type_url, mode.as_str()]).inc();
+        self.registry.update(self.id, |c| {
+            let t: &mut TypeStatus = c.types.entry(type_url.to_string()).or_default();
+            t.sent = Some(tv.version.clone());
+        });
+        debug!(node_id = %self.node_id, type_url, version = %tv.version, nonce, "sent xDS response");
+        encoded
+    }
+}

@@ -1,0 +1,290 @@
+//! Protocol tests of the stream state machine against synthetic snapshots.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use proto::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, DiscoveryResponse};
+
+use super::stream::{Mode, Request, Stream, CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use super::Registry;
+use crate::metrics::Metrics;
+use crate::snapshot::{Resource, Snapshot, TypeSnapshot};
+
+fn snap(types: &[(&str, &[(&str, &str)])]) -> Arc<Snapshot> {
+    let mut m = BTreeMap::new();
+    for (t, rs) in types {
+        m.insert(
+            t.to_string(),
+            TypeSnapshot::new(rs.iter().map(|(n, body)| Resource::from_bytes(t, *n, body.as_bytes().to_vec()))),
+        );
+    }
+    Arc::new(Snapshot::new(m))
+}
+
+fn base() -> Arc<Snapshot> {
+    snap(&[
+        (CLUSTER, &[("users", "c1")]),
+        (ENDPOINT, &[("users", "e1")]),
+        (LISTENER, &[("http", "l1")]),
+        (ROUTE, &[("edge", "r1")]),
+    ])
+}
+
+struct Harness {
+    s: Stream,
+    now: Instant,
+}
+
+impl Harness {
+    fn new(mode: Mode, snapshot: Arc<Snapshot>) -> Self {
+        let registry = Arc::new(Registry::default());
+        let id = registry.add(mode.as_str());
+        let mut s = Stream::new(mode, id, registry, Arc::new(Metrics::new()));
+        s.set_node("n1", "edge");
+        s.set_snapshots(&BTreeMap::from([("edge".to_string(), snapshot)]));
+        Self { s, now: Instant::now() }
+    }
+
+    fn set(&mut self, snapshot: Arc<Snapshot>) {
+        self.s.set_snapshots(&BTreeMap::from([("edge".to_string(), snapshot)]));
+    }
+
+    fn sotw(&mut self, type_url: &str, names: &[&str], nonce: &str, error: Option<&str>) -> Vec<DiscoveryResponse> {
+        self.s.handle(Request {
+            type_url: type_url.into(),
+            nonce: nonce.into(),
+            error: error.map(Into::into),
+            names: names.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        });
+        self.advance_sotw()
+    }
+
+    fn advance_sotw(&mut self) -> Vec<DiscoveryResponse> {
+        self.s.advance(self.now).into_iter().map(|e| DiscoveryResponse::decode(e.0).unwrap()).collect()
+    }
+
+    fn delta(&mut self, type_url: &str, sub: &[&str], unsub: &[&str], nonce: &str, error: Option<&str>) -> Vec<DeltaDiscoveryResponse> {
+        self.s.handle(Request {
+            type_url: type_url.into(),
+            nonce: nonce.into(),
+            error: error.map(Into::into),
+            subscribe: sub.iter().map(|s| s.to_string()).collect(),
+            unsubscribe: unsub.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        });
+        self.advance_delta()
+    }
+
+    fn advance_delta(&mut self) -> Vec<DeltaDiscoveryResponse> {
+        self.s.advance(self.now).into_iter().map(|e| DeltaDiscoveryResponse::decode(e.0).unwrap()).collect()
+    }
+}
+
+fn types(rs: &[DiscoveryResponse]) -> Vec<&str> {
+    rs.iter().map(|r| r.type_url.as_str()).collect()
+}
+
+/// Walks a SotW client through the initial handshake the way Envoy does, returning the nonces of
+/// the last response per type.
+fn sotw_converge(h: &mut Harness) -> BTreeMap<String, (String, String)> {
+    let mut last = BTreeMap::new();
+    let mut note = |rs: &[DiscoveryResponse], last: &mut BTreeMap<String, (String, String)>| {
+        for r in rs {
+            last.insert(r.type_url.clone(), (r.nonce.clone(), r.version_info.clone()));
+        }
+    };
+    let r = h.sotw(CLUSTER, &[], "", None);
+    assert_eq!(types(&r), [CLUSTER], "only clusters may go first");
+    note(&r, &mut last);
+    let r = h.sotw(LISTENER, &[], "", None);
+    assert!(r.is_empty(), "listeners must wait for clusters and endpoints: {:?}", types(&r));
+    let r = h.sotw(ENDPOINT, &["users"], "", None);
+    assert!(r.is_empty(), "endpoints must wait for the cluster ACK");
+    let n = last[CLUSTER].0.clone();
+    let r = h.sotw(CLUSTER, &[], &n, None);
+    assert_eq!(types(&r), [ENDPOINT]);
+    note(&r, &mut last);
+    let n = last[ENDPOINT].0.clone();
+    let r = h.sotw(ENDPOINT, &["users"], &n, None);
+    assert_eq!(types(&r), [LISTENER]);
+    note(&r, &mut last);
+    let n = last[LISTENER].0.clone();
+    let r = h.sotw(LISTENER, &[], &n, None);
+    assert!(r.is_empty());
+    let r = h.sotw(ROUTE, &["edge"], "", None);
+    assert_eq!(types(&r), [ROUTE]);
+    note(&r, &mut last);
+    let n = last[ROUTE].0.clone();
+    assert!(h.sotw(ROUTE, &["edge"], &n, None).is_empty());
+    last
+}
+
+#[test]
+fn sotw_initial_push_is_ordered_and_gated_on_acks() {
+    let mut h = Harness::new(Mode::Sotw, base());
+    sotw_converge(&mut h);
+    assert!(h.advance_sotw().is_empty(), "nothing more to send once everything is ACKed");
+}
+
+#[test]
+fn sotw_nack_is_not_resent_and_holds_later_types() {
+    let mut h = Harness::new(Mode::Sotw, base());
+    let last = sotw_converge(&mut h);
+    let _ = last;
+    // A new snapshot changes clusters and routes.
+    let next = snap(&[
+        (CLUSTER, &[("users", "c2")]),
+        (ENDPOINT, &[("users", "e1")]),
+        (LISTENER, &[("http", "l1")]),
+        (ROUTE, &[("edge", "r2")]),
+    ]);
+    h.set(next);
+    let r = h.advance_sotw();
+    assert_eq!(types(&r), [CLUSTER]);
+    let nonce = r[0].nonce.clone();
+    let r = h.sotw(CLUSTER, &[], &nonce, Some("bad cluster"));
+    assert!(r.is_empty(), "a NACKed version must not be re-sent, nor later types: {:?}", types(&r));
+    h.now += Duration::from_secs(60);
+    assert!(h.advance_sotw().is_empty(), "still nothing after time passes");
+    // A fixed snapshot goes out again.
+    h.set(snap(&[
+        (CLUSTER, &[("users", "c3")]),
+        (ENDPOINT, &[("users", "e1")]),
+        (LISTENER, &[("http", "l1")]),
+        (ROUTE, &[("edge", "r2")]),
+    ]));
+    assert_eq!(types(&h.advance_sotw()), [CLUSTER]);
+}
+
+#[test]
+fn sotw_endpoints_are_resent_after_every_cluster_change() {
+    let mut h = Harness::new(Mode::Sotw, base());
+    sotw_converge(&mut h);
+    h.set(snap(&[
+        (CLUSTER, &[("users", "c2")]),
+        (ENDPOINT, &[("users", "e1")]),
+        (LISTENER, &[("http", "l1")]),
+        (ROUTE, &[("edge", "r1")]),
+    ]));
+    let r = h.advance_sotw();
+    assert_eq!(types(&r), [CLUSTER]);
+    let r = h.sotw(CLUSTER, &[], &r[0].nonce.clone(), None);
+    assert_eq!(types(&r), [ENDPOINT], "unchanged endpoints must still be re-sent");
+    assert_eq!(r[0].resources.len(), 1);
+}
+
+#[test]
+fn sotw_stale_nonce_is_ignored() {
+    let mut h = Harness::new(Mode::Sotw, base());
+    let r = h.sotw(CLUSTER, &[], "", None);
+    assert_eq!(r.len(), 1);
+    assert!(h.sotw(CLUSTER, &[], "999", None).is_empty());
+    // The real ACK still works afterwards.
+    let r = h.sotw(ENDPOINT, &["users"], "", None);
+    assert!(r.is_empty());
+    let n = h.s_nonce_hint();
+    let r = h.sotw(CLUSTER, &[], &n, None);
+    assert_eq!(types(&r), [ENDPOINT]);
+}
+
+impl Harness {
+    /// Nonces are a per-stream counter; the first response carries "1".
+    fn s_nonce_hint(&self) -> String {
+        "1".into()
+    }
+}
+
+#[test]
+fn sotw_new_listener_waits_for_endpoint_subscription_of_new_cluster() {
+    let mut h = Harness::new(Mode::Sotw, base());
+    sotw_converge(&mut h);
+    h.set(snap(&[
+        (CLUSTER, &[("users", "c1"), ("orders", "c1")]),
+        (ENDPOINT, &[("users", "e1"), ("orders", "e1")]),
+        (LISTENER, &[("http", "l1")]),
+        (ROUTE, &[("edge", "r2")]),
+    ]));
+    let r = h.advance_sotw();
+    assert_eq!(types(&r), [CLUSTER]);
+    // ACK arrives before the client subscribes to the new cluster's endpoints.
+    let r = h.sotw(CLUSTER, &[], &r[0].nonce.clone(), None);
+    assert_eq!(types(&r), [ENDPOINT]);
+    let r = h.sotw(ENDPOINT, &["users"], &r[0].nonce.clone(), None);
+    assert!(r.is_empty(), "routes must wait until endpoints of 'orders' are requested: {:?}", types(&r));
+    let r = h.sotw(ENDPOINT, &["orders", "users"], "", None);
+    assert_eq!(types(&r), [ENDPOINT]);
+    assert_eq!(r[0].resources.len(), 2);
+    let r = h.sotw(ENDPOINT, &["orders", "users"], &r[0].nonce.clone(), None);
+    assert_eq!(types(&r), [ROUTE]);
+}
+
+#[test]
+fn delta_sends_only_changes_and_removals() {
+    let mut h = Harness::new(Mode::Delta, base());
+    let r = h.delta(CLUSTER, &[], &[], "", None);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].resources.len(), 1);
+    let r = h.delta(CLUSTER, &[], &[], &r[0].nonce.clone(), None);
+    assert!(r.is_empty(), "EDS not yet subscribed");
+    let r = h.delta(ENDPOINT, &["users"], &[], "", None);
+    assert_eq!(r[0].type_url, ENDPOINT);
+    let r = h.delta(ENDPOINT, &[], &[], &r[0].nonce.clone(), None);
+    assert!(r.is_empty(), "LDS not yet subscribed");
+    let r = h.delta(LISTENER, &[], &[], "", None);
+    assert_eq!(r[0].type_url, LISTENER);
+    h.delta(LISTENER, &[], &[], &r[0].nonce.clone(), None);
+    // Change one listener, drop a cluster that the new snapshot no longer has.
+    h.set(snap(&[
+        (CLUSTER, &[]),
+        (ENDPOINT, &[]),
+        (LISTENER, &[("http", "l2")]),
+        (ROUTE, &[("edge", "r1")]),
+    ]));
+    let r = h.advance_delta();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].type_url, CLUSTER);
+    assert!(r[0].resources.is_empty());
+    assert_eq!(r[0].removed_resources, ["users"]);
+}
+
+#[test]
+fn delta_nack_rolls_back_and_does_not_loop() {
+    let mut h = Harness::new(Mode::Delta, base());
+    let r = h.delta(CLUSTER, &[], &[], "", None);
+    let r2 = h.delta(CLUSTER, &[], &[], &r[0].nonce.clone(), Some("nope"));
+    assert!(r2.is_empty(), "rejected resources are not re-sent");
+    h.set(snap(&[(CLUSTER, &[("users", "c9")]), (ENDPOINT, &[]), (LISTENER, &[]), (ROUTE, &[])]));
+    let r = h.advance_delta();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].resources.len(), 1, "the new version goes out");
+}
+
+#[test]
+fn delta_reconnect_with_current_versions_sends_nothing() {
+    let s = base();
+    let mut h = Harness::new(Mode::Delta, s.clone());
+    let cds = s.get(CLUSTER).unwrap();
+    h.s.handle(Request {
+        type_url: CLUSTER.into(),
+        initial_versions: cds.resources.values().map(|r| (r.name.clone(), r.version.clone())).collect(),
+        ..Default::default()
+    });
+    assert!(h.advance_delta().is_empty());
+}
+
+#[test]
+fn delta_unknown_explicit_subscription_is_reported_removed_once() {
+    let mut h = Harness::new(Mode::Delta, base());
+    let r = h.delta(ROUTE, &["nope"], &[], "", None);
+    // Routes are gated behind clusters, which this client has not requested: after the grace
+    // period the stream moves on.
+    assert!(r.is_empty());
+    h.now += Duration::from_secs(10);
+    let r = h.advance_delta();
+    let r: Vec<_> = r.into_iter().filter(|r| r.type_url == ROUTE).collect();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].removed_resources, ["nope"]);
+}

@@ -1,0 +1,74 @@
+//! `xds-server bootstrap`: an Envoy bootstrap whose only static resource is the xDS cluster.
+
+use serde_json::json;
+
+use crate::config::HostPort;
+
+#[derive(Debug, Clone)]
+pub struct BootstrapOptions {
+    pub gateway: String,
+    pub node_id: String,
+    pub xds: HostPort,
+    pub admin_address: String,
+    pub admin_port: u16,
+    pub delta: bool,
+}
+
+/// Renders the bootstrap as JSON (which Envoy also accepts as YAML).
+pub fn render(o: &BootstrapOptions) -> String {
+    let config_source = json!({
+        "ads": {},
+        "resource_api_version": "V3",
+        // Wait for the control plane rather than start with a partial configuration.
+        "initial_fetch_timeout": "0s"
+    });
+    let doc = json!({
+        "node": { "id": o.node_id, "cluster": o.gateway },
+        "admin": {
+            "address": { "socket_address": { "address": o.admin_address, "port_value": o.admin_port } }
+        },
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": if o.delta { "DELTA_GRPC" } else { "GRPC" },
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": true,
+                "grpc_services": [{
+                    "envoy_grpc": {
+                        "cluster_name": "xds_cluster",
+                        // Reconnect quickly after a control-plane restart; Envoy keeps serving
+                        // its last configuration meanwhile.
+                        "retry_policy": {
+                            "retry_back_off": { "base_interval": "0.25s", "max_interval": "5s" }
+                        }
+                    }
+                }]
+            },
+            "cds_config": config_source,
+            "lds_config": config_source
+        },
+        "static_resources": {
+            "clusters": [{
+                "name": "xds_cluster",
+                "type": "STRICT_DNS",
+                "connect_timeout": "1s",
+                "typed_extension_protocol_options": {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": {
+                            "http2_protocol_options": {
+                                "connection_keepalive": { "interval": "30s", "timeout": "5s" }
+                            }
+                        }
+                    }
+                },
+                "load_assignment": {
+                    "cluster_name": "xds_cluster",
+                    "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {
+                        "socket_address": { "address": o.xds.host, "port_value": o.xds.port }
+                    } } }] }]
+                }
+            }]
+        }
+    });
+    serde_json::to_string_pretty(&doc).expect("JSON values always serialize")
+}

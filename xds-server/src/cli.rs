@@ -1,0 +1,123 @@
+//! Command line (spec §7): `serve`, `validate`, `bootstrap`. Every flag has an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::bootstrap::{self, BootstrapOptions};
+use crate::config::HostPort;
+use crate::server::{self, ServeOptions};
+
+#[derive(Debug, Parser)]
+#[command(name = "xds-server", version, about = "Envoy control plane for gateway.yaml")]
+pub struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, global = true, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve ADS (SotW and Delta) for the config, reloading it when it changes.
+    Serve {
+        #[arg(long, env = "XDS_CONFIG", default_value = "gateway.yaml")]
+        config: PathBuf,
+        /// gRPC (ADS) listen address.
+        #[arg(long, env = "XDS_LISTEN", default_value = "127.0.0.1:18000")]
+        listen: SocketAddr,
+        /// HTTP admin listen address: /healthz, /readyz, /metrics, /status.
+        #[arg(long, env = "XDS_ADMIN", default_value = "127.0.0.1:18001")]
+        admin: SocketAddr,
+    },
+    /// Check a config: exit 0 with a summary, or 1 with every error.
+    Validate {
+        #[arg(env = "XDS_CONFIG", default_value = "gateway.yaml")]
+        config: PathBuf,
+    },
+    /// Print an Envoy bootstrap that fetches everything else from this server.
+    Bootstrap {
+        /// The gateway (from `gateways:`) this Envoy serves; becomes node.cluster.
+        #[arg(long, env = "XDS_GATEWAY")]
+        gateway: String,
+        /// Where Envoy reaches xds-server (host:port; a DNS name is resolved by Envoy).
+        #[arg(long, env = "XDS_ADDRESS", default_value = "127.0.0.1:18000")]
+        xds: String,
+        /// node.id; defaults to `<gateway>-<hostname>`.
+        #[arg(long, env = "XDS_NODE_ID")]
+        node_id: Option<String>,
+        #[arg(long, env = "ENVOY_ADMIN_ADDRESS", default_value = "127.0.0.1")]
+        admin_address: String,
+        #[arg(long, env = "ENVOY_ADMIN_PORT", default_value_t = 9901)]
+        admin_port: u16,
+        /// Use Delta (incremental) xDS instead of State-of-the-World.
+        #[arg(long, env = "XDS_DELTA")]
+        delta: bool,
+    },
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn parse_host_port(s: &str) -> anyhow::Result<HostPort> {
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("expected host:port, found {s:?}"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok(HostPort { host: host.to_string(), port: port.parse().map_err(|_| anyhow::anyhow!("bad port in {s:?}"))? })
+}
+
+/// Runs the parsed command; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Serve { config, listen, admin } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(server::serve(ServeOptions { config, listen, admin }))?;
+            Ok(0)
+        }
+        Command::Validate { config } => match server::build(&config) {
+            Ok(built) => {
+                let s = &built.snapshots;
+                let count = |t: &str| s.groups.values().map(|g| g.get(t).map_or(0, |t| t.resources.len())).sum::<usize>();
+                println!(
+                    "{}: ok: {} gateway(s), {} listener(s), {} cluster(s), version {}",
+                    config.display(),
+                    s.groups.len(),
+                    count(crate::ads::LISTENER),
+                    count(crate::ads::CLUSTER),
+                    s.version
+                );
+                Ok(0)
+            }
+            Err(errors) => {
+                for e in &errors {
+                    eprintln!("{e}");
+                }
+                eprintln!("{}: {} error(s)", config.display(), errors.len());
+                Ok(1)
+            }
+        },
+        Command::Bootstrap { gateway, xds, node_id, admin_address, admin_port, delta } => {
+            let node_id = node_id.unwrap_or_else(|| {
+                let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "envoy".into());
+                format!("{gateway}-{host}")
+            });
+            let opts = BootstrapOptions { gateway, node_id, xds: parse_host_port(&xds)?, admin_address, admin_port, delta };
+            println!("{}", bootstrap::render(&opts));
+            Ok(0)
+        }
+    }
+}

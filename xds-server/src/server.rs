@@ -1,0 +1,282 @@
+//! `xds-server serve`: load, translate, publish, watch for edits, and serve ADS plus the admin port.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use notify::{RecursiveMode, Watcher};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::ads::{AdsServer, Registry, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
+use crate::metrics::Metrics;
+use crate::snapshot::{Resource, Snapshot, Snapshots, TypeSnapshot};
+use crate::{admin, config, translate};
+
+/// Quiet period after the last file event before a reload: editors write in bursts (truncate,
+/// write, rename, chmod), and one reload per save is what users expect.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+/// Upper bound on how long a continuous stream of events can postpone a reload.
+const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
+
+/// What `/status` reports about config loading.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadStatus {
+    pub version: String,
+    pub config_path: PathBuf,
+    /// Seconds since the Unix epoch of the last accepted load.
+    pub loaded_at: u64,
+    pub last_error: Option<LastError>,
+    pub reloads: ReloadCounts,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LastError {
+    pub at: u64,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadCounts {
+    pub ok: u64,
+    pub rejected: u64,
+}
+
+/// Shared by the reload loop, the ADS server and the admin port.
+#[derive(Debug)]
+pub struct App {
+    pub metrics: Arc<Metrics>,
+    pub registry: Arc<Registry>,
+    pub status: Mutex<ReloadStatus>,
+}
+
+impl App {
+    pub fn status(&self) -> ReloadStatus {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// A config turned into snapshots, plus the files whose change must trigger a reload.
+pub struct Built {
+    pub snapshots: Snapshots,
+    pub files: BTreeSet<PathBuf>,
+}
+
+/// Loads, validates and translates `path`. Errors are human-readable lines, each with its
+/// `file:line:col` where the problem has a position.
+pub fn build(path: &Path) -> Result<Built, Vec<String>> {
+    let loaded = config::load(path).map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let snapshots = snapshots_for(&loaded).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+    let mut files: BTreeSet<PathBuf> = loaded.files.keys().cloned().collect();
+    files.insert(absolute(path));
+    Ok(Built { snapshots, files })
+}
+
+/// Translates a loaded config and encodes every gateway's resources into a snapshot.
+pub fn snapshots_for(loaded: &config::Loaded) -> anyhow::Result<Snapshots> {
+    let gateways = translate::translate(loaded)?;
+    let mut groups = BTreeMap::new();
+    for (name, r) in gateways {
+        translate::is_consistent(&r).map_err(|e| anyhow::anyhow!("gateway {name}: {e}"))?;
+        let mut types = BTreeMap::new();
+        types.insert(CLUSTER.to_string(), TypeSnapshot::new(r.clusters.iter().map(|c| Resource::new(CLUSTER, &c.name, c))));
+        types.insert(
+            ENDPOINT.to_string(),
+            TypeSnapshot::new(r.endpoints.iter().map(|e| Resource::new(ENDPOINT, &e.cluster_name, e))),
+        );
+        types.insert(LISTENER.to_string(), TypeSnapshot::new(r.listeners.iter().map(|l| Resource::new(LISTENER, &l.name, l))));
+        types.insert(SECRET.to_string(), TypeSnapshot::new(r.secrets.iter().map(|s| Resource::new(SECRET, &s.name, s))));
+        types.insert(ROUTE.to_string(), TypeSnapshot::new(r.routes.iter().map(|rc| Resource::new(ROUTE, &rc.name, rc))));
+        groups.insert(name, Snapshot::new(types));
+    }
+    Ok(Snapshots::new(groups))
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub config: PathBuf,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Runs until Ctrl-C / SIGTERM.
+pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    let first = build(&opts.config).map_err(|errors| {
+        anyhow::anyhow!("{} is not valid:\n{}", opts.config.display(), errors.join("\n"))
+    })?;
+    let metrics = Arc::new(Metrics::new());
+    metrics.reloads.with_label_values(&["ok"]).inc();
+    let app = Arc::new(App {
+        metrics: metrics.clone(),
+        registry: Arc::new(Registry::default()),
+        status: Mutex::new(ReloadStatus {
+            version: first.snapshots.version.clone(),
+            config_path: opts.config.clone(),
+            loaded_at: now(),
+            last_error: None,
+            reloads: ReloadCounts { ok: 1, rejected: 0 },
+        }),
+    });
+    info!(version = %first.snapshots.version, gateways = ?first.snapshots.groups.keys().collect::<Vec<_>>(), "config loaded");
+    let (snap_tx, snap_rx) = watch::channel(Arc::new(first.snapshots));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    let grpc = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("binding gRPC {}", opts.listen))?;
+    let admin_listener = tokio::net::TcpListener::bind(opts.admin).await.with_context(|| format!("binding admin {}", opts.admin))?;
+    info!(grpc = %opts.listen, admin = %opts.admin, "xds-server listening");
+
+    let ads = AdsServer::new(snap_rx, app.registry.clone(), metrics.clone(), shutdown_rx.clone());
+    let mut sd = shutdown_rx.clone();
+    let grpc_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            // Detect dead Envoys (and let Envoys detect us) without waiting for TCP timeouts.
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(ads)
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc), async move {
+                let _ = sd.wait_for(|v| *v).await;
+            }),
+    );
+    let mut sd = shutdown_rx.clone();
+    let admin_task = tokio::spawn(admin::serve(admin_listener, app.clone(), async move {
+        let _ = sd.wait_for(|v| *v).await;
+    }));
+    let reload_task = tokio::spawn(reload_loop(opts.config.clone(), first.files, app.clone(), snap_tx, shutdown_rx.clone()));
+
+    shutdown_signal().await;
+    info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    let _ = reload_task.await;
+    let _ = admin_task.await;
+    match grpc_task.await {
+        Ok(r) => r.context("gRPC server")?,
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Watches the config file and every file it references; reloads after a quiet period.
+async fn reload_loop(
+    config: PathBuf,
+    mut files: BTreeSet<PathBuf>,
+    app: Arc<App>,
+    snapshots: watch::Sender<Arc<Snapshots>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<()>();
+    let watched = Arc::new(Mutex::new(files.clone()));
+    let filter = watched.clone();
+    let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            let set = filter.lock().unwrap_or_else(|e| e.into_inner());
+            if ev.paths.iter().any(|p| set.contains(p)) {
+                let _ = ev_tx.send(());
+            }
+        }
+    }) {
+        Ok(w) => w,
+        Err(e) => {
+            error!(error = %e, "cannot watch files; hot reload is disabled");
+            return;
+        }
+    };
+    let mut dirs = BTreeSet::new();
+    watch_dirs(&mut watcher, &files, &mut dirs);
+    loop {
+        tokio::select! {
+            ev = ev_rx.recv() => if ev.is_none() { return },
+            _ = shutdown.wait_for(|v| *v) => return,
+        }
+        // Debounce: wait for a quiet period, bounded so a constantly-touched file still reloads.
+        let deadline = tokio::time::Instant::now() + DEBOUNCE_MAX;
+        loop {
+            match tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + DEBOUNCE), ev_rx.recv()).await {
+                Ok(Some(())) => continue,
+                Ok(None) => return,
+                Err(_) => break,
+            }
+        }
+        let path = config.clone();
+        let result = match tokio::task::spawn_blocking(move || build(&path)).await {
+            Ok(r) => r,
+            Err(e) => Err(vec![format!("reload task failed: {e}")]),
+        };
+        match result {
+            Ok(built) => {
+                app.metrics.reloads.with_label_values(&["ok"]).inc();
+                let version = built.snapshots.version.clone();
+                {
+                    let mut st = app.status.lock().unwrap_or_else(|e| e.into_inner());
+                    st.reloads.ok += 1;
+                    st.last_error = None;
+                    if st.version != version {
+                        st.version = version.clone();
+                        st.loaded_at = now();
+                    }
+                }
+                if snapshots.borrow().version != version {
+                    info!(%version, "config reloaded; pushing to connected clients");
+                    snapshots.send_replace(Arc::new(built.snapshots));
+                } else {
+                    info!(%version, "config reloaded; nothing changed");
+                }
+                if built.files != files {
+                    files = built.files;
+                    *watched.lock().unwrap_or_else(|e| e.into_inner()) = files.clone();
+                    watch_dirs(&mut watcher, &files, &mut dirs);
+                }
+            }
+            Err(errors) => {
+                app.metrics.reloads.with_label_values(&["rejected"]).inc();
+                error!(errors = %errors.join("\n"), "config rejected; keeping the previous configuration");
+                let mut st = app.status.lock().unwrap_or_else(|e| e.into_inner());
+                st.reloads.rejected += 1;
+                st.last_error = Some(LastError { at: now(), errors });
+            }
+        }
+    }
+}
+
+/// Watches the directories holding `files` (not the files themselves: editors and tools replace
+/// files by renaming, which would silently end a watch on the old inode).
+fn watch_dirs(watcher: &mut impl Watcher, files: &BTreeSet<PathBuf>, dirs: &mut BTreeSet<PathBuf>) {
+    let wanted: BTreeSet<PathBuf> = files.iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
+    for d in dirs.difference(&wanted) {
+        let _ = watcher.unwatch(d);
+    }
+    for d in wanted.difference(dirs) {
+        if let Err(e) = watcher.watch(d, RecursiveMode::NonRecursive) {
+            warn!(dir = %d.display(), error = %e, "cannot watch directory");
+        }
+    }
+    *dirs = wanted;
+}
