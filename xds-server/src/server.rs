@@ -197,6 +197,12 @@ async fn reload_loop(
     let filter = watched.clone();
     let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
+            // Our own reads show up as access events; reacting to them would reload forever.
+            // Metadata-only changes (touch, chmod) do not change what we would load.
+            use notify::event::{EventKind, ModifyKind};
+            if matches!(ev.kind, EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_))) {
+                return;
+            }
             let set = filter.lock().unwrap_or_else(|e| e.into_inner());
             if ev.paths.iter().any(|p| set.contains(p)) {
                 let _ = ev_tx.send(());

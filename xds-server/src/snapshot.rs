@@ -56,8 +56,13 @@ pub struct TypeSnapshot {
 
 impl TypeSnapshot {
     pub fn new(resources: impl IntoIterator<Item = Resource>) -> Self {
+        Self::from_shared(resources.into_iter().map(Arc::new))
+    }
+
+    /// Like [`TypeSnapshot::new`] for resources already shared with another snapshot.
+    pub fn from_shared(resources: impl IntoIterator<Item = Arc<Resource>>) -> Self {
         let resources: BTreeMap<String, Arc<Resource>> =
-            resources.into_iter().map(|r| (r.name.clone(), Arc::new(r))).collect();
+            resources.into_iter().map(|r| (r.name.clone(), r)).collect();
         let version = short_hash(
             resources.values().flat_map(|r| [r.name.as_bytes(), b"\0", r.version.as_bytes(), b"\n"]),
         );

@@ -14,6 +14,9 @@
 //! - **Endpoints after clusters.** Every cluster response forces the endpoints of those clusters
 //!   to be sent again, because Envoy only finishes warming a (re)created cluster on a fresh
 //!   ClusterLoadAssignment.
+//! - **Removals last.** Clusters (and their endpoints) that a new snapshot drops stay on offer
+//!   until every type of the new snapshot is settled, so routes stop naming a cluster before the
+//!   cluster goes away.
 //! - **Stale nonces.** SotW requests carrying an old nonce are ignored; Delta requests still update
 //!   subscriptions, as the protocol requires.
 
@@ -182,13 +185,49 @@ impl TypeState {
     }
 }
 
+/// Types whose resources are kept on offer after a snapshot drops them, until the rest of the
+/// new snapshot is settled (make-before-break for removals).
+const RETAINED_TYPES: [&str; 2] = [CLUSTER, ENDPOINT];
+
+/// `new`, plus the clusters and endpoints of `old` that `new` no longer has.
+fn with_retained(old: &Snapshot, new: &Arc<Snapshot>) -> Arc<Snapshot> {
+    let mut merged: Option<BTreeMap<String, TypeSnapshot>> = None;
+    for t in RETAINED_TYPES {
+        let Some(old_t) = old.get(t) else { continue };
+        let new_t = new.get(t);
+        let gone: Vec<&Arc<Resource>> = old_t
+            .resources
+            .values()
+            .filter(|r| !new_t.is_some_and(|n| n.resources.contains_key(&r.name)))
+            .collect();
+        if gone.is_empty() {
+            continue;
+        }
+        let types = merged.get_or_insert_with(|| {
+            new.types
+                .iter()
+                .map(|(k, v)| (k.clone(), TypeSnapshot::from_shared(v.resources.values().cloned())))
+                .collect()
+        });
+        let all = new_t.into_iter().flat_map(|n| n.resources.values()).chain(gone).cloned();
+        types.insert(t.to_string(), TypeSnapshot::from_shared(all));
+    }
+    match merged {
+        Some(types) => Arc::new(Snapshot::new(types)),
+        None => new.clone(),
+    }
+}
+
 /// One ADS stream.
 pub struct Stream {
     mode: Mode,
     id: u64,
     node_id: String,
     group: Option<String>,
+    /// What this client is being converged to: `base`, plus retained clusters while removals wait.
     snapshot: Option<Arc<Snapshot>>,
+    /// The published snapshot of this client's group.
+    base: Option<Arc<Snapshot>>,
     types: BTreeMap<String, TypeState>,
     next_nonce: u64,
     registry: Arc<Registry>,
@@ -204,6 +243,7 @@ impl Stream {
             node_id: String::new(),
             group: None,
             snapshot: None,
+            base: None,
             types: BTreeMap::new(),
             next_nonce: 0,
             registry,
@@ -235,7 +275,11 @@ impl Stream {
         let Some(group) = &self.group else { return };
         match groups.get(group) {
             Some(s) => {
-                self.snapshot = Some(s.clone());
+                self.snapshot = Some(match &self.snapshot {
+                    Some(old) => with_retained(old, s),
+                    None => s.clone(),
+                });
+                self.base = Some(s.clone());
                 self.warned_unknown = false;
             }
             None => {
@@ -249,6 +293,7 @@ impl Stream {
                     self.warned_unknown = true;
                 }
                 self.snapshot = None;
+                self.base = None;
             }
         }
     }
@@ -360,6 +405,13 @@ impl Stream {
             let ts = self.types.get_mut(&type_url).expect("inserted above");
             if !ts.settled(self.mode, tv, now) {
                 earlier_settled = false;
+            }
+        }
+        // Everything of the new snapshot is in place: now the retained clusters can go.
+        if let (true, Some(base)) = (earlier_settled, &self.base) {
+            if !Arc::ptr_eq(base, &snapshot) {
+                self.snapshot = Some(base.clone());
+                out.extend(self.advance(now));
             }
         }
         out

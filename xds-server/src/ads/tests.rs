@@ -91,7 +91,7 @@ fn types(rs: &[DiscoveryResponse]) -> Vec<&str> {
 /// the last response per type.
 fn sotw_converge(h: &mut Harness) -> BTreeMap<String, (String, String)> {
     let mut last = BTreeMap::new();
-    let mut note = |rs: &[DiscoveryResponse], last: &mut BTreeMap<String, (String, String)>| {
+    let note = |rs: &[DiscoveryResponse], last: &mut BTreeMap<String, (String, String)>| {
         for r in rs {
             last.insert(r.type_url.clone(), (r.nonce.clone(), r.version_info.clone()));
         }
@@ -287,4 +287,32 @@ fn delta_unknown_explicit_subscription_is_reported_removed_once() {
     let r: Vec<_> = r.into_iter().filter(|r| r.type_url == ROUTE).collect();
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].removed_resources, ["nope"]);
+}
+
+#[test]
+fn sotw_removed_cluster_outlives_the_routes_that_named_it() {
+    let mut h = Harness::new(Mode::Sotw, base());
+    sotw_converge(&mut h);
+    h.set(snap(&[
+        (CLUSTER, &[("orders", "c1")]),
+        (ENDPOINT, &[("orders", "e1")]),
+        (LISTENER, &[("http", "l1")]),
+        (ROUTE, &[("edge", "r-orders")]),
+    ]));
+    let cluster_names = |r: &DiscoveryResponse| -> Vec<String> {
+        r.resources.iter().map(|a| {
+            let any = proto::pb::google::protobuf::Any { type_url: a.type_url.clone(), value: a.value.clone() };
+            String::from_utf8(any.value).unwrap()
+        }).collect()
+    };
+    let r = h.advance_sotw();
+    assert_eq!(types(&r), [CLUSTER]);
+    assert_eq!(cluster_names(&r[0]).len(), 2, "the old cluster is still offered");
+    let r = h.sotw(CLUSTER, &[], &r[0].nonce.clone(), None);
+    assert_eq!(types(&r), [ENDPOINT]);
+    let r = h.sotw(ENDPOINT, &["orders", "users"], &r[0].nonce.clone(), None);
+    assert_eq!(types(&r), [ROUTE], "listeners unchanged, routes next");
+    let r = h.sotw(ROUTE, &["edge"], &r[0].nonce.clone(), None);
+    assert_eq!(types(&r), [CLUSTER], "only now is the old cluster removed");
+    assert_eq!(cluster_names(&r[0]), ["c1"]);
 }
