@@ -12,7 +12,11 @@ use serde_json::json;
 
 use crate::server::App;
 
-pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()> + Send + 'static) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         // Ready as soon as we serve: `serve` refuses to start without a valid first config.
@@ -20,13 +24,19 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>, shutdown: i
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .with_state(app);
-    if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
         tracing::error!(error = %e, "admin server failed");
     }
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render())
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
 }
 
 async fn status(State(app): State<Arc<App>>) -> impl IntoResponse {

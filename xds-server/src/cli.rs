@@ -10,7 +10,11 @@ use crate::config::HostPort;
 use crate::server::{self, ServeOptions};
 
 #[derive(Debug, Parser)]
-#[command(name = "xds-server", version, about = "Envoy control plane for gateway.yaml")]
+#[command(
+    name = "xds-server",
+    version,
+    about = "Envoy control plane for gateway.yaml"
+)]
 pub struct Cli {
     /// Log format: human-readable text or one JSON object per line.
     #[arg(long, global = true, env = "LOG_FORMAT", default_value = "text")]
@@ -67,7 +71,9 @@ pub enum Command {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -75,23 +81,43 @@ pub fn init_logging(format: LogFormat) {
 }
 
 fn parse_host_port(s: &str) -> anyhow::Result<HostPort> {
-    let (host, port) = s.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("expected host:port, found {s:?}"))?;
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("expected host:port, found {s:?}"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    Ok(HostPort { host: host.to_string(), port: port.parse().map_err(|_| anyhow::anyhow!("bad port in {s:?}"))? })
+    Ok(HostPort {
+        host: host.to_string(),
+        port: port
+            .parse()
+            .map_err(|_| anyhow::anyhow!("bad port in {s:?}"))?,
+    })
 }
 
 /// Runs the parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Serve { config, listen, admin } => {
+        Command::Serve {
+            config,
+            listen,
+            admin,
+        } => {
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(server::serve(ServeOptions { config, listen, admin }))?;
+            rt.block_on(server::serve(ServeOptions {
+                config,
+                listen,
+                admin,
+            }))?;
             Ok(0)
         }
         Command::Validate { config } => match server::build(&config) {
             Ok(built) => {
                 let s = &built.snapshots;
-                let count = |t: &str| s.groups.values().map(|g| g.get(t).map_or(0, |t| t.resources.len())).sum::<usize>();
+                let count = |t: &str| {
+                    s.groups
+                        .values()
+                        .map(|g| g.get(t).map_or(0, |t| t.resources.len()))
+                        .sum::<usize>()
+                };
                 println!(
                     "{}: ok: {} gateway(s), {} listener(s), {} cluster(s), version {}",
                     config.display(),
@@ -110,12 +136,29 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 Ok(1)
             }
         },
-        Command::Bootstrap { gateway, xds, node_id, admin_address, admin_port, delta } => {
+        Command::Bootstrap {
+            gateway,
+            xds,
+            node_id,
+            admin_address,
+            admin_port,
+            delta,
+        } => {
             let node_id = node_id.unwrap_or_else(|| {
-                let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "envoy".into());
+                let host = std::env::var("HOSTNAME")
+                    .ok()
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| "envoy".into());
                 format!("{gateway}-{host}")
             });
-            let opts = BootstrapOptions { gateway, node_id, xds: parse_host_port(&xds)?, admin_address, admin_port, delta };
+            let opts = BootstrapOptions {
+                gateway,
+                node_id,
+                xds: parse_host_port(&xds)?,
+                admin_address,
+                admin_port,
+                delta,
+            };
             println!("{}", bootstrap::render(&opts));
             Ok(0)
         }

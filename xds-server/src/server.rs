@@ -56,7 +56,10 @@ pub struct App {
 
 impl App {
     pub fn status(&self) -> ReloadStatus {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -69,7 +72,8 @@ pub struct Built {
 /// Loads, validates and translates `path`. Errors are human-readable lines, each with its
 /// `file:line:col` where the problem has a position.
 pub fn build(path: &Path) -> Result<Built, Vec<String>> {
-    let loaded = config::load(path).map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let loaded =
+        config::load(path).map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     let snapshots = snapshots_for(&loaded).map_err(|e| vec![format!("{}: {e}", path.display())])?;
     let mut files: BTreeSet<PathBuf> = loaded.files.keys().cloned().collect();
     files.insert(absolute(path));
@@ -83,14 +87,38 @@ pub fn snapshots_for(loaded: &config::Loaded) -> anyhow::Result<Snapshots> {
     for (name, r) in gateways {
         translate::is_consistent(&r).map_err(|e| anyhow::anyhow!("gateway {name}: {e}"))?;
         let mut types = BTreeMap::new();
-        types.insert(CLUSTER.to_string(), TypeSnapshot::new(r.clusters.iter().map(|c| Resource::new(CLUSTER, &c.name, c))));
+        types.insert(
+            CLUSTER.to_string(),
+            TypeSnapshot::new(
+                r.clusters
+                    .iter()
+                    .map(|c| Resource::new(CLUSTER, &c.name, c)),
+            ),
+        );
         types.insert(
             ENDPOINT.to_string(),
-            TypeSnapshot::new(r.endpoints.iter().map(|e| Resource::new(ENDPOINT, &e.cluster_name, e))),
+            TypeSnapshot::new(
+                r.endpoints
+                    .iter()
+                    .map(|e| Resource::new(ENDPOINT, &e.cluster_name, e)),
+            ),
         );
-        types.insert(LISTENER.to_string(), TypeSnapshot::new(r.listeners.iter().map(|l| Resource::new(LISTENER, &l.name, l))));
-        types.insert(SECRET.to_string(), TypeSnapshot::new(r.secrets.iter().map(|s| Resource::new(SECRET, &s.name, s))));
-        types.insert(ROUTE.to_string(), TypeSnapshot::new(r.routes.iter().map(|rc| Resource::new(ROUTE, &rc.name, rc))));
+        types.insert(
+            LISTENER.to_string(),
+            TypeSnapshot::new(
+                r.listeners
+                    .iter()
+                    .map(|l| Resource::new(LISTENER, &l.name, l)),
+            ),
+        );
+        types.insert(
+            SECRET.to_string(),
+            TypeSnapshot::new(r.secrets.iter().map(|s| Resource::new(SECRET, &s.name, s))),
+        );
+        types.insert(
+            ROUTE.to_string(),
+            TypeSnapshot::new(r.routes.iter().map(|rc| Resource::new(ROUTE, &rc.name, rc))),
+        );
         groups.insert(name, Snapshot::new(types));
     }
     Ok(Snapshots::new(groups))
@@ -101,7 +129,9 @@ fn absolute(p: &Path) -> PathBuf {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[derive(Debug, Clone)]
@@ -114,7 +144,11 @@ pub struct ServeOptions {
 /// Runs until Ctrl-C / SIGTERM.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let first = build(&opts.config).map_err(|errors| {
-        anyhow::anyhow!("{} is not valid:\n{}", opts.config.display(), errors.join("\n"))
+        anyhow::anyhow!(
+            "{} is not valid:\n{}",
+            opts.config.display(),
+            errors.join("\n")
+        )
     })?;
     let metrics = Arc::new(Metrics::new());
     metrics.reloads.with_label_values(&["ok"]).inc();
@@ -133,11 +167,20 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let (snap_tx, snap_rx) = watch::channel(Arc::new(first.snapshots));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
-    let grpc = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("binding gRPC {}", opts.listen))?;
-    let admin_listener = tokio::net::TcpListener::bind(opts.admin).await.with_context(|| format!("binding admin {}", opts.admin))?;
+    let grpc = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("binding gRPC {}", opts.listen))?;
+    let admin_listener = tokio::net::TcpListener::bind(opts.admin)
+        .await
+        .with_context(|| format!("binding admin {}", opts.admin))?;
     info!(grpc = %opts.listen, admin = %opts.admin, "xds-server listening");
 
-    let ads = AdsServer::new(snap_rx, app.registry.clone(), metrics.clone(), shutdown_rx.clone());
+    let ads = AdsServer::new(
+        snap_rx,
+        app.registry.clone(),
+        metrics.clone(),
+        shutdown_rx.clone(),
+    );
     let mut sd = shutdown_rx.clone();
     let grpc_task = tokio::spawn(
         tonic::transport::Server::builder()
@@ -145,15 +188,24 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(ads)
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc), async move {
-                let _ = sd.wait_for(|v| *v).await;
-            }),
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc),
+                async move {
+                    let _ = sd.wait_for(|v| *v).await;
+                },
+            ),
     );
     let mut sd = shutdown_rx.clone();
     let admin_task = tokio::spawn(admin::serve(admin_listener, app.clone(), async move {
         let _ = sd.wait_for(|v| *v).await;
     }));
-    let reload_task = tokio::spawn(reload_loop(opts.config.clone(), first.files, app.clone(), snap_tx, shutdown_rx.clone()));
+    let reload_task = tokio::spawn(reload_loop(
+        opts.config.clone(),
+        first.files,
+        app.clone(),
+        snap_tx,
+        shutdown_rx.clone(),
+    ));
 
     shutdown_signal().await;
     info!("shutting down");
@@ -171,13 +223,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]
@@ -195,26 +248,30 @@ async fn reload_loop(
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<()>();
     let watched = Arc::new(Mutex::new(files.clone()));
     let filter = watched.clone();
-    let mut watcher = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res {
-            // Our own reads show up as access events; reacting to them would reload forever.
-            // Metadata-only changes (touch, chmod) do not change what we would load.
-            use notify::event::{EventKind, ModifyKind};
-            if matches!(ev.kind, EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_))) {
+    let mut watcher =
+        match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Ok(ev) = res {
+                // Our own reads show up as access events; reacting to them would reload forever.
+                // Metadata-only changes (touch, chmod) do not change what we would load.
+                use notify::event::{EventKind, ModifyKind};
+                if matches!(
+                    ev.kind,
+                    EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_))
+                ) {
+                    return;
+                }
+                let set = filter.lock().unwrap_or_else(|e| e.into_inner());
+                if ev.paths.iter().any(|p| set.contains(p)) {
+                    let _ = ev_tx.send(());
+                }
+            }
+        }) {
+            Ok(w) => w,
+            Err(e) => {
+                error!(error = %e, "cannot watch files; hot reload is disabled");
                 return;
             }
-            let set = filter.lock().unwrap_or_else(|e| e.into_inner());
-            if ev.paths.iter().any(|p| set.contains(p)) {
-                let _ = ev_tx.send(());
-            }
-        }
-    }) {
-        Ok(w) => w,
-        Err(e) => {
-            error!(error = %e, "cannot watch files; hot reload is disabled");
-            return;
-        }
-    };
+        };
     let mut dirs = BTreeSet::new();
     watch_dirs(&mut watcher, &files, &mut dirs);
     loop {
@@ -225,7 +282,12 @@ async fn reload_loop(
         // Debounce: wait for a quiet period, bounded so a constantly-touched file still reloads.
         let deadline = tokio::time::Instant::now() + DEBOUNCE_MAX;
         loop {
-            match tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + DEBOUNCE), ev_rx.recv()).await {
+            match tokio::time::timeout_at(
+                deadline.min(tokio::time::Instant::now() + DEBOUNCE),
+                ev_rx.recv(),
+            )
+            .await
+            {
                 Ok(Some(())) => continue,
                 Ok(None) => return,
                 Err(_) => break,
@@ -275,7 +337,10 @@ async fn reload_loop(
 /// Watches the directories holding `files` (not the files themselves: editors and tools replace
 /// files by renaming, which would silently end a watch on the old inode).
 fn watch_dirs(watcher: &mut impl Watcher, files: &BTreeSet<PathBuf>, dirs: &mut BTreeSet<PathBuf>) {
-    let wanted: BTreeSet<PathBuf> = files.iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
+    let wanted: BTreeSet<PathBuf> = files
+        .iter()
+        .filter_map(|f| f.parent().map(Path::to_path_buf))
+        .collect();
     for d in dirs.difference(&wanted) {
         let _ = watcher.unwatch(d);
     }

@@ -35,14 +35,22 @@ impl Resource {
     pub fn from_bytes(type_url: &str, name: impl Into<String>, value: Vec<u8>) -> Self {
         let name = name.into();
         let version = short_hash([value.as_slice()]);
-        let any = proto::pb::google::protobuf::Any { type_url: type_url.to_string(), value };
+        let any = proto::pb::google::protobuf::Any {
+            type_url: type_url.to_string(),
+            value,
+        };
         let delta = proto::pb::envoy::service::discovery::v3::Resource {
             name: name.clone(),
             version: version.clone(),
             resource: Some(any.clone()),
             ..Default::default()
         };
-        Self { name, version, any: any.encode_to_vec().into(), delta: delta.encode_to_vec().into() }
+        Self {
+            name,
+            version,
+            any: any.encode_to_vec().into(),
+            delta: delta.encode_to_vec().into(),
+        }
     }
 }
 
@@ -64,7 +72,9 @@ impl TypeSnapshot {
         let resources: BTreeMap<String, Arc<Resource>> =
             resources.into_iter().map(|r| (r.name.clone(), r)).collect();
         let version = short_hash(
-            resources.values().flat_map(|r| [r.name.as_bytes(), b"\0", r.version.as_bytes(), b"\n"]),
+            resources
+                .values()
+                .flat_map(|r| [r.name.as_bytes(), b"\0", r.version.as_bytes(), b"\n"]),
         );
         Self { version, resources }
     }
@@ -82,7 +92,9 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn new(types: BTreeMap<String, TypeSnapshot>) -> Self {
         let version = short_hash(
-            types.iter().flat_map(|(t, s)| [t.as_bytes(), b"\0", s.version.as_bytes(), b"\n"]),
+            types
+                .iter()
+                .flat_map(|(t, s)| [t.as_bytes(), b"\0", s.version.as_bytes(), b"\n"]),
         );
         Self { version, types }
     }
@@ -103,9 +115,14 @@ pub struct Snapshots {
 impl Snapshots {
     pub fn new(groups: BTreeMap<String, Snapshot>) -> Self {
         let version = short_hash(
-            groups.iter().flat_map(|(g, s)| [g.as_bytes(), b"\0", s.version.as_bytes(), b"\n"]),
+            groups
+                .iter()
+                .flat_map(|(g, s)| [g.as_bytes(), b"\0", s.version.as_bytes(), b"\n"]),
         );
-        Self { version, groups: groups.into_iter().map(|(k, v)| (k, Arc::new(v))).collect() }
+        Self {
+            version,
+            groups: groups.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
+        }
     }
 }
 
@@ -143,7 +160,8 @@ mod tests {
         let r = res("x", b"payload");
         let any = proto::pb::google::protobuf::Any::decode(r.any.clone()).unwrap();
         assert_eq!(any.value, b"payload");
-        let d = proto::pb::envoy::service::discovery::v3::Resource::decode(r.delta.clone()).unwrap();
+        let d =
+            proto::pb::envoy::service::discovery::v3::Resource::decode(r.delta.clone()).unwrap();
         assert_eq!(d.name, "x");
         assert_eq!(d.version, r.version);
         assert_eq!(d.resource.unwrap(), any);

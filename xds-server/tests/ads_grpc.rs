@@ -18,7 +18,14 @@ use xds_server::snapshot::{Resource, Snapshot, Snapshots, TypeSnapshot};
 
 fn snapshots(cluster_names: &[&str]) -> Arc<Snapshots> {
     let clusters = TypeSnapshot::new(cluster_names.iter().map(|n| {
-        Resource::new(CLUSTER, *n, &Cluster { name: n.to_string(), ..Default::default() })
+        Resource::new(
+            CLUSTER,
+            *n,
+            &Cluster {
+                name: n.to_string(),
+                ..Default::default()
+            },
+        )
     }));
     let snap = Snapshot::new(BTreeMap::from([(CLUSTER.to_string(), clusters)]));
     Arc::new(Snapshots::new(BTreeMap::from([("edge".to_string(), snap)])))
@@ -43,11 +50,20 @@ async fn start(initial: Arc<Snapshots>) -> Server {
             .add_service(ads)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    Server { addr, snaps, registry, _shutdown: shutdown }
+    Server {
+        addr,
+        snaps,
+        registry,
+        _shutdown: shutdown,
+    }
 }
 
 fn node(cluster: &str) -> Option<Node> {
-    Some(Node { id: "test-node".into(), cluster: cluster.into(), ..Default::default() })
+    Some(Node {
+        id: "test-node".into(),
+        cluster: cluster.into(),
+        ..Default::default()
+    })
 }
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -55,24 +71,53 @@ const WAIT: Duration = Duration::from_secs(10);
 #[tokio::test]
 async fn sotw_push_ack_nack_and_update() {
     let server = start(snapshots(&["a", "b"])).await;
-    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{}", server.addr)).await.unwrap();
+    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
     let (tx, rx) = mpsc::channel(8);
-    tx.send(DiscoveryRequest { node: node("edge"), type_url: CLUSTER.into(), ..Default::default() }).await.unwrap();
-    let mut responses = client.stream_aggregated_resources(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    tx.send(DiscoveryRequest {
+        node: node("edge"),
+        type_url: CLUSTER.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut responses = client
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
 
-    let first = tokio::time::timeout(WAIT, responses.message()).await.unwrap().unwrap().unwrap();
+    let first = tokio::time::timeout(WAIT, responses.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(first.type_url, CLUSTER);
-    let names: Vec<String> =
-        first.resources.iter().map(|a| Cluster::decode(a.value.as_slice()).unwrap().name).collect();
+    let names: Vec<String> = first
+        .resources
+        .iter()
+        .map(|a| Cluster::decode(a.value.as_slice()).unwrap().name)
+        .collect();
     assert_eq!(names, ["a", "b"]);
-    assert_eq!(first.version_info, server.snaps.borrow().groups["edge"].get(CLUSTER).unwrap().version);
+    assert_eq!(
+        first.version_info,
+        server.snaps.borrow().groups["edge"]
+            .get(CLUSTER)
+            .unwrap()
+            .version
+    );
 
     // NACK it; then publish a new snapshot: the next response must be the new version, never the
     // rejected one again.
     tx.send(DiscoveryRequest {
         type_url: CLUSTER.into(),
         response_nonce: first.nonce.clone(),
-        error_detail: Some(RpcStatus { code: 3, message: "rejected for the test".into(), details: vec![] }),
+        error_detail: Some(RpcStatus {
+            code: 3,
+            message: "rejected for the test".into(),
+            details: vec![],
+        }),
         ..Default::default()
     })
     .await
@@ -81,17 +126,26 @@ async fn sotw_push_ack_nack_and_update() {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let c = server.registry.clients();
-        if c.iter().any(|c| c.types.get(CLUSTER).is_some_and(|t| t.nacked.is_some())) {
+        if c.iter()
+            .any(|c| c.types.get(CLUSTER).is_some_and(|t| t.nacked.is_some()))
+        {
             let t = &c[0].types[CLUSTER];
             assert_eq!(t.nacked.as_ref().unwrap().error, "rejected for the test");
             assert_eq!(c[0].gateway, "edge");
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "NACK never recorded");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "NACK never recorded"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     server.snaps.send_replace(snapshots(&["a", "b", "c"]));
-    let second = tokio::time::timeout(WAIT, responses.message()).await.unwrap().unwrap().unwrap();
+    let second = tokio::time::timeout(WAIT, responses.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_ne!(second.version_info, first.version_info);
     assert_eq!(second.resources.len(), 3);
 }
@@ -99,9 +153,13 @@ async fn sotw_push_ack_nack_and_update() {
 #[tokio::test]
 async fn delta_initial_versions_skip_known_resources() {
     let snaps = snapshots(&["a", "b"]);
-    let known = snaps.groups["edge"].get(CLUSTER).unwrap().resources["a"].version.clone();
+    let known = snaps.groups["edge"].get(CLUSTER).unwrap().resources["a"]
+        .version
+        .clone();
     let server = start(snaps).await;
-    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{}", server.addr)).await.unwrap();
+    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
     let (tx, rx) = mpsc::channel(8);
     tx.send(DeltaDiscoveryRequest {
         node: node("edge"),
@@ -111,30 +169,73 @@ async fn delta_initial_versions_skip_known_resources() {
     })
     .await
     .unwrap();
-    let mut responses = client.delta_aggregated_resources(ReceiverStream::new(rx)).await.unwrap().into_inner();
-    let first = tokio::time::timeout(WAIT, responses.message()).await.unwrap().unwrap().unwrap();
+    let mut responses = client
+        .delta_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(WAIT, responses.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     let names: Vec<&str> = first.resources.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["b"], "the client already holds a at the current version");
+    assert_eq!(
+        names,
+        ["b"],
+        "the client already holds a at the current version"
+    );
     assert_eq!(server.registry.clients()[0].protocol, "delta");
 }
 
 #[tokio::test]
 async fn unknown_gateway_gets_nothing_but_is_listed() {
     let server = start(snapshots(&["a"])).await;
-    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{}", server.addr)).await.unwrap();
+    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
     let (tx, rx) = mpsc::channel(8);
-    tx.send(DiscoveryRequest { node: node("nope"), type_url: CLUSTER.into(), ..Default::default() }).await.unwrap();
-    let mut responses = client.stream_aggregated_resources(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    tx.send(DiscoveryRequest {
+        node: node("nope"),
+        type_url: CLUSTER.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut responses = client
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
     let deadline = tokio::time::Instant::now() + WAIT;
-    while !server.registry.clients().iter().any(|c| c.gateway == "nope") {
+    while !server
+        .registry
+        .clients()
+        .iter()
+        .any(|c| c.gateway == "nope")
+    {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Once the gateway appears in the config, the waiting client is served.
     let mut groups: BTreeMap<String, Snapshot> = BTreeMap::new();
-    let clusters = TypeSnapshot::new([Resource::new(CLUSTER, "x", &Cluster { name: "x".into(), ..Default::default() })]);
-    groups.insert("nope".into(), Snapshot::new(BTreeMap::from([(CLUSTER.to_string(), clusters)])));
+    let clusters = TypeSnapshot::new([Resource::new(
+        CLUSTER,
+        "x",
+        &Cluster {
+            name: "x".into(),
+            ..Default::default()
+        },
+    )]);
+    groups.insert(
+        "nope".into(),
+        Snapshot::new(BTreeMap::from([(CLUSTER.to_string(), clusters)])),
+    );
     server.snaps.send_replace(Arc::new(Snapshots::new(groups)));
-    let r = tokio::time::timeout(WAIT, responses.message()).await.unwrap().unwrap().unwrap();
+    let r = tokio::time::timeout(WAIT, responses.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(r.resources.len(), 1);
 }

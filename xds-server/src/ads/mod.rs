@@ -68,8 +68,17 @@ pub struct Registry {
 impl Registry {
     fn add(&self, protocol: &'static str) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let connected_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        self.lock().insert(id, ClientStatus { protocol, connected_at, ..Default::default() });
+        let connected_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.lock().insert(
+            id,
+            ClientStatus {
+                protocol,
+                connected_at,
+                ..Default::default()
+            },
+        );
         id
     }
 
@@ -114,11 +123,21 @@ impl AdsServer {
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        Self { snapshots, registry, metrics, shutdown }
+        Self {
+            snapshots,
+            registry,
+            metrics,
+            shutdown,
+        }
     }
 
     /// Runs one stream until the client goes away or the server shuts down.
-    fn spawn<Req, F>(&self, mode: Mode, mut requests: Streaming<Req>, convert: F) -> ReceiverStream<Result<Encoded, Status>>
+    fn spawn<Req, F>(
+        &self,
+        mode: Mode,
+        mut requests: Streaming<Req>,
+        convert: F,
+    ) -> ReceiverStream<Result<Encoded, Status>>
     where
         Req: Send + 'static,
         F: Fn(Req) -> (Option<(String, String)>, Request) + Send + 'static,
@@ -169,7 +188,11 @@ impl AdsServer {
                     }
                 }
             }
-            info!(gateway = stream.group().unwrap_or(""), protocol = mode.as_str(), "xDS client disconnected");
+            info!(
+                gateway = stream.group().unwrap_or(""),
+                protocol = mode.as_str(),
+                "xDS client disconnected"
+            );
             gauge.dec();
             registry.remove(id);
         });
@@ -207,8 +230,10 @@ fn delta_request(r: DeltaDiscoveryRequest) -> (Option<(String, String)>, Request
     (node, req)
 }
 
-const SOTW_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
-const DELTA_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+const SOTW_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
 struct SotwSvc(AdsServer);
 struct DeltaSvc(AdsServer);
@@ -230,7 +255,9 @@ impl StreamingService<DeltaDiscoveryRequest> for DeltaSvc {
     type Future = BoxFuture<'static, Result<tonic::Response<Self::ResponseStream>, Status>>;
 
     fn call(&mut self, request: tonic::Request<Streaming<DeltaDiscoveryRequest>>) -> Self::Future {
-        let out = self.0.spawn(Mode::Delta, request.into_inner(), delta_request);
+        let out = self
+            .0
+            .spawn(Mode::Delta, request.into_inner(), delta_request);
         Box::pin(async move { Ok(tonic::Response::new(out)) })
     }
 }

@@ -31,11 +31,7 @@ use super::{Nack, Registry, TypeStatus};
 use crate::metrics::Metrics;
 use crate::snapshot::{Resource, Snapshot, TypeSnapshot};
 
-pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
-pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub use proto::type_url::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 
 /// Push order. Secrets come after listeners because Envoy only subscribes to a secret once a
 /// listener names it; the listener warms until both its secret and its routes arrive. Types not
@@ -126,8 +122,12 @@ impl TypeState {
             .values()
             .filter(|r| self.in_scope(&r.name) && self.has.get(&r.name) != Some(&r.version))
             .collect();
-        let mut removed: Vec<String> =
-            self.has.keys().filter(|n| !tv.resources.contains_key(*n)).cloned().collect();
+        let mut removed: Vec<String> = self
+            .has
+            .keys()
+            .filter(|n| !tv.resources.contains_key(*n))
+            .cloned()
+            .collect();
         removed.extend(
             self.names
                 .iter()
@@ -175,7 +175,10 @@ impl TypeState {
             }
         }
         let covered = (self.subscribed && self.wildcard)
-            || tv.resources.keys().all(|n| self.subscribed && self.names.contains(n));
+            || tv
+                .resources
+                .keys()
+                .all(|n| self.subscribed && self.names.contains(n));
         if covered {
             self.waiting_since = None;
             return true;
@@ -206,10 +209,19 @@ fn with_retained(old: &Snapshot, new: &Arc<Snapshot>) -> Arc<Snapshot> {
         let types = merged.get_or_insert_with(|| {
             new.types
                 .iter()
-                .map(|(k, v)| (k.clone(), TypeSnapshot::from_shared(v.resources.values().cloned())))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        TypeSnapshot::from_shared(v.resources.values().cloned()),
+                    )
+                })
                 .collect()
         });
-        let all = new_t.into_iter().flat_map(|n| n.resources.values()).chain(gone).cloned();
+        let all = new_t
+            .into_iter()
+            .flat_map(|n| n.resources.values())
+            .chain(gone)
+            .cloned();
         types.insert(t.to_string(), TypeSnapshot::from_shared(all));
     }
     match merged {
@@ -267,7 +279,12 @@ impl Stream {
             c.node_id = node_id.to_string();
             c.gateway = cluster.to_string();
         });
-        info!(node_id, gateway = cluster, protocol = self.mode.as_str(), "xDS client connected");
+        info!(
+            node_id,
+            gateway = cluster,
+            protocol = self.mode.as_str(),
+            "xDS client connected"
+        );
     }
 
     /// Picks this client's snapshot out of a newly published set.
@@ -333,7 +350,10 @@ impl Stream {
                     ts.nacked = Some(f.version.clone());
                     self.registry.update(self.id, |c| {
                         let t = c.types.entry(req.type_url.clone()).or_default();
-                        t.nacked = Some(Nack { version: f.version.clone(), error: error.clone() });
+                        t.nacked = Some(Nack {
+                            version: f.version.clone(),
+                            error: error.clone(),
+                        });
                     });
                 }
             }
@@ -387,7 +407,9 @@ impl Stream {
 
     /// Sends whatever the ordering rules allow now.
     pub fn advance(&mut self, now: Instant) -> Vec<Encoded> {
-        let Some(snapshot) = self.snapshot.clone() else { return Vec::new() };
+        let Some(snapshot) = self.snapshot.clone() else {
+            return Vec::new();
+        };
         let mut order: Vec<String> = TYPE_ORDER.iter().map(|t| t.to_string()).collect();
         for t in snapshot.types.keys().chain(self.types.keys()) {
             if !order.contains(t) {
@@ -425,12 +447,19 @@ impl Stream {
         let mut changed_clusters = Vec::new();
         let encoded = match mode {
             Mode::Sotw => {
-                let rs = tv.resources.values().filter(|r| ts.in_scope(&r.name)).map(|r| &r.any);
+                let rs = tv
+                    .resources
+                    .values()
+                    .filter(|r| ts.in_scope(&r.name))
+                    .map(|r| &r.any);
                 let enc = sotw_response(&tv.version, rs, type_url, &nonce);
                 ts.sent = Some((tv.version.clone(), ts.names.clone(), ts.wildcard));
                 ts.force = false;
-                ts.in_flight =
-                    Some(InFlight { nonce: nonce.clone(), version: tv.version.clone(), undo: vec![] });
+                ts.in_flight = Some(InFlight {
+                    nonce: nonce.clone(),
+                    version: tv.version.clone(),
+                    undo: vec![],
+                });
                 enc
             }
             Mode::Delta => {
@@ -444,7 +473,10 @@ impl Stream {
                 );
                 let mut undo = Vec::with_capacity(updates.len() + removed.len());
                 for r in &updates {
-                    undo.push((r.name.clone(), ts.has.insert(r.name.clone(), r.version.clone())));
+                    undo.push((
+                        r.name.clone(),
+                        ts.has.insert(r.name.clone(), r.version.clone()),
+                    ));
                     changed_clusters.push(r.name.clone());
                 }
                 for n in &removed {
@@ -455,7 +487,11 @@ impl Stream {
                         }
                     }
                 }
-                ts.in_flight = Some(InFlight { nonce: nonce.clone(), version: tv.version.clone(), undo });
+                ts.in_flight = Some(InFlight {
+                    nonce: nonce.clone(),
+                    version: tv.version.clone(),
+                    undo,
+                });
                 enc
             }
         };
@@ -469,7 +505,10 @@ impl Stream {
                 }),
             }
         }
-        self.metrics.responses.with_label_values(&[type_url, mode.as_str()]).inc();
+        self.metrics
+            .responses
+            .with_label_values(&[type_url, mode.as_str()])
+            .inc();
         self.registry.update(self.id, |c| {
             let t: &mut TypeStatus = c.types.entry(type_url.to_string()).or_default();
             t.sent = Some(tv.version.clone());

@@ -17,7 +17,10 @@ fn snap(types: &[(&str, &[(&str, &str)])]) -> Arc<Snapshot> {
     for (t, rs) in types {
         m.insert(
             t.to_string(),
-            TypeSnapshot::new(rs.iter().map(|(n, body)| Resource::from_bytes(t, *n, body.as_bytes().to_vec()))),
+            TypeSnapshot::new(
+                rs.iter()
+                    .map(|(n, body)| Resource::from_bytes(t, *n, body.as_bytes().to_vec())),
+            ),
         );
     }
     Arc::new(Snapshot::new(m))
@@ -44,14 +47,24 @@ impl Harness {
         let mut s = Stream::new(mode, id, registry, Arc::new(Metrics::new()));
         s.set_node("n1", "edge");
         s.set_snapshots(&BTreeMap::from([("edge".to_string(), snapshot)]));
-        Self { s, now: Instant::now() }
+        Self {
+            s,
+            now: Instant::now(),
+        }
     }
 
     fn set(&mut self, snapshot: Arc<Snapshot>) {
-        self.s.set_snapshots(&BTreeMap::from([("edge".to_string(), snapshot)]));
+        self.s
+            .set_snapshots(&BTreeMap::from([("edge".to_string(), snapshot)]));
     }
 
-    fn sotw(&mut self, type_url: &str, names: &[&str], nonce: &str, error: Option<&str>) -> Vec<DiscoveryResponse> {
+    fn sotw(
+        &mut self,
+        type_url: &str,
+        names: &[&str],
+        nonce: &str,
+        error: Option<&str>,
+    ) -> Vec<DiscoveryResponse> {
         self.s.handle(Request {
             type_url: type_url.into(),
             nonce: nonce.into(),
@@ -63,10 +76,21 @@ impl Harness {
     }
 
     fn advance_sotw(&mut self) -> Vec<DiscoveryResponse> {
-        self.s.advance(self.now).into_iter().map(|e| DiscoveryResponse::decode(e.0).unwrap()).collect()
+        self.s
+            .advance(self.now)
+            .into_iter()
+            .map(|e| DiscoveryResponse::decode(e.0).unwrap())
+            .collect()
     }
 
-    fn delta(&mut self, type_url: &str, sub: &[&str], unsub: &[&str], nonce: &str, error: Option<&str>) -> Vec<DeltaDiscoveryResponse> {
+    fn delta(
+        &mut self,
+        type_url: &str,
+        sub: &[&str],
+        unsub: &[&str],
+        nonce: &str,
+        error: Option<&str>,
+    ) -> Vec<DeltaDiscoveryResponse> {
         self.s.handle(Request {
             type_url: type_url.into(),
             nonce: nonce.into(),
@@ -79,7 +103,11 @@ impl Harness {
     }
 
     fn advance_delta(&mut self) -> Vec<DeltaDiscoveryResponse> {
-        self.s.advance(self.now).into_iter().map(|e| DeltaDiscoveryResponse::decode(e.0).unwrap()).collect()
+        self.s
+            .advance(self.now)
+            .into_iter()
+            .map(|e| DeltaDiscoveryResponse::decode(e.0).unwrap())
+            .collect()
     }
 }
 
@@ -93,14 +121,21 @@ fn sotw_converge(h: &mut Harness) -> BTreeMap<String, (String, String)> {
     let mut last = BTreeMap::new();
     let note = |rs: &[DiscoveryResponse], last: &mut BTreeMap<String, (String, String)>| {
         for r in rs {
-            last.insert(r.type_url.clone(), (r.nonce.clone(), r.version_info.clone()));
+            last.insert(
+                r.type_url.clone(),
+                (r.nonce.clone(), r.version_info.clone()),
+            );
         }
     };
     let r = h.sotw(CLUSTER, &[], "", None);
     assert_eq!(types(&r), [CLUSTER], "only clusters may go first");
     note(&r, &mut last);
     let r = h.sotw(LISTENER, &[], "", None);
-    assert!(r.is_empty(), "listeners must wait for clusters and endpoints: {:?}", types(&r));
+    assert!(
+        r.is_empty(),
+        "listeners must wait for clusters and endpoints: {:?}",
+        types(&r)
+    );
     let r = h.sotw(ENDPOINT, &["users"], "", None);
     assert!(r.is_empty(), "endpoints must wait for the cluster ACK");
     let n = last[CLUSTER].0.clone();
@@ -126,7 +161,10 @@ fn sotw_converge(h: &mut Harness) -> BTreeMap<String, (String, String)> {
 fn sotw_initial_push_is_ordered_and_gated_on_acks() {
     let mut h = Harness::new(Mode::Sotw, base());
     sotw_converge(&mut h);
-    assert!(h.advance_sotw().is_empty(), "nothing more to send once everything is ACKed");
+    assert!(
+        h.advance_sotw().is_empty(),
+        "nothing more to send once everything is ACKed"
+    );
 }
 
 #[test]
@@ -146,9 +184,16 @@ fn sotw_nack_is_not_resent_and_holds_later_types() {
     assert_eq!(types(&r), [CLUSTER]);
     let nonce = r[0].nonce.clone();
     let r = h.sotw(CLUSTER, &[], &nonce, Some("bad cluster"));
-    assert!(r.is_empty(), "a NACKed version must not be re-sent, nor later types: {:?}", types(&r));
+    assert!(
+        r.is_empty(),
+        "a NACKed version must not be re-sent, nor later types: {:?}",
+        types(&r)
+    );
     h.now += Duration::from_secs(60);
-    assert!(h.advance_sotw().is_empty(), "still nothing after time passes");
+    assert!(
+        h.advance_sotw().is_empty(),
+        "still nothing after time passes"
+    );
     // A fixed snapshot goes out again.
     h.set(snap(&[
         (CLUSTER, &[("users", "c3")]),
@@ -172,7 +217,11 @@ fn sotw_endpoints_are_resent_after_every_cluster_change() {
     let r = h.advance_sotw();
     assert_eq!(types(&r), [CLUSTER]);
     let r = h.sotw(CLUSTER, &[], &r[0].nonce.clone(), None);
-    assert_eq!(types(&r), [ENDPOINT], "unchanged endpoints must still be re-sent");
+    assert_eq!(
+        types(&r),
+        [ENDPOINT],
+        "unchanged endpoints must still be re-sent"
+    );
     assert_eq!(r[0].resources.len(), 1);
 }
 
@@ -213,7 +262,11 @@ fn sotw_new_listener_waits_for_endpoint_subscription_of_new_cluster() {
     let r = h.sotw(CLUSTER, &[], &r[0].nonce.clone(), None);
     assert_eq!(types(&r), [ENDPOINT]);
     let r = h.sotw(ENDPOINT, &["users"], &r[0].nonce.clone(), None);
-    assert!(r.is_empty(), "routes must wait until endpoints of 'orders' are requested: {:?}", types(&r));
+    assert!(
+        r.is_empty(),
+        "routes must wait until endpoints of 'orders' are requested: {:?}",
+        types(&r)
+    );
     let r = h.sotw(ENDPOINT, &["orders", "users"], "", None);
     assert_eq!(types(&r), [ENDPOINT]);
     assert_eq!(r[0].resources.len(), 2);
@@ -235,7 +288,14 @@ fn delta_sends_only_changes_and_removals() {
     assert!(r.is_empty(), "LDS not yet subscribed");
     let r = h.delta(LISTENER, &[], &[], "", None);
     assert_eq!(r[0].type_url, LISTENER);
-    h.delta(LISTENER, &[], &[], &r[0].nonce.clone(), None);
+    assert!(h
+        .delta(LISTENER, &[], &[], &r[0].nonce.clone(), None)
+        .is_empty());
+    let r = h.delta(ROUTE, &["edge"], &[], "", None);
+    assert_eq!(r[0].type_url, ROUTE);
+    assert!(h
+        .delta(ROUTE, &[], &[], &r[0].nonce.clone(), None)
+        .is_empty());
     // Change one listener, drop a cluster that the new snapshot no longer has.
     h.set(snap(&[
         (CLUSTER, &[]),
@@ -243,7 +303,11 @@ fn delta_sends_only_changes_and_removals() {
         (LISTENER, &[("http", "l2")]),
         (ROUTE, &[("edge", "r1")]),
     ]));
+    // The dropped cluster stays until the changed listener is in place.
     let r = h.advance_delta();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].type_url, LISTENER);
+    let r = h.delta(LISTENER, &[], &[], &r[0].nonce.clone(), None);
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].type_url, CLUSTER);
     assert!(r[0].resources.is_empty());
@@ -256,7 +320,12 @@ fn delta_nack_rolls_back_and_does_not_loop() {
     let r = h.delta(CLUSTER, &[], &[], "", None);
     let r2 = h.delta(CLUSTER, &[], &[], &r[0].nonce.clone(), Some("nope"));
     assert!(r2.is_empty(), "rejected resources are not re-sent");
-    h.set(snap(&[(CLUSTER, &[("users", "c9")]), (ENDPOINT, &[]), (LISTENER, &[]), (ROUTE, &[])]));
+    h.set(snap(&[
+        (CLUSTER, &[("users", "c9")]),
+        (ENDPOINT, &[]),
+        (LISTENER, &[]),
+        (ROUTE, &[]),
+    ]));
     let r = h.advance_delta();
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].resources.len(), 1, "the new version goes out");
@@ -269,7 +338,11 @@ fn delta_reconnect_with_current_versions_sends_nothing() {
     let cds = s.get(CLUSTER).unwrap();
     h.s.handle(Request {
         type_url: CLUSTER.into(),
-        initial_versions: cds.resources.values().map(|r| (r.name.clone(), r.version.clone())).collect(),
+        initial_versions: cds
+            .resources
+            .values()
+            .map(|r| (r.name.clone(), r.version.clone()))
+            .collect(),
         ..Default::default()
     });
     assert!(h.advance_delta().is_empty());
@@ -300,16 +373,32 @@ fn sotw_removed_cluster_outlives_the_routes_that_named_it() {
         (ROUTE, &[("edge", "r-orders")]),
     ]));
     let cluster_names = |r: &DiscoveryResponse| -> Vec<String> {
-        r.resources.iter().map(|a| {
-            let any = proto::pb::google::protobuf::Any { type_url: a.type_url.clone(), value: a.value.clone() };
-            String::from_utf8(any.value).unwrap()
-        }).collect()
+        r.resources
+            .iter()
+            .map(|a| {
+                let any = proto::pb::google::protobuf::Any {
+                    type_url: a.type_url.clone(),
+                    value: a.value.clone(),
+                };
+                String::from_utf8(any.value).unwrap()
+            })
+            .collect()
     };
     let r = h.advance_sotw();
     assert_eq!(types(&r), [CLUSTER]);
-    assert_eq!(cluster_names(&r[0]).len(), 2, "the old cluster is still offered");
+    assert_eq!(
+        cluster_names(&r[0]).len(),
+        2,
+        "the old cluster is still offered"
+    );
     let r = h.sotw(CLUSTER, &[], &r[0].nonce.clone(), None);
     assert_eq!(types(&r), [ENDPOINT]);
+    let r = h.sotw(ENDPOINT, &["orders", "users"], &r[0].nonce.clone(), None);
+    assert_eq!(
+        types(&r),
+        [ENDPOINT],
+        "the ACK widened the subscription: answer it"
+    );
     let r = h.sotw(ENDPOINT, &["orders", "users"], &r[0].nonce.clone(), None);
     assert_eq!(types(&r), [ROUTE], "listeners unchanged, routes next");
     let r = h.sotw(ROUTE, &["edge"], &r[0].nonce.clone(), None);

@@ -34,7 +34,10 @@ pub fn sotw_response<'a>(
     nonce: &str,
 ) -> Encoded {
     let len = field_len(1, version.len())
-        + resources.clone().map(|r| field_len(2, r.len())).sum::<usize>()
+        + resources
+            .clone()
+            .map(|r| field_len(2, r.len()))
+            .sum::<usize>()
         + field_len(4, type_url.len())
         + field_len(5, nonce.len());
     let mut buf = BytesMut::with_capacity(len);
@@ -57,7 +60,10 @@ pub fn delta_response<'a>(
     nonce: &str,
 ) -> Encoded {
     let len = field_len(1, system_version.len())
-        + resources.clone().map(|r| field_len(2, r.len())).sum::<usize>()
+        + resources
+            .clone()
+            .map(|r| field_len(2, r.len()))
+            .sum::<usize>()
         + field_len(4, type_url.len())
         + field_len(5, nonce.len())
         + removed.iter().map(|r| field_len(6, r.len())).sum::<usize>();
@@ -117,7 +123,9 @@ impl<T: prost::Message + Default> Decoder for ProstDecoder<T> {
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<T>, Status> {
-        T::decode(src).map(Some).map_err(|e| Status::invalid_argument(format!("malformed request: {e}")))
+        T::decode(src)
+            .map(Some)
+            .map_err(|e| Status::invalid_argument(format!("malformed request: {e}")))
     }
 }
 
@@ -129,7 +137,10 @@ mod tests {
 
     #[test]
     fn sotw_response_decodes_as_discovery_response() {
-        let any = proto::pb::google::protobuf::Any { type_url: "t".into(), value: vec![1, 2, 3] };
+        let any = proto::pb::google::protobuf::Any {
+            type_url: "t".into(),
+            value: vec![1, 2, 3],
+        };
         let bytes: Bytes = any.encode_to_vec().into();
         let enc = sotw_response("v1", [bytes.clone(), bytes].iter(), "t", "7");
         let r = d::DiscoveryResponse::decode(enc.0).unwrap();
@@ -141,7 +152,11 @@ mod tests {
 
     #[test]
     fn delta_response_decodes_as_delta_discovery_response() {
-        let res = d::Resource { name: "a".into(), version: "1".into(), ..Default::default() };
+        let res = d::Resource {
+            name: "a".into(),
+            version: "1".into(),
+            ..Default::default()
+        };
         let bytes: Bytes = res.encode_to_vec().into();
         let enc = delta_response("sv", [bytes].iter(), "t", &["gone".to_string()], "9");
         let r = d::DeltaDiscoveryResponse::decode(enc.0).unwrap();

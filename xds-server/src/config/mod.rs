@@ -1,6 +1,11 @@
 //! `gateway.yaml`: loading, decoding with positions, and validation into the typed [`model`].
 
+mod decode;
+mod grammar;
 pub mod model;
+#[cfg(test)]
+mod tests;
+mod yaml;
 
 pub use model::*;
 
@@ -33,7 +38,14 @@ pub struct ConfigError {
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
     }
 }
 
@@ -56,12 +68,84 @@ impl std::fmt::Display for ConfigErrors {
 /// Decodes and validates `src` as if read from `file` (relative paths inside are resolved against
 /// `file`'s directory). Does no I/O.
 pub fn parse(src: &str, file: &Path) -> Result<Config, ConfigErrors> {
-    let _ = (src, file);
-    unimplemented!("config decoding")
+    let base_dir = file.parent().unwrap_or_else(|| Path::new(""));
+    parse_with_refs(src, file, base_dir).map(|(config, _)| config)
 }
 
 /// Reads `path`, parses it and reads every file it references.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
-    let _ = path;
-    unimplemented!("config loading")
+    let at_start = |message: String| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            message,
+        }])
+    };
+    let bytes =
+        std::fs::read(path).map_err(|e| at_start(format!("cannot read the config file: {e}")))?;
+    let src = String::from_utf8(bytes)
+        .map_err(|e| at_start(format!("the config file is not valid UTF-8: {e}")))?;
+    // Referenced files are resolved against the config's directory as of now, so a later
+    // change of working directory (or a relative `--config`) cannot change what they mean.
+    let absolute = std::path::absolute(path)
+        .map_err(|e| at_start(format!("cannot resolve the config file's path: {e}")))?;
+    let base_dir = absolute.parent().unwrap_or_else(|| Path::new("/"));
+    let (config, refs) = parse_with_refs(&src, path, base_dir)?;
+
+    let mut files = BTreeMap::new();
+    let mut errors = Vec::new();
+    for r in refs {
+        if files.contains_key(&r.path) {
+            continue;
+        }
+        match std::fs::read(&r.path) {
+            Ok(contents) => {
+                files.insert(r.path, contents);
+            }
+            Err(e) => errors.push(ConfigError {
+                file: path.to_path_buf(),
+                line: r.pos.line,
+                column: r.pos.column,
+                message: format!("{}: cannot read {}: {e}", r.key, r.path.display()),
+            }),
+        }
+    }
+    if !errors.is_empty() {
+        errors.sort_by_key(|e| (e.line, e.column));
+        return Err(ConfigErrors(errors));
+    }
+    Ok(Loaded {
+        path: path.to_path_buf(),
+        config,
+        files,
+    })
+}
+
+/// [`parse`], also returning every referenced file and where it was named, so that [`load`] can
+/// position a read error at the key that names the file.
+fn parse_with_refs(
+    src: &str,
+    file: &Path,
+    base_dir: &Path,
+) -> Result<(Config, Vec<decode::FileRef>), ConfigErrors> {
+    let error = |pos: yaml::Pos, message: String| ConfigError {
+        file: file.to_path_buf(),
+        line: pos.line,
+        column: pos.column,
+        message,
+    };
+    let root = yaml::parse(src).map_err(|e| ConfigErrors(vec![error(e.pos, e.message)]))?;
+    decode::decode(root.as_ref(), base_dir).map_err(|mut problems| {
+        // Source order reads best; the same node can be reached twice (through an alias), so
+        // identical reports are merged.
+        problems.sort_by_key(|(pos, _)| *pos);
+        problems.dedup();
+        ConfigErrors(
+            problems
+                .into_iter()
+                .map(|(pos, message)| error(pos, message))
+                .collect(),
+        )
+    })
 }

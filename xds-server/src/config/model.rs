@@ -99,7 +99,12 @@ pub struct CircuitBreaker {
 
 impl Default for CircuitBreaker {
     fn default() -> Self {
-        Self { max_connections: 1024, max_pending: 1024, max_requests: 1024, max_retries: 3 }
+        Self {
+            max_connections: 1024,
+            max_pending: 1024,
+            max_requests: 1024,
+            max_retries: 3,
+        }
     }
 }
 

@@ -1,1 +1,284 @@
 //! YAML model → Envoy v3 resources. Pure: no I/O, deterministic output.
+//!
+//! Each gateway becomes one self-contained resource set ([`GatewayResources`]): its listeners,
+//! one RouteConfiguration named after the gateway (shared by its listeners over RDS), the clusters
+//! its routes use (plus a ClusterLoadAssignment for every EDS cluster) and a Secret per TLS
+//! listener (served over SDS so a renewed certificate is swapped without a listener drain).
+//!
+//! Determinism: versions are content hashes, so every resource here must encode to the same bytes
+//! in every process. prost encodes `map` fields from randomly seeded `HashMap`s, so no resource
+//! returned by this module holds a map with more than one entry; multi-entry `Struct`s (JSON
+//! formats) are pre-encoded canonically inside `Any` values with `proto::encode_struct`.
+
+mod cluster;
+mod listener;
+mod route;
+mod secret;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use prost::Message;
+use proto::pb::envoy::config::cluster::v3::{cluster::ClusterDiscoveryType, Cluster};
+use proto::pb::envoy::config::core::v3::{
+    config_source::ConfigSourceSpecifier, transport_socket, AggregatedConfigSource, ApiVersion,
+    ConfigSource,
+};
+use proto::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use proto::pb::envoy::config::listener::v3::Listener;
+use proto::pb::envoy::config::route::v3::{route as envoy_route, RouteConfiguration};
+use proto::pb::envoy::extensions::transport_sockets::tls::v3::{DownstreamTlsContext, Secret};
+use proto::pb::google::protobuf;
+
+use crate::config::{self, RouteAction};
+
+/// Everything one gateway's Envoys receive.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GatewayResources {
+    /// Sorted by name.
+    pub clusters: Vec<Cluster>,
+    /// One per EDS cluster, sorted by cluster name.
+    pub endpoints: Vec<ClusterLoadAssignment>,
+    /// In file order.
+    pub listeners: Vec<Listener>,
+    /// Exactly one, named after the gateway.
+    pub routes: Vec<RouteConfiguration>,
+    /// One per TLS listener, in listener order.
+    pub secrets: Vec<Secret>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TranslateError {
+    /// The loader reads every referenced file into `Loaded::files`; a path missing there is a bug
+    /// in the loader (or a hand-built `Loaded`), reported rather than panicking.
+    #[error("{what} {} was not loaded", path.display())]
+    MissingFile { what: &'static str, path: PathBuf },
+    /// A route references a service that does not exist (validation normally rejects this).
+    #[error("route {route} references unknown service {service}")]
+    UnknownService { route: String, service: String },
+}
+
+/// Translates every gateway of a loaded config. Keys are gateway names (the `node.cluster` of the
+/// Envoys that receive the resources).
+pub fn translate(
+    loaded: &config::Loaded,
+) -> Result<BTreeMap<String, GatewayResources>, TranslateError> {
+    let cfg = &loaded.config;
+    let mut out = BTreeMap::new();
+    for (name, gw) in &cfg.gateways {
+        out.insert(name.clone(), translate_gateway(loaded, name, gw)?);
+    }
+    Ok(out)
+}
+
+fn translate_gateway(
+    loaded: &config::Loaded,
+    name: &str,
+    gw: &config::Gateway,
+) -> Result<GatewayResources, TranslateError> {
+    let cfg = &loaded.config;
+    // Only the clusters this gateway's routes use: another gateway's upstreams are none of this
+    // Envoy's business, and unused clusters would still be health-checked. Service → the first
+    // route using it (for the error message).
+    let mut used: BTreeMap<&str, &str> = BTreeMap::new();
+    for r in &gw.routes {
+        for s in route_services(r) {
+            used.entry(s).or_insert(&r.name);
+        }
+    }
+    let mut res = GatewayResources::default();
+    for (svc_name, route_name) in used {
+        let svc = cfg
+            .services
+            .get(svc_name)
+            .ok_or_else(|| TranslateError::UnknownService {
+                route: route_name.to_string(),
+                service: svc_name.to_string(),
+            })?;
+        let (c, cla) = cluster::cluster(svc_name, svc, &loaded.files)?;
+        res.clusters.push(c);
+        res.endpoints.extend(cla);
+    }
+    for l in &gw.listeners {
+        let secret_name = l.tls.as_ref().map(|_| secret_name(name, &l.name));
+        res.listeners
+            .push(listener::listener(name, gw, l, secret_name.as_deref()));
+        if let (Some(tls), Some(sn)) = (&l.tls, secret_name) {
+            res.secrets
+                .push(secret::tls_secret(sn, tls, &loaded.files)?);
+        }
+    }
+    res.routes
+        .push(route::route_configuration(name, gw, &cfg.services));
+    Ok(res)
+}
+
+fn route_services(r: &config::Route) -> Vec<&str> {
+    match &r.action {
+        RouteAction::Service(s) => vec![s.as_str()],
+        RouteAction::Weighted(ws) => ws.iter().map(|(s, _)| s.as_str()).collect(),
+        RouteAction::Respond(_) => vec![],
+    }
+}
+
+/// The SDS name of a TLS listener's certificate. Gateway-qualified so two gateways sharing one
+/// Envoy binary's logs (or a future shared snapshot) can never confuse their certificates.
+pub fn secret_name(gateway: &str, listener: &str) -> String {
+    format!("{gateway}/{listener}")
+}
+
+/// Checks the cross-references inside one gateway's resource set, so a snapshot never makes
+/// Envoy wait forever for (or reject) a resource we forgot to send: every cluster a route names
+/// exists, every EDS cluster has endpoints, every listener's RDS route configuration exists and
+/// every SDS secret a listener names exists.
+pub fn is_consistent(r: &GatewayResources) -> Result<(), String> {
+    let clusters: BTreeSet<&str> = r.clusters.iter().map(|c| c.name.as_str()).collect();
+    let endpoints: BTreeSet<&str> = r
+        .endpoints
+        .iter()
+        .map(|e| e.cluster_name.as_str())
+        .collect();
+    let routes: BTreeSet<&str> = r.routes.iter().map(|rc| rc.name.as_str()).collect();
+    let secrets: BTreeSet<&str> = r.secrets.iter().map(|s| s.name.as_str()).collect();
+
+    for c in &r.clusters {
+        let eds = matches!(c.cluster_discovery_type, Some(ClusterDiscoveryType::Type(t)) if t == proto::pb::envoy::config::cluster::v3::cluster::DiscoveryType::Eds as i32);
+        if eds {
+            let name = c
+                .eds_cluster_config
+                .as_ref()
+                .map(|e| e.service_name.as_str())
+                .filter(|s| !s.is_empty())
+                .unwrap_or(&c.name);
+            if !endpoints.contains(name) {
+                return Err(format!(
+                    "EDS cluster {} has no ClusterLoadAssignment",
+                    c.name
+                ));
+            }
+        }
+    }
+    for rc in &r.routes {
+        for vh in &rc.virtual_hosts {
+            for rt in &vh.routes {
+                for cl in route_clusters(rt) {
+                    if !clusters.contains(cl) {
+                        return Err(format!("route {} references missing cluster {cl}", rt.name));
+                    }
+                }
+            }
+        }
+    }
+    for l in &r.listeners {
+        for fc in &l.filter_chains {
+            for f in &fc.filters {
+                if let Some(rds) = listener::rds_name(f) {
+                    if !routes.contains(rds.as_str()) {
+                        return Err(format!(
+                            "listener {} references missing route configuration {rds}",
+                            l.name
+                        ));
+                    }
+                }
+            }
+            if let Some(ts) = &fc.transport_socket {
+                for s in sds_names(ts) {
+                    if !secrets.contains(s.as_str()) {
+                        return Err(format!("listener {} references missing secret {s}", l.name));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn route_clusters(rt: &proto::pb::envoy::config::route::v3::Route) -> Vec<&str> {
+    use proto::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
+    match &rt.action {
+        Some(envoy_route::Action::Route(ra)) => match &ra.cluster_specifier {
+            Some(ClusterSpecifier::Cluster(c)) => vec![c.as_str()],
+            Some(ClusterSpecifier::WeightedClusters(w)) => {
+                w.clusters.iter().map(|c| c.name.as_str()).collect()
+            }
+            _ => vec![],
+        },
+        _ => vec![],
+    }
+}
+
+fn sds_names(ts: &proto::pb::envoy::config::core::v3::TransportSocket) -> Vec<String> {
+    let Some(transport_socket::ConfigType::TypedConfig(any)) = &ts.config_type else {
+        return vec![];
+    };
+    if any.type_url != proto::type_url::DOWNSTREAM_TLS_CONTEXT {
+        return vec![];
+    }
+    let Ok(ctx) = DownstreamTlsContext::decode(any.value.as_slice()) else {
+        return vec![];
+    };
+    ctx.common_tls_context
+        .map(|c| {
+            c.tls_certificate_sds_secret_configs
+                .into_iter()
+                .map(|s| s.name)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// ---- Small shared builders ----
+
+/// "Fetch this over the same ADS stream", the only config source our Envoys know.
+fn ads() -> ConfigSource {
+    ConfigSource {
+        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        resource_api_version: ApiVersion::V3 as i32,
+        ..Default::default()
+    }
+}
+
+fn duration(d: Duration) -> protobuf::Duration {
+    protobuf::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+fn u32v(value: u32) -> protobuf::UInt32Value {
+    protobuf::UInt32Value { value }
+}
+
+fn boolv(value: bool) -> protobuf::BoolValue {
+    protobuf::BoolValue { value }
+}
+
+/// The bytes of a file the loader read, or an error naming what it was for.
+fn file<'a>(
+    files: &'a BTreeMap<PathBuf, Vec<u8>>,
+    path: &Path,
+    what: &'static str,
+) -> Result<&'a [u8], TranslateError> {
+    files
+        .get(path)
+        .map(Vec::as_slice)
+        .ok_or_else(|| TranslateError::MissingFile {
+            what,
+            path: path.to_path_buf(),
+        })
+}
+
+/// Escapes RE2 metacharacters so `s` matches literally inside a regex.
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -1,0 +1,2161 @@
+//! Decoding the positioned YAML tree into the typed [`model`](super::model), with validation.
+//!
+//! Decoding never stops at the first problem: every function records what it finds wrong and
+//! returns `None` for a value it could not build, and its callers carry on with their siblings,
+//! so one run reports everything a user has to fix. Cross references (services, providers,
+//! plans) are checked against the *names* declared in the file, collected before decoding, so
+//! that a mistake inside a service body does not also produce "unknown service" on every route
+//! that uses it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::grammar;
+use super::model::*;
+use super::yaml::{Node, Pos, Scalar, Value};
+
+/// A file the config names, and where, so the loader can position a read error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRef {
+    pub path: PathBuf,
+    pub pos: Pos,
+    /// The key that named it, e.g. `cert_file`.
+    pub key: &'static str,
+}
+
+/// A problem, before the file name is attached.
+pub type Problem = (Pos, String);
+
+/// Decodes and validates `root`. Relative paths are joined onto `base_dir`.
+pub fn decode(
+    root: Option<&Node>,
+    base_dir: &Path,
+) -> Result<(Config, Vec<FileRef>), Vec<Problem>> {
+    let mut cx = Ctx {
+        base_dir,
+        problems: Vec::new(),
+        files: Vec::new(),
+        services: BTreeSet::new(),
+        jwt: BTreeSet::new(),
+        api_keys: BTreeSet::new(),
+        has_rate_limits: false,
+        route_names: HashMap::new(),
+    };
+    let config = cx.config(root);
+    match config {
+        Some(config) if cx.problems.is_empty() => Ok((config, cx.files)),
+        _ => {
+            if cx.problems.is_empty() {
+                // Every path that returns None records why; this guards against a future slip.
+                cx.problems
+                    .push((Pos::START, "invalid configuration".to_string()));
+            }
+            Err(cx.problems)
+        }
+    }
+}
+
+const TOP_KEYS: &[&str] = &["version", "services", "auth", "rate_limits", "gateways"];
+const SERVICE_KEYS: &[&str] = &[
+    "endpoints",
+    "protocol",
+    "lb",
+    "connect_timeout",
+    "health_check",
+    "circuit_breaker",
+    "outlier_detection",
+    "tls",
+];
+const HEALTH_CHECK_KEYS: &[&str] = &["path", "interval", "timeout", "healthy", "unhealthy"];
+const CIRCUIT_BREAKER_KEYS: &[&str] = &[
+    "max_connections",
+    "max_pending",
+    "max_requests",
+    "max_retries",
+];
+const OUTLIER_KEYS: &[&str] = &[
+    "consecutive_5xx",
+    "interval",
+    "ejection_time",
+    "max_ejection_percent",
+];
+const UPSTREAM_TLS_KEYS: &[&str] = &["sni", "ca_file"];
+const AUTH_KEYS: &[&str] = &["service", "jwt", "api_keys"];
+const POLICY_SERVICE_KEYS: &[&str] = &["address", "timeout", "on_error"];
+const JWT_KEYS: &[&str] = &[
+    "issuer",
+    "audiences",
+    "algorithms",
+    "jwks_file",
+    "jwks_url",
+    "secret_env",
+    "clock_skew",
+    "headers",
+    "client_claim",
+    "plan_claim",
+    "forward_token",
+];
+const JWT_KEY_SOURCES: &[&str] = &["jwks_file", "jwks_url", "secret_env"];
+const API_KEY_KEYS: &[&str] = &["header", "query", "keys_file"];
+const RATE_LIMITS_KEYS: &[&str] = &["service", "plans", "default_plan", "anonymous", "algorithm"];
+const GATEWAY_KEYS: &[&str] = &["listeners", "cors", "access_log", "routes"];
+const LISTENER_KEYS: &[&str] = &["name", "address", "port", "tls"];
+const LISTENER_TLS_KEYS: &[&str] = &["cert_file", "key_file"];
+const CORS_KEYS: &[&str] = &["origins", "methods", "headers", "max_age"];
+const ROUTE_KEYS: &[&str] = &[
+    "name",
+    "match",
+    "service",
+    "services",
+    "respond",
+    "rewrite",
+    "auth",
+    "require",
+    "rate_limit",
+    "timeout",
+    "retries",
+    "request_headers",
+    "response_headers",
+];
+const ROUTE_ACTIONS: &[&str] = &["service", "services", "respond"];
+const MATCH_KEYS: &[&str] = &[
+    "path", "prefix", "regex", "methods", "headers", "query", "hosts",
+];
+const PATH_MATCHES: &[&str] = &["path", "prefix", "regex"];
+const RESPOND_KEYS: &[&str] = &["status", "json", "body"];
+const REWRITE_KEYS: &[&str] = &["prefix"];
+const REQUIRE_KEYS: &[&str] = &["roles", "scopes"];
+const LIMIT_KEYS: &[&str] = &["limit", "per"];
+const RETRIES_KEYS: &[&str] = &["attempts", "on", "per_try_timeout"];
+const HEADER_CHANGES_KEYS: &[&str] = &["set", "remove"];
+const STRING_MATCH_KEYS: &[&str] = &["regex"];
+
+/// Envoy's `x-envoy-retry-on` conditions that make sense in a route's retry policy.
+const RETRY_CONDITIONS: &[&str] = &[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "envoy-ratelimited",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "retriable-headers",
+    "http3-post-connect-failure",
+];
+
+/// Where Envoy finds authz-service and ratelimit-service when `service:` is omitted; these are
+/// the services' own default listen addresses (spec §7).
+const DEFAULT_AUTH_ADDRESS: (&str, u16) = ("127.0.0.1", 9001);
+const DEFAULT_RATE_LIMIT_ADDRESS: (&str, u16) = ("127.0.0.1", 9002);
+
+struct Ctx<'a> {
+    base_dir: &'a Path,
+    problems: Vec<Problem>,
+    files: Vec<FileRef>,
+    /// Names declared in the file, collected up front (see the module comment).
+    services: BTreeSet<String>,
+    jwt: BTreeSet<String>,
+    api_keys: BTreeSet<String>,
+    has_rate_limits: bool,
+    /// Route name → where it was first defined; names are unique across all gateways.
+    route_names: HashMap<String, Pos>,
+}
+
+/// A mapping's entries with string keys, duplicates and unknown keys already reported.
+struct Fields<'n> {
+    pos: Pos,
+    entries: Vec<Entry<'n>>,
+}
+
+#[derive(Clone, Copy)]
+struct Entry<'n> {
+    key: &'n str,
+    key_pos: Pos,
+    value: &'n Node,
+}
+
+impl<'n> Fields<'n> {
+    fn entry(&self, key: &str) -> Option<Entry<'n>> {
+        self.entries.iter().find(|e| e.key == key).copied()
+    }
+
+    fn get(&self, key: &str) -> Option<&'n Node> {
+        self.entry(key).map(|e| e.value)
+    }
+}
+
+/// `a, b or c` for messages.
+fn one_of(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => format!("`{one}`"),
+        [init @ .., last] => {
+            let init: Vec<String> = init.iter().map(|s| format!("`{s}`")).collect();
+            format!("{} or `{last}`", init.join(", "))
+        }
+    }
+}
+
+fn list(items: impl IntoIterator<Item = impl AsRef<str>>) -> String {
+    let items: Vec<String> = items.into_iter().map(|s| s.as_ref().to_string()).collect();
+    if items.is_empty() {
+        "(none defined)".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// Looks a key up without reporting anything; used to collect declared names up front.
+fn child<'n>(node: &'n Node, key: &str) -> Option<&'n Node> {
+    match &node.value {
+        Value::Map(entries) => entries
+            .iter()
+            .find(|(k, _)| k.as_text() == Some(key))
+            .map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+fn keys_of(node: Option<&Node>) -> BTreeSet<String> {
+    match node.map(|n| &n.value) {
+        Some(Value::Map(entries)) => entries
+            .iter()
+            .filter_map(|(k, _)| k.as_text().map(str::to_string))
+            .collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+/// Collects `Some` values, remembering whether any item failed.
+struct All<T> {
+    items: Vec<T>,
+    ok: bool,
+}
+
+impl<T> All<T> {
+    fn new() -> Self {
+        Self {
+            items: Vec::new(),
+            ok: true,
+        }
+    }
+
+    fn push(&mut self, item: Option<T>) {
+        match item {
+            Some(v) => self.items.push(v),
+            None => self.ok = false,
+        }
+    }
+
+    fn finish(self) -> Option<Vec<T>> {
+        self.ok.then_some(self.items)
+    }
+}
+
+impl Ctx<'_> {
+    fn problem(&mut self, pos: Pos, message: impl Into<String>) {
+        self.problems.push((pos, message.into()));
+    }
+
+    fn expected(&mut self, node: &Node, what: &str, expected: &str) {
+        let found = node.describe();
+        let hint = match &node.value {
+            Value::Scalar {
+                kind: Scalar::Quoted,
+                text,
+            } if expected.contains("integer") && text.parse::<i64>().is_ok() => {
+                " (write numbers without quotes)"
+            }
+            _ => "",
+        };
+        self.problem(
+            node.pos,
+            format!("{what}: expected {expected}, found {found}{hint}"),
+        );
+    }
+
+    // ---- generic shapes -------------------------------------------------------------------
+
+    /// A mapping with text keys; reports non-text and duplicate keys (keeping the first).
+    fn map<'n>(&mut self, node: &'n Node, what: &str) -> Option<Vec<Entry<'n>>> {
+        let Value::Map(raw) = &node.value else {
+            self.expected(node, what, "a mapping");
+            return None;
+        };
+        let mut entries: Vec<Entry<'n>> = Vec::with_capacity(raw.len());
+        for (k, v) in raw {
+            let Some(key) = k
+                .as_text()
+                .filter(|_| !matches!(k.value, Value::Seq(_) | Value::Map(_)))
+            else {
+                self.expected(k, &format!("a key in {what}"), "a name");
+                continue;
+            };
+            if let Some(first) = entries.iter().find(|e| e.key == key) {
+                let line = first.key_pos.line;
+                self.problem(
+                    k.pos,
+                    format!("{what}: duplicate key `{key}` (first given on line {line})"),
+                );
+                continue;
+            }
+            entries.push(Entry {
+                key,
+                key_pos: k.pos,
+                value: v,
+            });
+        }
+        Some(entries)
+    }
+
+    /// A mapping whose keys must come from `allowed`.
+    fn fields<'n>(&mut self, node: &'n Node, what: &str, allowed: &[&str]) -> Option<Fields<'n>> {
+        let entries = self.map(node, what)?;
+        let mut known = Vec::with_capacity(entries.len());
+        for e in entries {
+            if allowed.contains(&e.key) {
+                known.push(e);
+            } else {
+                self.problem(
+                    e.key_pos,
+                    format!(
+                        "{what}: unknown key `{}`; expected one of: {}",
+                        e.key,
+                        allowed.join(", ")
+                    ),
+                );
+            }
+        }
+        Some(Fields {
+            pos: node.pos,
+            entries: known,
+        })
+    }
+
+    fn required<'n>(&mut self, f: &Fields<'n>, key: &str, what: &str) -> Option<&'n Node> {
+        let v = f.get(key);
+        if v.is_none() {
+            self.problem(f.pos, format!("{what}: missing required key `{key}`"));
+        }
+        v
+    }
+
+    /// At most one of `keys`; reports the second and later ones. Returns the first present.
+    fn at_most_one<'n>(&mut self, f: &Fields<'n>, keys: &[&str], what: &str) -> Option<Entry<'n>> {
+        let present: Vec<Entry<'n>> = f
+            .entries
+            .iter()
+            .filter(|e| keys.contains(&e.key))
+            .copied()
+            .collect();
+        for extra in present.iter().skip(1) {
+            self.problem(
+                extra.key_pos,
+                format!(
+                    "{what}: `{}` cannot be combined with `{}`; give exactly one of {}",
+                    extra.key,
+                    present[0].key,
+                    one_of(keys)
+                ),
+            );
+        }
+        present.first().copied()
+    }
+
+    fn seq<'n>(&mut self, node: &'n Node, what: &str) -> Option<&'n [Node]> {
+        match &node.value {
+            Value::Seq(items) => Some(items),
+            _ => {
+                self.expected(node, what, "a list");
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, node: &Node, what: &str) -> Option<String> {
+        match node.as_text() {
+            Some(s) if !matches!(node.value, Value::Seq(_) | Value::Map(_)) => Some(s.to_string()),
+            _ => {
+                self.expected(node, what, "a string");
+                None
+            }
+        }
+    }
+
+    fn nonempty(&mut self, node: &Node, what: &str) -> Option<String> {
+        let s = self.string(node, what)?;
+        if s.is_empty() {
+            self.expected(node, what, "a non-empty string");
+            return None;
+        }
+        Some(s)
+    }
+
+    fn strings(&mut self, node: &Node, what: &str) -> Option<Vec<String>> {
+        let items = self.seq(node, what)?;
+        let mut all = All::new();
+        for item in items {
+            let s = self.nonempty(item, &format!("an entry of {what}"));
+            all.push(s);
+        }
+        all.finish()
+    }
+
+    fn int(&mut self, node: &Node, what: &str) -> Option<i64> {
+        match &node.value {
+            Value::Scalar {
+                kind: Scalar::Int(i),
+                ..
+            } => Some(*i),
+            _ => {
+                self.expected(node, what, "an integer");
+                None
+            }
+        }
+    }
+
+    /// An integer in `lo..=hi`, converted to the field's type.
+    fn int_in<T: TryFrom<i64>>(&mut self, node: &Node, what: &str, lo: i64, hi: i64) -> Option<T> {
+        let i = self.int(node, what)?;
+        if i < lo || i > hi {
+            self.expected(node, what, &format!("an integer in {lo}..={hi}"));
+            return None;
+        }
+        T::try_from(i).ok()
+    }
+
+    fn opt_u32(
+        &mut self,
+        f: &Fields<'_>,
+        key: &str,
+        what: &str,
+        lo: i64,
+        default: u32,
+    ) -> Option<u32> {
+        match f.get(key) {
+            None => Some(default),
+            Some(n) => self.int_in(n, &format!("{what}.{key}"), lo, i64::from(u32::MAX)),
+        }
+    }
+
+    fn boolean(&mut self, node: &Node, what: &str) -> Option<bool> {
+        match &node.value {
+            Value::Scalar {
+                kind: Scalar::Bool(b),
+                ..
+            } => Some(*b),
+            _ => {
+                self.expected(node, what, "true or false");
+                None
+            }
+        }
+    }
+
+    fn choice<T: Copy>(&mut self, node: &Node, what: &str, options: &[(&str, T)]) -> Option<T> {
+        let found = match &node.value {
+            Value::Scalar {
+                text,
+                kind: Scalar::Str | Scalar::Quoted,
+            } => options
+                .iter()
+                .find(|(name, _)| name == text)
+                .map(|(_, v)| *v),
+            _ => None,
+        };
+        if found.is_none() {
+            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+            self.expected(node, what, &format!("one of {}", names.join(" | ")));
+        }
+        found
+    }
+
+    fn duration(&mut self, node: &Node, what: &str) -> Option<Duration> {
+        let parsed = match &node.value {
+            Value::Scalar {
+                text,
+                kind: Scalar::Str | Scalar::Quoted,
+            } => grammar::duration(text),
+            _ => None,
+        };
+        if parsed.is_none() {
+            let fractional =
+                matches!(&node.value, Value::Scalar { text, .. } if text.contains('.'));
+            if fractional {
+                let found = node.describe();
+                self.problem(
+                    node.pos,
+                    format!(
+                        "{what}: expected {}, found {found} (whole \
+                            numbers only: write 1500ms rather than 1.5s)",
+                        grammar::DURATION_HINT
+                    ),
+                );
+            } else if matches!(
+                node.value,
+                Value::Scalar {
+                    kind: Scalar::Int(_),
+                    ..
+                }
+            ) {
+                let found = node.describe();
+                self.problem(
+                    node.pos,
+                    format!(
+                        "{what}: expected {}, found {found} (a unit is required, e.g. 5s)",
+                        grammar::DURATION_HINT
+                    ),
+                );
+            } else {
+                self.expected(node, what, grammar::DURATION_HINT);
+            }
+        }
+        parsed
+    }
+
+    /// Timeouts and intervals: zero would mean "never" or "always" to Envoy, never what a
+    /// user meant.
+    fn positive_duration(&mut self, node: &Node, what: &str) -> Option<Duration> {
+        let d = self.duration(node, what)?;
+        if d.is_zero() {
+            self.problem(
+                node.pos,
+                format!(
+                    "{what}: must be longer than zero, found {}",
+                    node.describe()
+                ),
+            );
+            return None;
+        }
+        Some(d)
+    }
+
+    fn opt_duration(
+        &mut self,
+        f: &Fields<'_>,
+        key: &str,
+        what: &str,
+        default: Duration,
+    ) -> Option<Duration> {
+        match f.get(key) {
+            None => Some(default),
+            Some(n) => self.positive_duration(n, &format!("{what}.{key}")),
+        }
+    }
+
+    fn rate(&mut self, node: &Node, what: &str) -> Option<Rate> {
+        let parsed = match &node.value {
+            Value::Scalar {
+                text,
+                kind: Scalar::Str | Scalar::Quoted,
+            } => grammar::rate(text),
+            _ => Err("not a string".to_string()),
+        };
+        match parsed {
+            Ok(r) => Some(r),
+            Err(why) => {
+                let found = node.describe();
+                self.problem(
+                    node.pos,
+                    format!(
+                        "{what}: expected {}, found {found}: {why}",
+                        grammar::RATE_HINT
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn host_port(&mut self, node: &Node, what: &str) -> Option<HostPort> {
+        let s = self.string(node, what)?;
+        match grammar::host_port(&s) {
+            Ok(hp) => Some(hp),
+            Err(why) => {
+                self.problem(
+                    node.pos,
+                    format!("{what}: expected host:port (IPv6 as [::1]:80), found \"{s}\": {why}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A path relative to the config file's directory, made absolute and remembered for the
+    /// loader.
+    fn file_path(&mut self, node: &Node, what: &str, key: &'static str) -> Option<PathBuf> {
+        let s = self.nonempty(node, what)?;
+        let path = self.base_dir.join(s);
+        self.files.push(FileRef {
+            path: path.clone(),
+            pos: node.pos,
+            key,
+        });
+        Some(path)
+    }
+
+    fn header_name(&mut self, name: &str, pos: Pos, what: &str) -> Option<String> {
+        if grammar::is_token(name) {
+            Some(name.to_ascii_lowercase())
+        } else {
+            self.problem(
+                pos,
+                format!(
+                    "{what}: `{name}` is not a valid HTTP header name \
+                        (letters, digits and !#$%&'*+-.^_`|~ only)"
+                ),
+            );
+            None
+        }
+    }
+
+    fn header_names(&mut self, node: &Node, what: &str) -> Option<Vec<String>> {
+        let items = self.seq(node, what)?;
+        let mut all = All::new();
+        for item in items {
+            let name = self
+                .string(item, what)
+                .and_then(|s| self.header_name(&s, item.pos, what));
+            all.push(name);
+        }
+        all.finish()
+    }
+
+    fn methods(&mut self, node: &Node, what: &str) -> Option<Vec<String>> {
+        let items = self.seq(node, what)?;
+        let mut all = All::new();
+        for item in items {
+            let m = self.string(item, what).and_then(|s| {
+                if grammar::is_token(&s) {
+                    Some(s.to_ascii_uppercase())
+                } else {
+                    self.expected(
+                        item,
+                        what,
+                        "an HTTP method such as GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS",
+                    );
+                    None
+                }
+            });
+            all.push(m);
+        }
+        all.finish()
+    }
+
+    fn regex(&mut self, node: &Node, what: &str) -> Option<String> {
+        let s = self.string(node, what)?;
+        // Envoy uses RE2; regex-syntax accepts the same syntax for everything gateway configs
+        // use (it also rejects backreferences and lookaround, as RE2 does).
+        match regex_syntax::parse(&s) {
+            Ok(_) => Some(s),
+            Err(e) => {
+                let why = match &e {
+                    regex_syntax::Error::Parse(e) => e.kind().to_string(),
+                    regex_syntax::Error::Translate(e) => e.kind().to_string(),
+                    _ => e.to_string(),
+                };
+                self.problem(
+                    node.pos,
+                    format!("{what}: invalid regular expression \"{s}\": {why}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn url_path(&mut self, node: &Node, what: &str) -> Option<String> {
+        let s = self.string(node, what)?;
+        if !s.starts_with('/') {
+            self.expected(node, what, "a path starting with `/`");
+            return None;
+        }
+        Some(s)
+    }
+
+    // ---- the file -------------------------------------------------------------------------
+
+    fn config(&mut self, root: Option<&Node>) -> Option<Config> {
+        let Some(root) = root else {
+            self.problem(
+                Pos::START,
+                "the file is empty; expected a mapping with at least `version: 1`",
+            );
+            return None;
+        };
+        let f = self.fields(root, "the top level", TOP_KEYS)?;
+
+        let version = self.required(&f, "version", "the top level").and_then(|n| {
+            let v = self.int(n, "version")?;
+            if v != 1 {
+                self.problem(
+                    n.pos,
+                    format!("version: expected 1 (the only supported version), found {v}"),
+                );
+                return None;
+            }
+            Some(1)
+        });
+
+        self.services = keys_of(f.get("services"));
+        let auth_node = f.get("auth");
+        self.jwt = keys_of(auth_node.and_then(|a| child(a, "jwt")));
+        self.api_keys = keys_of(auth_node.and_then(|a| child(a, "api_keys")));
+        self.has_rate_limits = f.get("rate_limits").is_some();
+
+        let services = match f.get("services") {
+            None => Some(BTreeMap::new()),
+            Some(n) => self.services(n),
+        };
+        let auth = match auth_node {
+            None => Some(None),
+            Some(n) => self.auth(n).map(Some),
+        };
+        let rate_limits = match f.get("rate_limits") {
+            None => Some(None),
+            Some(n) => self.rate_limits(n).map(Some),
+        };
+        let gateways = match f.get("gateways") {
+            None => Some(BTreeMap::new()),
+            Some(n) => self.gateways(n),
+        };
+        Some(Config {
+            version: version?,
+            services: services?,
+            auth: auth?,
+            rate_limits: rate_limits?,
+            gateways: gateways?,
+        })
+    }
+
+    // ---- services -------------------------------------------------------------------------
+
+    fn services(&mut self, node: &Node) -> Option<BTreeMap<String, Service>> {
+        let entries = self.map(node, "services")?;
+        let mut all = All::new();
+        for e in entries {
+            let s = self.service(e.key, e.value);
+            all.push(s.map(|s| (e.key.to_string(), s)));
+        }
+        all.finish().map(|v| v.into_iter().collect())
+    }
+
+    fn service(&mut self, name: &str, node: &Node) -> Option<Service> {
+        let what = format!("services.{name}");
+        let f = self.fields(node, &what, SERVICE_KEYS)?;
+        let endpoints = self.required(&f, "endpoints", &what).and_then(|n| {
+            let w = format!("{what}.endpoints");
+            let items = self.seq(n, &w)?;
+            if items.is_empty() {
+                self.problem(
+                    n.pos,
+                    format!("{w}: expected at least one host:port, found an empty list"),
+                );
+                return None;
+            }
+            let mut all = All::new();
+            for item in items {
+                let hp = self.host_port(item, &w);
+                all.push(hp);
+            }
+            all.finish()
+        });
+        let protocol = match f.get("protocol") {
+            None => Some(Protocol::Http1),
+            Some(n) => self.choice(
+                n,
+                &format!("{what}.protocol"),
+                &[
+                    ("http1", Protocol::Http1),
+                    ("http2", Protocol::Http2),
+                    ("grpc", Protocol::Grpc),
+                ],
+            ),
+        };
+        let lb = match f.get("lb") {
+            None => Some(LbPolicy::RoundRobin),
+            Some(n) => self.choice(
+                n,
+                &format!("{what}.lb"),
+                &[
+                    ("round_robin", LbPolicy::RoundRobin),
+                    ("least_request", LbPolicy::LeastRequest),
+                    ("random", LbPolicy::Random),
+                    ("ring_hash", LbPolicy::RingHash),
+                    ("maglev", LbPolicy::Maglev),
+                ],
+            ),
+        };
+        let connect_timeout =
+            self.opt_duration(&f, "connect_timeout", &what, Duration::from_secs(2));
+        let health_check = match f.get("health_check") {
+            None => Some(None),
+            Some(n) => self
+                .health_check(n, &format!("{what}.health_check"))
+                .map(Some),
+        };
+        let circuit_breaker = match f.get("circuit_breaker") {
+            None => Some(CircuitBreaker::default()),
+            Some(n) => self.circuit_breaker(n, &format!("{what}.circuit_breaker")),
+        };
+        let outlier_detection = match f.get("outlier_detection") {
+            None => Some(None),
+            Some(n) => self
+                .outlier_detection(n, &format!("{what}.outlier_detection"))
+                .map(Some),
+        };
+        let tls = match f.get("tls") {
+            None => Some(None),
+            Some(n) => self.upstream_tls(n, &format!("{what}.tls")).map(Some),
+        };
+        Some(Service {
+            endpoints: endpoints?,
+            protocol: protocol?,
+            lb: lb?,
+            connect_timeout: connect_timeout?,
+            health_check: health_check?,
+            circuit_breaker: circuit_breaker?,
+            outlier_detection: outlier_detection?,
+            tls: tls?,
+        })
+    }
+
+    fn health_check(&mut self, node: &Node, what: &str) -> Option<HealthCheck> {
+        let f = self.fields(node, what, HEALTH_CHECK_KEYS)?;
+        let path = self
+            .required(&f, "path", what)
+            .and_then(|n| self.url_path(n, &format!("{what}.path")));
+        let interval = self.opt_duration(&f, "interval", what, Duration::from_secs(5));
+        let timeout = self.opt_duration(&f, "timeout", what, Duration::from_secs(1));
+        let healthy = self.opt_u32(&f, "healthy", what, 1, 2);
+        let unhealthy = self.opt_u32(&f, "unhealthy", what, 1, 3);
+        Some(HealthCheck {
+            path: path?,
+            interval: interval?,
+            timeout: timeout?,
+            healthy: healthy?,
+            unhealthy: unhealthy?,
+        })
+    }
+
+    fn circuit_breaker(&mut self, node: &Node, what: &str) -> Option<CircuitBreaker> {
+        let f = self.fields(node, what, CIRCUIT_BREAKER_KEYS)?;
+        let d = CircuitBreaker::default();
+        // A zero connection or request limit would reject every request; zero retries is a
+        // legitimate "never retry concurrently".
+        let max_connections = self.opt_u32(&f, "max_connections", what, 1, d.max_connections);
+        let max_pending = self.opt_u32(&f, "max_pending", what, 1, d.max_pending);
+        let max_requests = self.opt_u32(&f, "max_requests", what, 1, d.max_requests);
+        let max_retries = self.opt_u32(&f, "max_retries", what, 0, d.max_retries);
+        Some(CircuitBreaker {
+            max_connections: max_connections?,
+            max_pending: max_pending?,
+            max_requests: max_requests?,
+            max_retries: max_retries?,
+        })
+    }
+
+    fn outlier_detection(&mut self, node: &Node, what: &str) -> Option<OutlierDetection> {
+        let f = self.fields(node, what, OUTLIER_KEYS)?;
+        let consecutive_5xx = self.opt_u32(&f, "consecutive_5xx", what, 1, 5);
+        let interval = self.opt_duration(&f, "interval", what, Duration::from_secs(10));
+        let ejection_time = self.opt_duration(&f, "ejection_time", what, Duration::from_secs(30));
+        let max_ejection_percent = match f.get("max_ejection_percent") {
+            None => Some(50),
+            Some(n) => self.int_in(n, &format!("{what}.max_ejection_percent"), 0, 100),
+        };
+        Some(OutlierDetection {
+            consecutive_5xx: consecutive_5xx?,
+            interval: interval?,
+            ejection_time: ejection_time?,
+            max_ejection_percent: max_ejection_percent?,
+        })
+    }
+
+    fn upstream_tls(&mut self, node: &Node, what: &str) -> Option<UpstreamTls> {
+        let f = self.fields(node, what, UPSTREAM_TLS_KEYS)?;
+        let sni = match f.get("sni") {
+            None => Some(None),
+            Some(n) => {
+                let w = format!("{what}.sni");
+                self.string(n, &w).and_then(|s| {
+                    if grammar::is_dns_name(&s) {
+                        Some(Some(s))
+                    } else {
+                        self.expected(n, &w, "a host name");
+                        None
+                    }
+                })
+            }
+        };
+        let ca_file = match f.get("ca_file") {
+            None => Some(None),
+            Some(n) => self
+                .file_path(n, &format!("{what}.ca_file"), "ca_file")
+                .map(Some),
+        };
+        Some(UpstreamTls {
+            sni: sni?,
+            ca_file: ca_file?,
+        })
+    }
+
+    // ---- auth -----------------------------------------------------------------------------
+
+    fn policy_service(
+        &mut self,
+        node: Option<&Node>,
+        what: &str,
+        default_address: (&str, u16),
+        default_timeout: Duration,
+        default_on_error: OnError,
+    ) -> Option<PolicyService> {
+        let default = PolicyService {
+            address: HostPort {
+                host: default_address.0.to_string(),
+                port: default_address.1,
+            },
+            timeout: default_timeout,
+            on_error: default_on_error,
+        };
+        let Some(node) = node else {
+            return Some(default);
+        };
+        let f = self.fields(node, what, POLICY_SERVICE_KEYS)?;
+        let address = match f.get("address") {
+            None => Some(default.address),
+            Some(n) => self.host_port(n, &format!("{what}.address")),
+        };
+        let timeout = self.opt_duration(&f, "timeout", what, default_timeout);
+        let on_error = match f.get("on_error") {
+            None => Some(default_on_error),
+            Some(n) => self.choice(
+                n,
+                &format!("{what}.on_error"),
+                &[("allow", OnError::Allow), ("deny", OnError::Deny)],
+            ),
+        };
+        Some(PolicyService {
+            address: address?,
+            timeout: timeout?,
+            on_error: on_error?,
+        })
+    }
+
+    fn auth(&mut self, node: &Node) -> Option<Auth> {
+        let f = self.fields(node, "auth", AUTH_KEYS)?;
+        let service = self.policy_service(
+            f.get("service"),
+            "auth.service",
+            DEFAULT_AUTH_ADDRESS,
+            Duration::from_millis(200),
+            OnError::Deny,
+        );
+        let mut seen: HashMap<String, Pos> = HashMap::new();
+        let jwt = match f.get("jwt") {
+            None => Some(BTreeMap::new()),
+            Some(n) => self.providers(n, "auth.jwt", &mut seen, Self::jwt_provider),
+        };
+        let api_keys = match f.get("api_keys") {
+            None => Some(BTreeMap::new()),
+            Some(n) => self.providers(n, "auth.api_keys", &mut seen, Self::api_key_provider),
+        };
+        Some(Auth {
+            service: service?,
+            jwt: jwt?,
+            api_keys: api_keys?,
+        })
+    }
+
+    /// A map of named providers. Names share one namespace across `jwt` and `api_keys` because
+    /// routes refer to them by bare name.
+    fn providers<T>(
+        &mut self,
+        node: &Node,
+        what: &str,
+        seen: &mut HashMap<String, Pos>,
+        decode: fn(&mut Self, &Node, &str) -> Option<T>,
+    ) -> Option<BTreeMap<String, T>> {
+        let entries = self.map(node, what)?;
+        let mut all = All::new();
+        for e in entries {
+            let mut ok = true;
+            if e.key == "none" {
+                self.problem(
+                    e.key_pos,
+                    format!(
+                        "{what}: `none` cannot name a provider because \
+                            `auth: none` means a public route"
+                    ),
+                );
+                ok = false;
+            }
+            if let Some(first) = seen.get(e.key) {
+                let line = first.line;
+                self.problem(
+                    e.key_pos,
+                    format!(
+                        "{what}: provider name `{}` is already used on \
+                            line {line}; names must be unique across \
+                            auth.jwt and auth.api_keys because routes refer \
+                            to them by name",
+                        e.key
+                    ),
+                );
+                ok = false;
+            } else {
+                seen.insert(e.key.to_string(), e.key_pos);
+            }
+            let p = decode(self, e.value, &format!("{what}.{}", e.key));
+            all.push(p.filter(|_| ok).map(|p| (e.key.to_string(), p)));
+        }
+        all.finish().map(|v| v.into_iter().collect())
+    }
+
+    fn jwt_provider(&mut self, node: &Node, what: &str) -> Option<JwtProvider> {
+        let f = self.fields(node, what, JWT_KEYS)?;
+        let issuer = self
+            .required(&f, "issuer", what)
+            .and_then(|n| self.nonempty(n, &format!("{what}.issuer")));
+        let audiences = match f.get("audiences") {
+            None => Some(Vec::new()),
+            Some(n) => self.strings(n, &format!("{what}.audiences")),
+        };
+
+        let source = self.at_most_one(&f, JWT_KEY_SOURCES, what);
+        let uses_secret = source.is_some_and(|e| e.key == "secret_env");
+        let keys = match source {
+            None => {
+                self.problem(
+                    f.pos,
+                    format!(
+                        "{what}: missing the signing keys; give exactly one of {}",
+                        one_of(JWT_KEY_SOURCES)
+                    ),
+                );
+                None
+            }
+            Some(e) => {
+                let w = format!("{what}.{}", e.key);
+                match e.key {
+                    "jwks_file" => self.file_path(e.value, &w, "jwks_file").map(JwtKeys::File),
+                    "jwks_url" => self.string(e.value, &w).and_then(|s| {
+                        if grammar::is_http_url(&s) {
+                            Some(JwtKeys::Url(s))
+                        } else {
+                            self.expected(e.value, &w, "an http:// or https:// URL");
+                            None
+                        }
+                    }),
+                    _ => self.string(e.value, &w).and_then(|s| {
+                        if grammar::is_env_name(&s) {
+                            Some(JwtKeys::SecretEnv(s))
+                        } else {
+                            self.expected(
+                                e.value,
+                                &w,
+                                "an environment variable name such as JWT_SECRET",
+                            );
+                            None
+                        }
+                    }),
+                }
+            }
+        };
+
+        let algorithms = self.required(&f, "algorithms", what).and_then(|n| {
+            let w = format!("{what}.algorithms");
+            let items = self.seq(n, &w)?;
+            if items.is_empty() {
+                self.problem(
+                    n.pos,
+                    format!(
+                        "{w}: expected at least one algorithm, found an \
+                            empty list; algorithms are never inferred from \
+                            the token"
+                    ),
+                );
+                return None;
+            }
+            let options: Vec<(&str, JwtAlgorithm)> =
+                JwtAlgorithm::ALL.iter().map(|a| (a.as_str(), *a)).collect();
+            let mut all = All::new();
+            for item in items {
+                let alg = self.choice(item, &w, &options).and_then(|a| {
+                    // A JWKS holds public keys and a shared secret is only good for HMAC;
+                    // mixing them is how "alg confusion" attacks start.
+                    if a.is_hmac() && !uses_secret {
+                        self.problem(
+                            item.pos,
+                            format!(
+                                "{w}: {} needs a shared secret (`secret_env`); \
+                                    JWKS keys only work with asymmetric algorithms",
+                                a.as_str()
+                            ),
+                        );
+                        None
+                    } else if !a.is_hmac() && uses_secret {
+                        self.problem(
+                            item.pos,
+                            format!(
+                                "{w}: {} needs public keys (`jwks_file` or \
+                                    `jwks_url`); `secret_env` only works with HS256, \
+                                    HS384 or HS512",
+                                a.as_str()
+                            ),
+                        );
+                        None
+                    } else {
+                        Some(a)
+                    }
+                });
+                all.push(alg);
+            }
+            let mut algs = all.finish()?;
+            let mut seen = BTreeSet::new();
+            algs.retain(|a| seen.insert(*a));
+            Some(algs)
+        });
+
+        let clock_skew = match f.get("clock_skew") {
+            None => Some(Duration::from_secs(30)),
+            Some(n) => self.duration(n, &format!("{what}.clock_skew")),
+        };
+        let headers = match f.get("headers") {
+            None => Some(Vec::new()),
+            Some(n) => self.header_map(n, &format!("{what}.headers"), true),
+        };
+        let client_claim = match f.get("client_claim") {
+            None => Some("sub".to_string()),
+            Some(n) => self.nonempty(n, &format!("{what}.client_claim")),
+        };
+        let plan_claim = match f.get("plan_claim") {
+            None => Some("plan".to_string()),
+            Some(n) => self.nonempty(n, &format!("{what}.plan_claim")),
+        };
+        let forward_token = match f.get("forward_token") {
+            None => Some(false),
+            Some(n) => self.boolean(n, &format!("{what}.forward_token")),
+        };
+        Some(JwtProvider {
+            issuer: issuer?,
+            audiences: audiences?,
+            algorithms: algorithms?,
+            keys: keys?,
+            clock_skew: clock_skew?,
+            headers: headers?,
+            client_claim: client_claim?,
+            plan_claim: plan_claim?,
+            forward_token: forward_token?,
+        })
+    }
+
+    /// `{header-name: value}` in file order, names lower-cased and unique after lower-casing.
+    fn header_map(
+        &mut self,
+        node: &Node,
+        what: &str,
+        nonempty_values: bool,
+    ) -> Option<Vec<(String, String)>> {
+        let entries = self.map(node, what)?;
+        let mut all = All::new();
+        let mut seen: HashMap<String, Pos> = HashMap::new();
+        for e in entries {
+            let name = self.header_name(e.key, e.key_pos, what).and_then(|name| {
+                if let Some(first) = seen.get(&name) {
+                    let line = first.line;
+                    self.problem(
+                        e.key_pos,
+                        format!(
+                            "{what}: duplicate header `{name}` (first given \
+                                on line {line}; header names are \
+                                case-insensitive)"
+                        ),
+                    );
+                    return None;
+                }
+                seen.insert(name.clone(), e.key_pos);
+                Some(name)
+            });
+            let w = format!("{what}.{}", e.key);
+            let value = if nonempty_values {
+                self.nonempty(e.value, &w)
+            } else {
+                self.string(e.value, &w)
+            };
+            all.push(name.zip(value));
+        }
+        all.finish()
+    }
+
+    fn api_key_provider(&mut self, node: &Node, what: &str) -> Option<ApiKeyProvider> {
+        let f = self.fields(node, what, API_KEY_KEYS)?;
+        let header = match f.get("header") {
+            None => Some("x-api-key".to_string()),
+            Some(n) => {
+                let w = format!("{what}.header");
+                self.string(n, &w)
+                    .and_then(|s| self.header_name(&s, n.pos, &w))
+            }
+        };
+        let query = match f.get("query") {
+            None => Some(None),
+            Some(n) => self.nonempty(n, &format!("{what}.query")).map(Some),
+        };
+        let keys_file = self
+            .required(&f, "keys_file", what)
+            .and_then(|n| self.file_path(n, &format!("{what}.keys_file"), "keys_file"));
+        Some(ApiKeyProvider {
+            header: header?,
+            query: query?,
+            keys_file: keys_file?,
+        })
+    }
+
+    // ---- rate limits ----------------------------------------------------------------------
+
+    fn rate_limits(&mut self, node: &Node) -> Option<RateLimits> {
+        let f = self.fields(node, "rate_limits", RATE_LIMITS_KEYS)?;
+        let service = self.policy_service(
+            f.get("service"),
+            "rate_limits.service",
+            DEFAULT_RATE_LIMIT_ADDRESS,
+            Duration::from_millis(50),
+            OnError::Allow,
+        );
+        let plan_names = keys_of(f.get("plans"));
+        let plans = match f.get("plans") {
+            None => Some(BTreeMap::new()),
+            Some(n) => self.map(n, "rate_limits.plans").and_then(|entries| {
+                let mut all = All::new();
+                for e in entries {
+                    let r = self.rate(e.value, &format!("rate_limits.plans.{}", e.key));
+                    all.push(r.map(|r| (e.key.to_string(), r)));
+                }
+                all.finish()
+                    .map(|v| v.into_iter().collect::<BTreeMap<_, _>>())
+            }),
+        };
+        let default_plan = match f.get("default_plan") {
+            None if !plan_names.is_empty() => {
+                let pos = f.entry("plans").map_or(f.pos, |e| e.key_pos);
+                self.problem(
+                    pos,
+                    format!(
+                        "rate_limits: missing `default_plan`, which names \
+                            the plan for clients whose token carries no \
+                            plan; expected one of: {}",
+                        list(&plan_names)
+                    ),
+                );
+                None
+            }
+            None => Some(None),
+            Some(n) => self.string(n, "rate_limits.default_plan").and_then(|p| {
+                if plan_names.contains(&p) {
+                    Some(Some(p))
+                } else {
+                    self.problem(
+                        n.pos,
+                        format!(
+                            "rate_limits.default_plan: unknown plan `{p}`; \
+                                expected one of the plans: {}",
+                            list(&plan_names)
+                        ),
+                    );
+                    None
+                }
+            }),
+        };
+        let anonymous = match f.get("anonymous") {
+            None => Some(None),
+            Some(n) => self.rate(n, "rate_limits.anonymous").map(Some),
+        };
+        let algorithm = match f.get("algorithm") {
+            None => Some(Algorithm::SlidingWindow),
+            Some(n) => self.choice(
+                n,
+                "rate_limits.algorithm",
+                &[
+                    ("sliding_window", Algorithm::SlidingWindow),
+                    ("approximate", Algorithm::Approximate),
+                    ("fixed", Algorithm::Fixed),
+                ],
+            ),
+        };
+        Some(RateLimits {
+            service: service?,
+            plans: plans?,
+            default_plan: default_plan?,
+            anonymous: anonymous?,
+            algorithm: algorithm?,
+        })
+    }
+
+    // ---- gateways -------------------------------------------------------------------------
+
+    fn gateways(&mut self, node: &Node) -> Option<BTreeMap<String, Gateway>> {
+        let entries = self.map(node, "gateways")?;
+        let mut all = All::new();
+        for e in entries {
+            let g = self.gateway(e.key, e.value);
+            all.push(g.map(|g| (e.key.to_string(), g)));
+        }
+        all.finish().map(|v| v.into_iter().collect())
+    }
+
+    fn gateway(&mut self, name: &str, node: &Node) -> Option<Gateway> {
+        let what = format!("gateways.{name}");
+        let f = self.fields(node, &what, GATEWAY_KEYS)?;
+        let listeners = self
+            .required(&f, "listeners", &what)
+            .and_then(|n| self.listeners(n, &format!("{what}.listeners")));
+        let cors = match f.get("cors") {
+            None => Some(None),
+            Some(n) => self.cors(n, &format!("{what}.cors")).map(Some),
+        };
+        let access_log = match f.get("access_log") {
+            None => Some(AccessLog::Json),
+            Some(n) => self.choice(
+                n,
+                &format!("{what}.access_log"),
+                &[
+                    ("json", AccessLog::Json),
+                    ("text", AccessLog::Text),
+                    ("off", AccessLog::Off),
+                ],
+            ),
+        };
+        let routes = match f.get("routes") {
+            None => Some(Vec::new()),
+            Some(n) => {
+                let w = format!("{what}.routes");
+                self.seq(n, &w).and_then(|items| {
+                    let mut all = All::new();
+                    for (i, item) in items.iter().enumerate() {
+                        let r = self.route(&w, i, item);
+                        all.push(r);
+                    }
+                    all.finish()
+                })
+            }
+        };
+        Some(Gateway {
+            listeners: listeners?,
+            cors: cors?,
+            access_log: access_log?,
+            routes: routes?,
+        })
+    }
+
+    fn listeners(&mut self, node: &Node, what: &str) -> Option<Vec<Listener>> {
+        let items = self.seq(node, what)?;
+        if items.is_empty() {
+            self.problem(
+                node.pos,
+                format!("{what}: expected at least one listener, found an empty list"),
+            );
+            return None;
+        }
+        let mut all = All::new();
+        let mut names: HashMap<String, Pos> = HashMap::new();
+        let mut ports: HashMap<u16, Pos> = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            let w = format!("{what}[{i}]");
+            let Some(f) = self.fields(item, &w, LISTENER_KEYS) else {
+                all.push(None);
+                continue;
+            };
+            let name = self.required(&f, "name", &w).and_then(|n| {
+                let name = self.nonempty(n, &format!("{w}.name"))?;
+                if let Some(first) = names.get(&name) {
+                    let line = first.line;
+                    self.problem(
+                        n.pos,
+                        format!(
+                            "{w}.name: duplicate listener name `{name}` \
+                                (first used on line {line})"
+                        ),
+                    );
+                    return None;
+                }
+                names.insert(name.clone(), n.pos);
+                Some(name)
+            });
+            let address = match f.get("address") {
+                None => Some("0.0.0.0".to_string()),
+                Some(n) => self.string(n, &format!("{w}.address")).and_then(|s| {
+                    let bare = s
+                        .strip_prefix('[')
+                        .and_then(|s| s.strip_suffix(']'))
+                        .unwrap_or(&s);
+                    match bare.parse::<IpAddr>() {
+                        Ok(ip) => Some(ip.to_string()),
+                        Err(_) => {
+                            self.expected(
+                                n,
+                                &format!("{w}.address"),
+                                "an IP address such as 0.0.0.0, 127.0.0.1 or ::",
+                            );
+                            None
+                        }
+                    }
+                }),
+            };
+            let port = self.required(&f, "port", &w).and_then(|n| {
+                let port: u16 = self.int_in(n, &format!("{w}.port"), 1, 65_535)?;
+                if let Some(first) = ports.get(&port) {
+                    let line = first.line;
+                    self.problem(
+                        n.pos,
+                        format!(
+                            "{w}.port: port {port} is already used by another \
+                                listener of this gateway (line {line})"
+                        ),
+                    );
+                    return None;
+                }
+                ports.insert(port, n.pos);
+                Some(port)
+            });
+            let tls = match f.get("tls") {
+                None => Some(None),
+                Some(n) => {
+                    let tw = format!("{w}.tls");
+                    self.fields(n, &tw, LISTENER_TLS_KEYS).and_then(|tf| {
+                        let cert = self.required(&tf, "cert_file", &tw).and_then(|n| {
+                            self.file_path(n, &format!("{tw}.cert_file"), "cert_file")
+                        });
+                        let key = self
+                            .required(&tf, "key_file", &tw)
+                            .and_then(|n| self.file_path(n, &format!("{tw}.key_file"), "key_file"));
+                        Some(Some(ListenerTls {
+                            cert_file: cert?,
+                            key_file: key?,
+                        }))
+                    })
+                }
+            };
+            all.push((|| {
+                Some(Listener {
+                    name: name?,
+                    address: address?,
+                    port: port?,
+                    tls: tls?,
+                })
+            })());
+        }
+        all.finish()
+    }
+
+    fn cors(&mut self, node: &Node, what: &str) -> Option<Cors> {
+        let f = self.fields(node, what, CORS_KEYS)?;
+        let origins = self.required(&f, "origins", what).and_then(|n| {
+            let w = format!("{what}.origins");
+            let items = self.seq(n, &w)?;
+            if items.is_empty() {
+                self.problem(
+                    n.pos,
+                    format!(
+                        "{w}: expected at least one origin, found an \
+                            empty list"
+                    ),
+                );
+                return None;
+            }
+            let mut all = All::new();
+            for item in items {
+                let o = self.string(item, &w).and_then(|s| {
+                    if s == "*" || grammar::is_origin(&s) {
+                        Some(s)
+                    } else {
+                        self.expected(
+                            item,
+                            &w,
+                            "`*` or an origin like https://app.example.com \
+                                (scheme, host, optional port; no path)",
+                        );
+                        None
+                    }
+                });
+                all.push(o);
+            }
+            all.finish()
+        });
+        let methods = match f.get("methods") {
+            None => Some(Vec::new()),
+            Some(n) => self.methods(n, &format!("{what}.methods")),
+        };
+        let headers = match f.get("headers") {
+            None => Some(Vec::new()),
+            Some(n) => self.header_names(n, &format!("{what}.headers")),
+        };
+        let max_age = match f.get("max_age") {
+            None => Some(None),
+            Some(n) => self.duration(n, &format!("{what}.max_age")).map(Some),
+        };
+        Some(Cors {
+            origins: origins?,
+            methods: methods?,
+            headers: headers?,
+            max_age: max_age?,
+        })
+    }
+
+    // ---- routes ---------------------------------------------------------------------------
+
+    fn route(&mut self, routes_what: &str, index: usize, node: &Node) -> Option<Route> {
+        let fallback = format!("{routes_what}[{index}]");
+        let f = self.fields(node, &fallback, ROUTE_KEYS)?;
+        let name_node = self.required(&f, "name", &fallback);
+        let name = name_node.and_then(|n| self.nonempty(n, &format!("{fallback}.name")));
+        let what = match &name {
+            Some(n) => format!("route `{n}`"),
+            None => fallback,
+        };
+        let name = name.zip(name_node).and_then(|(name, n)| {
+            if let Some(first) = self.route_names.get(&name) {
+                let line = first.line;
+                self.problem(
+                    n.pos,
+                    format!(
+                        "{what}: duplicate route name `{name}` (first \
+                            used on line {line}); route names must be unique \
+                            across all gateways"
+                    ),
+                );
+                return None;
+            }
+            self.route_names.insert(name.clone(), n.pos);
+            Some(name)
+        });
+
+        let matcher = self
+            .required(&f, "match", &what)
+            .and_then(|n| self.route_match(n, &format!("{what}: match")));
+
+        let action = match self.at_most_one(&f, ROUTE_ACTIONS, &what) {
+            None => {
+                self.problem(
+                    f.pos,
+                    format!(
+                        "{what}: missing the action; give exactly one of {}",
+                        one_of(ROUTE_ACTIONS)
+                    ),
+                );
+                None
+            }
+            Some(e) => self.route_action(e, &what),
+        };
+
+        let rewrite = match f.entry("rewrite") {
+            None => Some(None),
+            Some(e) => {
+                let w = format!("{what}: rewrite");
+                let rewrite = self.fields(e.value, &w, REWRITE_KEYS).and_then(|rf| {
+                    let prefix = self.required(&rf, "prefix", &w)?;
+                    self.url_path(prefix, &format!("{w}.prefix"))
+                });
+                let mut ok = rewrite.is_some();
+                if matches!(
+                    matcher,
+                    Some(RouteMatch {
+                        path: PathMatch::Exact(_) | PathMatch::Regex(_),
+                        ..
+                    })
+                ) {
+                    self.problem(
+                        e.key_pos,
+                        format!(
+                            "{w}: a prefix rewrite needs a `prefix` match, \
+                                but this route matches by `path` or `regex`"
+                        ),
+                    );
+                    ok = false;
+                }
+                if matches!(action, Some(RouteAction::Respond(_))) {
+                    self.problem(
+                        e.key_pos,
+                        format!(
+                            "{w}: only routes that forward to `service` or \
+                                `services` can rewrite the path"
+                        ),
+                    );
+                    ok = false;
+                }
+                rewrite
+                    .filter(|_| ok)
+                    .map(|prefix| Some(Rewrite { prefix }))
+            }
+        };
+
+        let auth = match f.get("auth") {
+            None => {
+                let names: Vec<&String> = self.jwt.iter().chain(self.api_keys.iter()).collect();
+                self.problem(
+                    f.pos,
+                    format!(
+                        "{what}: missing required key `auth`; write \
+                            `auth: none` explicitly to make the route \
+                            public, or name the providers that may \
+                            authenticate it (defined providers: {}). A route \
+                            without `auth` is an error so that a forgotten \
+                            line cannot open an endpoint",
+                        list(names)
+                    ),
+                );
+                None
+            }
+            Some(n) => self.route_auth(n, &format!("{what}: auth")),
+        };
+
+        let require = match f.entry("require") {
+            None => Some(None),
+            Some(e) => {
+                let w = format!("{what}: require");
+                let r = self.fields(e.value, &w, REQUIRE_KEYS).and_then(|rf| {
+                    let roles = match rf.get("roles") {
+                        None => Some(Vec::new()),
+                        Some(n) => self.strings(n, &format!("{w}.roles")),
+                    };
+                    let scopes = match rf.get("scopes") {
+                        None => Some(Vec::new()),
+                        Some(n) => self.strings(n, &format!("{w}.scopes")),
+                    };
+                    Some(Require {
+                        roles: roles?,
+                        scopes: scopes?,
+                    })
+                });
+                if matches!(auth, Some(RouteAuth::None)) {
+                    self.problem(
+                        e.key_pos,
+                        format!(
+                            "{w}: claim checks need an authenticated route, \
+                                but this route has `auth: none`"
+                        ),
+                    );
+                    None
+                } else {
+                    r.map(Some)
+                }
+            }
+        };
+
+        let rate_limit = match f.get("rate_limit") {
+            None => Some(RouteRateLimit::Default),
+            Some(n) => self.route_rate_limit(n, &format!("{what}: rate_limit")),
+        };
+
+        let forwards = !matches!(action, Some(RouteAction::Respond(_)));
+        let timeout = match f.entry("timeout") {
+            None => Some(None),
+            Some(e) if !forwards => {
+                self.problem(
+                    e.key_pos,
+                    format!(
+                        "{what}: `timeout` only applies to routes that \
+                            forward to `service` or `services`"
+                    ),
+                );
+                None
+            }
+            Some(e) => self
+                .positive_duration(e.value, &format!("{what}: timeout"))
+                .map(Some),
+        };
+        let retries = match f.entry("retries") {
+            None => Some(None),
+            Some(e) if !forwards => {
+                self.problem(
+                    e.key_pos,
+                    format!(
+                        "{what}: `retries` only applies to routes that \
+                            forward to `service` or `services`"
+                    ),
+                );
+                None
+            }
+            Some(e) => self.retries(e.value, &format!("{what}: retries")).map(Some),
+        };
+        let request_headers = match f.get("request_headers") {
+            None => Some(HeaderChanges::default()),
+            Some(n) => self.header_changes(n, &format!("{what}: request_headers")),
+        };
+        let response_headers = match f.get("response_headers") {
+            None => Some(HeaderChanges::default()),
+            Some(n) => self.header_changes(n, &format!("{what}: response_headers")),
+        };
+        Some(Route {
+            name: name?,
+            matcher: matcher?,
+            action: action?,
+            rewrite: rewrite?,
+            auth: auth?,
+            require: require?,
+            rate_limit: rate_limit?,
+            timeout: timeout?,
+            retries: retries?,
+            request_headers: request_headers?,
+            response_headers: response_headers?,
+        })
+    }
+
+    fn route_match(&mut self, node: &Node, what: &str) -> Option<RouteMatch> {
+        let f = self.fields(node, what, MATCH_KEYS)?;
+        let path = match self.at_most_one(&f, PATH_MATCHES, what) {
+            None => {
+                self.problem(
+                    f.pos,
+                    format!(
+                        "{what}: missing the path condition; give exactly one of {}",
+                        one_of(PATH_MATCHES)
+                    ),
+                );
+                None
+            }
+            Some(e) => {
+                let w = format!("{what}.{}", e.key);
+                match e.key {
+                    "path" => self.url_path(e.value, &w).map(PathMatch::Exact),
+                    "prefix" => self.url_path(e.value, &w).map(PathMatch::Prefix),
+                    _ => self.regex(e.value, &w).map(PathMatch::Regex),
+                }
+            }
+        };
+        let methods = match f.get("methods") {
+            None => Some(Vec::new()),
+            Some(n) => self.methods(n, &format!("{what}.methods")),
+        };
+        let headers = match f.get("headers") {
+            None => Some(Vec::new()),
+            Some(n) => self.value_matches(n, &format!("{what}.headers"), true),
+        };
+        let query = match f.get("query") {
+            None => Some(Vec::new()),
+            Some(n) => self.value_matches(n, &format!("{what}.query"), false),
+        };
+        let hosts = match f.get("hosts") {
+            None => Some(Vec::new()),
+            Some(n) => {
+                let w = format!("{what}.hosts");
+                self.seq(n, &w).and_then(|items| {
+                    let mut all = All::new();
+                    for item in items {
+                        let h = self.string(item, &w).and_then(|s| {
+                            let domain = s.strip_prefix("*.").unwrap_or(&s);
+                            if grammar::is_dns_name(domain) && !domain.ends_with('.') {
+                                // Host matching is case-insensitive; one spelling keeps
+                                // translation output stable.
+                                Some(s.to_ascii_lowercase())
+                            } else {
+                                self.expected(
+                                    item,
+                                    &w,
+                                    "a host name like api.example.com or *.example.com (no port)",
+                                );
+                                None
+                            }
+                        });
+                        all.push(h);
+                    }
+                    all.finish()
+                })
+            }
+        };
+        Some(RouteMatch {
+            path: path?,
+            methods: methods?,
+            headers: headers?,
+            query: query?,
+            hosts: hosts?,
+        })
+    }
+
+    fn value_matches(
+        &mut self,
+        node: &Node,
+        what: &str,
+        is_header: bool,
+    ) -> Option<Vec<ValueMatch>> {
+        let entries = self.map(node, what)?;
+        let mut all = All::new();
+        for e in entries {
+            let name = if is_header {
+                self.header_name(e.key, e.key_pos, what)
+            } else if e.key.is_empty() {
+                self.problem(
+                    e.key_pos,
+                    format!("{what}: expected a parameter name, found an empty key"),
+                );
+                None
+            } else {
+                Some(e.key.to_string())
+            };
+            let w = format!("{what}.{}", e.key);
+            let value = match &e.value.value {
+                Value::Map(_) => self.fields(e.value, &w, STRING_MATCH_KEYS).and_then(|vf| {
+                    let re = self.required(&vf, "regex", &w)?;
+                    self.regex(re, &format!("{w}.regex"))
+                        .map(StringMatch::Regex)
+                }),
+                _ => match e.value.as_text() {
+                    Some(s) if !matches!(e.value.value, Value::Seq(_)) => {
+                        Some(StringMatch::Exact(s.to_string()))
+                    }
+                    _ => {
+                        self.expected(e.value, &w, "an exact value or {regex: \"…\"}");
+                        None
+                    }
+                },
+            };
+            all.push(
+                name.zip(value)
+                    .map(|(name, value)| ValueMatch { name, value }),
+            );
+        }
+        all.finish()
+    }
+
+    fn route_action(&mut self, e: Entry<'_>, what: &str) -> Option<RouteAction> {
+        let w = format!("{what}: {}", e.key);
+        match e.key {
+            "service" => {
+                let name = self.nonempty(e.value, &w)?;
+                self.check_service(&name, e.value.pos, &w)
+                    .then_some(RouteAction::Service(name))
+            }
+            "services" => {
+                let entries = self.map(e.value, &w)?;
+                if entries.is_empty() {
+                    self.expected(e.value, &w, "at least one `service: weight` entry");
+                    return None;
+                }
+                let mut all = All::new();
+                for s in entries {
+                    let exists = self.check_service(s.key, s.key_pos, &w);
+                    let weight: Option<u32> =
+                        self.int_in(s.value, &format!("{w}.{}", s.key), 1, i64::from(u32::MAX));
+                    all.push(weight.filter(|_| exists).map(|wt| (s.key.to_string(), wt)));
+                }
+                all.finish().map(RouteAction::Weighted)
+            }
+            _ => self.respond(e.value, &w).map(RouteAction::Respond),
+        }
+    }
+
+    fn check_service(&mut self, name: &str, pos: Pos, what: &str) -> bool {
+        if self.services.contains(name) {
+            return true;
+        }
+        let known = list(&self.services);
+        self.problem(
+            pos,
+            format!("{what}: unknown service `{name}`; defined services: {known}"),
+        );
+        false
+    }
+
+    fn respond(&mut self, node: &Node, what: &str) -> Option<Respond> {
+        let f = self.fields(node, what, RESPOND_KEYS)?;
+        let status = self
+            .required(&f, "status", what)
+            .and_then(|n| self.int_in(n, &format!("{what}.status"), 200, 599));
+        let body = match self.at_most_one(&f, &["json", "body"], what) {
+            None => Some(RespondBody::Empty),
+            Some(e) if e.key == "json" => self
+                .json(e.value, &format!("{what}.json"))
+                .map(RespondBody::Json),
+            Some(e) => self
+                .string(e.value, &format!("{what}.body"))
+                .map(RespondBody::Text),
+        };
+        Some(Respond {
+            status: status?,
+            body: body?,
+        })
+    }
+
+    /// Any YAML value as JSON. The tree's depth is bounded by the YAML builder, so recursion
+    /// here is safe.
+    fn json(&mut self, node: &Node, what: &str) -> Option<serde_json::Value> {
+        use serde_json::Value as J;
+        match &node.value {
+            Value::Scalar { text, kind } => match kind {
+                Scalar::Null => Some(J::Null),
+                Scalar::Bool(b) => Some(J::Bool(*b)),
+                Scalar::Int(i) => Some(J::from(*i)),
+                Scalar::Float(f) => match serde_json::Number::from_f64(*f) {
+                    Some(n) => Some(J::Number(n)),
+                    None => {
+                        self.expected(node, what, "a value JSON can represent (no .inf or .nan)");
+                        None
+                    }
+                },
+                Scalar::Str | Scalar::Quoted => Some(J::String(text.clone())),
+            },
+            Value::Seq(items) => {
+                let mut all = All::new();
+                for item in items {
+                    let v = self.json(item, what);
+                    all.push(v);
+                }
+                all.finish().map(J::Array)
+            }
+            Value::Map(_) => {
+                let entries = self.map(node, what)?;
+                let mut all = All::new();
+                for e in entries {
+                    let v = self.json(e.value, what);
+                    all.push(v.map(|v| (e.key.to_string(), v)));
+                }
+                all.finish().map(|v| J::Object(v.into_iter().collect()))
+            }
+        }
+    }
+
+    fn route_auth(&mut self, node: &Node, what: &str) -> Option<RouteAuth> {
+        let expectation = "`none`, a provider name, or a list of provider names";
+        match &node.value {
+            Value::Seq(items) => {
+                if items.is_empty() {
+                    self.expected(
+                        node,
+                        what,
+                        &format!("{expectation} (write `auth: none` for a public route)"),
+                    );
+                    return None;
+                }
+                let mut all = All::new();
+                for item in items {
+                    let p = self.string(item, what).and_then(|name| {
+                        if name == "none" {
+                            self.problem(
+                                item.pos,
+                                format!(
+                                    "{what}: `none` cannot be combined with \
+                                        providers; write `auth: none` on its own"
+                                ),
+                            );
+                            return None;
+                        }
+                        self.check_provider(&name, item.pos, what).then_some(name)
+                    });
+                    all.push(p);
+                }
+                let mut names = all.finish()?;
+                let mut seen = BTreeSet::new();
+                names.retain(|n| seen.insert(n.clone()));
+                Some(RouteAuth::Providers(names))
+            }
+            Value::Scalar {
+                text,
+                kind: Scalar::Str | Scalar::Quoted,
+            } => {
+                if text == "none" {
+                    Some(RouteAuth::None)
+                } else if text.is_empty() {
+                    self.expected(node, what, expectation);
+                    None
+                } else {
+                    self.check_provider(text, node.pos, what)
+                        .then(|| RouteAuth::Providers(vec![text.clone()]))
+                }
+            }
+            _ => {
+                self.expected(node, what, expectation);
+                None
+            }
+        }
+    }
+
+    fn check_provider(&mut self, name: &str, pos: Pos, what: &str) -> bool {
+        if self.jwt.contains(name) || self.api_keys.contains(name) {
+            return true;
+        }
+        let known: Vec<&String> = self.jwt.iter().chain(self.api_keys.iter()).collect();
+        let message = if known.is_empty() {
+            format!(
+                "{what}: unknown auth provider `{name}`; no \
+                    providers are defined (add one under auth.jwt or \
+                    auth.api_keys, or write `auth: none`)"
+            )
+        } else {
+            format!(
+                "{what}: unknown auth provider `{name}`; defined providers: {}",
+                list(known)
+            )
+        };
+        self.problem(pos, message);
+        false
+    }
+
+    fn route_rate_limit(&mut self, node: &Node, what: &str) -> Option<RouteRateLimit> {
+        let expectation =
+            "`plan`, `none`, or a list of `plan` and {limit: <rate>, per: <key>} items";
+        match &node.value {
+            Value::Scalar {
+                text,
+                kind: Scalar::Str | Scalar::Quoted,
+            } if text == "plan" => Some(RouteRateLimit::Limits(vec![LimitRef::Plan])),
+            Value::Scalar {
+                text,
+                kind: Scalar::Str | Scalar::Quoted,
+            } if text == "none" => Some(RouteRateLimit::None),
+            Value::Seq(items) if !items.is_empty() => {
+                let mut all = All::new();
+                for item in items {
+                    let l = self.limit_ref(item, what, expectation);
+                    all.push(l);
+                }
+                all.finish().map(RouteRateLimit::Limits)
+            }
+            _ => {
+                self.expected(node, what, expectation);
+                None
+            }
+        }
+    }
+
+    fn limit_ref(&mut self, node: &Node, what: &str, expectation: &str) -> Option<LimitRef> {
+        match &node.value {
+            Value::Scalar {
+                text,
+                kind: Scalar::Str | Scalar::Quoted,
+            } if text == "plan" => Some(LimitRef::Plan),
+            Value::Map(_) => {
+                let f = self.fields(node, what, LIMIT_KEYS)?;
+                let rate = self
+                    .required(&f, "limit", what)
+                    .and_then(|n| self.rate(n, &format!("{what}.limit")));
+                let per = match f.get("per") {
+                    None => Some(Per::Client),
+                    Some(n) => self.per(n, &format!("{what}.per")),
+                };
+                if !self.has_rate_limits {
+                    self.problem(
+                        node.pos,
+                        format!(
+                            "{what}: a `limit` needs a `rate_limits` section, \
+                                which tells Envoy where ratelimit-service runs; \
+                                add `rate_limits: {{}}` to use the defaults"
+                        ),
+                    );
+                    return None;
+                }
+                Some(LimitRef::Limit {
+                    rate: rate?,
+                    per: per?,
+                })
+            }
+            _ => {
+                self.expected(node, what, expectation);
+                None
+            }
+        }
+    }
+
+    fn per(&mut self, node: &Node, what: &str) -> Option<Per> {
+        let expectation = "one of client | user | ip | route | tenant | header:<name>";
+        let Value::Scalar {
+            text,
+            kind: Scalar::Str | Scalar::Quoted,
+        } = &node.value
+        else {
+            self.expected(node, what, expectation);
+            return None;
+        };
+        match text.as_str() {
+            "client" => Some(Per::Client),
+            "user" => Some(Per::User),
+            "ip" => Some(Per::Ip),
+            "route" => Some(Per::Route),
+            "tenant" => Some(Per::Tenant),
+            other => match other.strip_prefix("header:") {
+                Some(h) => self.header_name(h, node.pos, what).map(Per::Header),
+                None => {
+                    self.expected(node, what, expectation);
+                    None
+                }
+            },
+        }
+    }
+
+    fn retries(&mut self, node: &Node, what: &str) -> Option<Retries> {
+        let f = self.fields(node, what, RETRIES_KEYS)?;
+        let attempts = self.opt_u32(&f, "attempts", what, 1, 1);
+        let on = match f.get("on") {
+            None => Some(vec![
+                RetryOn::Condition("connect-failure".to_string()),
+                RetryOn::Condition("reset".to_string()),
+                RetryOn::Status(503),
+            ]),
+            Some(n) => {
+                let w = format!("{what}.on");
+                self.seq(n, &w).and_then(|items| {
+                    if items.is_empty() {
+                        self.expected(n, &w, "at least one retry condition or status code");
+                        return None;
+                    }
+                    let mut all = All::new();
+                    for item in items {
+                        let r = match &item.value {
+                            Value::Scalar {
+                                kind: Scalar::Int(_),
+                                ..
+                            } => self.int_in(item, &w, 100, 599).map(RetryOn::Status),
+                            Value::Scalar {
+                                text,
+                                kind: Scalar::Str | Scalar::Quoted,
+                            } if RETRY_CONDITIONS.contains(&text.as_str()) => {
+                                Some(RetryOn::Condition(text.clone()))
+                            }
+                            _ => {
+                                self.expected(
+                                    item,
+                                    &w,
+                                    &format!(
+                                        "an HTTP status code (100..=599) or one of {}",
+                                        RETRY_CONDITIONS.join(" | ")
+                                    ),
+                                );
+                                None
+                            }
+                        };
+                        all.push(r);
+                    }
+                    all.finish()
+                })
+            }
+        };
+        let per_try_timeout = match f.get("per_try_timeout") {
+            None => Some(None),
+            Some(n) => self
+                .positive_duration(n, &format!("{what}.per_try_timeout"))
+                .map(Some),
+        };
+        Some(Retries {
+            attempts: attempts?,
+            on: on?,
+            per_try_timeout: per_try_timeout?,
+        })
+    }
+
+    fn header_changes(&mut self, node: &Node, what: &str) -> Option<HeaderChanges> {
+        let f = self.fields(node, what, HEADER_CHANGES_KEYS)?;
+        let set = match f.get("set") {
+            None => Some(Vec::new()),
+            Some(n) => self.header_map(n, &format!("{what}.set"), false),
+        };
+        let remove = match f.get("remove") {
+            None => Some(Vec::new()),
+            Some(n) => self.header_names(n, &format!("{what}.remove")),
+        };
+        Some(HeaderChanges {
+            set: set?,
+            remove: remove?,
+        })
+    }
+}

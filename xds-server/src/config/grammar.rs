@@ -1,0 +1,278 @@
+//! The small string grammars of gateway.yaml (spec §2): durations, rates, `host:port`, host
+//! names, HTTP tokens. Pure functions returning a reason on failure; the decoder adds positions.
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::time::Duration;
+
+use super::model::{HostPort, Rate};
+
+/// The duration forms we accept, quoted in error messages so users see the grammar.
+pub const DURATION_HINT: &str = "a duration like 250ms, 5s, 1m, 1h, 1d (a whole number and a unit)";
+
+/// The rate forms we accept, quoted in error messages.
+pub const RATE_HINT: &str =
+    "a rate like 100/minute (N/second|minute|hour|day, also s|min|h|d) or 100/30s";
+
+/// `250ms`, `5s`, `1m`, `1h`, `1d`. Fractions (`1.5s`) are rejected on purpose: `1500ms` says the
+/// same thing without leaving anyone to wonder how Envoy rounds.
+pub fn duration(s: &str) -> Option<Duration> {
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (digits, unit) = s.split_at(split);
+    if digits.is_empty() {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    let secs_per_unit: u64 = match unit {
+        "ms" => return Some(Duration::from_millis(n)),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(secs_per_unit).map(Duration::from_secs)
+}
+
+/// `N/second|minute|hour|day` (also `s`, `min`, `h`, `d`) or `N/<duration>`; `N ≥ 1` and a
+/// non-zero window.
+pub fn rate(s: &str) -> Result<Rate, String> {
+    let Some((n, window)) = s.split_once('/') else {
+        return Err("missing `/` between the count and the window".to_string());
+    };
+    let requests = match n.parse::<u64>() {
+        Ok(count) if count >= 1 && n.bytes().all(|b| b.is_ascii_digit()) => count,
+        _ => return Err(format!("the count `{n}` is not a whole number ≥ 1")),
+    };
+    let window = match window {
+        "second" | "s" => Duration::from_secs(1),
+        "minute" | "min" => Duration::from_secs(60),
+        "hour" | "h" => Duration::from_secs(3600),
+        "day" | "d" => Duration::from_secs(86_400),
+        other => match duration(other) {
+            Some(d) if !d.is_zero() => d,
+            Some(_) => return Err("the window must be longer than zero".to_string()),
+            None => return Err(format!("the window `{other}` is not a unit or a duration")),
+        },
+    };
+    Ok(Rate { requests, window })
+}
+
+/// `host:port` with `host` an IP literal or DNS name; IPv6 in brackets (`[::1]:80`).
+pub fn host_port(s: &str) -> Result<HostPort, String> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let Some((host, after)) = rest.split_once(']') else {
+            return Err("missing `]` after the IPv6 address".to_string());
+        };
+        if host.parse::<Ipv6Addr>().is_err() {
+            return Err(format!("`{host}` is not an IPv6 address"));
+        }
+        let Some(port) = after.strip_prefix(':') else {
+            return Err("missing `:port` after the address".to_string());
+        };
+        (host, port)
+    } else {
+        let Some((host, port)) = s.rsplit_once(':') else {
+            return Err("missing `:port`".to_string());
+        };
+        if host.contains(':') {
+            return Err("an IPv6 address needs brackets, like [::1]:80".to_string());
+        }
+        if host.parse::<IpAddr>().is_err() && !is_dns_name(host) {
+            return Err(format!(
+                "`{host}` is neither an IP address nor a valid host name"
+            ));
+        }
+        (host, port)
+    };
+    let port = match port.parse::<u16>() {
+        Ok(p) if p >= 1 && port.bytes().all(|b| b.is_ascii_digit()) => p,
+        _ => return Err(format!("the port `{port}` is not a number in 1..=65535")),
+    };
+    Ok(HostPort {
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// A DNS name: dot-separated labels of letters, digits, `-` (and `_`, which container
+/// orchestrators use in service names and resolvers accept).
+pub fn is_dns_name(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// An HTTP `token` (RFC 9110 §5.6.2): what header names and methods are made of.
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// An environment variable name as POSIX shells accept it.
+pub fn is_env_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// `http://host[:port]…` or `https://…` with a non-empty host.
+pub fn is_http_url(s: &str) -> bool {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"));
+    rest.is_some_and(|r| {
+        let authority = r.split(['/', '?', '#']).next().unwrap_or("");
+        !authority.is_empty() && !authority.contains(char::is_whitespace)
+    })
+}
+
+/// A CORS origin: `scheme://host[:port]` with no path.
+pub fn is_origin(s: &str) -> bool {
+    let Some((scheme, authority)) = s.split_once("://") else {
+        return false;
+    };
+    let host = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return false;
+            }
+            h
+        }
+        _ => authority,
+    };
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<Ipv6Addr>().is_ok(),
+        None => host.parse::<IpAddr>().is_ok() || is_dns_name(host),
+    };
+    !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        && host_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let cases = [
+            ("250ms", Some(Duration::from_millis(250))),
+            ("5s", Some(Duration::from_secs(5))),
+            ("1m", Some(Duration::from_secs(60))),
+            ("1h", Some(Duration::from_secs(3600))),
+            ("1d", Some(Duration::from_secs(86_400))),
+            ("0s", Some(Duration::ZERO)),
+            ("1.5s", None),
+            ("5", None),
+            ("s", None),
+            ("5 s", None),
+            ("-5s", None),
+            ("5sec", None),
+            ("99999999999999999999d", None),
+            ("999999999999999999d", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(duration(s), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn rates() {
+        let ok = [
+            ("100/minute", 100, 60),
+            ("5/second", 5, 1),
+            ("5/s", 5, 1),
+            ("7/min", 7, 60),
+            ("1/h", 1, 3600),
+            ("2/day", 2, 86_400),
+            ("100/30s", 100, 30),
+            ("3/2m", 3, 120),
+        ];
+        for (s, n, secs) in ok {
+            assert_eq!(
+                rate(s),
+                Ok(Rate {
+                    requests: n,
+                    window: Duration::from_secs(secs)
+                }),
+                "{s}"
+            );
+        }
+        for bad in [
+            "0/minute",
+            "100",
+            "100/fortnight",
+            "100/0s",
+            "-1/s",
+            "+1/s",
+            "x/s",
+            "/s",
+        ] {
+            assert!(rate(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_ports() {
+        assert_eq!(
+            host_port("127.0.0.1:80"),
+            Ok(HostPort {
+                host: "127.0.0.1".into(),
+                port: 80
+            })
+        );
+        assert_eq!(
+            host_port("[::1]:8080"),
+            Ok(HostPort {
+                host: "::1".into(),
+                port: 8080
+            })
+        );
+        assert_eq!(
+            host_port("users.internal:443").map(|h| h.host),
+            Ok("users.internal".into())
+        );
+        for bad in [
+            "::1:80",
+            "host",
+            "host:0",
+            "host:65536",
+            "host:+1",
+            "-bad-:80",
+            "[zz]:1",
+            "[::1]",
+        ] {
+            assert!(host_port(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(is_token("x-api-key"));
+        assert!(!is_token("x api"));
+        assert!(!is_token(":path"));
+        assert!(is_env_name("JWT_SECRET"));
+        assert!(!is_env_name("1X"));
+        assert!(is_http_url("https://auth.example.com/jwks"));
+        assert!(!is_http_url("ftp://x"));
+        assert!(!is_http_url("https://"));
+        assert!(is_origin("https://app.example.com"));
+        assert!(is_origin("http://localhost:3000"));
+        assert!(!is_origin("https://app.example.com:"));
+        assert!(!is_origin("app.example.com"));
+    }
+}

@@ -1,0 +1,745 @@
+//! Tests for gateway.yaml decoding and validation: the spec's example, one table row per kind of
+//! error (with its line and column), accumulation, loading, and never panicking on garbage.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+const SPEC_EXAMPLE: &str = include_str!("testdata/spec-example.yaml");
+
+fn file() -> &'static Path {
+    Path::new("/etc/gateway/gateway.yaml")
+}
+
+/// Every error as `(line, column, message)`.
+fn errors(src: &str) -> Vec<(usize, usize, String)> {
+    match parse(src, file()) {
+        Ok(_) => Vec::new(),
+        Err(ConfigErrors(errs)) => {
+            assert!(!errs.is_empty(), "Err must never be empty");
+            for e in &errs {
+                assert_eq!(e.file, file());
+            }
+            errs.into_iter()
+                .map(|e| (e.line, e.column, e.message))
+                .collect()
+        }
+    }
+}
+
+/// The column (1-based) of `needle` on 1-based `line` of `src`.
+fn col(src: &str, line: usize, needle: &str) -> usize {
+    if src.is_empty() {
+        return 1;
+    }
+    let text = src
+        .lines()
+        .nth(line - 1)
+        .unwrap_or_else(|| panic!("no line {line} in:\n{src}"));
+    let byte = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("`{needle}` not on line {line}: {text}"));
+    text[..byte].chars().count() + 1
+}
+
+/// Twelve lines of valid config; routes appended by [`with_routes`] start on line 13.
+const BASE: &str = "\
+version: 1
+services:
+  users: { endpoints: [127.0.0.1:3001] }
+auth:
+  jwt:
+    main: { issuer: https://id.example.com, algorithms: [RS256], jwks_file: jwks.json }
+  api_keys:
+    partners: { keys_file: keys.yaml }
+gateways:
+  edge:
+    listeners: [{ name: http, port: 8080 }]
+    routes:
+";
+
+fn with_routes(routes: &str) -> String {
+    format!("{BASE}{routes}")
+}
+
+const OK_ROUTE: &str =
+    "      - name: r\n        match: { prefix: /api }\n        service: users\n        auth: main\n";
+
+#[test]
+fn the_spec_example_parses() {
+    let config = parse(SPEC_EXAMPLE, file()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.version, 1);
+
+    let users = &config.services["users"];
+    assert_eq!(
+        users.endpoints[1],
+        HostPort {
+            host: "127.0.0.1".into(),
+            port: 3011
+        }
+    );
+    assert_eq!(users.protocol, Protocol::Http1);
+    assert_eq!(users.connect_timeout, Duration::from_secs(2));
+    assert_eq!(users.health_check.as_ref().map(|h| h.unhealthy), Some(3));
+    assert_eq!(
+        users
+            .outlier_detection
+            .as_ref()
+            .map(|o| o.max_ejection_percent),
+        Some(50)
+    );
+    let tls = users.tls.as_ref().expect("tls");
+    assert_eq!(tls.sni.as_deref(), Some("users.internal"));
+    assert_eq!(
+        tls.ca_file.as_deref(),
+        Some(Path::new("/etc/gateway/certs/internal-ca.pem"))
+    );
+    assert_eq!(
+        config.services["orders"].circuit_breaker,
+        CircuitBreaker::default()
+    );
+
+    let auth = config.auth.as_ref().expect("auth");
+    assert_eq!(auth.service.timeout, Duration::from_millis(200));
+    assert_eq!(auth.service.on_error, OnError::Deny);
+    let main = &auth.jwt["main"];
+    assert_eq!(
+        main.algorithms,
+        vec![JwtAlgorithm::RS256, JwtAlgorithm::ES256]
+    );
+    assert_eq!(
+        main.keys,
+        JwtKeys::File(PathBuf::from("/etc/gateway/keys/jwks.json"))
+    );
+    assert_eq!(
+        main.headers[1],
+        ("x-user-roles".to_string(), "roles".to_string())
+    );
+    assert!(!main.forward_token);
+    let partners = &auth.api_keys["partners"];
+    assert_eq!(partners.query.as_deref(), Some("api_key"));
+    assert_eq!(
+        partners.keys_file,
+        PathBuf::from("/etc/gateway/keys/api-keys.yaml")
+    );
+
+    let rl = config.rate_limits.as_ref().expect("rate_limits");
+    assert_eq!(
+        rl.service.address,
+        HostPort {
+            host: "127.0.0.1".into(),
+            port: 9002
+        }
+    );
+    assert_eq!(
+        rl.plans["pro"],
+        Rate {
+            requests: 1000,
+            window: Duration::from_secs(60)
+        }
+    );
+    assert_eq!(rl.default_plan.as_deref(), Some("free"));
+    assert_eq!(rl.algorithm, Algorithm::SlidingWindow);
+
+    let edge = &config.gateways["edge"];
+    assert_eq!(edge.listeners[0].address, "0.0.0.0");
+    assert_eq!(
+        edge.listeners[1].tls.as_ref().map(|t| t.key_file.clone()),
+        Some(PathBuf::from("/etc/gateway/certs/api.key"))
+    );
+    assert_eq!(
+        edge.cors.as_ref().and_then(|c| c.max_age),
+        Some(Duration::from_secs(3600))
+    );
+    assert_eq!(edge.access_log, AccessLog::Json);
+
+    let [health, users_route, payments] = &edge.routes[..] else {
+        panic!("3 routes")
+    };
+    assert_eq!(
+        health.action,
+        RouteAction::Respond(Respond {
+            status: 200,
+            body: RespondBody::Json(serde_json::json!({"status": "ok"}))
+        })
+    );
+    assert_eq!(health.auth, RouteAuth::None);
+    assert_eq!(health.rate_limit, RouteRateLimit::Default);
+    assert_eq!(users_route.matcher.methods, vec!["GET", "POST"]);
+    assert_eq!(
+        users_route.rewrite,
+        Some(Rewrite {
+            prefix: "/users".into()
+        })
+    );
+    assert_eq!(
+        users_route.auth,
+        RouteAuth::Providers(vec!["main".into(), "partners".into()])
+    );
+    assert_eq!(
+        users_route.rate_limit,
+        RouteRateLimit::Limits(vec![LimitRef::Plan])
+    );
+    assert_eq!(
+        users_route.retries.as_ref().map(|r| r.on.clone()),
+        Some(vec![
+            RetryOn::Condition("connect-failure".into()),
+            RetryOn::Condition("reset".into()),
+            RetryOn::Status(503)
+        ])
+    );
+    assert_eq!(
+        payments.action,
+        RouteAction::Weighted(vec![("payments-v1".into(), 90), ("payments-v2".into(), 10)])
+    );
+    assert_eq!(
+        payments.rate_limit,
+        RouteRateLimit::Limits(vec![
+            LimitRef::Plan,
+            LimitRef::Limit {
+                rate: Rate {
+                    requests: 5,
+                    window: Duration::from_secs(1)
+                },
+                per: Per::User
+            }
+        ])
+    );
+    assert_eq!(
+        payments.request_headers.set,
+        vec![("x-gateway".to_string(), "edge".to_string())]
+    );
+    assert_eq!(
+        payments.response_headers.remove,
+        vec!["server", "x-powered-by"]
+    );
+}
+
+#[test]
+fn a_minimal_config_gets_the_documented_defaults() {
+    let config = parse(&with_routes(OK_ROUTE), file()).unwrap_or_else(|e| panic!("{e}"));
+    let auth = config.auth.expect("auth");
+    assert_eq!(
+        auth.service.address,
+        HostPort {
+            host: "127.0.0.1".into(),
+            port: 9001
+        }
+    );
+    assert_eq!(auth.api_keys["partners"].header, "x-api-key");
+    assert_eq!(auth.jwt["main"].clock_skew, Duration::from_secs(30));
+    assert_eq!(auth.jwt["main"].client_claim, "sub");
+    assert_eq!(
+        config.gateways["edge"].routes[0].rate_limit,
+        RouteRateLimit::Default
+    );
+
+    let src = "version: 1\nrate_limits: {}\n";
+    let rl = parse(src, file())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .rate_limits
+        .expect("rl");
+    assert_eq!(
+        rl.service.address,
+        HostPort {
+            host: "127.0.0.1".into(),
+            port: 9002
+        }
+    );
+    assert_eq!(rl.service.timeout, Duration::from_millis(50));
+    assert_eq!(rl.service.on_error, OnError::Allow);
+    assert_eq!(rl.default_plan, None);
+}
+
+#[test]
+fn relative_paths_join_the_config_directory() {
+    let src = with_routes(OK_ROUTE);
+    let config = parse(&src, Path::new("conf/gateway.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let keys = &config.auth.expect("auth").jwt["main"].keys;
+    assert_eq!(keys, &JwtKeys::File(PathBuf::from("conf/jwks.json")));
+}
+
+/// One case: the source, then every expected error as (line, text on that line where the error
+/// points, part of the message).
+type Case = (
+    &'static str,
+    String,
+    Vec<(usize, &'static str, &'static str)>,
+);
+
+fn route_cases() -> Vec<Case> {
+    let r = |body: &str| with_routes(body);
+    vec![
+        (
+            "unknown key in a route",
+            r("      - name: r\n        match: { prefix: /api }\n        service: users\n        auth: main\n        colour: blue\n"),
+            vec![(17, "colour", "unknown key `colour`; expected one of: name, match, service")],
+        ),
+        (
+            "a route without auth",
+            r("      - name: r\n        match: { prefix: /api }\n        service: users\n"),
+            vec![(13, "name", "missing required key `auth`; write `auth: none` explicitly")],
+        ),
+        (
+            "unknown service",
+            r("      - name: r\n        match: { prefix: /api }\n        service: nope\n        auth: main\n"),
+            vec![(15, "nope", "unknown service `nope`; defined services: users")],
+        ),
+        (
+            "unknown provider",
+            r("      - name: r\n        match: { prefix: /api }\n        service: users\n        auth: [main, ghost]\n"),
+            vec![(16, "ghost", "unknown auth provider `ghost`; defined providers: main, partners")],
+        ),
+        (
+            "fractional duration",
+            r(&format!("{OK_ROUTE}        timeout: 1.5s\n")),
+            vec![(17, "1.5s", "expected a duration like 250ms, 5s, 1m, 1h, 1d (a whole number and a unit), found \"1.5s\" (whole numbers only: write 1500ms rather than 1.5s)")],
+        ),
+        (
+            "zero timeout",
+            r(&format!("{OK_ROUTE}        timeout: 0s\n")),
+            vec![(17, "0s", "must be longer than zero")],
+        ),
+        (
+            "duplicate route names",
+            r(&format!("{OK_ROUTE}{OK_ROUTE}")),
+            vec![(17, "r", "duplicate route name `r` (first used on line 13)")],
+        ),
+        (
+            "two path conditions",
+            r("      - name: r\n        match: { prefix: /a, path: /b }\n        service: users\n        auth: main\n"),
+            vec![(14, "path", "`path` cannot be combined with `prefix`; give exactly one of `path`, `prefix` or `regex`")],
+        ),
+        (
+            "no path condition",
+            r("      - name: r\n        match: { methods: [GET] }\n        service: users\n        auth: main\n"),
+            vec![(14, "{", "missing the path condition")],
+        ),
+        (
+            "path not starting with a slash",
+            r("      - name: r\n        match: { prefix: api }\n        service: users\n        auth: main\n"),
+            vec![(14, "api", "expected a path starting with `/`, found \"api\"")],
+        ),
+        (
+            "rewrite on a path route",
+            r("      - name: r\n        match: { path: /a }\n        service: users\n        auth: main\n        rewrite: { prefix: /b }\n"),
+            vec![(17, "rewrite", "a prefix rewrite needs a `prefix` match")],
+        ),
+        (
+            "rewrite on a respond route",
+            r("      - name: r\n        match: { prefix: /a }\n        respond: { status: 204 }\n        auth: none\n        rewrite: { prefix: /b }\n"),
+            vec![(17, "rewrite", "only routes that forward")],
+        ),
+        (
+            "invalid regex",
+            r("      - name: r\n        match: { regex: \"/a(\" }\n        service: users\n        auth: main\n"),
+            vec![(14, "\"/a(", "invalid regular expression \"/a(\"")],
+        ),
+        (
+            "invalid header regex",
+            r("      - name: r\n        match: { prefix: /a, headers: { x-env: { regex: \"[a\" } } }\n        service: users\n        auth: main\n"),
+            vec![(14, "\"[a", "invalid regular expression")],
+        ),
+        (
+            "no action",
+            r("      - name: r\n        match: { prefix: /a }\n        auth: main\n"),
+            vec![(13, "name", "missing the action; give exactly one of `service`, `services` or `respond`")],
+        ),
+        (
+            "two actions",
+            r("      - name: r\n        match: { prefix: /a }\n        service: users\n        respond: { status: 200 }\n        auth: main\n"),
+            vec![(16, "respond", "`respond` cannot be combined with `service`")],
+        ),
+        (
+            "limit without a rate_limits section",
+            r(&format!("{OK_ROUTE}        rate_limit: [plan, {{ limit: 5/second }}]\n")),
+            vec![(17, "{", "a `limit` needs a `rate_limits` section")],
+        ),
+        (
+            "bad per and bad rate",
+            r(&format!("{OK_ROUTE}        rate_limit: [{{ limit: 0/second, per: planet }}]\n")),
+            vec![
+                (17, "{", "needs a `rate_limits` section"),
+                (17, "0/second", "the count `0` is not a whole number ≥ 1"),
+                (17, "planet", "expected one of client | user | ip | route | tenant | header:<name>"),
+            ],
+        ),
+        (
+            "bad rate_limit keyword",
+            r(&format!("{OK_ROUTE}        rate_limit: plans\n")),
+            vec![(17, "plans", "expected `plan`, `none`, or a list")],
+        ),
+        (
+            "retry conditions",
+            r(&format!("{OK_ROUTE}        retries: {{ attempts: 2, on: [5xx, 600, bogus, \"503\"] }}\n")),
+            vec![
+                (17, "600", "expected an integer in 100..=599, found the integer 600"),
+                (17, "bogus", "or one of 5xx | gateway-error"),
+                (17, "\"503\"", "found the quoted string \"503\""),
+            ],
+        ),
+        (
+            "respond status and body",
+            r("      - name: r\n        match: { path: /a }\n        respond: { status: 700, json: {a: 1}, body: x }\n        auth: none\n"),
+            vec![
+                (15, "700", "expected an integer in 200..=599, found the integer 700"),
+                (15, "body", "`body` cannot be combined with `json`"),
+            ],
+        ),
+        (
+            "weights",
+            r("      - name: r\n        match: { prefix: /a }\n        services: { users: 0, gone: 1 }\n        auth: main\n"),
+            vec![
+                (15, "0", "expected an integer in 1..=4294967295, found the integer 0"),
+                (15, "gone", "unknown service `gone`"),
+            ],
+        ),
+        (
+            "header names",
+            r(&format!("{OK_ROUTE}        request_headers: {{ set: {{ \"bad header\": x }}, remove: [\":path\"] }}\n")),
+            vec![
+                (17, "\"bad header\"", "`bad header` is not a valid HTTP header name"),
+                (17, "\":path\"", "`:path` is not a valid HTTP header name"),
+            ],
+        ),
+        (
+            "methods and hosts",
+            r("      - name: r\n        match: { prefix: /a, methods: [\"GE T\"], hosts: [\"api.example.com:80\"] }\n        service: users\n        auth: main\n"),
+            vec![
+                (14, "\"GE T\"", "expected an HTTP method"),
+                (14, "\"api.example.com:80\"", "expected a host name like api.example.com or *.example.com"),
+            ],
+        ),
+        (
+            "require on a public route",
+            r("      - name: r\n        match: { prefix: /a }\n        service: users\n        auth: none\n        require: { roles: [admin] }\n"),
+            vec![(17, "require", "claim checks need an authenticated route")],
+        ),
+        (
+            "empty auth list and none among providers",
+            r(&format!("{OK_ROUTE}{}", "      - name: s\n        match: { prefix: /b }\n        service: users\n        auth: []\n      - name: t\n        match: { prefix: /c }\n        service: users\n        auth: [none, main]\n")),
+            vec![
+                (20, "[]", "write `auth: none` for a public route"),
+                (24, "none", "`none` cannot be combined with providers"),
+            ],
+        ),
+        (
+            "duplicate key in a route",
+            r("      - name: r\n        match: { prefix: /a }\n        service: users\n        auth: main\n        service: users\n"),
+            vec![(17, "service", "duplicate key `service` (first given on line 15)")],
+        ),
+    ]
+}
+
+fn file_cases() -> Vec<Case> {
+    vec![
+        ("version", "version: 2\n".into(), vec![(1, "2", "version: expected 1")]),
+        ("missing version", "services: {}\n".into(), vec![(1, "services", "missing required key `version`")]),
+        ("empty file", "".into(), vec![(1, "", "the file is empty")]),
+        ("not a mapping", "- 1\n".into(), vec![(1, "-", "the top level: expected a mapping, found a list")]),
+        (
+            "unknown top-level key",
+            "version: 1\nroutes: []\n".into(),
+            vec![(2, "routes", "unknown key `routes`; expected one of: version, services, auth, rate_limits, gateways")],
+        ),
+        (
+            "yaml syntax error",
+            "version: 1\nservices: [a\ngateways: {}\n".into(),
+            vec![(3, ":", "invalid YAML: illegal placement of ':' indicator")],
+        ),
+        (
+            "endpoints",
+            "version: 1\nservices:\n  a: { endpoints: [] }\n  b: { endpoints: [\"::1:80\", nohost, \"10.0.0.1:99999\"] }\n  c: { protocol: http2 }\n".into(),
+            vec![
+                (3, "[]", "expected at least one host:port, found an empty list"),
+                (4, "\"::1:80\"", "an IPv6 address needs brackets"),
+                (4, "nohost", "missing `:port`"),
+                (4, "\"10.0.0.1:99999\"", "the port `99999` is not a number in 1..=65535"),
+                (5, "{", "services.c: missing required key `endpoints`"),
+            ],
+        ),
+        (
+            "service enums and numbers",
+            "version: 1\nservices:\n  a:\n    endpoints: [\"[::1]:80\"]\n    lb: fastest\n    connect_timeout: 5\n    outlier_detection: { max_ejection_percent: 101 }\n    circuit_breaker: { max_connections: \"10\" }\n".into(),
+            vec![
+                (5, "fastest", "expected one of round_robin | least_request | random | ring_hash | maglev, found \"fastest\""),
+                (6, "5", "expected a duration like 250ms, 5s, 1m, 1h, 1d (a whole number and a unit), found the integer 5"),
+                (7, "101", "expected an integer in 0..=100"),
+                (8, "\"10\"", "max_connections: expected an integer, found the quoted string \"10\" (write numbers without quotes)"),
+            ],
+        ),
+        (
+            "listeners",
+            "version: 1\ngateways:\n  edge:\n    listeners:\n      - { name: a, port: \"8080\" }\n      - { name: a, port: 70000, address: localhost }\n      - { name: b, port: 81 }\n      - { name: c, port: 81 }\n".into(),
+            vec![
+                (5, "\"8080\"", "(write numbers without quotes)"),
+                (6, "a,", "duplicate listener name `a` (first used on line 5)"),
+                (6, "70000", "expected an integer in 1..=65535"),
+                (6, "localhost", "expected an IP address"),
+                (8, "81", "port 81 is already used by another listener of this gateway (line 7)"),
+            ],
+        ),
+        (
+            "no listeners",
+            "version: 1\ngateways:\n  edge: { routes: [] }\n  mobile: { listeners: [] }\n".into(),
+            vec![
+                (3, "{", "gateways.edge: missing required key `listeners`"),
+                (4, "[]", "expected at least one listener"),
+            ],
+        ),
+        (
+            "jwt providers",
+            "version: 1\nauth:\n  jwt:\n    a: { issuer: x, algorithms: [RS256] }\n    b: { issuer: x, algorithms: [RS256], jwks_file: j, jwks_url: https://x }\n    c: { issuer: x, algorithms: [HS256], jwks_url: ftp://x }\n    d: { issuer: x, algorithms: [RS256], secret_env: S }\n    e: { algorithms: [], secret_env: \"1S\" }\n    f: { issuer: x, algorithms: [rs256], jwks_file: j, colour: red }\n".into(),
+            vec![
+                (4, "{", "missing the signing keys; give exactly one of `jwks_file`, `jwks_url` or `secret_env`"),
+                (5, "jwks_url", "`jwks_url` cannot be combined with `jwks_file`"),
+                (6, "HS256", "HS256 needs a shared secret (`secret_env`)"),
+                (6, "ftp://x", "expected an http:// or https:// URL"),
+                (7, "RS256", "RS256 needs public keys (`jwks_file` or `jwks_url`)"),
+                (8, "{", "auth.jwt.e: missing required key `issuer`"),
+                (8, "[]", "expected at least one algorithm"),
+                (8, "\"1S\"", "expected an environment variable name"),
+                (9, "rs256", "expected one of RS256 | RS384"),
+                (9, "colour", "unknown key `colour`"),
+            ],
+        ),
+        (
+            "provider names clash",
+            "version: 1\nauth:\n  jwt:\n    main: { issuer: x, algorithms: [RS256], jwks_file: j }\n  api_keys:\n    main: { keys_file: k }\n    none: { keys_file: k, header: \"a b\" }\n".into(),
+            vec![
+                (6, "main", "provider name `main` is already used on line 4"),
+                (7, "none", "`none` cannot name a provider"),
+                (7, "\"a b\"", "not a valid HTTP header name"),
+            ],
+        ),
+        (
+            "jwt claim headers",
+            "version: 1\nauth:\n  jwt:\n    main:\n      issuer: x\n      algorithms: [RS256]\n      jwks_file: j\n      headers: { X-User: sub, x-user: sub2 }\n".into(),
+            vec![(8, "x-user:", "duplicate header `x-user` (first given on line 8; header names are case-insensitive)")],
+        ),
+        (
+            "rate limits",
+            "version: 1\nrate_limits:\n  plans: { free: 100/minute, pro: 100 }\n  default_plan: gold\n  anonymous: 60/fortnight\n  algorithm: leaky\n  service: { on_error: maybe }\n".into(),
+            vec![
+                (3, "100 }", "expected a rate like 100/minute"),
+                (4, "gold", "unknown plan `gold`; expected one of the plans: free, pro"),
+                (5, "60/fortnight", "the window `fortnight` is not a unit or a duration"),
+                (6, "leaky", "one of sliding_window | approximate | fixed"),
+                (7, "maybe", "one of allow | deny"),
+            ],
+        ),
+        (
+            "plans without a default",
+            "version: 1\nrate_limits:\n  plans: { free: 100/minute }\n".into(),
+            vec![(3, "plans", "missing `default_plan`")],
+        ),
+        (
+            "cors",
+            "version: 1\ngateways:\n  edge:\n    listeners: [{ name: a, port: 80 }]\n    cors: { origins: [app.example.com], max_age: soon }\n    access_log: yes\n".into(),
+            vec![
+                (5, "app.example.com", "expected `*` or an origin like https://app.example.com"),
+                (5, "soon", "expected a duration"),
+                (6, "yes", "expected one of json | text | off"),
+            ],
+        ),
+        (
+            "respond json cannot hold .nan",
+            "version: 1\nservices: {}\ngateways:\n  e:\n    listeners: [{ name: a, port: 80 }]\n    routes:\n      - { name: r, match: { path: / }, respond: { status: 200, json: [1, .nan] }, auth: none }\n".into(),
+            vec![(7, ".nan", "a value JSON can represent")],
+        ),
+        (
+            "auth referenced with no auth section",
+            "version: 1\nservices: { s: { endpoints: [\"a:1\"] } }\ngateways:\n  e:\n    listeners: [{ name: a, port: 80 }]\n    routes:\n      - { name: r, match: { path: / }, service: s, auth: main }\n".into(),
+            vec![(7, "main", "unknown auth provider `main`; no providers are defined")],
+        ),
+    ]
+}
+
+fn check(cases: Vec<Case>) {
+    let mut failures = Vec::new();
+    for (name, src, want) in cases {
+        let got = errors(&src);
+        let want: Vec<(usize, usize, &str)> = want
+            .iter()
+            .map(|(line, needle, msg)| (*line, col(&src, *line, needle), *msg))
+            .collect();
+        let matches = got.len() == want.len()
+            && got
+                .iter()
+                .zip(&want)
+                .all(|(g, w)| g.0 == w.0 && g.1 == w.1 && g.2.contains(w.2));
+        if !matches {
+            failures.push(format!("case `{name}`:\n  want {want:#?}\n  got  {got:#?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn route_errors_are_reported_at_the_offending_node() {
+    check(route_cases());
+}
+
+#[test]
+fn file_errors_are_reported_at_the_offending_node() {
+    check(file_cases());
+}
+
+#[test]
+fn valid_variants_parse() {
+    let ok = [
+        // `plan` with no rate_limits section is allowed: it simply means no limit.
+        with_routes(&format!("{OK_ROUTE}        rate_limit: plan\n")),
+        with_routes(&format!("{OK_ROUTE}        rate_limit: none\n")),
+        with_routes("      - name: r\n        match: { regex: \"^/v[0-9]+/.*$\", headers: { X-Env: prod, x-id: { regex: \"[0-9]+\" } }, query: { debug: \"1\" }, hosts: [\"*.Example.com\"] }\n        service: users\n        auth: partners\n"),
+        "version: 1\nrate_limits: { plans: { a: 1/s }, default_plan: a }\nservices: { s: { endpoints: [\"a:1\"] } }\ngateways:\n  e:\n    listeners: [{ name: a, port: 80, address: \"::\" }]\n    routes:\n      - { name: r, match: { prefix: / }, service: s, auth: none, rate_limit: [{ limit: 100/30s, per: \"header:X-Tenant\" }] }\n".to_string(),
+        "version: 1\nauth:\n  jwt:\n    h: { issuer: x, algorithms: [HS256, HS512], secret_env: JWT_SECRET }\n".to_string(),
+        // Anchors and aliases are expanded.
+        "version: 1\nservices:\n  a: &svc { endpoints: [\"10.0.0.1:80\"], lb: random }\n  b: *svc\n".to_string(),
+    ];
+    for src in ok {
+        if let Err(e) = parse(&src, file()) {
+            panic!("{e}\nin:\n{src}");
+        }
+    }
+    let src = with_routes("      - name: r\n        match: { prefix: /a, methods: [get, Patch], headers: { X-Env: prod } }\n        service: users\n        auth: main\n        rate_limit: [{ limit: 1/s, per: \"header:X-Tenant\" }]\n");
+    let errs = errors(&src);
+    assert_eq!(
+        errs.len(),
+        1,
+        "only the missing rate_limits section: {errs:?}"
+    );
+    let src = with_routes("      - name: r\n        match: { prefix: /a, methods: [get, Patch], headers: { X-Env: prod }, hosts: [API.example.com] }\n        service: users\n        auth: main\n");
+    let config = parse(&src, file()).unwrap_or_else(|e| panic!("{e}"));
+    let m = &config.gateways["edge"].routes[0].matcher;
+    assert_eq!(m.methods, vec!["GET", "PATCH"]);
+    assert_eq!(m.headers[0].name, "x-env");
+    assert_eq!(m.hosts, vec!["api.example.com"]);
+}
+
+#[test]
+fn every_error_in_a_file_is_reported_in_source_order() {
+    let src = "\
+version: 3
+services:
+  a: { endpoints: [], lb: fast }
+gateways:
+  edge:
+    listeners: [{ name: l, port: 0 }]
+    routes:
+      - { name: x, match: { prefix: /a }, service: b }
+      - { name: x, match: { prefix: /b }, service: a, auth: none, timeout: 5 }
+";
+    let errs = errors(src);
+    let lines: Vec<usize> = errs.iter().map(|e| e.0).collect();
+    assert_eq!(lines, vec![1, 3, 3, 6, 8, 8, 9, 9], "{errs:#?}");
+    let mut sorted = errs.clone();
+    sorted.sort();
+    assert_eq!(errs, sorted);
+}
+
+#[test]
+fn errors_display_as_file_line_column() {
+    let e = parse("version: 2\n", Path::new("gw.yaml")).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "gw.yaml:1:10: version: expected 1 (the only supported version), found 2"
+    );
+}
+
+/// Parsers get property tests: every prefix of the example, and many random corruptions of it,
+/// must produce `Ok` or `Err`, never a panic.
+#[test]
+fn garbage_never_panics() {
+    for (i, _) in SPEC_EXAMPLE.char_indices() {
+        let _ = parse(&SPEC_EXAMPLE[..i], file());
+    }
+    // A fixed-seed xorshift keeps the test deterministic without a dependency.
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let alphabet: Vec<char> = "{}[]:,-&*!|>'\"\n #?%@`\t0aZ/.~\u{e9}".chars().collect();
+    let base: Vec<char> = SPEC_EXAMPLE.chars().collect();
+    for _ in 0..2000 {
+        let mut chars = base.clone();
+        for _ in 0..(next() % 4 + 1) {
+            let at = (next() as usize) % chars.len();
+            let c = alphabet[(next() as usize) % alphabet.len()];
+            match next() % 3 {
+                0 => chars[at] = c,
+                1 => chars.insert(at, c),
+                _ => {
+                    chars.remove(at);
+                }
+            }
+        }
+        let src: String = chars.into_iter().collect();
+        if let Err(ConfigErrors(errs)) = parse(&src, file()) {
+            assert!(!errs.is_empty());
+            assert!(
+                errs.iter().all(|e| e.line >= 1 && e.column >= 1),
+                "{errs:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn load_reads_every_referenced_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = dir.path().join("gateway.yaml");
+    std::fs::write(&config_path, SPEC_EXAMPLE).expect("write");
+    let referenced = [
+        "certs/internal-ca.pem",
+        "keys/jwks.json",
+        "keys/api-keys.yaml",
+        "certs/api.crt",
+        "certs/api.key",
+    ];
+    for (i, rel) in referenced.iter().enumerate() {
+        let p = dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, format!("file {i}")).expect("write");
+    }
+    let loaded = load(&config_path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.path, config_path);
+    assert_eq!(loaded.files.len(), referenced.len());
+    assert_eq!(loaded.files[&dir.path().join("certs/api.key")], b"file 4");
+    assert_eq!(
+        loaded.config,
+        parse(SPEC_EXAMPLE, &config_path).unwrap_or_else(|e| panic!("{e}"))
+    );
+
+    // A missing referenced file is reported at the key that names it.
+    std::fs::remove_file(dir.path().join("certs/api.key")).expect("rm");
+    std::fs::remove_file(dir.path().join("keys/jwks.json")).expect("rm");
+    let errs = load(&config_path).unwrap_err().0;
+    let at: Vec<(usize, usize)> = errs.iter().map(|e| (e.line, e.column)).collect();
+    assert_eq!(
+        at,
+        vec![
+            (24, col(SPEC_EXAMPLE, 24, "keys/jwks.json")),
+            (55, col(SPEC_EXAMPLE, 55, "certs/api.key"))
+        ]
+    );
+    assert!(
+        errs[0].message.starts_with("jwks_file: cannot read "),
+        "{}",
+        errs[0].message
+    );
+    assert_eq!(errs[0].file, config_path);
+}
+
+#[test]
+fn load_reports_an_unreadable_config_at_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("nope.yaml");
+    let errs = load(&missing).unwrap_err().0;
+    assert_eq!((errs.len(), errs[0].line, errs[0].column), (1, 1, 1));
+    assert!(errs[0].message.contains("cannot read the config file"));
+}

@@ -1,0 +1,249 @@
+//! Services → Envoy Clusters (and ClusterLoadAssignments for EDS clusters).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use proto::pb::envoy::config::cluster::v3::{
+    circuit_breakers, cluster, CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier,
+};
+use proto::pb::envoy::config::core::v3::data_source::Specifier;
+use proto::pb::envoy::config::core::v3::{
+    address, health_check, socket_address, transport_socket, Address, DataSource,
+    HealthCheck as EnvoyHealthCheck, Http2ProtocolOptions, RoutingPriority, SocketAddress,
+    TransportSocket,
+};
+use proto::pb::envoy::config::endpoint::v3::{
+    lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+};
+use proto::pb::envoy::extensions::transport_sockets::tls::v3::{
+    common_tls_context, subject_alt_name_matcher, CertificateValidationContext, CommonTlsContext,
+    SubjectAltNameMatcher, UpstreamTlsContext,
+};
+use proto::pb::envoy::extensions::upstreams::http::v3::{
+    http_protocol_options::{explicit_http_config, ExplicitHttpConfig, UpstreamProtocolOptions},
+    HttpProtocolOptions,
+};
+use proto::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
+use proto::pb::envoy::r#type::v3::CodecClientType;
+
+use super::{ads, duration, file, u32v, TranslateError};
+use crate::config::{HostPort, LbPolicy, Protocol, Service, UpstreamTls};
+
+/// The extension name Envoy expects as the `typed_extension_protocol_options` key.
+const HTTP_PROTOCOL_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+const TLS_TRANSPORT_SOCKET: &str = "envoy.transport_sockets.tls";
+
+/// One cluster per service, named after it. Returns the ClusterLoadAssignment to serve over EDS
+/// when the cluster uses EDS.
+pub(super) fn cluster(
+    name: &str,
+    svc: &Service,
+    files: &BTreeMap<PathBuf, Vec<u8>>,
+) -> Result<(Cluster, Option<ClusterLoadAssignment>), TranslateError> {
+    let http2 = matches!(svc.protocol, Protocol::Http2 | Protocol::Grpc);
+    let mut c = Cluster {
+        name: name.to_string(),
+        connect_timeout: Some(duration(svc.connect_timeout)),
+        lb_policy: lb_policy(svc.lb) as i32,
+        circuit_breakers: Some(circuit_breakers(svc)),
+        ..Default::default()
+    };
+
+    let cla = load_assignment(name, &svc.endpoints);
+    let mut eds = None;
+    if svc.endpoints.iter().all(HostPort::is_ip) {
+        // EDS lets endpoint changes reach Envoy without re-sending (and re-warming) the cluster.
+        c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Eds as i32,
+        ));
+        c.eds_cluster_config = Some(cluster::EdsClusterConfig {
+            eds_config: Some(ads()),
+            service_name: String::new(),
+        });
+        eds = Some(cla);
+    } else {
+        // EDS carries only IP addresses, so any DNS name makes this a STRICT_DNS cluster that
+        // Envoy resolves (and re-resolves) itself; IP literals in the same list resolve to
+        // themselves.
+        c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::StrictDns as i32,
+        ));
+        // Prefer IPv4: containers commonly publish AAAA records that are not routable.
+        c.dns_lookup_family = cluster::DnsLookupFamily::V4Preferred as i32;
+        c.load_assignment = Some(cla);
+    }
+
+    if let Some(hc) = &svc.health_check {
+        c.health_checks.push(EnvoyHealthCheck {
+            timeout: Some(duration(hc.timeout)),
+            interval: Some(duration(hc.interval)),
+            // Without this Envoy checks idle clusters only once a minute, so a host going down
+            // before the first request would stay "healthy" far longer than the configured interval.
+            no_traffic_interval: Some(duration(hc.interval)),
+            healthy_threshold: Some(u32v(hc.healthy)),
+            unhealthy_threshold: Some(u32v(hc.unhealthy)),
+            health_checker: Some(health_check::HealthChecker::HttpHealthCheck(
+                health_check::HttpHealthCheck {
+                    path: hc.path.clone(),
+                    codec_client_type: if http2 {
+                        CodecClientType::Http2
+                    } else {
+                        CodecClientType::Http1
+                    } as i32,
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        });
+    }
+
+    if let Some(od) = &svc.outlier_detection {
+        c.outlier_detection = Some(EnvoyOutlier {
+            consecutive_5xx: Some(u32v(od.consecutive_5xx)),
+            interval: Some(duration(od.interval)),
+            base_ejection_time: Some(duration(od.ejection_time)),
+            max_ejection_percent: Some(u32v(od.max_ejection_percent)),
+            ..Default::default()
+        });
+    }
+
+    if let Some(tls) = &svc.tls {
+        c.transport_socket = Some(upstream_tls(tls, http2, files)?);
+    }
+
+    if http2 {
+        let opts = HttpProtocolOptions {
+            upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+                ExplicitHttpConfig {
+                    protocol_config: Some(
+                        explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                            Http2ProtocolOptions::default(),
+                        ),
+                    ),
+                },
+            )),
+            ..Default::default()
+        };
+        // A single-entry map encodes deterministically.
+        c.typed_extension_protocol_options = HashMap::from([(
+            HTTP_PROTOCOL_OPTIONS_KEY.to_string(),
+            proto::pack(proto::type_url::HTTP_PROTOCOL_OPTIONS, &opts),
+        )]);
+    }
+
+    Ok((c, eds))
+}
+
+fn lb_policy(lb: LbPolicy) -> cluster::LbPolicy {
+    match lb {
+        LbPolicy::RoundRobin => cluster::LbPolicy::RoundRobin,
+        LbPolicy::LeastRequest => cluster::LbPolicy::LeastRequest,
+        LbPolicy::Random => cluster::LbPolicy::Random,
+        LbPolicy::RingHash => cluster::LbPolicy::RingHash,
+        LbPolicy::Maglev => cluster::LbPolicy::Maglev,
+    }
+}
+
+fn circuit_breakers(svc: &Service) -> CircuitBreakers {
+    let cb = &svc.circuit_breaker;
+    CircuitBreakers {
+        thresholds: vec![circuit_breakers::Thresholds {
+            priority: RoutingPriority::Default as i32,
+            max_connections: Some(u32v(cb.max_connections)),
+            max_pending_requests: Some(u32v(cb.max_pending)),
+            max_requests: Some(u32v(cb.max_requests)),
+            max_retries: Some(u32v(cb.max_retries)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// One locality holding every endpoint, in file order.
+fn load_assignment(name: &str, endpoints: &[HostPort]) -> ClusterLoadAssignment {
+    ClusterLoadAssignment {
+        cluster_name: name.to_string(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints: endpoints
+                .iter()
+                .map(|hp| LbEndpoint {
+                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                        address: Some(socket_address(&hp.host, hp.port)),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+pub(super) fn socket_address(host: &str, port: u16) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            protocol: socket_address::Protocol::Tcp as i32,
+            address: host.to_string(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(port))),
+            ..Default::default()
+        })),
+    }
+}
+
+fn upstream_tls(
+    tls: &UpstreamTls,
+    http2: bool,
+    files: &BTreeMap<PathBuf, Vec<u8>>,
+) -> Result<TransportSocket, TranslateError> {
+    let validation = match &tls.ca_file {
+        Some(ca) => {
+            // Inline bytes, never a filename: Envoy may run in another container or host, and
+            // a changed CA file must change the content hash.
+            let bytes = file(files, ca, "upstream CA file")?;
+            Some(
+                common_tls_context::ValidationContextType::ValidationContext(
+                    CertificateValidationContext {
+                        trusted_ca: Some(DataSource {
+                            specifier: Some(Specifier::InlineBytes(bytes.to_vec())),
+                            ..Default::default()
+                        }),
+                        // The SNI doubles as the name the upstream's certificate must carry; without it,
+                        // any certificate signed by the CA is accepted.
+                        match_typed_subject_alt_names: tls
+                            .sni
+                            .iter()
+                            .map(|sni| SubjectAltNameMatcher {
+                                san_type: subject_alt_name_matcher::SanType::Dns as i32,
+                                matcher: Some(StringMatcher {
+                                    match_pattern: Some(MatchPattern::Exact(sni.clone())),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        ..Default::default()
+                    },
+                ),
+            )
+        }
+        None => None,
+    };
+    let ctx = UpstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            // Many servers (Go's among them) only speak HTTP/2 over TLS when ALPN negotiated it.
+            alpn_protocols: vec![if http2 { "h2" } else { "http/1.1" }.to_string()],
+            validation_context_type: validation,
+            ..Default::default()
+        }),
+        sni: tls.sni.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    Ok(TransportSocket {
+        name: TLS_TRANSPORT_SOCKET.to_string(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(proto::pack(
+            proto::type_url::UPSTREAM_TLS_CONTEXT,
+            &ctx,
+        ))),
+    })
+}

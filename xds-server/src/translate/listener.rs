@@ -1,0 +1,323 @@
+//! Gateway listeners → Envoy Listeners with one HttpConnectionManager filter chain.
+
+use prost::Message;
+use proto::pb::envoy::config::accesslog::v3::{
+    access_log, access_log_filter::FilterSpecifier, AccessLog, AccessLogFilter, ResponseFlagFilter,
+};
+use proto::pb::envoy::config::core::v3::{
+    data_source, substitution_format_string, transport_socket, DataSource,
+    SubstitutionFormatString, TransportSocket,
+};
+use proto::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
+use proto::pb::envoy::extensions::access_loggers::stream::v3::{
+    stdout_access_log, StdoutAccessLog,
+};
+use proto::pb::envoy::extensions::filters::http::cors::v3::Cors;
+use proto::pb::envoy::extensions::filters::http::router::v3::Router;
+use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager::{CodecType, PathWithEscapedSlashesAction, RouteSpecifier},
+    http_filter, HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds, ResponseMapper,
+};
+use proto::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
+};
+
+use super::cluster::socket_address;
+use super::{ads, boolv, u32v};
+use crate::config::{AccessLog as AccessLogMode, Gateway, Listener as ListenerCfg};
+
+pub(super) const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
+pub(super) const CORS_FILTER: &str = "envoy.filters.http.cors";
+const ROUTER_FILTER: &str = "envoy.filters.http.router";
+const STDOUT_ACCESS_LOG: &str = "envoy.access_loggers.stdout";
+const TLS_TRANSPORT_SOCKET: &str = "envoy.transport_sockets.tls";
+
+// Field numbers of message fields we append by hand (see `proto::encode_with_fields`), because
+// their values contain a multi-entry `google.protobuf.Struct` that prost would encode in random
+// order. Checked by the round-trip test in `tests.rs`.
+/// `HttpConnectionManager.local_reply_config`.
+const HCM_LOCAL_REPLY_CONFIG: u32 = 38;
+/// `LocalReplyConfig.mappers`.
+const LOCAL_REPLY_MAPPERS: u32 = 1;
+/// `ResponseMapper.body_format_override`.
+const MAPPER_BODY_FORMAT_OVERRIDE: u32 = 4;
+/// `SubstitutionFormatString.json_format`.
+const FORMAT_JSON: u32 = 2;
+/// `StdoutAccessLog.log_format`.
+const STDOUT_LOG_FORMAT: u32 = 1;
+
+/// Fields of the JSON access log line: name → Envoy command operator.
+pub(super) const JSON_ACCESS_LOG: &[(&str, &str)] = &[
+    ("timestamp", "%START_TIME%"),
+    ("request_id", "%REQ(X-REQUEST-ID)%"),
+    ("client_ip", "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"),
+    ("method", "%REQ(:METHOD)%"),
+    // The path as the client sent it, before any `rewrite`.
+    ("path", "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"),
+    ("protocol", "%PROTOCOL%"),
+    ("status", "%RESPONSE_CODE%"),
+    ("latency_ms", "%DURATION%"),
+    ("route", "%ROUTE_NAME%"),
+    ("upstream", "%UPSTREAM_CLUSTER%"),
+    ("upstream_host", "%UPSTREAM_HOST%"),
+    ("user_agent", "%REQ(USER-AGENT)%"),
+    ("response_flags", "%RESPONSE_FLAGS%"),
+    ("bytes_received", "%BYTES_RECEIVED%"),
+    ("bytes_sent", "%BYTES_SENT%"),
+];
+
+/// The `text` access log line: the same information in Envoy's classic layout.
+pub(super) const TEXT_ACCESS_LOG: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% \"%REQ(X-REQUEST-ID)%\" \"%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%\" \"%REQ(USER-AGENT)%\" \"%ROUTE_NAME%\" \"%UPSTREAM_CLUSTER%\" \"%UPSTREAM_HOST%\"\n";
+
+/// A local reply Envoy generates itself that we rewrite into the spec's JSON error shape (§3).
+pub(super) struct LocalReply {
+    /// Envoy response flags that select this mapper (any of them).
+    pub flags: &'static [&'static str],
+    pub status: u32,
+    pub error: &'static str,
+    pub message: &'static str,
+}
+
+/// Selected by response flag, not by status code, so that `respond:` routes (direct responses,
+/// which carry no flag) and policy denials (ext_authz's UAEX, rate limiting's RL) keep the bodies
+/// they chose. Only flags in the ResponseFlagFilter's documented list are used: Envoy rejects a
+/// listener naming an unknown flag.
+pub(super) const LOCAL_REPLIES: &[LocalReply] = &[
+    LocalReply {
+        flags: &["NR"],
+        status: 404,
+        error: "not_found",
+        message: "no route matches",
+    },
+    LocalReply {
+        flags: &["UT"],
+        status: 504,
+        error: "gateway_timeout",
+        message: "upstream timed out",
+    },
+    LocalReply {
+        // No healthy host, connection failure, circuit breaker open, retries exhausted,
+        // connection terminated, remote reset.
+        flags: &["UH", "UF", "UO", "URX", "UC", "UR"],
+        status: 503,
+        error: "unavailable",
+        message: "upstream unavailable",
+    },
+];
+
+pub(super) fn listener(
+    gateway: &str,
+    gw: &Gateway,
+    l: &ListenerCfg,
+    secret: Option<&str>,
+) -> Listener {
+    let hcm = hcm_bytes(gateway, gw, l);
+    let transport_socket = secret.map(downstream_tls);
+    Listener {
+        name: l.name.clone(),
+        address: Some(socket_address(&l.address, l.port)),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: HCM_FILTER.to_string(),
+                config_type: Some(filter::ConfigType::TypedConfig(proto::pack_bytes(
+                    proto::type_url::HTTP_CONNECTION_MANAGER,
+                    hcm,
+                ))),
+            }],
+            transport_socket,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// The listener's HttpConnectionManager without its (separately, canonically encoded) local
+/// reply config.
+pub(super) fn hcm_base(gateway: &str, gw: &Gateway, l: &ListenerCfg) -> HttpConnectionManager {
+    HttpConnectionManager {
+        codec_type: CodecType::Auto as i32,
+        stat_prefix: l.name.clone(),
+        // One RouteConfiguration per gateway, shared by all of its listeners.
+        route_specifier: Some(RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: gateway.to_string(),
+        })),
+        http_filters: http_filters(gw),
+        access_log: access_log(gw.access_log).into_iter().collect(),
+        // An edge proxy: the peer address is the client, and x-forwarded-for is appended to,
+        // not trusted.
+        use_remote_address: Some(boolv(true)),
+        // Spec §3: keep a client-sent x-request-id, otherwise generate one; upstreams and the
+        // client both see it.
+        generate_request_id: Some(boolv(true)),
+        preserve_external_request_id: true,
+        always_set_request_id_in_response: true,
+        // Route matching must see the same path the upstream will: `/a/../admin`, `//admin` and
+        // `/%2Fadmin` must not dodge a route (or an auth rule attached to it).
+        normalize_path: Some(boolv(true)),
+        merge_slashes: true,
+        path_with_escaped_slashes_action: PathWithEscapedSlashesAction::UnescapeAndRedirect as i32,
+        ..Default::default()
+    }
+}
+
+/// HTTP filters in order. Policy filters (ext_authz, rate limiting) go between CORS and the
+/// router: CORS first so preflights are answered without credentials, the router always last.
+fn http_filters(gw: &Gateway) -> Vec<HttpFilter> {
+    let mut filters = Vec::new();
+    if gw.cors.is_some() {
+        filters.push(http_filter(
+            CORS_FILTER,
+            proto::type_url::CORS,
+            &Cors::default(),
+        ));
+    }
+    filters.push(http_filter(
+        ROUTER_FILTER,
+        proto::type_url::ROUTER,
+        &Router::default(),
+    ));
+    filters
+}
+
+fn http_filter(name: &str, type_url: &str, msg: &impl Message) -> HttpFilter {
+    HttpFilter {
+        name: name.to_string(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(proto::pack(
+            type_url, msg,
+        ))),
+        ..Default::default()
+    }
+}
+
+fn hcm_bytes(gateway: &str, gw: &Gateway, l: &ListenerCfg) -> Vec<u8> {
+    proto::encode_with_fields(
+        &hcm_base(gateway, gw, l),
+        &[(HCM_LOCAL_REPLY_CONFIG, local_reply_config_bytes())],
+    )
+}
+
+/// `LocalReplyConfig` with one mapper per [`LOCAL_REPLIES`] entry and no default `body_format`
+/// (which would rewrite every local reply, direct responses included).
+fn local_reply_config_bytes() -> Vec<u8> {
+    let mappers: Vec<(u32, Vec<u8>)> = LOCAL_REPLIES
+        .iter()
+        .map(|r| {
+            let mapper = ResponseMapper {
+                filter: Some(AccessLogFilter {
+                    filter_specifier: Some(FilterSpecifier::ResponseFlagFilter(
+                        ResponseFlagFilter {
+                            flags: r.flags.iter().map(|f| f.to_string()).collect(),
+                        },
+                    )),
+                }),
+                status_code: Some(u32v(r.status)),
+                ..Default::default()
+            };
+            let body = proto::string_struct([
+                ("error", r.error),
+                ("message", r.message),
+                ("request_id", "%REQ(X-REQUEST-ID)%"),
+            ]);
+            let format = json_format_bytes(&body);
+            (
+                LOCAL_REPLY_MAPPERS,
+                proto::encode_with_fields(&mapper, &[(MAPPER_BODY_FORMAT_OVERRIDE, format)]),
+            )
+        })
+        .collect();
+    proto::encode_with_fields(&LocalReplyConfig::default(), &mappers)
+}
+
+/// A `SubstitutionFormatString` with `json_format` = `body`, encoded canonically.
+fn json_format_bytes(body: &proto::pb::google::protobuf::Struct) -> Vec<u8> {
+    let base = SubstitutionFormatString {
+        content_type: "application/json".to_string(),
+        ..Default::default()
+    };
+    proto::encode_with_fields(&base, &[(FORMAT_JSON, proto::encode_struct(body))])
+}
+
+fn access_log(mode: AccessLogMode) -> Option<AccessLog> {
+    let value = match mode {
+        AccessLogMode::Off => return None,
+        AccessLogMode::Json => {
+            let fields = proto::string_struct(JSON_ACCESS_LOG.iter().copied());
+            proto::encode_with_fields(
+                &StdoutAccessLog::default(),
+                &[(STDOUT_LOG_FORMAT, json_format_bytes(&fields))],
+            )
+        }
+        AccessLogMode::Text => StdoutAccessLog {
+            access_log_format: Some(stdout_access_log::AccessLogFormat::LogFormat(
+                SubstitutionFormatString {
+                    format: Some(substitution_format_string::Format::TextFormatSource(
+                        DataSource {
+                            specifier: Some(data_source::Specifier::InlineString(
+                                TEXT_ACCESS_LOG.to_string(),
+                            )),
+                            ..Default::default()
+                        },
+                    )),
+                    ..Default::default()
+                },
+            )),
+        }
+        .encode_to_vec(),
+    };
+    Some(AccessLog {
+        name: STDOUT_ACCESS_LOG.to_string(),
+        filter: None,
+        config_type: Some(access_log::ConfigType::TypedConfig(proto::pack_bytes(
+            proto::type_url::STDOUT_ACCESS_LOG,
+            value,
+        ))),
+    })
+}
+
+/// Terminates TLS with the certificate Envoy fetches over SDS (on the ADS stream), so a renewed
+/// certificate reaches Envoy as a Secret update instead of a listener drain.
+fn downstream_tls(secret: &str) -> TransportSocket {
+    let ctx = DownstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificate_sds_secret_configs: vec![SdsSecretConfig {
+                name: secret.to_string(),
+                sds_config: Some(ads()),
+            }],
+            // Offer HTTP/2 to clients that support it; the HCM's AUTO codec follows ALPN.
+            alpn_protocols: vec!["h2".to_string(), "http/1.1".to_string()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    TransportSocket {
+        name: TLS_TRANSPORT_SOCKET.to_string(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(proto::pack(
+            proto::type_url::DOWNSTREAM_TLS_CONTEXT,
+            &ctx,
+        ))),
+    }
+}
+
+/// Decodes the HCM of a network filter, if it is one.
+pub(super) fn decode_hcm(f: &Filter) -> Option<HttpConnectionManager> {
+    if f.name != HCM_FILTER {
+        return None;
+    }
+    match &f.config_type {
+        Some(filter::ConfigType::TypedConfig(any))
+            if any.type_url == proto::type_url::HTTP_CONNECTION_MANAGER =>
+        {
+            HttpConnectionManager::decode(any.value.as_slice()).ok()
+        }
+        _ => None,
+    }
+}
+
+/// The RDS route configuration name an HCM filter asks for.
+pub(super) fn rds_name(f: &Filter) -> Option<String> {
+    match decode_hcm(f)?.route_specifier {
+        Some(RouteSpecifier::Rds(rds)) => Some(rds.route_config_name),
+        _ => None,
+    }
+}

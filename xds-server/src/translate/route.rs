@@ -1,0 +1,402 @@
+//! Gateway routes → one Envoy RouteConfiguration per gateway.
+
+use std::collections::{BTreeMap, HashMap};
+
+use proto::pb::envoy::config::core::v3::{
+    data_source, header_value_option::HeaderAppendAction, DataSource, HeaderValue,
+    HeaderValueOption,
+};
+use proto::pb::envoy::config::route::v3::{
+    header_matcher::HeaderMatchSpecifier,
+    query_parameter_matcher::QueryParameterMatchSpecifier,
+    route,
+    route_action::{hash_policy, ClusterSpecifier, HashPolicy},
+    route_match::PathSpecifier,
+    weighted_cluster::ClusterWeight,
+    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RetryPolicy, Route,
+    RouteAction as EnvoyAction, RouteConfiguration, RouteMatch as EnvoyMatch, VirtualHost,
+    WeightedCluster,
+};
+use proto::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
+use proto::pb::envoy::r#type::matcher::v3::{
+    string_matcher::MatchPattern, RegexMatchAndSubstitute, RegexMatcher, StringMatcher,
+};
+use proto::pb::google::protobuf::BoolValue;
+
+use super::listener::CORS_FILTER;
+use super::{duration, regex_escape, u32v};
+use crate::config::{
+    Cors, Gateway, HeaderChanges, LbPolicy, PathMatch, RespondBody, Retries, RetryOn,
+    Route as RouteCfg, RouteAction, RouteMatch, Service, StringMatch,
+};
+
+/// The one RouteConfiguration of a gateway, named after it: a single catch-all virtual host whose
+/// routes keep file order (first match wins). Host restrictions are per-route `:authority`
+/// matchers rather than separate virtual hosts, because virtual host selection happens before
+/// route order and would break "first match wins" across hosts.
+pub(super) fn route_configuration(
+    gateway: &str,
+    gw: &Gateway,
+    services: &BTreeMap<String, Service>,
+) -> RouteConfiguration {
+    let mut routes = Vec::new();
+    for r in &gw.routes {
+        if gw.cors.is_some() {
+            routes.extend(preflight_route(r, services));
+        }
+        routes.push(route(r, services));
+    }
+    let typed_per_filter_config = match &gw.cors {
+        // A single-entry map encodes deterministically.
+        Some(cors) => HashMap::from([(
+            CORS_FILTER.to_string(),
+            proto::pack(proto::type_url::CORS_POLICY, &cors_policy(cors)),
+        )]),
+        None => HashMap::new(),
+    };
+    RouteConfiguration {
+        name: gateway.to_string(),
+        virtual_hosts: vec![VirtualHost {
+            name: gateway.to_string(),
+            domains: vec!["*".to_string()],
+            routes,
+            typed_per_filter_config,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn route(r: &RouteCfg, services: &BTreeMap<String, Service>) -> Route {
+    let action = match &r.action {
+        RouteAction::Respond(resp) => {
+            let (body, content_type) = match &resp.body {
+                // serde_json writes objects in key order (or file order with `preserve_order`),
+                // so the body is deterministic either way.
+                RespondBody::Json(v) => (Some(v.to_string()), Some("application/json")),
+                RespondBody::Text(t) => (Some(t.clone()), Some("text/plain")),
+                RespondBody::Empty => (None, None),
+            };
+            let mut rt = base_route(r);
+            rt.action = Some(route::Action::DirectResponse(DirectResponseAction {
+                status: u32::from(resp.status),
+                body: body.map(|b| DataSource {
+                    specifier: Some(data_source::Specifier::InlineString(b)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }));
+            if let Some(ct) = content_type {
+                // Envoy labels a direct response body text/plain; ours says what it is. Added
+                // first so a user's own `response_headers.set` of content-type still wins.
+                rt.response_headers_to_add
+                    .insert(0, set_header("content-type", ct));
+            }
+            return rt;
+        }
+        RouteAction::Service(s) => {
+            forward_action(r, ClusterSpecifier::Cluster(s.clone()), &[s], services)
+        }
+        RouteAction::Weighted(ws) => {
+            let names: Vec<&String> = ws.iter().map(|(s, _)| s).collect();
+            let spec = ClusterSpecifier::WeightedClusters(WeightedCluster {
+                clusters: ws
+                    .iter()
+                    .map(|(name, weight)| ClusterWeight {
+                        name: name.clone(),
+                        weight: Some(u32v(*weight)),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            });
+            forward_action(r, spec, &names, services)
+        }
+    };
+    let mut rt = base_route(r);
+    rt.action = Some(route::Action::Route(action));
+    rt
+}
+
+/// Name, match and header changes, common to every action.
+fn base_route(r: &RouteCfg) -> Route {
+    Route {
+        name: r.name.clone(),
+        r#match: Some(route_match(&r.matcher)),
+        request_headers_to_add: header_adds(&r.request_headers),
+        request_headers_to_remove: r.request_headers.remove.clone(),
+        response_headers_to_add: header_adds(&r.response_headers),
+        response_headers_to_remove: r.response_headers.remove.clone(),
+        ..Default::default()
+    }
+}
+
+fn forward_action(
+    r: &RouteCfg,
+    spec: ClusterSpecifier,
+    services: &[&String],
+    all: &BTreeMap<String, Service>,
+) -> EnvoyAction {
+    let mut a = EnvoyAction {
+        cluster_specifier: Some(spec),
+        ..Default::default()
+    };
+    if let (Some(rw), PathMatch::Prefix(prefix)) = (&r.rewrite, &r.matcher.path) {
+        rewrite(&mut a, prefix, &rw.prefix);
+    }
+    if let Some(t) = r.timeout {
+        a.timeout = Some(duration(t));
+    }
+    if let Some(retries) = &r.retries {
+        a.retry_policy = Some(retry_policy(retries));
+    }
+    // Consistent-hash balancers need a hash key; without one Envoy picks hosts at random. The
+    // client's source IP keeps a client on one host (a weighted split hashes within each
+    // cluster).
+    let hashed = services.iter().any(|s| {
+        all.get(s.as_str())
+            .is_some_and(|svc| matches!(svc.lb, LbPolicy::RingHash | LbPolicy::Maglev))
+    });
+    if hashed {
+        a.hash_policy = vec![HashPolicy {
+            policy_specifier: Some(hash_policy::PolicySpecifier::ConnectionProperties(
+                hash_policy::ConnectionProperties { source_ip: true },
+            )),
+            ..Default::default()
+        }];
+    }
+    a
+}
+
+/// Replaces the matched prefix. Envoy's `prefix_rewrite` splices strings, so rewriting `/api` to
+/// `/` would turn `/api/x` into `//x`; when the replacement ends in `/` but the matched prefix
+/// does not, a regex swallows the segment separator instead (`/api/x` → `/x`, `/api` → `/`).
+/// A plain prefix that ends in `/` keeps its slash in the rewrite (`/api/` → `/v2` gives
+/// `/api/x` → `/v2/x`, not `/v2x`).
+fn rewrite(a: &mut EnvoyAction, prefix: &str, to: &str) {
+    let to = if to.is_empty() { "/" } else { to };
+    if to.ends_with('/') && !prefix.ends_with('/') {
+        a.regex_rewrite = Some(RegexMatchAndSubstitute {
+            pattern: Some(regex(format!("^{}/?", regex_escape(prefix)))),
+            substitution: to.to_string(),
+        });
+    } else if prefix.ends_with('/') && !to.ends_with('/') {
+        a.prefix_rewrite = format!("{to}/");
+    } else {
+        a.prefix_rewrite = to.to_string();
+    }
+}
+
+fn retry_policy(r: &Retries) -> RetryPolicy {
+    let mut conditions: Vec<&str> = Vec::new();
+    let mut codes = Vec::new();
+    for on in &r.on {
+        match on {
+            RetryOn::Condition(c) => {
+                if !conditions.contains(&c.as_str()) {
+                    conditions.push(c);
+                }
+            }
+            RetryOn::Status(s) => codes.push(u32::from(*s)),
+        }
+    }
+    // Listed status codes are only retried under the `retriable-status-codes` condition.
+    if !codes.is_empty() && !conditions.contains(&"retriable-status-codes") {
+        conditions.push("retriable-status-codes");
+    }
+    RetryPolicy {
+        retry_on: conditions.join(","),
+        num_retries: Some(u32v(r.attempts)),
+        per_try_timeout: r.per_try_timeout.map(duration),
+        retriable_status_codes: codes,
+        ..Default::default()
+    }
+}
+
+fn route_match(m: &RouteMatch) -> EnvoyMatch {
+    let path_specifier = match &m.path {
+        PathMatch::Exact(p) => PathSpecifier::Path(p.clone()),
+        // `path_separated_prefix` is segment-aware (`/api` matches `/api` and `/api/x`, not
+        // `/apix`) but rejects a trailing `/`; such a prefix is a plain string prefix anyway.
+        PathMatch::Prefix(p) if p.ends_with('/') => PathSpecifier::Prefix(p.clone()),
+        PathMatch::Prefix(p) => PathSpecifier::PathSeparatedPrefix(p.clone()),
+        // Envoy matches the whole path (without the query string) against the regex.
+        PathMatch::Regex(r) => PathSpecifier::SafeRegex(regex(r.clone())),
+    };
+    let mut headers = Vec::new();
+    if let Some(h) = methods_matcher(&m.methods) {
+        headers.push(h);
+    }
+    if let Some(h) = hosts_matcher(&m.hosts) {
+        headers.push(h);
+    }
+    headers.extend(
+        m.headers
+            .iter()
+            .map(|h| header_matcher(&h.name, string_matcher(&h.value))),
+    );
+    EnvoyMatch {
+        path_specifier: Some(path_specifier),
+        headers,
+        query_parameters: m
+            .query
+            .iter()
+            .map(|q| QueryParameterMatcher {
+                name: q.name.clone(),
+                query_parameter_match_specifier: Some(QueryParameterMatchSpecifier::StringMatch(
+                    string_matcher(&q.value),
+                )),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn methods_matcher(methods: &[String]) -> Option<HeaderMatcher> {
+    let matcher = match methods {
+        [] => return None,
+        [one] => exact(one),
+        many => StringMatcher {
+            match_pattern: Some(MatchPattern::SafeRegex(regex(format!(
+                "^({})$",
+                many.iter()
+                    .map(|m| regex_escape(m))
+                    .collect::<Vec<_>>()
+                    .join("|")
+            )))),
+            ..Default::default()
+        },
+    };
+    Some(header_matcher(":method", matcher))
+}
+
+/// Matches `:authority` against the route's hosts: case-insensitive, any `:port` ignored, and
+/// `*.example.com` accepting any non-empty subdomain (as Envoy's own virtual host wildcards do).
+fn hosts_matcher(hosts: &[String]) -> Option<HeaderMatcher> {
+    if hosts.is_empty() || hosts.iter().any(|h| h == "*") {
+        return None;
+    }
+    let alternatives: Vec<String> = hosts
+        .iter()
+        .map(|h| match h.strip_prefix("*.") {
+            Some(rest) => format!(r"[^:/]+\.{}", regex_escape(rest)),
+            None => regex_escape(h),
+        })
+        .collect();
+    let re = format!("(?i)^({})(:[0-9]+)?$", alternatives.join("|"));
+    Some(header_matcher(
+        ":authority",
+        StringMatcher {
+            match_pattern: Some(MatchPattern::SafeRegex(regex(re))),
+            ..Default::default()
+        },
+    ))
+}
+
+/// For a route limited to some methods, a CORS preflight (`OPTIONS` with
+/// `Access-Control-Request-Method`) would match no route, and Envoy's CORS filter only answers
+/// preflights for a matched forwarding route. This twin, placed just before the route and sharing
+/// its name and action, matches exactly those preflights. The CORS filter answers every one of
+/// them itself (`forward_not_matching_preflights: false`), so none reaches the upstream.
+///
+/// `respond:` routes get no twin: Envoy's CORS filter ignores direct-response routes entirely.
+fn preflight_route(r: &RouteCfg, services: &BTreeMap<String, Service>) -> Option<Route> {
+    if matches!(r.action, RouteAction::Respond(_))
+        || r.matcher.methods.is_empty()
+        || r.matcher.methods.iter().any(|m| m == "OPTIONS")
+    {
+        return None;
+    }
+    let mut m = r.matcher.clone();
+    m.methods = vec!["OPTIONS".to_string()];
+    let mut em = route_match(&m);
+    em.headers.push(HeaderMatcher {
+        name: "access-control-request-method".to_string(),
+        header_match_specifier: Some(HeaderMatchSpecifier::PresentMatch(true)),
+        ..Default::default()
+    });
+    Some(Route {
+        r#match: Some(em),
+        ..route(r, services)
+    })
+}
+
+fn cors_policy(c: &Cors) -> CorsPolicy {
+    CorsPolicy {
+        allow_origin_string_match: c
+            .origins
+            .iter()
+            .map(|o| {
+                if o == "*" {
+                    // Any origin (Envoy echoes the request's Origin back).
+                    StringMatcher {
+                        match_pattern: Some(MatchPattern::SafeRegex(regex(".*".into()))),
+                        ..Default::default()
+                    }
+                } else {
+                    exact(o)
+                }
+            })
+            .collect(),
+        allow_methods: c.methods.join(","),
+        allow_headers: c.headers.join(","),
+        max_age: c
+            .max_age
+            .map(|d| d.as_secs().to_string())
+            .unwrap_or_default(),
+        // Envoy answers a preflight from a disallowed origin itself (without CORS headers, which
+        // browsers read as a refusal) instead of passing it to an upstream that never asked for
+        // OPTIONS requests.
+        forward_not_matching_preflights: Some(BoolValue { value: false }),
+        ..Default::default()
+    }
+}
+
+fn header_adds(h: &HeaderChanges) -> Vec<HeaderValueOption> {
+    h.set.iter().map(|(k, v)| set_header(k, v)).collect()
+}
+
+fn set_header(name: &str, value: &str) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: name.to_string(),
+            value: value.to_string(),
+            ..Default::default()
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    }
+}
+
+fn header_matcher(name: &str, m: StringMatcher) -> HeaderMatcher {
+    HeaderMatcher {
+        name: name.to_string(),
+        header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(m)),
+        ..Default::default()
+    }
+}
+
+fn string_matcher(m: &StringMatch) -> StringMatcher {
+    match m {
+        StringMatch::Exact(v) => exact(v),
+        StringMatch::Regex(r) => StringMatcher {
+            match_pattern: Some(MatchPattern::SafeRegex(regex(r.clone()))),
+            ..Default::default()
+        },
+    }
+}
+
+fn exact(v: &str) -> StringMatcher {
+    StringMatcher {
+        match_pattern: Some(MatchPattern::Exact(v.to_string())),
+        ..Default::default()
+    }
+}
+
+/// An RE2 matcher with Envoy's default engine (the `google_re2` field is deprecated).
+fn regex(regex: String) -> RegexMatcher {
+    RegexMatcher {
+        regex,
+        ..Default::default()
+    }
+}

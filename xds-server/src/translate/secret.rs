@@ -1,0 +1,37 @@
+//! TLS listener certificates → SDS Secrets with inline bytes.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use proto::pb::envoy::config::core::v3::{data_source::Specifier, DataSource};
+use proto::pb::envoy::extensions::transport_sockets::tls::v3::{secret, Secret, TlsCertificate};
+
+use super::{file, TranslateError};
+use crate::config::ListenerTls;
+
+/// The certificate chain and key are inlined (never file names) because Envoy may not share our
+/// filesystem, and because inlined bytes make a renewed certificate change the Secret's content
+/// hash, which is what makes Envoy hot-swap it.
+pub(super) fn tls_secret(
+    name: String,
+    tls: &ListenerTls,
+    files: &BTreeMap<PathBuf, Vec<u8>>,
+) -> Result<Secret, TranslateError> {
+    let chain = file(files, &tls.cert_file, "TLS certificate file")?;
+    let key = file(files, &tls.key_file, "TLS key file")?;
+    Ok(Secret {
+        name,
+        r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+            certificate_chain: Some(inline(chain)),
+            private_key: Some(inline(key)),
+            ..Default::default()
+        })),
+    })
+}
+
+fn inline(bytes: &[u8]) -> DataSource {
+    DataSource {
+        specifier: Some(Specifier::InlineBytes(bytes.to_vec())),
+        ..Default::default()
+    }
+}

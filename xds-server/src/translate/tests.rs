@@ -1,0 +1,1187 @@
+//! Table-driven translation tests: a small `gateway.yaml` in, the relevant Envoy fields out.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use prost::Message;
+use proto::pb::envoy::config::cluster::v3::{cluster, Cluster};
+use proto::pb::envoy::config::core::v3::{
+    address, data_source, header_value_option::HeaderAppendAction, health_check,
+    substitution_format_string, transport_socket, ApiVersion, DataSource, HeaderValue,
+    HeaderValueOption,
+};
+use proto::pb::envoy::config::endpoint::v3::lb_endpoint;
+use proto::pb::envoy::config::listener::v3::Listener;
+use proto::pb::envoy::config::route::v3::{
+    header_matcher::HeaderMatchSpecifier,
+    query_parameter_matcher::QueryParameterMatchSpecifier,
+    route,
+    route_action::{hash_policy, ClusterSpecifier},
+    route_match::PathSpecifier,
+    HeaderMatcher, QueryParameterMatcher, Route, RouteAction, RouteMatch,
+};
+use proto::pb::envoy::extensions::access_loggers::stream::v3::{
+    stdout_access_log, StdoutAccessLog,
+};
+use proto::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
+use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager::PathWithEscapedSlashesAction, HttpConnectionManager,
+};
+use proto::pb::envoy::extensions::transport_sockets::tls::v3::{
+    common_tls_context::ValidationContextType, secret, DownstreamTlsContext, UpstreamTlsContext,
+};
+use proto::pb::envoy::extensions::upstreams::http::v3::{
+    http_protocol_options::{explicit_http_config::ProtocolConfig, UpstreamProtocolOptions},
+    HttpProtocolOptions,
+};
+use proto::pb::envoy::r#type::matcher::v3::{
+    string_matcher::MatchPattern, RegexMatcher, StringMatcher,
+};
+use proto::pb::google::protobuf::{self, value::Kind, Any, Struct};
+
+use super::*;
+use crate::config::{self, Loaded};
+
+const FILE: &str = "/etc/gw/gateway.yaml";
+
+/// Parses `yaml` as if it were `/etc/gw/gateway.yaml` and "reads" every file it references: each
+/// file's contents are `contents of <path>`, so tests can tell which file ended up where.
+fn load(yaml: &str) -> Loaded {
+    let config = config::parse(yaml, Path::new(FILE))
+        .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
+    let mut files = BTreeMap::new();
+    let mut add = |p: &PathBuf| {
+        files.insert(
+            p.clone(),
+            format!("contents of {}", p.display()).into_bytes(),
+        );
+    };
+    for svc in config.services.values() {
+        if let Some(ca) = svc.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
+            add(ca);
+        }
+    }
+    for gw in config.gateways.values() {
+        for l in &gw.listeners {
+            if let Some(tls) = &l.tls {
+                add(&tls.cert_file);
+                add(&tls.key_file);
+            }
+        }
+    }
+    Loaded {
+        path: PathBuf::from(FILE),
+        config,
+        files,
+    }
+}
+
+/// Translates and returns the `edge` gateway, checking the set is consistent on the way.
+fn edge(yaml: &str) -> GatewayResources {
+    let mut all = translate(&load(yaml)).expect("translates");
+    let r = all.remove("edge").expect("gateway edge");
+    is_consistent(&r).expect("consistent");
+    r
+}
+
+/// A config with the given services and `edge` gateway routes (and one plain listener).
+fn with_routes(services: &str, routes: &str) -> String {
+    format!(
+        "version: 1\nservices:\n{services}\ngateways:\n  edge:\n    listeners: [{{ name: http, port: 8080 }}]\n    routes:\n{routes}"
+    )
+}
+
+const USERS: &str = "  users: { endpoints: [127.0.0.1:3001] }";
+
+/// The `edge` route named `name` (the last one: preflight twins come first).
+fn route_named<'a>(r: &'a GatewayResources, name: &str) -> &'a Route {
+    r.routes[0].virtual_hosts[0]
+        .routes
+        .iter()
+        .rev()
+        .find(|rt| rt.name == name)
+        .expect("route exists")
+}
+
+fn action(rt: &Route) -> &RouteAction {
+    match &rt.action {
+        Some(route::Action::Route(a)) => a,
+        other => panic!("not a forwarding route: {other:?}"),
+    }
+}
+
+fn unpack<M: Message + Default>(any: &Any, type_url: &str) -> M {
+    assert_eq!(any.type_url, type_url);
+    M::decode(any.value.as_slice()).expect("decodes")
+}
+
+fn hcm(l: &Listener) -> HttpConnectionManager {
+    listener::decode_hcm(&l.filter_chains[0].filters[0]).expect("an HCM")
+}
+
+fn exact(v: &str) -> StringMatcher {
+    StringMatcher {
+        match_pattern: Some(MatchPattern::Exact(v.into())),
+        ..Default::default()
+    }
+}
+
+fn regex(v: &str) -> StringMatcher {
+    StringMatcher {
+        match_pattern: Some(MatchPattern::SafeRegex(RegexMatcher {
+            regex: v.into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn header(name: &str, m: StringMatcher) -> HeaderMatcher {
+    HeaderMatcher {
+        name: name.into(),
+        header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(m)),
+        ..Default::default()
+    }
+}
+
+fn dur(secs: i64, nanos: i32) -> Option<protobuf::Duration> {
+    Some(protobuf::Duration {
+        seconds: secs,
+        nanos,
+    })
+}
+
+fn set(name: &str, value: &str) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: name.into(),
+            value: value.into(),
+            ..Default::default()
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    }
+}
+
+fn struct_strings(s: &Struct) -> BTreeMap<String, String> {
+    s.fields
+        .iter()
+        .map(|(k, v)| match &v.kind {
+            Some(Kind::StringValue(s)) => (k.clone(), s.clone()),
+            other => panic!("{k} is not a string: {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn match_kinds() {
+    let cases: Vec<(&str, RouteMatch)> = vec![
+        (
+            "{ path: /health }",
+            RouteMatch {
+                path_specifier: Some(PathSpecifier::Path("/health".into())),
+                ..Default::default()
+            },
+        ),
+        (
+            "{ prefix: /api }",
+            RouteMatch {
+                path_specifier: Some(PathSpecifier::PathSeparatedPrefix("/api".into())),
+                ..Default::default()
+            },
+        ),
+        (
+            "{ prefix: /static/ }",
+            RouteMatch {
+                path_specifier: Some(PathSpecifier::Prefix("/static/".into())),
+                ..Default::default()
+            },
+        ),
+        (
+            "{ prefix: / }",
+            RouteMatch {
+                path_specifier: Some(PathSpecifier::Prefix("/".into())),
+                ..Default::default()
+            },
+        ),
+        (
+            r#"{ regex: "/v[0-9]+/items" }"#,
+            RouteMatch {
+                path_specifier: Some(PathSpecifier::SafeRegex(RegexMatcher {
+                    regex: "/v[0-9]+/items".into(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            },
+        ),
+        (
+            "{ path: /x, methods: [GET] }",
+            RouteMatch {
+                path_specifier: Some(PathSpecifier::Path("/x".into())),
+                headers: vec![header(":method", exact("GET"))],
+                ..Default::default()
+            },
+        ),
+        (
+            "{ path: /x, methods: [GET, POST] }",
+            RouteMatch {
+                path_specifier: Some(PathSpecifier::Path("/x".into())),
+                headers: vec![header(":method", regex("^(GET|POST)$"))],
+                ..Default::default()
+            },
+        ),
+        (
+            r#"{ path: /x, headers: { x-tenant: acme, x-version: { regex: "v[12]" } } }"#,
+            RouteMatch {
+                path_specifier: Some(PathSpecifier::Path("/x".into())),
+                headers: vec![
+                    header("x-tenant", exact("acme")),
+                    header("x-version", regex("v[12]")),
+                ],
+                ..Default::default()
+            },
+        ),
+        (
+            r#"{ path: /x, query: { debug: "1", page: { regex: "[0-9]+" } } }"#,
+            RouteMatch {
+                path_specifier: Some(PathSpecifier::Path("/x".into())),
+                query_parameters: vec![
+                    QueryParameterMatcher {
+                        name: "debug".into(),
+                        query_parameter_match_specifier: Some(
+                            QueryParameterMatchSpecifier::StringMatch(exact("1")),
+                        ),
+                    },
+                    QueryParameterMatcher {
+                        name: "page".into(),
+                        query_parameter_match_specifier: Some(
+                            QueryParameterMatchSpecifier::StringMatch(regex("[0-9]+")),
+                        ),
+                    },
+                ],
+                ..Default::default()
+            },
+        ),
+        (
+            r#"{ path: /x, hosts: [api.example.com, "*.example.org"] }"#,
+            RouteMatch {
+                path_specifier: Some(PathSpecifier::Path("/x".into())),
+                headers: vec![header(
+                    ":authority",
+                    regex(r"(?i)^(api\.example\.com|[^:/]+\.example\.org)(:[0-9]+)?$"),
+                )],
+                ..Default::default()
+            },
+        ),
+    ];
+    for (m, want) in cases {
+        let yaml = with_routes(
+            USERS,
+            &format!("      - {{ name: r, match: {m}, service: users, auth: none }}\n"),
+        );
+        let r = edge(&yaml);
+        assert_eq!(
+            route_named(&r, "r").r#match.as_ref(),
+            Some(&want),
+            "match {m}"
+        );
+    }
+}
+
+#[test]
+fn routes_keep_file_order_and_names() {
+    let yaml = with_routes(
+        USERS,
+        "      - { name: b, match: { path: /b }, service: users, auth: none }\n\
+         \x20     - { name: a, match: { prefix: / }, service: users, auth: none }\n",
+    );
+    let r = edge(&yaml);
+    assert_eq!(r.routes.len(), 1);
+    assert_eq!(r.routes[0].name, "edge");
+    let vh = &r.routes[0].virtual_hosts[0];
+    assert_eq!(vh.domains, ["*"]);
+    let names: Vec<&str> = vh.routes.iter().map(|rt| rt.name.as_str()).collect();
+    assert_eq!(names, ["b", "a"]);
+    assert_eq!(
+        action(&vh.routes[0]).cluster_specifier,
+        Some(ClusterSpecifier::Cluster("users".into()))
+    );
+}
+
+#[test]
+fn rewrites() {
+    // (match prefix, rewrite prefix, expected prefix_rewrite, expected regex_rewrite (pattern, substitution))
+    let cases = [
+        ("/api/v1/users", "/users", "/users", None),
+        ("/api", "/", "", Some((r"^/api/?", "/"))),
+        ("/api", "/v2/", "", Some((r"^/api/?", "/v2/"))),
+        ("/api.v1", "/", "", Some((r"^/api\.v1/?", "/"))),
+        ("/api/", "/", "/", None),
+        ("/api/", "/v2", "/v2/", None),
+    ];
+    for (prefix, to, want_prefix, want_regex) in cases {
+        let yaml = with_routes(
+            USERS,
+            &format!("      - {{ name: r, match: {{ prefix: {prefix} }}, rewrite: {{ prefix: {to} }}, service: users, auth: none }}\n"),
+        );
+        let r = edge(&yaml);
+        let a = action(route_named(&r, "r"));
+        assert_eq!(a.prefix_rewrite, want_prefix, "{prefix} → {to}");
+        let got = a.regex_rewrite.as_ref().map(|rr| {
+            (
+                rr.pattern.as_ref().unwrap().regex.as_str(),
+                rr.substitution.as_str(),
+            )
+        });
+        assert_eq!(got, want_regex, "{prefix} → {to}");
+    }
+}
+
+#[test]
+fn weighted_split() {
+    let services = "  v1: { endpoints: [127.0.0.1:1] }\n  v2: { endpoints: [127.0.0.1:2] }\n  unused: { endpoints: [127.0.0.1:3] }";
+    let yaml = with_routes(
+        services,
+        "      - { name: pay, match: { prefix: /pay }, services: { v1: 90, v2: 10 }, auth: none }\n",
+    );
+    let r = edge(&yaml);
+    let Some(ClusterSpecifier::WeightedClusters(w)) =
+        &action(route_named(&r, "pay")).cluster_specifier
+    else {
+        panic!("not weighted");
+    };
+    let got: Vec<(&str, u32)> = w
+        .clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c.weight.as_ref().unwrap().value))
+        .collect();
+    assert_eq!(got, [("v1", 90), ("v2", 10)]);
+    // Only the clusters this gateway routes to.
+    let names: Vec<&str> = r.clusters.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["v1", "v2"]);
+    let eps: Vec<&str> = r
+        .endpoints
+        .iter()
+        .map(|e| e.cluster_name.as_str())
+        .collect();
+    assert_eq!(eps, ["v1", "v2"]);
+}
+
+#[test]
+fn respond() {
+    let inline = |s: &str| {
+        Some(DataSource {
+            specifier: Some(data_source::Specifier::InlineString(s.into())),
+            ..Default::default()
+        })
+    };
+    // (respond yaml, status, body, content-type)
+    let cases = [
+        (
+            "{ status: 200, json: { status: ok, checks: [1, 2], b: true, a: null } }",
+            200,
+            inline(r#"{"a":null,"b":true,"checks":[1,2],"status":"ok"}"#),
+            Some("application/json"),
+        ),
+        (
+            "{ status: 418, body: short and stout }",
+            418,
+            inline("short and stout"),
+            Some("text/plain"),
+        ),
+        ("{ status: 204 }", 204, None, None),
+    ];
+    for (resp, status, body, ct) in cases {
+        let yaml = with_routes(
+            USERS,
+            &format!("      - {{ name: r, match: {{ path: /x }}, respond: {resp}, auth: none }}\n"),
+        );
+        let r = edge(&yaml);
+        let rt = route_named(&r, "r");
+        let Some(route::Action::DirectResponse(d)) = &rt.action else {
+            panic!("not a direct response")
+        };
+        assert_eq!(d.status, status, "{resp}");
+        assert_eq!(d.body, body, "{resp}");
+        let want: Vec<HeaderValueOption> =
+            ct.map(|ct| set("content-type", ct)).into_iter().collect();
+        assert_eq!(rt.response_headers_to_add, want, "{resp}");
+        // A respond-only gateway needs no clusters.
+        assert!(r.clusters.is_empty());
+    }
+}
+
+#[test]
+fn retries_and_timeout() {
+    let yaml = with_routes(
+        USERS,
+        "      - name: r\n        match: { prefix: /r }\n        service: users\n        auth: none\n        timeout: 5s\n\
+         \x20       retries: { attempts: 2, on: [connect-failure, reset, 503, 502], per_try_timeout: 1500ms }\n\
+         \x20     - { name: plain, match: { prefix: /p }, service: users, auth: none }\n",
+    );
+    let r = edge(&yaml);
+    let a = action(route_named(&r, "r"));
+    assert_eq!(a.timeout, dur(5, 0));
+    let rp = a.retry_policy.as_ref().unwrap();
+    assert_eq!(rp.retry_on, "connect-failure,reset,retriable-status-codes");
+    assert_eq!(rp.retriable_status_codes, [503, 502]);
+    assert_eq!(rp.num_retries.as_ref().unwrap().value, 2);
+    assert_eq!(rp.per_try_timeout, dur(1, 500_000_000));
+
+    let plain = action(route_named(&r, "plain"));
+    assert_eq!(plain.timeout, None, "Envoy's default route timeout applies");
+    assert_eq!(plain.retry_policy, None);
+}
+
+#[test]
+fn header_changes() {
+    let yaml = with_routes(
+        USERS,
+        "      - name: r\n        match: { prefix: /r }\n        service: users\n        auth: none\n\
+         \x20       request_headers: { set: { x-gateway: edge, x-b: \"2\" }, remove: [x-debug] }\n\
+         \x20       response_headers: { set: { x-served-by: gw }, remove: [server, x-powered-by] }\n",
+    );
+    let r = edge(&yaml);
+    let rt = route_named(&r, "r");
+    assert_eq!(
+        rt.request_headers_to_add,
+        [set("x-gateway", "edge"), set("x-b", "2")]
+    );
+    assert_eq!(rt.request_headers_to_remove, ["x-debug"]);
+    assert_eq!(rt.response_headers_to_add, [set("x-served-by", "gw")]);
+    assert_eq!(rt.response_headers_to_remove, ["server", "x-powered-by"]);
+}
+
+#[test]
+fn consistent_hash_services_get_a_hash_policy() {
+    for (lb, hashed) in [
+        ("ring_hash", true),
+        ("maglev", true),
+        ("round_robin", false),
+        ("least_request", false),
+        ("random", false),
+    ] {
+        let yaml = with_routes(
+            &format!("  users: {{ endpoints: [127.0.0.1:3001], lb: {lb} }}"),
+            "      - { name: r, match: { prefix: /r }, service: users, auth: none }\n",
+        );
+        let r = edge(&yaml);
+        let want = match lb {
+            "round_robin" => cluster::LbPolicy::RoundRobin,
+            "least_request" => cluster::LbPolicy::LeastRequest,
+            "random" => cluster::LbPolicy::Random,
+            "ring_hash" => cluster::LbPolicy::RingHash,
+            _ => cluster::LbPolicy::Maglev,
+        };
+        assert_eq!(r.clusters[0].lb_policy, want as i32, "{lb}");
+        let hp = &action(route_named(&r, "r")).hash_policy;
+        if hashed {
+            assert_eq!(hp.len(), 1, "{lb}");
+            assert_eq!(
+                hp[0].policy_specifier,
+                Some(hash_policy::PolicySpecifier::ConnectionProperties(
+                    hash_policy::ConnectionProperties { source_ip: true }
+                ))
+            );
+        } else {
+            assert!(hp.is_empty(), "{lb}");
+        }
+    }
+}
+
+const CORS_GATEWAY: &str = r#"
+version: 1
+services:
+  users: { endpoints: [127.0.0.1:3001] }
+gateways:
+  edge:
+    listeners: [{ name: http, port: 8080 }]
+    cors: { origins: [https://app.example.com, "*"], methods: [GET, POST], headers: [authorization, content-type], max_age: 1h }
+    routes:
+      - { name: users, match: { prefix: /users, methods: [GET, POST] }, service: users, auth: none }
+      - { name: any, match: { prefix: /any }, service: users, auth: none }
+      - { name: ping, match: { path: /ping, methods: [GET] }, respond: { status: 200 }, auth: none }
+"#;
+
+#[test]
+fn cors() {
+    let r = edge(CORS_GATEWAY);
+    let h = hcm(&r.listeners[0]);
+    let filters: Vec<&str> = h.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        filters,
+        ["envoy.filters.http.cors", "envoy.filters.http.router"]
+    );
+
+    let vh = &r.routes[0].virtual_hosts[0];
+    assert_eq!(vh.typed_per_filter_config.len(), 1);
+    let policy: CorsPolicy = unpack(
+        &vh.typed_per_filter_config["envoy.filters.http.cors"],
+        proto::type_url::CORS_POLICY,
+    );
+    assert_eq!(
+        policy,
+        CorsPolicy {
+            allow_origin_string_match: vec![exact("https://app.example.com"), regex(".*")],
+            allow_methods: "GET,POST".into(),
+            allow_headers: "authorization,content-type".into(),
+            max_age: "3600".into(),
+            forward_not_matching_preflights: Some(protobuf::BoolValue { value: false }),
+            ..Default::default()
+        }
+    );
+
+    // A method-restricted route gets a preflight twin just before it; an unrestricted one does not.
+    let names: Vec<&str> = vh.routes.iter().map(|rt| rt.name.as_str()).collect();
+    assert_eq!(names, ["users", "users", "any", "ping"]);
+    let twin = &vh.routes[0];
+    let m = twin.r#match.as_ref().unwrap();
+    assert_eq!(
+        m.path_specifier,
+        Some(PathSpecifier::PathSeparatedPrefix("/users".into()))
+    );
+    assert_eq!(
+        m.headers,
+        [
+            header(":method", exact("OPTIONS")),
+            HeaderMatcher {
+                name: "access-control-request-method".into(),
+                header_match_specifier: Some(HeaderMatchSpecifier::PresentMatch(true)),
+                ..Default::default()
+            }
+        ]
+    );
+    // The twin forwards like its route: Envoy's CORS filter skips direct-response routes.
+    assert_eq!(twin.action, vh.routes[1].action);
+}
+
+#[test]
+fn no_cors_means_router_only() {
+    let r = edge(&with_routes(
+        USERS,
+        "      - { name: r, match: { prefix: /r, methods: [GET] }, service: users, auth: none }\n",
+    ));
+    let h = hcm(&r.listeners[0]);
+    let filters: Vec<&str> = h.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(filters, ["envoy.filters.http.router"]);
+    let vh = &r.routes[0].virtual_hosts[0];
+    assert!(vh.typed_per_filter_config.is_empty());
+    assert_eq!(vh.routes.len(), 1, "no preflight twin without cors");
+}
+
+const TLS_GATEWAY: &str = r#"
+version: 1
+services:
+  users: { endpoints: [127.0.0.1:3001] }
+gateways:
+  edge:
+    listeners:
+      - { name: http, port: 8080 }
+      - { name: https, address: 127.0.0.1, port: 8443, tls: { cert_file: certs/api.crt, key_file: /keys/api.key } }
+    routes:
+      - { name: r, match: { prefix: / }, service: users, auth: none }
+"#;
+
+#[test]
+fn tls_listener_and_secret() {
+    let r = edge(TLS_GATEWAY);
+    let names: Vec<&str> = r.listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["http", "https"]);
+    assert!(r.listeners[0].filter_chains[0].transport_socket.is_none());
+
+    let l = &r.listeners[1];
+    let Some(address::Address::SocketAddress(sa)) = &l.address.as_ref().unwrap().address else {
+        panic!()
+    };
+    assert_eq!(sa.address, "127.0.0.1");
+    assert_eq!(
+        sa.port_specifier,
+        Some(proto::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(8443))
+    );
+
+    let ts = l.filter_chains[0].transport_socket.as_ref().unwrap();
+    assert_eq!(ts.name, "envoy.transport_sockets.tls");
+    let Some(transport_socket::ConfigType::TypedConfig(any)) = &ts.config_type else {
+        panic!()
+    };
+    let ctx: DownstreamTlsContext = unpack(any, proto::type_url::DOWNSTREAM_TLS_CONTEXT);
+    let common = ctx.common_tls_context.unwrap();
+    assert!(
+        common.tls_certificates.is_empty(),
+        "certificates travel over SDS, not inline in the listener"
+    );
+    assert_eq!(common.tls_certificate_sds_secret_configs.len(), 1);
+    let sds = &common.tls_certificate_sds_secret_configs[0];
+    assert_eq!(sds.name, "edge/https");
+    assert_eq!(sds.sds_config, Some(ads()));
+    assert_eq!(
+        sds.sds_config.as_ref().unwrap().resource_api_version,
+        ApiVersion::V3 as i32
+    );
+
+    assert_eq!(r.secrets.len(), 1);
+    assert_eq!(r.secrets[0].name, "edge/https");
+    let Some(secret::Type::TlsCertificate(cert)) = &r.secrets[0].r#type else {
+        panic!()
+    };
+    let inline = |s: &str| {
+        Some(DataSource {
+            specifier: Some(data_source::Specifier::InlineBytes(s.as_bytes().to_vec())),
+            ..Default::default()
+        })
+    };
+    assert_eq!(
+        cert.certificate_chain,
+        inline("contents of /etc/gw/certs/api.crt")
+    );
+    assert_eq!(cert.private_key, inline("contents of /keys/api.key"));
+}
+
+#[test]
+fn missing_file_is_an_error() {
+    let mut loaded = load(TLS_GATEWAY);
+    loaded.files.remove(Path::new("/keys/api.key"));
+    assert_eq!(
+        translate(&loaded),
+        Err(TranslateError::MissingFile {
+            what: "TLS key file",
+            path: "/keys/api.key".into()
+        })
+    );
+}
+
+fn upstream_tls(c: &Cluster) -> UpstreamTlsContext {
+    let ts = c.transport_socket.as_ref().expect("a transport socket");
+    assert_eq!(ts.name, "envoy.transport_sockets.tls");
+    let Some(transport_socket::ConfigType::TypedConfig(any)) = &ts.config_type else {
+        panic!()
+    };
+    unpack(any, proto::type_url::UPSTREAM_TLS_CONTEXT)
+}
+
+#[test]
+fn upstream_tls_with_ca_and_sni() {
+    let yaml = with_routes(
+        "  users: { endpoints: [10.0.0.1:443], tls: { sni: users.internal, ca_file: certs/ca.pem } }",
+        "      - { name: r, match: { prefix: / }, service: users, auth: none }\n",
+    );
+    let ctx = upstream_tls(&edge(&yaml).clusters[0]);
+    assert_eq!(ctx.sni, "users.internal");
+    let common = ctx.common_tls_context.unwrap();
+    assert_eq!(common.alpn_protocols, ["http/1.1"]);
+    let Some(ValidationContextType::ValidationContext(v)) = common.validation_context_type else {
+        panic!("no validation")
+    };
+    assert_eq!(
+        v.trusted_ca,
+        Some(DataSource {
+            specifier: Some(data_source::Specifier::InlineBytes(
+                b"contents of /etc/gw/certs/ca.pem".to_vec()
+            )),
+            ..Default::default()
+        })
+    );
+    assert_eq!(v.match_typed_subject_alt_names.len(), 1);
+    assert_eq!(
+        v.match_typed_subject_alt_names[0].matcher,
+        Some(exact("users.internal"))
+    );
+}
+
+#[test]
+fn upstream_tls_without_ca() {
+    let yaml = with_routes(
+        "  users: { endpoints: [10.0.0.1:443], protocol: grpc, tls: { sni: users.internal } }",
+        "      - { name: r, match: { prefix: / }, service: users, auth: none }\n",
+    );
+    let ctx = upstream_tls(&edge(&yaml).clusters[0]);
+    assert_eq!(ctx.sni, "users.internal");
+    let common = ctx.common_tls_context.unwrap();
+    assert_eq!(common.alpn_protocols, ["h2"]);
+    assert_eq!(common.validation_context_type, None);
+}
+
+#[test]
+fn upstream_protocols() {
+    for (protocol, http2) in [("http1", false), ("http2", true), ("grpc", true)] {
+        let yaml = with_routes(
+            &format!("  users: {{ endpoints: [127.0.0.1:3001], protocol: {protocol} }}"),
+            "      - { name: r, match: { prefix: / }, service: users, auth: none }\n",
+        );
+        let c = &edge(&yaml).clusters[0];
+        if !http2 {
+            assert!(c.typed_extension_protocol_options.is_empty(), "{protocol}");
+            continue;
+        }
+        assert_eq!(c.typed_extension_protocol_options.len(), 1, "{protocol}");
+        let opts: HttpProtocolOptions = unpack(
+            &c.typed_extension_protocol_options
+                ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"],
+            proto::type_url::HTTP_PROTOCOL_OPTIONS,
+        );
+        let Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) = opts.upstream_protocol_options
+        else {
+            panic!()
+        };
+        assert!(
+            matches!(
+                e.protocol_config,
+                Some(ProtocolConfig::Http2ProtocolOptions(_))
+            ),
+            "{protocol}"
+        );
+    }
+}
+
+#[test]
+fn ip_endpoints_use_eds() {
+    let yaml = with_routes(
+        "  users: { endpoints: [127.0.0.1:3001, \"[::1]:3002\"], connect_timeout: 250ms }",
+        "      - { name: r, match: { prefix: / }, service: users, auth: none }\n",
+    );
+    let r = edge(&yaml);
+    let c = &r.clusters[0];
+    assert_eq!(
+        c.cluster_discovery_type,
+        Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Eds as i32
+        ))
+    );
+    assert_eq!(
+        c.eds_cluster_config.as_ref().unwrap().eds_config,
+        Some(ads())
+    );
+    assert!(c.load_assignment.is_none());
+    assert_eq!(c.connect_timeout, dur(0, 250_000_000));
+
+    assert_eq!(r.endpoints.len(), 1);
+    let cla = &r.endpoints[0];
+    assert_eq!(cla.cluster_name, "users");
+    assert_eq!(cla.endpoints.len(), 1, "one locality");
+    assert_eq!(
+        endpoint_addrs(cla),
+        [("127.0.0.1".to_string(), 3001), ("::1".to_string(), 3002)]
+    );
+}
+
+fn endpoint_addrs(
+    cla: &proto::pb::envoy::config::endpoint::v3::ClusterLoadAssignment,
+) -> Vec<(String, u32)> {
+    cla.endpoints[0]
+        .lb_endpoints
+        .iter()
+        .map(|e| {
+            let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) = &e.host_identifier else {
+                panic!()
+            };
+            let Some(address::Address::SocketAddress(sa)) = &ep.address.as_ref().unwrap().address
+            else {
+                panic!()
+            };
+            let Some(proto::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(
+                p,
+            )) = sa.port_specifier
+            else {
+                panic!()
+            };
+            (sa.address.clone(), p)
+        })
+        .collect()
+}
+
+#[test]
+fn dns_endpoints_use_strict_dns() {
+    let yaml = with_routes(
+        "  users: { endpoints: [users.internal:8080, 127.0.0.1:3001] }",
+        "      - { name: r, match: { prefix: / }, service: users, auth: none }\n",
+    );
+    let r = edge(&yaml);
+    let c = &r.clusters[0];
+    assert_eq!(
+        c.cluster_discovery_type,
+        Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::StrictDns as i32
+        ))
+    );
+    assert!(c.eds_cluster_config.is_none());
+    assert!(r.endpoints.is_empty(), "EDS cannot carry host names");
+    let cla = c.load_assignment.as_ref().unwrap();
+    assert_eq!(cla.cluster_name, "users");
+    assert_eq!(
+        endpoint_addrs(cla),
+        [
+            ("users.internal".to_string(), 8080),
+            ("127.0.0.1".to_string(), 3001)
+        ]
+    );
+}
+
+#[test]
+fn health_check_circuit_breaker_outlier_detection() {
+    let yaml = with_routes(
+        "  users:\n    endpoints: [127.0.0.1:3001]\n    protocol: http2\n\
+         \x20   health_check: { path: /healthz, interval: 3s, timeout: 500ms, healthy: 1, unhealthy: 4 }\n\
+         \x20   circuit_breaker: { max_connections: 10, max_pending: 20, max_requests: 30, max_retries: 4 }\n\
+         \x20   outlier_detection: { consecutive_5xx: 7, interval: 2s, ejection_time: 1m, max_ejection_percent: 25 }",
+        "      - { name: r, match: { prefix: / }, service: users, auth: none }\n",
+    );
+    let c = &edge(&yaml).clusters[0];
+    assert_eq!(c.health_checks.len(), 1);
+    let hc = &c.health_checks[0];
+    assert_eq!(hc.interval, dur(3, 0));
+    assert_eq!(hc.no_traffic_interval, dur(3, 0));
+    assert_eq!(hc.timeout, dur(0, 500_000_000));
+    assert_eq!(hc.healthy_threshold.as_ref().unwrap().value, 1);
+    assert_eq!(hc.unhealthy_threshold.as_ref().unwrap().value, 4);
+    let Some(health_check::HealthChecker::HttpHealthCheck(h)) = &hc.health_checker else {
+        panic!()
+    };
+    assert_eq!(h.path, "/healthz");
+    assert_eq!(
+        h.codec_client_type,
+        proto::pb::envoy::r#type::v3::CodecClientType::Http2 as i32
+    );
+
+    let t = &c.circuit_breakers.as_ref().unwrap().thresholds;
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].priority, 0, "default priority");
+    let v = |x: &Option<protobuf::UInt32Value>| x.as_ref().unwrap().value;
+    assert_eq!(
+        (
+            v(&t[0].max_connections),
+            v(&t[0].max_pending_requests),
+            v(&t[0].max_requests),
+            v(&t[0].max_retries)
+        ),
+        (10, 20, 30, 4)
+    );
+
+    let od = c.outlier_detection.as_ref().unwrap();
+    assert_eq!(v(&od.consecutive_5xx), 7);
+    assert_eq!(od.interval, dur(2, 0));
+    assert_eq!(od.base_ejection_time, dur(60, 0));
+    assert_eq!(v(&od.max_ejection_percent), 25);
+}
+
+#[test]
+fn defaults_without_optional_service_settings() {
+    let c = &edge(&with_routes(
+        USERS,
+        "      - { name: r, match: { prefix: / }, service: users, auth: none }\n",
+    ))
+    .clusters[0];
+    assert!(c.health_checks.is_empty());
+    assert!(c.outlier_detection.is_none());
+    assert!(c.transport_socket.is_none());
+    assert_eq!(c.connect_timeout, dur(2, 0));
+    let t = &c.circuit_breakers.as_ref().unwrap().thresholds[0];
+    assert_eq!(t.max_retries.as_ref().unwrap().value, 3);
+}
+
+#[test]
+fn connection_manager_settings() {
+    let r = edge(TLS_GATEWAY);
+    for l in &r.listeners {
+        let h = hcm(l);
+        assert_eq!(h.stat_prefix, l.name);
+        assert_eq!(
+            listener::rds_name(&l.filter_chains[0].filters[0]).as_deref(),
+            Some("edge")
+        );
+        assert_eq!(
+            h.use_remote_address,
+            Some(protobuf::BoolValue { value: true })
+        );
+        assert_eq!(
+            h.generate_request_id,
+            Some(protobuf::BoolValue { value: true })
+        );
+        assert!(h.preserve_external_request_id);
+        assert!(h.always_set_request_id_in_response);
+        assert_eq!(h.normalize_path, Some(protobuf::BoolValue { value: true }));
+        assert!(h.merge_slashes);
+        assert_eq!(
+            h.path_with_escaped_slashes_action,
+            PathWithEscapedSlashesAction::UnescapeAndRedirect as i32
+        );
+    }
+}
+
+/// A local reply mapper as (flags, status, JSON body fields, content type).
+type MapperSummary = (Vec<String>, u32, BTreeMap<String, String>, String);
+
+#[test]
+fn local_replies_are_json_by_response_flag() {
+    let r = edge(TLS_GATEWAY);
+    let lrc = hcm(&r.listeners[0])
+        .local_reply_config
+        .expect("local reply config");
+    assert!(
+        lrc.body_format.is_none(),
+        "replies we do not map (respond:, policy denials) keep their bodies"
+    );
+    let got: Vec<MapperSummary> = lrc
+        .mappers
+        .iter()
+        .map(|m| {
+            let Some(proto::pb::envoy::config::accesslog::v3::access_log_filter::FilterSpecifier::ResponseFlagFilter(f)) =
+                &m.filter.as_ref().unwrap().filter_specifier
+            else {
+                panic!("mappers select by response flag")
+            };
+            let fmt = m.body_format_override.as_ref().unwrap();
+            let Some(substitution_format_string::Format::JsonFormat(s)) = &fmt.format else { panic!() };
+            (f.flags.clone(), m.status_code.as_ref().unwrap().value, struct_strings(s), fmt.content_type.clone())
+        })
+        .collect();
+    let body = |error: &str, message: &str| {
+        BTreeMap::from([
+            ("error".to_string(), error.to_string()),
+            ("message".to_string(), message.to_string()),
+            ("request_id".to_string(), "%REQ(X-REQUEST-ID)%".to_string()),
+        ])
+    };
+    let flags = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        got,
+        [
+            (
+                flags(&["NR"]),
+                404,
+                body("not_found", "no route matches"),
+                "application/json".to_string()
+            ),
+            (
+                flags(&["UT"]),
+                504,
+                body("gateway_timeout", "upstream timed out"),
+                "application/json".to_string()
+            ),
+            (
+                flags(&["UH", "UF", "UO", "URX", "UC", "UR"]),
+                503,
+                body("unavailable", "upstream unavailable"),
+                "application/json".to_string()
+            ),
+        ]
+    );
+    // `local_reply_config` is field 38 of the HCM, `mappers` field 1, `body_format_override`
+    // field 4, `json_format` field 2: the hand-spliced bytes decode to what prost would build.
+    let l = &r.listeners[0];
+    let cfg = load(TLS_GATEWAY);
+    let gw = &cfg.config.gateways["edge"];
+    let mut expected = listener::hcm_base("edge", gw, &gw.listeners[0]);
+    expected.local_reply_config = Some(lrc.clone());
+    assert_eq!(hcm(l), expected);
+}
+
+fn access_log_of(mode: &str) -> Option<StdoutAccessLog> {
+    let yaml = format!(
+        "version: 1\nservices:\n{USERS}\ngateways:\n  edge:\n    listeners: [{{ name: http, port: 8080 }}]\n    access_log: {mode}\n    routes:\n      - {{ name: r, match: {{ prefix: / }}, service: users, auth: none }}\n"
+    );
+    let h = hcm(&edge(&yaml).listeners[0]);
+    assert!(h.access_log.len() <= 1);
+    h.access_log.first().map(|al| {
+        assert_eq!(al.name, "envoy.access_loggers.stdout");
+        let Some(proto::pb::envoy::config::accesslog::v3::access_log::ConfigType::TypedConfig(any)) = &al.config_type
+        else {
+            panic!()
+        };
+        unpack(any, proto::type_url::STDOUT_ACCESS_LOG)
+    })
+}
+
+#[test]
+fn access_log_modes() {
+    let Some(stdout_access_log::AccessLogFormat::LogFormat(json)) =
+        access_log_of("json").unwrap().access_log_format
+    else {
+        panic!()
+    };
+    let Some(substitution_format_string::Format::JsonFormat(s)) = &json.format else {
+        panic!("json format")
+    };
+    let fields = struct_strings(s);
+    for (k, v) in [
+        ("timestamp", "%START_TIME%"),
+        ("request_id", "%REQ(X-REQUEST-ID)%"),
+        ("method", "%REQ(:METHOD)%"),
+        ("path", "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"),
+        ("status", "%RESPONSE_CODE%"),
+        ("latency_ms", "%DURATION%"),
+        ("route", "%ROUTE_NAME%"),
+        ("upstream", "%UPSTREAM_CLUSTER%"),
+        ("upstream_host", "%UPSTREAM_HOST%"),
+        ("user_agent", "%REQ(USER-AGENT)%"),
+        ("response_flags", "%RESPONSE_FLAGS%"),
+        ("bytes_sent", "%BYTES_SENT%"),
+    ] {
+        assert_eq!(fields.get(k).map(String::as_str), Some(v), "json field {k}");
+    }
+
+    let Some(stdout_access_log::AccessLogFormat::LogFormat(text)) =
+        access_log_of("text").unwrap().access_log_format
+    else {
+        panic!()
+    };
+    let Some(substitution_format_string::Format::TextFormatSource(src)) = &text.format else {
+        panic!("text format")
+    };
+    let Some(data_source::Specifier::InlineString(line)) = &src.specifier else {
+        panic!()
+    };
+    assert!(
+        line.ends_with('\n')
+            && line.contains("%REQ(X-REQUEST-ID)%")
+            && line.contains("%RESPONSE_CODE%")
+    );
+
+    assert_eq!(access_log_of("off"), None);
+}
+
+const BIG: &str = r#"
+version: 1
+services:
+  users: { endpoints: [127.0.0.1:3001, 127.0.0.1:3011], lb: ring_hash, health_check: { path: /health }, outlier_detection: {}, tls: { sni: users.internal, ca_file: certs/ca.pem } }
+  orders: { endpoints: [orders.internal:3002], protocol: grpc }
+  payments-v1: { endpoints: [127.0.0.1:3003] }
+  payments-v2: { endpoints: [127.0.0.1:3005] }
+gateways:
+  edge:
+    listeners:
+      - { name: http, port: 8080 }
+      - { name: https, port: 8443, tls: { cert_file: certs/api.crt, key_file: certs/api.key } }
+    cors: { origins: [https://app.example.com], methods: [GET, POST], headers: [authorization, content-type], max_age: 1h }
+    access_log: json
+    routes:
+      - { name: health, match: { path: /health }, respond: { status: 200, json: { status: ok, a: 1, b: [1, { y: 1, x: 2 }] } }, auth: none }
+      - name: users
+        match: { prefix: /api/v1/users, methods: [GET, POST], headers: { x-a: b }, query: { q: "1" }, hosts: [api.example.com] }
+        rewrite: { prefix: /users }
+        service: users
+        auth: none
+        timeout: 5s
+        retries: { attempts: 2, on: [connect-failure, reset, 503], per_try_timeout: 1s }
+      - name: payments
+        match: { prefix: /api/v1/payments }
+        services: { payments-v1: 90, payments-v2: 10 }
+        auth: none
+        request_headers: { set: { x-gateway: edge, x-other: "1" }, remove: [x-debug] }
+        response_headers: { remove: [server, x-powered-by] }
+  mobile:
+    listeners: [{ name: http, port: 9090 }]
+    access_log: text
+    routes:
+      - { name: orders, match: { prefix: /orders }, service: orders, auth: none }
+"#;
+
+/// Every resource of every gateway, encoded the way the snapshot encodes them.
+fn encode_all(loaded: &Loaded) -> BTreeMap<String, Vec<(String, Vec<u8>)>> {
+    translate(loaded)
+        .unwrap()
+        .into_iter()
+        .map(|(name, r)| {
+            is_consistent(&r).unwrap();
+            let mut out = Vec::new();
+            out.extend(
+                r.clusters
+                    .iter()
+                    .map(|c| (format!("cluster {}", c.name), c.encode_to_vec())),
+            );
+            out.extend(
+                r.endpoints
+                    .iter()
+                    .map(|e| (format!("cla {}", e.cluster_name), e.encode_to_vec())),
+            );
+            out.extend(
+                r.listeners
+                    .iter()
+                    .map(|l| (format!("listener {}", l.name), l.encode_to_vec())),
+            );
+            out.extend(
+                r.routes
+                    .iter()
+                    .map(|rc| (format!("routes {}", rc.name), rc.encode_to_vec())),
+            );
+            out.extend(
+                r.secrets
+                    .iter()
+                    .map(|s| (format!("secret {}", s.name), s.encode_to_vec())),
+            );
+            (name, out)
+        })
+        .collect()
+}
+
+#[test]
+fn encoding_is_deterministic() {
+    // Every translation builds fresh HashMaps, each with its own random seed, so map iteration
+    // order differs between runs just as it would between processes.
+    let first = encode_all(&load(BIG));
+    for _ in 0..20 {
+        // Reparse too: the config's own values must not carry hidden order either.
+        assert_eq!(encode_all(&load(BIG)), first);
+    }
+    assert_eq!(first.keys().collect::<Vec<_>>(), ["edge", "mobile"]);
+    let mobile: Vec<&str> = first["mobile"].iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(mobile, ["cluster orders", "listener http", "routes mobile"]);
+}
+
+#[test]
+fn consistency_check_finds_dangling_references() {
+    let good = translate(&load(BIG)).unwrap().remove("edge").unwrap();
+    is_consistent(&good).unwrap();
+
+    let mut r = good.clone();
+    r.clusters.retain(|c| c.name != "payments-v2");
+    assert!(is_consistent(&r).unwrap_err().contains("payments-v2"));
+
+    let mut r = good.clone();
+    r.endpoints.retain(|e| e.cluster_name != "users");
+    assert!(is_consistent(&r).unwrap_err().contains("users"));
+
+    let mut r = good.clone();
+    r.routes.clear();
+    assert!(is_consistent(&r)
+        .unwrap_err()
+        .contains("route configuration edge"));
+
+    let mut r = good;
+    r.secrets.clear();
+    assert!(is_consistent(&r).unwrap_err().contains("edge/https"));
+}
+
+#[test]
+fn durations_convert_exactly() {
+    assert_eq!(
+        duration(Duration::from_millis(1500)),
+        protobuf::Duration {
+            seconds: 1,
+            nanos: 500_000_000
+        }
+    );
+    assert_eq!(
+        duration(Duration::from_secs(86_400)),
+        protobuf::Duration {
+            seconds: 86_400,
+            nanos: 0
+        }
+    );
+}
+
+#[test]
+fn unknown_service_is_an_error() {
+    let mut loaded = load(&with_routes(
+        USERS,
+        "      - { name: r, match: { prefix: / }, service: users, auth: none }\n",
+    ));
+    loaded.config.services.clear();
+    assert_eq!(
+        translate(&loaded),
+        Err(TranslateError::UnknownService {
+            route: "r".into(),
+            service: "users".into()
+        })
+    );
+}
