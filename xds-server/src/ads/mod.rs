@@ -179,7 +179,7 @@ impl AdsServer {
                         if changed.is_err() { break }
                         stream.set_snapshots(&snapshots.borrow_and_update().groups);
                     }
-                    _ = tick.tick() => {}
+                    _ = tick.tick(), if stream.waiting() => {}
                     _ = shutdown.changed() => break,
                 }
                 for resp in stream.advance(Instant::now()) {

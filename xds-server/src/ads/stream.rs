@@ -150,8 +150,9 @@ impl TypeState {
         match mode {
             Mode::Sotw => {
                 self.force
-                    || self.sent.as_ref()
-                        != Some(&(tv.version.clone(), self.names.clone(), self.wildcard))
+                    || !self.sent.as_ref().is_some_and(|(v, names, wildcard)| {
+                        *v == tv.version && *wildcard == self.wildcard && *names == self.names
+                    })
             }
             Mode::Delta => {
                 if self.nacked.as_deref() == Some(&tv.version) {
@@ -262,6 +263,12 @@ impl Stream {
             metrics,
             warned_unknown: false,
         }
+    }
+
+    /// Whether a timer must re-run [`Stream::advance`]: only while an ordering gate waits out
+    /// its grace period, so idle streams cost nothing.
+    pub fn waiting(&self) -> bool {
+        self.types.values().any(|t| t.waiting_since.is_some())
     }
 
     pub fn group(&self) -> Option<&str> {
