@@ -1,1 +1,125 @@
-//! harness
+//! End-to-end test harness: finds Envoy and our binaries, runs them as real processes on free
+//! ports, and gives tests an in-process echo upstream and an HTTP client.
+//!
+//! Everything here *fails* loudly instead of skipping: a missing Envoy or a binary that does not
+//! build is a test failure, never a silently green run.
+
+pub mod client;
+pub mod echo;
+pub mod envoy;
+pub mod process;
+pub mod stack;
+pub mod wait;
+pub mod xds;
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+pub use client::{HttpClient, Reply};
+pub use echo::EchoUpstream;
+pub use envoy::{Envoy, XdsMode};
+pub use process::Proc;
+pub use stack::{wait_for_route, ConfigFile, Stack, CONVERGE_TIMEOUT};
+pub use wait::{wait_for, Ready};
+pub use xds::XdsServer;
+
+/// The workspace root (the parent of this crate's directory).
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives inside the workspace")
+}
+
+/// The Envoy binary: `$ENVOY_BIN`, else whatever `scripts/ensure-envoy` finds or installs.
+///
+/// Panics when there is none: an e2e suite that skips without Envoy would pass while testing nothing.
+pub fn envoy_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("ENVOY_BIN").filter(|b| !b.is_empty()) {
+            let bin = PathBuf::from(bin);
+            assert!(bin.is_file(), "ENVOY_BIN={} does not exist", bin.display());
+            return bin;
+        }
+        let script = repo_root().join("scripts/ensure-envoy");
+        let out = Command::new(&script)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            out.status.success() && !path.is_empty(),
+            "no Envoy binary: set ENVOY_BIN or make {} work ({}):\n{}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(path)
+    })
+}
+
+/// The cargo target profile directory: `$CARGO_TARGET_DIR/debug`, default `<repo>/target/debug`.
+pub fn target_dir() -> PathBuf {
+    let base = std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .map(|d| {
+            if d.is_absolute() {
+                d
+            } else {
+                repo_root().join(d)
+            }
+        })
+        .unwrap_or_else(|| repo_root().join("target"));
+    base.join("debug")
+}
+
+/// Path of a workspace binary (`xds-server`, ...), building it with cargo first.
+///
+/// Runs `cargo build -p <name> --bin <name>` once per test process, even when the binary
+/// exists: a stale binary from an earlier checkout would test old code. Cargo's own lock
+/// serialises concurrent builds across processes; the `OnceLock` ensures one build per process.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    let path = target_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if !built.contains(name) {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", name, "--bin", name])
+            .current_dir(repo_root())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run cargo to build {name}: {e}"));
+        assert!(
+            status.success(),
+            "`cargo build -p {name} --bin {name}` failed ({status})"
+        );
+        built.insert(name.to_string());
+    }
+    assert!(
+        path.is_file(),
+        "{} was built but is not at {}",
+        name,
+        path.display()
+    );
+    path
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago and that this process has not handed out
+/// before (so two tests in one binary never get the same one).
+pub fn free_port() -> u16 {
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let given = GIVEN.get_or_init(Default::default);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind 127.0.0.1:0")
+            .port();
+        if given.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+            return port;
+        }
+    }
+}

@@ -8,6 +8,8 @@
 //!   listeners, secrets, routes), and a type is only sent once every earlier type is *settled*:
 //!   ACKed at the current snapshot, with the client subscribed to every resource of that type the
 //!   snapshot has (so endpoints for a new cluster are in place before a route can point at it).
+//!   Endpoints are the exception: they follow clusters without waiting for the cluster ACK,
+//!   because Envoy only ACKs clusters once they have warmed, and warming needs the endpoints.
 //! - **One response in flight per type.** The next one waits for the ACK or NACK.
 //! - **NACKs never loop.** A rejected version is not re-sent; later types of that snapshot are held
 //!   back so the Envoy stays on its last good configuration until a new snapshot arrives.
@@ -94,6 +96,8 @@ struct TypeState {
     wildcard: bool,
     names: BTreeSet<String>,
     in_flight: Option<InFlight>,
+    /// Nonce of the latest response of this type; requests echoing anything else are stale.
+    last_nonce: Option<String>,
     /// Type version of the last ACKed response.
     acked: Option<String>,
     /// Type version of the last NACKed response, while no newer one was sent.
@@ -326,7 +330,8 @@ impl Stream {
         let mode = self.mode;
         let ts = self.types.entry(req.type_url.clone()).or_default();
         let acks_in_flight = ts.in_flight.as_ref().is_some_and(|f| f.nonce == req.nonce);
-        if mode == Mode::Sotw && !req.nonce.is_empty() && !acks_in_flight {
+        let current = req.nonce.is_empty() || ts.last_nonce.as_deref() == Some(req.nonce.as_str());
+        if mode == Mode::Sotw && !current {
             // A request answering an older response: the client has not seen our latest one yet.
             debug!(type_url = %req.type_url, nonce = %req.nonce, "ignoring request with stale nonce");
             return;
@@ -424,14 +429,27 @@ impl Stream {
             }
         }
         let mut out = Vec::new();
+        // Every earlier type is ACKed and fully subscribed.
         let mut earlier_settled = true;
+        // Every earlier type has been sent (its response may still await an ACK).
+        let mut earlier_sent = true;
         for type_url in order {
             let tv = snapshot.get(&type_url).unwrap_or(&EMPTY);
+            // Envoy holds back its cluster ACK until new clusters have warmed, which needs their
+            // endpoints: endpoints may follow clusters on the wire without waiting for that ACK.
+            let gate = if type_url == ENDPOINT {
+                earlier_sent
+            } else {
+                earlier_settled
+            };
             let ts = self.types.entry(type_url.clone()).or_default();
-            if earlier_settled && ts.in_flight.is_none() && ts.needs_send(self.mode, tv) {
+            if gate && ts.in_flight.is_none() && ts.needs_send(self.mode, tv) {
                 out.push(self.send(&type_url, tv));
             }
             let ts = self.types.get_mut(&type_url).expect("inserted above");
+            if ts.needs_send(self.mode, tv) {
+                earlier_sent = false;
+            }
             if !ts.settled(self.mode, tv, now) {
                 earlier_settled = false;
             }
@@ -451,6 +469,7 @@ impl Stream {
         let nonce = self.next_nonce.to_string();
         let mode = self.mode;
         let ts = self.types.get_mut(type_url).expect("caller inserted it");
+        ts.last_nonce = Some(nonce.clone());
         let mut changed_clusters = Vec::new();
         let encoded = match mode {
             Mode::Sotw => {

@@ -115,46 +115,45 @@ fn types(rs: &[DiscoveryResponse]) -> Vec<&str> {
     rs.iter().map(|r| r.type_url.as_str()).collect()
 }
 
-/// Walks a SotW client through the initial handshake the way Envoy does, returning the nonces of
-/// the last response per type.
-fn sotw_converge(h: &mut Harness) -> BTreeMap<String, (String, String)> {
-    let mut last = BTreeMap::new();
-    let note = |rs: &[DiscoveryResponse], last: &mut BTreeMap<String, (String, String)>| {
-        for r in rs {
-            last.insert(
-                r.type_url.clone(),
-                (r.nonce.clone(), r.version_info.clone()),
-            );
-        }
-    };
+/// Walks a SotW client through the initial handshake the way Envoy does: it holds its cluster
+/// ACK until the clusters' endpoints arrived.
+fn sotw_converge(h: &mut Harness) {
     let r = h.sotw(CLUSTER, &[], "", None);
     assert_eq!(types(&r), [CLUSTER], "only clusters may go first");
-    note(&r, &mut last);
+    let cds = r[0].nonce.clone();
     let r = h.sotw(LISTENER, &[], "", None);
     assert!(
         r.is_empty(),
-        "listeners must wait for clusters and endpoints: {:?}",
+        "listeners must wait for clusters: {:?}",
         types(&r)
     );
     let r = h.sotw(ENDPOINT, &["users"], "", None);
-    assert!(r.is_empty(), "endpoints must wait for the cluster ACK");
-    let n = last[CLUSTER].0.clone();
-    let r = h.sotw(CLUSTER, &[], &n, None);
-    assert_eq!(types(&r), [ENDPOINT]);
-    note(&r, &mut last);
-    let n = last[ENDPOINT].0.clone();
-    let r = h.sotw(ENDPOINT, &["users"], &n, None);
+    assert_eq!(
+        types(&r),
+        [ENDPOINT],
+        "endpoints follow clusters without waiting for the ACK"
+    );
+    let r = h.sotw(ENDPOINT, &["users"], &r[0].nonce.clone(), None);
+    assert!(r.is_empty(), "listeners wait for the cluster ACK");
+    let r = h.sotw(CLUSTER, &[], &cds, None);
     assert_eq!(types(&r), [LISTENER]);
-    note(&r, &mut last);
-    let n = last[LISTENER].0.clone();
-    let r = h.sotw(LISTENER, &[], &n, None);
+    let r = h.sotw(LISTENER, &[], &r[0].nonce.clone(), None);
     assert!(r.is_empty());
     let r = h.sotw(ROUTE, &["edge"], "", None);
     assert_eq!(types(&r), [ROUTE]);
-    note(&r, &mut last);
-    let n = last[ROUTE].0.clone();
-    assert!(h.sotw(ROUTE, &["edge"], &n, None).is_empty());
-    last
+    assert!(h
+        .sotw(ROUTE, &["edge"], &r[0].nonce.clone(), None)
+        .is_empty());
+}
+
+fn with_clusters(clusters: &[(&str, &str)], route: &str) -> Arc<Snapshot> {
+    let eds: Vec<(&str, &str)> = clusters.iter().map(|(n, _)| (*n, "e1")).collect();
+    snap(&[
+        (CLUSTER, clusters),
+        (ENDPOINT, &eds),
+        (LISTENER, &[("http", "l1")]),
+        (ROUTE, &[("edge", route)]),
+    ])
 }
 
 #[test]
@@ -170,20 +169,13 @@ fn sotw_initial_push_is_ordered_and_gated_on_acks() {
 #[test]
 fn sotw_nack_is_not_resent_and_holds_later_types() {
     let mut h = Harness::new(Mode::Sotw, base());
-    let last = sotw_converge(&mut h);
-    let _ = last;
-    // A new snapshot changes clusters and routes.
-    let next = snap(&[
-        (CLUSTER, &[("users", "c2")]),
-        (ENDPOINT, &[("users", "e1")]),
-        (LISTENER, &[("http", "l1")]),
-        (ROUTE, &[("edge", "r2")]),
-    ]);
-    h.set(next);
+    sotw_converge(&mut h);
+    h.set(with_clusters(&[("users", "c2")], "r2"));
     let r = h.advance_sotw();
-    assert_eq!(types(&r), [CLUSTER]);
-    let nonce = r[0].nonce.clone();
-    let r = h.sotw(CLUSTER, &[], &nonce, Some("bad cluster"));
+    assert_eq!(types(&r), [CLUSTER, ENDPOINT]);
+    let (cds, eds) = (r[0].nonce.clone(), r[1].nonce.clone());
+    assert!(h.sotw(ENDPOINT, &["users"], &eds, None).is_empty());
+    let r = h.sotw(CLUSTER, &[], &cds, Some("bad cluster"));
     assert!(
         r.is_empty(),
         "a NACKed version must not be re-sent, nor later types: {:?}",
@@ -195,34 +187,22 @@ fn sotw_nack_is_not_resent_and_holds_later_types() {
         "still nothing after time passes"
     );
     // A fixed snapshot goes out again.
-    h.set(snap(&[
-        (CLUSTER, &[("users", "c3")]),
-        (ENDPOINT, &[("users", "e1")]),
-        (LISTENER, &[("http", "l1")]),
-        (ROUTE, &[("edge", "r2")]),
-    ]));
-    assert_eq!(types(&h.advance_sotw()), [CLUSTER]);
+    h.set(with_clusters(&[("users", "c3")], "r2"));
+    assert_eq!(types(&h.advance_sotw()), [CLUSTER, ENDPOINT]);
 }
 
 #[test]
 fn sotw_endpoints_are_resent_after_every_cluster_change() {
     let mut h = Harness::new(Mode::Sotw, base());
     sotw_converge(&mut h);
-    h.set(snap(&[
-        (CLUSTER, &[("users", "c2")]),
-        (ENDPOINT, &[("users", "e1")]),
-        (LISTENER, &[("http", "l1")]),
-        (ROUTE, &[("edge", "r1")]),
-    ]));
+    h.set(with_clusters(&[("users", "c2")], "r1"));
     let r = h.advance_sotw();
-    assert_eq!(types(&r), [CLUSTER]);
-    let r = h.sotw(CLUSTER, &[], &r[0].nonce.clone(), None);
     assert_eq!(
         types(&r),
-        [ENDPOINT],
+        [CLUSTER, ENDPOINT],
         "unchanged endpoints must still be re-sent"
     );
-    assert_eq!(r[0].resources.len(), 1);
+    assert_eq!(r[1].resources.len(), 1);
 }
 
 #[test]
@@ -230,48 +210,93 @@ fn sotw_stale_nonce_is_ignored() {
     let mut h = Harness::new(Mode::Sotw, base());
     let r = h.sotw(CLUSTER, &[], "", None);
     assert_eq!(r.len(), 1);
-    assert!(h.sotw(CLUSTER, &[], "999", None).is_empty());
-    // The real ACK still works afterwards.
+    let cds = r[0].nonce.clone();
     let r = h.sotw(ENDPOINT, &["users"], "", None);
-    assert!(r.is_empty());
-    let n = h.s_nonce_hint();
-    let r = h.sotw(CLUSTER, &[], &n, None);
     assert_eq!(types(&r), [ENDPOINT]);
-}
-
-impl Harness {
-    /// Nonces are a per-stream counter; the first response carries "1".
-    fn s_nonce_hint(&self) -> String {
-        "1".into()
-    }
+    let eds = r[0].nonce.clone();
+    // A request echoing a nonce we never sent (or an old one) changes nothing.
+    assert!(h.sotw(CLUSTER, &[], "999", Some("old news")).is_empty());
+    assert!(h.sotw(ENDPOINT, &["users"], &eds, None).is_empty());
+    assert!(h.sotw(LISTENER, &[], "", None).is_empty());
+    let r = h.sotw(CLUSTER, &[], &cds, None);
+    assert_eq!(types(&r), [LISTENER], "the real ACK still counts");
 }
 
 #[test]
-fn sotw_new_listener_waits_for_endpoint_subscription_of_new_cluster() {
+fn sotw_subscription_change_with_the_last_acked_nonce_is_answered() {
     let mut h = Harness::new(Mode::Sotw, base());
     sotw_converge(&mut h);
-    h.set(snap(&[
-        (CLUSTER, &[("users", "c1"), ("orders", "c1")]),
-        (ENDPOINT, &[("users", "e1"), ("orders", "e1")]),
-        (LISTENER, &[("http", "l1")]),
-        (ROUTE, &[("edge", "r2")]),
-    ]));
+    h.set(with_clusters(&[("users", "c1"), ("orders", "c1")], "r2"));
     let r = h.advance_sotw();
-    assert_eq!(types(&r), [CLUSTER]);
-    // ACK arrives before the client subscribes to the new cluster's endpoints.
-    let r = h.sotw(CLUSTER, &[], &r[0].nonce.clone(), None);
+    assert_eq!(types(&r), [CLUSTER, ENDPOINT]);
+    let (cds, eds) = (r[0].nonce.clone(), r[1].nonce.clone());
+    assert_eq!(r[1].resources.len(), 1, "orders not requested yet");
+    // Envoy ACKs the endpoints, then (after applying the clusters) asks for the new cluster's
+    // endpoints echoing the same, latest, nonce.
+    assert!(h.sotw(ENDPOINT, &["users"], &eds, None).is_empty());
+    let r = h.sotw(ENDPOINT, &["orders", "users"], &eds, None);
     assert_eq!(types(&r), [ENDPOINT]);
-    let r = h.sotw(ENDPOINT, &["users"], &r[0].nonce.clone(), None);
+    assert_eq!(r[0].resources.len(), 2);
+    let r = h.sotw(ENDPOINT, &["orders", "users"], &r[0].nonce.clone(), None);
+    assert!(r.is_empty(), "routes wait for the cluster ACK");
+    let r = h.sotw(CLUSTER, &[], &cds, None);
+    assert_eq!(types(&r), [ROUTE]);
+}
+
+#[test]
+fn sotw_routes_wait_for_endpoint_subscription_of_new_cluster() {
+    let mut h = Harness::new(Mode::Sotw, base());
+    sotw_converge(&mut h);
+    h.set(with_clusters(&[("users", "c1"), ("orders", "c1")], "r2"));
+    let r = h.advance_sotw();
+    let (cds, eds) = (r[0].nonce.clone(), r[1].nonce.clone());
+    assert!(h.sotw(ENDPOINT, &["users"], &eds, None).is_empty());
+    // The cluster ACK arrives before the client subscribed to the new endpoints.
+    let r = h.sotw(CLUSTER, &[], &cds, None);
     assert!(
         r.is_empty(),
         "routes must wait until endpoints of 'orders' are requested: {:?}",
         types(&r)
     );
-    let r = h.sotw(ENDPOINT, &["orders", "users"], "", None);
+    let r = h.sotw(ENDPOINT, &["orders", "users"], &eds, None);
     assert_eq!(types(&r), [ENDPOINT]);
-    assert_eq!(r[0].resources.len(), 2);
     let r = h.sotw(ENDPOINT, &["orders", "users"], &r[0].nonce.clone(), None);
     assert_eq!(types(&r), [ROUTE]);
+}
+
+#[test]
+fn sotw_removed_cluster_outlives_the_routes_that_named_it() {
+    let mut h = Harness::new(Mode::Sotw, base());
+    sotw_converge(&mut h);
+    h.set(with_clusters(&[("orders", "c1")], "r-orders"));
+    let bodies = |r: &DiscoveryResponse| -> Vec<String> {
+        r.resources
+            .iter()
+            .map(|a| String::from_utf8(a.value.clone()).unwrap())
+            .collect()
+    };
+    let r = h.advance_sotw();
+    assert_eq!(types(&r), [CLUSTER, ENDPOINT]);
+    assert_eq!(bodies(&r[0]).len(), 2, "the old cluster is still offered");
+    let (cds, eds) = (r[0].nonce.clone(), r[1].nonce.clone());
+    let r = h.sotw(ENDPOINT, &["orders", "users"], &eds, None);
+    assert_eq!(
+        types(&r),
+        [ENDPOINT],
+        "the widened subscription is answered"
+    );
+    assert!(h
+        .sotw(ENDPOINT, &["orders", "users"], &r[0].nonce.clone(), None)
+        .is_empty());
+    let r = h.sotw(CLUSTER, &[], &cds, None);
+    assert_eq!(types(&r), [ROUTE], "listeners unchanged, routes next");
+    let r = h.sotw(ROUTE, &["edge"], &r[0].nonce.clone(), None);
+    assert_eq!(
+        types(&r),
+        [CLUSTER, ENDPOINT],
+        "only now is the old cluster removed"
+    );
+    assert_eq!(bodies(&r[0]), ["c1"]);
 }
 
 #[test]
@@ -280,12 +305,16 @@ fn delta_sends_only_changes_and_removals() {
     let r = h.delta(CLUSTER, &[], &[], "", None);
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].resources.len(), 1);
-    let r = h.delta(CLUSTER, &[], &[], &r[0].nonce.clone(), None);
-    assert!(r.is_empty(), "EDS not yet subscribed");
+    let cds = r[0].nonce.clone();
     let r = h.delta(ENDPOINT, &["users"], &[], "", None);
     assert_eq!(r[0].type_url, ENDPOINT);
-    let r = h.delta(ENDPOINT, &[], &[], &r[0].nonce.clone(), None);
-    assert!(r.is_empty(), "LDS not yet subscribed");
+    assert!(h
+        .delta(ENDPOINT, &[], &[], &r[0].nonce.clone(), None)
+        .is_empty());
+    assert!(
+        h.delta(CLUSTER, &[], &[], &cds, None).is_empty(),
+        "LDS not yet subscribed"
+    );
     let r = h.delta(LISTENER, &[], &[], "", None);
     assert_eq!(r[0].type_url, LISTENER);
     assert!(h
@@ -296,7 +325,7 @@ fn delta_sends_only_changes_and_removals() {
     assert!(h
         .delta(ROUTE, &[], &[], &r[0].nonce.clone(), None)
         .is_empty());
-    // Change one listener, drop a cluster that the new snapshot no longer has.
+    // Change the listener and drop the only cluster.
     h.set(snap(&[
         (CLUSTER, &[]),
         (ENDPOINT, &[]),
@@ -307,11 +336,16 @@ fn delta_sends_only_changes_and_removals() {
     let r = h.advance_delta();
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].type_url, LISTENER);
+    assert_eq!(r[0].resources.len(), 1, "only the changed resource");
     let r = h.delta(LISTENER, &[], &[], &r[0].nonce.clone(), None);
-    assert_eq!(r.len(), 1);
-    assert_eq!(r[0].type_url, CLUSTER);
+    assert_eq!(r.len(), 2);
+    assert_eq!(
+        (r[0].type_url.as_str(), r[1].type_url.as_str()),
+        (CLUSTER, ENDPOINT)
+    );
     assert!(r[0].resources.is_empty());
     assert_eq!(r[0].removed_resources, ["users"]);
+    assert_eq!(r[1].removed_resources, ["users"]);
 }
 
 #[test]
@@ -356,52 +390,12 @@ fn delta_unknown_explicit_subscription_is_reported_removed_once() {
     // period the stream moves on.
     assert!(r.is_empty());
     h.now += Duration::from_secs(10);
-    let r = h.advance_delta();
-    let r: Vec<_> = r.into_iter().filter(|r| r.type_url == ROUTE).collect();
+    let r: Vec<_> = h
+        .advance_delta()
+        .into_iter()
+        .filter(|r| r.type_url == ROUTE)
+        .collect();
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].removed_resources, ["nope"]);
-}
-
-#[test]
-fn sotw_removed_cluster_outlives_the_routes_that_named_it() {
-    let mut h = Harness::new(Mode::Sotw, base());
-    sotw_converge(&mut h);
-    h.set(snap(&[
-        (CLUSTER, &[("orders", "c1")]),
-        (ENDPOINT, &[("orders", "e1")]),
-        (LISTENER, &[("http", "l1")]),
-        (ROUTE, &[("edge", "r-orders")]),
-    ]));
-    let cluster_names = |r: &DiscoveryResponse| -> Vec<String> {
-        r.resources
-            .iter()
-            .map(|a| {
-                let any = proto::pb::google::protobuf::Any {
-                    type_url: a.type_url.clone(),
-                    value: a.value.clone(),
-                };
-                String::from_utf8(any.value).unwrap()
-            })
-            .collect()
-    };
-    let r = h.advance_sotw();
-    assert_eq!(types(&r), [CLUSTER]);
-    assert_eq!(
-        cluster_names(&r[0]).len(),
-        2,
-        "the old cluster is still offered"
-    );
-    let r = h.sotw(CLUSTER, &[], &r[0].nonce.clone(), None);
-    assert_eq!(types(&r), [ENDPOINT]);
-    let r = h.sotw(ENDPOINT, &["orders", "users"], &r[0].nonce.clone(), None);
-    assert_eq!(
-        types(&r),
-        [ENDPOINT],
-        "the ACK widened the subscription: answer it"
-    );
-    let r = h.sotw(ENDPOINT, &["orders", "users"], &r[0].nonce.clone(), None);
-    assert_eq!(types(&r), [ROUTE], "listeners unchanged, routes next");
-    let r = h.sotw(ROUTE, &["edge"], &r[0].nonce.clone(), None);
-    assert_eq!(types(&r), [CLUSTER], "only now is the old cluster removed");
-    assert_eq!(cluster_names(&r[0]), ["c1"]);
+    assert!(h.advance_delta().is_empty(), "reported once");
 }

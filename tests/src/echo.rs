@@ -1,0 +1,219 @@
+//! `EchoUpstream`: an in-process HTTP upstream that answers every request with a JSON description
+//! of what it received, so tests can assert what Envoy forwarded.
+//!
+//! Request headers steer it: `x-echo-status: 503` answers with that status, `x-echo-delay-ms: 300`
+//! waits that long before answering. Every answer carries `x-upstream: <name>`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Request header: answer with this status code instead of 200.
+pub const STATUS_HEADER: &str = "x-echo-status";
+/// Request header: wait this many milliseconds before answering.
+pub const DELAY_HEADER: &str = "x-echo-delay-ms";
+/// Response header naming the upstream that answered.
+pub const UPSTREAM_HEADER: &str = "x-upstream";
+
+/// Request bodies larger than this are answered with 413; tests never send that much.
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+struct Shared {
+    name: String,
+    hits: AtomicU64,
+}
+
+/// The echo application, for embedding (`echo-upstream` binary) or serving by [`EchoUpstream`].
+pub fn router(name: &str) -> Router {
+    router_with(Arc::new(Shared {
+        name: name.to_string(),
+        hits: AtomicU64::new(0),
+    }))
+}
+
+fn router_with(shared: Arc<Shared>) -> Router {
+    Router::new().fallback(echo).with_state(shared)
+}
+
+async fn echo(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    shared.hits.fetch_add(1, Ordering::SeqCst);
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+    };
+    let mut headers = Map::new();
+    for (name, value) in &parts.headers {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        match headers.get_mut(name.as_str()) {
+            Some(Value::String(prev)) => {
+                prev.push(',');
+                prev.push_str(&value);
+            }
+            _ => {
+                headers.insert(name.as_str().to_string(), Value::String(value));
+            }
+        }
+    }
+    let header = |n: &str| {
+        parts
+            .headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(ms) = header(DELAY_HEADER).and_then(|v| v.parse::<u64>().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let status = header(STATUS_HEADER)
+        .and_then(|v| v.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    let doc = json!({
+        "upstream": shared.name,
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query().unwrap_or(""),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    });
+    let mut resp = (status, Json(doc)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&shared.name) {
+        resp.headers_mut().insert(UPSTREAM_HEADER, v);
+    }
+    resp
+}
+
+struct Running {
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+/// An echo server on a 127.0.0.1 port, served by the current tokio runtime.
+pub struct EchoUpstream {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    running: Option<Running>,
+}
+
+impl EchoUpstream {
+    /// Starts an echo upstream called `name` on a free 127.0.0.1 port.
+    pub async fn start(name: &str) -> EchoUpstream {
+        Self::start_on("127.0.0.1:0".parse().expect("literal address"), name).await
+    }
+
+    /// Starts an echo upstream called `name` on `addr` (port 0 picks a free one).
+    pub async fn start_on(addr: SocketAddr, name: &str) -> EchoUpstream {
+        let listener = bind(addr).await;
+        let addr = listener.local_addr().expect("local_addr");
+        let shared = Arc::new(Shared {
+            name: name.to_string(),
+            hits: AtomicU64::new(0),
+        });
+        let mut up = EchoUpstream {
+            shared,
+            addr,
+            running: None,
+        };
+        up.serve(listener);
+        up
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let (tx, rx) = oneshot::channel::<()>();
+        let app = router_with(self.shared.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        self.running = Some(Running { shutdown: tx, task });
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// `127.0.0.1:<port>`, as written in a gateway.yaml endpoint list.
+    pub fn endpoint(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Requests received so far (including ones answered with an error status).
+    pub fn hits(&self) -> u64 {
+        self.shared.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Stops listening and closes idle connections; waits (up to 5 s) for in-flight requests.
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            let _ = r.shutdown.send(());
+            let abort = r.task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), r.task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+
+    /// Starts serving again on the same port after [`stop`](Self::stop).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let listener = bind(self.addr).await;
+        self.serve(listener);
+    }
+}
+
+impl Drop for EchoUpstream {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            let _ = r.shutdown.send(());
+            r.task.abort();
+        }
+    }
+}
+
+/// Binds `addr`, retrying briefly: a port just released by `stop` may still be held for a moment.
+async fn bind(addr: SocketAddr) -> TcpListener {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return l,
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                panic!("cannot bind echo upstream on {addr}: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Serves the echo app on an already-bound listener until the process ends (for the binary).
+pub async fn serve_forever(listener: TcpListener, name: &str) -> std::io::Result<()> {
+    axum::serve(listener, router(name)).await
+}

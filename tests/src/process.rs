@@ -1,0 +1,189 @@
+//! `Proc`: a child process whose output goes to a log file, killed when dropped.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How much of a log `Drop` prints when the test is panicking.
+const TAIL_LINES_ON_PANIC: usize = 60;
+
+/// A running child process. Its stdout and stderr go to `<log_dir>/<name>.log`.
+///
+/// Dropping it kills the process; if the thread is panicking (a failed assertion) the tail of
+/// its log is printed first, so a failing test shows what the process had to say.
+pub struct Proc {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `cmd` with its output appended to `<log_dir>/<name>.log`. Panics if it cannot start.
+    pub fn spawn(name: &str, cmd: Command, log_dir: &Path) -> Proc {
+        Self::spawn_inner(name, cmd, log_dir, false)
+    }
+
+    /// Like [`spawn`](Self::spawn), but stdout goes to `<log_dir>/<name>.stdout.log` so that the
+    /// log keeps only stderr (for Envoy, whose stdout carries the access log).
+    pub fn spawn_split(name: &str, cmd: Command, log_dir: &Path) -> Proc {
+        Self::spawn_inner(name, cmd, log_dir, true)
+    }
+
+    fn spawn_inner(name: &str, mut cmd: Command, log_dir: &Path, split: bool) -> Proc {
+        std::fs::create_dir_all(log_dir).expect("create log dir");
+        let log = log_dir.join(format!("{name}.log"));
+        let open = |p: &Path| {
+            File::options()
+                .create(true)
+                .append(true)
+                .open(p)
+                .expect("open log file")
+        };
+        let err = open(&log);
+        let out = if split {
+            open(&log_dir.join(format!("{name}.stdout.log")))
+        } else {
+            err.try_clone().expect("clone log file handle")
+        };
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The exit status if the process has ended (or was killed), `None` while it runs.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        match &mut self.child {
+            Some(c) => c.try_wait().expect("try_wait"),
+            None => None,
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.is_some() && self.try_wait().is_none()
+    }
+
+    /// Panics (with the log tail) if the process has exited; for use inside readiness polls.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.try_wait() {
+            panic!(
+                "{} exited early ({status}); log tail:\n{}",
+                self.name,
+                self.log_tail(TAIL_LINES_ON_PANIC)
+            );
+        }
+    }
+
+    /// SIGKILL and reap. Safe to call twice.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits up to `timeout` for it; kills it after that.
+    /// Returns the exit status if it stopped by itself.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The whole log so far.
+    pub fn log(&self) -> String {
+        read_lossy(&self.log)
+    }
+
+    /// The last `lines` lines of the log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log, lines)
+    }
+
+    /// Prints the last `lines` lines of the log to stderr (shown by the test runner on failure).
+    pub fn print_log_tail(&self, lines: usize) {
+        eprintln!(
+            "----- {} log tail ({}) -----",
+            self.name,
+            self.log.display()
+        );
+        eprintln!("{}", self.log_tail(lines));
+        eprintln!("----- end of {} log -----", self.name);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_log_tail(TAIL_LINES_ON_PANIC);
+        }
+        self.kill();
+    }
+}
+
+fn read_lossy(path: &Path) -> String {
+    let mut bytes = Vec::new();
+    if let Ok(mut f) = File::open(path) {
+        let _ = f.read_to_end(&mut bytes);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The last `lines` lines of a file, reading at most its last 256 KiB.
+fn tail(path: &Path, lines: usize) -> String {
+    const MAX: u64 = 256 * 1024;
+    let mut bytes = Vec::new();
+    if let Ok(mut f) = File::open(path) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(MAX)));
+        let _ = f.read_to_end(&mut bytes);
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
