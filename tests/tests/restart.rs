@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tests::stack::{client_converged, client_settled};
+use tests::stack::client_converged;
 use tests::{
     free_port, sotw_and_delta, wait_for, wait_for_route, EchoUpstream, Stack, XdsMode,
     CONVERGE_TIMEOUT,
@@ -100,8 +100,8 @@ gateways:
 
     // Bring it back on the same ports: Envoy reconnects and ends up with the same versions.
     // SotW re-sends everything and Envoy ACKs it. Delta Envoy announces the versions it holds
-    // (`initial_resource_versions`) and the server, finding them current, need send nothing,
-    // so a Delta client may list no types at all; anything it was sent must be ACKed.
+    // (`initial_resource_versions`); the server, finding them current, sends nothing and lists
+    // them as held.
     stack.xds.restart().await;
     let after_client = wait_for(
         "Envoy to reconnect and ACK everything",
@@ -112,11 +112,7 @@ gateways:
                 .client(&node)
                 .await
                 .ok_or("not connected".to_string())?;
-            let settled = match mode {
-                XdsMode::Sotw => client_converged(&cl),
-                XdsMode::Delta => client_settled(&cl),
-            };
-            if settled {
+            if client_converged(&cl) {
                 Ok(cl)
             } else {
                 Err(cl.to_string())
@@ -134,20 +130,10 @@ gateways:
     );
     assert_eq!(after_client["protocol"], mode.as_str(), "{after_client}");
     let (after_acked, before_acked) = (acked(&after_client), acked(&before_client));
-    match mode {
-        XdsMode::Sotw => assert_eq!(
-            after_acked, before_acked,
-            "Envoy must hold identical versions after the restart"
-        ),
-        XdsMode::Delta => {
-            for entry in &after_acked {
-                assert!(
-                    before_acked.contains(entry),
-                    "after the restart Envoy acked {entry:?}, which it did not hold before: {before_acked:?}"
-                );
-            }
-        }
-    }
+    assert_eq!(
+        after_acked, before_acked,
+        "Envoy must hold identical versions after the restart"
+    );
 
     let mut failures = Vec::new();
     while let Some(res) = clients.join_next().await {

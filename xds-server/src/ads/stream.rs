@@ -111,6 +111,8 @@ struct TypeState {
     /// Delta: subscribed names already reported absent.
     announced_missing: BTreeSet<String>,
     seen_request: bool,
+    /// Type version last reported to the registry as held by the client.
+    reported: Option<String>,
     /// When this type first looked settled except for a missing subscription.
     waiting_since: Option<Instant>,
 }
@@ -345,6 +347,8 @@ impl Stream {
                     self.registry.update(self.id, |c| {
                         let t = c.types.entry(req.type_url.clone()).or_default();
                         t.acked = Some(f.version.clone());
+                        // A newer accepted version supersedes the rejection.
+                        t.nacked = None;
                     });
                 }
                 Some(error) => {
@@ -360,6 +364,7 @@ impl Stream {
                         };
                     }
                     ts.nacked = Some(f.version.clone());
+                    ts.reported = None;
                     self.registry.update(self.id, |c| {
                         let t = c.types.entry(req.type_url.clone()).or_default();
                         t.nacked = Some(Nack {
@@ -447,8 +452,24 @@ impl Stream {
                 out.push(self.send(&type_url, tv));
             }
             let ts = self.types.get_mut(&type_url).expect("inserted above");
-            if ts.needs_send(self.mode, tv) {
+            let needs_send = ts.needs_send(self.mode, tv);
+            if needs_send {
                 earlier_sent = false;
+            }
+            // At rest on the current version without sending anything (a Delta client that
+            // reconnected holding it, or went back to it after a NACK): show that on /status.
+            let at_rest = ts.subscribed && ts.in_flight.is_none() && !needs_send;
+            if at_rest
+                && ts.nacked.as_deref() != Some(&tv.version)
+                && ts.reported.as_deref() != Some(&tv.version)
+            {
+                ts.reported = Some(tv.version.clone());
+                self.registry.update(self.id, |c| {
+                    let t = c.types.entry(type_url.clone()).or_default();
+                    t.sent = Some(tv.version.clone());
+                    t.acked = Some(tv.version.clone());
+                    t.nacked = None;
+                });
             }
             if !ts.settled(self.mode, tv, now) {
                 earlier_settled = false;
@@ -470,6 +491,7 @@ impl Stream {
         let mode = self.mode;
         let ts = self.types.get_mut(type_url).expect("caller inserted it");
         ts.last_nonce = Some(nonce.clone());
+        ts.reported = None;
         let mut changed_clusters = Vec::new();
         let encoded = match mode {
             Mode::Sotw => {
