@@ -167,9 +167,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let (snap_tx, snap_rx) = watch::channel(Arc::new(first.snapshots));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
-    let grpc = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .with_context(|| format!("binding gRPC {}", opts.listen))?;
+    let grpc =
+        crate::ads::bind(opts.listen).with_context(|| format!("binding gRPC {}", opts.listen))?;
     let admin_listener = tokio::net::TcpListener::bind(opts.admin)
         .await
         .with_context(|| format!("binding admin {}", opts.admin))?;
@@ -182,19 +181,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     );
     let mut sd = shutdown_rx.clone();
-    let grpc_task = tokio::spawn(
-        tonic::transport::Server::builder()
-            // Detect dead Envoys (and let Envoys detect us) without waiting for TCP timeouts.
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .add_service(ads)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc),
-                async move {
-                    let _ = sd.wait_for(|v| *v).await;
-                },
-            ),
-    );
+    let grpc_task = tokio::spawn(ads.serve(grpc, async move {
+        let _ = sd.wait_for(|v| *v).await;
+    }));
     let mut sd = shutdown_rx.clone();
     let admin_task = tokio::spawn(admin::serve(admin_listener, app.clone(), async move {
         let _ = sd.wait_for(|v| *v).await;

@@ -43,13 +43,9 @@ async fn start(initial: Arc<Snapshots>) -> Server {
     let (shutdown, sd) = watch::channel(false);
     let registry = Arc::new(Registry::default());
     let ads = AdsServer::new(rx, registry.clone(), Arc::new(Metrics::new()), sd);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = xds_server::ads::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(ads)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    tokio::spawn(ads.serve(listener, std::future::pending()));
     Server {
         addr,
         snaps,

@@ -116,7 +116,42 @@ pub struct AdsServer {
 /// `SUBSCRIBE_GRACE` in `stream`).
 const TICK: Duration = Duration::from_secs(1);
 
+/// Pending connections the kernel queues for us: a fleet of Envoys reconnecting at once after a
+/// restart must not lose SYNs to a full accept queue (the usual default of 128 does at ~1,000).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds the ADS listener (with `SO_REUSEADDR`, so a restarted server gets its port back at once).
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 impl AdsServer {
+    /// Serves ADS on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        // Responses are written whole and then wait for the client; without TCP_NODELAY a push
+        // larger than one segment stalls ~40 ms on Nagle's algorithm plus delayed ACKs.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        tonic::transport::Server::builder()
+            // Detect dead Envoys (and let Envoys detect us) without waiting for TCP timeouts.
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(self)
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+    }
+
     pub fn new(
         snapshots: watch::Receiver<Arc<Snapshots>>,
         registry: Arc<Registry>,

@@ -172,9 +172,10 @@ impl TypeState {
 
     /// Whether later types may be sent: nothing pending, and (for named subscriptions) the client
     /// asked for every resource of this type the snapshot has.
-    fn settled(&mut self, mode: Mode, tv: &TypeSnapshot, now: Instant) -> bool {
+    /// `needs_send` is [`TypeState::needs_send`] for the same snapshot, computed by the caller.
+    fn settled(&mut self, needs_send: bool, tv: &TypeSnapshot, now: Instant) -> bool {
         if self.subscribed {
-            if self.in_flight.is_some() || self.needs_send(mode, tv) {
+            if self.in_flight.is_some() || needs_send {
                 return false;
             }
             if self.nacked.is_some() && self.nacked.as_deref() == Some(&tv.version) {
@@ -448,11 +449,13 @@ impl Stream {
                 earlier_settled
             };
             let ts = self.types.entry(type_url.clone()).or_default();
-            if gate && ts.in_flight.is_none() && ts.needs_send(self.mode, tv) {
+            // Computed once per type per pass: for Delta it is a diff over every resource.
+            let mut needs_send = ts.needs_send(self.mode, tv);
+            if gate && ts.in_flight.is_none() && needs_send {
                 out.push(self.send(&type_url, tv));
+                needs_send = false;
             }
             let ts = self.types.get_mut(&type_url).expect("inserted above");
-            let needs_send = ts.needs_send(self.mode, tv);
             if needs_send {
                 earlier_sent = false;
             }
@@ -471,7 +474,7 @@ impl Stream {
                     t.nacked = None;
                 });
             }
-            if !ts.settled(self.mode, tv, now) {
+            if !ts.settled(needs_send, tv, now) {
                 earlier_settled = false;
             }
         }
