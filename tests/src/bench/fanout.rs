@@ -273,8 +273,7 @@ pub async fn run(clients: usize, routes: usize, connections: usize) -> anyhow::R
         }
         t.note("latency per client: initial = from stream start; changes = from publishing the snapshot on the watch channel until that client has received and ACKed every changed type");
         t.note("max/N: the time to reach everyone, amortized per client (the server's cost per extra Envoy)");
-        t.note("connect: p50/p99 per connection, max = until all were up; a connect of >= 0.9 s is a SYN dropped by a full accept queue (the listener is bound like server::serve's, backlog 128) and retransmitted after 1 s");
-        t.note("sockets are accepted as server::serve accepts them, without TCP_NODELAY: with few clients, request/response exchanges and pushes larger than one TCP segment can stall ~40 ms on Nagle + delayed ACK (the 1-client baselines show it)");
+        t.note("connect: p50/p99 per connection, max = until all were up; a connect of >= 0.9 s is a SYN dropped by a full accept queue (the listener is server::serve's: ads::bind, backlog 1024) and retransmitted after 1 s");
         t.note("server and all simulated clients share this process's 2-core runtime, so client-side decoding competes with the server");
         if many.connections < many.clients {
             t.note(format!(
