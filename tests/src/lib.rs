@@ -78,9 +78,11 @@ pub fn target_dir() -> PathBuf {
 
 /// Path of a workspace binary (`xds-server`, ...), building it with cargo first.
 ///
-/// Runs `cargo build -p <name> --bin <name>` once per test process, even when the binary
-/// exists: a stale binary from an earlier checkout would test old code. Cargo's own lock
-/// serialises concurrent builds across processes; the `OnceLock` ensures one build per process.
+/// Runs `cargo build --workspace --bins` once per test process, even when the binary exists: a
+/// stale binary from an earlier checkout would test old code. It is the very build `scripts/test`
+/// runs first, so there it is a no-op (a `-p <name>` build would unify features differently and
+/// rebuild, then fight the workspace build over the same file). Cargo's own lock serialises
+/// concurrent builds across processes; the `OnceLock` ensures one build per process.
 pub fn workspace_bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
     let built = BUILT.get_or_init(Default::default);
@@ -89,13 +91,13 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     if !built.contains(name) {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", name, "--bin", name])
+            .args(["build", "--quiet", "--workspace", "--bins"])
             .current_dir(repo_root())
             .status()
             .unwrap_or_else(|e| panic!("cannot run cargo to build {name}: {e}"));
         assert!(
             status.success(),
-            "`cargo build -p {name} --bin {name}` failed ({status})"
+            "`cargo build --workspace --bins` failed ({status})"
         );
         built.insert(name.to_string());
     }
