@@ -12,6 +12,8 @@ pub struct BootstrapOptions {
     pub admin_address: String,
     pub admin_port: u16,
     pub delta: bool,
+    /// Envoy-wide limit on open downstream connections.
+    pub max_connections: u64,
 }
 
 /// Renders the bootstrap as JSON (which Envoy also accepts as YAML).
@@ -45,6 +47,17 @@ pub fn render(o: &BootstrapOptions) -> String {
             },
             "cds_config": config_source,
             "lds_config": config_source
+        },
+        // An edge proxy needs a ceiling on open client connections, or a connection flood
+        // exhausts file descriptors and takes every route down with it.
+        "overload_manager": {
+            "resource_monitors": [{
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": o.max_connections
+                }
+            }]
         },
         "static_resources": {
             "clusters": [{

@@ -65,6 +65,9 @@ pub enum Command {
         /// Use Delta (incremental) xDS instead of State-of-the-World.
         #[arg(long, env = "XDS_DELTA")]
         delta: bool,
+        /// Envoy-wide limit on open client connections (overload manager).
+        #[arg(long, env = "ENVOY_MAX_CONNECTIONS", default_value_t = 50_000)]
+        max_connections: u64,
     },
 }
 
@@ -143,6 +146,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             admin_address,
             admin_port,
             delta,
+            max_connections,
         } => {
             let node_id = node_id.unwrap_or_else(|| {
                 let host = std::env::var("HOSTNAME")
@@ -158,6 +162,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 admin_address,
                 admin_port,
                 delta,
+                max_connections,
             };
             println!("{}", bootstrap::render(&opts));
             Ok(0)
