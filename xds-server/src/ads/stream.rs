@@ -40,9 +40,11 @@ pub use proto::type_url::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 /// listed here (policy resources of later services) follow, by type URL.
 pub const TYPE_ORDER: [&str; 5] = [CLUSTER, ENDPOINT, LISTENER, SECRET, ROUTE];
 
-/// Types whose empty subscription means "everything" (legacy wildcard).
+/// Types whose empty subscription means "everything" (legacy wildcard): every type except
+/// the ones Envoy always requests by name. Our own policy types are fetched whole by the
+/// services, so they behave like clusters and listeners.
 fn wildcard_capable(type_url: &str) -> bool {
-    type_url == CLUSTER || type_url == LISTENER
+    !matches!(type_url, ENDPOINT | ROUTE | SECRET)
 }
 
 /// How long a later type waits for the client to subscribe to everything an earlier type needs

@@ -1,0 +1,184 @@
+//! The client against the real ADS server over real gRPC: apply + ACK, NACK keeps the last good
+//! set, and reconnecting to a restarted server.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prost::Message;
+use proto::pb::google::protobuf::{Any, StringValue};
+use tokio::sync::watch;
+use xds_client::{Apply, Options, State};
+use xds_server::ads::{self, AdsServer, Registry};
+use xds_server::metrics::Metrics;
+use xds_server::snapshot::{Resource, Snapshot, Snapshots, TypeSnapshot};
+
+const TYPE: &str = "type.googleapis.com/google.protobuf.StringValue";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn snapshots(values: &[&str]) -> Arc<Snapshots> {
+    let t = TypeSnapshot::new(values.iter().map(|v| {
+        Resource::new(
+            TYPE,
+            *v,
+            &StringValue {
+                value: v.to_string(),
+            },
+        )
+    }));
+    let snap = Snapshot::new(BTreeMap::from([(TYPE.to_string(), t)]));
+    Arc::new(Snapshots::new(BTreeMap::from([(
+        "policy".to_string(),
+        snap,
+    )])))
+}
+
+/// Accepts any set without "bad" in it.
+#[derive(Clone, Default)]
+struct Collect(Arc<Mutex<Vec<String>>>);
+
+impl Apply for Collect {
+    fn apply(&mut self, _version: &str, resources: &[Any]) -> Result<(), String> {
+        let values: Vec<String> = resources
+            .iter()
+            .map(|a| {
+                StringValue::decode(a.value.as_slice())
+                    .map(|s| s.value)
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<_, _>>()?;
+        if values.iter().any(|v| v == "bad") {
+            return Err("value 'bad' is not allowed".into());
+        }
+        *self.0.lock().unwrap() = values;
+        Ok(())
+    }
+}
+
+struct Server {
+    snaps: watch::Sender<Arc<Snapshots>>,
+    registry: Arc<Registry>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start(addr: std::net::SocketAddr, initial: Arc<Snapshots>) -> Server {
+    let (snaps, rx) = watch::channel(initial);
+    let (stop, sd) = watch::channel(false);
+    let registry = Arc::new(Registry::default());
+    let server = AdsServer::new(rx, registry.clone(), Arc::new(Metrics::new()), sd.clone());
+    let listener = ads::bind(addr).unwrap();
+    let mut sd2 = sd;
+    let task = tokio::spawn(async move {
+        server
+            .serve(listener, async move {
+                let _ = sd2.wait_for(|v| *v).await;
+            })
+            .await
+            .unwrap();
+    });
+    Server {
+        snaps,
+        registry,
+        stop,
+        task,
+    }
+}
+
+async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn applies_acks_nacks_and_survives_a_server_restart() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let server = start(addr, snapshots(&["a", "b"])).await;
+
+    let collected = Collect::default();
+    let (state_tx, state) = watch::channel(State::default());
+    let (stop_client, client_sd) = watch::channel(false);
+    let mut opts = Options::new(addr.to_string(), "svc-1", "policy", TYPE);
+    opts.min_backoff = Duration::from_millis(20);
+    opts.max_backoff = Duration::from_millis(100);
+    let client = tokio::spawn(xds_client::run(
+        opts,
+        collected.clone(),
+        state_tx,
+        client_sd,
+    ));
+
+    let v1 = server.snaps.borrow().groups["policy"]
+        .get(TYPE)
+        .unwrap()
+        .version
+        .clone();
+    wait_until("the first set to be applied", || {
+        state.borrow().version.as_deref() == Some(&v1)
+    })
+    .await;
+    assert_eq!(*collected.0.lock().unwrap(), ["a", "b"]);
+    wait_until("the server to record the ACK", || {
+        server
+            .registry
+            .clients()
+            .first()
+            .and_then(|c| c.types.get(TYPE))
+            .and_then(|t| t.acked.clone())
+            == Some(v1.clone())
+    })
+    .await;
+
+    // A set the service cannot use is NACKed with its reason; the previous set stays.
+    server.snaps.send_replace(snapshots(&["a", "bad"]));
+    wait_until("the NACK to reach the server", || {
+        server
+            .registry
+            .clients()
+            .first()
+            .and_then(|c| c.types.get(TYPE))
+            .is_some_and(|t| t.nacked.is_some())
+    })
+    .await;
+    let nack = server.registry.clients()[0].types[TYPE]
+        .nacked
+        .clone()
+        .unwrap();
+    assert_eq!(nack.error, "value 'bad' is not allowed");
+    assert_eq!(*collected.0.lock().unwrap(), ["a", "b"]);
+    assert_eq!(state.borrow().version.as_deref(), Some(v1.as_str()));
+    assert!(state.borrow().last_error.is_some());
+
+    // The server goes away: the client keeps its set and reconnects to a new server.
+    server.stop.send_replace(true);
+    server.task.await.unwrap();
+    wait_until("the client to notice", || !state.borrow().connected).await;
+    assert_eq!(*collected.0.lock().unwrap(), ["a", "b"]);
+    let server = start(addr, snapshots(&["c"])).await;
+    let v3 = server.snaps.borrow().groups["policy"]
+        .get(TYPE)
+        .unwrap()
+        .version
+        .clone();
+    wait_until("the set from the new server", || {
+        state.borrow().version.as_deref() == Some(&v3)
+    })
+    .await;
+    assert_eq!(*collected.0.lock().unwrap(), ["c"]);
+    assert!(state.borrow().connected);
+
+    stop_client.send_replace(true);
+    client.await.unwrap();
+    server.stop.send_replace(true);
+}
