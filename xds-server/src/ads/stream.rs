@@ -439,7 +439,8 @@ impl Stream {
         let mut out = Vec::new();
         // Every earlier type is ACKed and fully subscribed.
         let mut earlier_settled = true;
-        // Every earlier type has been sent (its response may still await an ACK).
+        // Every earlier type has been sent (its response may still await an ACK, and a newer
+        // version may wait behind it).
         let mut earlier_sent = true;
         for type_url in order {
             let tv = snapshot.get(&type_url).unwrap_or(&EMPTY);
@@ -458,7 +459,9 @@ impl Stream {
                 needs_send = false;
             }
             let ts = self.types.get_mut(&type_url).expect("inserted above");
-            if needs_send {
+            // A type whose newer version waits behind one in flight counts as sent: Envoy is
+            // already processing that response and may be waiting on endpoints to finish it.
+            if needs_send && ts.in_flight.is_none() {
                 earlier_sent = false;
             }
             // At rest on the current version without sending anything (a Delta client that

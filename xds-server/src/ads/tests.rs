@@ -399,3 +399,24 @@ fn delta_unknown_explicit_subscription_is_reported_removed_once() {
     assert_eq!(r[0].removed_resources, ["nope"]);
     assert!(h.advance_delta().is_empty(), "reported once");
 }
+
+#[test]
+fn sotw_endpoints_are_not_held_back_by_a_cluster_response_awaiting_its_ack() {
+    let mut h = Harness::new(Mode::Sotw, base());
+    sotw_converge(&mut h);
+    // Edit 1 adds a cluster; Envoy holds that cluster ACK until the new cluster has warmed.
+    h.set(with_clusters(&[("users", "c1"), ("orders", "c1")], "r2"));
+    let r = h.advance_sotw();
+    assert_eq!(types(&r), [CLUSTER, ENDPOINT]);
+    let eds = r[1].nonce.clone();
+    // Edit 2 changes clusters again before that ACK.
+    h.set(with_clusters(&[("users", "c2"), ("orders", "c1")], "r3"));
+    assert!(
+        h.advance_sotw().is_empty(),
+        "one response in flight per type"
+    );
+    // Envoy asks for the new cluster's endpoints: they must go out, or it waits forever.
+    let r = h.sotw(ENDPOINT, &["orders", "users"], &eds, None);
+    assert_eq!(types(&r), [ENDPOINT]);
+    assert_eq!(r[0].resources.len(), 2);
+}
