@@ -17,6 +17,9 @@
 
 pub use envoy_types::pb;
 
+pub mod authz;
+pub mod ratelimit;
+
 use pb::google::protobuf::{value::Kind, Any, ListValue, Struct, Value};
 use prost::encoding::{encode_key, encode_varint, WireType};
 use prost::Message;
@@ -28,6 +31,10 @@ pub mod type_url {
     pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
     pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
     pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
+    // Our own policy resources, served to the policy services on the same ADS server.
+    pub const AUTH_POLICY: &str = "type.googleapis.com/gateway.policy.v1.AuthPolicy";
+    pub const RATELIMIT_POLICY: &str = "type.googleapis.com/gateway.policy.v1.RateLimitPolicy";
 
     // Extension configs packed into `typed_config` fields.
     pub const HTTP_CONNECTION_MANAGER: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -43,6 +50,13 @@ pub mod type_url {
         "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
     pub const HTTP_PROTOCOL_OPTIONS: &str =
         "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+}
+
+/// The `node.cluster` names the policy services use when they connect to xds-server. No gateway
+/// may carry these names.
+pub mod group {
+    pub const AUTHZ: &str = "authz-service";
+    pub const RATELIMIT: &str = "ratelimit-service";
 }
 
 /// Wraps `msg` in an `Any`. Only deterministic when `msg` holds no map with two or more entries;

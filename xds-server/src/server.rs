@@ -121,6 +121,17 @@ pub fn snapshots_for(loaded: &config::Loaded) -> anyhow::Result<Snapshots> {
         );
         groups.insert(name, Snapshot::new(types));
     }
+    for p in translate::policies(loaded)? {
+        let types = BTreeMap::from([(
+            p.type_url.to_string(),
+            TypeSnapshot::new(
+                p.resources
+                    .into_iter()
+                    .map(|(name, bytes)| Resource::from_bytes(p.type_url, name, bytes)),
+            ),
+        )]);
+        groups.insert(p.group.to_string(), Snapshot::new(types));
+    }
     Ok(Snapshots::new(groups))
 }
 

@@ -1300,6 +1300,19 @@ impl Ctx<'_> {
         let entries = self.map(node, "gateways")?;
         let mut all = All::new();
         for e in entries {
+            if [proto::group::AUTHZ, proto::group::RATELIMIT].contains(&e.key) {
+                // The policy services connect with these node groups; a gateway with the same
+                // name would receive (or shadow) their policy.
+                self.problem(
+                    e.key_pos,
+                    format!(
+                        "gateways.{}: this name is reserved for the policy service of the same name; expected another gateway name",
+                        e.key
+                    ),
+                );
+                all.push(None);
+                continue;
+            }
             let g = self.gateway(e.key, e.value);
             all.push(g.map(|g| (e.key.to_string(), g)));
         }

@@ -10,8 +10,10 @@
 //! returned by this module holds a map with more than one entry; multi-entry `Struct`s (JSON
 //! formats) are pre-encoded canonically inside `Any` values with `proto::encode_struct`.
 
+pub mod authz;
 mod cluster;
 mod listener;
+pub mod ratelimit;
 mod route;
 mod secret;
 #[cfg(test)]
@@ -72,6 +74,38 @@ pub fn translate(
         out.insert(name.clone(), translate_gateway(loaded, name, gw)?);
     }
     Ok(out)
+}
+
+/// The resources of one policy service's node group (see `proto::group`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyResources {
+    pub group: &'static str,
+    pub type_url: &'static str,
+    /// (resource name, encoded message).
+    pub resources: Vec<(String, Vec<u8>)>,
+}
+
+/// The policy sets of both services. Always present (possibly empty), so a service connected to
+/// a config without `auth` or `rate_limits` still receives a version and becomes ready.
+pub fn policies(loaded: &config::Loaded) -> Result<Vec<PolicyResources>, TranslateError> {
+    Ok(vec![
+        PolicyResources {
+            group: proto::group::AUTHZ,
+            type_url: proto::type_url::AUTH_POLICY,
+            resources: vec![(
+                proto::authz::RESOURCE_NAME.to_string(),
+                authz::policy(loaded)?.encode_to_vec(),
+            )],
+        },
+        PolicyResources {
+            group: proto::group::RATELIMIT,
+            type_url: proto::type_url::RATELIMIT_POLICY,
+            resources: vec![(
+                proto::ratelimit::RESOURCE_NAME.to_string(),
+                ratelimit::policy(&loaded.config).encode_to_vec(),
+            )],
+        },
+    ])
 }
 
 fn translate_gateway(
