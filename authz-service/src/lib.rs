@@ -1,0 +1,1 @@
+//! authz-service library (placeholder while the modules land).
