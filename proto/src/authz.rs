@@ -1,14 +1,136 @@
 //! `gateway.policy.v1.AuthPolicy`: what xds-server streams to authz-service (providers, API-key
-//! digests and each route's accepted providers and `require` rules).
+//! files and each route's accepted providers and `require` rules).
 //!
 //! Hand-written prost types (no `.proto` compilation step); field numbers are the wire contract.
-//! No message holds a protobuf `map`, so encoding is deterministic.
+//! No message holds a protobuf `map`, so encoding is deterministic: every list is sorted by name
+//! (or kept in file order where order means something, like claim headers).
+//!
+//! Files are shipped inline (JWKS documents, API-key files): xds-server is the only process that
+//! reads the configuration's files, watches them and re-publishes on change, so authz-service
+//! never needs the same file system and never drifts from what the server validated.
 
 use prost::Message;
 
 /// The single resource name of an auth policy (the whole policy is one resource).
 pub const RESOURCE_NAME: &str = "auth";
 
-/// Placeholder until authz-service defines the policy; carries nothing yet.
+/// Everything authz-service enforces.
 #[derive(Clone, PartialEq, Message)]
-pub struct AuthPolicy {}
+pub struct AuthPolicy {
+    /// Sorted by name.
+    #[prost(message, repeated, tag = "1")]
+    pub jwt: Vec<JwtProvider>,
+    /// Sorted by name.
+    #[prost(message, repeated, tag = "2")]
+    pub api_keys: Vec<ApiKeyProvider>,
+    /// Every route of every gateway, sorted by name (route names are unique in a config).
+    #[prost(message, repeated, tag = "3")]
+    pub routes: Vec<RoutePolicy>,
+    /// Every header that carries identity to an upstream (all providers' claim headers plus
+    /// `x-client-id`, `x-client-plan`, `x-auth-provider`), sorted: client-sent copies of all of
+    /// them are removed on every allow.
+    #[prost(string, repeated, tag = "4")]
+    pub identity_headers: Vec<String>,
+    /// `rate_limits.default_plan`: the plan of a client whose credential names none. Empty when
+    /// not configured.
+    #[prost(string, tag = "5")]
+    pub default_plan: String,
+}
+
+/// One `auth.jwt.<name>` provider.
+#[derive(Clone, PartialEq, Message)]
+pub struct JwtProvider {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub issuer: String,
+    /// Any-of; empty: `aud` is not checked.
+    #[prost(string, repeated, tag = "3")]
+    pub audiences: Vec<String>,
+    /// JWS `alg` names (`RS256`, `EdDSA`, …) in file order; never empty.
+    #[prost(string, repeated, tag = "4")]
+    pub algorithms: Vec<String>,
+    /// Where the verification keys come from.
+    #[prost(oneof = "jwt_provider::Keys", tags = "5, 6, 7")]
+    pub keys: Option<jwt_provider::Keys>,
+    #[prost(uint64, tag = "8")]
+    pub clock_skew_ms: u64,
+    /// Upstream header ← claim, in file order.
+    #[prost(message, repeated, tag = "9")]
+    pub headers: Vec<ClaimHeader>,
+    #[prost(string, tag = "10")]
+    pub client_claim: String,
+    #[prost(string, tag = "11")]
+    pub plan_claim: String,
+    #[prost(bool, tag = "12")]
+    pub forward_token: bool,
+    /// The JWKS file's path, for error messages only (`keys` carries its contents).
+    #[prost(string, tag = "13")]
+    pub jwks_path: String,
+}
+
+pub mod jwt_provider {
+    /// Exactly one key source.
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Keys {
+        /// The contents of `jwks_file`.
+        #[prost(bytes, tag = "5")]
+        Jwks(Vec<u8>),
+        /// `jwks_url`, fetched and refreshed by authz-service.
+        #[prost(string, tag = "6")]
+        JwksUrl(String),
+        /// Name of the environment variable holding the HS* secret; the secret itself never
+        /// leaves authz-service's environment.
+        #[prost(string, tag = "7")]
+        SecretEnv(String),
+    }
+}
+
+/// `header: claim` of a JWT provider's `headers`.
+#[derive(Clone, PartialEq, Message)]
+pub struct ClaimHeader {
+    /// Lower-case header name.
+    #[prost(string, tag = "1")]
+    pub header: String,
+    /// A literal top-level claim name, or a JSON Pointer when it starts with `/`.
+    #[prost(string, tag = "2")]
+    pub claim: String,
+}
+
+/// One `auth.api_keys.<name>` provider.
+#[derive(Clone, PartialEq, Message)]
+pub struct ApiKeyProvider {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Lower-case header carrying the key.
+    #[prost(string, tag = "2")]
+    pub header: String,
+    /// Query parameter carrying the key; empty: keys are only taken from the header.
+    #[prost(string, tag = "3")]
+    pub query: String,
+    /// The contents of `keys_file` (written by `authz-service apikey`; digests only).
+    #[prost(bytes = "vec", tag = "4")]
+    pub keys_file: Vec<u8>,
+    /// The keys file's path, for error messages only.
+    #[prost(string, tag = "5")]
+    pub keys_path: String,
+}
+
+/// What one route requires.
+#[derive(Clone, PartialEq, Message)]
+pub struct RoutePolicy {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// `auth: none`: anyone may pass (identity headers are still stripped).
+    #[prost(bool, tag = "2")]
+    pub public: bool,
+    /// Provider names in file order; any one must accept. Empty only when `public`.
+    #[prost(string, repeated, tag = "3")]
+    pub providers: Vec<String>,
+    /// `require.roles`: all must be present.
+    #[prost(string, repeated, tag = "4")]
+    pub require_roles: Vec<String>,
+    /// `require.scopes`: all must be present.
+    #[prost(string, repeated, tag = "5")]
+    pub require_scopes: Vec<String>,
+}
