@@ -1,7 +1,11 @@
-//! ratelimit-service: placeholder binary. The service is specified in the gateway spec (§7) and arrives in a
-//! later change; until then it refuses to start instead of pretending to enforce anything.
+//! `ratelimit-service`: see `cli` for the command line.
 
 fn main() -> std::process::ExitCode {
-    eprintln!("ratelimit-service: not implemented yet; routes must use `auth: none` and no `rate_limits` for now");
-    std::process::ExitCode::FAILURE
+    match ratelimit_service::cli::main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ratelimit-service: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -7,6 +7,8 @@
 //! keeps enforcing what it last accepted while it reconnects with capped exponential backoff, and
 //! tells the new server which version it holds.
 
+pub mod side;
+
 use std::time::Duration;
 
 use proto::pb::envoy::config::core::v3::Node;

@@ -1,0 +1,56 @@
+//! Command line (spec §7). Every flag has an environment variable.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use xds_client::side::LogFormat;
+
+use crate::server::{self, Options};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ratelimit-service",
+    version,
+    about = "Envoy rate-limit service (RLS) with exact sliding windows, configured by xds-server"
+)]
+pub struct Cli {
+    /// xds-server's gRPC address (host:port).
+    #[arg(long, env = "RATELIMIT_XDS", default_value = "127.0.0.1:18000")]
+    pub xds: String,
+    /// gRPC (RLS) listen address.
+    #[arg(long, env = "RATELIMIT_LISTEN", default_value = "127.0.0.1:9002")]
+    pub listen: SocketAddr,
+    /// HTTP side port: /healthz, /readyz, /metrics.
+    #[arg(long, env = "RATELIMIT_ADMIN", default_value = "127.0.0.1:9012")]
+    pub admin: SocketAddr,
+    /// Redis for shared counters: `redis://host:port/db` (single node) or
+    /// `redis+cluster://host1:port1,host2:port2` (Redis Cluster). Absent: the in-memory store,
+    /// exact for this one instance.
+    #[arg(long, env = "RATELIMIT_REDIS")]
+    pub redis: Option<String>,
+    /// node.id reported to xds-server; defaults to `ratelimit-<hostname>-<pid>`.
+    #[arg(long, env = "RATELIMIT_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    xds_client::side::init_logging(cli.log_format);
+    let node_id = cli.node_id.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "local".into());
+        format!("ratelimit-{host}-{}", std::process::id())
+    });
+    let opts = Options {
+        xds: cli.xds,
+        node_id,
+        listen: cli.listen,
+        admin: cli.admin,
+        redis: cli.redis,
+    };
+    tokio::runtime::Runtime::new()?.block_on(server::serve(opts))
+}

@@ -1,0 +1,384 @@
+//! `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`: descriptors → counters →
+//! store → answer, with the over-limit cache in front of the store and a hard deadline around it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use proto::pb::envoy::config::core::v3::HeaderValue;
+use proto::pb::envoy::service::ratelimit::v3::rate_limit_response::{
+    rate_limit::Unit, Code, DescriptorStatus, RateLimit,
+};
+use proto::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitService;
+use proto::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use tonic::{Request, Response, Status};
+
+use crate::cache::OverLimitCache;
+use crate::limiter::Check;
+use crate::metrics::Metrics;
+use crate::policy::{Plan, Policy};
+use crate::store::{CounterStore, Outcome, StoreError};
+
+/// The service's state: one store, the current policy, the over-limit cache.
+pub struct RateLimiter<S> {
+    store: S,
+    policy: Arc<ArcSwapOption<Policy>>,
+    cache: Arc<OverLimitCache>,
+    metrics: Arc<Metrics>,
+}
+
+/// What the service concluded about one request, before it becomes a gRPC answer.
+#[derive(Debug)]
+pub enum Decision {
+    /// No policy yet, another domain, or no descriptor names a known limit: nothing to count.
+    Unlimited { descriptors: usize },
+    /// The store (or the over-limit cache) decided.
+    Decided { plan: Plan, outcome: Outcome },
+    /// The store failed or was too slow; `on_error` decides.
+    StoreFailed {
+        error: StoreError,
+        fail_open: bool,
+        descriptors: usize,
+    },
+}
+
+impl<S: CounterStore> RateLimiter<S> {
+    pub fn new(
+        store: S,
+        policy: Arc<ArcSwapOption<Policy>>,
+        cache: Arc<OverLimitCache>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            store,
+            policy,
+            cache,
+            metrics,
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub async fn decide(&self, req: &RateLimitRequest) -> Decision {
+        let descriptors = req.descriptors.len();
+        let Some(policy) = self.policy.load_full() else {
+            self.metrics.ignored.with_label_values(&["no_policy"]).inc();
+            return Decision::Unlimited { descriptors };
+        };
+        let plan = policy.plan(req);
+        for reason in &plan.ignored {
+            self.metrics.ignored.with_label_values(&[reason]).inc();
+        }
+        if plan.hits.is_empty() {
+            return Decision::Unlimited { descriptors };
+        }
+        if let Some(outcome) = self.from_cache(&plan) {
+            return Decision::Decided { plan, outcome };
+        }
+        // Answer before Envoy gives up on us: leave a quarter of its timeout for the gRPC legs.
+        let budget = (policy.timeout * 3 / 4).max(Duration::from_millis(1));
+        let started = Instant::now();
+        let result = tokio::time::timeout(budget, self.store.check(&plan.hits))
+            .await
+            .unwrap_or(Err(StoreError::Timeout));
+        self.metrics
+            .store_seconds
+            .with_label_values(&[self.store.kind()])
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(outcome) => {
+                self.record(&plan, &outcome, "denied");
+                if !outcome.admitted {
+                    let now = Instant::now();
+                    for (hit, check) in plan.hits.iter().zip(&outcome.checks) {
+                        if !check.admitted && hit.cost == 1 && check.retry_after_ms > 0 {
+                            self.cache
+                                .block(&hit.key, now + Duration::from_millis(check.retry_after_ms));
+                        }
+                    }
+                }
+                Decision::Decided { plan, outcome }
+            }
+            Err(error) => {
+                let kind = match error {
+                    StoreError::Unavailable(_) => "unavailable",
+                    StoreError::BadReply(_) => "bad_reply",
+                    StoreError::Timeout => "timeout",
+                };
+                self.metrics.store_errors.with_label_values(&[kind]).inc();
+                let action = if policy.fail_open { "allow" } else { "deny" };
+                self.metrics.on_error.with_label_values(&[action]).inc();
+                tracing::warn!(error = %error, store = self.store.kind(), on_error = action, "rate-limit store failed");
+                Decision::StoreFailed {
+                    error,
+                    fail_open: policy.fail_open,
+                    descriptors,
+                }
+            }
+        }
+    }
+
+    /// A denial without the store when any counter is known to be over its limit.
+    fn from_cache(&self, plan: &Plan) -> Option<Outcome> {
+        let now = Instant::now();
+        let blocked: Vec<Option<Duration>> = plan
+            .hits
+            .iter()
+            .map(|h| self.cache.blocked_for(&h.key, now))
+            .collect();
+        if blocked.iter().all(Option::is_none) {
+            return None;
+        }
+        let checks = plan
+            .hits
+            .iter()
+            .zip(&blocked)
+            .map(|(h, b)| match b {
+                Some(d) => {
+                    let ms = (d.as_millis() as u64).max(1);
+                    Check {
+                        admitted: false,
+                        used: h.limit.requests,
+                        reset_ms: ms,
+                        retry_after_ms: ms,
+                    }
+                }
+                // Not consulted: report it as untouched.
+                None => Check {
+                    admitted: true,
+                    used: 0,
+                    reset_ms: h.limit.window_ms,
+                    retry_after_ms: 0,
+                },
+            })
+            .collect();
+        let outcome = Outcome {
+            admitted: false,
+            checks,
+            now_ms: 0,
+        };
+        self.record(plan, &outcome, "denied_cached");
+        Some(outcome)
+    }
+
+    fn record(&self, plan: &Plan, outcome: &Outcome, denied: &str) {
+        for (name, check) in plan.names.iter().zip(&outcome.checks) {
+            let o = if check.admitted && outcome.admitted {
+                "admitted"
+            } else if check.admitted {
+                // Admissible here, but another counter refused the request.
+                continue;
+            } else {
+                denied
+            };
+            self.metrics.decisions.with_label_values(&[name, o]).inc();
+        }
+    }
+}
+
+/// Turns a decision into the gRPC answer; the one place where outcomes meet Envoy.
+///
+/// Envoy applies `response_headers_to_add` to the upstream's response on OK and to its local
+/// 429 on OVER_LIMIT, whose body becomes `raw_body`. A store failure under `on_error: deny`
+/// becomes a gRPC UNAVAILABLE error: Envoy's filter then applies its `failure_mode_deny`, which
+/// xds-server sets from the same `on_error`, so a store outage never shows up as a 429.
+pub fn respond(decision: Decision) -> Result<RateLimitResponse, Status> {
+    let all_ok = |n: usize| RateLimitResponse {
+        overall_code: Code::Ok as i32,
+        statuses: vec![
+            DescriptorStatus {
+                code: Code::Ok as i32,
+                ..Default::default()
+            };
+            n
+        ],
+        ..Default::default()
+    };
+    match decision {
+        Decision::Unlimited { descriptors } => Ok(all_ok(descriptors)),
+        Decision::StoreFailed {
+            fail_open: true,
+            descriptors,
+            ..
+        } => Ok(all_ok(descriptors)),
+        Decision::StoreFailed { error, .. } => Err(Status::unavailable(format!(
+            "rate-limit store failed: {error}"
+        ))),
+        Decision::Decided { plan, outcome } => Ok(decided(&plan, &outcome)),
+    }
+}
+
+fn decided(plan: &Plan, outcome: &Outcome) -> RateLimitResponse {
+    let admitted = outcome.admitted;
+    let remaining = |i: usize| outcome.checks[i].remaining(plan.hits[i].limit, plan.hits[i].cost, admitted);
+    let statuses = plan
+        .descriptor_hits
+        .iter()
+        .map(|h| match h {
+            None => DescriptorStatus {
+                code: Code::Ok as i32,
+                ..Default::default()
+            },
+            Some(i) => {
+                let (hit, check) = (&plan.hits[*i], &outcome.checks[*i]);
+                DescriptorStatus {
+                    code: if check.admitted { Code::Ok } else { Code::OverLimit } as i32,
+                    current_limit: Some(RateLimit {
+                        name: plan.names[*i].clone(),
+                        requests_per_unit: u32::try_from(hit.limit.requests).unwrap_or(u32::MAX),
+                        unit: unit(hit.limit.window_ms) as i32,
+                    }),
+                    limit_remaining: u32::try_from(remaining(*i)).unwrap_or(u32::MAX),
+                    duration_until_reset: Some(proto_duration(if check.admitted {
+                        check.reset_ms
+                    } else {
+                        check.retry_after_ms
+                    })),
+                    ..Default::default()
+                }
+            }
+        })
+        .collect();
+
+    // The counter the client should hear about: on a denial the one that blocks longest, on an
+    // admission the one with the least quota left.
+    let n = plan.hits.len();
+    let binding = if admitted {
+        (0..n).min_by_key(|&i| remaining(i)).unwrap_or(0)
+    } else {
+        (0..n)
+            .filter(|&i| !outcome.checks[i].admitted)
+            .max_by_key(|&i| outcome.checks[i].retry_after_ms)
+            .unwrap_or(0)
+    };
+    let b = &outcome.checks[binding];
+    let wait_ms = if admitted { b.reset_ms } else { b.retry_after_ms };
+    let wait_s = ceil_secs(wait_ms);
+    let policy_field = plan
+        .hits
+        .iter()
+        .zip(&plan.names)
+        .map(|(h, name)| format!("{};q={};w={}", sf_string(name), h.limit.requests, ceil_secs(h.limit.window_ms)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut headers = vec![
+        header("ratelimit-policy", policy_field),
+        header(
+            "ratelimit",
+            format!("{};r={};t={}", sf_string(&plan.names[binding]), remaining(binding), wait_s),
+        ),
+        header("x-ratelimit-limit", plan.hits[binding].limit.requests.to_string()),
+        header("x-ratelimit-remaining", remaining(binding).to_string()),
+        header("x-ratelimit-reset", wait_s.to_string()),
+    ];
+    let mut raw_body = Vec::new();
+    if !admitted {
+        headers.push(header("retry-after", wait_s.to_string()));
+        headers.push(header("content-type", "application/json".into()));
+        raw_body = serde_json::json!({
+            "error": "too_many_requests",
+            "message": "rate limit exceeded",
+            "retry_after": wait_s,
+            "request_id": plan.request_id.as_deref().unwrap_or(""),
+        })
+        .to_string()
+        .into_bytes();
+    }
+    RateLimitResponse {
+        overall_code: if admitted { Code::Ok } else { Code::OverLimit } as i32,
+        statuses,
+        response_headers_to_add: headers,
+        raw_body,
+        ..Default::default()
+    }
+}
+
+/// Whole seconds, rounded up, at least 1: a client told `0` would retry at once and be denied.
+fn ceil_secs(ms: u64) -> u64 {
+    ms.div_ceil(1000).max(1)
+}
+
+fn unit(window_ms: u64) -> Unit {
+    match window_ms {
+        1_000 => Unit::Second,
+        60_000 => Unit::Minute,
+        3_600_000 => Unit::Hour,
+        86_400_000 => Unit::Day,
+        _ => Unit::Unknown,
+    }
+}
+
+fn proto_duration(ms: u64) -> proto::pb::google::protobuf::Duration {
+    proto::pb::google::protobuf::Duration {
+        seconds: i64::try_from(ms / 1000).unwrap_or(i64::MAX),
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
+}
+
+fn header(key: &str, value: String) -> HeaderValue {
+    HeaderValue {
+        key: key.to_string(),
+        value,
+        ..Default::default()
+    }
+}
+
+/// An RFC 9651 sf-string: printable ASCII, `"` and `\` escaped; anything else becomes `?`.
+fn sf_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The tonic service around a shared [`RateLimiter`].
+pub struct Rls<S>(pub Arc<RateLimiter<S>>);
+
+#[tonic::async_trait]
+impl<S: CounterStore> RateLimitService for Rls<S> {
+    #[tracing::instrument(skip_all, fields(descriptors = request.get_ref().descriptors.len()))]
+    async fn should_rate_limit(
+        &self,
+        request: Request<RateLimitRequest>,
+    ) -> Result<Response<RateLimitResponse>, Status> {
+        let started = Instant::now();
+        let decision = self.0.decide(request.get_ref()).await;
+        let answer = respond(decision).map(Response::new);
+        self.0
+            .metrics
+            .request_seconds
+            .observe(started.elapsed().as_secs_f64());
+        answer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sf_strings_are_escaped() {
+        assert_eq!(sf_string(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(sf_string("é\n"), "\"??\"");
+    }
+
+    #[test]
+    fn seconds_round_up() {
+        assert_eq!(ceil_secs(0), 1);
+        assert_eq!(ceil_secs(1), 1);
+        assert_eq!(ceil_secs(1000), 1);
+        assert_eq!(ceil_secs(1001), 2);
+    }
+}

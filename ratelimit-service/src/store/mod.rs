@@ -1,0 +1,67 @@
+//! Where counters live: the [`CounterStore`] trait and its two implementations, the embedded
+//! [`MemoryStore`] and [`RedisStore`] (single node or Redis Cluster).
+//!
+//! A store evaluates every counter of one request together and admits the request only if all
+//! of them admit it; only then does it add the cost to each. Both stores use the arithmetic in
+//! [`crate::limiter`] and take time from one clock (the process clock for memory, Redis `TIME`
+//! for Redis), so instances sharing a Redis agree on every window.
+
+mod memory;
+mod redis;
+
+pub use self::memory::MemoryStore;
+pub use self::redis::RedisStore;
+
+use std::future::Future;
+
+use crate::limiter::{Algorithm, Check, Limit};
+
+/// One counter a request is checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    /// The counter's key, with a Redis Cluster hash tag (`{…}`); see [`crate::policy`].
+    pub key: String,
+    pub algorithm: Algorithm,
+    pub limit: Limit,
+    /// At least 1.
+    pub cost: u64,
+}
+
+/// The verdict on one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Every counter admitted the request, and each was charged its cost.
+    pub admitted: bool,
+    /// One per hit, in order.
+    pub checks: Vec<Check>,
+    /// The store's clock at the decision, in Unix milliseconds.
+    pub now_ms: i64,
+}
+
+/// Why a store could not decide. Every variant is the store's fault (never the client's), and
+/// the service answers it by the policy's `on_error`.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// Connecting or talking to the store failed; a retry may help once it is back.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered something we cannot read (wrong type, wrong length).
+    #[error("unexpected reply from the store: {0}")]
+    BadReply(String),
+    /// No answer within the policy's timeout.
+    #[error("store timed out")]
+    Timeout,
+}
+
+/// A place to keep counters. `check` must be atomic per request: concurrent calls never both
+/// see quota that only one of them can have.
+pub trait CounterStore: Send + Sync + 'static {
+    /// Evaluates `hits` (non-empty, keys distinct) and charges them if all admit.
+    fn check(&self, hits: &[Hit]) -> impl Future<Output = Result<Outcome, StoreError>> + Send;
+
+    /// For logs and metrics: `memory`, `redis` or `redis-cluster`.
+    fn kind(&self) -> &'static str;
+}
+
+#[cfg(test)]
+pub(crate) mod suite;

@@ -1,0 +1,94 @@
+//! What every policy service runs beside its ADS client: the HTTP side port (`/healthz`,
+//! `/readyz`, Prometheus `/metrics`, spec §7) and `tracing` set-up (text or JSON lines).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use prometheus::{Encoder, Registry, TextEncoder};
+
+/// Log output format (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Installs the global `tracing` subscriber: `RUST_LOG` filter (default `info`), stderr.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Serves the side port until `shutdown` completes. `/readyz` answers 200 while `ready()` is
+/// true and 503 otherwise.
+pub async fn serve_admin(
+    listener: tokio::net::TcpListener,
+    ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    registry: Registry,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let router = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    if ready() {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move {
+                    let mut buf = Vec::new();
+                    // Encoding into a Vec only fails on invalid metric families, which
+                    // registration already rules out.
+                    let _ = TextEncoder::new().encode(&registry.gather(), &mut buf);
+                    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], buf)
+                }
+            }),
+        );
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "admin server failed");
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
