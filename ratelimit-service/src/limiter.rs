@@ -378,7 +378,13 @@ mod tests {
             requests: 5,
             window_ms: 60_000,
         };
-        let c = evaluate(Algorithm::SlidingWindow, limit, &[(10, 1)], 10 * 1_000 + 5, 1);
+        let c = evaluate(
+            Algorithm::SlidingWindow,
+            limit,
+            &[(10, 1)],
+            10 * 1_000 + 5,
+            1,
+        );
         // Bucket 10 = [10 s, 11 s) leaves at 71 s.
         assert_eq!(c.reset_ms, 71_000 - 10_005);
         let fresh = evaluate(Algorithm::SlidingWindow, limit, &[], 10_005, 1);

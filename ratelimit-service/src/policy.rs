@@ -100,7 +100,10 @@ impl Policy {
                 .map_err(|_| PolicyError(format!("rule {:?}: unknown per {}", r.id, r.per)))?;
             let limit = if per == Per::Plan {
                 if default_plan.is_none() {
-                    return err(format!("rule {:?} uses plans, but no default plan is set", r.id));
+                    return err(format!(
+                        "rule {:?} uses plans, but no default plan is set",
+                        r.id
+                    ));
                 }
                 None
             } else {
@@ -206,7 +209,12 @@ impl Policy {
                     .ok_or(Some("plan"))?;
                 let limit = *self.plans.get(plan).ok_or(Some("plan"))?;
                 (
-                    format!("rl:{{c:{}}}:plan:{}:{}", tag(client), tag(plan), suffix(limit)),
+                    format!(
+                        "rl:{{c:{}}}:plan:{}:{}",
+                        tag(client),
+                        tag(plan),
+                        suffix(limit)
+                    ),
                     limit,
                     plan.to_string(),
                 )
@@ -361,8 +369,14 @@ mod tests {
             desc(&[("rule", "orders#1"), ("header", "a{b}%")]),
         ]));
         assert_eq!(plan.request_id.as_deref(), Some("abc"));
-        assert_eq!(plan.ignored, ["unknown_rule", "client", "not_ours", "not_ours"]);
-        assert_eq!(plan.descriptor_hits, [None, None, None, None, None, Some(0)]);
+        assert_eq!(
+            plan.ignored,
+            ["unknown_rule", "client", "not_ours", "not_ours"]
+        );
+        assert_eq!(
+            plan.descriptor_hits,
+            [None, None, None, None, None, Some(0)]
+        );
         assert_eq!(plan.hits[0].key, "rl:{h:a%7Bb%7D%25}:rule:orders#1:s1000");
     }
 

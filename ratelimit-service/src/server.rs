@@ -58,7 +58,12 @@ impl PolicyApplier {
 impl xds_client::Apply for PolicyApplier {
     fn apply(&mut self, version: &str, resources: &[Any]) -> Result<(), String> {
         let policy = Self::compile(resources)?;
-        info!(version, algorithm = policy.algorithm.name(), fail_open = policy.fail_open, "rate-limit policy installed");
+        info!(
+            version,
+            algorithm = policy.algorithm.name(),
+            fail_open = policy.fail_open,
+            "rate-limit policy installed"
+        );
         self.policy.store(Some(Arc::new(policy)));
         // A cached "over limit until" may rest on a limit that just changed.
         self.cache.clear();
@@ -144,7 +149,8 @@ async fn serve_with<S: CounterStore>(opts: Options, store: S) -> anyhow::Result<
 
     // Ready once a policy is installed: before that every request would be admitted unchecked.
     let ready_policy = policy.clone();
-    let ready: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(move || ready_policy.load().is_some());
+    let ready: Arc<dyn Fn() -> bool + Send + Sync> =
+        Arc::new(move || ready_policy.load().is_some());
     let mut sd = shutdown_rx.clone();
     let admin_task = tokio::spawn(xds_client::side::serve_admin(
         admin,

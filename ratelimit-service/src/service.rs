@@ -212,7 +212,8 @@ pub fn respond(decision: Decision) -> Result<RateLimitResponse, Status> {
 
 fn decided(plan: &Plan, outcome: &Outcome) -> RateLimitResponse {
     let admitted = outcome.admitted;
-    let remaining = |i: usize| outcome.checks[i].remaining(plan.hits[i].limit, plan.hits[i].cost, admitted);
+    let remaining =
+        |i: usize| outcome.checks[i].remaining(plan.hits[i].limit, plan.hits[i].cost, admitted);
     let statuses = plan
         .descriptor_hits
         .iter()
@@ -224,7 +225,11 @@ fn decided(plan: &Plan, outcome: &Outcome) -> RateLimitResponse {
             Some(i) => {
                 let (hit, check) = (&plan.hits[*i], &outcome.checks[*i]);
                 DescriptorStatus {
-                    code: if check.admitted { Code::Ok } else { Code::OverLimit } as i32,
+                    code: if check.admitted {
+                        Code::Ok
+                    } else {
+                        Code::OverLimit
+                    } as i32,
                     current_limit: Some(RateLimit {
                         name: plan.names[*i].clone(),
                         requests_per_unit: u32::try_from(hit.limit.requests).unwrap_or(u32::MAX),
@@ -254,22 +259,41 @@ fn decided(plan: &Plan, outcome: &Outcome) -> RateLimitResponse {
             .unwrap_or(0)
     };
     let b = &outcome.checks[binding];
-    let wait_ms = if admitted { b.reset_ms } else { b.retry_after_ms };
+    let wait_ms = if admitted {
+        b.reset_ms
+    } else {
+        b.retry_after_ms
+    };
     let wait_s = ceil_secs(wait_ms);
     let policy_field = plan
         .hits
         .iter()
         .zip(&plan.names)
-        .map(|(h, name)| format!("{};q={};w={}", sf_string(name), h.limit.requests, ceil_secs(h.limit.window_ms)))
+        .map(|(h, name)| {
+            format!(
+                "{};q={};w={}",
+                sf_string(name),
+                h.limit.requests,
+                ceil_secs(h.limit.window_ms)
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let mut headers = vec![
         header("ratelimit-policy", policy_field),
         header(
             "ratelimit",
-            format!("{};r={};t={}", sf_string(&plan.names[binding]), remaining(binding), wait_s),
+            format!(
+                "{};r={};t={}",
+                sf_string(&plan.names[binding]),
+                remaining(binding),
+                wait_s
+            ),
         ),
-        header("x-ratelimit-limit", plan.hits[binding].limit.requests.to_string()),
+        header(
+            "x-ratelimit-limit",
+            plan.hits[binding].limit.requests.to_string(),
+        ),
         header("x-ratelimit-remaining", remaining(binding).to_string()),
         header("x-ratelimit-reset", wait_s.to_string()),
     ];

@@ -8,6 +8,8 @@ pub mod client;
 pub mod echo;
 pub mod envoy;
 pub mod process;
+pub mod ratelimit;
+pub mod redis;
 pub mod stack;
 pub mod wait;
 pub mod xds;

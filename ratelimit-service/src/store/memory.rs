@@ -71,7 +71,13 @@ impl MemoryStore {
                 .get(&h.key)
                 .filter(|c| c.expires_at > now)
                 .map_or(&[][..], |c| c.buckets.as_slice());
-            checks.push(limiter::evaluate(h.algorithm, h.limit, buckets, now, h.cost));
+            checks.push(limiter::evaluate(
+                h.algorithm,
+                h.limit,
+                buckets,
+                now,
+                h.cost,
+            ));
         }
         let admitted = checks.iter().all(|c| c.admitted);
         if admitted {

@@ -46,7 +46,8 @@ impl RedisStore {
     /// A single node, e.g. `redis://127.0.0.1:6379/0`. Connects lazily and reconnects on its
     /// own; never fails because the server is down, only on a malformed URL.
     pub fn single(url: &str) -> Result<Self, StoreError> {
-        let client = ::redis::Client::open(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let client =
+            ::redis::Client::open(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(IO_TIMEOUT))
             .set_response_timeout(Some(IO_TIMEOUT))
@@ -153,9 +154,8 @@ fn parse(reply: &[i64], keys: usize) -> Result<(bool, Vec<(Check, i64)>, i64), S
             reply.len()
         )));
     }
-    let non_negative = |v: i64| {
-        u64::try_from(v).map_err(|_| StoreError::BadReply(format!("negative value {v}")))
-    };
+    let non_negative =
+        |v: i64| u64::try_from(v).map_err(|_| StoreError::BadReply(format!("negative value {v}")));
     let mut checks = Vec::with_capacity(keys);
     for chunk in reply[2..].chunks_exact(5) {
         checks.push((

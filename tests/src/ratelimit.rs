@@ -1,0 +1,136 @@
+//! A real `ratelimit-service` process, and helpers to ask it ShouldRateLimit over gRPC.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use proto::pb::envoy::extensions::common::ratelimit::v3::{
+    rate_limit_descriptor::Entry, RateLimitDescriptor,
+};
+use proto::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+use proto::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use tonic::transport::Channel;
+
+use crate::{free_port, wait_for, workspace_bin, Proc};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `ratelimit-service`; killed on drop.
+pub struct RateLimitService {
+    proc: Proc,
+    pub grpc_port: u16,
+    pub admin_port: u16,
+    http: reqwest::Client,
+}
+
+impl RateLimitService {
+    /// Starts it against xds-server at `xds` (host:port), with `redis` or the memory store, and
+    /// waits until it has a policy (`/readyz`).
+    pub async fn start(name: &str, xds: &str, redis: Option<&str>, log_dir: &Path) -> Self {
+        let (grpc_port, admin_port) = (free_port(), free_port());
+        let mut cmd = Command::new(workspace_bin("ratelimit-service"));
+        cmd.args(["--xds", xds])
+            .args(["--listen", &format!("127.0.0.1:{grpc_port}")])
+            .args(["--admin", &format!("127.0.0.1:{admin_port}")])
+            .args(["--node-id", name])
+            .env("RUST_LOG", "info");
+        if let Some(r) = redis {
+            cmd.args(["--redis", r]);
+        }
+        let proc = Proc::spawn(name, cmd, log_dir);
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("reqwest client");
+        let mut s = Self {
+            proc,
+            grpc_port,
+            admin_port,
+            http,
+        };
+        s.wait_ready().await;
+        s
+    }
+
+    pub async fn wait_ready(&mut self) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
+        let http = self.http.clone();
+        let proc = &mut self.proc;
+        wait_for(
+            &format!("ratelimit-service to be ready ({url})"),
+            READY_TIMEOUT,
+            async || {
+                proc.assert_running();
+                let r = http.get(&url).send().await.map_err(|e| e.to_string())?;
+                if r.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(r.status().to_string())
+                }
+            },
+        )
+        .await;
+    }
+
+    pub fn proc(&mut self) -> &mut Proc {
+        &mut self.proc
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc_port)
+    }
+
+    pub async fn client(&self) -> RateLimitServiceClient<Channel> {
+        RateLimitServiceClient::connect(self.grpc_url())
+            .await
+            .expect("connect to ratelimit-service")
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("http://127.0.0.1:{}/metrics", self.admin_port))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+}
+
+/// A descriptor from `(key, value)` entries.
+pub fn descriptor(entries: &[(&str, &str)]) -> RateLimitDescriptor {
+    RateLimitDescriptor {
+        entries: entries
+            .iter()
+            .map(|(k, v)| Entry {
+                key: (*k).to_string(),
+                value: (*v).to_string(),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// A request in the gateway's domain.
+pub fn request(descriptors: Vec<RateLimitDescriptor>) -> RateLimitRequest {
+    RateLimitRequest {
+        domain: proto::ratelimit::DOMAIN.to_string(),
+        descriptors,
+        hits_addend: 0,
+    }
+}
+
+/// The value of a response header the service asked Envoy to add.
+pub fn header<'a>(r: &'a RateLimitResponse, name: &str) -> Option<&'a str> {
+    r.response_headers_to_add
+        .iter()
+        .find(|h| h.key.eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_str())
+}
+
+/// True when the response admits the request.
+pub fn is_ok(r: &RateLimitResponse) -> bool {
+    r.overall_code == proto::pb::envoy::service::ratelimit::v3::rate_limit_response::Code::Ok as i32
+}

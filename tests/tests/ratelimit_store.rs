@@ -1,0 +1,240 @@
+//! One behaviour suite for every counter store: the embedded memory store, a real single-node
+//! `redis-server`, and a real three-master Redis Cluster. Each backend runs every scenario in
+//! turn (on distinct keys), so a cluster is started once per backend, not once per scenario.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ratelimit_service::limiter::{Algorithm, Limit};
+use ratelimit_service::store::{CounterStore, Hit, MemoryStore, RedisStore};
+use tests::redis::{RedisCluster, RedisServer};
+use tests::wait_for;
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// A key no other scenario (or earlier run against the same server) uses, with its own tag.
+fn key(tag: &str) -> String {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    format!("rl:{{{tag}-{pid}-{n}}}:suite")
+}
+
+fn hit(key: &str, alg: Algorithm, requests: u64, window_ms: u64, cost: u64) -> Hit {
+    Hit {
+        key: key.to_string(),
+        algorithm: alg,
+        limit: Limit {
+            requests,
+            window_ms,
+        },
+        cost,
+    }
+}
+
+async fn check<S: CounterStore>(s: &S, hits: &[Hit]) -> ratelimit_service::store::Outcome {
+    s.check(hits).await.expect("store answers")
+}
+
+async fn admits_up_to_the_limit_then_denies<S: CounterStore>(s: &S) {
+    let k = key("basic");
+    let h = [hit(&k, Algorithm::SlidingWindow, 5, 10_000, 1)];
+    for expected_remaining in (0..5).rev() {
+        let o = check(s, &h).await;
+        assert!(o.admitted);
+        assert_eq!(
+            o.checks[0].remaining(h[0].limit, 1, true),
+            expected_remaining
+        );
+        assert!(o.checks[0].reset_ms > 0 && o.checks[0].reset_ms <= 10_000 + 166);
+    }
+    let o = check(s, &h).await;
+    assert!(!o.admitted);
+    assert_eq!(o.checks[0].used, 5);
+    assert_eq!(o.checks[0].remaining(h[0].limit, 1, false), 0);
+    let retry = o.checks[0].retry_after_ms;
+    assert!(
+        retry > 9_000 && retry <= 10_000 + 166,
+        "retry after {retry} ms"
+    );
+}
+
+async fn rejected_requests_consume_nothing<S: CounterStore>(s: &S) {
+    let k = key("rejected");
+    let h = [hit(&k, Algorithm::SlidingWindow, 3, 1_000, 1)];
+    for _ in 0..3 {
+        assert!(check(s, &h).await.admitted);
+    }
+    for _ in 0..20 {
+        let o = check(s, &h).await;
+        assert!(!o.admitted);
+        assert_eq!(o.checks[0].used, 3, "a denial must not be counted");
+    }
+    // Once the window has passed the counter is back to full quota, however often it was denied.
+    wait_for("the window to pass", Duration::from_secs(5), async || {
+        check(s, &h).await.admitted
+    })
+    .await;
+    assert!(check(s, &h).await.admitted);
+    assert!(check(s, &h).await.admitted);
+    assert!(!check(s, &h).await.admitted);
+}
+
+async fn a_request_counts_against_all_its_limits_or_none<S: CounterStore>(s: &S) {
+    // Different tags: in a cluster these are different slots (two scripts and a refund).
+    let (a, b) = (key("a"), key("b"));
+    let both = [
+        hit(&a, Algorithm::SlidingWindow, 2, 10_000, 1),
+        hit(&b, Algorithm::SlidingWindow, 10, 10_000, 1),
+    ];
+    assert!(check(s, &both).await.admitted);
+    assert!(check(s, &both).await.admitted);
+    let o = check(s, &both).await;
+    assert!(!o.admitted);
+    assert!(!o.checks[0].admitted);
+    assert!(o.checks[1].admitted, "b alone would admit");
+    let only_b = check(s, &both[1..]).await;
+    assert!(only_b.admitted);
+    assert_eq!(
+        only_b.checks[0].used, 2,
+        "the denied request was charged to b"
+    );
+}
+
+async fn several_limits_on_one_key<S: CounterStore>(s: &S) {
+    // 2/second and 3/day on one client: same tag, so one script call even in a cluster.
+    let tag = key("multi");
+    let (sec, day) = (format!("{tag}:s"), format!("{tag}:d"));
+    let hits = [
+        hit(&sec, Algorithm::SlidingWindow, 2, 1_000, 1),
+        hit(&day, Algorithm::SlidingWindow, 3, 86_400_000, 1),
+    ];
+    assert!(check(s, &hits).await.admitted);
+    assert!(check(s, &hits).await.admitted);
+    let o = check(s, &hits).await;
+    assert!(!o.admitted && !o.checks[0].admitted && o.checks[1].admitted);
+    wait_for(
+        "the one-second window to pass",
+        Duration::from_secs(5),
+        async || check(s, &hits).await.admitted,
+    )
+    .await;
+    let o = check(s, &hits).await;
+    assert!(!o.admitted, "the daily limit of 3 is used up");
+    assert!(!o.checks[1].admitted);
+    assert!(o.checks[1].retry_after_ms > 86_000_000);
+}
+
+async fn costs_are_charged_whole<S: CounterStore>(s: &S) {
+    let k = key("cost");
+    let with_cost = |c| [hit(&k, Algorithm::SlidingWindow, 5, 10_000, c)];
+    let o = check(s, &with_cost(3)).await;
+    assert!(o.admitted);
+    assert_eq!(o.checks[0].remaining(with_cost(3)[0].limit, 3, true), 2);
+    let o = check(s, &with_cost(3)).await;
+    assert!(!o.admitted);
+    assert_eq!(o.checks[0].used, 3);
+    assert!(check(s, &with_cost(2)).await.admitted);
+    assert!(!check(s, &with_cost(1)).await.admitted);
+}
+
+async fn concurrent_checks_never_over_admit<S: CounterStore>(s: Arc<S>) {
+    let k = key("concurrent");
+    let h = hit(&k, Algorithm::SlidingWindow, 50, 10_000, 1);
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (s, h) = (s.clone(), h.clone());
+            tokio::spawn(async move {
+                let mut n = 0;
+                for _ in 0..5 {
+                    if s.check(std::slice::from_ref(&h))
+                        .await
+                        .expect("store")
+                        .admitted
+                    {
+                        n += 1;
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += t.await.expect("task");
+    }
+    assert_eq!(admitted, 50, "160 concurrent attempts against 50/10s");
+}
+
+async fn fixed_and_approximate_windows<S: CounterStore>(s: &S) {
+    for alg in [Algorithm::Fixed, Algorithm::Approximate] {
+        let k = key(alg.name());
+        let h = [hit(&k, alg, 4, 60_000, 1)];
+        for _ in 0..4 {
+            assert!(check(s, &h).await.admitted, "{alg:?}");
+        }
+        let o = check(s, &h).await;
+        assert!(!o.admitted, "{alg:?}");
+        assert!(o.checks[0].retry_after_ms > 0, "{alg:?}");
+        assert!(o.checks[0].reset_ms <= 60_000, "{alg:?}");
+    }
+}
+
+async fn windows_of_any_length<S: CounterStore>(s: &S) {
+    let k = key("odd");
+    let h = [hit(&k, Algorithm::SlidingWindow, 2, 1_500, 1)];
+    assert!(check(s, &h).await.admitted);
+    assert!(check(s, &h).await.admitted);
+    let o = check(s, &h).await;
+    assert!(!o.admitted);
+    assert!(o.checks[0].retry_after_ms <= 1_500 + 25);
+    wait_for(
+        "the 1.5 s window to pass",
+        Duration::from_secs(5),
+        async || check(s, &h).await.admitted,
+    )
+    .await;
+    // A different key is untouched by all of this.
+    assert!(
+        check(
+            s,
+            &[hit(&key("other"), Algorithm::SlidingWindow, 1, 1_500, 1)]
+        )
+        .await
+        .admitted
+    );
+}
+
+async fn suite<S: CounterStore>(s: Arc<S>) {
+    admits_up_to_the_limit_then_denies(&*s).await;
+    rejected_requests_consume_nothing(&*s).await;
+    a_request_counts_against_all_its_limits_or_none(&*s).await;
+    several_limits_on_one_key(&*s).await;
+    costs_are_charged_whole(&*s).await;
+    concurrent_checks_never_over_admit(s.clone()).await;
+    fixed_and_approximate_windows(&*s).await;
+    windows_of_any_length(&*s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store() {
+    suite(Arc::new(MemoryStore::default())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_single_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = RedisServer::start(dir.path()).await;
+    let store = RedisStore::from_url(&redis.url()).expect("redis url");
+    assert_eq!(store.kind(), "redis");
+    suite(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = RedisCluster::start(dir.path(), 3).await;
+    let store = RedisStore::from_url(&cluster.url()).expect("cluster url");
+    assert_eq!(store.kind(), "redis-cluster");
+    suite(Arc::new(store)).await;
+}
