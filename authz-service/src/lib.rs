@@ -1,1 +1,24 @@
-//! authz-service library (placeholder while the modules land).
+//! authz-service: Envoy's ext_authz gRPC service for JWT and API-key authentication, with
+//! per-route provider lists and `require` rules, configured over xDS by xds-server.
+//!
+//! Domain logic (`jwt`, `jwks`, `apikey`, `policy`) is plain Rust over plain types; gRPC
+//! (`service`, `response`), HTTP (`admin`, `remote`) and xDS (`xds`) stay at the edges.
+
+pub mod admin;
+pub mod apikey;
+pub mod cache;
+pub mod cli;
+pub mod json;
+pub mod jwks;
+pub mod jwt;
+pub mod metrics;
+pub mod policy;
+pub mod remote;
+pub mod response;
+pub mod server;
+pub mod service;
+pub mod token;
+pub mod xds;
+
+/// Identity headers set on every authenticated request (spec §4); client copies are removed.
+pub const IDENTITY_HEADERS: [&str; 3] = ["x-auth-provider", "x-client-id", "x-client-plan"];

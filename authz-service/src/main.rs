@@ -1,7 +1,17 @@
-//! authz-service: placeholder binary. The service is specified in the gateway spec (§7) and arrives in a
-//! later change; until then it refuses to start instead of pretending to enforce anything.
+//! authz-service binary: parses the command line and hands off to the library.
+
+use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    eprintln!("authz-service: not implemented yet; routes must use `auth: none` and no `rate_limits` for now");
-    std::process::ExitCode::FAILURE
+    let cli = authz_service::cli::Cli::parse();
+    if cli.command.is_none() || matches!(cli.command, Some(authz_service::cli::Command::Serve(_))) {
+        authz_service::cli::init_logging(cli.log_format);
+    }
+    match authz_service::cli::run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

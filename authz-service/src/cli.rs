@@ -1,0 +1,265 @@
+//! Command line (spec §7): `serve` (the default), `apikey create|revoke`, `token`. Every flag has
+//! an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::apikey::{self, KeyRecord, KeysFile};
+use crate::server::{self, ServeOptions};
+use crate::token::{self, KeySource, TokenSpec};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "authz-service",
+    version,
+    about = "Envoy ext_authz service: JWT and API keys, configured over xDS",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, global = true, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `serve` flags, also accepted without the subcommand.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve ext_authz Check (the default).
+    Serve(ServeArgs),
+    /// Create or revoke API keys in a keys file.
+    #[command(subcommand)]
+    Apikey(ApikeyCommand),
+    /// Mint a development JWT.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// xds-server's gRPC address.
+    #[arg(long, env = "AUTHZ_XDS", default_value = "127.0.0.1:18000")]
+    pub xds: String,
+    /// ext_authz gRPC listen address.
+    #[arg(long, env = "AUTHZ_LISTEN", default_value = "127.0.0.1:9001")]
+    pub listen: SocketAddr,
+    /// HTTP admin listen address: /healthz, /readyz, /metrics.
+    #[arg(long, env = "AUTHZ_ADMIN", default_value = "127.0.0.1:9011")]
+    pub admin: SocketAddr,
+    /// node.id towards xds-server; defaults to `authz-service-<hostname>-<pid>`.
+    #[arg(long, env = "AUTHZ_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Tokio worker threads; defaults to the number of CPUs.
+    #[arg(long, env = "AUTHZ_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApikeyCommand {
+    /// Create a key: prints it once; the file keeps only its SHA-256.
+    Create {
+        #[arg(long, env = "AUTHZ_KEYS_FILE")]
+        keys_file: PathBuf,
+        #[arg(long, env = "AUTHZ_KEY_ID")]
+        id: String,
+        #[arg(long, env = "AUTHZ_KEY_PLAN")]
+        plan: String,
+        /// Comma-separated roles.
+        #[arg(long, env = "AUTHZ_KEY_ROLES", value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Comma-separated scopes.
+        #[arg(long, env = "AUTHZ_KEY_SCOPES", value_delimiter = ',')]
+        scopes: Vec<String>,
+        #[arg(long, env = "AUTHZ_KEY_TENANT")]
+        tenant: Option<String>,
+        /// RFC 3339 time (2026-12-31T00:00:00Z) or a duration from now (90d, 12h).
+        #[arg(long, env = "AUTHZ_KEY_EXPIRES")]
+        expires: Option<String>,
+    },
+    /// Revoke a key by id (it stays in the file, marked revoked).
+    Revoke {
+        #[arg(long, env = "AUTHZ_KEYS_FILE")]
+        keys_file: PathBuf,
+        #[arg(long, env = "AUTHZ_KEY_ID")]
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// JWS algorithm (RS256, ES256, EdDSA, HS256, …).
+    #[arg(long, env = "AUTHZ_TOKEN_ALG", default_value = "RS256")]
+    pub alg: String,
+    /// PEM private key file (asymmetric algorithms).
+    #[arg(long, env = "AUTHZ_TOKEN_KEY")]
+    pub key: Option<PathBuf>,
+    /// Environment variable holding the HS* secret.
+    #[arg(long, env = "AUTHZ_TOKEN_SECRET_ENV")]
+    pub secret_env: Option<String>,
+    #[arg(long, env = "AUTHZ_TOKEN_ISSUER")]
+    pub issuer: String,
+    #[arg(long, env = "AUTHZ_TOKEN_SUBJECT", default_value = "dev-user")]
+    pub sub: String,
+    #[arg(long = "aud", env = "AUTHZ_TOKEN_AUDIENCE", value_delimiter = ',')]
+    pub audiences: Vec<String>,
+    #[arg(long, env = "AUTHZ_TOKEN_KID")]
+    pub kid: Option<String>,
+    /// Lifetime in seconds.
+    #[arg(long, env = "AUTHZ_TOKEN_TTL", default_value_t = 3600)]
+    pub ttl: u64,
+    /// Extra claims, `name=value` (JSON values allowed: `roles=["admin"]`).
+    #[arg(long = "claim", env = "AUTHZ_TOKEN_CLAIMS", value_delimiter = ';')]
+    pub claims: Vec<String>,
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Apikey(ApikeyCommand::Create {
+            keys_file,
+            id,
+            plan,
+            roles,
+            scopes,
+            tenant,
+            expires,
+        })) => {
+            let now = now();
+            let expires = match expires {
+                Some(e) => Some(apikey::parse_expiry(&e, now).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--expires {e:?}: expected an RFC 3339 time or a duration like 90d"
+                    )
+                })?),
+                None => None,
+            };
+            let mut file = KeysFile::load(&keys_file)?;
+            let key = file.create(KeyRecord {
+                id: id.clone(),
+                sha256: [0; 32],
+                plan,
+                roles: roles.into_iter().filter(|r| !r.is_empty()).collect(),
+                scopes: scopes.into_iter().filter(|s| !s.is_empty()).collect(),
+                tenant: tenant.unwrap_or_default(),
+                created: now,
+                expires,
+                revoked: None,
+            })?;
+            file.store(&keys_file)?;
+            eprintln!(
+                "created API key {id:?} in {}; it is shown once, store it now:",
+                keys_file.display()
+            );
+            println!("{key}");
+            Ok(())
+        }
+        Some(Command::Apikey(ApikeyCommand::Revoke { keys_file, id })) => {
+            let mut file = KeysFile::load(&keys_file)?;
+            file.revoke(&id, now())?;
+            file.store(&keys_file)?;
+            eprintln!("revoked API key {id:?} in {}", keys_file.display());
+            Ok(())
+        }
+        Some(Command::Token(t)) => {
+            let source = match (&t.key, &t.secret_env) {
+                (Some(k), None) => KeySource::PemFile(k),
+                (None, Some(var)) => {
+                    use std::os::unix::ffi::OsStringExt;
+                    let secret = std::env::var_os(var)
+                        .ok_or_else(|| token::TokenError::MissingSecret(var.clone()))?;
+                    KeySource::Secret(secret.into_vec())
+                }
+                _ => return Err(token::TokenError::KeySource.into()),
+            };
+            let jwt = token::mint(
+                &TokenSpec {
+                    algorithm: t.alg,
+                    issuer: t.issuer,
+                    subject: t.sub,
+                    audiences: t.audiences,
+                    kid: t.kid,
+                    ttl_secs: t.ttl,
+                    claims: t.claims,
+                    now: now() as u64,
+                },
+                source,
+            )?;
+            println!("{jwt}");
+            Ok(())
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = args.workers {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = rt.build()?;
+    let node_id = args.node_id.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        format!("authz-service-{host}-{}", std::process::id())
+    });
+    rt.block_on(async move {
+        let running = server::start(ServeOptions {
+            xds: args.xds,
+            listen: args.listen,
+            admin: args.admin,
+            node_id,
+        })
+        .await?;
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        running.stop().await;
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}

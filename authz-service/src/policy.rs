@@ -1,0 +1,758 @@
+//! The compiled policy and the decision: who is asking (credentials from headers or the query),
+//! whether a provider of the route accepts them, whether `require` holds, and which identity
+//! goes upstream. Plain Rust over plain types; gRPC lives in `service`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, DecodingKey};
+use proto::authz::{jwt_provider, AuthPolicy};
+use serde_json::{Map, Value};
+
+use crate::apikey::{digest_key, KeyRecord, KeyStore, KeysFile};
+use crate::cache::TokenCache;
+use crate::jwks;
+use crate::jwt::{self, JwtError, Keys, Verifier};
+use crate::remote::RemoteJwks;
+
+/// HS* secrets shorter than this are refused (RFC 7518 §3.2: a key of at least the hash size).
+pub const MIN_SECRET_BYTES: usize = 32;
+/// Verified tokens kept per JWT provider.
+pub const TOKEN_CACHE_ENTRIES: usize = 16_384;
+
+const AUTHORIZATION: &str = "authorization";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyError {
+    #[error("jwt provider {provider}: {message}")]
+    Jwt { provider: String, message: String },
+    #[error("api_keys provider {provider}: {message}")]
+    ApiKeys { provider: String, message: String },
+    #[error("route {route}: unknown provider {provider}")]
+    UnknownProvider { route: String, provider: String },
+    #[error("route {0} accepts no provider and is not public")]
+    NoProvider(String),
+}
+
+/// What compiling a policy needs from its surroundings (so tests can supply their own).
+pub trait Env {
+    /// The value of an environment variable, as bytes.
+    fn var(&self, name: &str) -> Option<Vec<u8>>;
+    /// The shared, background-refreshed key set of a `jwks_url`.
+    fn remote(&mut self, url: &str, algorithms: &[Algorithm]) -> Arc<RemoteJwks>;
+}
+
+/// One JWT provider, ready to verify.
+pub struct JwtProvider {
+    pub name: String,
+    pub verifier: Verifier,
+    headers: Vec<(String, String)>,
+    client_claim: String,
+    plan_claim: String,
+    /// The claim behind `x-tenant-id` when one is configured, else `tenant_id`.
+    tenant_claim: String,
+    forward_token: bool,
+    cache: TokenCache<Identity>,
+}
+
+/// One API-key provider.
+pub struct ApiKeyProvider {
+    pub name: String,
+    header: String,
+    query: String,
+    store: KeyStore,
+}
+
+struct RouteRule {
+    public: bool,
+    jwt: Vec<Arc<JwtProvider>>,
+    api: Vec<Arc<ApiKeyProvider>>,
+    roles: Vec<String>,
+    scopes: Vec<String>,
+}
+
+/// A compiled `AuthPolicy`.
+pub struct Policy {
+    routes: HashMap<String, RouteRule>,
+    identity_headers: Vec<String>,
+    default_plan: String,
+    /// Remote key sets this policy uses (readiness waits for their first fetch).
+    pub remotes: Vec<Arc<RemoteJwks>>,
+}
+
+/// Who the caller is, once a provider accepted them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// Upstream headers from claims (already rendered), in configuration order.
+    pub headers: Vec<(String, String)>,
+    pub client_id: String,
+    pub plan: String,
+    pub tenant: String,
+    pub roles: Vec<String>,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow(Allow),
+    Deny(Deny),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allow {
+    /// The provider that accepted the request; empty on a public route.
+    pub provider: String,
+    pub identity: Option<Arc<Identity>>,
+    /// Headers to set (overwriting client copies).
+    pub set_headers: Vec<(String, String)>,
+    /// Headers to remove (never one of `set_headers`).
+    pub remove_headers: Vec<String>,
+    pub remove_query: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyStatus {
+    /// 401: no or bad credentials.
+    Unauthorized,
+    /// 403: authenticated but not allowed (or the route is unknown).
+    Forbidden,
+    /// 503: no policy yet (the service just started).
+    Unavailable,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deny {
+    pub status: DenyStatus,
+    pub message: &'static str,
+    /// Metrics label.
+    pub reason: &'static str,
+    /// Metrics label: the provider that refused, or empty.
+    pub provider: String,
+    /// `WWW-Authenticate` for a 401.
+    pub challenge: Option<String>,
+}
+
+/// Request headers as Envoy sent them: a lower-case name → its value, or `Err` when the value is
+/// not valid UTF-8.
+pub trait Headers: Sync {
+    fn get(&self, name: &str) -> Option<Result<&str, ()>>;
+}
+
+impl Headers for HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<Result<&str, ()>> {
+        HashMap::get(self, name).map(|v| Ok(v.as_str()))
+    }
+}
+
+impl Policy {
+    pub fn compile(p: &AuthPolicy, env: &mut dyn Env) -> Result<Policy, PolicyError> {
+        let mut jwt = HashMap::new();
+        let mut remotes = Vec::new();
+        for j in &p.jwt {
+            let err = |message: String| PolicyError::Jwt {
+                provider: j.name.clone(),
+                message,
+            };
+            let algorithms = j
+                .algorithms
+                .iter()
+                .map(|a| {
+                    a.parse::<Algorithm>()
+                        .map_err(|_| err(format!("unsupported algorithm {a:?}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if algorithms.is_empty() {
+                return Err(err("no algorithms".into()));
+            }
+            let hmac = algorithms.iter().filter(|a| is_hmac(**a)).count();
+            let keys = match &j.keys {
+                Some(jwt_provider::Keys::Jwks(bytes)) => {
+                    if hmac > 0 {
+                        return Err(err("HS* algorithms need secret_env".into()));
+                    }
+                    let set = jwks::parse(bytes, &algorithms)
+                        .map_err(|e| err(format!("{}: {e}", j.jwks_path)))?;
+                    Keys::Static(Arc::new(set))
+                }
+                Some(jwt_provider::Keys::JwksUrl(url)) => {
+                    if hmac > 0 {
+                        return Err(err("HS* algorithms need secret_env".into()));
+                    }
+                    let r = env.remote(url, &algorithms);
+                    remotes.push(r.clone());
+                    Keys::Remote(r)
+                }
+                Some(jwt_provider::Keys::SecretEnv(var)) => {
+                    if hmac != algorithms.len() {
+                        return Err(err("secret_env works with HS* algorithms only".into()));
+                    }
+                    // The message names the variable, never its value.
+                    let secret = env
+                        .var(var)
+                        .ok_or_else(|| err(format!("environment variable {var} is not set")))?;
+                    if secret.len() < MIN_SECRET_BYTES {
+                        return Err(err(format!(
+                            "the secret in {var} is shorter than {MIN_SECRET_BYTES} bytes"
+                        )));
+                    }
+                    Keys::Secret(Arc::new(DecodingKey::from_secret(&secret)))
+                }
+                None => return Err(err("no key source".into())),
+            };
+            let skew = j.clock_skew_ms / 1000;
+            let headers: Vec<(String, String)> = j
+                .headers
+                .iter()
+                .map(|h| (h.header.clone(), h.claim.clone()))
+                .collect();
+            let tenant_claim = headers
+                .iter()
+                .find(|(h, _)| h == "x-tenant-id")
+                .map_or_else(|| "tenant_id".to_string(), |(_, c)| c.clone());
+            let provider = JwtProvider {
+                name: j.name.clone(),
+                verifier: Verifier::new(
+                    j.issuer.clone(),
+                    j.audiences.clone(),
+                    algorithms,
+                    keys,
+                    skew,
+                ),
+                headers,
+                client_claim: j.client_claim.clone(),
+                plan_claim: j.plan_claim.clone(),
+                tenant_claim,
+                forward_token: j.forward_token,
+                cache: TokenCache::new(TOKEN_CACHE_ENTRIES),
+            };
+            jwt.insert(j.name.clone(), Arc::new(provider));
+        }
+        let mut api = HashMap::new();
+        for a in &p.api_keys {
+            let file = KeysFile::parse(&a.keys_file).map_err(|e| PolicyError::ApiKeys {
+                provider: a.name.clone(),
+                message: format!("{}: {e}", a.keys_path),
+            })?;
+            api.insert(
+                a.name.clone(),
+                Arc::new(ApiKeyProvider {
+                    name: a.name.clone(),
+                    header: a.header.to_ascii_lowercase(),
+                    query: a.query.clone(),
+                    store: KeyStore::new(file),
+                }),
+            );
+        }
+        let mut routes = HashMap::new();
+        for r in &p.routes {
+            let mut rule = RouteRule {
+                public: r.public,
+                jwt: Vec::new(),
+                api: Vec::new(),
+                roles: r.require_roles.clone(),
+                scopes: r.require_scopes.clone(),
+            };
+            for name in &r.providers {
+                if let Some(j) = jwt.get(name) {
+                    rule.jwt.push(Arc::clone(j));
+                } else if let Some(a) = api.get(name) {
+                    rule.api.push(Arc::clone(a));
+                } else {
+                    return Err(PolicyError::UnknownProvider {
+                        route: r.name.clone(),
+                        provider: name.clone(),
+                    });
+                }
+            }
+            if !rule.public && rule.jwt.is_empty() && rule.api.is_empty() {
+                return Err(PolicyError::NoProvider(r.name.clone()));
+            }
+            routes.insert(r.name.clone(), rule);
+        }
+        let mut identity_headers = p.identity_headers.clone();
+        for h in crate::IDENTITY_HEADERS {
+            if !identity_headers.iter().any(|x| x == h) {
+                identity_headers.push(h.to_string());
+            }
+        }
+        Ok(Policy {
+            routes,
+            identity_headers,
+            default_plan: p.default_plan.clone(),
+            remotes,
+        })
+    }
+
+    /// True when every remote key set has been fetched once.
+    pub fn keys_loaded(&self) -> bool {
+        self.remotes.iter().all(|r| r.is_loaded())
+    }
+
+    /// Decides one request. `path` is the request path with its query; `now` is seconds since
+    /// the epoch.
+    pub async fn decide(
+        &self,
+        route: Option<&str>,
+        headers: &dyn Headers,
+        path: &str,
+        now: u64,
+    ) -> Decision {
+        let Some(rule) = route.and_then(|r| self.routes.get(r)) else {
+            // A route Envoy knows but we do not means the two configurations disagree (or the
+            // per-route context extension is missing): refuse rather than guess.
+            return deny(
+                DenyStatus::Forbidden,
+                "access denied",
+                "unknown_route",
+                "",
+                None,
+            );
+        };
+        if rule.public {
+            return Decision::Allow(Allow {
+                provider: String::new(),
+                identity: None,
+                set_headers: Vec::new(),
+                remove_headers: self.identity_headers.clone(),
+                remove_query: Vec::new(),
+            });
+        }
+        let mut failure: Option<Deny> = None;
+        let mut accepted: Option<(String, Arc<Identity>, bool)> = None;
+
+        if !rule.jwt.is_empty() {
+            match bearer(headers) {
+                Ok(Some(token)) => match self.verify_jwt(rule, token, now).await {
+                    Ok((p, id)) => accepted = Some((p.name.clone(), id, p.forward_token)),
+                    Err((provider, e)) => {
+                        failure = Some(refusal(
+                            DenyStatus::Unauthorized,
+                            e.message(),
+                            e.reason(),
+                            &provider,
+                            Some(challenge(rule, true)),
+                        ))
+                    }
+                },
+                Ok(None) => {}
+                Err(()) => failure = Some(malformed(rule)),
+            }
+        }
+        if accepted.is_none() {
+            for p in &rule.api {
+                match api_key(p, headers, path) {
+                    Ok(Some(key)) => match p.store.find(&key, now as i64) {
+                        Some(rec) => {
+                            accepted =
+                                Some((p.name.clone(), Arc::new(self.key_identity(rec)), false));
+                            break;
+                        }
+                        None => {
+                            // Unknown, revoked and expired keys read the same to the client.
+                            failure.get_or_insert(refusal(
+                                DenyStatus::Unauthorized,
+                                "the API key is invalid",
+                                "invalid_key",
+                                &p.name,
+                                Some(challenge(rule, false)),
+                            ));
+                        }
+                    },
+                    Ok(None) => {}
+                    Err(()) => {
+                        failure.get_or_insert(malformed(rule));
+                    }
+                }
+            }
+        }
+        let Some((provider, identity, forward_token)) = accepted else {
+            return Decision::Deny(failure.unwrap_or_else(|| {
+                refusal(
+                    DenyStatus::Unauthorized,
+                    "credentials are required",
+                    "missing_credentials",
+                    "",
+                    Some(challenge(rule, false)),
+                )
+            }));
+        };
+        if !rule.roles.iter().all(|r| identity.roles.contains(r))
+            || !rule.scopes.iter().all(|s| identity.scopes.contains(s))
+        {
+            return deny(
+                DenyStatus::Forbidden,
+                "access denied",
+                "forbidden",
+                &provider,
+                None,
+            );
+        }
+        Decision::Allow(self.allow(rule, provider, identity, forward_token))
+    }
+
+    fn allow(
+        &self,
+        rule: &RouteRule,
+        provider: String,
+        identity: Arc<Identity>,
+        forward_token: bool,
+    ) -> Allow {
+        let mut set_headers = identity.headers.clone();
+        set_headers.push(("x-client-id".into(), identity.client_id.clone()));
+        if !identity.plan.is_empty() {
+            set_headers.push(("x-client-plan".into(), identity.plan.clone()));
+        }
+        set_headers.push(("x-auth-provider".into(), provider.clone()));
+        // Envoy may apply removals after additions, so a header we set is never also removed;
+        // setting it overwrites the client's copy anyway.
+        let mut remove_headers: Vec<String> = self
+            .identity_headers
+            .iter()
+            .filter(|h| !set_headers.iter().any(|(s, _)| s == *h))
+            .cloned()
+            .collect();
+        if !forward_token {
+            remove_headers.push(AUTHORIZATION.into());
+        }
+        let mut remove_query = Vec::new();
+        for p in &rule.api {
+            if !remove_headers.contains(&p.header) {
+                remove_headers.push(p.header.clone());
+            }
+            if !p.query.is_empty() && !remove_query.contains(&p.query) {
+                remove_query.push(p.query.clone());
+            }
+        }
+        Allow {
+            provider,
+            identity: Some(identity),
+            set_headers,
+            remove_headers,
+            remove_query,
+        }
+    }
+
+    async fn verify_jwt(
+        &self,
+        rule: &RouteRule,
+        token: &str,
+        now: u64,
+    ) -> Result<(Arc<JwtProvider>, Arc<Identity>), (String, JwtError)> {
+        if token.len() > jwt::MAX_TOKEN_BYTES {
+            return Err((String::new(), JwtError::TooLarge));
+        }
+        let digest = digest_key(token);
+        for p in &rule.jwt {
+            if let Some(id) = p.cache.get(&digest, now, generation(p)) {
+                return Ok((p.clone(), id));
+            }
+        }
+        let parsed = jwt::parse(token).map_err(|e| (String::new(), e))?;
+        let iss = parsed.issuer();
+        let mut last = (String::new(), JwtError::WrongIssuer);
+        for p in rule
+            .jwt
+            .iter()
+            .filter(|p| Some(p.verifier.issuer.as_str()) == iss)
+        {
+            let gen = generation(p);
+            let mut result = p.verifier.verify(&parsed, now);
+            if result == Err(JwtError::UnknownKid) {
+                if let Keys::Remote(r) = &p.verifier.keys {
+                    if r.refetch_for_unknown_kid().await {
+                        result = p.verifier.verify(&parsed, now);
+                    }
+                }
+            }
+            match result.and_then(|v| {
+                p.identity(&parsed.claims, &self.default_plan)
+                    .map(|i| (v, i))
+            }) {
+                Ok((v, identity)) => {
+                    let identity = Arc::new(identity);
+                    p.cache.insert(digest, identity.clone(), v.exp, now, gen);
+                    return Ok((p.clone(), identity));
+                }
+                Err(e) => last = (p.name.clone(), e),
+            }
+        }
+        Err(last)
+    }
+
+    fn key_identity(&self, rec: &KeyRecord) -> Identity {
+        Identity {
+            headers: Vec::new(),
+            client_id: rec.id.clone(),
+            plan: if rec.plan.is_empty() {
+                self.default_plan.clone()
+            } else {
+                rec.plan.clone()
+            },
+            tenant: rec.tenant.clone(),
+            roles: rec.roles.clone(),
+            scopes: rec.scopes.clone(),
+        }
+    }
+}
+
+fn generation(p: &JwtProvider) -> u64 {
+    match &p.verifier.keys {
+        Keys::Remote(r) => r.generation(),
+        _ => 0,
+    }
+}
+
+fn is_hmac(a: Algorithm) -> bool {
+    matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+}
+
+impl JwtProvider {
+    /// The identity a verified token carries.
+    fn identity(
+        &self,
+        claims: &Map<String, Value>,
+        default_plan: &str,
+    ) -> Result<Identity, JwtError> {
+        let client_id = claim(claims, &self.client_claim)
+            .and_then(scalar)
+            .filter(|s| !s.is_empty() && header_safe(s))
+            .ok_or(JwtError::MissingClaim("client"))?;
+        let plan = claim(claims, &self.plan_claim)
+            .and_then(scalar)
+            .filter(|s| header_safe(s))
+            .unwrap_or_else(|| default_plan.to_string());
+        let tenant = claim(claims, &self.tenant_claim)
+            .and_then(scalar)
+            .filter(|s| header_safe(s))
+            .unwrap_or_default();
+        let mut headers = Vec::with_capacity(self.headers.len());
+        for (h, c) in &self.headers {
+            // A claim whose value cannot be a header value (control characters) is left out;
+            // the client's copy of the header is removed all the same.
+            if let Some(v) = claim(claims, c).and_then(render).filter(|v| header_safe(v)) {
+                headers.push((h.clone(), v));
+            }
+        }
+        Ok(Identity {
+            headers,
+            client_id,
+            plan,
+            tenant,
+            roles: words(claims.get("roles")),
+            scopes: {
+                let mut s = words(claims.get("scope"));
+                s.extend(words(claims.get("scp")));
+                s
+            },
+        })
+    }
+}
+
+/// A claim by literal top-level name, or by JSON Pointer (RFC 6901) when it starts with `/`.
+pub fn claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    let Some(pointer) = name.strip_prefix('/') else {
+        return claims.get(name);
+    };
+    let mut segments = pointer
+        .split('/')
+        .map(|s| s.replace("~1", "/").replace("~0", "~"));
+    let first = segments.next()?;
+    let mut v = claims.get(&first)?;
+    for seg in segments {
+        v = match v {
+            Value::Object(m) => m.get(&seg)?,
+            Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(v)
+}
+
+/// A string, number or boolean as text.
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A claim as a header value: scalars as text, arrays comma-joined (elements that are not
+/// scalars as JSON), objects as compact JSON; `null` is absent.
+pub fn render(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::Array(items) => Some(
+            items
+                .iter()
+                .map(|i| scalar(i).unwrap_or_else(|| i.to_string()))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        Value::Object(_) => Some(v.to_string()),
+        _ => scalar(v),
+    }
+}
+
+fn header_safe(s: &str) -> bool {
+    !s.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+}
+
+/// Roles or scopes: an array of strings, or one space-separated string (OAuth `scope`).
+fn words(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The bearer token, if the request carries one. `Err` for an unreadable header.
+fn bearer(headers: &dyn Headers) -> Result<Option<&str>, ()> {
+    let Some(v) = headers.get(AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let v = v?.trim();
+    let Some((scheme, token)) = v.split_once(' ') else {
+        return Ok(None);
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None);
+    }
+    let token = token.trim();
+    Ok((!token.is_empty()).then_some(token))
+}
+
+/// The API key a request presents to provider `p` (header first, then the query).
+fn api_key<'a>(
+    p: &ApiKeyProvider,
+    headers: &'a dyn Headers,
+    path: &str,
+) -> Result<Option<KeyRef<'a>>, ()> {
+    if let Some(v) = headers.get(&p.header) {
+        let v = v?.trim();
+        if !v.is_empty() {
+            return Ok(Some(KeyRef::Header(v)));
+        }
+    }
+    if p.query.is_empty() {
+        return Ok(None);
+    }
+    Ok(query_param(path, &p.query)?.map(KeyRef::Query))
+}
+
+enum KeyRef<'a> {
+    Header(&'a str),
+    Query(String),
+}
+
+impl std::ops::Deref for KeyRef<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            KeyRef::Header(s) => s,
+            KeyRef::Query(s) => s,
+        }
+    }
+}
+
+/// The single value of query parameter `name` in `path`. A parameter given twice is ambiguous
+/// and refused (`Err`), as is a bad percent-escape.
+pub fn query_param(path: &str, name: &str) -> Result<Option<String>, ()> {
+    let Some((_, query)) = path.split_once('?') else {
+        return Ok(None);
+    };
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    let mut found = None;
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if percent_decode(k)? != name {
+            continue;
+        }
+        if found.is_some() {
+            return Err(());
+        }
+        found = Some(percent_decode(v)?);
+    }
+    Ok(found)
+}
+
+fn percent_decode(s: &str) -> Result<String, ()> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = b.get(i + 1..i + 3).ok_or(())?;
+                let hex = std::str::from_utf8(hex).map_err(|_| ())?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| ())
+}
+
+fn challenge(rule: &RouteRule, invalid_token: bool) -> String {
+    let mut parts = Vec::new();
+    if !rule.jwt.is_empty() {
+        parts.push(if invalid_token {
+            r#"Bearer realm="gateway", error="invalid_token""#.to_string()
+        } else {
+            r#"Bearer realm="gateway""#.to_string()
+        });
+    }
+    for p in &rule.api {
+        parts.push(format!(r#"ApiKey realm="gateway", header="{}""#, p.header));
+    }
+    parts.join(", ")
+}
+
+fn malformed(rule: &RouteRule) -> Deny {
+    Deny {
+        status: DenyStatus::Unauthorized,
+        message: "credentials are malformed",
+        reason: "malformed",
+        provider: String::new(),
+        challenge: Some(challenge(rule, false)),
+    }
+}
+
+fn deny(
+    status: DenyStatus,
+    message: &'static str,
+    reason: &'static str,
+    provider: &str,
+    challenge: Option<String>,
+) -> Decision {
+    Decision::Deny(refusal(status, message, reason, provider, challenge))
+}
+
+fn refusal(
+    status: DenyStatus,
+    message: &'static str,
+    reason: &'static str,
+    provider: &str,
+    challenge: Option<String>,
+) -> Deny {
+    Deny {
+        status,
+        message,
+        reason,
+        provider: provider.to_string(),
+        challenge,
+    }
+}

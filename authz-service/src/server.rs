@@ -1,0 +1,94 @@
+//! Wiring: the ext_authz gRPC listener, the admin port and the xDS policy client, started
+//! together and stopped by one signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::service::{AuthzService, Shared};
+use crate::xds::Applier;
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// xds-server's gRPC address (`host:port`).
+    pub xds: String,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    /// `node.id` towards xds-server.
+    pub node_id: String,
+}
+
+/// A started service.
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    pub xds_state: watch::Receiver<xds_client::State>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops every task and waits for them.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Binds both listeners (port 0 picks a free port) and starts serving.
+pub async fn start(opts: ServeOptions) -> std::io::Result<Running> {
+    let shared = Shared::new();
+    let grpc = tokio::net::TcpListener::bind(opts.listen).await?;
+    let admin = tokio::net::TcpListener::bind(opts.admin).await?;
+    let grpc_addr = grpc.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    let (shutdown, sd) = watch::channel(false);
+    let wait = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+
+    let (state_tx, xds_state) = watch::channel(xds_client::State::default());
+    let xds_opts = xds_client::Options::new(
+        opts.xds.clone(),
+        opts.node_id.clone(),
+        proto::group::AUTHZ,
+        proto::type_url::AUTH_POLICY,
+    );
+    let xds_task = tokio::spawn(xds_client::run(
+        xds_opts,
+        Applier::new(shared.clone()),
+        state_tx,
+        sd.clone(),
+    ));
+
+    let svc = AuthzService::new(shared.clone());
+    let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
+    let grpc_sd = wait(sd.clone());
+    let grpc_task = tokio::spawn(async move {
+        let r = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(AuthorizationServer::new(svc))
+            .serve_with_incoming_shutdown(incoming, grpc_sd)
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    });
+    let admin_task = tokio::spawn(crate::admin::serve(admin, shared.clone(), wait(sd)));
+    tracing::info!(grpc = %grpc_addr, admin = %admin_addr, xds = %opts.xds, "authz-service listening");
+    Ok(Running {
+        grpc_addr,
+        admin_addr,
+        shared,
+        xds_state,
+        shutdown,
+        tasks: vec![xds_task, grpc_task, admin_task],
+    })
+}

@@ -1,0 +1,165 @@
+//! The ext_authz gRPC service (`envoy.service.auth.v3.Authorization/Check`): reads the request
+//! attributes Envoy sends, asks the current policy, and answers through `response`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwapOption;
+use proto::pb::envoy::config::core::v3::HeaderMap;
+use proto::pb::envoy::service::auth::v3::authorization_server::Authorization;
+use proto::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use tonic::{Request, Response, Status};
+
+use crate::metrics::Metrics;
+use crate::policy::{Decision, Deny, DenyStatus, Headers, Policy};
+use crate::response::check_response;
+
+/// The per-route context extension (set on every route with `auth`) naming the route.
+pub const ROUTE_EXTENSION: &str = "route";
+/// Request ids longer than this are cut: the id is echoed into the JSON body.
+const MAX_REQUEST_ID: usize = 128;
+
+/// What the gRPC service and the admin port share.
+pub struct Shared {
+    pub policy: ArcSwapOption<Policy>,
+    pub metrics: Metrics,
+}
+
+impl Shared {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            policy: ArcSwapOption::empty(),
+            metrics: Metrics::new(),
+        })
+    }
+
+    /// Ready once a policy is installed and its remote key sets have loaded.
+    pub fn is_ready(&self) -> bool {
+        self.policy.load().as_ref().is_some_and(|p| p.keys_loaded())
+    }
+}
+
+#[derive(Clone)]
+pub struct AuthzService {
+    shared: Arc<Shared>,
+}
+
+impl AuthzService {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// Decides one request; never fails (see `response`).
+    pub async fn decide(&self, req: &CheckRequest) -> (Decision, String) {
+        let attrs = req.attributes.as_ref();
+        let http = attrs
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref());
+        let route = attrs
+            .and_then(|a| a.context_extensions.get(ROUTE_EXTENSION))
+            .map(String::as_str);
+        let empty = HashMap::new();
+        let raw;
+        let headers: &dyn Headers = match http {
+            Some(h) => match &h.header_map {
+                Some(m) if !m.headers.is_empty() => {
+                    raw = RawHeaders(m);
+                    &raw
+                }
+                _ => &h.headers,
+            },
+            None => &empty,
+        };
+        let request_id = match headers.get("x-request-id") {
+            Some(Ok(id)) => id.chars().take(MAX_REQUEST_ID).collect(),
+            _ => String::new(),
+        };
+        let Some(policy) = self.shared.policy.load_full() else {
+            return (
+                Decision::Deny(Deny {
+                    status: DenyStatus::Unavailable,
+                    message: "the authorization service is starting",
+                    reason: "no_policy",
+                    provider: String::new(),
+                    challenge: None,
+                }),
+                request_id,
+            );
+        };
+        let Some(http) = http else {
+            return (
+                Decision::Deny(Deny {
+                    status: DenyStatus::Forbidden,
+                    message: "access denied",
+                    reason: "malformed",
+                    provider: String::new(),
+                    challenge: None,
+                }),
+                request_id,
+            );
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let decision = policy.decide(route, headers, &http.path, now).await;
+        (decision, request_id)
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for AuthzService {
+    #[tracing::instrument(skip_all)]
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let start = Instant::now();
+        let req = request.into_inner();
+        let (decision, request_id) = self.decide(&req).await;
+        let m = &self.shared.metrics;
+        let (provider, verdict, reason) = match &decision {
+            Decision::Allow(a) => (
+                a.provider.as_str(),
+                "allow",
+                if a.provider.is_empty() {
+                    "public"
+                } else {
+                    "ok"
+                },
+            ),
+            Decision::Deny(d) => (d.provider.as_str(), "deny", d.reason),
+        };
+        m.decisions
+            .with_label_values(&[provider, verdict, reason])
+            .inc();
+        let resp = check_response(&decision, &request_id);
+        m.latency
+            .with_label_values(&[verdict])
+            .observe(start.elapsed().as_secs_f64());
+        Ok(Response::new(resp))
+    }
+}
+
+/// Headers sent as `header_map` (Envoy's `encode_raw_headers`), where values are bytes.
+struct RawHeaders<'a>(&'a HeaderMap);
+
+impl Headers for RawHeaders<'_> {
+    fn get(&self, name: &str) -> Option<Result<&str, ()>> {
+        let mut found = self
+            .0
+            .headers
+            .iter()
+            .filter(|h| h.key.eq_ignore_ascii_case(name));
+        let h = found.next()?;
+        if found.next().is_some() {
+            // Two copies of a credential header are ambiguous; refuse rather than pick one.
+            return Some(Err(()));
+        }
+        if h.raw_value.is_empty() {
+            Some(Ok(h.value.as_str()))
+        } else {
+            Some(std::str::from_utf8(&h.raw_value).map_err(|_| ()))
+        }
+    }
+}

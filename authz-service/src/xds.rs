@@ -1,0 +1,114 @@
+//! The policy source: `AuthPolicy` resources from xds-server, compiled and swapped in atomically.
+//! A policy that cannot be compiled is NACKed and the previous one stays in force.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use jsonwebtoken::Algorithm;
+use prost::Message;
+use proto::authz::AuthPolicy;
+use proto::pb::google::protobuf::Any;
+use tracing::info;
+
+use crate::policy::{Env, Policy};
+use crate::remote::RemoteJwks;
+use crate::service::Shared;
+
+/// Installs policies into `Shared`; implements the ADS client's `Apply`.
+pub struct Applier {
+    shared: Arc<Shared>,
+    /// `jwks_url` key sets by URL and algorithms, reused across policy versions so an unrelated
+    /// edit neither refetches keys nor loses readiness.
+    remotes: HashMap<String, Arc<RemoteJwks>>,
+}
+
+impl Applier {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            remotes: HashMap::new(),
+        }
+    }
+
+    /// Compiles and installs one policy.
+    pub fn install(&mut self, policy: &AuthPolicy) -> Result<(), String> {
+        let mut env = ProcessEnv {
+            shared: &self.shared,
+            remotes: &mut self.remotes,
+            used: Vec::new(),
+        };
+        let compiled = Policy::compile(policy, &mut env).map_err(|e| e.to_string())?;
+        let used = env.used;
+        self.remotes.retain(|k, _| used.contains(k));
+        self.shared.policy.store(Some(Arc::new(compiled)));
+        Ok(())
+    }
+}
+
+impl xds_client::Apply for Applier {
+    fn apply(&mut self, version: &str, resources: &[Any]) -> Result<(), String> {
+        let result = (|| {
+            let [any] = resources else {
+                return Err(format!(
+                    "expected exactly one {} resource, got {}",
+                    proto::type_url::AUTH_POLICY,
+                    resources.len()
+                ));
+            };
+            if any.type_url != proto::type_url::AUTH_POLICY {
+                return Err(format!("unexpected resource type {}", any.type_url));
+            }
+            let policy = AuthPolicy::decode(any.value.as_slice())
+                .map_err(|e| format!("undecodable AuthPolicy: {e}"))?;
+            self.install(&policy)
+        })();
+        let m = &self.shared.metrics;
+        match &result {
+            Ok(()) => {
+                m.policy_updates.with_label_values(&["applied"]).inc();
+                info!(version, "auth policy applied");
+            }
+            Err(e) => {
+                m.policy_updates.with_label_values(&["rejected"]).inc();
+                tracing::warn!(version, error = %e, "auth policy rejected; keeping the previous one");
+            }
+        }
+        result
+    }
+}
+
+struct ProcessEnv<'a> {
+    shared: &'a Arc<Shared>,
+    remotes: &'a mut HashMap<String, Arc<RemoteJwks>>,
+    used: Vec<String>,
+}
+
+impl Env for ProcessEnv<'_> {
+    fn var(&self, name: &str) -> Option<Vec<u8>> {
+        use std::os::unix::ffi::OsStringExt;
+        std::env::var_os(name).map(|v| v.into_vec())
+    }
+
+    fn remote(&mut self, url: &str, algorithms: &[Algorithm]) -> Arc<RemoteJwks> {
+        let key = format!("{url} {algorithms:?}");
+        self.used.push(key.clone());
+        let shared = Arc::downgrade(self.shared);
+        self.remotes
+            .entry(key)
+            .or_insert_with(|| {
+                RemoteJwks::spawn(
+                    url.to_string(),
+                    algorithms.to_vec(),
+                    Box::new(move |ok| {
+                        if let Some(s) = shared.upgrade() {
+                            s.metrics
+                                .jwks_fetches
+                                .with_label_values(&[if ok { "ok" } else { "error" }])
+                                .inc();
+                        }
+                    }),
+                )
+            })
+            .clone()
+    }
+}
