@@ -330,6 +330,11 @@ impl Verifier {
             .get("exp")
             .ok_or(JwtError::MissingClaim("exp"))
             .and_then(|e| numeric_date(e).ok_or(JwtError::BadClaim("exp")))?;
+        // Also checked by `jsonwebtoken` against its own clock; checked here against the
+        // caller's, which is the one the verified-token cache uses.
+        if exp.saturating_add(self.skew_secs) <= now {
+            return Err(JwtError::Expired);
+        }
         Ok(Verified { exp })
     }
 }

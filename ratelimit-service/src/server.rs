@@ -162,16 +162,15 @@ async fn serve_with<S: CounterStore>(opts: Options, store: S) -> anyhow::Result<
     ));
 
     let mut sd = shutdown_rx.clone();
+    // Without TCP_NODELAY a 429 (headers, body, trailers) waits ~40 ms on Nagle's algorithm and
+    // delayed ACKs: longer than the whole RLS timeout.
+    let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
     let grpc_task = tokio::spawn(
         tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .add_service(RateLimitServiceServer::new(Rls(limiter)))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(grpc),
-                async move {
-                    let _ = sd.wait_for(|v| *v).await;
-                },
-            ),
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = sd.wait_for(|v| *v).await;
+            }),
     );
 
     xds_client::side::shutdown_signal().await;
