@@ -1,0 +1,581 @@
+//! ext_authz Check over real gRPC on a real socket: identity out, API keys, denials as the spec
+//! says, and malformed input always answered with a deny, never a gRPC error.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use authz_service::apikey::{KeyRecord, KeysFile};
+use authz_service::service::{AuthzService, Shared};
+use common::*;
+use jsonwebtoken::Algorithm;
+use proto::authz::{jwt_provider::Keys, AuthPolicy, RoutePolicy};
+use proto::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+use proto::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use proto::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
+use proto::pb::envoy::service::auth::v3::{
+    check_response::HttpResponse, CheckRequest, CheckResponse,
+};
+use proto::pb::google::protobuf::value::Kind;
+use serde_json::{json, Value};
+use tonic::transport::Channel;
+
+struct Keys3 {
+    active: String,
+    revoked: String,
+    expired: String,
+}
+
+fn keys_file() -> (Vec<u8>, Keys3) {
+    let mut f = KeysFile::default();
+    let rec = |id: &str| KeyRecord {
+        id: id.into(),
+        sha256: [0; 32],
+        plan: "pro".into(),
+        roles: vec!["partner".into()],
+        scopes: vec![],
+        tenant: "acme".into(),
+        created: 0,
+        expires: None,
+        revoked: None,
+    };
+    let active = f.create(rec("partner-a")).unwrap();
+    let revoked = f.create(rec("partner-r")).unwrap();
+    let expired = f
+        .create(KeyRecord {
+            expires: Some(1),
+            ..rec("partner-x")
+        })
+        .unwrap();
+    f.revoke("partner-r", 5).unwrap();
+    (
+        f.render().into_bytes(),
+        Keys3 {
+            active,
+            revoked,
+            expired,
+        },
+    )
+}
+
+fn test_policy(keys: Vec<u8>) -> AuthPolicy {
+    let rsa = jwks(&[jwk("rsa2048.pem", Algorithm::RS256, Some("r1"), true)]);
+    let mut fwd = jwt_provider("fwd", &["HS256"], Keys::SecretEnv(SECRET_VAR.into()));
+    fwd.forward_token = true;
+    fwd.issuer = "https://fwd.test".into();
+    let mut p = AuthPolicy {
+        jwt: vec![jwt_provider("main", &["RS256"], Keys::Jwks(rsa)), fwd],
+        api_keys: vec![api_provider("partners", keys)],
+        routes: vec![
+            route("users", &["main", "partners"]),
+            route("fwd", &["fwd"]),
+            route("health", &[]),
+            RoutePolicy {
+                require_roles: vec!["admin".into()],
+                require_scopes: vec!["orders:write".into()],
+                ..route("admin", &["main", "partners"])
+            },
+        ],
+        default_plan: "free".into(),
+        ..Default::default()
+    };
+    p.identity_headers = identity_headers(&p);
+    p
+}
+
+async fn start(shared: Arc<Shared>) -> AuthorizationClient<Channel> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AuthorizationServer::new(AuthzService::new(shared)))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    AuthorizationClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
+
+async fn setup() -> (AuthorizationClient<Channel>, Keys3, Arc<Shared>) {
+    let (file, keys) = keys_file();
+    let shared = Shared::new();
+    shared
+        .policy
+        .store(Some(Arc::new(compile(&test_policy(file)))));
+    (start(shared.clone()).await, keys, shared)
+}
+
+async fn check(c: &mut AuthorizationClient<Channel>, req: CheckRequest) -> CheckResponse {
+    // Never a gRPC error, whatever the input.
+    c.check(req)
+        .await
+        .expect("Check must answer, not fail")
+        .into_inner()
+}
+
+struct Denied {
+    status: i32,
+    headers: HashMap<String, String>,
+    body: Value,
+}
+
+fn denied(r: &CheckResponse) -> Denied {
+    match &r.http_response {
+        Some(HttpResponse::DeniedResponse(d)) => Denied {
+            status: d.status.as_ref().map_or(0, |s| s.code),
+            headers: d
+                .headers
+                .iter()
+                .filter_map(|h| h.header.as_ref().map(|h| (h.key.clone(), h.value.clone())))
+                .collect(),
+            body: serde_json::from_str(&d.body).unwrap(),
+        },
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
+struct Allowed {
+    set: HashMap<String, String>,
+    removed: Vec<String>,
+    removed_query: Vec<String>,
+    metadata: HashMap<String, String>,
+}
+
+fn allowed(r: &CheckResponse) -> Allowed {
+    assert_eq!(r.status.as_ref().map(|s| s.code), Some(0));
+    let metadata = r
+        .dynamic_metadata
+        .as_ref()
+        .map(|m| {
+            m.fields
+                .iter()
+                .map(|(k, v)| match &v.kind {
+                    Some(Kind::StringValue(s)) => (k.clone(), s.clone()),
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    match &r.http_response {
+        Some(HttpResponse::OkResponse(ok)) => {
+            let mut set = HashMap::new();
+            for h in &ok.headers {
+                let hv = h.header.as_ref().unwrap();
+                assert!(
+                    set.insert(hv.key.clone(), hv.value.clone()).is_none(),
+                    "set twice: {}",
+                    hv.key
+                );
+            }
+            for r in &ok.headers_to_remove {
+                assert!(!set.contains_key(r), "{r} is both set and removed");
+            }
+            Allowed {
+                set,
+                removed: ok.headers_to_remove.clone(),
+                removed_query: ok.query_parameters_to_remove.clone(),
+                metadata,
+            }
+        }
+        other => panic!("expected an allow, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn jwt_identity_goes_upstream_and_spoofed_headers_do_not() {
+    let (mut c, _, _) = setup().await;
+    let t = token(
+        "rsa2048.pem",
+        Algorithm::RS256,
+        "r1",
+        &claims(json!({
+            "sub": "alice", "plan": "pro", "roles": ["user", "admin"],
+            "org": {"tenant": "t-1"}, "https://example.com/email": "a@example.com"
+        })),
+    );
+    let auth = format!("Bearer {t}");
+    let r = check(
+        &mut c,
+        check_request(
+            Some("users"),
+            &[
+                ("authorization", &auth),
+                ("x-user-id", "mallory"),
+                ("x-client-plan", "enterprise"),
+                ("x-user-email", "spoof@evil.test"),
+                ("x-request-id", "rid-1"),
+            ],
+            "/users/1",
+        ),
+    )
+    .await;
+    let a = allowed(&r);
+    let want: HashMap<String, String> = [
+        ("x-user-id", "alice"),
+        ("x-user-roles", "user,admin"),
+        ("x-tenant-id", "t-1"),
+        ("x-user-email", "a@example.com"),
+        ("x-client-id", "alice"),
+        ("x-client-plan", "pro"),
+        ("x-auth-provider", "main"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(a.set, want);
+    // Everything set overwrites the client's copy; the rest of the credentials are removed.
+    for h in ["authorization", "x-api-key"] {
+        assert!(
+            a.removed.contains(&h.to_string()),
+            "{h} not removed: {:?}",
+            a.removed
+        );
+    }
+    assert_eq!(a.removed_query, ["api_key"]);
+    assert_eq!(a.metadata["client_id"], "alice");
+    assert_eq!(a.metadata["plan"], "pro");
+    assert_eq!(a.metadata["tenant"], "t-1");
+    assert_eq!(a.metadata["provider"], "main");
+}
+
+#[tokio::test]
+async fn missing_claims_headers_are_removed_and_the_default_plan_applies() {
+    let (mut c, _, _) = setup().await;
+    let t = token(
+        "rsa2048.pem",
+        Algorithm::RS256,
+        "r1",
+        &claims(json!({"sub": "bob"})),
+    );
+    let auth = format!("Bearer {t}");
+    let a = allowed(
+        &check(
+            &mut c,
+            check_request(
+                Some("users"),
+                &[("authorization", &auth), ("x-user-roles", "admin")],
+                "/",
+            ),
+        )
+        .await,
+    );
+    assert_eq!(a.set["x-client-plan"], "free");
+    assert!(!a.set.contains_key("x-user-roles"));
+    assert!(a.removed.contains(&"x-user-roles".to_string()));
+    assert!(a.removed.contains(&"x-tenant-id".to_string()));
+    assert_eq!(a.metadata["tenant"], "");
+}
+
+#[tokio::test]
+async fn forward_token_keeps_authorization() {
+    let (mut c, _, _) = setup().await;
+    let t = hs_token(
+        Algorithm::HS256,
+        &claims(json!({"iss": "https://fwd.test"})),
+    );
+    let auth = format!("Bearer {t}");
+    let a = allowed(
+        &check(
+            &mut c,
+            check_request(Some("fwd"), &[("authorization", &auth)], "/"),
+        )
+        .await,
+    );
+    assert!(!a.removed.contains(&"authorization".to_string()));
+    assert_eq!(a.set["x-auth-provider"], "fwd");
+}
+
+#[tokio::test]
+async fn api_keys_from_header_or_query() {
+    let (mut c, keys, _) = setup().await;
+    let a = allowed(
+        &check(
+            &mut c,
+            check_request(Some("users"), &[("x-api-key", &keys.active)], "/"),
+        )
+        .await,
+    );
+    assert_eq!(a.set["x-client-id"], "partner-a");
+    assert_eq!(a.set["x-client-plan"], "pro");
+    assert_eq!(a.set["x-auth-provider"], "partners");
+    assert_eq!(a.metadata["tenant"], "acme");
+    assert!(a.removed.contains(&"x-api-key".to_string()));
+    assert!(a.removed.contains(&"authorization".to_string()));
+
+    let path = format!("/users?page=2&api_key={}&x=1", keys.active);
+    let a = allowed(&check(&mut c, check_request(Some("users"), &[], &path)).await);
+    assert_eq!(a.set["x-client-id"], "partner-a");
+    assert_eq!(a.removed_query, ["api_key"]);
+
+    // Unknown, revoked and expired keys get the very same answer.
+    let mut bodies = Vec::new();
+    for k in [&keys.revoked, &keys.expired, &"gwk_unknown".to_string()] {
+        let d = denied(
+            &check(
+                &mut c,
+                check_request(
+                    Some("users"),
+                    &[("x-api-key", k), ("x-request-id", "r")],
+                    "/",
+                ),
+            )
+            .await,
+        );
+        assert_eq!(d.status, 401);
+        bodies.push(d.body);
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:?}");
+    assert_eq!(bodies[0]["message"], "the API key is invalid");
+
+    // A key given twice in the query is ambiguous.
+    let path = format!("/?api_key={0}&api_key={0}", keys.active);
+    let d = denied(&check(&mut c, check_request(Some("users"), &[], &path)).await);
+    assert_eq!(d.status, 401);
+}
+
+#[tokio::test]
+async fn denials_follow_the_spec() {
+    let (mut c, keys, _) = setup().await;
+    // No credentials: 401, JSON body with the request id, a challenge for each provider kind.
+    let d = denied(
+        &check(
+            &mut c,
+            check_request(Some("users"), &[("x-request-id", "abc-123")], "/"),
+        )
+        .await,
+    );
+    assert_eq!(d.status, 401);
+    assert_eq!(d.body["error"], "unauthorized");
+    assert_eq!(d.body["request_id"], "abc-123");
+    assert_eq!(d.headers["content-type"], "application/json");
+    assert_eq!(
+        d.headers["www-authenticate"],
+        r#"Bearer realm="gateway", ApiKey realm="gateway", header="x-api-key""#
+    );
+    // A bad token says invalid_token.
+    let d = denied(
+        &check(
+            &mut c,
+            check_request(Some("users"), &[("authorization", "Bearer x.y.z")], "/"),
+        )
+        .await,
+    );
+    assert_eq!(d.status, 401);
+    assert!(d.headers["www-authenticate"].contains(r#"error="invalid_token""#));
+    // Expired tokens say so.
+    let t = token(
+        "rsa2048.pem",
+        Algorithm::RS256,
+        "r1",
+        &claims(json!({"exp": now() - 3600})),
+    );
+    let d = denied(
+        &check(
+            &mut c,
+            check_request(
+                Some("users"),
+                &[("authorization", &format!("Bearer {t}"))],
+                "/",
+            ),
+        )
+        .await,
+    );
+    assert_eq!(d.body["message"], "the token has expired");
+
+    // Authenticated but lacking a role or scope: 403.
+    let t = token(
+        "rsa2048.pem",
+        Algorithm::RS256,
+        "r1",
+        &claims(json!({"roles": ["admin"], "scope": "orders:read"})),
+    );
+    let d = denied(
+        &check(
+            &mut c,
+            check_request(
+                Some("admin"),
+                &[
+                    ("authorization", &format!("Bearer {t}")),
+                    ("x-request-id", "q"),
+                ],
+                "/",
+            ),
+        )
+        .await,
+    );
+    assert_eq!(d.status, 403);
+    assert_eq!(
+        d.body,
+        json!({"error": "forbidden", "message": "access denied", "request_id": "q"})
+    );
+    assert!(!d.headers.contains_key("www-authenticate"));
+    let t = token(
+        "rsa2048.pem",
+        Algorithm::RS256,
+        "r1",
+        &claims(json!({"roles": "admin user", "scope": "orders:read orders:write"})),
+    );
+    allowed(
+        &check(
+            &mut c,
+            check_request(
+                Some("admin"),
+                &[("authorization", &format!("Bearer {t}"))],
+                "/",
+            ),
+        )
+        .await,
+    );
+    // API keys carry roles but no such scope.
+    let d = denied(
+        &check(
+            &mut c,
+            check_request(Some("admin"), &[("x-api-key", &keys.active)], "/"),
+        )
+        .await,
+    );
+    assert_eq!(d.status, 403);
+}
+
+#[tokio::test]
+async fn public_routes_strip_identity_headers() {
+    let (mut c, _, _) = setup().await;
+    let a = allowed(
+        &check(
+            &mut c,
+            check_request(Some("health"), &[("x-client-id", "spoof")], "/health"),
+        )
+        .await,
+    );
+    assert!(a.set.is_empty());
+    assert!(a.removed.contains(&"x-client-id".to_string()));
+    assert!(a.removed.contains(&"x-user-id".to_string()));
+    assert!(a.metadata.is_empty());
+}
+
+#[tokio::test]
+async fn malformed_input_is_a_deny_never_an_error() {
+    let (mut c, keys, shared) = setup().await;
+    // Unknown or missing route.
+    for route in [Some("nope"), None] {
+        let d = denied(
+            &check(
+                &mut c,
+                check_request(route, &[("x-api-key", &keys.active)], "/"),
+            )
+            .await,
+        );
+        assert_eq!(d.status, 403);
+    }
+    // No attributes at all.
+    let d = denied(&check(&mut c, CheckRequest::default()).await);
+    assert_eq!(d.status, 403);
+    // Non-UTF-8 credentials in raw header maps (Envoy's encode_raw_headers).
+    let mut req = check_request(Some("users"), &[], "/");
+    let http = req
+        .attributes
+        .as_mut()
+        .unwrap()
+        .request
+        .as_mut()
+        .unwrap()
+        .http
+        .as_mut()
+        .unwrap();
+    http.header_map = Some(HeaderMap {
+        headers: vec![HeaderValue {
+            key: "x-api-key".into(),
+            raw_value: vec![0xff, 0xfe, b'k'],
+            ..Default::default()
+        }],
+    });
+    assert_eq!(denied(&check(&mut c, req.clone()).await).status, 401);
+    // The same key as valid raw bytes is accepted.
+    let http = req
+        .attributes
+        .as_mut()
+        .unwrap()
+        .request
+        .as_mut()
+        .unwrap()
+        .http
+        .as_mut()
+        .unwrap();
+    http.header_map.as_mut().unwrap().headers[0].raw_value = keys.active.clone().into_bytes();
+    allowed(&check(&mut c, req.clone()).await);
+    // Two copies of a credential header are ambiguous.
+    let http = req
+        .attributes
+        .as_mut()
+        .unwrap()
+        .request
+        .as_mut()
+        .unwrap()
+        .http
+        .as_mut()
+        .unwrap();
+    let dup = http.header_map.as_ref().unwrap().headers[0].clone();
+    http.header_map.as_mut().unwrap().headers.push(dup);
+    assert_eq!(denied(&check(&mut c, req).await).status, 401);
+    // Garbage everywhere.
+    for (k, v) in [
+        ("authorization", "Bearer"),
+        ("authorization", "Bearer ...."),
+        ("authorization", "Bearer \u{1F600}.\u{1F600}.\u{1F600}"),
+        ("authorization", &"A".repeat(100_000)),
+        ("x-api-key", "\u{0}"),
+    ] {
+        let d = denied(
+            &check(
+                &mut c,
+                check_request(Some("users"), &[(k, v)], "/%zz?api_key=%zz"),
+            )
+            .await,
+        );
+        assert_eq!(d.status, 401, "{k}: {v:.20}");
+    }
+    // A long or hostile request id is echoed safely (JSON-escaped, truncated).
+    let rid = format!("\"}}<script>{}", "x".repeat(500));
+    let d = denied(
+        &check(
+            &mut c,
+            check_request(Some("users"), &[("x-request-id", &rid)], "/"),
+        )
+        .await,
+    );
+    assert_eq!(d.body["request_id"].as_str().unwrap().chars().count(), 128);
+
+    // Before the first policy: 503, still a response.
+    shared.policy.store(None);
+    let d = denied(&check(&mut c, check_request(Some("users"), &[], "/")).await);
+    assert_eq!(d.status, 503);
+    assert_eq!(d.body["error"], "unavailable");
+}
+
+#[tokio::test]
+async fn decisions_are_counted() {
+    let (mut c, keys, shared) = setup().await;
+    check(
+        &mut c,
+        check_request(Some("users"), &[("x-api-key", &keys.active)], "/"),
+    )
+    .await;
+    check(
+        &mut c,
+        check_request(Some("users"), &[("x-api-key", &keys.revoked)], "/"),
+    )
+    .await;
+    let m = shared.metrics.render();
+    assert!(
+        m.contains(r#"authz_decisions_total{decision="allow",provider="partners",reason="ok"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            r#"authz_decisions_total{decision="deny",provider="partners",reason="invalid_key"} 1"#
+        ),
+        "{m}"
+    );
+    assert!(m.contains("authz_check_duration_seconds_bucket"), "{m}");
+}
