@@ -132,14 +132,20 @@ pub struct Deny {
     pub challenge: Option<String>,
 }
 
+/// Request input that cannot be read unambiguously: bad UTF-8, a bad percent-escape, a
+/// credential given twice. Always a deny, never an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed request input")]
+pub struct Malformed;
+
 /// Request headers as Envoy sent them: a lower-case name → its value, or `Err` when the value is
 /// not valid UTF-8.
 pub trait Headers: Sync {
-    fn get(&self, name: &str) -> Option<Result<&str, ()>>;
+    fn get(&self, name: &str) -> Option<Result<&str, Malformed>>;
 }
 
 impl Headers for HashMap<String, String> {
-    fn get(&self, name: &str) -> Option<Result<&str, ()>> {
+    fn get(&self, name: &str) -> Option<Result<&str, Malformed>> {
         HashMap::get(self, name).map(|v| Ok(v.as_str()))
     }
 }
@@ -335,7 +341,7 @@ impl Policy {
                     }
                 },
                 Ok(None) => {}
-                Err(()) => failure = Some(malformed(rule)),
+                Err(Malformed) => failure = Some(malformed(rule)),
             }
         }
         if accepted.is_none() {
@@ -359,7 +365,7 @@ impl Policy {
                         }
                     },
                     Ok(None) => {}
-                    Err(()) => {
+                    Err(Malformed) => {
                         failure.get_or_insert(malformed(rule));
                     }
                 }
@@ -612,7 +618,7 @@ fn words(v: Option<&Value>) -> Vec<String> {
 }
 
 /// The bearer token, if the request carries one. `Err` for an unreadable header.
-fn bearer(headers: &dyn Headers) -> Result<Option<&str>, ()> {
+fn bearer(headers: &dyn Headers) -> Result<Option<&str>, Malformed> {
     let Some(v) = headers.get(AUTHORIZATION) else {
         return Ok(None);
     };
@@ -632,7 +638,7 @@ fn api_key<'a>(
     p: &ApiKeyProvider,
     headers: &'a dyn Headers,
     path: &str,
-) -> Result<Option<KeyRef<'a>>, ()> {
+) -> Result<Option<KeyRef<'a>>, Malformed> {
     if let Some(v) = headers.get(&p.header) {
         let v = v?.trim();
         if !v.is_empty() {
@@ -662,7 +668,7 @@ impl std::ops::Deref for KeyRef<'_> {
 
 /// The single value of query parameter `name` in `path`. A parameter given twice is ambiguous
 /// and refused (`Err`), as is a bad percent-escape.
-pub fn query_param(path: &str, name: &str) -> Result<Option<String>, ()> {
+pub fn query_param(path: &str, name: &str) -> Result<Option<String>, Malformed> {
     let Some((_, query)) = path.split_once('?') else {
         return Ok(None);
     };
@@ -674,23 +680,23 @@ pub fn query_param(path: &str, name: &str) -> Result<Option<String>, ()> {
             continue;
         }
         if found.is_some() {
-            return Err(());
+            return Err(Malformed);
         }
         found = Some(percent_decode(v)?);
     }
     Ok(found)
 }
 
-fn percent_decode(s: &str) -> Result<String, ()> {
+fn percent_decode(s: &str) -> Result<String, Malformed> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         match b[i] {
             b'%' => {
-                let hex = b.get(i + 1..i + 3).ok_or(())?;
-                let hex = std::str::from_utf8(hex).map_err(|_| ())?;
-                out.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
+                let hex = b.get(i + 1..i + 3).ok_or(Malformed)?;
+                let hex = std::str::from_utf8(hex).map_err(|_| Malformed)?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| Malformed)?);
                 i += 3;
             }
             b'+' => {
@@ -703,7 +709,7 @@ fn percent_decode(s: &str) -> Result<String, ()> {
             }
         }
     }
-    String::from_utf8(out).map_err(|_| ())
+    String::from_utf8(out).map_err(|_| Malformed)
 }
 
 fn challenge(rule: &RouteRule, invalid_token: bool) -> String {

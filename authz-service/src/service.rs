@@ -12,7 +12,7 @@ use proto::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use tonic::{Request, Response, Status};
 
 use crate::metrics::Metrics;
-use crate::policy::{Decision, Deny, DenyStatus, Headers, Policy};
+use crate::policy::{Decision, Deny, DenyStatus, Headers, Malformed, Policy};
 use crate::response::check_response;
 
 /// The per-route context extension (set on every route with `auth`) naming the route.
@@ -145,7 +145,7 @@ impl Authorization for AuthzService {
 struct RawHeaders<'a>(&'a HeaderMap);
 
 impl Headers for RawHeaders<'_> {
-    fn get(&self, name: &str) -> Option<Result<&str, ()>> {
+    fn get(&self, name: &str) -> Option<Result<&str, Malformed>> {
         let mut found = self
             .0
             .headers
@@ -154,12 +154,12 @@ impl Headers for RawHeaders<'_> {
         let h = found.next()?;
         if found.next().is_some() {
             // Two copies of a credential header are ambiguous; refuse rather than pick one.
-            return Some(Err(()));
+            return Some(Err(Malformed));
         }
         if h.raw_value.is_empty() {
             Some(Ok(h.value.as_str()))
         } else {
-            Some(std::str::from_utf8(&h.raw_value).map_err(|_| ()))
+            Some(std::str::from_utf8(&h.raw_value).map_err(|_| Malformed))
         }
     }
 }
