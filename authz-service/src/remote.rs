@@ -26,8 +26,27 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
+/// The clock of a remote key set; [`Timing::default`] is what the service uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub refresh: Duration,
+    pub min_refetch: Duration,
+    pub refetch_wait: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            refresh: REFRESH,
+            min_refetch: MIN_REFETCH,
+            refetch_wait: REFETCH_WAIT,
+        }
+    }
+}
+
 pub struct RemoteJwks {
     pub url: String,
+    timing: Timing,
     allowed: Vec<Algorithm>,
     client: reqwest::Client,
     keys: ArcSwapOption<KeySet>,
@@ -48,6 +67,7 @@ impl RemoteJwks {
     pub fn spawn(
         url: String,
         allowed: Vec<Algorithm>,
+        timing: Timing,
         on_fetch: Box<dyn Fn(bool) + Send + Sync>,
     ) -> Arc<Self> {
         let client = reqwest::Client::builder()
@@ -59,6 +79,7 @@ impl RemoteJwks {
             .unwrap_or_default();
         let this = Arc::new(Self {
             url,
+            timing,
             allowed,
             client,
             keys: ArcSwapOption::empty(),
@@ -88,11 +109,11 @@ impl RemoteJwks {
     }
 
     /// Asks for a refetch because a token named an unknown `kid`, and waits up to
-    /// [`REFETCH_WAIT`] for it. Returns true when new keys arrived in time.
+    /// `refetch_wait` for it. Returns true when new keys arrived in time.
     pub async fn refetch_for_unknown_kid(&self) -> bool {
         let allowed = {
             let last = self.last_fetch.lock().unwrap_or_else(|p| p.into_inner());
-            last.is_none_or(|t| t.elapsed() >= MIN_REFETCH)
+            last.is_none_or(|t| t.elapsed() >= self.timing.min_refetch)
         };
         if !allowed {
             return false;
@@ -100,7 +121,7 @@ impl RemoteJwks {
         let before = self.generation();
         let fetched = self.fetched.notified();
         self.wake.notify_one();
-        let _ = tokio::time::timeout(REFETCH_WAIT, fetched).await;
+        let _ = tokio::time::timeout(self.timing.refetch_wait, fetched).await;
         self.generation() != before
     }
 
@@ -145,7 +166,7 @@ async fn refresher(weak: Weak<RemoteJwks>) {
             Ok(()) => {
                 info!(url = %this.url, "JWKS fetched");
                 retry = RETRY_MIN;
-                REFRESH
+                this.timing.refresh
             }
             Err(e) => {
                 warn!(url = %this.url, error = %e, retry_in = ?retry, "JWKS fetch failed; keeping the last good keys");

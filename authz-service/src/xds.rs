@@ -99,6 +99,7 @@ impl Env for ProcessEnv<'_> {
                 RemoteJwks::spawn(
                     url.to_string(),
                     algorithms.to_vec(),
+                    crate::remote::Timing::default(),
                     Box::new(move |ok| {
                         if let Some(s) = shared.upgrade() {
                             s.metrics

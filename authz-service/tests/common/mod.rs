@@ -197,13 +197,17 @@ pub fn identity_headers(p: &AuthPolicy) -> Vec<String> {
 #[derive(Default)]
 pub struct TestEnv {
     pub vars: HashMap<String, Vec<u8>>,
+    pub timing: authz_service::remote::Timing,
 }
 
 impl TestEnv {
     pub fn new() -> Self {
         let mut vars = HashMap::new();
         vars.insert(SECRET_VAR.to_string(), SECRET.to_vec());
-        Self { vars }
+        Self {
+            vars,
+            timing: Default::default(),
+        }
     }
 }
 
@@ -212,7 +216,12 @@ impl Env for TestEnv {
         self.vars.get(name).cloned()
     }
     fn remote(&mut self, url: &str, algorithms: &[Algorithm]) -> Arc<RemoteJwks> {
-        RemoteJwks::spawn(url.to_string(), algorithms.to_vec(), Box::new(|_| {}))
+        RemoteJwks::spawn(
+            url.to_string(),
+            algorithms.to_vec(),
+            self.timing,
+            Box::new(|_| {}),
+        )
     }
 }
 

@@ -1,0 +1,168 @@
+//! `jwks_url` providers against a real HTTP server: readiness after the first fetch, a
+//! refetch on an unknown `kid` (and its rate limit), stale keys while fetches fail.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use authz_service::policy::{Decision, Policy};
+use authz_service::remote::Timing;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use common::*;
+use jsonwebtoken::Algorithm;
+use proto::authz::{jwt_provider::Keys, AuthPolicy};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+struct Idp {
+    /// `None`: answer 500.
+    body: Mutex<Option<Vec<u8>>>,
+    hits: AtomicUsize,
+}
+
+impl Idp {
+    fn serve(&self, body: Option<Vec<u8>>) {
+        *self.body.lock().unwrap() = body;
+    }
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+async fn idp(initial: Option<Vec<u8>>) -> (String, Arc<Idp>) {
+    let state = Arc::new(Idp::default());
+    state.serve(initial);
+    let app = axum::Router::new()
+        .route(
+            "/jwks",
+            get(|State(s): State<Arc<Idp>>| async move {
+                s.hits.fetch_add(1, Ordering::SeqCst);
+                match s.body.lock().unwrap().clone() {
+                    Some(b) => (StatusCode::OK, b),
+                    None => (StatusCode::INTERNAL_SERVER_ERROR, Vec::new()),
+                }
+            }),
+        )
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/jwks"), state)
+}
+
+fn compile_with(url: &str, timing: Timing) -> Policy {
+    let mut p = AuthPolicy {
+        jwt: vec![jwt_provider(
+            "remote",
+            &["RS256"],
+            Keys::JwksUrl(url.into()),
+        )],
+        routes: vec![route("r", &["remote"])],
+        ..Default::default()
+    };
+    p.identity_headers = identity_headers(&p);
+    let mut env = TestEnv::new();
+    env.timing = timing;
+    Policy::compile(&p, &mut env).unwrap()
+}
+
+async fn wait_loaded(p: &Policy) {
+    tokio::time::timeout(WAIT, async {
+        while !p.keys_loaded() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the first JWKS fetch");
+}
+
+async fn verdict(p: &Policy, t: &str) -> Result<(), &'static str> {
+    let h: HashMap<String, String> =
+        HashMap::from([("authorization".into(), format!("Bearer {t}"))]);
+    match p.decide(Some("r"), &h, "/", now()).await {
+        Decision::Allow(_) => Ok(()),
+        Decision::Deny(d) => Err(d.reason),
+    }
+}
+
+fn k1() -> serde_json::Value {
+    jwk("rsa2048.pem", Algorithm::RS256, Some("k1"), true)
+}
+fn k2() -> serde_json::Value {
+    jwk("rsa2048-b.pem", Algorithm::RS256, Some("k2"), true)
+}
+
+#[tokio::test]
+async fn unknown_kid_refetches_and_stale_keys_survive_failures() {
+    let (url, idp) = idp(Some(jwks(&[k1()]))).await;
+    let fast = Timing {
+        refresh: Duration::from_secs(300),
+        min_refetch: Duration::ZERO,
+        refetch_wait: WAIT,
+    };
+    let p = compile_with(&url, fast);
+    wait_loaded(&p).await;
+    let t1 = token("rsa2048.pem", Algorithm::RS256, "k1", &claims(json!({})));
+    let t2 = token("rsa2048-b.pem", Algorithm::RS256, "k2", &claims(json!({})));
+    assert_eq!(verdict(&p, &t1).await, Ok(()));
+
+    // The issuer rotates in k2: the first token naming it triggers a refetch and passes.
+    idp.serve(Some(jwks(&[k1(), k2()])));
+    let before = idp.hits();
+    assert_eq!(verdict(&p, &t2).await, Ok(()));
+    assert_eq!(idp.hits(), before + 1);
+
+    // The issuer fails: a token with an unknown kid is refused after the failed refetch, and
+    // the keys we had keep working.
+    idp.serve(None);
+    let t3 = token("rsa2048.pem", Algorithm::RS256, "k3", &claims(json!({})));
+    assert_eq!(verdict(&p, &t3).await, Err("unknown_kid"));
+    assert_eq!(verdict(&p, &t1).await, Ok(()));
+    assert_eq!(verdict(&p, &t2).await, Ok(()));
+}
+
+#[tokio::test]
+async fn unknown_kid_refetches_are_rate_limited() {
+    let (url, idp) = idp(Some(jwks(&[k1()]))).await;
+    let p = compile_with(&url, Timing::default());
+    wait_loaded(&p).await;
+    let hits = idp.hits();
+    // A burst of forged kids within the rate-limit window costs the issuer nothing.
+    for i in 0..20 {
+        let t = token(
+            "rsa2048.pem",
+            Algorithm::RS256,
+            &format!("forged-{i}"),
+            &claims(json!({})),
+        );
+        assert_eq!(verdict(&p, &t).await, Err("unknown_kid"));
+    }
+    assert_eq!(idp.hits(), hits);
+}
+
+#[tokio::test]
+async fn not_ready_until_the_first_fetch_succeeds() {
+    let (url, idp) = idp(None).await;
+    let p = compile_with(&url, Timing::default());
+    tokio::time::timeout(WAIT, async {
+        while idp.hits() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!p.keys_loaded());
+    let t1 = token("rsa2048.pem", Algorithm::RS256, "k1", &claims(json!({})));
+    assert_eq!(verdict(&p, &t1).await, Err("keys_unavailable"));
+    // The issuer recovers; the background fetch retries and the provider becomes ready.
+    idp.serve(Some(jwks(&[k1()])));
+    wait_loaded(&p).await;
+    assert_eq!(verdict(&p, &t1).await, Ok(()));
+}
