@@ -70,13 +70,15 @@ impl RemoteJwks {
         timing: Timing,
         on_fetch: Box<dyn Fn(bool) + Send + Sync>,
     ) -> Arc<Self> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             // Keys must come from where the configuration says, not from wherever a redirect
             // points.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+            .redirect(reqwest::redirect::Policy::none());
+        for cert in system_roots() {
+            builder = builder.add_root_certificate(cert);
+        }
+        let client = builder.build().unwrap_or_default();
         let this = Arc::new(Self {
             url,
             timing,
@@ -156,6 +158,38 @@ impl RemoteJwks {
         self.loaded.store(true, Ordering::Release);
         Ok(())
     }
+}
+
+/// Where distributions keep their CA bundle; `SSL_CERT_FILE` comes first.
+const CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// The system's trusted roots. The workspace builds reqwest without a compiled-in root store,
+/// so `https://` JWKS URLs are verified against the operating system's CA bundle.
+fn system_roots() -> Vec<reqwest::Certificate> {
+    static ROOTS: std::sync::OnceLock<Vec<reqwest::Certificate>> = std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let from_env = std::env::var("SSL_CERT_FILE").ok();
+            let paths = from_env
+                .iter()
+                .map(String::as_str)
+                .chain(CA_BUNDLES.iter().copied());
+            for path in paths {
+                if let Ok(pem) = std::fs::read(path) {
+                    match reqwest::Certificate::from_pem_bundle(&pem) {
+                        Ok(certs) if !certs.is_empty() => return certs,
+                        _ => warn!(path, "unreadable CA bundle"),
+                    }
+                }
+            }
+            warn!("no CA bundle found: https jwks_url fetches will fail (set SSL_CERT_FILE)");
+            Vec::new()
+        })
+        .clone()
 }
 
 async fn refresher(weak: Weak<RemoteJwks>) {
