@@ -762,3 +762,89 @@ fn refusal(
         challenge,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn claims_by_literal_name_or_json_pointer() {
+        let c = map(json!({
+            "sub": "u", "a.b": "dotted", "https://x/claims": "url-named",
+            "org": {"tenant": "t", "teams": ["x", "y"], "a/b": 1, "m~n": 2},
+        }));
+        assert_eq!(claim(&c, "sub"), Some(&json!("u")));
+        assert_eq!(claim(&c, "a.b"), Some(&json!("dotted")));
+        assert_eq!(claim(&c, "https://x/claims"), Some(&json!("url-named")));
+        assert_eq!(claim(&c, "/org/tenant"), Some(&json!("t")));
+        assert_eq!(claim(&c, "/org/teams/1"), Some(&json!("y")));
+        assert_eq!(claim(&c, "/org/a~1b"), Some(&json!(1)));
+        assert_eq!(claim(&c, "/org/m~0n"), Some(&json!(2)));
+        assert_eq!(claim(&c, "/org/teams/9"), None);
+        assert_eq!(claim(&c, "/sub/x"), None);
+        assert_eq!(claim(&c, "missing"), None);
+    }
+
+    #[test]
+    fn claims_render_as_header_values() {
+        for (v, want) in [
+            (json!("s"), Some("s")),
+            (json!(42), Some("42")),
+            (json!(true), Some("true")),
+            (json!(["a", "b", 3]), Some("a,b,3")),
+            (json!([{"k": 1}]), Some(r#"{"k":1}"#)),
+            (json!({"k": "v"}), Some(r#"{"k":"v"}"#)),
+            (json!([]), Some("")),
+            (json!(null), None),
+        ] {
+            assert_eq!(render(&v).as_deref(), want, "{v}");
+        }
+        assert!(header_safe("a b\tc é"));
+        assert!(!header_safe("a\r\nx-injected: 1"));
+        assert!(!header_safe("nul\0"));
+    }
+
+    #[test]
+    fn query_parameters() {
+        assert_eq!(
+            query_param("/p?a=1&api_key=k%2B1+2&b", "api_key"),
+            Ok(Some("k+1 2".into()))
+        );
+        assert_eq!(
+            query_param("/p?api%5Fkey=x", "api_key"),
+            Ok(Some("x".into()))
+        );
+        assert_eq!(
+            query_param("/p?api_key=x#frag", "api_key"),
+            Ok(Some("x".into()))
+        );
+        assert_eq!(query_param("/p", "api_key"), Ok(None));
+        assert_eq!(query_param("/p?other=1", "api_key"), Ok(None));
+        assert_eq!(
+            query_param("/p?api_key=a&api_key=b", "api_key"),
+            Err(Malformed)
+        );
+        assert_eq!(query_param("/p?api_key=%zz", "api_key"), Err(Malformed));
+        assert_eq!(query_param("/p?api_key=%ff", "api_key"), Err(Malformed));
+        assert_eq!(query_param("/p?api_key=%", "api_key"), Err(Malformed));
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        let h = |v: &str| HashMap::from([(AUTHORIZATION.to_string(), v.to_string())]);
+        assert_eq!(bearer(&h("Bearer abc")), Ok(Some("abc")));
+        assert_eq!(bearer(&h("bearer   abc  ")), Ok(Some("abc")));
+        assert_eq!(bearer(&h("Basic abc")), Ok(None));
+        assert_eq!(bearer(&h("Bearer")), Ok(None));
+        assert_eq!(bearer(&h("Bearer ")), Ok(None));
+        assert_eq!(bearer(&HashMap::new()), Ok(None));
+    }
+}
