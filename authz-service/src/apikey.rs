@@ -110,6 +110,16 @@ impl KeysFile {
             let at = |m: &str| inv(format!("keys[{i}]: {m}"));
             let s = |name: &str| k[name].as_str().map(str::to_string);
             let id = s("id").ok_or_else(|| at("missing id"))?;
+            // Ids, plans and tenants become upstream header values.
+            for (name, v) in [
+                ("id", Some(id.clone())),
+                ("plan", s("plan")),
+                ("tenant", s("tenant")),
+            ] {
+                if v.is_some_and(|v| v.chars().any(char::is_control)) {
+                    return Err(at(&format!("{name} contains control characters")));
+                }
+            }
             if !ids.insert(id.clone()) {
                 return Err(at(&format!("id {id:?} is repeated")));
             }
@@ -222,6 +232,15 @@ impl KeysFile {
 
     /// Adds a new key and returns its secret (to print once).
     pub fn create(&mut self, mut record: KeyRecord) -> Result<String, KeysFileError> {
+        if [&record.id, &record.plan, &record.tenant]
+            .iter()
+            .any(|v| v.chars().any(char::is_control))
+            || record.id.is_empty()
+        {
+            return Err(KeysFileError::Invalid(
+                "id, plan and tenant must be non-empty text without control characters".into(),
+            ));
+        }
         if self.keys.iter().any(|k| k.id == record.id) {
             return Err(KeysFileError::DuplicateId(record.id));
         }
@@ -386,6 +405,7 @@ mod tests {
             ("version: 1\nkeys:\n  - { id: a, sha256: \"zz\" }\n", "hex"),
             ("version: 1\nkeys:\n  - { id: a, sha256: \"0000000000000000000000000000000000000000000000000000000000000000\", created: yesterday }\n", "RFC 3339"),
             ("version: 1\nkeys:\n  - { id: a, sha256: \"0000000000000000000000000000000000000000000000000000000000000000\" }\n  - { id: a, sha256: \"0000000000000000000000000000000000000000000000000000000000000000\" }\n", "repeated"),
+            ("version: 1\nkeys:\n  - { id: \"a\\nb\", sha256: \"00\" }\n", "control characters"),
             ("version: [\n", ""),
         ] {
             let e = KeysFile::parse(src.as_bytes()).unwrap_err().to_string();
