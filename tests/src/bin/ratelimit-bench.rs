@@ -1,0 +1,264 @@
+//! ratelimit-bench: ShouldRateLimit over real gRPC (loopback HTTP/2), closed loop, for the
+//! in-memory store and a real Redis with 1, 3 and 10 limits per request, next to a baseline that
+//! names no limit (the same gRPC round trip without any counting). Then Redis memory per active
+//! counter. The service runs in this process on release code; Redis is a real `redis-server`.
+//!
+//! `scripts/bench ratelimit` runs it; `--help` lists the knobs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use clap::Parser;
+use proto::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
+use proto::ratelimit::{Per, Rate, RateLimitPolicy, Rule, DOMAIN};
+use ratelimit_service::cache::OverLimitCache;
+use ratelimit_service::metrics::Metrics;
+use ratelimit_service::policy::Policy;
+use ratelimit_service::service::{RateLimiter, Rls};
+use ratelimit_service::store::{CounterStore, MemoryStore, RedisStore};
+use tests::ratelimit::{descriptor, is_ok, request};
+use tests::redis::{raw_command, RedisServer};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ratelimit-bench",
+    about = "Benchmarks ratelimit-service over gRPC"
+)]
+struct Args {
+    /// Seconds per scenario (after a one-second warm-up).
+    #[arg(long, env = "BENCH_SECONDS", default_value_t = 3)]
+    seconds: u64,
+    /// Requests in flight at once.
+    #[arg(long, env = "BENCH_CONCURRENCY", default_value_t = 16)]
+    concurrency: usize,
+    /// Distinct clients the requests are spread over.
+    #[arg(long, env = "BENCH_KEYS", default_value_t = 1000)]
+    keys: usize,
+    /// Counters created for the memory-per-key figure.
+    #[arg(long, env = "BENCH_MEMORY_KEYS", default_value_t = 10_000)]
+    memory_keys: usize,
+}
+
+/// A policy with `limits` rules (`bench#0..`), all per client header, all high enough that every
+/// request is admitted: the admitted path is the expensive one (it writes).
+fn policy(limits: usize) -> Policy {
+    let pb = RateLimitPolicy {
+        domain: DOMAIN.into(),
+        algorithm: 0,
+        fail_open: true,
+        timeout_ms: 1_000,
+        plans: vec![],
+        default_plan: String::new(),
+        rules: (0..limits)
+            .map(|i| Rule {
+                id: format!("bench#{i}"),
+                per: Per::Header as i32,
+                // Different windows, so each rule is its own counter with its own bucket layout.
+                rate: Some(Rate {
+                    requests: 1_000_000_000,
+                    window_ms: 1_000 * (i as u64 + 1),
+                }),
+                header: "x-client".into(),
+            })
+            .collect(),
+    };
+    Policy::compile(&pb).expect("bench policy is valid")
+}
+
+struct Figures {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+async fn serve<S: CounterStore>(store: S, limits: usize) -> (String, tokio::task::JoinHandle<()>) {
+    let limiter = Arc::new(RateLimiter::new(
+        store,
+        Arc::new(ArcSwapOption::from_pointee(policy(limits.max(1)))),
+        Arc::new(OverLimitCache::default()),
+        Arc::new(Metrics::new()),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let task = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(RateLimitServiceServer::new(Rls(limiter)))
+            .serve_with_incoming(incoming)
+            .await;
+    });
+    (format!("http://{addr}"), task)
+}
+
+/// Closed loop: `concurrency` workers, each sending its next request when the last returns.
+async fn drive(url: &str, limits: usize, args: &Args) -> Figures {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .expect("url")
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .expect("connect");
+    let run = |dur: Duration| {
+        let mut tasks = Vec::new();
+        for w in 0..args.concurrency {
+            let mut client =
+                proto::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient::new(
+                    channel.clone(),
+                );
+            let keys = args.keys;
+            tasks.push(tokio::spawn(async move {
+                let start = Instant::now();
+                let mut lat = Vec::new();
+                let mut i = w;
+                while start.elapsed() < dur {
+                    let client_id = format!("client-{}", i % keys);
+                    i += 7;
+                    let descs = if limits == 0 {
+                        vec![descriptor(&[("generic_key", "nothing")])]
+                    } else {
+                        (0..limits)
+                            .map(|r| {
+                                descriptor(&[
+                                    ("rule", &format!("bench#{r}")),
+                                    ("header", &client_id),
+                                ])
+                            })
+                            .collect()
+                    };
+                    let t = Instant::now();
+                    let r = client
+                        .should_rate_limit(request(descs))
+                        .await
+                        .expect("ShouldRateLimit");
+                    lat.push(t.elapsed());
+                    assert!(is_ok(r.get_ref()), "bench limits are never reached");
+                }
+                lat
+            }));
+        }
+        async move {
+            let start = Instant::now();
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.expect("worker"));
+            }
+            (all, start.elapsed())
+        }
+    };
+    run(Duration::from_secs(1)).await;
+    let (mut lat, took) = run(Duration::from_secs(args.seconds)).await;
+    lat.sort();
+    let pct =
+        |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e6;
+    Figures {
+        rps: lat.len() as f64 / took.as_secs_f64(),
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    }
+}
+
+fn used_memory(port: u16) -> u64 {
+    let info = raw_command(port, "INFO memory").expect("INFO memory");
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory in INFO")
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = Args::parse();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = RedisServer::start(dir.path()).await;
+    println!(
+        "ratelimit-service: ShouldRateLimit over gRPC, {} in flight, {} clients, {} s per row",
+        args.concurrency, args.keys, args.seconds
+    );
+    println!(
+        "{:<34} {:>10} {:>10} {:>10} {:>12}",
+        "scenario", "req/s", "p50 µs", "p99 µs", "vs baseline"
+    );
+    let mut baseline = None;
+    let scenarios: [(&str, bool, usize); 6] = [
+        ("baseline (no limit named)", false, 0),
+        ("memory, 1 limit", false, 1),
+        ("memory, 10 limits", false, 10),
+        ("redis, 1 limit", true, 1),
+        ("redis, 3 limits", true, 3),
+        ("redis, 10 limits", true, 10),
+    ];
+    for (name, use_redis, limits) in scenarios {
+        let (url, task) = if use_redis {
+            serve(RedisStore::from_url(&redis.url()).expect("url"), limits).await
+        } else {
+            serve(MemoryStore::default(), limits).await
+        };
+        let f = drive(&url, limits, &args).await;
+        task.abort();
+        let base = *baseline.get_or_insert(f.rps);
+        println!(
+            "{name:<34} {:>10.0} {:>10.0} {:>10.0} {:>11.2}×",
+            f.rps,
+            f.p50_us,
+            f.p99_us,
+            f.rps / base
+        );
+    }
+
+    // Memory: fresh counters, one sliding-window limit each, written through the real script.
+    let before = used_memory(redis.port());
+    raw_command(redis.port(), "FLUSHALL").expect("FLUSHALL");
+    let before = before.min(used_memory(redis.port()));
+    let store = RedisStore::from_url(&redis.url()).expect("url");
+    let p = policy(1);
+    for i in 0..args.memory_keys {
+        let plan = p.plan(&request(vec![descriptor(&[
+            ("rule", "bench#0"),
+            ("header", &format!("memory-client-{i}")),
+        ])]));
+        store.check(&plan.hits).await.expect("check");
+    }
+    let after = used_memory(redis.port());
+    println!(
+        "redis memory: {} fresh counters (one sub-bucket written each): {:.0} B per key",
+        args.memory_keys,
+        after.saturating_sub(before) as f64 / args.memory_keys as f64
+    );
+    // Busy counters: 100 keys hit round-robin for 1.5 windows, so every sub-bucket of the
+    // window holds a count (the most a sliding-window counter ever stores).
+    raw_command(redis.port(), "FLUSHALL").expect("FLUSHALL");
+    let before = used_memory(redis.port());
+    let start = Instant::now();
+    let mut i = 0usize;
+    while start.elapsed() < Duration::from_millis(1_500) {
+        let plan = p.plan(&request(vec![descriptor(&[
+            ("rule", "bench#0"),
+            ("header", &format!("busy-client-{}", i % 100)),
+        ])]));
+        store.check(&plan.hits).await.expect("check");
+        i += 1;
+    }
+    let sum = |what: &str| -> u64 {
+        let script = format!(
+            "EVAL \"local n=0 for _,k in ipairs(redis.call('KEYS','*')) do n=n+redis.call({what}) end return n\" 0"
+        );
+        raw_command(redis.port(), &script)
+            .unwrap_or_default()
+            .trim_start_matches(':')
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    let fields = sum("'HLEN',k");
+    let usage = sum("'MEMORY','USAGE',k,'SAMPLES','0'");
+    let after = used_memory(redis.port());
+    println!(
+        "redis memory: 100 busy counters ({:.0} sub-buckets each on average): {:.0} B per key by MEMORY USAGE, {:.0} B by used_memory",
+        fields as f64 / 100.0,
+        usage as f64 / 100.0,
+        after.saturating_sub(before) as f64 / 100.0
+    );
+}
