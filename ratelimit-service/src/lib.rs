@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod cli;
+pub mod grpc;
 pub mod limiter;
 pub mod metrics;
 pub mod policy;

@@ -8,16 +8,16 @@ use std::time::Duration;
 use anyhow::Context as _;
 use arc_swap::ArcSwapOption;
 use prost::Message;
-use proto::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use proto::pb::google::protobuf::Any;
 use proto::ratelimit::RateLimitPolicy;
 use tokio::sync::watch;
 use tracing::info;
 
 use crate::cache::OverLimitCache;
+use crate::grpc::RlsServer;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
-use crate::service::{RateLimiter, Rls};
+use crate::service::RateLimiter;
 use crate::store::{CounterStore, MemoryStore, RedisStore};
 
 #[derive(Debug, Clone)]
@@ -167,7 +167,7 @@ async fn serve_with<S: CounterStore>(opts: Options, store: S) -> anyhow::Result<
     let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
     let grpc_task = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(RateLimitServiceServer::new(Rls(limiter)))
+            .add_service(RlsServer::new(limiter))
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = sd.wait_for(|v| *v).await;
             }),

@@ -370,10 +370,9 @@ fn sf_string(s: &str) -> String {
 /// The tonic service around a shared [`RateLimiter`].
 pub struct Rls<S>(pub Arc<RateLimiter<S>>);
 
-#[tonic::async_trait]
-impl<S: CounterStore> RateLimitService for Rls<S> {
+impl<S: CounterStore> Rls<S> {
     #[tracing::instrument(skip_all, fields(descriptors = request.get_ref().descriptors.len()))]
-    async fn should_rate_limit(
+    pub async fn handle(
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
@@ -385,6 +384,18 @@ impl<S: CounterStore> RateLimitService for Rls<S> {
             .request_seconds
             .observe(started.elapsed().as_secs_f64());
         answer
+    }
+}
+
+/// The strict generated interface, for callers that already hold a decoded request (the
+/// server itself uses the lenient endpoint in `grpc`).
+#[tonic::async_trait]
+impl<S: CounterStore> RateLimitService for Rls<S> {
+    async fn should_rate_limit(
+        &self,
+        request: Request<RateLimitRequest>,
+    ) -> Result<Response<RateLimitResponse>, Status> {
+        self.handle(request).await
     }
 }
 

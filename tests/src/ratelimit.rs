@@ -134,3 +134,26 @@ pub fn header<'a>(r: &'a RateLimitResponse, name: &str) -> Option<&'a str> {
 pub fn is_ok(r: &RateLimitResponse) -> bool {
     r.overall_code == proto::pb::envoy::service::ratelimit::v3::rate_limit_response::Code::Ok as i32
 }
+
+/// Sends a request whose strings are raw bytes (possibly not UTF-8), as Envoy may.
+pub async fn raw_should_rate_limit(
+    url: &str,
+    request: ratelimit_service::grpc::RawRequest,
+) -> Result<RateLimitResponse, tonic::Status> {
+    let channel = Channel::from_shared(url.to_string())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("channel ready");
+    let codec =
+        tonic_prost::ProstCodec::<ratelimit_service::grpc::RawRequest, RateLimitResponse>::default(
+        );
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
+    );
+    grpc.unary(tonic::Request::new(request), path, codec)
+        .await
+        .map(tonic::Response::into_inner)
+}

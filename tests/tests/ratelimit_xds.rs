@@ -4,8 +4,11 @@
 
 use std::time::Duration;
 
+use ratelimit_service::grpc::{RawDescriptor, RawEntry, RawRequest};
 use serde_json::Value;
-use tests::ratelimit::{descriptor, header, is_ok, request, RateLimitService};
+use tests::ratelimit::{
+    descriptor, header, is_ok, raw_should_rate_limit, request, RateLimitService,
+};
 use tests::{wait_for, ConfigFile, XdsServer};
 
 const CONVERGE: Duration = Duration::from_secs(15);
@@ -106,6 +109,38 @@ async fn limits_from_gateway_yaml_edits_and_xds_outage() {
     assert!(is_ok(&ask(&rls, &anon).await));
     assert!(!is_ok(&ask(&rls, &anon).await));
 
+    // A header value that is not UTF-8 is still counted: it never turns into a gRPC error
+    // (which Envoy would treat as "store down" and, failing open, let through).
+    let raw = |value: &[u8]| RawRequest {
+        domain: b"gateway".to_vec(),
+        descriptors: vec![RawDescriptor {
+            entries: vec![
+                RawEntry {
+                    key: b"rule".to_vec(),
+                    value: b"orders#1".to_vec(),
+                },
+                RawEntry {
+                    key: b"header".to_vec(),
+                    value: value.to_vec(),
+                },
+            ],
+            hits_addend: Some(proto::pb::google::protobuf::UInt64Value { value: 100 }),
+            ..Default::default()
+        }],
+        hits_addend: 0,
+    };
+    let first = raw_should_rate_limit(&rls.grpc_url(), raw(b"team-\xff"))
+        .await
+        .expect("a non-UTF-8 value is answered, not refused");
+    assert!(is_ok(&first), "100 of 100/30s");
+    let second = raw_should_rate_limit(&rls.grpc_url(), raw(b"team-\xff"))
+        .await
+        .expect("answered");
+    assert!(
+        !is_ok(&second),
+        "the same malformed value shares one counter"
+    );
+
     // Raise the free plan in gateway.yaml: alice (3 used) gets a 4th request, no restart.
     cfg.write(&config("4/minute"));
     wait_for("the raised free plan to apply", CONVERGE, async || {
@@ -132,5 +167,9 @@ async fn limits_from_gateway_yaml_edits_and_xds_outage() {
     })
     .await;
     let metrics = rls.metrics().await;
-    assert!(metrics.contains("ratelimit_decisions_total{limit=\"free\",outcome=\"denied"));
+    assert!(metrics.contains("ratelimit_decisions_total{limit=\"free\",outcome=\"denied\"}"));
+    assert!(
+        metrics.contains("ratelimit_decisions_total{limit=\"free\",outcome=\"denied_cached\"}"),
+        "repeated denials are answered from the over-limit cache:\n{metrics}"
+    );
 }

@@ -62,6 +62,3 @@ pub trait CounterStore: Send + Sync + 'static {
     /// For logs and metrics: `memory`, `redis` or `redis-cluster`.
     fn kind(&self) -> &'static str;
 }
-
-#[cfg(test)]
-pub(crate) mod suite;

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use clap::Parser;
-use proto::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use proto::ratelimit::{Per, Rate, RateLimitPolicy, Rule, DOMAIN};
 use ratelimit_service::cache::OverLimitCache;
+use ratelimit_service::grpc::RlsServer;
 use ratelimit_service::metrics::Metrics;
 use ratelimit_service::policy::Policy;
-use ratelimit_service::service::{RateLimiter, Rls};
+use ratelimit_service::service::RateLimiter;
 use ratelimit_service::store::{CounterStore, MemoryStore, RedisStore};
 use tests::ratelimit::{descriptor, is_ok, request};
 use tests::redis::{raw_command, RedisServer};
@@ -86,7 +86,7 @@ async fn serve<S: CounterStore>(store: S, limits: usize) -> (String, tokio::task
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let task = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
-            .add_service(RateLimitServiceServer::new(Rls(limiter)))
+            .add_service(RlsServer::new(limiter))
             .serve_with_incoming(incoming)
             .await;
     });
