@@ -74,7 +74,7 @@ impl<S: CounterStore> RateLimiter<S> {
         if plan.hits.is_empty() {
             return Decision::Unlimited { descriptors };
         }
-        if let Some(outcome) = self.from_cache(&plan) {
+        if let Some(outcome) = self.cached_denial(&plan) {
             return Decision::Decided { plan, outcome };
         }
         // Answer before Envoy gives up on us: leave a quarter of its timeout for the gRPC legs.
@@ -121,7 +121,7 @@ impl<S: CounterStore> RateLimiter<S> {
     }
 
     /// A denial without the store when any counter is known to be over its limit.
-    fn from_cache(&self, plan: &Plan) -> Option<Outcome> {
+    fn cached_denial(&self, plan: &Plan) -> Option<Outcome> {
         let now = Instant::now();
         let blocked: Vec<Option<Duration>> = plan
             .hits

@@ -30,7 +30,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 enum Backend {
     Single(ConnectionManager),
     Cluster {
-        client: ClusterClient,
+        client: Box<ClusterClient>,
         /// Connected on first use (and again after a failed attempt), so the service starts
         /// and answers by `on_error` while the cluster is still down.
         conn: Mutex<Option<ClusterConnection>>,
@@ -71,7 +71,7 @@ impl RedisStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(Self {
             backend: Backend::Cluster {
-                client,
+                client: Box::new(client),
                 conn: Mutex::new(None),
             },
             script: Script::new(SCRIPT),
@@ -113,7 +113,7 @@ impl RedisStore {
         &self,
         conn: &mut impl ConnectionLike,
         hits: &[&Hit],
-    ) -> Result<(bool, Vec<(Check, i64)>, i64), StoreError> {
+    ) -> Result<ScriptReply, StoreError> {
         let mut inv = self.script.prepare_invoke();
         for h in hits {
             inv.key(&h.key);
@@ -145,8 +145,11 @@ impl RedisStore {
     }
 }
 
+/// One script call's verdict: all admitted, per key (check, bucket charged), Redis time.
+type ScriptReply = (bool, Vec<(Check, i64)>, i64);
+
 /// Reads the script's reply: `{now, all, then (admitted, used, reset, retry, bucket) per key}`.
-fn parse(reply: &[i64], keys: usize) -> Result<(bool, Vec<(Check, i64)>, i64), StoreError> {
+fn parse(reply: &[i64], keys: usize) -> Result<ScriptReply, StoreError> {
     if reply.len() != 2 + 5 * keys {
         return Err(StoreError::BadReply(format!(
             "expected {} integers, got {}",
