@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+pub use xds_client::side::{init_logging, LogFormat};
 
 use crate::apikey::{self, KeyRecord, KeysFile};
 use crate::server::{self, ServeOptions};
@@ -27,12 +28,6 @@ pub struct Cli {
     /// `serve` flags, also accepted without the subcommand.
     #[command(flatten)]
     pub serve: ServeArgs,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,18 +116,6 @@ pub struct TokenArgs {
     /// Extra claims, `name=value` (JSON values allowed: `roles=["admin"]`).
     #[arg(long = "claim", env = "AUTHZ_TOKEN_CLAIMS", value_delimiter = ';')]
     pub claims: Vec<String>,
-}
-
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 fn now() -> i64 {
@@ -242,24 +225,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             node_id,
         })
         .await?;
-        shutdown_signal().await;
+        xds_client::side::shutdown_signal().await;
         tracing::info!("shutting down");
         running.stop().await;
         anyhow::Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
 }

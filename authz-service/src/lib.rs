@@ -2,9 +2,9 @@
 //! per-route provider lists and `require` rules, configured over xDS by xds-server.
 //!
 //! Domain logic (`jwt`, `jwks`, `apikey`, `policy`) is plain Rust over plain types; gRPC
-//! (`service`, `response`), HTTP (`admin`, `remote`) and xDS (`xds`) stay at the edges.
+//! (`service`, `response`), HTTP (`remote`, the side port from `xds_client::side`) and xDS
+//! (`xds`) stay at the edges.
 
-pub mod admin;
 pub mod apikey;
 pub mod cache;
 pub mod cli;

@@ -81,7 +81,16 @@ pub async fn start(opts: ServeOptions) -> std::io::Result<Running> {
             tracing::error!(error = %e, "gRPC server failed");
         }
     });
-    let admin_task = tokio::spawn(crate::admin::serve(admin, shared.clone(), wait(sd)));
+    // Ready after the first policy (and the first fetch of every `jwks_url` it uses): before
+    // that every Check would be refused.
+    let ready_shared = shared.clone();
+    let ready = Arc::new(move || ready_shared.is_ready());
+    let admin_task = tokio::spawn(xds_client::side::serve_admin(
+        admin,
+        ready,
+        shared.metrics.registry.clone(),
+        wait(sd),
+    ));
     tracing::info!(grpc = %grpc_addr, admin = %admin_addr, xds = %opts.xds, "authz-service listening");
     Ok(Running {
         grpc_addr,

@@ -34,6 +34,11 @@ impl Shared {
         })
     }
 
+    /// Updates the `authz_ready` gauge (after a policy change or a key fetch).
+    pub fn refresh_ready(&self) {
+        self.metrics.ready.set(i64::from(self.is_ready()));
+    }
+
     /// Ready once a policy is installed and its remote key sets have loaded.
     pub fn is_ready(&self) -> bool {
         self.policy.load().as_ref().is_some_and(|p| p.keys_loaded())

@@ -41,6 +41,7 @@ impl Applier {
         let used = env.used;
         self.remotes.retain(|k, _| used.contains(k));
         self.shared.policy.store(Some(Arc::new(compiled)));
+        self.shared.refresh_ready();
         Ok(())
     }
 }
@@ -102,6 +103,7 @@ impl Env for ProcessEnv<'_> {
                     crate::remote::Timing::default(),
                     Box::new(move |ok| {
                         if let Some(s) = shared.upgrade() {
+                            s.refresh_ready();
                             s.metrics
                                 .jwks_fetches
                                 .with_label_values(&[if ok { "ok" } else { "error" }])
