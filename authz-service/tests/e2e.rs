@@ -285,6 +285,9 @@ async fn policy_changes_take_effect_without_restarts() {
         metrics.contains(r#"authz_policy_updates_total{result="rejected"} 1"#),
         "{metrics}"
     );
+    assert!(metrics.contains("authz_ready 1"), "{metrics}");
+    let health = http.get(format!("{admin}/healthz")).send().await.unwrap();
+    assert!(health.status().is_success());
 
     // 5. xds-server goes away: the last good policy keeps being enforced.
     xds_task.abort();
