@@ -404,6 +404,9 @@ impl Policy {
         forward_token: bool,
     ) -> Allow {
         let mut set_headers = identity.headers.clone();
+        // The built-in identity headers always carry the built-in values, even if a claim
+        // mapping names one of them.
+        set_headers.retain(|(h, _)| !crate::IDENTITY_HEADERS.contains(&h.as_str()));
         set_headers.push(("x-client-id".into(), identity.client_id.clone()));
         if !identity.plan.is_empty() {
             set_headers.push(("x-client-plan".into(), identity.plan.clone()));

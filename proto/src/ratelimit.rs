@@ -14,8 +14,9 @@
 //! | `Per`     | entries after `rule`                                  |
 //! |-----------|-------------------------------------------------------|
 //! | `Plan`    | `client = <client id>`, optionally `plan = <plan>`    |
+//! | `Anonymous` | `remote_address = <client address>`                 |
 //! | `Client`  | `client = <client id>`                                |
-//! | `Ip`      | `ip = <client address>`                               |
+//! | `Ip`      | `remote_address = <client address>`                   |
 //! | `Route`   | none (one bucket for everyone)                        |
 //! | `Tenant`  | `tenant = <tenant id>`                                |
 //! | `Header`  | `header = <header value>`                             |
@@ -35,7 +36,8 @@ pub mod key {
     pub const RULE: &str = "rule";
     pub const CLIENT: &str = "client";
     pub const PLAN: &str = "plan";
-    pub const IP: &str = "ip";
+    /// The key Envoy's `remote_address` action always uses.
+    pub const IP: &str = "remote_address";
     pub const TENANT: &str = "tenant";
     pub const HEADER: &str = "header";
     pub const REQUEST_ID: &str = "request_id";

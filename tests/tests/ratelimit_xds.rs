@@ -104,7 +104,7 @@ async fn limits_from_gateway_yaml_edits_and_xds_outage() {
         assert!(is_ok(&r));
     }
     // Anonymous: by client IP.
-    let anon: [&[(&str, &str)]; 1] = [&[("rule", "public#0"), ("ip", "192.0.2.7")]];
+    let anon: [&[(&str, &str)]; 1] = [&[("rule", "public#0"), ("remote_address", "192.0.2.7")]];
     assert!(is_ok(&ask(&rls, &anon).await));
     assert!(is_ok(&ask(&rls, &anon).await));
     assert!(!is_ok(&ask(&rls, &anon).await));
