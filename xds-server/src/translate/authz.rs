@@ -11,6 +11,13 @@ use proto::authz::{
     jwt_provider::Keys, ApiKeyProvider, AuthPolicy, ClaimHeader, JwtProvider, RoutePolicy,
 };
 
+use proto::pb::envoy::config::core::v3::{grpc_service, ApiVersion, GrpcService};
+use proto::pb::envoy::extensions::filters::http::ext_authz::v3::{
+    ext_authz, ext_authz_per_route, CheckSettings, ExtAuthz, ExtAuthzPerRoute,
+};
+use proto::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
+use proto::pb::google::protobuf;
+
 use super::TranslateError;
 use crate::config::{self, JwtKeys, RouteAuth};
 
@@ -28,7 +35,6 @@ pub fn policy(loaded: &config::Loaded) -> Result<AuthPolicy, TranslateError> {
             .unwrap_or_default(),
         ..Default::default()
     };
-    let mut identity: BTreeSet<String> = CLIENT_HEADERS.iter().map(|h| h.to_string()).collect();
     if let Some(auth) = &cfg.auth {
         // BTreeMap iteration: sorted by provider name.
         for (name, p) in &auth.jwt {
@@ -40,7 +46,6 @@ pub fn policy(loaded: &config::Loaded) -> Result<AuthPolicy, TranslateError> {
                 JwtKeys::Url(url) => (Keys::JwksUrl(url.clone()), String::new()),
                 JwtKeys::SecretEnv(var) => (Keys::SecretEnv(var.clone()), String::new()),
             };
-            identity.extend(p.headers.iter().map(|(h, _)| h.clone()));
             out.jwt.push(JwtProvider {
                 name: name.clone(),
                 issuer: p.issuer.clone(),
@@ -76,7 +81,7 @@ pub fn policy(loaded: &config::Loaded) -> Result<AuthPolicy, TranslateError> {
             });
         }
     }
-    out.identity_headers = identity.into_iter().collect();
+    out.identity_headers = identity_headers(cfg);
     for gw in cfg.gateways.values() {
         for r in &gw.routes {
             let (public, providers) = match &r.auth {
@@ -95,6 +100,109 @@ pub fn policy(loaded: &config::Loaded) -> Result<AuthPolicy, TranslateError> {
     }
     out.routes.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// Every header that carries identity upstream, sorted: all providers' claim headers plus
+/// [`CLIENT_HEADERS`]. Client-sent copies must never reach an upstream (spec §4), so besides
+/// authz-service removing them on every allow, every route should list them in
+/// `request_headers_to_remove` (routes with `auth: none` never reach authz-service).
+pub fn identity_headers(cfg: &config::Config) -> Vec<String> {
+    let mut identity: BTreeSet<String> = CLIENT_HEADERS.iter().map(|h| h.to_string()).collect();
+    if let Some(auth) = &cfg.auth {
+        for p in auth.jwt.values() {
+            identity.extend(p.headers.iter().map(|(h, _)| h.clone()));
+        }
+    }
+    identity.into_iter().collect()
+}
+
+// ---- The Envoy side: filter, cluster and per-route settings --------------------------------
+
+/// Envoy's ext_authz HTTP filter name; also the dynamic-metadata namespace of what
+/// authz-service returns (`client_id`, `plan`, `tenant`, `provider`).
+pub const FILTER: &str = "envoy.filters.http.ext_authz";
+/// The cluster Envoy reaches authz-service through (the service's node group name, which no user
+/// service may take).
+pub const CLUSTER: &str = proto::group::AUTHZ;
+/// The context extension naming the route; authz-service looks the route's rules up by it.
+pub const ROUTE_EXTENSION: &str = "route";
+pub const FILTER_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz";
+pub const PER_ROUTE_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute";
+
+/// True when some route of `gw` requires authentication, so its Envoys need the filter and the
+/// cluster.
+pub fn gateway_uses(gw: &config::Gateway) -> bool {
+    gw.routes
+        .iter()
+        .any(|r| matches!(r.auth, RouteAuth::Providers(_)))
+}
+
+/// The HTTP filter: the service's cluster, its timeout and `on_error`.
+pub fn http_filter(auth: &config::Auth) -> ExtAuthz {
+    let timeout = auth.service.timeout;
+    ExtAuthz {
+        services: Some(ext_authz::Services::GrpcService(GrpcService {
+            target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                grpc_service::EnvoyGrpc {
+                    cluster_name: CLUSTER.into(),
+                    ..Default::default()
+                },
+            )),
+            timeout: Some(protobuf::Duration {
+                seconds: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+                nanos: timeout.subsec_nanos() as i32,
+            }),
+            ..Default::default()
+        })),
+        transport_api_version: ApiVersion::V3 as i32,
+        // `on_error: allow` fails open; `deny` answers 503 when the service is unreachable, late
+        // or returns an error (authz-service itself never returns one for a request).
+        failure_mode_allow: auth.service.on_error == config::OnError::Allow,
+        status_on_error: Some(HttpStatus {
+            code: StatusCode::ServiceUnavailable as i32,
+        }),
+        // Header values as bytes: a non-UTF-8 value then reaches the service intact (and is
+        // denied there) instead of breaking the request's encoding.
+        encode_raw_headers: true,
+        // Envoy refuses header mutations that are not valid HTTP.
+        validate_mutations: true,
+        ..Default::default()
+    }
+}
+
+/// The route's per-filter config: `auth: none` disables the filter; otherwise the route's name
+/// travels in the Check request's context extensions.
+pub fn per_route(route: &config::Route) -> ExtAuthzPerRoute {
+    ExtAuthzPerRoute {
+        r#override: Some(match route.auth {
+            RouteAuth::None => ext_authz_per_route::Override::Disabled(true),
+            // A single-entry map encodes deterministically.
+            RouteAuth::Providers(_) => {
+                ext_authz_per_route::Override::CheckSettings(CheckSettings {
+                    context_extensions: [(ROUTE_EXTENSION.to_string(), route.name.clone())]
+                        .into_iter()
+                        .collect(),
+                    ..Default::default()
+                })
+            }
+        }),
+    }
+}
+
+/// The service authz-service is reached as (gRPC over HTTP/2).
+pub fn service(auth: &config::Auth) -> config::Service {
+    config::Service {
+        endpoints: vec![auth.service.address.clone()],
+        protocol: config::Protocol::Grpc,
+        lb: config::LbPolicy::RoundRobin,
+        connect_timeout: std::time::Duration::from_secs(1),
+        health_check: None,
+        circuit_breaker: config::CircuitBreaker::default(),
+        outlier_detection: None,
+        tls: None,
+    }
 }
 
 fn file<'a>(
@@ -278,6 +386,44 @@ gateways:
         assert_eq!(p.routes.len(), 1);
         assert!(p.routes[0].public);
         assert_eq!(p.identity_headers, CLIENT_HEADERS);
+    }
+
+    #[test]
+    fn envoy_filter_and_per_route_settings() {
+        let loaded = load(YAML);
+        let auth = loaded.config.auth.as_ref().unwrap();
+        let f = http_filter(auth);
+        assert!(!f.failure_mode_allow, "on_error defaults to deny");
+        assert_eq!(f.status_on_error.map(|s| s.code), Some(503));
+        assert!(f.encode_raw_headers && f.validate_mutations);
+        let Some(ext_authz::Services::GrpcService(g)) = &f.services else {
+            panic!("{f:?}")
+        };
+        assert_eq!(g.timeout.as_ref().map(|t| t.nanos), Some(200_000_000));
+        assert!(matches!(
+            &g.target_specifier,
+            Some(grpc_service::TargetSpecifier::EnvoyGrpc(e)) if e.cluster_name == CLUSTER
+        ));
+        assert_eq!(service(auth).endpoints[0].to_string(), "127.0.0.1:9001");
+
+        let gw = &loaded.config.gateways["edge"];
+        assert!(gateway_uses(gw));
+        let by_name = |n: &str| gw.routes.iter().find(|r| r.name == n).unwrap();
+        match per_route(by_name("zeta")).r#override {
+            Some(ext_authz_per_route::Override::CheckSettings(c)) => {
+                assert_eq!(c.context_extensions.len(), 1);
+                assert_eq!(c.context_extensions[ROUTE_EXTENSION], "zeta");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            per_route(by_name("alpha")).r#override,
+            Some(ext_authz_per_route::Override::Disabled(true))
+        );
+        assert_eq!(
+            identity_headers(&loaded.config),
+            policy(&loaded).unwrap().identity_headers
+        );
     }
 
     #[test]
