@@ -39,6 +39,8 @@ pub mod type_url {
     // Extension configs packed into `typed_config` fields.
     pub const HTTP_CONNECTION_MANAGER: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
     pub const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+    pub const RATELIMIT_FILTER: &str =
+        "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit";
     pub const CORS: &str = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors";
     pub const CORS_POLICY: &str =
         "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy";

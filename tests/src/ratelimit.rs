@@ -27,7 +27,19 @@ impl RateLimitService {
     /// Starts it against xds-server at `xds` (host:port), with `redis` or the memory store, and
     /// waits until it has a policy (`/readyz`).
     pub async fn start(name: &str, xds: &str, redis: Option<&str>, log_dir: &Path) -> Self {
-        let (grpc_port, admin_port) = (free_port(), free_port());
+        Self::start_on(name, xds, redis, free_port(), log_dir).await
+    }
+
+    /// Like [`start`](Self::start) with the gRPC port chosen by the caller (for a gateway.yaml
+    /// that names it in `rate_limits.service.address`).
+    pub async fn start_on(
+        name: &str,
+        xds: &str,
+        redis: Option<&str>,
+        grpc_port: u16,
+        log_dir: &Path,
+    ) -> Self {
+        let admin_port = free_port();
         let mut cmd = Command::new(workspace_bin("ratelimit-service"));
         cmd.args(["--xds", xds])
             .args(["--listen", &format!("127.0.0.1:{grpc_port}")])

@@ -56,7 +56,10 @@ fn limiter(store: RedisStore, fail_open: bool) -> (RateLimiter<RedisStore>, Arc<
 }
 
 fn req() -> proto::pb::envoy::service::ratelimit::v3::RateLimitRequest {
-    request(vec![descriptor(&[("rule", "api#0"), ("remote_address", "10.0.0.1")])])
+    request(vec![descriptor(&[
+        ("rule", "api#0"),
+        ("remote_address", "10.0.0.1"),
+    ])])
 }
 
 /// Decides one request; returns the decision and how long it took.

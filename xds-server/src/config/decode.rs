@@ -736,6 +736,10 @@ impl Ctx<'_> {
         let entries = self.map(node, "services")?;
         let mut all = All::new();
         for e in entries {
+            if self.reserved_name(e.key, e.key_pos, "services") {
+                all.push(None);
+                continue;
+            }
             let s = self.service(e.key, e.value);
             all.push(s.map(|s| (e.key.to_string(), s)));
         }
@@ -1300,16 +1304,7 @@ impl Ctx<'_> {
         let entries = self.map(node, "gateways")?;
         let mut all = All::new();
         for e in entries {
-            if [proto::group::AUTHZ, proto::group::RATELIMIT].contains(&e.key) {
-                // The policy services connect with these node groups; a gateway with the same
-                // name would receive (or shadow) their policy.
-                self.problem(
-                    e.key_pos,
-                    format!(
-                        "gateways.{}: this name is reserved for the policy service of the same name; expected another gateway name",
-                        e.key
-                    ),
-                );
+            if self.reserved_name(e.key, e.key_pos, "gateways") {
                 all.push(None);
                 continue;
             }
@@ -1317,6 +1312,22 @@ impl Ctx<'_> {
             all.push(g.map(|g| (e.key.to_string(), g)));
         }
         all.finish().map(|v| v.into_iter().collect())
+    }
+
+    /// The policy services' names are taken: they are the services' xDS node groups (a gateway
+    /// of that name would receive their policy) and the clusters Envoy reaches them through (a
+    /// service of that name would collide with it). Reports and returns true for such a name.
+    fn reserved_name(&mut self, name: &str, pos: Pos, section: &str) -> bool {
+        let reserved = [proto::group::AUTHZ, proto::group::RATELIMIT].contains(&name);
+        if reserved {
+            self.problem(
+                pos,
+                format!(
+                    "{section}.{name}: this name is reserved for the gateway's own {name}; expected another name"
+                ),
+            );
+        }
+        reserved
     }
 
     fn gateway(&mut self, name: &str, node: &Node) -> Option<Gateway> {

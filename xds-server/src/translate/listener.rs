@@ -23,8 +23,8 @@ use proto::pb::envoy::extensions::transport_sockets::tls::v3::{
 };
 
 use super::cluster::socket_address;
-use super::{ads, boolv, u32v};
-use crate::config::{AccessLog as AccessLogMode, Gateway, Listener as ListenerCfg};
+use super::{ads, boolv, ratelimit, u32v};
+use crate::config::{AccessLog as AccessLogMode, Gateway, Listener as ListenerCfg, RateLimits};
 
 pub(super) const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
 pub(super) const CORS_FILTER: &str = "envoy.filters.http.cors";
@@ -96,6 +96,13 @@ pub(super) const LOCAL_REPLIES: &[LocalReply] = &[
         message: "upstream timed out",
     },
     LocalReply {
+        // ratelimit-service failed or did not answer in time under `on_error: deny`.
+        flags: &["RLSE"],
+        status: 503,
+        error: "unavailable",
+        message: "rate-limit service unavailable",
+    },
+    LocalReply {
         // No healthy host, connection failure, circuit breaker open, retries exhausted,
         // connection terminated, remote reset.
         flags: &["UH", "UF", "UO", "URX", "UC", "UR"],
@@ -110,8 +117,9 @@ pub(super) fn listener(
     gw: &Gateway,
     l: &ListenerCfg,
     secret: Option<&str>,
+    limits: Option<&RateLimits>,
 ) -> Listener {
-    let hcm = hcm_bytes(gateway, gw, l);
+    let hcm = hcm_bytes(gateway, gw, l, limits);
     let transport_socket = secret.map(downstream_tls);
     Listener {
         name: l.name.clone(),
@@ -133,7 +141,12 @@ pub(super) fn listener(
 
 /// The listener's HttpConnectionManager without its (separately, canonically encoded) local
 /// reply config.
-pub(super) fn hcm_base(gateway: &str, gw: &Gateway, l: &ListenerCfg) -> HttpConnectionManager {
+pub(super) fn hcm_base(
+    gateway: &str,
+    gw: &Gateway,
+    l: &ListenerCfg,
+    limits: Option<&RateLimits>,
+) -> HttpConnectionManager {
     HttpConnectionManager {
         codec_type: CodecType::Auto as i32,
         stat_prefix: l.name.clone(),
@@ -142,7 +155,7 @@ pub(super) fn hcm_base(gateway: &str, gw: &Gateway, l: &ListenerCfg) -> HttpConn
             config_source: Some(ads()),
             route_config_name: gateway.to_string(),
         })),
-        http_filters: http_filters(gw),
+        http_filters: http_filters(gw, limits),
         access_log: access_log(gw.access_log).into_iter().collect(),
         // An edge proxy: the peer address is the client, and x-forwarded-for is appended to,
         // not trusted.
@@ -163,13 +176,20 @@ pub(super) fn hcm_base(gateway: &str, gw: &Gateway, l: &ListenerCfg) -> HttpConn
 
 /// HTTP filters in order. Policy filters (ext_authz, rate limiting) go between CORS and the
 /// router: CORS first so preflights are answered without credentials, the router always last.
-fn http_filters(gw: &Gateway) -> Vec<HttpFilter> {
+fn http_filters(gw: &Gateway, limits: Option<&RateLimits>) -> Vec<HttpFilter> {
     let mut filters = Vec::new();
     if gw.cors.is_some() {
         filters.push(http_filter(
             CORS_FILTER,
             proto::type_url::CORS,
             &Cors::default(),
+        ));
+    }
+    if let Some(limits) = limits {
+        filters.push(http_filter(
+            ratelimit::FILTER,
+            proto::type_url::RATELIMIT_FILTER,
+            &ratelimit::http_filter(limits),
         ));
     }
     filters.push(http_filter(
@@ -190,9 +210,9 @@ fn http_filter(name: &str, type_url: &str, msg: &impl Message) -> HttpFilter {
     }
 }
 
-fn hcm_bytes(gateway: &str, gw: &Gateway, l: &ListenerCfg) -> Vec<u8> {
+fn hcm_bytes(gateway: &str, gw: &Gateway, l: &ListenerCfg, limits: Option<&RateLimits>) -> Vec<u8> {
     proto::encode_with_fields(
-        &hcm_base(gateway, gw, l),
+        &hcm_base(gateway, gw, l, limits),
         &[(HCM_LOCAL_REPLY_CONFIG, local_reply_config_bytes())],
     )
 }

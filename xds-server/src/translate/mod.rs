@@ -124,6 +124,16 @@ fn translate_gateway(
         }
     }
     let mut res = GatewayResources::default();
+    // The rate-limit filter and its cluster, only where some route has a limit.
+    let limits = cfg
+        .rate_limits
+        .as_ref()
+        .filter(|_| ratelimit::gateway_uses(cfg, gw));
+    if let Some(l) = limits {
+        let (c, cla) = cluster::cluster(ratelimit::CLUSTER, &ratelimit::service(l), &loaded.files)?;
+        res.clusters.push(c);
+        res.endpoints.extend(cla);
+    }
     for (svc_name, route_name) in used {
         let svc = cfg
             .services
@@ -138,15 +148,20 @@ fn translate_gateway(
     }
     for l in &gw.listeners {
         let secret_name = l.tls.as_ref().map(|_| secret_name(name, &l.name));
-        res.listeners
-            .push(listener::listener(name, gw, l, secret_name.as_deref()));
+        res.listeners.push(listener::listener(
+            name,
+            gw,
+            l,
+            secret_name.as_deref(),
+            limits,
+        ));
         if let (Some(tls), Some(sn)) = (&l.tls, secret_name) {
             res.secrets
                 .push(secret::tls_secret(sn, tls, &loaded.files)?);
         }
     }
     res.routes
-        .push(route::route_configuration(name, gw, &cfg.services));
+        .push(route::route_configuration(name, gw, &cfg.services, limits));
     Ok(res)
 }
 

@@ -3,6 +3,9 @@
 //! Rule ids are `<route>#<n>`, `n` being the limit's position in the route's effective list; the
 //! same ids go into the descriptors Envoy sends (see `proto::ratelimit`).
 
+use proto::pb::envoy::config::route::v3::rate_limit::{self, action::ActionSpecifier};
+use proto::pb::envoy::config::route::v3::RateLimit as EnvoyRateLimit;
+use proto::pb::envoy::extensions::filters::http::ratelimit::v3::RateLimit as RateLimitFilter;
 use proto::ratelimit::{self as rl, Per, RateLimitPolicy, Rule};
 
 use crate::config::{self, LimitRef, OnError, Rate, RouteAuth, RouteRateLimit};
@@ -100,4 +103,160 @@ fn rate_pb(r: Rate) -> rl::Rate {
         requests: r.requests,
         window_ms: u64::try_from(r.window.as_millis()).unwrap_or(u64::MAX),
     }
+}
+
+// ---- The Envoy side: filter, cluster and per-route actions --------------------------------
+
+/// Envoy's HTTP rate-limit filter name; also the namespace of its stats.
+pub const FILTER: &str = "envoy.filters.http.ratelimit";
+/// The cluster Envoy reaches ratelimit-service through (the service's own node group name, which
+/// no user service may take).
+pub const CLUSTER: &str = proto::group::RATELIMIT;
+/// Where ext_authz puts the identity (client id, plan, tenant) it verified.
+pub const AUTHZ_METADATA_NAMESPACE: &str = "envoy.filters.http.ext_authz";
+
+/// True when some route of `gw` carries a limit, so its Envoys need the filter and the cluster.
+pub fn gateway_uses(cfg: &config::Config, gw: &config::Gateway) -> bool {
+    cfg.rate_limits.as_ref().is_some_and(|limits| {
+        gw.routes.iter().any(|r| {
+            !matches!(r.action, config::RouteAction::Respond(_))
+                && !route_limits(limits, r).is_empty()
+        })
+    })
+}
+
+/// The HTTP filter: our domain, the service's cluster, its timeout and `on_error`.
+pub fn http_filter(limits: &config::RateLimits) -> RateLimitFilter {
+    use proto::pb::envoy::config::core::v3::{grpc_service, ApiVersion, GrpcService};
+    use proto::pb::envoy::config::ratelimit::v3::RateLimitServiceConfig;
+    use proto::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
+    RateLimitFilter {
+        domain: rl::DOMAIN.into(),
+        timeout: Some(super::duration(limits.service.timeout)),
+        // `on_error: deny`: a failed or late answer refuses the request with a 503 (mapped to
+        // the spec's JSON body by the listener's local reply config).
+        failure_mode_deny: limits.service.on_error == OnError::Deny,
+        status_on_error: Some(HttpStatus {
+            code: StatusCode::ServiceUnavailable as i32,
+        }),
+        rate_limit_service: Some(RateLimitServiceConfig {
+            grpc_service: Some(GrpcService {
+                target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                    grpc_service::EnvoyGrpc {
+                        cluster_name: CLUSTER.into(),
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            }),
+            transport_api_version: ApiVersion::V3 as i32,
+        }),
+        ..Default::default()
+    }
+}
+
+/// The service ratelimit-service is reached as (gRPC over HTTP/2).
+pub fn service(limits: &config::RateLimits) -> config::Service {
+    config::Service {
+        endpoints: vec![limits.service.address.clone()],
+        protocol: config::Protocol::Grpc,
+        lb: config::LbPolicy::RoundRobin,
+        connect_timeout: std::time::Duration::from_secs(1),
+        health_check: None,
+        circuit_breaker: config::CircuitBreaker::default(),
+        outlier_detection: None,
+        tls: None,
+    }
+}
+
+/// The route's `rate_limits`: one descriptor per effective limit (see `proto::ratelimit`), and
+/// one carrying the request id for the 429 body. Empty when the route has no limit.
+pub fn envoy_rate_limits(
+    limits: &config::RateLimits,
+    route: &config::Route,
+) -> Vec<EnvoyRateLimit> {
+    let effective = route_limits(limits, route);
+    if effective.is_empty() {
+        return vec![];
+    }
+    let mut out: Vec<EnvoyRateLimit> = effective
+        .into_iter()
+        .enumerate()
+        .map(|(i, (per, _, header))| {
+            let mut actions = vec![generic_key(rl::key::RULE, &rule_id(&route.name, i))];
+            match per {
+                Per::Plan => {
+                    actions.push(metadata(rl::key::CLIENT, "client_id", false));
+                    // Without a plan claim the service applies the default plan.
+                    actions.push(metadata(rl::key::PLAN, "plan", true));
+                }
+                Per::Client => actions.push(metadata(rl::key::CLIENT, "client_id", false)),
+                Per::Tenant => actions.push(metadata(rl::key::TENANT, "tenant", false)),
+                Per::Ip | Per::Anonymous => actions.push(action(ActionSpecifier::RemoteAddress(
+                    rate_limit::action::RemoteAddress {},
+                ))),
+                Per::Header => actions.push(action(ActionSpecifier::RequestHeaders(
+                    rate_limit::action::RequestHeaders {
+                        header_name: header,
+                        descriptor_key: rl::key::HEADER.into(),
+                        skip_if_absent: false,
+                    },
+                ))),
+                Per::Route => {}
+            }
+            EnvoyRateLimit {
+                actions,
+                ..Default::default()
+            }
+        })
+        .collect();
+    out.push(EnvoyRateLimit {
+        actions: vec![action(ActionSpecifier::RequestHeaders(
+            rate_limit::action::RequestHeaders {
+                header_name: "x-request-id".into(),
+                descriptor_key: rl::key::REQUEST_ID.into(),
+                skip_if_absent: true,
+            },
+        ))],
+        ..Default::default()
+    });
+    out
+}
+
+fn action(spec: ActionSpecifier) -> rate_limit::Action {
+    rate_limit::Action {
+        action_specifier: Some(spec),
+    }
+}
+
+fn generic_key(key: &str, value: &str) -> rate_limit::Action {
+    action(ActionSpecifier::GenericKey(
+        rate_limit::action::GenericKey {
+            descriptor_key: key.into(),
+            descriptor_value: value.into(),
+            ..Default::default()
+        },
+    ))
+}
+
+/// A descriptor entry from ext_authz's dynamic metadata. Unless `optional`, a missing value drops
+/// the whole descriptor (Envoy's rule), so an unauthenticated request is never counted against a
+/// client's bucket.
+fn metadata(descriptor_key: &str, field: &str, optional: bool) -> rate_limit::Action {
+    use proto::pb::envoy::r#type::metadata::v3::{
+        metadata_key::{path_segment, PathSegment},
+        MetadataKey,
+    };
+    action(ActionSpecifier::Metadata(rate_limit::action::MetaData {
+        descriptor_key: descriptor_key.into(),
+        metadata_key: Some(MetadataKey {
+            key: AUTHZ_METADATA_NAMESPACE.into(),
+            path: vec![PathSegment {
+                segment: Some(path_segment::Segment::Key(field.into())),
+            }],
+        }),
+        source: rate_limit::action::meta_data::Source::Dynamic as i32,
+        skip_if_absent: optional,
+        ..Default::default()
+    }))
 }

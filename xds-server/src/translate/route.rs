@@ -26,7 +26,7 @@ use proto::pb::google::protobuf::BoolValue;
 use super::listener::CORS_FILTER;
 use super::{duration, regex_escape, u32v};
 use crate::config::{
-    Cors, Gateway, HeaderChanges, LbPolicy, PathMatch, RespondBody, Retries, RetryOn,
+    Cors, Gateway, HeaderChanges, LbPolicy, PathMatch, RateLimits, RespondBody, Retries, RetryOn,
     Route as RouteCfg, RouteAction, RouteMatch, Service, StringMatch,
 };
 
@@ -38,13 +38,14 @@ pub(super) fn route_configuration(
     gateway: &str,
     gw: &Gateway,
     services: &BTreeMap<String, Service>,
+    limits: Option<&RateLimits>,
 ) -> RouteConfiguration {
     let mut routes = Vec::new();
     for r in &gw.routes {
         if gw.cors.is_some() {
             routes.extend(preflight_route(r, services));
         }
-        routes.push(route(r, services));
+        routes.push(route(r, services, limits));
     }
     let typed_per_filter_config = match &gw.cors {
         // A single-entry map encodes deterministically.
@@ -67,7 +68,7 @@ pub(super) fn route_configuration(
     }
 }
 
-fn route(r: &RouteCfg, services: &BTreeMap<String, Service>) -> Route {
+fn route(r: &RouteCfg, services: &BTreeMap<String, Service>, limits: Option<&RateLimits>) -> Route {
     let action = match &r.action {
         RouteAction::Respond(resp) => {
             let (body, content_type) = match &resp.body {
@@ -113,6 +114,10 @@ fn route(r: &RouteCfg, services: &BTreeMap<String, Service>) -> Route {
             forward_action(r, spec, &names, services)
         }
     };
+    let mut action = action;
+    if let Some(limits) = limits {
+        action.rate_limits = super::ratelimit::envoy_rate_limits(limits, r);
+    }
     let mut rt = base_route(r);
     rt.action = Some(route::Action::Route(action));
     rt
@@ -317,7 +322,8 @@ fn preflight_route(r: &RouteCfg, services: &BTreeMap<String, Service>) -> Option
     });
     Some(Route {
         r#match: Some(em),
-        ..route(r, services)
+        // Answered by the CORS filter before any policy filter runs: no limits needed.
+        ..route(r, services, None)
     })
 }
 

@@ -959,6 +959,12 @@ fn local_replies_are_json_by_response_flag() {
                 "application/json".to_string()
             ),
             (
+                flags(&["RLSE"]),
+                503,
+                body("unavailable", "rate-limit service unavailable"),
+                "application/json".to_string()
+            ),
+            (
                 flags(&["UH", "UF", "UO", "URX", "UC", "UR"]),
                 503,
                 body("unavailable", "upstream unavailable"),
@@ -971,7 +977,7 @@ fn local_replies_are_json_by_response_flag() {
     let l = &r.listeners[0];
     let cfg = load(TLS_GATEWAY);
     let gw = &cfg.config.gateways["edge"];
-    let mut expected = listener::hcm_base("edge", gw, &gw.listeners[0]);
+    let mut expected = listener::hcm_base("edge", gw, &gw.listeners[0], None);
     expected.local_reply_config = Some(lrc.clone());
     assert_eq!(hcm(l), expected);
 }
@@ -1184,4 +1190,144 @@ fn unknown_service_is_an_error() {
             service: "users".into()
         })
     );
+}
+
+/// Rate limits: the filter sits before the router and points at the ratelimit-service cluster;
+/// each limited route sends one descriptor per limit (rule id first) plus the request id.
+#[test]
+fn rate_limit_filter_cluster_and_descriptors() {
+    use proto::pb::envoy::config::route::v3::rate_limit::action::ActionSpecifier;
+    use proto::pb::envoy::extensions::filters::http::ratelimit::v3::RateLimit as Filter;
+    let yaml = r#"version: 1
+services:
+  users: { endpoints: [127.0.0.1:3001] }
+auth:
+  jwt:
+    main: { issuer: https://i.test, algorithms: [HS256], secret_env: GW_SECRET }
+rate_limits:
+  service: { address: 127.0.0.1:9102, timeout: 40ms, on_error: deny }
+  plans: { free: 10/minute }
+  default_plan: free
+  anonymous: 5/minute
+gateways:
+  edge:
+    listeners: [{ name: http, port: 8080 }]
+    routes:
+      - name: health
+        match: { path: /health }
+        respond: { status: 200 }
+        auth: none
+      - name: public
+        match: { prefix: /public }
+        service: users
+        auth: none
+      - name: orders
+        match: { prefix: /orders }
+        service: users
+        auth: main
+        rate_limit: [plan, { limit: 100/30s, per: "header:x-team" }]
+      - name: free-for-all
+        match: { prefix: /open }
+        service: users
+        auth: none
+        rate_limit: none
+"#;
+    let r = edge(yaml);
+    let rls = r
+        .clusters
+        .iter()
+        .find(|c| c.name == "ratelimit-service")
+        .expect("a cluster for ratelimit-service");
+    assert!(
+        rls.typed_extension_protocol_options
+            .contains_key("envoy.extensions.upstreams.http.v3.HttpProtocolOptions"),
+        "gRPC needs HTTP/2"
+    );
+    let filters = hcm(&r.listeners[0]).http_filters;
+    let names: Vec<&str> = filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["envoy.filters.http.ratelimit", "envoy.filters.http.router"]
+    );
+    use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter;
+    let Some(http_filter::ConfigType::TypedConfig(any)) = &filters[0].config_type else {
+        panic!("typed config")
+    };
+    let f: Filter = unpack(any, proto::type_url::RATELIMIT_FILTER);
+    assert_eq!(f.domain, "gateway");
+    assert!(f.failure_mode_deny, "on_error: deny");
+    assert_eq!(f.timeout, dur(0, 40_000_000));
+    assert_eq!(f.status_on_error.map(|s| s.code), Some(503));
+
+    let keys = |route: &str| -> Vec<Vec<String>> {
+        action(route_named(&r, route))
+            .rate_limits
+            .iter()
+            .map(|rl| {
+                rl.actions
+                    .iter()
+                    .map(|a| match a.action_specifier.as_ref().unwrap() {
+                        ActionSpecifier::GenericKey(g) => {
+                            format!("{}={}", g.descriptor_key, g.descriptor_value)
+                        }
+                        ActionSpecifier::Metadata(m) => {
+                            format!(
+                                "{}<-metadata{}",
+                                m.descriptor_key,
+                                if m.skip_if_absent { "?" } else { "" }
+                            )
+                        }
+                        ActionSpecifier::RemoteAddress(_) => "remote_address".into(),
+                        ActionSpecifier::RequestHeaders(h) => {
+                            format!("{}<-{}", h.descriptor_key, h.header_name)
+                        }
+                        other => panic!("unexpected action {other:?}"),
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let request_id = vec!["request_id<-x-request-id".to_string()];
+    assert_eq!(
+        keys("public"),
+        [
+            vec!["rule=public#0".to_string(), "remote_address".into()],
+            request_id.clone()
+        ]
+    );
+    assert_eq!(
+        keys("orders"),
+        [
+            vec![
+                "rule=orders#0".to_string(),
+                "client<-metadata".into(),
+                "plan<-metadata?".into()
+            ],
+            vec!["rule=orders#1".to_string(), "header<-x-team".into()],
+            request_id
+        ]
+    );
+    assert!(keys("free-for-all").is_empty());
+
+    // A gateway whose routes carry no limit gets neither filter nor cluster.
+    let plain = edge(&with_routes(
+        USERS,
+        "      - { name: a, match: { prefix: / }, service: users, auth: none, rate_limit: none }",
+    ));
+    assert!(plain.clusters.iter().all(|c| c.name != "ratelimit-service"));
+    assert_eq!(hcm(&plain.listeners[0]).http_filters.len(), 1);
+}
+
+#[test]
+fn policy_service_names_are_reserved() {
+    for yaml in [
+        with_routes(
+            "  ratelimit-service: { endpoints: [127.0.0.1:1] }",
+            "      - { name: a, match: { prefix: / }, service: ratelimit-service, auth: none }",
+        ),
+        "version: 1\nservices:\n  users: { endpoints: [127.0.0.1:1] }\ngateways:\n  authz-service:\n    listeners: [{ name: http, port: 8080 }]\n    routes:\n      - { name: a, match: { prefix: / }, service: users, auth: none }\n".to_string(),
+    ] {
+        let err = config::parse(&yaml, Path::new(FILE)).expect_err("reserved name");
+        assert!(err.to_string().contains("reserved"), "{err}");
+    }
 }
