@@ -119,6 +119,17 @@ async fn unknown_kid_refetches_and_stale_keys_survive_failures() {
     assert_eq!(verdict(&p, &t2).await, Ok(()));
     assert_eq!(idp.hits(), before + 1);
 
+    // The issuer retires k1. Once the new set is fetched (here, prompted by an unknown kid),
+    // k1 tokens stop working at once, although they are still in the verified-token cache:
+    // cached verdicts belong to the key set they were made with.
+    idp.serve(Some(jwks(&[k2()])));
+    let t4 = token("rsa2048-b.pem", Algorithm::RS256, "k4", &claims(json!({})));
+    assert_eq!(verdict(&p, &t4).await, Err("unknown_kid"));
+    assert_eq!(verdict(&p, &t1).await, Err("unknown_kid"));
+    assert_eq!(verdict(&p, &t2).await, Ok(()));
+    idp.serve(Some(jwks(&[k1(), k2()])));
+    assert_eq!(verdict(&p, &t1).await, Ok(()));
+
     // The issuer fails: a token with an unknown kid is refused after the failed refetch, and
     // the keys we had keep working.
     idp.serve(None);
