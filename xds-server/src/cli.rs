@@ -124,7 +124,12 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 println!(
                     "{}: ok: {} gateway(s), {} listener(s), {} cluster(s), version {}",
                     config.display(),
-                    s.groups.len(),
+                    // Gateways are the groups that receive listeners; the policy services'
+                    // groups receive only their policy.
+                    s.groups
+                        .values()
+                        .filter(|g| g.get(crate::ads::LISTENER).is_some())
+                        .count(),
                     count(crate::ads::LISTENER),
                     count(crate::ads::CLUSTER),
                     s.version
