@@ -15,6 +15,8 @@ pub struct Metrics {
     pub jwks_fetches: IntCounterVec,
     /// 1 once a policy (and every remote key set it uses) is loaded.
     pub ready: IntGauge,
+    /// Accepted JWTs by `result` (`hit`: answered by the verified-token cache, `miss`).
+    pub token_cache: IntCounterVec,
 }
 
 impl Metrics {
@@ -57,12 +59,20 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let token_cache = IntCounterVec::new(
+            Opts::new(
+                "authz_token_cache_total",
+                "Accepted JWTs by verified-token cache result (hit, miss).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         let ready = IntGauge::new(
             "authz_ready",
             "1 once a policy and its remote key sets are loaded.",
         )
         .expect("valid metric");
-        for c in [&decisions, &policy_updates, &jwks_fetches] {
+        for c in [&decisions, &policy_updates, &jwks_fetches, &token_cache] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
@@ -80,6 +90,9 @@ impl Metrics {
         for r in ["ok", "error"] {
             jwks_fetches.with_label_values(&[r]);
         }
+        for r in ["hit", "miss"] {
+            token_cache.with_label_values(&[r]);
+        }
         Self {
             registry,
             decisions,
@@ -87,6 +100,7 @@ impl Metrics {
             policy_updates,
             jwks_fetches,
             ready,
+            token_cache,
         }
     }
 

@@ -108,6 +108,8 @@ pub struct Allow {
     /// Headers to remove (never one of `set_headers`).
     pub remove_headers: Vec<String>,
     pub remove_query: Vec<String>,
+    /// For a JWT: whether the verified-token cache answered (`None` for other credentials).
+    pub token_cache_hit: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -321,15 +323,20 @@ impl Policy {
                 set_headers: Vec::new(),
                 remove_headers: self.identity_headers.clone(),
                 remove_query: Vec::new(),
+                token_cache_hit: None,
             });
         }
         let mut failure: Option<Deny> = None;
         let mut accepted: Option<(String, Arc<Identity>, bool)> = None;
+        let mut token_cache_hit = None;
 
         if !rule.jwt.is_empty() {
             match bearer(headers) {
                 Ok(Some(token)) => match self.verify_jwt(rule, token, now).await {
-                    Ok((p, id)) => accepted = Some((p.name.clone(), id, p.forward_token)),
+                    Ok((p, id, hit)) => {
+                        accepted = Some((p.name.clone(), id, p.forward_token));
+                        token_cache_hit = Some(hit);
+                    }
                     Err((provider, e)) => {
                         failure = Some(refusal(
                             DenyStatus::Unauthorized,
@@ -393,7 +400,9 @@ impl Policy {
                 None,
             );
         }
-        Decision::Allow(self.allow(rule, provider, identity, forward_token))
+        let mut allow = self.allow(rule, provider, identity, forward_token);
+        allow.token_cache_hit = token_cache_hit;
+        Decision::Allow(allow)
     }
 
     fn allow(
@@ -438,6 +447,7 @@ impl Policy {
             set_headers,
             remove_headers,
             remove_query,
+            token_cache_hit: None,
         }
     }
 
@@ -446,14 +456,14 @@ impl Policy {
         rule: &RouteRule,
         token: &str,
         now: u64,
-    ) -> Result<(Arc<JwtProvider>, Arc<Identity>), (String, JwtError)> {
+    ) -> Result<(Arc<JwtProvider>, Arc<Identity>, bool), (String, JwtError)> {
         if token.len() > jwt::MAX_TOKEN_BYTES {
             return Err((String::new(), JwtError::TooLarge));
         }
         let digest = digest_key(token);
         for p in &rule.jwt {
             if let Some(id) = p.cache.get(&digest, now, generation(p)) {
-                return Ok((p.clone(), id));
+                return Ok((p.clone(), id, true));
             }
         }
         let parsed = jwt::parse(token).map_err(|e| (String::new(), e))?;
@@ -480,7 +490,7 @@ impl Policy {
                 Ok((v, identity)) => {
                     let identity = Arc::new(identity);
                     p.cache.insert(digest, identity.clone(), v.exp, now, gen);
-                    return Ok((p.clone(), identity));
+                    return Ok((p.clone(), identity, false));
                 }
                 Err(e) => last = (p.name.clone(), e),
             }

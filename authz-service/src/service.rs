@@ -138,6 +138,13 @@ impl Authorization for AuthzService {
         m.decisions
             .with_label_values(&[provider, verdict, reason])
             .inc();
+        if let Decision::Allow(a) = &decision {
+            if let Some(hit) = a.token_cache_hit {
+                m.token_cache
+                    .with_label_values(&[if hit { "hit" } else { "miss" }])
+                    .inc();
+            }
+        }
         let resp = check_response(&decision, &request_id);
         m.latency
             .with_label_values(&[verdict])

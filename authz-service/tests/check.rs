@@ -578,4 +578,25 @@ async fn decisions_are_counted() {
         "{m}"
     );
     assert!(m.contains("authz_check_duration_seconds_bucket"), "{m}");
+    // The same token twice: verified once, then answered by the cache.
+    let t = token("rsa2048.pem", Algorithm::RS256, "r1", &claims(json!({})));
+    let auth = format!("Bearer {t}");
+    for _ in 0..2 {
+        allowed(
+            &check(
+                &mut c,
+                check_request(Some("users"), &[("authorization", &auth)], "/"),
+            )
+            .await,
+        );
+    }
+    let m = shared.metrics.render();
+    assert!(
+        m.contains(r#"authz_token_cache_total{result="hit"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"authz_token_cache_total{result="miss"} 1"#),
+        "{m}"
+    );
 }
