@@ -54,13 +54,19 @@ fn allow(a: &Allow) -> CheckResponse {
             ..Default::default()
         })
         .collect();
+    // Empty values are left out: a rate-limit descriptor treats an absent key as "not set"
+    // (and falls back to its default), while an empty string would be a value of its own.
     let dynamic_metadata = a.identity.as_ref().map(|id| {
-        proto::string_struct([
-            (metadata::CLIENT_ID, id.client_id.as_str()),
-            (metadata::PLAN, id.plan.as_str()),
-            (metadata::TENANT, id.tenant.as_str()),
-            (metadata::PROVIDER, a.provider.as_str()),
-        ])
+        proto::string_struct(
+            [
+                (metadata::CLIENT_ID, id.client_id.as_str()),
+                (metadata::PLAN, id.plan.as_str()),
+                (metadata::TENANT, id.tenant.as_str()),
+                (metadata::PROVIDER, a.provider.as_str()),
+            ]
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty()),
+        )
     });
     CheckResponse {
         status: Some(Status {
