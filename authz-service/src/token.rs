@@ -77,7 +77,7 @@ pub fn mint(spec: &TokenSpec, key: KeySource<'_>) -> Result<String, TokenError> 
         }
     }
     claims.insert("iat".into(), spec.now.into());
-    claims.insert("exp".into(), (spec.now + spec.ttl_secs).into());
+    claims.insert("exp".into(), spec.now.saturating_add(spec.ttl_secs).into());
     for c in &spec.claims {
         let (k, v) = c
             .split_once('=')

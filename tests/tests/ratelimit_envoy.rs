@@ -3,7 +3,10 @@
 //! spec's 429 (§3) and quota headers, on SotW and Delta Envoys. When the service is down,
 //! `on_error` decides: `allow` lets requests through, `deny` answers the spec's 503.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use proto::pb::google::protobuf::Any;
 
 use tests::ratelimit::RateLimitService;
 use tests::{free_port, sotw_and_delta, wait_for, wait_for_route, EchoUpstream, Stack, XdsMode};
@@ -140,4 +143,89 @@ async fn rate_limits_through_envoy(mode: XdsMode) {
         client.get("/open").send().await.expect("request").status,
         200
     );
+}
+
+/// Ordered rollout: an edit that adds a limited route reaches every connected ratelimit-service
+/// before any Envoy gets the route. A deliberately slow policy client (it takes a second to apply
+/// each policy) is connected beside the real service; the new route must not answer before that
+/// client has applied the policy that knows the route's rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_limit_reaches_the_services_before_its_route_reaches_envoy() {
+    let upstream = EchoUpstream::start("api").await;
+    let (port, rls_port) = (free_port(), free_port());
+    let dir = tempfile::Builder::new()
+        .prefix("gateway-rl-order-")
+        .tempdir()
+        .expect("tempdir");
+    let addr = format!("127.0.0.1:{}", upstream.port());
+    let base = config(&addr, port, rls_port, "allow");
+    let stack = Stack::start_in(dir, XdsMode::Sotw, &base).await;
+    let _rls = RateLimitService::start_on(
+        "rls-order",
+        &stack.xds.grpc_addr(),
+        None,
+        rls_port,
+        stack.dir(),
+    )
+    .await;
+    let applied = SlowPolicyClient::start(&stack.xds.grpc_addr());
+    wait_for(
+        "the slow client's first policy",
+        Duration::from_secs(15),
+        async || applied.lock().expect("lock").len() == 1,
+    )
+    .await;
+    stack.wait_converged().await;
+    let client = stack.client(port);
+    wait_for_route(&client, "/open", 200).await;
+
+    let edited = format!(
+        "{base}      - name: fresh\n        match: {{ prefix: /fresh }}\n        service: api\n        auth: none\n        rate_limit: [{{ limit: 7/minute, per: ip }}]\n"
+    );
+    stack.config.write(&edited);
+    let first = wait_for_route(&client, "/fresh", 200).await;
+    let routed_at = Instant::now();
+    let applied_at = applied
+        .lock()
+        .expect("lock")
+        .get(1)
+        .copied()
+        .expect("the route answered before the slow client had even applied the new policy");
+    assert!(applied_at <= routed_at);
+    assert_eq!(first.header("x-ratelimit-limit"), Some("7"));
+}
+
+/// An ADS client in ratelimit-service's node group that takes [`SLOW_APPLY`] to apply each
+/// policy, on its own thread and runtime; returns the instants its applies finished.
+struct SlowPolicyClient;
+
+const SLOW_APPLY: Duration = Duration::from_secs(1);
+
+impl SlowPolicyClient {
+    fn start(xds: &str) -> Arc<Mutex<Vec<Instant>>> {
+        struct Slow(Arc<Mutex<Vec<Instant>>>);
+        impl xds_client::Apply for Slow {
+            fn apply(&mut self, _version: &str, _resources: &[Any]) -> Result<(), String> {
+                // Blocking on purpose: this client is slow at applying, not at talking.
+                std::thread::sleep(SLOW_APPLY);
+                self.0.lock().expect("lock").push(Instant::now());
+                Ok(())
+            }
+        }
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let opts = xds_client::Options::new(
+            xds,
+            "slow-policy-client",
+            proto::group::RATELIMIT,
+            proto::type_url::RATELIMIT_POLICY,
+        );
+        let slow = Slow(applied.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            let (state, _) = tokio::sync::watch::channel(xds_client::State::default());
+            let (_stop, shutdown) = tokio::sync::watch::channel(false);
+            rt.block_on(xds_client::run(opts, slow, state, shutdown));
+        });
+        applied
+    }
 }

@@ -313,6 +313,7 @@ async fn reload_loop(
                 }
                 if snapshots.borrow().version != version {
                     info!(%version, "config reloaded; pushing to connected clients");
+                    policies_first(&snapshots, &built.snapshots, &app.registry).await;
                     snapshots.send_replace(Arc::new(built.snapshots));
                 } else {
                     info!(%version, "config reloaded; nothing changed");
@@ -331,6 +332,55 @@ async fn reload_loop(
                 st.last_error = Some(LastError { at: now(), errors });
             }
         }
+    }
+}
+
+/// How long gateways wait for the policy services to apply a changed policy before they receive
+/// the routes that depend on it anyway: a hung service must not freeze the configuration.
+const POLICY_FIRST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Ordered rollout across components: when a policy changed, publish it first (with every
+/// gateway still on its current resources) and wait until every connected policy service has
+/// applied (or refused) it. Only then may Envoys get routes naming a new provider, plan or rule,
+/// so no request is judged against a policy that does not know its route yet.
+async fn policies_first(
+    tx: &watch::Sender<Arc<Snapshots>>,
+    next: &Snapshots,
+    registry: &crate::ads::Registry,
+) {
+    let current = tx.borrow().clone();
+    let changed: Vec<(&str, &str, String)> = translate::POLICY_GROUPS
+        .iter()
+        .filter_map(|&(group, type_url)| {
+            let new = next.groups.get(group)?.get(type_url)?.version.clone();
+            let old = current
+                .groups
+                .get(group)
+                .and_then(|s| s.get(type_url))
+                .map(|t| t.version.as_str());
+            (old != Some(new.as_str())).then_some((group, type_url, new))
+        })
+        .collect();
+    if changed.is_empty() {
+        return;
+    }
+    let mut groups = current.groups.clone();
+    for (group, _, _) in &changed {
+        if let Some(s) = next.groups.get(*group) {
+            groups.insert(group.to_string(), s.clone());
+        }
+    }
+    tx.send_replace(Arc::new(Snapshots::from_shared(groups)));
+    let deadline = tokio::time::Instant::now() + POLICY_FIRST_TIMEOUT;
+    while !changed
+        .iter()
+        .all(|(g, t, v)| registry.group_settled(g, t, v))
+    {
+        if tokio::time::Instant::now() >= deadline {
+            warn!(timeout = ?POLICY_FIRST_TIMEOUT, "a policy service has not applied the new policy; updating the gateways anyway");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -114,15 +114,17 @@ pub struct Snapshots {
 
 impl Snapshots {
     pub fn new(groups: BTreeMap<String, Snapshot>) -> Self {
+        Self::from_shared(groups.into_iter().map(|(k, v)| (k, Arc::new(v))).collect())
+    }
+
+    /// Like [`Snapshots::new`] for group snapshots already shared with another set.
+    pub fn from_shared(groups: BTreeMap<String, Arc<Snapshot>>) -> Self {
         let version = short_hash(
             groups
                 .iter()
                 .flat_map(|(g, s)| [g.as_bytes(), b"\0", s.version.as_bytes(), b"\n"]),
         );
-        Self {
-            version,
-            groups: groups.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
-        }
+        Self { version, groups }
     }
 }
 

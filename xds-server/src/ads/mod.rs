@@ -96,6 +96,20 @@ impl Registry {
         self.lock().values().cloned().collect()
     }
 
+    /// True when every connected client of node group `group` has ACKed or NACKed `version` of
+    /// `type_url`: waiting longer would change nothing. True for a group with no clients.
+    pub fn group_settled(&self, group: &str, type_url: &str, version: &str) -> bool {
+        self.lock()
+            .values()
+            .filter(|c| c.gateway == group)
+            .all(|c| {
+                c.types.get(type_url).is_some_and(|t| {
+                    t.acked.as_deref() == Some(version)
+                        || t.nacked.as_ref().is_some_and(|n| n.version == version)
+                })
+            })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, ClientStatus>> {
         // A panic while holding this lock cannot leave the map inconsistent (every update is a
         // single field write), so a poisoned lock is still safe to use.

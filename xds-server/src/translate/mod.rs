@@ -85,6 +85,12 @@ pub struct PolicyResources {
     pub resources: Vec<(String, Vec<u8>)>,
 }
 
+/// Each policy service's node group and the one type it subscribes to.
+pub const POLICY_GROUPS: [(&str, &str); 2] = [
+    (proto::group::AUTHZ, proto::type_url::AUTH_POLICY),
+    (proto::group::RATELIMIT, proto::type_url::RATELIMIT_POLICY),
+];
+
 /// The policy sets of both services. Always present (possibly empty), so a service connected to
 /// a config without `auth` or `rate_limits` still receives a version and becomes ready.
 pub fn policies(loaded: &config::Loaded) -> Result<Vec<PolicyResources>, TranslateError> {
