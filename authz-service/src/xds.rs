@@ -115,3 +115,86 @@ impl Env for ProcessEnv<'_> {
             .clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use proto::authz::{AuthPolicy, RoutePolicy};
+    use xds_client::Apply;
+
+    use super::*;
+
+    fn any(type_url: &str, value: Vec<u8>) -> Any {
+        Any {
+            type_url: type_url.into(),
+            value,
+        }
+    }
+
+    fn good() -> Any {
+        let p = AuthPolicy {
+            routes: vec![RoutePolicy {
+                name: "health".into(),
+                public: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        any(proto::type_url::AUTH_POLICY, p.encode_to_vec())
+    }
+
+    #[tokio::test]
+    async fn unusable_sets_are_nacked_and_the_last_good_policy_stays() {
+        let shared = Shared::new();
+        let mut a = Applier::new(shared.clone());
+        assert!(!shared.is_ready());
+        a.apply("v1", &[good()]).unwrap();
+        assert!(shared.is_ready());
+        let installed = shared.policy.load_full().unwrap();
+
+        let unknown_provider = AuthPolicy {
+            routes: vec![RoutePolicy {
+                name: "r".into(),
+                providers: vec!["ghost".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let bad: Vec<(&str, Vec<Any>)> = vec![
+            ("empty set", vec![]),
+            ("two resources", vec![good(), good()]),
+            (
+                "wrong type",
+                vec![any("type.googleapis.com/x.Y", good().value)],
+            ),
+            (
+                "undecodable",
+                vec![any(proto::type_url::AUTH_POLICY, vec![0xff, 0xff, 0xff])],
+            ),
+            (
+                "unknown provider",
+                vec![any(
+                    proto::type_url::AUTH_POLICY,
+                    unknown_provider.encode_to_vec(),
+                )],
+            ),
+        ];
+        for (what, set) in bad {
+            let e = a.apply("v2", &set).expect_err(what);
+            assert!(!e.is_empty(), "{what}");
+            assert!(
+                Arc::ptr_eq(&shared.policy.load_full().unwrap(), &installed),
+                "{what} replaced the policy"
+            );
+        }
+        let m = shared.metrics.render();
+        assert!(
+            m.contains(r#"authz_policy_updates_total{result="rejected"} 5"#),
+            "{m}"
+        );
+        assert!(
+            m.contains(r#"authz_policy_updates_total{result="applied"} 1"#),
+            "{m}"
+        );
+    }
+}
