@@ -103,9 +103,10 @@ pub fn policy(loaded: &config::Loaded) -> Result<AuthPolicy, TranslateError> {
 }
 
 /// Every header that carries identity upstream, sorted: all providers' claim headers plus
-/// [`CLIENT_HEADERS`]. Client-sent copies must never reach an upstream (spec §4), so besides
-/// authz-service removing them on every allow, every route should list them in
-/// `request_headers_to_remove` (routes with `auth: none` never reach authz-service).
+/// [`CLIENT_HEADERS`]. Client-sent copies must never reach an upstream (spec §4): authz-service
+/// removes them on every allow, and routes with `auth: none` (which never reach it) must list
+/// them in `request_headers_to_remove`. Not authenticated routes: route-level removal runs in the
+/// router, after ext_authz, and would strip the verified identity too.
 pub fn identity_headers(cfg: &config::Config) -> Vec<String> {
     let mut identity: BTreeSet<String> = CLIENT_HEADERS.iter().map(|h| h.to_string()).collect();
     if let Some(auth) = &cfg.auth {
