@@ -2,7 +2,8 @@
 
 use prost::Message;
 use proto::pb::envoy::config::accesslog::v3::{
-    access_log, access_log_filter::FilterSpecifier, AccessLog, AccessLogFilter, ResponseFlagFilter,
+    access_log, access_log_filter::FilterSpecifier, AccessLog, AccessLogFilter, AndFilter,
+    ResponseFlagFilter,
 };
 use proto::pb::envoy::config::core::v3::{
     data_source, substitution_format_string, transport_socket, DataSource,
@@ -23,8 +24,8 @@ use proto::pb::envoy::extensions::transport_sockets::tls::v3::{
 };
 
 use super::cluster::socket_address;
-use super::{ads, boolv, ratelimit, u32v};
-use crate::config::{AccessLog as AccessLogMode, Gateway, Listener as ListenerCfg, RateLimits};
+use super::{ads, authz, boolv, ratelimit, u32v, Policies};
+use crate::config::{AccessLog as AccessLogMode, Gateway, Listener as ListenerCfg};
 
 pub(super) const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
 pub(super) const CORS_FILTER: &str = "envoy.filters.http.cors";
@@ -73,6 +74,8 @@ pub(super) const TEXT_ACCESS_LOG: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X
 pub(super) struct LocalReply {
     /// Envoy response flags that select this mapper (any of them).
     pub flags: &'static [&'static str],
+    /// Only replies with this status (with one of `flags`) are rewritten.
+    pub only_status: Option<u32>,
     pub status: u32,
     pub error: &'static str,
     pub message: &'static str,
@@ -85,12 +88,14 @@ pub(super) struct LocalReply {
 pub(super) const LOCAL_REPLIES: &[LocalReply] = &[
     LocalReply {
         flags: &["NR"],
+        only_status: None,
         status: 404,
         error: "not_found",
         message: "no route matches",
     },
     LocalReply {
         flags: &["UT"],
+        only_status: None,
         status: 504,
         error: "gateway_timeout",
         message: "upstream timed out",
@@ -98,14 +103,25 @@ pub(super) const LOCAL_REPLIES: &[LocalReply] = &[
     LocalReply {
         // ratelimit-service failed or did not answer in time under `on_error: deny`.
         flags: &["RLSE"],
+        only_status: None,
         status: 503,
         error: "unavailable",
         message: "rate-limit service unavailable",
     },
     LocalReply {
+        // authz-service failed or did not answer in time under `on_error: deny`. Its own
+        // denials (401, 403) carry the same flag and keep their bodies.
+        flags: &["UAEX"],
+        only_status: Some(503),
+        status: 503,
+        error: "unavailable",
+        message: "authorization service unavailable",
+    },
+    LocalReply {
         // No healthy host, connection failure, circuit breaker open, retries exhausted,
         // connection terminated, remote reset.
         flags: &["UH", "UF", "UO", "URX", "UC", "UR"],
+        only_status: None,
         status: 503,
         error: "unavailable",
         message: "upstream unavailable",
@@ -117,9 +133,9 @@ pub(super) fn listener(
     gw: &Gateway,
     l: &ListenerCfg,
     secret: Option<&str>,
-    limits: Option<&RateLimits>,
+    policies: &Policies<'_>,
 ) -> Listener {
-    let hcm = hcm_bytes(gateway, gw, l, limits);
+    let hcm = hcm_bytes(gateway, gw, l, policies);
     let transport_socket = secret.map(downstream_tls);
     Listener {
         name: l.name.clone(),
@@ -145,7 +161,7 @@ pub(super) fn hcm_base(
     gateway: &str,
     gw: &Gateway,
     l: &ListenerCfg,
-    limits: Option<&RateLimits>,
+    policies: &Policies<'_>,
 ) -> HttpConnectionManager {
     HttpConnectionManager {
         codec_type: CodecType::Auto as i32,
@@ -155,7 +171,7 @@ pub(super) fn hcm_base(
             config_source: Some(ads()),
             route_config_name: gateway.to_string(),
         })),
-        http_filters: http_filters(gw, limits),
+        http_filters: http_filters(gw, policies),
         access_log: access_log(gw.access_log).into_iter().collect(),
         // An edge proxy: the peer address is the client, and x-forwarded-for is appended to,
         // not trusted.
@@ -176,7 +192,7 @@ pub(super) fn hcm_base(
 
 /// HTTP filters in order. Policy filters (ext_authz, rate limiting) go between CORS and the
 /// router: CORS first so preflights are answered without credentials, the router always last.
-fn http_filters(gw: &Gateway, limits: Option<&RateLimits>) -> Vec<HttpFilter> {
+fn http_filters(gw: &Gateway, policies: &Policies<'_>) -> Vec<HttpFilter> {
     let mut filters = Vec::new();
     if gw.cors.is_some() {
         filters.push(http_filter(
@@ -185,7 +201,15 @@ fn http_filters(gw: &Gateway, limits: Option<&RateLimits>) -> Vec<HttpFilter> {
             &Cors::default(),
         ));
     }
-    if let Some(limits) = limits {
+    // ext_authz before rate limiting: the limiter's descriptors read the identity it verified.
+    if let Some(auth) = policies.auth {
+        filters.push(http_filter(
+            authz::FILTER,
+            authz::FILTER_TYPE_URL,
+            &authz::http_filter(auth),
+        ));
+    }
+    if let Some(limits) = policies.limits {
         filters.push(http_filter(
             ratelimit::FILTER,
             proto::type_url::RATELIMIT_FILTER,
@@ -210,9 +234,9 @@ fn http_filter(name: &str, type_url: &str, msg: &impl Message) -> HttpFilter {
     }
 }
 
-fn hcm_bytes(gateway: &str, gw: &Gateway, l: &ListenerCfg, limits: Option<&RateLimits>) -> Vec<u8> {
+fn hcm_bytes(gateway: &str, gw: &Gateway, l: &ListenerCfg, policies: &Policies<'_>) -> Vec<u8> {
     proto::encode_with_fields(
-        &hcm_base(gateway, gw, l, limits),
+        &hcm_base(gateway, gw, l, policies),
         &[(HCM_LOCAL_REPLY_CONFIG, local_reply_config_bytes())],
     )
 }
@@ -223,14 +247,21 @@ fn local_reply_config_bytes() -> Vec<u8> {
     let mappers: Vec<(u32, Vec<u8>)> = LOCAL_REPLIES
         .iter()
         .map(|r| {
+            let by_flag = AccessLogFilter {
+                filter_specifier: Some(FilterSpecifier::ResponseFlagFilter(ResponseFlagFilter {
+                    flags: r.flags.iter().map(|f| f.to_string()).collect(),
+                })),
+            };
+            let filter = match r.only_status {
+                None => by_flag,
+                Some(code) => AccessLogFilter {
+                    filter_specifier: Some(FilterSpecifier::AndFilter(AndFilter {
+                        filters: vec![by_flag, status_is(code)],
+                    })),
+                },
+            };
             let mapper = ResponseMapper {
-                filter: Some(AccessLogFilter {
-                    filter_specifier: Some(FilterSpecifier::ResponseFlagFilter(
-                        ResponseFlagFilter {
-                            flags: r.flags.iter().map(|f| f.to_string()).collect(),
-                        },
-                    )),
-                }),
+                filter: Some(filter),
                 status_code: Some(u32v(r.status)),
                 ..Default::default()
             };
@@ -247,6 +278,26 @@ fn local_reply_config_bytes() -> Vec<u8> {
         })
         .collect();
     proto::encode_with_fields(&LocalReplyConfig::default(), &mappers)
+}
+
+/// An access-log filter matching one response status.
+fn status_is(code: u32) -> AccessLogFilter {
+    use proto::pb::envoy::config::accesslog::v3::{
+        comparison_filter::Op, ComparisonFilter, StatusCodeFilter,
+    };
+    use proto::pb::envoy::config::core::v3::RuntimeUInt32;
+    AccessLogFilter {
+        filter_specifier: Some(FilterSpecifier::StatusCodeFilter(StatusCodeFilter {
+            comparison: Some(ComparisonFilter {
+                op: Op::Eq as i32,
+                value: Some(RuntimeUInt32 {
+                    default_value: code,
+                    // Required by Envoy; no runtime layer sets it, so the default applies.
+                    runtime_key: format!("gateway.local_reply.status_{code}"),
+                }),
+            }),
+        })),
+    }
 }
 
 /// A `SubstitutionFormatString` with `json_format` = `body`, encoded canonically.

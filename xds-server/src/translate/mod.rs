@@ -63,6 +63,17 @@ pub enum TranslateError {
     UnknownService { route: String, service: String },
 }
 
+/// What a gateway's listeners and routes need to know about the policy services.
+#[derive(Debug, Default)]
+pub(crate) struct Policies<'a> {
+    /// Set when some route of the gateway requires authentication.
+    pub auth: Option<&'a config::Auth>,
+    /// Set when some route of the gateway has a rate limit.
+    pub limits: Option<&'a config::RateLimits>,
+    /// Identity headers to strip from client requests on `auth: none` routes.
+    pub identity_headers: Vec<String>,
+}
+
 /// Translates every gateway of a loaded config. Keys are gateway names (the `node.cluster` of the
 /// Envoys that receive the resources).
 pub fn translate(
@@ -140,6 +151,26 @@ fn translate_gateway(
         res.clusters.push(c);
         res.endpoints.extend(cla);
     }
+    // ext_authz and its cluster, only where some route requires authentication.
+    let auth = cfg.auth.as_ref().filter(|_| authz::gateway_uses(gw));
+    if let Some(a) = auth {
+        let (c, cla) = cluster::cluster(authz::CLUSTER, &authz::service(a), &loaded.files)?;
+        res.clusters.push(c);
+        res.endpoints.extend(cla);
+    }
+    // Clusters are sorted by name (see `GatewayResources`).
+    res.clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    res.endpoints
+        .sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));
+    let policies = Policies {
+        auth,
+        limits,
+        identity_headers: if cfg.auth.is_some() {
+            authz::identity_headers(cfg)
+        } else {
+            vec![]
+        },
+    };
     for (svc_name, route_name) in used {
         let svc = cfg
             .services
@@ -159,15 +190,19 @@ fn translate_gateway(
             gw,
             l,
             secret_name.as_deref(),
-            limits,
+            &policies,
         ));
         if let (Some(tls), Some(sn)) = (&l.tls, secret_name) {
             res.secrets
                 .push(secret::tls_secret(sn, tls, &loaded.files)?);
         }
     }
-    res.routes
-        .push(route::route_configuration(name, gw, &cfg.services, limits));
+    res.routes.push(route::route_configuration(
+        name,
+        gw,
+        &cfg.services,
+        &policies,
+    ));
     Ok(res)
 }
 

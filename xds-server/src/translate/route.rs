@@ -24,7 +24,7 @@ use proto::pb::envoy::r#type::matcher::v3::{
 use proto::pb::google::protobuf::BoolValue;
 
 use super::listener::CORS_FILTER;
-use super::{duration, regex_escape, u32v};
+use super::{duration, regex_escape, u32v, Policies};
 use crate::config::{
     Cors, Gateway, HeaderChanges, LbPolicy, PathMatch, RateLimits, RespondBody, Retries, RetryOn,
     Route as RouteCfg, RouteAction, RouteMatch, Service, StringMatch,
@@ -38,14 +38,14 @@ pub(super) fn route_configuration(
     gateway: &str,
     gw: &Gateway,
     services: &BTreeMap<String, Service>,
-    limits: Option<&RateLimits>,
+    policies: &Policies<'_>,
 ) -> RouteConfiguration {
     let mut routes = Vec::new();
     for r in &gw.routes {
         if gw.cors.is_some() {
             routes.extend(preflight_route(r, services));
         }
-        routes.push(route(r, services, limits));
+        routes.push(route(r, services, policies));
     }
     let typed_per_filter_config = match &gw.cors {
         // A single-entry map encodes deterministically.
@@ -68,7 +68,39 @@ pub(super) fn route_configuration(
     }
 }
 
-fn route(r: &RouteCfg, services: &BTreeMap<String, Service>, limits: Option<&RateLimits>) -> Route {
+/// One route with its policy settings: ext_authz per route (the route's name, or disabled on
+/// `auth: none`), and on `auth: none` routes the removal of client-sent identity headers, which
+/// authz-service strips itself on every route it sees. (Route-level removal runs in the router,
+/// after ext_authz, so on authenticated routes it would strip the verified identity too.)
+fn route(r: &RouteCfg, services: &BTreeMap<String, Service>, policies: &Policies<'_>) -> Route {
+    let mut rt = route_action(r, services, policies.limits);
+    if policies.auth.is_some() {
+        // A single-entry map encodes deterministically.
+        rt.typed_per_filter_config = [(
+            super::authz::FILTER.to_string(),
+            proto::pack(
+                super::authz::PER_ROUTE_TYPE_URL,
+                &super::authz::per_route(r),
+            ),
+        )]
+        .into_iter()
+        .collect();
+    }
+    if matches!(r.auth, crate::config::RouteAuth::None) {
+        for h in &policies.identity_headers {
+            if !rt.request_headers_to_remove.contains(h) {
+                rt.request_headers_to_remove.push(h.clone());
+            }
+        }
+    }
+    rt
+}
+
+fn route_action(
+    r: &RouteCfg,
+    services: &BTreeMap<String, Service>,
+    limits: Option<&RateLimits>,
+) -> Route {
     let action = match &r.action {
         RouteAction::Respond(resp) => {
             let (body, content_type) = match &resp.body {
@@ -323,7 +355,7 @@ fn preflight_route(r: &RouteCfg, services: &BTreeMap<String, Service>) -> Option
     Some(Route {
         r#match: Some(em),
         // Answered by the CORS filter before any policy filter runs: no limits needed.
-        ..route(r, services, None)
+        ..route(r, services, &Policies::default())
     })
 }
 

@@ -925,14 +925,45 @@ fn local_replies_are_json_by_response_flag() {
         .mappers
         .iter()
         .map(|m| {
-            let Some(proto::pb::envoy::config::accesslog::v3::access_log_filter::FilterSpecifier::ResponseFlagFilter(f)) =
-                &m.filter.as_ref().unwrap().filter_specifier
-            else {
-                panic!("mappers select by response flag")
+            use proto::pb::envoy::config::accesslog::v3::access_log_filter::FilterSpecifier;
+            // By response flag, or (for ext_authz's UAEX) by flag and status 503 together.
+            let f = match &m.filter.as_ref().unwrap().filter_specifier {
+                Some(FilterSpecifier::ResponseFlagFilter(f)) => f,
+                Some(FilterSpecifier::AndFilter(and)) => {
+                    let Some(FilterSpecifier::ResponseFlagFilter(f)) =
+                        &and.filters[0].filter_specifier
+                    else {
+                        panic!("the first condition is the response flag")
+                    };
+                    let Some(FilterSpecifier::StatusCodeFilter(sc)) =
+                        &and.filters[1].filter_specifier
+                    else {
+                        panic!("the second condition is the status")
+                    };
+                    assert_eq!(
+                        sc.comparison
+                            .as_ref()
+                            .unwrap()
+                            .value
+                            .as_ref()
+                            .unwrap()
+                            .default_value,
+                        503
+                    );
+                    f
+                }
+                _ => panic!("mappers select by response flag"),
             };
             let fmt = m.body_format_override.as_ref().unwrap();
-            let Some(substitution_format_string::Format::JsonFormat(s)) = &fmt.format else { panic!() };
-            (f.flags.clone(), m.status_code.as_ref().unwrap().value, struct_strings(s), fmt.content_type.clone())
+            let Some(substitution_format_string::Format::JsonFormat(s)) = &fmt.format else {
+                panic!()
+            };
+            (
+                f.flags.clone(),
+                m.status_code.as_ref().unwrap().value,
+                struct_strings(s),
+                fmt.content_type.clone(),
+            )
         })
         .collect();
     let body = |error: &str, message: &str| {
@@ -965,6 +996,12 @@ fn local_replies_are_json_by_response_flag() {
                 "application/json".to_string()
             ),
             (
+                flags(&["UAEX"]),
+                503,
+                body("unavailable", "authorization service unavailable"),
+                "application/json".to_string()
+            ),
+            (
                 flags(&["UH", "UF", "UO", "URX", "UC", "UR"]),
                 503,
                 body("unavailable", "upstream unavailable"),
@@ -977,7 +1014,7 @@ fn local_replies_are_json_by_response_flag() {
     let l = &r.listeners[0];
     let cfg = load(TLS_GATEWAY);
     let gw = &cfg.config.gateways["edge"];
-    let mut expected = listener::hcm_base("edge", gw, &gw.listeners[0], None);
+    let mut expected = listener::hcm_base("edge", gw, &gw.listeners[0], &Policies::default());
     expected.local_reply_config = Some(lrc.clone());
     assert_eq!(hcm(l), expected);
 }
@@ -1247,10 +1284,14 @@ gateways:
     let names: Vec<&str> = filters.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(
         names,
-        ["envoy.filters.http.ratelimit", "envoy.filters.http.router"]
+        [
+            "envoy.filters.http.ext_authz",
+            "envoy.filters.http.ratelimit",
+            "envoy.filters.http.router"
+        ]
     );
     use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter;
-    let Some(http_filter::ConfigType::TypedConfig(any)) = &filters[0].config_type else {
+    let Some(http_filter::ConfigType::TypedConfig(any)) = &filters[1].config_type else {
         panic!("typed config")
     };
     let f: Filter = unpack(any, proto::type_url::RATELIMIT_FILTER);
