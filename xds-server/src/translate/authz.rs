@@ -194,16 +194,7 @@ pub fn per_route(route: &config::Route) -> ExtAuthzPerRoute {
 
 /// The service authz-service is reached as (gRPC over HTTP/2).
 pub fn service(auth: &config::Auth) -> config::Service {
-    config::Service {
-        endpoints: vec![auth.service.address.clone()],
-        protocol: config::Protocol::Grpc,
-        lb: config::LbPolicy::RoundRobin,
-        connect_timeout: std::time::Duration::from_secs(1),
-        health_check: None,
-        circuit_breaker: config::CircuitBreaker::default(),
-        outlier_detection: None,
-        tls: None,
-    }
+    super::policy_service(&auth.service.address)
 }
 
 fn file<'a>(

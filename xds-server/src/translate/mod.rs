@@ -322,6 +322,21 @@ fn sds_names(ts: &proto::pb::envoy::config::core::v3::TransportSocket) -> Vec<St
 
 // ---- Small shared builders ----
 
+/// A policy service (authz-service, ratelimit-service) as Envoy reaches it: gRPC over HTTP/2,
+/// one endpoint, a short connect timeout, default circuit breakers.
+fn policy_service(address: &config::HostPort) -> config::Service {
+    config::Service {
+        endpoints: vec![address.clone()],
+        protocol: config::Protocol::Grpc,
+        lb: config::LbPolicy::RoundRobin,
+        connect_timeout: Duration::from_secs(1),
+        health_check: None,
+        circuit_breaker: config::CircuitBreaker::default(),
+        outlier_detection: None,
+        tls: None,
+    }
+}
+
 /// "Fetch this over the same ADS stream", the only config source our Envoys know.
 fn ads() -> ConfigSource {
     ConfigSource {

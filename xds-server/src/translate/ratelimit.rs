@@ -157,16 +157,7 @@ pub fn http_filter(limits: &config::RateLimits) -> RateLimitFilter {
 
 /// The service ratelimit-service is reached as (gRPC over HTTP/2).
 pub fn service(limits: &config::RateLimits) -> config::Service {
-    config::Service {
-        endpoints: vec![limits.service.address.clone()],
-        protocol: config::Protocol::Grpc,
-        lb: config::LbPolicy::RoundRobin,
-        connect_timeout: std::time::Duration::from_secs(1),
-        health_check: None,
-        circuit_breaker: config::CircuitBreaker::default(),
-        outlier_detection: None,
-        tls: None,
-    }
+    super::policy_service(&limits.service.address)
 }
 
 /// The route's `rate_limits`: one descriptor per effective limit (see `proto::ratelimit`), and
