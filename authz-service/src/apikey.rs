@@ -106,6 +106,7 @@ impl KeysFile {
         };
         let mut keys = Vec::with_capacity(list.len());
         let mut ids = std::collections::HashSet::new();
+        let mut digests = std::collections::HashSet::new();
         for (i, k) in list.iter().enumerate() {
             let at = |m: &str| inv(format!("keys[{i}]: {m}"));
             let s = |name: &str| k[name].as_str().map(str::to_string);
@@ -127,6 +128,11 @@ impl KeysFile {
             let mut sha256 = [0u8; 32];
             hex::decode_to_slice(&hex, &mut sha256)
                 .map_err(|_| at("sha256 must be 64 hex digits"))?;
+            // One key, one record: a second record for the same digest could otherwise undo a
+            // revocation (the last record would win the lookup).
+            if !digests.insert(sha256) {
+                return Err(at("sha256 is repeated"));
+            }
             let time = |name: &str| -> Result<Option<i64>, KeysFileError> {
                 match s(name) {
                     None => Ok(None),
@@ -343,6 +349,16 @@ mod tests {
             expires: None,
             revoked: None,
         }
+    }
+
+    #[test]
+    fn a_digest_may_appear_only_once() {
+        let digest = "ab".repeat(32);
+        let file = format!(
+            "version: 1\nkeys:\n  - {{ id: a, sha256: {digest}, plan: free, created: 2026-01-01T00:00:00Z, revoked: 2026-02-01T00:00:00Z }}\n  - {{ id: b, sha256: {digest}, plan: free, created: 2026-01-01T00:00:00Z }}\n"
+        );
+        let err = KeysFile::parse(file.as_bytes()).expect_err("a repeated digest");
+        assert!(err.to_string().contains("sha256 is repeated"), "{err}");
     }
 
     #[test]

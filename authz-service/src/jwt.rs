@@ -150,7 +150,7 @@ pub fn parse(token: &str) -> Result<Parsed<'_>, JwtError> {
     };
     // Keys must come from configuration only (CVE-2018-0114 and the jku/x5u spoofing family):
     // a token that tries to bring its own key is refused outright, not merely ignored.
-    for name in ["jwk", "jku", "x5u"] {
+    for name in ["jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256"] {
         if header.contains_key(name) {
             return Err(JwtError::EmbeddedKey(name));
         }

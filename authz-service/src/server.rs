@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use proto::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::grpc::AuthzServer;
 use crate::service::{AuthzService, Shared};
 use crate::xds::Applier;
 
@@ -74,7 +74,7 @@ pub async fn start(opts: ServeOptions) -> std::io::Result<Running> {
     let grpc_task = tokio::spawn(async move {
         let r = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .add_service(AuthorizationServer::new(svc))
+            .add_service(AuthzServer::new(svc))
             .serve_with_incoming_shutdown(incoming, grpc_sd)
             .await;
         if let Err(e) = r {

@@ -7,13 +7,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use authz_service::apikey::{KeyRecord, KeysFile};
+use authz_service::grpc::AuthzServer;
 use authz_service::service::{AuthzService, Shared};
 use common::*;
 use jsonwebtoken::Algorithm;
 use proto::authz::{jwt_provider::Keys, AuthPolicy, RoutePolicy};
 use proto::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use proto::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use proto::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use proto::pb::envoy::service::auth::v3::{
     check_response::HttpResponse, CheckRequest, CheckResponse,
 };
@@ -89,7 +89,8 @@ async fn start(shared: Arc<Shared>) -> AuthorizationClient<Channel> {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(AuthorizationServer::new(AuthzService::new(shared)))
+            // The production endpoint, with its lenient decoder.
+            .add_service(AuthzServer::new(AuthzService::new(shared)))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     AuthorizationClient::connect(format!("http://{addr}"))
@@ -602,4 +603,81 @@ async fn decisions_are_counted() {
         m.contains(r#"authz_token_cache_total{result="miss"} 1"#),
         "{m}"
     );
+}
+
+/// Sends already-encoded request bytes (which need not decode) and reads a CheckResponse.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+struct RawEncoder;
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = CheckResponse;
+    type Encoder = RawEncoder;
+    type Decoder = tonic_prost::ProstDecoder<CheckResponse>;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
+
+#[tokio::test]
+async fn a_request_that_does_not_decode_is_denied_not_an_error() {
+    use prost::Message;
+    let (_client, _keys, shared) = setup().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AuthzServer::new(AuthzService::new(shared)))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut req = CheckRequest::default();
+    let attrs = req.attributes.get_or_insert_with(Default::default);
+    attrs
+        .context_extensions
+        .insert("route".into(), "health".into());
+    let http = attrs
+        .request
+        .get_or_insert_with(Default::default)
+        .http
+        .get_or_insert_with(Default::default);
+    http.path = "/zzzz".into();
+    http.method = "GET".into();
+    let mut bytes = req.encode_to_vec();
+    // A byte that is not UTF-8 in the path, as Envoy may copy it from the request line.
+    let at = bytes.iter().rposition(|&b| b == b'z').expect("path byte");
+    bytes[at] = 0xff;
+    assert!(CheckRequest::decode(bytes.as_slice()).is_err());
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/envoy.service.auth.v3.Authorization/Check",
+    );
+    let resp = grpc
+        .unary(tonic::Request::new(bytes), path, RawCodec)
+        .await
+        .expect("a CheckResponse, never a gRPC error")
+        .into_inner();
+    let code = resp.status.as_ref().map_or(0, |s| s.code);
+    assert_ne!(code, 0, "denied even on a public route: {resp:?}");
 }

@@ -276,6 +276,15 @@ async fn checklist() {
             ),
             Err("embedded_key"),
         ),
+        (
+            "x5c",
+            "rsa",
+            header_token(
+                json!({"alg": "RS256", "kid": "r1", "x5c": ["MIIBIjANBgkqhkiG9w0BAQEFAAOC"]}),
+                &ok,
+            ),
+            Err("embedded_key"),
+        ),
         // ---- 5-9: time and registered claims ----
         (
             "expired",

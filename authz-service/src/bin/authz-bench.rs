@@ -20,7 +20,6 @@ use common::*;
 use jsonwebtoken::Algorithm;
 use proto::authz::{jwt_provider::Keys, AuthPolicy};
 use proto::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use proto::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use proto::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use proto::pb::envoy::service::auth::v3::CheckRequest;
 use serde_json::json;
@@ -246,7 +245,9 @@ fn main() -> anyhow::Result<()> {
             addr_tx.send(l.local_addr().expect("addr")).expect("send");
             let incoming = tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
             tonic::transport::Server::builder()
-                .add_service(AuthorizationServer::new(AuthzService::new(shared)))
+                .add_service(authz_service::grpc::AuthzServer::new(AuthzService::new(
+                    shared,
+                )))
                 .serve_with_incoming(incoming)
                 .await
                 .expect("serve");

@@ -147,6 +147,9 @@ const RETRY_CONDITIONS: &[&str] = &[
     "http3-post-connect-failure",
 ];
 
+/// The largest `clock_skew` accepted (every token lives that much longer).
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
+
 /// Where Envoy finds authz-service and ratelimit-service when `service:` is omitted; these are
 /// the services' own default listen addresses (spec §7).
 const DEFAULT_AUTH_ADDRESS: (&str, u16) = ("127.0.0.1", 9001);
@@ -1046,10 +1049,18 @@ impl Ctx<'_> {
                 match e.key {
                     "jwks_file" => self.file_path(e.value, &w, "jwks_file").map(JwtKeys::File),
                     "jwks_url" => self.string(e.value, &w).and_then(|s| {
-                        if grammar::is_http_url(&s) {
+                        // Plain http would let anyone on the path serve their own keys; it is
+                        // allowed only to this machine (local development, tests).
+                        if grammar::is_http_url(&s)
+                            && (s.starts_with("https://") || grammar::is_loopback_url(&s))
+                        {
                             Some(JwtKeys::Url(s))
                         } else {
-                            self.expected(e.value, &w, "an http:// or https:// URL");
+                            self.expected(
+                                e.value,
+                                &w,
+                                "an https:// URL (http:// only for localhost, 127.0.0.1 or [::1])",
+                            );
                             None
                         }
                     }),
@@ -1125,7 +1136,18 @@ impl Ctx<'_> {
 
         let clock_skew = match f.get("clock_skew") {
             None => Some(Duration::from_secs(30)),
-            Some(n) => self.duration(n, &format!("{what}.clock_skew")),
+            Some(n) => {
+                let w = format!("{what}.clock_skew");
+                // Every token lives this much longer; beyond a few minutes it is a mistake.
+                self.duration(n, &w).and_then(|d| {
+                    if d <= MAX_CLOCK_SKEW {
+                        Some(d)
+                    } else {
+                        self.expected(n, &w, "a clock skew of at most 5m");
+                        None
+                    }
+                })
+            }
         };
         let headers = match f.get("headers") {
             None => Some(Vec::new()),

@@ -127,6 +127,20 @@ pub fn is_env_name(s: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+/// `http://` to this machine: `localhost`, `127.0.0.1` or `[::1]`, with any port and path.
+pub fn is_loopback_url(s: &str) -> bool {
+    let Some(rest) = s.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = if authority.starts_with('[') {
+        authority.split_inclusive(']').next().unwrap_or("")
+    } else {
+        authority.split(':').next().unwrap_or("")
+    };
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+}
+
 /// `http://host[:port]…` or `https://…` with a non-empty host.
 pub fn is_http_url(s: &str) -> bool {
     let rest = s
@@ -270,6 +284,12 @@ mod tests {
         assert!(is_http_url("https://auth.example.com/jwks"));
         assert!(!is_http_url("ftp://x"));
         assert!(!is_http_url("https://"));
+        assert!(is_loopback_url("http://127.0.0.1:8080/jwks"));
+        assert!(is_loopback_url("http://localhost/jwks"));
+        assert!(is_loopback_url("http://[::1]:9/x"));
+        assert!(!is_loopback_url("http://127.0.0.1.evil.test/jwks"));
+        assert!(!is_loopback_url("https://127.0.0.1/jwks"));
+        assert!(!is_loopback_url("http://auth.example.com/jwks"));
         assert!(is_origin("https://app.example.com"));
         assert!(is_origin("http://localhost:3000"));
         assert!(!is_origin("https://app.example.com:"));

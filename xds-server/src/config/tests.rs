@@ -495,7 +495,7 @@ fn file_cases() -> Vec<Case> {
                 (4, "{", "missing the signing keys; give exactly one of `jwks_file`, `jwks_url` or `secret_env`"),
                 (5, "jwks_url", "`jwks_url` cannot be combined with `jwks_file`"),
                 (6, "HS256", "HS256 needs a shared secret (`secret_env`)"),
-                (6, "ftp://x", "expected an http:// or https:// URL"),
+                (6, "ftp://x", "expected an https:// URL (http:// only for localhost"),
                 (7, "RS256", "RS256 needs public keys (`jwks_file` or `jwks_url`)"),
                 (8, "{", "auth.jwt.e: missing required key `issuer`"),
                 (8, "[]", "expected at least one algorithm"),

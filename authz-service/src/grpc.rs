@@ -1,0 +1,138 @@
+//! The ext_authz gRPC endpoint, with a decoder that turns an undecodable Check into a denial.
+//!
+//! Protobuf `string` fields must hold UTF-8, and the generated server answers a request that
+//! breaks the rule with a gRPC error before our code runs. Envoy copies `:path` and `:authority`
+//! bytes into the CheckRequest unchecked, and under `failure_mode_allow` a gRPC error lets the
+//! request through unauthenticated. This endpoint decodes with [`LenientCodec`], which hands the
+//! service an empty `CheckRequest` (no route, no HTTP attributes: always denied) in place of one
+//! that does not decode.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Buf;
+use prost::Message;
+use proto::pb::envoy::service::auth::v3::authorization_server::Authorization;
+use proto::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use tonic::codec::{Codec, DecodeBuf, Decoder};
+use tonic::codegen::{http, Body, BoxFuture, StdError};
+use tonic::server::NamedService;
+use tonic::Status;
+
+use crate::service::AuthzService;
+
+/// Encodes responses like tonic's prost codec; decodes requests without ever failing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LenientCodec;
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LenientDecoder;
+
+impl Decoder for LenientDecoder {
+    type Item = CheckRequest;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<CheckRequest>, Status> {
+        // Take the whole frame first, so a failed decode leaves nothing half-read behind.
+        let bytes = src.copy_to_bytes(src.remaining());
+        Ok(Some(CheckRequest::decode(bytes).unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "undecodable CheckRequest; denying it");
+            CheckRequest::default()
+        })))
+    }
+}
+
+impl Codec for LenientCodec {
+    type Encode = CheckResponse;
+    type Decode = CheckRequest;
+    type Encoder = tonic_prost::ProstEncoder<CheckResponse>;
+    type Decoder = LenientDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        LenientDecoder
+    }
+}
+
+/// The tower service tonic routes `/envoy.service.auth.v3.Authorization/*` to.
+#[derive(Clone)]
+pub struct AuthzServer(Arc<AuthzService>);
+
+impl AuthzServer {
+    pub fn new(service: AuthzService) -> Self {
+        Self(Arc::new(service))
+    }
+}
+
+impl NamedService for AuthzServer {
+    const NAME: &'static str = "envoy.service.auth.v3.Authorization";
+}
+
+struct Check(Arc<AuthzService>);
+
+impl tonic::server::UnaryService<CheckRequest> for Check {
+    type Response = CheckResponse;
+    type Future = BoxFuture<tonic::Response<CheckResponse>, Status>;
+
+    fn call(&mut self, request: tonic::Request<CheckRequest>) -> Self::Future {
+        let svc = self.0.clone();
+        Box::pin(async move { svc.check(request).await })
+    }
+}
+
+impl<B> tower_service::Service<http::Request<B>> for AuthzServer
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let svc = self.0.clone();
+        match req.uri().path() {
+            "/envoy.service.auth.v3.Authorization/Check" => Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(LenientCodec);
+                Ok(grpc.unary(Check(svc), req).await)
+            }),
+            _ => Box::pin(async move { Ok(Status::unimplemented("no such method").into_http()) }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::pb::envoy::service::auth::v3::{attribute_context, AttributeContext};
+
+    #[test]
+    fn invalid_utf8_decodes_to_an_empty_request() {
+        let good = CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(attribute_context::Request {
+                    http: Some(attribute_context::HttpRequest {
+                        path: "/ok".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        };
+        let mut bytes = good.encode_to_vec();
+        // Replace the path's `o` with a byte that is not UTF-8.
+        let at = bytes.iter().rposition(|&b| b == b'o').expect("path byte");
+        bytes[at] = 0xff;
+        assert!(CheckRequest::decode(bytes.as_slice()).is_err());
+        let decoded = CheckRequest::decode(bytes.as_slice()).unwrap_or_default();
+        assert_eq!(decoded, CheckRequest::default());
+    }
+}
