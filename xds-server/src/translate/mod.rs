@@ -165,11 +165,9 @@ fn translate_gateway(
     let policies = Policies {
         auth,
         limits,
-        identity_headers: if cfg.auth.is_some() {
-            authz::identity_headers(cfg)
-        } else {
-            vec![]
-        },
+        // Even without an `auth` section: an upstream behind this gateway may trust
+        // `x-client-id` and friends, so a client never gets to set them (spec §4).
+        identity_headers: authz::identity_headers(cfg),
     };
     for (svc_name, route_name) in used {
         let svc = cfg

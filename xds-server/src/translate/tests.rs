@@ -448,7 +448,11 @@ fn header_changes() {
         rt.request_headers_to_add,
         [set("x-gateway", "edge"), set("x-b", "2")]
     );
-    assert_eq!(rt.request_headers_to_remove, ["x-debug"]);
+    // The route's own removals, then the identity headers no client may set (spec §4).
+    assert_eq!(
+        rt.request_headers_to_remove,
+        ["x-debug", "x-auth-provider", "x-client-id", "x-client-plan"]
+    );
     assert_eq!(rt.response_headers_to_add, [set("x-served-by", "gw")]);
     assert_eq!(rt.response_headers_to_remove, ["server", "x-powered-by"]);
 }
