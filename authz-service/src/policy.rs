@@ -75,6 +75,10 @@ struct RouteRule {
 pub struct Policy {
     routes: HashMap<String, RouteRule>,
     identity_headers: Vec<String>,
+    /// Every API-key provider's header and query parameter: removed on every allow, whichever
+    /// provider accepted the request, so no key reaches an upstream (spec §4).
+    credential_headers: Vec<String>,
+    credential_query: Vec<String>,
     default_plan: String,
     /// Remote key sets this policy uses (readiness waits for their first fetch).
     pub remotes: Vec<Arc<RemoteJwks>>,
@@ -283,9 +287,23 @@ impl Policy {
                 identity_headers.push(h.to_string());
             }
         }
+        let mut credential_headers: Vec<String> = Vec::new();
+        let mut credential_query: Vec<String> = Vec::new();
+        for a in api.values() {
+            if !credential_headers.contains(&a.header) {
+                credential_headers.push(a.header.clone());
+            }
+            if !a.query.is_empty() && !credential_query.contains(&a.query) {
+                credential_query.push(a.query.clone());
+            }
+        }
+        credential_headers.sort();
+        credential_query.sort();
         Ok(Policy {
             routes,
             identity_headers,
+            credential_headers,
+            credential_query,
             default_plan: p.default_plan.clone(),
             remotes,
         })
@@ -317,12 +335,19 @@ impl Policy {
             );
         };
         if rule.public {
+            let mut remove_headers = self.identity_headers.clone();
+            remove_headers.extend(
+                self.credential_headers
+                    .iter()
+                    .filter(|h| !self.identity_headers.contains(h))
+                    .cloned(),
+            );
             return Decision::Allow(Allow {
                 provider: String::new(),
                 identity: None,
                 set_headers: Vec::new(),
-                remove_headers: self.identity_headers.clone(),
-                remove_query: Vec::new(),
+                remove_headers,
+                remove_query: self.credential_query.clone(),
                 token_cache_hit: None,
             });
         }
@@ -400,18 +425,12 @@ impl Policy {
                 None,
             );
         }
-        let mut allow = self.allow(rule, provider, identity, forward_token);
+        let mut allow = self.allow(provider, identity, forward_token);
         allow.token_cache_hit = token_cache_hit;
         Decision::Allow(allow)
     }
 
-    fn allow(
-        &self,
-        rule: &RouteRule,
-        provider: String,
-        identity: Arc<Identity>,
-        forward_token: bool,
-    ) -> Allow {
+    fn allow(&self, provider: String, identity: Arc<Identity>, forward_token: bool) -> Allow {
         let mut set_headers = identity.headers.clone();
         // The built-in identity headers always carry the built-in values, even if a claim
         // mapping names one of them.
@@ -432,15 +451,12 @@ impl Policy {
         if !forward_token {
             remove_headers.push(AUTHORIZATION.into());
         }
-        let mut remove_query = Vec::new();
-        for p in &rule.api {
-            if !remove_headers.contains(&p.header) {
-                remove_headers.push(p.header.clone());
-            }
-            if !p.query.is_empty() && !remove_query.contains(&p.query) {
-                remove_query.push(p.query.clone());
+        for h in &self.credential_headers {
+            if !remove_headers.contains(h) && !set_headers.iter().any(|(s, _)| s == h) {
+                remove_headers.push(h.clone());
             }
         }
+        let remove_query = self.credential_query.clone();
         Allow {
             provider,
             identity: Some(identity),

@@ -288,6 +288,21 @@ async fn forward_token_keeps_authorization() {
     );
     assert!(!a.removed.contains(&"authorization".to_string()));
     assert_eq!(a.set["x-auth-provider"], "fwd");
+    // The route does not accept API keys, but a key the client sent along still never
+    // reaches the upstream (spec §4).
+    let a = allowed(
+        &check(
+            &mut c,
+            check_request(
+                Some("fwd"),
+                &[("authorization", &auth), ("x-api-key", "gwk_stray")],
+                "/?api_key=gwk_stray",
+            ),
+        )
+        .await,
+    );
+    assert!(a.removed.contains(&"x-api-key".to_string()));
+    assert_eq!(a.removed_query, ["api_key"]);
 }
 
 #[tokio::test]

@@ -117,6 +117,19 @@ pub fn identity_headers(cfg: &config::Config) -> Vec<String> {
     identity.into_iter().collect()
 }
 
+/// Every API-key provider's header, sorted, without the identity headers (already listed by
+/// [`identity_headers`]).
+pub fn credential_headers(cfg: &config::Config) -> Vec<String> {
+    let identity = identity_headers(cfg);
+    let headers: BTreeSet<String> = cfg
+        .auth
+        .iter()
+        .flat_map(|a| a.api_keys.values().map(|k| k.header.clone()))
+        .filter(|h| !identity.contains(h))
+        .collect();
+    headers.into_iter().collect()
+}
+
 // ---- The Envoy side: filter, cluster and per-route settings --------------------------------
 
 /// Envoy's ext_authz HTTP filter name; also the dynamic-metadata namespace of what

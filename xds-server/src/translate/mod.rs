@@ -166,8 +166,12 @@ fn translate_gateway(
         auth,
         limits,
         // Even without an `auth` section: an upstream behind this gateway may trust
-        // `x-client-id` and friends, so a client never gets to set them (spec §4).
-        identity_headers: authz::identity_headers(cfg),
+        // `x-client-id` and friends, so a client never gets to set them; and no API key travels
+        // upstream either (spec §4).
+        identity_headers: authz::identity_headers(cfg)
+            .into_iter()
+            .chain(authz::credential_headers(cfg))
+            .collect(),
     };
     for (svc_name, route_name) in used {
         let svc = cfg
