@@ -40,26 +40,30 @@ pub fn repo_root() -> &'static Path {
 /// Panics when there is none: an e2e suite that skips without Envoy would pass while testing nothing.
 pub fn envoy_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("ENVOY_BIN").filter(|b| !b.is_empty()) {
-            let bin = PathBuf::from(bin);
-            assert!(bin.is_file(), "ENVOY_BIN={} does not exist", bin.display());
-            return bin;
-        }
-        let script = repo_root().join("scripts/ensure-envoy");
-        let out = Command::new(&script)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert!(
-            out.status.success() && !path.is_empty(),
-            "no Envoy binary: set ENVOY_BIN or make {} work ({}):\n{}",
-            script.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(path)
-    })
+    BIN.get_or_init(|| ensured_bin("ENVOY_BIN", "scripts/ensure-envoy"))
+}
+
+/// `$env_var` when set, else the path `script` prints (it finds or installs the program). Panics
+/// with the script's output when neither works.
+pub(crate) fn ensured_bin(env_var: &str, script: &str) -> PathBuf {
+    if let Some(bin) = std::env::var_os(env_var).filter(|b| !b.is_empty()) {
+        let bin = PathBuf::from(bin);
+        assert!(bin.is_file(), "{env_var}={} does not exist", bin.display());
+        return bin;
+    }
+    let script = repo_root().join(script);
+    let out = Command::new(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success() && !path.is_empty(),
+        "nothing found: set {env_var} or make {} work ({}):\n{}",
+        script.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(path)
 }
 
 /// The cargo target profile directory: `$CARGO_TARGET_DIR/debug`, default `<repo>/target/debug`.

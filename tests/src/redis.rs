@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::{free_port, repo_root, wait_for, Proc};
+use crate::{ensured_bin, free_port, wait_for, Proc};
 
 /// How long a fresh redis-server (or cluster) may take to answer.
 const REDIS_READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -18,30 +18,7 @@ const REDIS_READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// The `redis-server` binary.
 pub fn redis_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("REDIS_SERVER").filter(|b| !b.is_empty()) {
-            let bin = PathBuf::from(bin);
-            assert!(
-                bin.is_file(),
-                "REDIS_SERVER={} does not exist",
-                bin.display()
-            );
-            return bin;
-        }
-        let script = repo_root().join("scripts/ensure-redis");
-        let out = Command::new(&script)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert!(
-            out.status.success() && !path.is_empty(),
-            "no redis-server: set REDIS_SERVER or make {} work ({}):\n{}",
-            script.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(path)
-    })
+    BIN.get_or_init(|| ensured_bin("REDIS_SERVER", "scripts/ensure-redis"))
 }
 
 /// `redis-cli`, installed beside `redis-server` by the same package.
