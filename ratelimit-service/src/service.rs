@@ -57,10 +57,6 @@ impl<S: CounterStore> RateLimiter<S> {
         }
     }
 
-    pub fn store(&self) -> &S {
-        &self.store
-    }
-
     pub async fn decide(&self, req: &RateLimitRequest) -> Decision {
         let descriptors = req.descriptors.len();
         let Some(policy) = self.policy.load_full() else {
