@@ -179,4 +179,9 @@ impl Reply {
     pub fn upstream_path(&self) -> Option<&str> {
         self.json.as_ref()?.get("path")?.as_str()
     }
+
+    /// For echo-upstream answers: the query string the upstream received (without `?`).
+    pub fn upstream_query(&self) -> Option<&str> {
+        self.json.as_ref()?.get("query")?.as_str()
+    }
 }

@@ -4,9 +4,11 @@
 //! Everything here *fails* loudly instead of skipping: a missing Envoy or a binary that does not
 //! build is a test failure, never a silently green run.
 
+pub mod authz;
 pub mod client;
 pub mod echo;
 pub mod envoy;
+pub mod gateway;
 pub mod process;
 pub mod ratelimit;
 pub mod redis;
@@ -89,7 +91,15 @@ pub fn target_dir() -> PathBuf {
 /// runs first, so there it is a no-op (a `-p <name>` build would unify features differently and
 /// rebuild, then fight the workspace build over the same file). Cargo's own lock serialises
 /// concurrent builds across processes; the `OnceLock` ensures one build per process.
+///
+/// With `$GATEWAY_BIN_DIR` set (benchmarks point it at `target/release`), the binary is taken
+/// from there as it is, without building.
 pub fn workspace_bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("GATEWAY_BIN_DIR").filter(|d| !d.is_empty()) {
+        let path = PathBuf::from(dir).join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+        assert!(path.is_file(), "GATEWAY_BIN_DIR has no {}", path.display());
+        return path;
+    }
     static BUILT: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
     let built = BUILT.get_or_init(Default::default);
     let mut built = built.lock().unwrap_or_else(|e| e.into_inner());

@@ -2,18 +2,10 @@
 //! (plan limits keyed on the identity authz-service verified), as a client and an upstream see it
 //! (spec §3, §4).
 
-use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
-
+use tests::authz::{bearer, token, AuthzService, ISSUER, SECRET_ENV};
+use tests::gateway::{Full, Shape, API_KEY_HEADER};
 use tests::ratelimit::RateLimitService;
-use tests::{
-    free_port, wait_for, wait_for_route, workspace_bin, EchoUpstream, Proc, Stack, XdsMode,
-};
-
-const SECRET_ENV: &str = "GATEWAY_E2E_SECRET";
-const SECRET: &str = "an-end-to-end-test-secret-of-more-than-32-bytes";
-const ISSUER: &str = "https://issuer.gateway.test";
+use tests::{free_port, wait_for_route, EchoUpstream, Stack, XdsMode};
 
 fn config(upstream: &str, port: u16, authz_port: u16, rls_port: u16) -> String {
     format!(
@@ -49,60 +41,6 @@ gateways:
     )
 }
 
-/// A dev token from `authz-service token`.
-fn token(sub: &str, plan: &str) -> String {
-    let out = Command::new(workspace_bin("authz-service"))
-        .env(SECRET_ENV, SECRET)
-        .args(["token", "--alg", "HS256", "--secret-env", SECRET_ENV])
-        .args([
-            "--issuer",
-            ISSUER,
-            "--sub",
-            sub,
-            "--claim",
-            &format!("plan={plan}"),
-        ])
-        .output()
-        .expect("run authz-service token");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_string()
-}
-
-async fn start_authz(xds: &str, port: u16, dir: &Path) -> Proc {
-    let admin = free_port();
-    let mut cmd = Command::new(workspace_bin("authz-service"));
-    cmd.env(SECRET_ENV, SECRET)
-        .args(["--xds", xds, "--node-id", "authz-e2e"])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--admin", &format!("127.0.0.1:{admin}")]);
-    let mut proc = Proc::spawn("authz-service", cmd, dir);
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
-    let url = format!("http://127.0.0.1:{admin}/readyz");
-    wait_for(
-        "authz-service to be ready",
-        Duration::from_secs(30),
-        async || {
-            proc.assert_running();
-            http.get(&url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        },
-    )
-    .await;
-    proc
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwt_identity_plan_limits_and_outages() {
     let upstream = EchoUpstream::start("api").await;
@@ -118,7 +56,8 @@ async fn jwt_identity_plan_limits_and_outages() {
         &config(&addr, port, authz_port, rls_port),
     )
     .await;
-    let mut authz = start_authz(&stack.xds.grpc_addr(), authz_port, stack.dir()).await;
+    let mut authz =
+        AuthzService::start_on("authz-e2e", &stack.xds.grpc_addr(), authz_port, stack.dir()).await;
     let _rls = RateLimitService::start_on(
         "rls-full",
         &stack.xds.grpc_addr(),
@@ -145,7 +84,7 @@ async fn jwt_identity_plan_limits_and_outages() {
     let alice = token("alice", "free");
     let r = client
         .get("/orders/1")
-        .header("authorization", &format!("Bearer {alice}"))
+        .header("authorization", &bearer(&alice))
         .header("x-client-id", "mallory")
         .header("x-user-id", "mallory")
         .send()
@@ -160,7 +99,6 @@ async fn jwt_identity_plan_limits_and_outages() {
     // Plan limit from the verified plan: free = 2/minute.
     assert_eq!(r.header("x-ratelimit-limit"), Some("2"));
     assert_eq!(r.header("x-ratelimit-remaining"), Some("1"));
-    let bearer = |t: &str| format!("Bearer {t}");
     let r = client
         .get("/orders")
         .header("authorization", &bearer(&alice))
@@ -217,4 +155,150 @@ async fn jwt_identity_plan_limits_and_outages() {
         client.get("/public").send().await.expect("request").status,
         200
     );
+}
+
+/// API keys (header and query) carry their plan to the upstream and the limiter; `require`
+/// failures are 403; a 429 carries every header and body field of spec §3, with remaining counts
+/// that count down to it and a `Retry-After` that agrees with the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_roles_and_rate_limit_answers() {
+    let shape = Shape {
+        plans: "{ free: 3/minute, pro: 5/minute }".into(),
+        rls_on_error: "allow",
+        routes: r#"      - name: orders
+        match: { prefix: /orders }
+        service: api
+        auth: [main, partners]
+      - name: admin
+        match: { prefix: /admin }
+        service: api
+        auth: main
+        require: { roles: [admin] }
+"#
+        .into(),
+    };
+    let gw = Full::start(&shape, None).await;
+    let client = gw.stack.client(gw.ports.http);
+    let key = gw.partner_key.as_str();
+    wait_for_route(&client, "/orders", 401).await;
+
+    // By header: identity and plan from the key, never the key itself or the client's claims.
+    let r = client
+        .get("/orders/1")
+        .header(API_KEY_HEADER, key)
+        .header("x-client-plan", "enterprise")
+        .header("x-client-id", "mallory")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.upstream_header("x-client-id"), Some("partner-1"));
+    assert_eq!(r.upstream_header("x-client-plan"), Some("pro"));
+    assert_eq!(r.upstream_header("x-auth-provider"), Some("partners"));
+    assert_eq!(r.upstream_header(API_KEY_HEADER), None);
+    assert_eq!(r.header("x-ratelimit-limit"), Some("5"));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("4"));
+
+    // By query parameter: the same client (one bucket), and the key is gone from the URL.
+    let r = client
+        .get(&format!("/orders/2?api_key={key}&page=3"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.upstream_header("x-client-id"), Some("partner-1"));
+    assert_eq!(r.upstream_path(), Some("/orders/2"));
+    assert_eq!(r.upstream_query(), Some("page=3"));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("3"));
+
+    // A wrong key is a 401 that says nothing about which part was wrong.
+    let r = client
+        .get("/orders")
+        .header(API_KEY_HEADER, "not-a-key")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.json()["error"], "unauthorized");
+    assert!(r.header("www-authenticate").is_some());
+
+    // Remaining counts down to 0, then 429 with the spec's headers and body.
+    for remaining in ["2", "1", "0"] {
+        let r = client
+            .get("/orders")
+            .header(API_KEY_HEADER, key)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-ratelimit-remaining"), Some(remaining));
+    }
+    let r = client
+        .get("/orders")
+        .header(API_KEY_HEADER, key)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("application/json")));
+    assert_eq!(r.json()["error"], "too_many_requests");
+    let retry_after: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("Retry-After is whole seconds");
+    // The quota frees when the first request's sub-bucket (1/60 of the window) has left the
+    // window entirely: at most one window plus one sub-bucket from now.
+    assert!((1..=61).contains(&retry_after), "Retry-After {retry_after}");
+    assert_eq!(r.json()["retry_after"], retry_after, "{}", r.body);
+    assert_eq!(r.header("x-ratelimit-limit"), Some("5"));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(
+        r.header("x-ratelimit-reset"),
+        Some(retry_after.to_string().as_str())
+    );
+    assert!(r.header("ratelimit").is_some_and(|v| v.contains("r=0")));
+    assert!(r
+        .header("ratelimit-policy")
+        .is_some_and(|v| v.contains("q=5;w=60")));
+    assert_eq!(
+        r.json()["request_id"],
+        r.header("x-request-id").expect("x-request-id")
+    );
+    // A JWT client on the default plan is untouched by the partner's bucket.
+    let carol = token("carol", "free");
+    let r = client
+        .get("/orders")
+        .header("authorization", &bearer(&carol))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-ratelimit-limit"), Some("3"));
+
+    // Authenticated without the required role: 403 JSON, nothing reaches the upstream.
+    let hits = gw.upstream.hits();
+    let r = client
+        .get("/admin")
+        .header("authorization", &bearer(&carol))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["error"], "forbidden");
+    assert_eq!(
+        r.json()["request_id"],
+        r.header("x-request-id").expect("x-request-id")
+    );
+    assert_eq!(gw.upstream.hits(), hits);
+    // An API key is not a provider of /admin: 401, not 403.
+    let r = client
+        .get("/admin")
+        .header(API_KEY_HEADER, key)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status, 401, "{}", r.body);
 }
