@@ -76,10 +76,15 @@ impl AuthzService {
 /// An HS256 token for `sub` on `plan` from the test provider ([`ISSUER`], [`SECRET`]), minted by
 /// `authz-service token`.
 pub fn token(sub: &str, plan: &str) -> String {
+    token_from(ISSUER, sub, plan)
+}
+
+/// Like [`token`] for a provider with another `issuer` (and the same secret).
+pub fn token_from(issuer: &str, sub: &str, plan: &str) -> String {
     let out = Command::new(workspace_bin("authz-service"))
         .env(SECRET_ENV, SECRET)
         .args(["token", "--alg", "HS256", "--secret-env", SECRET_ENV])
-        .args(["--issuer", ISSUER, "--sub", sub])
+        .args(["--issuer", issuer, "--sub", sub])
         .args(["--claim", &format!("plan={plan}")])
         .output()
         .expect("run authz-service token");

@@ -34,6 +34,20 @@ pub struct Shape {
     pub rls_on_error: &'static str,
     /// Route list items (each starting with `      - name:`), using service `api`.
     pub routes: String,
+    /// More JWT providers (entries under `auth.jwt`, indented by six spaces).
+    pub jwt_extra: String,
+}
+
+impl Shape {
+    /// `plans` and `routes` with `on_error: allow` and no extra providers.
+    pub fn new(plans: &str, routes: &str) -> Shape {
+        Shape {
+            plans: plans.to_string(),
+            rls_on_error: "allow",
+            routes: routes.to_string(),
+            jwt_extra: String::new(),
+        }
+    }
 }
 
 /// A running gateway: every process is killed when this drops (Envoy first).
@@ -98,6 +112,7 @@ impl Full {
             plans,
             rls_on_error,
             routes,
+            jwt_extra,
         } = shape;
         format!(
             r#"version: 1
@@ -111,7 +126,7 @@ auth:
       algorithms: [HS256]
       secret_env: {SECRET_ENV}
       headers: {{ x-user-id: sub }}
-  api_keys:
+{jwt_extra}  api_keys:
     partners:
       header: {API_KEY_HEADER}
       query: api_key
@@ -248,5 +263,8 @@ pub fn assert_clean(sent: u64, bad: &[String], min: u64) {
         bad.len(),
         &bad[..bad.len().min(20)]
     );
-    assert!(sent >= min, "too little load to prove anything: {sent} requests");
+    assert!(
+        sent >= min,
+        "too little load to prove anything: {sent} requests"
+    );
 }

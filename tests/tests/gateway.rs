@@ -162,10 +162,9 @@ async fn jwt_identity_plan_limits_and_outages() {
 /// that count down to it and a `Retry-After` that agrees with the body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_roles_and_rate_limit_answers() {
-    let shape = Shape {
-        plans: "{ free: 3/minute, pro: 5/minute }".into(),
-        rls_on_error: "allow",
-        routes: r#"      - name: orders
+    let shape = Shape::new(
+        "{ free: 3/minute, pro: 5/minute }",
+        r#"      - name: orders
         match: { prefix: /orders }
         service: api
         auth: [main, partners]
@@ -174,9 +173,8 @@ async fn api_keys_roles_and_rate_limit_answers() {
         service: api
         auth: main
         require: { roles: [admin] }
-"#
-        .into(),
-    };
+"#,
+    );
     let gw = Full::start(&shape, None).await;
     let client = gw.stack.client(gw.ports.http);
     let key = gw.partner_key.as_str();

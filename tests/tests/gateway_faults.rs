@@ -25,11 +25,7 @@ const ROUTES: &str = r#"      - name: orders
 "#;
 
 fn shape(routes: &str) -> Shape {
-    Shape {
-        plans: "{ free: 1000000/minute, pro: 1000000/minute }".into(),
-        rls_on_error: "allow",
-        routes: routes.into(),
-    }
+    Shape::new("{ free: 1000000/minute, pro: 1000000/minute }", routes)
 }
 
 /// A fresh client on `/tight` is admitted exactly 3 times, then gets 429: the limiter and its
@@ -44,7 +40,11 @@ async fn assert_enforced(client: &HttpClient, sub: &str) {
             .await
             .expect("request");
         assert_eq!(r.status, 200, "{sub} request {i}: {}", r.body);
-        assert_eq!(r.header("x-ratelimit-limit"), Some("3"), "{sub} request {i}");
+        assert_eq!(
+            r.header("x-ratelimit-limit"),
+            Some("3"),
+            "{sub} request {i}"
+        );
     }
     let r = client
         .get("/tight")
@@ -86,7 +86,8 @@ async fn traffic_survives_every_backend_fault() {
     gw.rls =
         RateLimitService::start_on("rls-again", &xds, Some(&redis.url()), rls_port, &log_dir).await;
     assert_enforced(&client, "after-rls-restart").await;
-    load.wait_more(100, "after ratelimit-service came back").await;
+    load.wait_more(100, "after ratelimit-service came back")
+        .await;
 
     // Redis gone: the service answers by `on_error: allow` inside its deadline.
     redis.kill();
