@@ -43,7 +43,7 @@ gateways:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwt_identity_plan_limits_and_outages() {
-    let upstream = EchoUpstream::start("api").await;
+    let mut upstream = EchoUpstream::start("api").await;
     let (port, authz_port, rls_port) = (free_port(), free_port(), free_port());
     let dir = tempfile::Builder::new()
         .prefix("gateway-full-")
@@ -154,6 +154,16 @@ async fn jwt_identity_plan_limits_and_outages() {
     assert_eq!(
         client.get("/public").send().await.expect("request").status,
         200
+    );
+
+    // The upstream down: the spec's 503 JSON with the request id, not Envoy's plain text.
+    upstream.stop().await;
+    let r = client.get("/public").send().await.expect("request");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["error"], "unavailable", "{}", r.body);
+    assert_eq!(
+        r.json()["request_id"],
+        r.header("x-request-id").expect("x-request-id")
     );
 }
 
