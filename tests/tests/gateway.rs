@@ -2,72 +2,29 @@
 //! (plan limits keyed on the identity authz-service verified), as a client and an upstream see it
 //! (spec §3, §4).
 
-use tests::authz::{bearer, token, AuthzService, ISSUER, SECRET_ENV};
+use tests::authz::{bearer, token};
 use tests::gateway::{Full, Shape, API_KEY_HEADER};
-use tests::ratelimit::RateLimitService;
-use tests::{free_port, wait_for_route, EchoUpstream, Stack, XdsMode};
+use tests::wait_for_route;
 
-fn config(upstream: &str, port: u16, authz_port: u16, rls_port: u16) -> String {
-    format!(
-        r#"version: 1
-services:
-  api: {{ endpoints: [{upstream}] }}
-auth:
-  service: {{ address: 127.0.0.1:{authz_port}, timeout: 1s, on_error: deny }}
-  jwt:
-    main:
-      issuer: {ISSUER}
-      algorithms: [HS256]
-      secret_env: {SECRET_ENV}
-      headers: {{ x-user-id: sub }}
-rate_limits:
-  service: {{ address: 127.0.0.1:{rls_port}, timeout: 500ms, on_error: allow }}
-  plans: {{ free: 2/minute, pro: 4/minute }}
-  default_plan: free
-gateways:
-  edge:
-    listeners: [{{ name: http, port: {port} }}]
-    routes:
-      - name: orders
-        match: {{ prefix: /orders }}
+const ROUTES: &str = r#"      - name: orders
+        match: { prefix: /orders }
         service: api
         auth: main
       - name: public
-        match: {{ prefix: /public }}
+        match: { prefix: /public }
         service: api
         auth: none
         rate_limit: none
-"#
-    )
-}
+"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwt_identity_plan_limits_and_outages() {
-    let mut upstream = EchoUpstream::start("api").await;
-    let (port, authz_port, rls_port) = (free_port(), free_port(), free_port());
-    let dir = tempfile::Builder::new()
-        .prefix("gateway-full-")
-        .tempdir()
-        .expect("tempdir");
-    let addr = format!("127.0.0.1:{}", upstream.port());
-    let stack = Stack::start_in(
-        dir,
-        XdsMode::Sotw,
-        &config(&addr, port, authz_port, rls_port),
-    )
-    .await;
-    let mut authz =
-        AuthzService::start_on("authz-e2e", &stack.xds.grpc_addr(), authz_port, stack.dir()).await;
-    let _rls = RateLimitService::start_on(
-        "rls-full",
-        &stack.xds.grpc_addr(),
+    let mut gw = Full::start(
+        &Shape::new("{ free: 2/minute, pro: 4/minute }", ROUTES),
         None,
-        rls_port,
-        stack.dir(),
     )
     .await;
-    stack.wait_converged().await;
-    let client = stack.client(port);
+    let client = gw.stack.client(gw.ports.http);
     wait_for_route(&client, "/public", 200).await;
 
     // No credentials: 401 with a challenge and the spec's body.
@@ -142,7 +99,7 @@ async fn jwt_identity_plan_limits_and_outages() {
     assert_eq!(r.upstream_header("x-client-plan"), None);
 
     // authz-service unreachable under `on_error: deny`: the spec's 503, public routes unaffected.
-    authz.kill();
+    gw.authz.kill();
     let r = client
         .get("/orders")
         .header("authorization", &bearer(&bob))
@@ -157,7 +114,7 @@ async fn jwt_identity_plan_limits_and_outages() {
     );
 
     // The upstream down: the spec's 503 JSON with the request id, not Envoy's plain text.
-    upstream.stop().await;
+    gw.upstream.stop().await;
     let r = client.get("/public").send().await.expect("request");
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.json()["error"], "unavailable", "{}", r.body);
