@@ -48,7 +48,7 @@ pub struct RemoteJwks {
     pub url: String,
     timing: Timing,
     allowed: Vec<Algorithm>,
-    client: reqwest::Client,
+    client: Result<reqwest::Client, String>,
     keys: ArcSwapOption<KeySet>,
     /// Bumped on every successful fetch; cached verdicts made with older keys are ignored.
     generation: AtomicU64,
@@ -78,7 +78,9 @@ impl RemoteJwks {
         for cert in system_roots() {
             builder = builder.add_root_certificate(cert);
         }
-        let client = builder.build().unwrap_or_default();
+        // A client that cannot be built is an error on every fetch, never a default client
+        // (which would follow redirects and trust nothing we chose).
+        let client = builder.build().map_err(|e| e.to_string());
         let this = Arc::new(Self {
             url,
             timing,
@@ -136,8 +138,11 @@ impl RemoteJwks {
     }
 
     async fn try_fetch(&self) -> Result<(), String> {
-        let resp = self
+        let client = self
             .client
+            .as_ref()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        let resp = client
             .get(&self.url)
             .send()
             .await
@@ -151,7 +156,16 @@ impl RemoteJwks {
         {
             return Err(jwks::JwksError::TooLarge.to_string());
         }
-        let body = resp.bytes().await.map_err(|e| e.to_string())?;
+        // Read in chunks and stop at the cap: a chunked answer has no Content-Length, and a
+        // server streaming forever must not fill our memory before the fetch timeout.
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(jwks::JwksError::TooLarge.to_string());
+            }
+            body.extend_from_slice(&chunk);
+        }
         let set = jwks::parse(&body, &self.allowed).map_err(|e| e.to_string())?;
         self.keys.store(Some(Arc::new(set)));
         self.generation.fetch_add(1, Ordering::AcqRel);

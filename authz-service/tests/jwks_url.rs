@@ -177,3 +177,55 @@ async fn not_ready_until_the_first_fetch_succeeds() {
     wait_loaded(&p).await;
     assert_eq!(verdict(&p, &t1).await, Ok(()));
 }
+
+/// Counts the bytes an endless JWKS stream has handed out, and notices when the client hangs up.
+struct Endless {
+    sent: Arc<AtomicUsize>,
+    dropped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Endless {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_chunked_jwks_is_cut_off_at_the_size_cap() {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (s, d) = (sent.clone(), dropped.clone());
+    // Chunked transfer (no Content-Length) of a body that never ends.
+    let app = axum::Router::new().route(
+        "/jwks",
+        get(move || {
+            let guard = Endless {
+                sent: s.clone(),
+                dropped: d.clone(),
+            };
+            let chunks = futures::stream::unfold(guard, |g| async move {
+                g.sent.fetch_add(64 * 1024, Ordering::SeqCst);
+                Some((Ok::<_, std::io::Error>(vec![b' '; 64 * 1024]), g))
+            });
+            async move { axum::body::Body::from_stream(chunks) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let p = compile_with(&format!("http://{addr}/jwks"), Timing::default());
+    // The fetch gives up at the cap, long before its 5 s timeout would end it.
+    tokio::time::timeout(Duration::from_secs(3), async {
+        while !dropped.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the fetch should hang up once the body passes the cap");
+    assert!(!p.keys_loaded());
+    let mib = sent.load(Ordering::SeqCst) as f64 / (1 << 20) as f64;
+    assert!(
+        mib < 8.0,
+        "the server handed out {mib:.1} MiB before the fetch stopped"
+    );
+}
