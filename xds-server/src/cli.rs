@@ -1,4 +1,5 @@
-//! Command line (spec §7): `serve`, `validate`, `bootstrap`. Every flag has an environment variable.
+//! Command line (spec §7): `serve`, `validate`, `bootstrap`, and `schema` (the JSON Schema of
+//! gateway.yaml, or the configuration reference). Every flag has an environment variable.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -69,6 +70,18 @@ pub enum Command {
         #[arg(long, env = "ENVOY_MAX_CONNECTIONS", default_value_t = 50_000)]
         max_connections: u64,
     },
+    /// Print the JSON Schema of gateway.yaml (for editors), or the configuration reference.
+    Schema {
+        /// `json`: the JSON Schema (draft 2020-12); `markdown`: the reference generated from it.
+        #[arg(long, env = "XDS_SCHEMA_FORMAT", default_value = "json")]
+        format: SchemaFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SchemaFormat {
+    Json,
+    Markdown,
 }
 
 pub fn init_logging(format: LogFormat) {
@@ -170,6 +183,18 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 max_connections,
             };
             println!("{}", bootstrap::render(&opts));
+            Ok(0)
+        }
+        Command::Schema { format } => {
+            // Both end with a newline, as the committed docs/ files do. Written without `print!`,
+            // which panics when stdout is closed early (`xds-server schema | head`).
+            let text = match format {
+                SchemaFormat::Json => crate::schema::schema_json(),
+                SchemaFormat::Markdown => crate::schema::markdown(),
+            };
+            let mut out = std::io::stdout().lock();
+            std::io::Write::write_all(&mut out, text.as_bytes())?;
+            std::io::Write::flush(&mut out)?;
             Ok(0)
         }
     }

@@ -7,6 +7,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod metrics;
+pub mod schema;
 pub mod server;
 pub mod snapshot;
 pub mod translate;

@@ -57,8 +57,8 @@ pub fn decode(
     }
 }
 
-const TOP_KEYS: &[&str] = &["version", "services", "auth", "rate_limits", "gateways"];
-const SERVICE_KEYS: &[&str] = &[
+pub(crate) const TOP_KEYS: &[&str] = &["version", "services", "auth", "rate_limits", "gateways"];
+pub(crate) const SERVICE_KEYS: &[&str] = &[
     "endpoints",
     "protocol",
     "lb",
@@ -68,23 +68,24 @@ const SERVICE_KEYS: &[&str] = &[
     "outlier_detection",
     "tls",
 ];
-const HEALTH_CHECK_KEYS: &[&str] = &["path", "interval", "timeout", "healthy", "unhealthy"];
-const CIRCUIT_BREAKER_KEYS: &[&str] = &[
+pub(crate) const HEALTH_CHECK_KEYS: &[&str] =
+    &["path", "interval", "timeout", "healthy", "unhealthy"];
+pub(crate) const CIRCUIT_BREAKER_KEYS: &[&str] = &[
     "max_connections",
     "max_pending",
     "max_requests",
     "max_retries",
 ];
-const OUTLIER_KEYS: &[&str] = &[
+pub(crate) const OUTLIER_KEYS: &[&str] = &[
     "consecutive_5xx",
     "interval",
     "ejection_time",
     "max_ejection_percent",
 ];
-const UPSTREAM_TLS_KEYS: &[&str] = &["sni", "ca_file"];
-const AUTH_KEYS: &[&str] = &["service", "jwt", "api_keys"];
-const POLICY_SERVICE_KEYS: &[&str] = &["address", "timeout", "on_error"];
-const JWT_KEYS: &[&str] = &[
+pub(crate) const UPSTREAM_TLS_KEYS: &[&str] = &["sni", "ca_file"];
+pub(crate) const AUTH_KEYS: &[&str] = &["service", "jwt", "api_keys"];
+pub(crate) const POLICY_SERVICE_KEYS: &[&str] = &["address", "timeout", "on_error"];
+pub(crate) const JWT_KEYS: &[&str] = &[
     "issuer",
     "audiences",
     "algorithms",
@@ -97,14 +98,15 @@ const JWT_KEYS: &[&str] = &[
     "plan_claim",
     "forward_token",
 ];
-const JWT_KEY_SOURCES: &[&str] = &["jwks_file", "jwks_url", "secret_env"];
-const API_KEY_KEYS: &[&str] = &["header", "query", "keys_file"];
-const RATE_LIMITS_KEYS: &[&str] = &["service", "plans", "default_plan", "anonymous", "algorithm"];
-const GATEWAY_KEYS: &[&str] = &["listeners", "cors", "access_log", "routes"];
-const LISTENER_KEYS: &[&str] = &["name", "address", "port", "tls"];
-const LISTENER_TLS_KEYS: &[&str] = &["cert_file", "key_file"];
-const CORS_KEYS: &[&str] = &["origins", "methods", "headers", "max_age"];
-const ROUTE_KEYS: &[&str] = &[
+pub(crate) const JWT_KEY_SOURCES: &[&str] = &["jwks_file", "jwks_url", "secret_env"];
+pub(crate) const API_KEY_KEYS: &[&str] = &["header", "query", "keys_file"];
+pub(crate) const RATE_LIMITS_KEYS: &[&str] =
+    &["service", "plans", "default_plan", "anonymous", "algorithm"];
+pub(crate) const GATEWAY_KEYS: &[&str] = &["listeners", "cors", "access_log", "routes"];
+pub(crate) const LISTENER_KEYS: &[&str] = &["name", "address", "port", "tls"];
+pub(crate) const LISTENER_TLS_KEYS: &[&str] = &["cert_file", "key_file"];
+pub(crate) const CORS_KEYS: &[&str] = &["origins", "methods", "headers", "max_age"];
+pub(crate) const ROUTE_KEYS: &[&str] = &[
     "name",
     "match",
     "service",
@@ -119,21 +121,21 @@ const ROUTE_KEYS: &[&str] = &[
     "request_headers",
     "response_headers",
 ];
-const ROUTE_ACTIONS: &[&str] = &["service", "services", "respond"];
-const MATCH_KEYS: &[&str] = &[
+pub(crate) const ROUTE_ACTIONS: &[&str] = &["service", "services", "respond"];
+pub(crate) const MATCH_KEYS: &[&str] = &[
     "path", "prefix", "regex", "methods", "headers", "query", "hosts",
 ];
-const PATH_MATCHES: &[&str] = &["path", "prefix", "regex"];
-const RESPOND_KEYS: &[&str] = &["status", "json", "body"];
-const REWRITE_KEYS: &[&str] = &["prefix"];
-const REQUIRE_KEYS: &[&str] = &["roles", "scopes"];
-const LIMIT_KEYS: &[&str] = &["limit", "per"];
-const RETRIES_KEYS: &[&str] = &["attempts", "on", "per_try_timeout"];
-const HEADER_CHANGES_KEYS: &[&str] = &["set", "remove"];
-const STRING_MATCH_KEYS: &[&str] = &["regex"];
+pub(crate) const PATH_MATCHES: &[&str] = &["path", "prefix", "regex"];
+pub(crate) const RESPOND_KEYS: &[&str] = &["status", "json", "body"];
+pub(crate) const REWRITE_KEYS: &[&str] = &["prefix"];
+pub(crate) const REQUIRE_KEYS: &[&str] = &["roles", "scopes"];
+pub(crate) const LIMIT_KEYS: &[&str] = &["limit", "per"];
+pub(crate) const RETRIES_KEYS: &[&str] = &["attempts", "on", "per_try_timeout"];
+pub(crate) const HEADER_CHANGES_KEYS: &[&str] = &["set", "remove"];
+pub(crate) const STRING_MATCH_KEYS: &[&str] = &["regex"];
 
 /// Envoy's `x-envoy-retry-on` conditions that make sense in a route's retry policy.
-const RETRY_CONDITIONS: &[&str] = &[
+pub(crate) const RETRY_CONDITIONS: &[&str] = &[
     "5xx",
     "gateway-error",
     "reset",
@@ -148,12 +150,12 @@ const RETRY_CONDITIONS: &[&str] = &[
 ];
 
 /// The largest `clock_skew` accepted (every token lives that much longer).
-const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
+pub(crate) const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
 
 /// Where Envoy finds authz-service and ratelimit-service when `service:` is omitted; these are
 /// the services' own default listen addresses (spec §7).
-const DEFAULT_AUTH_ADDRESS: (&str, u16) = ("127.0.0.1", 9001);
-const DEFAULT_RATE_LIMIT_ADDRESS: (&str, u16) = ("127.0.0.1", 9002);
+pub(crate) const DEFAULT_AUTH_ADDRESS: (&str, u16) = ("127.0.0.1", 9001);
+pub(crate) const DEFAULT_RATE_LIMIT_ADDRESS: (&str, u16) = ("127.0.0.1", 9002);
 
 struct Ctx<'a> {
     base_dir: &'a Path,

@@ -1,6 +1,6 @@
 //! `gateway.yaml`: loading, decoding with positions, and validation into the typed [`model`].
 
-mod decode;
+pub(crate) mod decode;
 mod grammar;
 pub mod model;
 #[cfg(test)]
