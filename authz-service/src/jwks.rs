@@ -135,33 +135,14 @@ fn usable(jwk: &Jwk, allowed: &[Algorithm], label: &str) -> Result<Option<Key>, 
         }
     }
     let family: Vec<Algorithm> = match &jwk.algorithm {
-        AlgorithmParameters::RSA(p) => {
-            let n = URL_SAFE_NO_PAD
-                .decode(&p.n)
-                .map_err(|_| bad(label, "the modulus is not base64url"))?;
-            let e = URL_SAFE_NO_PAD
-                .decode(&p.e)
-                .map_err(|_| bad(label, "the exponent is not base64url"))?;
-            let bits = significant_bits(&n);
-            if bits < MIN_RSA_BITS {
-                return Err(bad(
-                    label,
-                    &format!("RSA modulus of {bits} bits (at least {MIN_RSA_BITS} required)"),
-                ));
-            }
-            // e = 1 makes the "signature" the message itself; even exponents are invalid.
-            if significant_bits(&e) < 2 || e.last().is_none_or(|b| b & 1 == 0) {
-                return Err(bad(label, "invalid RSA public exponent"));
-            }
-            vec![
-                Algorithm::RS256,
-                Algorithm::RS384,
-                Algorithm::RS512,
-                Algorithm::PS256,
-                Algorithm::PS384,
-                Algorithm::PS512,
-            ]
-        }
+        AlgorithmParameters::RSA(_) => vec![
+            Algorithm::RS256,
+            Algorithm::RS384,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::PS384,
+            Algorithm::PS512,
+        ],
         AlgorithmParameters::EllipticCurve(p) => match p.curve {
             EllipticCurve::P256 => vec![Algorithm::ES256],
             EllipticCurve::P384 => vec![Algorithm::ES384],
@@ -190,8 +171,35 @@ fn usable(jwk: &Jwk, allowed: &[Algorithm], label: &str) -> Result<Option<Key>, 
     if algorithms.is_empty() {
         return Ok(None);
     }
+    // Only a key this provider would use can spoil its set: a weak RSA key next to the ES256
+    // key of a provider pinned to ES256 is skipped like any other key that is not for us.
+    if let AlgorithmParameters::RSA(p) = &jwk.algorithm {
+        check_rsa(&p.n, &p.e, label)?;
+    }
     let key = DecodingKey::from_jwk(jwk).map_err(|e| bad(label, &e.to_string()))?;
     Ok(Some(Key { algorithms, key }))
+}
+
+/// Refuses RSA public keys that are too short or have an invalid exponent.
+fn check_rsa(n: &str, e: &str, label: &str) -> Result<(), JwksError> {
+    let n = URL_SAFE_NO_PAD
+        .decode(n)
+        .map_err(|_| bad(label, "the modulus is not base64url"))?;
+    let e = URL_SAFE_NO_PAD
+        .decode(e)
+        .map_err(|_| bad(label, "the exponent is not base64url"))?;
+    let bits = significant_bits(&n);
+    if bits < MIN_RSA_BITS {
+        return Err(bad(
+            label,
+            &format!("RSA modulus of {bits} bits (at least {MIN_RSA_BITS} required)"),
+        ));
+    }
+    // e = 1 makes the "signature" the message itself; even exponents are invalid.
+    if significant_bits(&e) < 2 || e.last().is_none_or(|b| b & 1 == 0) {
+        return Err(bad(label, "invalid RSA public exponent"));
+    }
+    Ok(())
 }
 
 fn bad(label: &str, why: &str) -> JwksError {

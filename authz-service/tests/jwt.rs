@@ -572,7 +572,15 @@ fn jwks_documents_are_checked() {
     // (aws-lc refuses to even load a 1024-bit private key, so the public JWK is written out.)
     let weak = json!({"kty": "RSA", "kid": "w", "alg": "RS256", "e": "AQAB",
         "n": base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, [0xC3u8; 128])});
-    assert!(matches!(set(&[weak]), Err(JwksError::BadKey(..))));
+    assert!(matches!(set(&[weak.clone()]), Err(JwksError::BadKey(..))));
+    // …but only for a provider that could use it: one pinned to ES256 skips it like any other
+    // key that is not for it, and keeps its EC key.
+    let ec_only = jwks::parse(
+        &jwks(&[weak, jwk("ec256.pem", Algorithm::ES256, Some("ec"), true)]),
+        &[Algorithm::ES256],
+    )
+    .expect("a weak RSA key must not spoil an ES256 provider's set");
+    assert!(ec_only.has_kid("ec") && !ec_only.has_kid("w"));
     // A repeated kid is ambiguous.
     assert!(matches!(
         set(&[
