@@ -28,7 +28,7 @@ async fn jwt_identity_plan_limits_and_outages() {
     wait_for_route(&client, "/public", 200).await;
 
     // No credentials: 401 with a challenge and the spec's body.
-    let r = client.get("/orders").send().await.expect("request");
+    let r = client.get("/orders").ok().await;
     assert_eq!(r.status, 401, "{}", r.body);
     assert!(r.header("www-authenticate").is_some());
     assert_eq!(r.json()["error"], "unauthorized");
@@ -44,9 +44,8 @@ async fn jwt_identity_plan_limits_and_outages() {
         .header("authorization", &bearer(&alice))
         .header("x-client-id", "mallory")
         .header("x-user-id", "mallory")
-        .send()
-        .await
-        .expect("request");
+        .ok()
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.upstream_header("x-client-id"), Some("alice"));
     assert_eq!(r.upstream_header("x-user-id"), Some("alice"));
@@ -59,16 +58,14 @@ async fn jwt_identity_plan_limits_and_outages() {
     let r = client
         .get("/orders")
         .header("authorization", &bearer(&alice))
-        .send()
-        .await
-        .expect("request");
+        .ok()
+        .await;
     assert_eq!(r.status, 200);
     let r = client
         .get("/orders")
         .header("authorization", &bearer(&alice))
-        .send()
-        .await
-        .expect("request");
+        .ok()
+        .await;
     assert_eq!(r.status, 429, "{}", r.body);
     assert_eq!(r.json()["error"], "too_many_requests");
     // Another client on another plan has its own bucket.
@@ -77,9 +74,8 @@ async fn jwt_identity_plan_limits_and_outages() {
         let r = client
             .get("/orders")
             .header("authorization", &bearer(&bob))
-            .send()
-            .await
-            .expect("request");
+            .ok()
+            .await;
         assert_eq!(r.status, 200);
         assert_eq!(r.header("x-ratelimit-limit"), Some("4"));
     }
@@ -90,9 +86,8 @@ async fn jwt_identity_plan_limits_and_outages() {
         .header("x-client-id", "mallory")
         .header("x-user-id", "mallory")
         .header("x-client-plan", "enterprise")
-        .send()
-        .await
-        .expect("request");
+        .ok()
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.upstream_header("x-client-id"), None);
     assert_eq!(r.upstream_header("x-user-id"), None);
@@ -103,19 +98,15 @@ async fn jwt_identity_plan_limits_and_outages() {
     let r = client
         .get("/orders")
         .header("authorization", &bearer(&bob))
-        .send()
-        .await
-        .expect("request");
+        .ok()
+        .await;
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.json()["error"], "unavailable");
-    assert_eq!(
-        client.get("/public").send().await.expect("request").status,
-        200
-    );
+    assert_eq!(client.get("/public").ok().await.status, 200);
 
     // The upstream down: the spec's 503 JSON with the request id, not Envoy's plain text.
     gw.upstream.stop().await;
-    let r = client.get("/public").send().await.expect("request");
+    let r = client.get("/public").ok().await;
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.json()["error"], "unavailable", "{}", r.body);
     assert_eq!(
@@ -153,9 +144,8 @@ async fn api_keys_roles_and_rate_limit_answers() {
         .header(API_KEY_HEADER, key)
         .header("x-client-plan", "enterprise")
         .header("x-client-id", "mallory")
-        .send()
-        .await
-        .expect("request");
+        .ok()
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.upstream_header("x-client-id"), Some("partner-1"));
     assert_eq!(r.upstream_header("x-client-plan"), Some("pro"));
@@ -167,9 +157,8 @@ async fn api_keys_roles_and_rate_limit_answers() {
     // By query parameter: the same client (one bucket), and the key is gone from the URL.
     let r = client
         .get(&format!("/orders/2?api_key={key}&page=3"))
-        .send()
-        .await
-        .expect("request");
+        .ok()
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.upstream_header("x-client-id"), Some("partner-1"));
     assert_eq!(r.upstream_path(), Some("/orders/2"));
@@ -180,30 +169,19 @@ async fn api_keys_roles_and_rate_limit_answers() {
     let r = client
         .get("/orders")
         .header(API_KEY_HEADER, "not-a-key")
-        .send()
-        .await
-        .expect("request");
+        .ok()
+        .await;
     assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(r.json()["error"], "unauthorized");
     assert!(r.header("www-authenticate").is_some());
 
     // Remaining counts down to 0, then 429 with the spec's headers and body.
     for remaining in ["2", "1", "0"] {
-        let r = client
-            .get("/orders")
-            .header(API_KEY_HEADER, key)
-            .send()
-            .await
-            .expect("request");
+        let r = client.get("/orders").header(API_KEY_HEADER, key).ok().await;
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.header("x-ratelimit-remaining"), Some(remaining));
     }
-    let r = client
-        .get("/orders")
-        .header(API_KEY_HEADER, key)
-        .send()
-        .await
-        .expect("request");
+    let r = client.get("/orders").header(API_KEY_HEADER, key).ok().await;
     assert_eq!(r.status, 429, "{}", r.body);
     assert!(r
         .header("content-type")
@@ -237,9 +215,8 @@ async fn api_keys_roles_and_rate_limit_answers() {
     let r = client
         .get("/orders")
         .header("authorization", &bearer(&carol))
-        .send()
-        .await
-        .expect("request");
+        .ok()
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("x-ratelimit-limit"), Some("3"));
 
@@ -248,9 +225,8 @@ async fn api_keys_roles_and_rate_limit_answers() {
     let r = client
         .get("/admin")
         .header("authorization", &bearer(&carol))
-        .send()
-        .await
-        .expect("request");
+        .ok()
+        .await;
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(r.json()["error"], "forbidden");
     assert_eq!(
@@ -259,11 +235,6 @@ async fn api_keys_roles_and_rate_limit_answers() {
     );
     assert_eq!(gw.upstream.hits(), hits);
     // An API key is not a provider of /admin: 401, not 403.
-    let r = client
-        .get("/admin")
-        .header(API_KEY_HEADER, key)
-        .send()
-        .await
-        .expect("request");
+    let r = client.get("/admin").header(API_KEY_HEADER, key).ok().await;
     assert_eq!(r.status, 401, "{}", r.body);
 }

@@ -33,12 +33,7 @@ fn shape(routes: &str) -> Shape {
 async fn assert_enforced(client: &HttpClient, sub: &str) {
     let t = bearer(&token(sub, "free"));
     for i in 1..=3 {
-        let r = client
-            .get("/tight")
-            .header("authorization", &t)
-            .send()
-            .await
-            .expect("request");
+        let r = client.get("/tight").header("authorization", &t).ok().await;
         assert_eq!(r.status, 200, "{sub} request {i}: {}", r.body);
         assert_eq!(
             r.header("x-ratelimit-limit"),
@@ -46,12 +41,7 @@ async fn assert_enforced(client: &HttpClient, sub: &str) {
             "{sub} request {i}"
         );
     }
-    let r = client
-        .get("/tight")
-        .header("authorization", &t)
-        .send()
-        .await
-        .expect("request");
+    let r = client.get("/tight").header("authorization", &t).ok().await;
     assert_eq!(r.status, 429, "{sub}: the fourth request must be limited");
 }
 
@@ -142,9 +132,8 @@ async fn traffic_survives_every_backend_fault() {
         let r = client
             .get("/late")
             .header("authorization", &late)
-            .send()
-            .await
-            .expect("request");
+            .ok()
+            .await;
         assert_eq!(r.status, expect, "{}", r.body);
         assert_eq!(r.header("x-ratelimit-limit"), Some("2"));
     }

@@ -40,9 +40,8 @@ async fn two_envoys_sharing_redis_admit_exactly_the_limit() {
                 let r = client
                     .get("/orders")
                     .header("authorization", &auth)
-                    .send()
-                    .await
-                    .expect("request");
+                    .ok()
+                    .await;
                 statuses.push((k % 2, r.status));
             }
             statuses
