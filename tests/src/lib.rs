@@ -106,9 +106,19 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     let path = target_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     if !built.contains(name) {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "--workspace", "--bins"])
-            .current_dir(repo_root())
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--workspace", "--bins"])
+            .current_dir(repo_root());
+        // Cargo gives a test process its crate's variables (CARGO_MANIFEST_DIR, CARGO_PKG_*,
+        // OUT_DIR, …). Passed on, they make build scripts that watch them (ring's does) and
+        // everything above them rebuild, once per test binary, and then again for the next
+        // plain `cargo build`. The build must see the environment `scripts/test` saw.
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(is_crate_variable) {
+                cmd.env_remove(key);
+            }
+        }
+        let status = cmd
             .status()
             .unwrap_or_else(|e| panic!("cannot run cargo to build {name}: {e}"));
         assert!(
@@ -124,6 +134,25 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The variables cargo sets for the crate it compiles or runs (not the ones users set to
+/// configure cargo, such as `CARGO_HOME` or `CARGO_TARGET_DIR`).
+fn is_crate_variable(key: &str) -> bool {
+    key.starts_with("CARGO_PKG_")
+        || key.starts_with("CARGO_BIN_EXE_")
+        || matches!(
+            key,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_MANIFEST_LINKS"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "CARGO_RUSTC_CURRENT_DIR"
+                | "OUT_DIR"
+        )
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago and that this process has not handed out
