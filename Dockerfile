@@ -1,11 +1,25 @@
-# One image for all project binaries (xds-server, echo-upstream); the command picks the binary.
-FROM rust:1.95-bookworm AS build
+# One image for every binary of the compose stack (xds-server, authz-service, ratelimit-service
+# and the demo echo-upstream); each service's `command` picks its binary. tests/tests/deploy.rs
+# checks that every binary docker-compose.yml runs is built here and copied into the final stage.
+FROM rust:1.95.0-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release -p xds-server -p tests --bins
+# BuildKit cache mounts keep the crate registry and target/ between builds, so an edit rebuilds
+# only what it touches. A cache mount is not part of the image, hence the copy to /out.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked \
+        --bin xds-server --bin authz-service --bin ratelimit-service --bin echo-upstream \
+    && mkdir -p /out \
+    && cp target/release/xds-server target/release/authz-service \
+        target/release/ratelimit-service target/release/echo-upstream /out/
 
+# Same Debian release as the build image, so the binaries find the glibc they were linked against.
 FROM debian:bookworm-slim
+# curl runs the compose healthchecks; CA certificates let authz-service fetch `jwks_url` over https.
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=build /src/target/release/xds-server /src/target/release/echo-upstream /usr/local/bin/
+COPY --from=build /out/xds-server /out/authz-service /out/ratelimit-service /out/echo-upstream /usr/local/bin/
+# Nothing needs root: every port is above 1024 and configuration is mounted read-only.
+USER 65534:65534
 ENTRYPOINT []

@@ -1,73 +1,968 @@
-//! The container files agree with the code: the committed Envoy bootstrap is exactly what
-//! `xds-server bootstrap` prints for the compose stack and Envoy accepts it, and the compose
-//! example config is valid. (No Docker engine runs here, so the stack itself is not started.)
+//! The container files agree with the code and with each other. No Docker engine runs here, so
+//! the stack is never started; instead each fact `docker compose up` relies on is checked
+//! statically: the committed Envoy bootstraps are exactly what `xds-server bootstrap` prints and
+//! Envoy accepts them; every image is built by our Dockerfile (and contains the binaries the
+//! service runs) or is a pinned public image; every address in the compose gateway config names
+//! a compose service and the port that service listens on; every mounted file exists and the
+//! mounts cover every file the config reads; dependencies exist and are backed by healthchecks;
+//! and the compose config differs from `examples/gateway.yaml` only where containers need it.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use xds_server::config::{self, Config, HostPort, JwtKeys, RouteAuth};
+use yaml_rust2::{Yaml, YamlLoader};
+
 use tests::xds::{validate, xds_server_bin};
-use tests::{envoy_bin, repo_root};
+use tests::{envoy_bin, repo_root, workspace_bin};
+
+const COMPOSE: &str = "docker-compose.yml";
+/// The gateway config the compose stack serves.
+const DOCKER_CONFIG: &str = "examples/gateway.docker.yaml";
+/// The config `make up` serves; the compose one must mirror it.
+const LOCAL_CONFIG: &str = "examples/gateway.yaml";
+
+/// Every committed bootstrap: (file, gateway, node id). One per Envoy replica, each with its own
+/// node id so that xds-server's `/status` tells the replicas apart. Where Envoy finds xds-server
+/// is not listed: it is derived from the compose file, so moving xds-server there makes these
+/// files stale.
+const BOOTSTRAPS: [(&str, &str, &str); 2] = [
+    ("envoy/edge-1.json", "edge", "edge-1"),
+    ("envoy/edge-2.json", "edge", "edge-2"),
+];
+/// Envoy's admin listener inside its container (published by compose).
+const ENVOY_ADMIN: (&str, u16) = ("0.0.0.0", 9901);
+/// The port `redis-server` listens on when, as in the official image, no `--port` is given.
+const REDIS_DEFAULT_PORT: u16 = 6379;
 
 #[test]
-fn committed_bootstrap_matches_the_generator_and_envoy_accepts_it() {
-    let committed =
-        std::fs::read_to_string(repo_root().join("envoy/edge.json")).expect("envoy/edge.json");
-    let out = Command::new(xds_server_bin())
-        .args([
+fn committed_bootstraps_match_the_generator_and_envoy_accepts_them() {
+    let xds = compose().xds_address();
+    for (file, gateway, node_id) in BOOTSTRAPS {
+        let args = [
             "bootstrap",
             "--gateway",
-            "edge",
-            "--xds",
-            "xds-server:18000",
+            gateway,
             "--node-id",
-            "edge-compose",
-        ])
-        .args(["--admin-address", "0.0.0.0", "--admin-port", "9901"])
-        .output()
-        .expect("run xds-server bootstrap");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        committed.trim(),
-        "envoy/edge.json is stale: regenerate it with the command in this test"
-    );
-    let check = Command::new(envoy_bin())
-        .args(["--mode", "validate", "-c"])
-        .arg(repo_root().join("envoy/edge.json"))
-        .output()
-        .expect("run envoy --mode validate");
-    assert!(
-        check.status.success(),
-        "Envoy rejects envoy/edge.json: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-}
-
-#[test]
-fn compose_example_config_is_valid() {
-    let out = validate(&repo_root().join("examples/gateway.docker.yaml"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-#[test]
-fn compose_file_names_the_committed_bootstrap_and_config() {
-    let compose = std::fs::read_to_string(repo_root().join("docker-compose.yml"))
-        .expect("docker-compose.yml");
-    for needle in [
-        "./envoy/edge.json:/etc/envoy/edge.json",
-        "./examples/gateway.docker.yaml:",
-        "envoyproxy/envoy:v1.40.0",
-    ] {
+            node_id,
+            "--xds",
+            &xds,
+            "--admin-address",
+            ENVOY_ADMIN.0,
+            "--admin-port",
+            &ENVOY_ADMIN.1.to_string(),
+        ];
+        let out = Command::new(xds_server_bin())
+            .args(args)
+            .output()
+            .expect("run xds-server bootstrap");
         assert!(
-            compose.contains(needle),
-            "docker-compose.yml no longer mentions {needle}"
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
         );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            read(file).trim(),
+            "{file} is stale: regenerate it with `xds-server {} > {file}`",
+            args.join(" ")
+        );
+        let check = Command::new(envoy_bin())
+            .args(["--mode", "validate", "-c"])
+            .arg(repo_root().join(file))
+            .output()
+            .expect("run envoy --mode validate");
+        assert!(
+            check.status.success(),
+            "Envoy rejects {file}: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+
+    let listed: BTreeSet<PathBuf> = BOOTSTRAPS.iter().map(|b| repo_root().join(b.0)).collect();
+    for entry in std::fs::read_dir(repo_root().join("envoy")).expect("envoy/") {
+        let path = entry.expect("envoy/ entry").path();
+        let config = path.extension().is_some_and(|e| e == "json" || e == "yaml");
+        assert!(
+            !config || listed.contains(&path),
+            "{} is not in BOOTSTRAPS, so nothing checks it",
+            path.display()
+        );
+    }
+}
+
+/// Validating the bootstraps proves something about the containers only if the validating Envoy
+/// is the version the compose Envoys run.
+#[test]
+fn compose_envoys_run_the_envoy_version_the_tests_use() {
+    let script = read("scripts/ensure-envoy");
+    let version = script
+        .lines()
+        .find_map(|l| l.strip_prefix("ENVOY_VERSION="))
+        .expect("scripts/ensure-envoy sets ENVOY_VERSION")
+        .trim_matches('"');
+    let compose = compose();
+    let envoys = compose.envoys();
+    assert!(envoys.len() >= 2, "the stack runs two Envoy replicas");
+    for s in envoys {
+        assert_eq!(
+            s.image,
+            format!("envoyproxy/envoy:v{version}"),
+            "{}: not the Envoy scripts/ensure-envoy installs for the tests",
+            s.name
+        );
+    }
+}
+
+#[test]
+fn every_image_is_built_here_or_pinned_and_contains_what_the_service_runs() {
+    let compose = compose();
+    for s in compose.services.values() {
+        let Some(dockerfile) = compose.dockerfile_of(s) else {
+            let tag = pinned_tag(&s.image)
+                .unwrap_or_else(|| panic!("{}: image {} is not pinned to a tag", s.name, s.image));
+            assert!(
+                is_version(tag),
+                "{}: image {} is not pinned to a version (tag {tag:?})",
+                s.name,
+                s.image
+            );
+            continue;
+        };
+        let image = Dockerfile::read(&dockerfile);
+        let programs = image.final_programs();
+        let run = s.command.first().unwrap_or_else(|| {
+            panic!(
+                "{}: our image has no default command; name the binary",
+                s.name
+            )
+        });
+        assert!(
+            programs.contains(run),
+            "{}: runs {run}, but the final stage of {} only has {programs:?}",
+            s.name,
+            dockerfile.display()
+        );
+        if let Some(probe) = s.healthcheck.get(1) {
+            assert_eq!(
+                s.healthcheck[0], "CMD",
+                "{}: exec-form healthcheck, please",
+                s.name
+            );
+            assert!(
+                programs.contains(probe),
+                "{}: the healthcheck runs {probe}, which {} does not install",
+                s.name,
+                dockerfile.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn the_dockerfile_builds_every_binary_it_copies_from_pinned_bases() {
+    let compose = compose();
+    let dockerfiles: BTreeSet<PathBuf> = compose
+        .services
+        .values()
+        .filter_map(|s| compose.dockerfile_of(s))
+        .collect();
+    assert!(
+        !dockerfiles.is_empty(),
+        "no service is built from a Dockerfile"
+    );
+    for path in dockerfiles {
+        let image = Dockerfile::read(&path);
+        let built = image.cargo_bins();
+        for bin in &built {
+            // Panics unless the workspace build produced a binary of that name.
+            workspace_bin(bin);
+        }
+        for copied in image.final_copied() {
+            assert!(
+                built.contains(&copied),
+                "{}: copies {copied} but `cargo build` builds only {built:?}",
+                path.display()
+            );
+        }
+        let stages: Vec<&str> = image
+            .stages
+            .iter()
+            .filter_map(|s| s.alias.as_deref())
+            .collect();
+        for stage in &image.stages {
+            if stages.contains(&stage.base.as_str()) {
+                continue;
+            }
+            assert!(
+                pinned_tag(&stage.base).is_some(),
+                "{}: base image {} is not pinned to a tag",
+                path.display(),
+                stage.base
+            );
+        }
+    }
+}
+
+#[test]
+fn gateway_config_addresses_are_compose_services_and_their_ports() {
+    let compose = compose();
+    let config = docker_config().config;
+
+    let auth = config.auth.as_ref().expect("the compose config has `auth`");
+    compose.assert_listens(
+        &auth.service.address,
+        "authz-service",
+        "auth.service.address",
+    );
+    let limits = config
+        .rate_limits
+        .as_ref()
+        .expect("the compose config has `rate_limits`");
+    compose.assert_listens(
+        &limits.service.address,
+        "ratelimit-service",
+        "rate_limits.service.address",
+    );
+    for (name, service) in &config.services {
+        for endpoint in &service.endpoints {
+            compose.assert_listens(endpoint, "echo-upstream", &format!("services.{name}"));
+        }
+    }
+
+    let xds = compose.xds_address();
+    for s in compose.services.values() {
+        for listen in ["--listen", "--admin"]
+            .into_iter()
+            .filter_map(|f| s.flag(f))
+        {
+            assert!(
+                listen.starts_with("0.0.0.0:"),
+                "{}: listens on {listen}, unreachable from other containers",
+                s.name
+            );
+        }
+        if let Some(to) = s.flag("--xds") {
+            assert_eq!(to, xds, "{}: --xds does not name xds-server", s.name);
+        }
+        if let Some(url) = s.flag("--redis") {
+            let target = url
+                .strip_prefix("redis://")
+                .expect("--redis redis://host:port");
+            let target = target.split('/').next().unwrap_or_default();
+            let redis = compose.service(target.split(':').next().unwrap_or_default());
+            assert!(
+                redis.image.starts_with("redis:"),
+                "{}: --redis {url} is not Redis",
+                s.name
+            );
+            assert_eq!(
+                target,
+                format!("{}:{REDIS_DEFAULT_PORT}", redis.name),
+                "{}: --redis names the wrong port",
+                s.name
+            );
+        }
+    }
+
+    let mut node_ids = BTreeSet::new();
+    for envoy in compose.envoys() {
+        let bootstrap = compose.envoy_bootstrap(envoy);
+        let node = &bootstrap["node"];
+        let id = node["id"].as_str().expect("node.id");
+        assert!(
+            node_ids.insert(id.to_string()),
+            "{}: node id {id} is taken",
+            envoy.name
+        );
+        let gateway = node["cluster"].as_str().expect("node.cluster");
+        let gateway = config.gateways.get(gateway).unwrap_or_else(|| {
+            panic!(
+                "{}: node.cluster {gateway} is not a gateway of {DOCKER_CONFIG}",
+                envoy.name
+            )
+        });
+        for listener in &gateway.listeners {
+            assert_eq!(
+                listener.address, "0.0.0.0",
+                "listener {}: a published port reaches only a listener on all addresses",
+                listener.name
+            );
+            assert!(
+                envoy.ports.iter().any(|p| p.container == listener.port),
+                "{}: does not publish listener {} (port {})",
+                envoy.name,
+                listener.name,
+                listener.port
+            );
+        }
+    }
+
+    let mut host_ports = BTreeSet::new();
+    for s in compose.services.values() {
+        for port in s.ports.iter().filter_map(|p| p.host) {
+            assert!(
+                host_ports.insert(port),
+                "{}: host port {port} is published twice",
+                s.name
+            );
+        }
+    }
+}
+
+#[test]
+fn mounts_exist_and_cover_every_file_the_config_reads() {
+    let compose = compose();
+    for s in compose.services.values() {
+        for m in &s.mounts {
+            assert!(
+                m.host.exists(),
+                "{}: mounts {}, which does not exist",
+                s.name,
+                m.host.display()
+            );
+        }
+    }
+
+    let xds = compose.running("xds-server");
+    let config_in_container = Path::new(xds.flag("--config").expect("xds-server --config"));
+    let loaded = docker_config();
+    assert_eq!(
+        xds.host_path(config_in_container).as_deref(),
+        Some(loaded.path.as_path()),
+        "xds-server's --config {} is not {DOCKER_CONFIG}",
+        config_in_container.display()
+    );
+    // Relative paths in the config resolve against its directory, on the host and in the
+    // container alike; each file must be mounted where that resolution looks for it.
+    let host_dir = loaded.path.parent().expect("config directory");
+    let container_dir = config_in_container.parent().expect("config directory");
+    assert!(
+        !loaded.files.is_empty(),
+        "{DOCKER_CONFIG} reads no files (the API keys file?)"
+    );
+    for file in loaded.files.keys() {
+        let relative = file
+            .strip_prefix(host_dir)
+            .unwrap_or_else(|_| panic!("{} is outside {}", file.display(), host_dir.display()));
+        assert_eq!(
+            xds.host_path(&container_dir.join(relative)).as_ref(),
+            Some(file),
+            "xds-server cannot read {} in its container",
+            file.display()
+        );
+    }
+
+    let committed: BTreeSet<PathBuf> = BOOTSTRAPS.iter().map(|b| repo_root().join(b.0)).collect();
+    for envoy in compose.envoys() {
+        let bootstrap = compose.envoy_bootstrap_path(envoy);
+        assert!(
+            committed.contains(&bootstrap),
+            "{}: runs {}, which is not a committed bootstrap",
+            envoy.name,
+            bootstrap.display()
+        );
+    }
+}
+
+#[test]
+fn dependencies_exist_and_healthchecks_back_them() {
+    let compose = compose();
+    for s in compose.services.values() {
+        for (dep, condition) in &s.depends_on {
+            let target = compose
+                .services
+                .get(dep)
+                .unwrap_or_else(|| panic!("{}: depends on {dep}, which is not a service", s.name));
+            match condition.as_str() {
+                "service_started" | "service_completed_successfully" => {}
+                "service_healthy" => assert!(
+                    !target.healthcheck.is_empty(),
+                    "{}: waits for {dep} to be healthy, but {dep} has no healthcheck",
+                    s.name
+                ),
+                other => panic!("{}: unknown depends_on condition {other}", s.name),
+            }
+        }
+        // A service that names another in a flag must not start before it.
+        for flag in ["--xds", "--redis"] {
+            let Some(value) = s.flag(flag) else { continue };
+            let host = value
+                .trim_start_matches("redis://")
+                .split(':')
+                .next()
+                .unwrap_or_default();
+            assert!(
+                s.depends_on
+                    .iter()
+                    .any(|(d, c)| d == host && c == "service_healthy"),
+                "{}: {flag} {value}, but it does not wait for {host} to be healthy",
+                s.name
+            );
+        }
+        // A healthcheck of our side port must probe the port the service serves it on.
+        if let Some(url) = s.healthcheck.iter().find(|a| a.starts_with("http://")) {
+            let admin = s.flag("--admin").expect("a probed service sets --admin");
+            let port = admin.rsplit(':').next().unwrap_or_default();
+            assert!(
+                url.starts_with(&format!("http://127.0.0.1:{port}/")),
+                "{}: the healthcheck probes {url}, but --admin is {admin}",
+                s.name
+            );
+        }
+    }
+    let xds = compose.running("xds-server");
+    for envoy in compose.envoys() {
+        assert!(
+            envoy
+                .depends_on
+                .iter()
+                .any(|(d, c)| *d == xds.name && c == "service_healthy"),
+            "{}: starts before xds-server is ready",
+            envoy.name
+        );
+    }
+}
+
+#[test]
+fn compose_example_config_is_valid_and_its_secrets_and_keys_are_usable() {
+    let out = validate(&repo_root().join(DOCKER_CONFIG));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let compose = compose();
+    let loaded = docker_config();
+    let auth = loaded
+        .config
+        .auth
+        .as_ref()
+        .expect("the compose config has `auth`");
+    let authz = compose.running("authz-service");
+    for (name, provider) in &auth.jwt {
+        if let JwtKeys::SecretEnv(var) = &provider.keys {
+            let secret = authz
+                .environment
+                .get(var)
+                .unwrap_or_else(|| panic!("jwt.{name}: authz-service's environment has no {var}"));
+            // The spec's minimum for an HS* secret.
+            assert!(secret.len() >= 32, "{var}: shorter than 32 bytes");
+        }
+    }
+    // authz-service, not xds-server, parses keys files: have it read (and rewrite) a copy.
+    for (name, provider) in &auth.api_keys {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let copy = dir.path().join("keys.yaml");
+        std::fs::copy(&provider.keys_file, &copy).expect("copy the keys file");
+        let text = std::fs::read_to_string(&copy).expect("keys file");
+        let id = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("- id: "))
+            .unwrap_or_else(|| panic!("api_keys.{name}: the keys file has no key"))
+            .trim_matches('"');
+        let out = Command::new(workspace_bin("authz-service"))
+            .args(["apikey", "revoke", "--id", id, "--keys-file"])
+            .arg(&copy)
+            .output()
+            .expect("run authz-service apikey revoke");
+        assert!(
+            out.status.success(),
+            "api_keys.{name}: authz-service cannot read {}: {}",
+            provider.keys_file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The compose config is the local example with container addresses: a plan, route or provider
+/// changed in one file only would make `docker compose up` demonstrate another gateway. The one
+/// addition allowed is API-key providers the local example does not have yet.
+#[test]
+fn compose_config_differs_from_the_local_example_only_in_addresses() {
+    let local = load(LOCAL_CONFIG).config;
+    let mut docker = docker_config().config;
+    if let Some(auth) = docker.auth.as_mut() {
+        let known = local.auth.as_ref().map(|a| &a.api_keys);
+        auth.api_keys
+            .retain(|name, _| known.is_some_and(|k| k.contains_key(name)));
+        let providers: BTreeSet<String> = auth
+            .jwt
+            .keys()
+            .chain(auth.api_keys.keys())
+            .cloned()
+            .collect();
+        for gateway in docker.gateways.values_mut() {
+            for route in &mut gateway.routes {
+                if let RouteAuth::Providers(names) = &mut route.auth {
+                    names.retain(|n| providers.contains(n));
+                }
+            }
+        }
+    }
+    assert_eq!(
+        without_addresses(docker),
+        without_addresses(local),
+        "{DOCKER_CONFIG} and {LOCAL_CONFIG} differ in more than addresses"
+    );
+}
+
+/// `config` with every host and listener address blanked, ports kept. (File paths need no
+/// blanking: both configs live in `examples/`, so the same relative path resolves alike.)
+fn without_addresses(mut config: Config) -> Config {
+    let blank = |a: &mut HostPort| a.host.clear();
+    for service in config.services.values_mut() {
+        service.endpoints.iter_mut().for_each(blank);
+    }
+    if let Some(auth) = config.auth.as_mut() {
+        blank(&mut auth.service.address);
+    }
+    if let Some(limits) = config.rate_limits.as_mut() {
+        blank(&mut limits.service.address);
+    }
+    for gateway in config.gateways.values_mut() {
+        gateway.listeners.iter_mut().for_each(|l| l.address.clear());
+    }
+    config
+}
+
+// ---- the files ----
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo_root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn load(path: &str) -> config::Loaded {
+    config::load(&repo_root().join(path)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn docker_config() -> config::Loaded {
+    load(DOCKER_CONFIG)
+}
+
+/// The tag of `image`, unless it has none or it is `latest` (which moves). A digest pins too. A
+/// registry's port (`host:5000/name`) is not a tag, so only the last path segment is searched.
+fn pinned_tag(image: &str) -> Option<&str> {
+    if let Some((_, digest)) = image.split_once('@') {
+        return Some(digest);
+    }
+    let (_, tag) = image.rsplit('/').next()?.split_once(':')?;
+    (!tag.is_empty() && tag != "latest").then_some(tag)
+}
+
+/// `7.4.2-bookworm`, `v1.40.0`: a release number, not a moving name such as `stable`.
+fn is_version(tag: &str) -> bool {
+    tag.trim_start_matches('v')
+        .starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// `docker-compose.yml`, as far as these checks need it.
+struct Compose {
+    services: BTreeMap<String, Service>,
+}
+
+struct Service {
+    name: String,
+    image: String,
+    /// Set when the service has `build:`.
+    dockerfile: Option<PathBuf>,
+    /// Exec form; `[]` when the image's default command runs.
+    command: Vec<String>,
+    mounts: Vec<Mount>,
+    ports: Vec<Published>,
+    /// (service, condition)
+    depends_on: Vec<(String, String)>,
+    /// `[CMD, program, args…]`; `[]` without a healthcheck.
+    healthcheck: Vec<String>,
+    environment: BTreeMap<String, String>,
+}
+
+/// A bind mount; `host` is absolute (compose resolves it against the compose file's directory).
+struct Mount {
+    host: PathBuf,
+    container: PathBuf,
+}
+
+struct Published {
+    host: Option<u16>,
+    container: u16,
+}
+
+fn compose() -> Compose {
+    let docs = YamlLoader::load_from_str(&read(COMPOSE)).expect("docker-compose.yml is YAML");
+    let services = docs
+        .first()
+        .and_then(|d| d["services"].as_hash())
+        .expect("docker-compose.yml has `services`");
+    let services = services
+        .iter()
+        .map(|(name, s)| {
+            let name = name.as_str().expect("service name").to_string();
+            let service = Service::parse(&name, s);
+            (name, service)
+        })
+        .collect();
+    Compose { services }
+}
+
+impl Compose {
+    fn service(&self, name: &str) -> &Service {
+        self.services
+            .get(name)
+            .unwrap_or_else(|| panic!("{COMPOSE} has no service {name:?}"))
+    }
+
+    /// The one service whose command runs `program`.
+    fn running(&self, program: &str) -> &Service {
+        let mut found = self
+            .services
+            .values()
+            .filter(|s| s.command.first().map(String::as_str) == Some(program));
+        let service = found
+            .next()
+            .unwrap_or_else(|| panic!("no service runs {program}"));
+        assert!(found.next().is_none(), "several services run {program}");
+        service
+    }
+
+    fn envoys(&self) -> Vec<&Service> {
+        self.services
+            .values()
+            .filter(|s| s.image.starts_with("envoyproxy/envoy:"))
+            .collect()
+    }
+
+    /// Where other containers reach xds-server's ADS port: its service name and `--listen` port.
+    fn xds_address(&self) -> String {
+        let xds = self.running("xds-server");
+        let listen = xds.flag("--listen").expect("xds-server --listen");
+        format!(
+            "{}:{}",
+            xds.name,
+            listen.rsplit(':').next().unwrap_or_default()
+        )
+    }
+
+    /// Asserts that `address` is a service running `program` that listens on that port.
+    fn assert_listens(&self, address: &HostPort, program: &str, what: &str) {
+        let s = self.service(&address.host);
+        assert_eq!(
+            s.command.first().map(String::as_str),
+            Some(program),
+            "{what}: {}",
+            s.name
+        );
+        let listen = s
+            .flag("--listen")
+            .unwrap_or_else(|| panic!("{}: no --listen", s.name));
+        assert_eq!(
+            listen.rsplit(':').next(),
+            Some(address.port.to_string().as_str()),
+            "{what} is {}:{}, but {} listens on {listen}",
+            address.host,
+            address.port,
+            s.name
+        );
+    }
+
+    /// Our Dockerfile for `s`: its own `build:`, or that of the service building its image
+    /// (compose builds it once and ignores a failed pull of it for the services sharing it).
+    fn dockerfile_of(&self, s: &Service) -> Option<PathBuf> {
+        s.dockerfile.clone().or_else(|| {
+            self.services
+                .values()
+                .find(|b| b.image == s.image && b.dockerfile.is_some())
+                .and_then(|b| b.dockerfile.clone())
+        })
+    }
+
+    /// The host file an Envoy service's `-c` reads.
+    fn envoy_bootstrap_path(&self, envoy: &Service) -> PathBuf {
+        let c = envoy
+            .flag("-c")
+            .unwrap_or_else(|| panic!("{}: no -c", envoy.name));
+        envoy
+            .host_path(Path::new(c))
+            .unwrap_or_else(|| panic!("{}: -c {c} is not mounted", envoy.name))
+    }
+
+    fn envoy_bootstrap(&self, envoy: &Service) -> serde_json::Value {
+        let path = self.envoy_bootstrap_path(envoy);
+        let text = std::fs::read_to_string(&path).expect("bootstrap");
+        serde_json::from_str(&text).expect("bootstrap is JSON")
+    }
+}
+
+impl Service {
+    fn parse(name: &str, y: &Yaml) -> Service {
+        let strings = |y: &Yaml, what: &str| -> Vec<String> {
+            match y {
+                Yaml::BadValue => vec![],
+                Yaml::Array(items) => items
+                    .iter()
+                    .map(|i| {
+                        i.as_str()
+                            .unwrap_or_else(|| panic!("{name}.{what}: not a string list"))
+                            .to_string()
+                    })
+                    .collect(),
+                // A string command would go through a shell; the list form is what runs.
+                _ => panic!("{name}.{what}: write it as a list of strings"),
+            }
+        };
+        let dockerfile = match &y["build"] {
+            Yaml::BadValue => None,
+            Yaml::String(context) => Some(repo_root().join(context).join("Dockerfile")),
+            build => {
+                let context = build["context"].as_str().unwrap_or(".");
+                let file = build["dockerfile"].as_str().unwrap_or("Dockerfile");
+                Some(repo_root().join(context).join(file))
+            }
+        };
+        let mounts = strings(&y["volumes"], "volumes")
+            .iter()
+            // Bind mounts only; a named volume (`data:/data`) has no file in the repository.
+            .filter(|v| v.starts_with('.') || v.starts_with('/'))
+            .map(|v| {
+                let mut parts = v.split(':');
+                let host = parts.next().unwrap_or_default();
+                let container = parts.next().expect("host:container");
+                Mount {
+                    host: normalize(&repo_root().join(host)),
+                    container: container.into(),
+                }
+            })
+            .collect();
+        let ports = strings(&y["ports"], "ports")
+            .iter()
+            .map(|p| {
+                let parts: Vec<&str> = p.split(':').collect();
+                let port = |s: &str| s.parse().unwrap_or_else(|_| panic!("{name}: port {p}"));
+                Published {
+                    host: (parts.len() > 1).then(|| port(parts[parts.len() - 2])),
+                    container: port(parts[parts.len() - 1]),
+                }
+            })
+            .collect();
+        let depends_on = match &y["depends_on"] {
+            Yaml::Hash(deps) => deps
+                .iter()
+                .map(|(dep, how)| {
+                    let condition = how["condition"].as_str().unwrap_or("service_started");
+                    (dep.as_str().expect("service name").into(), condition.into())
+                })
+                .collect(),
+            other => strings(other, "depends_on")
+                .into_iter()
+                .map(|dep| (dep, "service_started".into()))
+                .collect(),
+        };
+        let environment = match &y["environment"] {
+            Yaml::Hash(vars) => vars
+                .iter()
+                .map(|(k, v)| (k.as_str().expect("variable name").into(), scalar(v)))
+                .collect(),
+            other => strings(other, "environment")
+                .iter()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        };
+        Service {
+            name: name.into(),
+            image: y["image"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: no image"))
+                .into(),
+            dockerfile,
+            command: strings(&y["command"], "command"),
+            mounts,
+            ports,
+            depends_on,
+            healthcheck: strings(&y["healthcheck"]["test"], "healthcheck.test"),
+            environment,
+        }
+    }
+
+    /// The value after `flag` in the command (`--flag value` or `--flag=value`).
+    fn flag(&self, flag: &str) -> Option<&str> {
+        let mut args = self.command.iter();
+        while let Some(arg) = args.next() {
+            if arg == flag {
+                return args.next().map(String::as_str);
+            }
+            if let Some(v) = arg.strip_prefix(flag).and_then(|r| r.strip_prefix('=')) {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// The host file behind `container` (a path inside this service's container), if mounted.
+    fn host_path(&self, container: &Path) -> Option<PathBuf> {
+        self.mounts.iter().find_map(|m| {
+            let rest = container.strip_prefix(&m.container).ok()?;
+            Some(normalize(&m.host.join(rest)))
+        })
+    }
+}
+
+/// A scalar as the container sees it: numbers and booleans in `environment:` are strings there.
+fn scalar(v: &Yaml) -> String {
+    match v {
+        Yaml::String(s) | Yaml::Real(s) => s.clone(),
+        Yaml::Integer(i) => i.to_string(),
+        Yaml::Boolean(b) => b.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// `path` without `.` segments (and with `..` applied), as compose resolves a relative mount.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// A Dockerfile, as far as these checks need it: its stages and their instructions.
+struct Dockerfile {
+    stages: Vec<Stage>,
+}
+
+struct Stage {
+    base: String,
+    alias: Option<String>,
+    /// Every instruction after `FROM`, continuation lines joined, comments dropped.
+    instructions: Vec<String>,
+}
+
+impl Dockerfile {
+    fn read(path: &Path) -> Dockerfile {
+        let text =
+            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut logical = Vec::new();
+        let mut current = String::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.starts_with('#') || (line.is_empty() && current.is_empty()) {
+                continue;
+            }
+            match line.strip_suffix('\\') {
+                Some(part) => current.push_str(part),
+                None => {
+                    current.push_str(line);
+                    logical.push(std::mem::take(&mut current));
+                }
+            }
+        }
+        let mut stages: Vec<Stage> = Vec::new();
+        for instruction in logical {
+            let words: Vec<&str> = instruction.split_whitespace().collect();
+            if words
+                .first()
+                .is_some_and(|w| w.eq_ignore_ascii_case("FROM"))
+            {
+                let words: Vec<&str> = words[1..]
+                    .iter()
+                    .copied()
+                    .filter(|w| !w.starts_with("--"))
+                    .collect();
+                stages.push(Stage {
+                    base: words.first().expect("FROM image").to_string(),
+                    alias: words
+                        .iter()
+                        .position(|w| w.eq_ignore_ascii_case("AS"))
+                        .and_then(|i| words.get(i + 1))
+                        .map(|a| a.to_string()),
+                    instructions: vec![],
+                });
+            } else {
+                let stage = stages.last_mut().expect("a Dockerfile starts with FROM");
+                stage.instructions.push(instruction);
+            }
+        }
+        assert!(!stages.is_empty(), "{}: no FROM", path.display());
+        Dockerfile { stages }
+    }
+
+    fn last(&self) -> &Stage {
+        self.stages.last().expect("a stage")
+    }
+
+    /// The file names the final stage copies from an earlier stage (the binaries we built).
+    fn final_copied(&self) -> BTreeSet<String> {
+        let mut copied = BTreeSet::new();
+        for words in self.last().words("COPY") {
+            if !words.iter().any(|w| w.starts_with("--from=")) {
+                continue;
+            }
+            let paths: Vec<&str> = words.into_iter().filter(|w| !w.starts_with("--")).collect();
+            let sources = &paths[..paths.len().saturating_sub(1)];
+            copied.extend(
+                sources
+                    .iter()
+                    .filter_map(|s| s.rsplit('/').next())
+                    .map(String::from),
+            );
+        }
+        copied
+    }
+
+    /// The programs the final image has that compose may run: the copied binaries and the
+    /// packages installed with apt-get (here named like their program, e.g. `curl`).
+    fn final_programs(&self) -> BTreeSet<String> {
+        let mut programs = self.final_copied();
+        for words in self.last().words("RUN") {
+            for (i, pair) in words.windows(2).enumerate() {
+                if pair == ["apt-get", "install"] {
+                    let args = words[i + 2..].iter().take_while(|w| **w != "&&");
+                    programs.extend(args.filter(|w| !w.starts_with('-')).map(|w| w.to_string()));
+                }
+            }
+        }
+        programs
+    }
+
+    /// Every `--bin` of every `cargo build` in the file.
+    fn cargo_bins(&self) -> BTreeSet<String> {
+        let mut bins = BTreeSet::new();
+        for stage in &self.stages {
+            for words in stage.words("RUN") {
+                if !words.windows(2).any(|w| w == ["cargo", "build"]) {
+                    continue;
+                }
+                let mut it = words.iter();
+                while let Some(w) = it.next() {
+                    if *w == "--bin" {
+                        bins.insert(it.next().expect("--bin name").to_string());
+                    }
+                }
+            }
+        }
+        bins
+    }
+}
+
+impl Stage {
+    /// The words of each `keyword` instruction after the keyword.
+    fn words(&self, keyword: &str) -> Vec<Vec<&str>> {
+        self.instructions
+            .iter()
+            .filter_map(|i| {
+                let mut words = i.split_whitespace();
+                let first = words.next()?;
+                first.eq_ignore_ascii_case(keyword).then(|| words.collect())
+            })
+            .collect()
     }
 }
