@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use serde_json::{json, Map, Value};
 
 use crate::config::decode::{
-    API_KEY_KEYS, AUTH_KEYS, CIRCUIT_BREAKER_KEYS, CORS_KEYS, DEFAULT_AUTH_ADDRESS,
+    one_of, API_KEY_KEYS, AUTH_KEYS, CIRCUIT_BREAKER_KEYS, CORS_KEYS, DEFAULT_AUTH_ADDRESS,
     DEFAULT_RATE_LIMIT_ADDRESS, GATEWAY_KEYS, HEADER_CHANGES_KEYS, HEALTH_CHECK_KEYS, JWT_KEYS,
     JWT_KEY_SOURCES, LIMIT_KEYS, LISTENER_KEYS, LISTENER_TLS_KEYS, MATCH_KEYS, MAX_CLOCK_SKEW,
     OUTLIER_KEYS, PATH_MATCHES, POLICY_SERVICE_KEYS, RATE_LIMITS_KEYS, REQUIRE_KEYS, RESPOND_KEYS,
@@ -545,18 +545,6 @@ impl Object {
 fn exactly_one_of(keys: &[&str]) -> Value {
     let alternatives: Vec<Value> = keys.iter().map(|k| json!({ "required": [k] })).collect();
     json!({ "oneOf": alternatives })
-}
-
-/// `a, b or c`, in backticks.
-fn one_of(items: &[&str]) -> String {
-    match items {
-        [] => String::new(),
-        [one] => format!("`{one}`"),
-        [init @ .., last] => {
-            let init: Vec<String> = init.iter().map(|s| format!("`{s}`")).collect();
-            format!("{} or `{last}`", init.join(", "))
-        }
-    }
 }
 
 /// A whole-second duration as the file writes it: `5m`, `90s`.

@@ -193,8 +193,8 @@ impl<'n> Fields<'n> {
     }
 }
 
-/// `a, b or c` for messages.
-fn one_of(items: &[&str]) -> String {
+/// `a, b or c`, in backticks (for messages, and the schema's descriptions).
+pub(crate) fn one_of(items: &[&str]) -> String {
     match items {
         [] => String::new(),
         [one] => format!("`{one}`"),
