@@ -9,6 +9,7 @@ pub mod client;
 pub mod echo;
 pub mod envoy;
 pub mod gateway;
+pub mod load;
 pub mod process;
 pub mod ratelimit;
 pub mod redis;

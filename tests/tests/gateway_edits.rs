@@ -6,7 +6,8 @@
 //! was judged against a half-applied configuration.
 
 use tests::authz::{bearer, token, token_from};
-use tests::gateway::{assert_clean, Full, Load, Probe, Shape, API_KEY_HEADER};
+use tests::gateway::{Full, Shape, API_KEY_HEADER};
+use tests::load::{assert_clean, Load, Probe};
 use tests::{wait_for, wait_for_route, CONVERGE_TIMEOUT};
 
 const EDITS: usize = 20;

@@ -4,7 +4,8 @@
 //! status, and after each recovery limits are enforced again.
 
 use tests::authz::{bearer, token};
-use tests::gateway::{assert_clean, Full, Load, Probe, Shape, API_KEY_HEADER};
+use tests::gateway::{Full, Shape, API_KEY_HEADER};
+use tests::load::{assert_clean, Load, Probe};
 use tests::ratelimit::RateLimitService;
 use tests::redis::RedisServer;
 use tests::{wait_for_route, HttpClient};
@@ -84,13 +85,14 @@ async fn traffic_survives_every_backend_fault() {
     load.wait_more(200, "with Redis down").await;
     redis.restart(dir.path()).await;
     // The service reconnects on its own; counting resumes once it has.
+    let redis_probe = bearer(&token("redis-probe", "free"));
     tests::wait_for(
         "ratelimit-service to use Redis again",
         std::time::Duration::from_secs(30),
         async || {
             let r = client
                 .get("/tight")
-                .header("authorization", &bearer(&token("redis-probe", "free")))
+                .header("authorization", &redis_probe)
                 .send()
                 .await
                 .ok()?;

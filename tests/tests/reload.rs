@@ -1,10 +1,7 @@
 //! Hot reload (spec §6): edits apply without restarts, invalid files change nothing and are
 //! reported with file:line:col, and traffic never sees an error while the config changes.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
-
+use tests::load::{assert_clean, Load, Probe};
 use tests::{
     free_port, sotw_and_delta, wait_for, wait_for_route, EchoUpstream, Stack, XdsMode,
     CONVERGE_TIMEOUT,
@@ -215,31 +212,7 @@ async fn no_errors_under_load_across_reloads(mode: XdsMode) {
     let c = stack.client(port);
     wait_for_route(&c, "/base", 200).await;
 
-    let live: Arc<RwLock<Vec<String>>> = Arc::new(RwLock::new(vec!["/base".into()]));
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let mut clients = tokio::task::JoinSet::new();
-    for k in 0..CLIENTS {
-        let (c, live, stop, sent) = (c.clone(), live.clone(), stop.clone(), sent.clone());
-        clients.spawn(async move {
-            let mut bad = Vec::new();
-            let mut i = k;
-            while !stop.load(Ordering::SeqCst) {
-                let path = {
-                    let live = live.read().expect("lock");
-                    live[i % live.len()].clone()
-                };
-                i += 1;
-                match c.get(&path).send().await {
-                    Ok(r) if r.status == 200 => {}
-                    Ok(r) => bad.push(format!("{path}: {} {}", r.status, r.body)),
-                    Err(e) => bad.push(format!("{path}: {e}")),
-                }
-                sent.fetch_add(1, Ordering::SeqCst);
-            }
-            bad
-        });
-    }
+    let load = Load::start(&c, vec![Probe::new("/base", 200)], CLIENTS);
 
     for n in 1..=RELOADS {
         if n.is_multiple_of(2) {
@@ -262,33 +235,11 @@ async fn no_errors_under_load_across_reloads(mode: XdsMode) {
             },
         )
         .await;
-        live.write().expect("lock").push(path);
+        load.add(Probe::new(&path, 200));
     }
-    // Keep the load on for a moment after the last edit (bounded by a request count, not time).
-    let target = sent.load(Ordering::SeqCst) + 200;
-    wait_for(
-        "200 more requests after the last reload",
-        Duration::from_secs(20),
-        async || sent.load(Ordering::SeqCst) >= target,
-    )
-    .await;
-    stop.store(true, Ordering::SeqCst);
-
-    let mut failures = Vec::new();
-    while let Some(res) = clients.join_next().await {
-        failures.extend(res.expect("client task"));
-    }
-    let total = sent.load(Ordering::SeqCst);
-    assert!(
-        failures.is_empty(),
-        "{} of {total} requests failed during reloads; the first ones: {:#?}",
-        failures.len(),
-        &failures[..failures.len().min(20)]
-    );
-    assert!(
-        total >= 500,
-        "too little load to prove anything: {total} requests"
-    );
+    load.wait_more(200, "after the last reload").await;
+    let (sent, bad) = load.finish().await;
+    assert_clean(sent, &bad, 500);
     let st = stack.xds.status().await;
     assert!(st["last_error"].is_null(), "{st}");
     stack.wait_converged().await;
