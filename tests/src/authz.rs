@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::{free_port, wait_for, workspace_bin, Proc};
+use crate::{free_port, workspace_bin, Proc};
 
 /// The environment variable holding the test JWT provider's HS256 secret (`secret_env:`).
 pub const SECRET_ENV: &str = "GATEWAY_E2E_SECRET";
@@ -44,24 +44,9 @@ impl AuthzService {
 
     async fn wait_ready(&mut self) {
         let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("reqwest client");
-        let proc = &mut self.proc;
-        wait_for(
-            &format!("authz-service to be ready ({url})"),
-            READY_TIMEOUT,
-            async || {
-                proc.assert_running();
-                http.get(&url)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            },
-        )
-        .await;
+        self.proc
+            .wait_http_ok("authz-service to be ready", &url, READY_TIMEOUT)
+            .await;
     }
 
     pub fn proc(&mut self) -> &mut Proc {

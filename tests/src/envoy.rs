@@ -8,7 +8,6 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::process::Proc;
-use crate::wait::wait_for;
 use crate::xds::XdsServer;
 use crate::{envoy_bin, free_port};
 
@@ -97,24 +96,10 @@ impl Envoy {
 
     async fn wait_ready(&mut self) {
         let url = format!("{}/ready", self.admin_url());
-        let http = self.http.clone();
-        let proc = &mut self.proc;
-        wait_for(
-            &format!("Envoy {} to be LIVE ({url})", self.node_id),
-            ENVOY_READY_TIMEOUT,
-            async || {
-                proc.assert_running();
-                let resp = http.get(&url).send().await.map_err(|e| e.to_string())?;
-                let status = resp.status();
-                let body = resp.text().await.unwrap_or_default();
-                if status.is_success() {
-                    Ok(())
-                } else {
-                    Err(format!("{status}: {}", body.trim()))
-                }
-            },
-        )
-        .await;
+        let what = format!("Envoy {} to be LIVE", self.node_id);
+        self.proc
+            .wait_http_ok(&what, &url, ENVOY_READY_TIMEOUT)
+            .await;
     }
 
     pub fn node_id(&self) -> &str {

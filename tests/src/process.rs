@@ -157,6 +157,29 @@ impl Proc {
     }
 }
 
+impl Proc {
+    /// Polls `url` until it answers 2xx (a side port's `/readyz`, Envoy's `/ready`), failing at
+    /// once if this process exits and after `timeout` otherwise, with the last answer.
+    pub async fn wait_http_ok(&mut self, what: &str, url: &str, timeout: Duration) {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("reqwest client");
+        crate::wait_for(&format!("{what} ({url})"), timeout, async || {
+            self.assert_running();
+            let resp = http.get(url).send().await.map_err(|e| e.to_string())?;
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            let body = resp.text().await.unwrap_or_default();
+            Err(format!("{status}: {}", body.trim()))
+        })
+        .await;
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         if std::thread::panicking() {

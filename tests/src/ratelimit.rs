@@ -11,7 +11,7 @@ use proto::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLim
 use proto::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use tonic::transport::Channel;
 
-use crate::{free_port, wait_for, workspace_bin, Proc};
+use crate::{free_port, workspace_bin, Proc};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -67,22 +67,9 @@ impl RateLimitService {
 
     pub async fn wait_ready(&mut self) {
         let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
-        let http = self.http.clone();
-        let proc = &mut self.proc;
-        wait_for(
-            &format!("ratelimit-service to be ready ({url})"),
-            READY_TIMEOUT,
-            async || {
-                proc.assert_running();
-                let r = http.get(&url).send().await.map_err(|e| e.to_string())?;
-                if r.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(r.status().to_string())
-                }
-            },
-        )
-        .await;
+        self.proc
+            .wait_http_ok("ratelimit-service to be ready", &url, READY_TIMEOUT)
+            .await;
     }
 
     pub fn proc(&mut self) -> &mut Proc {

@@ -8,7 +8,6 @@ use serde_json::Value;
 
 use crate::envoy::XdsMode;
 use crate::process::Proc;
-use crate::wait::wait_for;
 use crate::{free_port, workspace_bin};
 
 /// How long `serve` may take to answer `/readyz` with 200.
@@ -66,22 +65,9 @@ impl XdsServer {
 
     async fn wait_ready(&mut self) {
         let url = format!("{}/readyz", self.admin_url());
-        let http = self.http.clone();
-        let proc = &mut self.proc;
-        wait_for(
-            &format!("xds-server to be ready ({url})"),
-            XDS_READY_TIMEOUT,
-            async || {
-                proc.assert_running();
-                let resp = http.get(&url).send().await.map_err(|e| e.to_string())?;
-                if resp.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(format!("{}", resp.status()))
-                }
-            },
-        )
-        .await;
+        self.proc
+            .wait_http_ok("xds-server to be ready", &url, XDS_READY_TIMEOUT)
+            .await;
     }
 
     /// SIGKILL: the harshest way to lose the control plane.
