@@ -79,6 +79,10 @@ pub struct Policy {
     /// provider accepted the request, so no key reaches an upstream (spec §4).
     credential_headers: Vec<String>,
     credential_query: Vec<String>,
+    /// What a public route removes: the identity and credential headers, and `authorization`
+    /// when some JWT provider exists and none forwards tokens (xds-server's route-level removal
+    /// follows the same rule).
+    public_remove: Vec<String>,
     default_plan: String,
     /// Remote key sets this policy uses (readiness waits for their first fetch).
     pub remotes: Vec<Arc<RemoteJwks>>,
@@ -299,11 +303,22 @@ impl Policy {
         }
         credential_headers.sort();
         credential_query.sort();
+        let mut public_remove = identity_headers.clone();
+        public_remove.extend(
+            credential_headers
+                .iter()
+                .filter(|h| !identity_headers.contains(h))
+                .cloned(),
+        );
+        if !jwt.is_empty() && jwt.values().all(|p| !p.forward_token) {
+            public_remove.push(AUTHORIZATION.into());
+        }
         Ok(Policy {
             routes,
             identity_headers,
             credential_headers,
             credential_query,
+            public_remove,
             default_plan: p.default_plan.clone(),
             remotes,
         })
@@ -335,18 +350,11 @@ impl Policy {
             );
         };
         if rule.public {
-            let mut remove_headers = self.identity_headers.clone();
-            remove_headers.extend(
-                self.credential_headers
-                    .iter()
-                    .filter(|h| !self.identity_headers.contains(h))
-                    .cloned(),
-            );
             return Decision::Allow(Allow {
                 provider: String::new(),
                 identity: None,
                 set_headers: Vec::new(),
-                remove_headers,
+                remove_headers: self.public_remove.clone(),
                 remove_query: self.credential_query.clone(),
                 token_cache_hit: None,
             });

@@ -136,6 +136,7 @@ fn denied(r: &CheckResponse) -> Denied {
     }
 }
 
+#[derive(Debug)]
 struct Allowed {
     set: HashMap<String, String>,
     removed: Vec<String>,
@@ -458,19 +459,38 @@ async fn denials_follow_the_spec() {
 }
 
 #[tokio::test]
-async fn public_routes_strip_identity_headers() {
-    let (mut c, _, _) = setup().await;
-    let a = allowed(
-        &check(
-            &mut c,
-            check_request(Some("health"), &[("x-client-id", "spoof")], "/health"),
-        )
-        .await,
+async fn public_routes_strip_identity_headers_and_credentials() {
+    let (mut c, keys, shared) = setup().await;
+    let public = check_request(
+        Some("health"),
+        &[
+            ("x-client-id", "spoof"),
+            ("x-api-key", &keys.active),
+            ("authorization", "Bearer x"),
+        ],
+        "/health?api_key=k",
     );
+    let a = allowed(&check(&mut c, public.clone()).await);
     assert!(a.set.is_empty());
-    assert!(a.removed.contains(&"x-client-id".to_string()));
-    assert!(a.removed.contains(&"x-user-id".to_string()));
+    for h in ["x-client-id", "x-user-id", "x-api-key"] {
+        assert!(a.removed.contains(&h.to_string()), "{h}: {a:?}");
+    }
+    assert_eq!(a.removed_query, ["api_key"]);
+    assert!(
+        !a.removed.contains(&"authorization".to_string()),
+        "a provider forwards tokens, so Authorization stays"
+    );
     assert!(a.metadata.is_empty());
+
+    // No provider forwards tokens: Authorization goes on public routes too (spec §4).
+    let (file, _) = keys_file();
+    let mut p = test_policy(file);
+    for j in &mut p.jwt {
+        j.forward_token = false;
+    }
+    shared.policy.store(Some(Arc::new(compile(&p))));
+    let a = allowed(&check(&mut c, public).await);
+    assert!(a.removed.contains(&"authorization".to_string()), "{a:?}");
 }
 
 #[tokio::test]

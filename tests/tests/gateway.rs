@@ -80,18 +80,24 @@ async fn jwt_identity_plan_limits_and_outages() {
         assert_eq!(r.header("x-ratelimit-limit"), Some("4"));
     }
 
-    // `auth: none` routes strip client-sent identity headers too.
+    // `auth: none` routes strip client-sent identity headers too, and no credential reaches the
+    // upstream there either (spec §4): no token, no API key by header or by query.
     let r = client
-        .get("/public")
+        .get("/public/p?api_key=leaked&page=3&api_key=again")
         .header("x-client-id", "mallory")
         .header("x-user-id", "mallory")
         .header("x-client-plan", "enterprise")
+        .header("authorization", &bearer(&alice))
+        .header(API_KEY_HEADER, "leaked")
         .ok()
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.upstream_header("x-client-id"), None);
     assert_eq!(r.upstream_header("x-user-id"), None);
     assert_eq!(r.upstream_header("x-client-plan"), None);
+    assert_eq!(r.upstream_header("authorization"), None);
+    assert_eq!(r.upstream_header(API_KEY_HEADER), None);
+    assert_eq!(r.upstream_query(), Some("page=3"), "{}", r.body);
 
     // authz-service unreachable under `on_error: deny`: the spec's 503, public routes unaffected.
     gw.authz.kill();

@@ -870,7 +870,7 @@ fn objects() -> Vec<Object> {
                 prop(
                     "forward_token",
                     Ty::Bool,
-                    "Whether the Authorization header reaches the upstream; false removes it.",
+                    "Whether the Authorization header reaches the upstream; false removes it. While no provider sets it, `auth: none` routes remove Authorization too.",
                 )
                 .default(json!(false)),
             ],
@@ -895,7 +895,7 @@ fn objects() -> Vec<Object> {
                 prop(
                     "query",
                     nonempty(),
-                    "Query parameter that may carry the key instead; it is removed from the forwarded URL.",
+                    "Query parameter that may carry the key instead; it is removed from the forwarded URL on every route.",
                 ),
                 prop(
                     "keys_file",

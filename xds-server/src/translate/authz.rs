@@ -130,6 +130,29 @@ pub fn credential_headers(cfg: &config::Config) -> Vec<String> {
     headers.into_iter().collect()
 }
 
+/// Every API-key provider's query parameter, sorted. None may reach an upstream (spec §4): on
+/// authenticated routes authz-service removes them; a filter after ext_authz removes them from
+/// every request, so `auth: none` routes (which never reach authz-service) lose them too.
+pub fn credential_query(cfg: &config::Config) -> Vec<String> {
+    let names: BTreeSet<String> = cfg
+        .auth
+        .iter()
+        .flat_map(|a| a.api_keys.values().filter_map(|k| k.query.clone()))
+        .collect();
+    names.into_iter().collect()
+}
+
+/// Whether `auth: none` routes remove a client's `Authorization` header too: when the gateway
+/// verifies bearer tokens (some JWT provider is configured) and none of its providers forwards
+/// them (spec §4). Without JWT providers the header is not the gateway's business (an upstream
+/// may use it for its own authentication), and with `forward_token: true` the user has chosen to
+/// let upstreams see tokens.
+pub fn strips_authorization(cfg: &config::Config) -> bool {
+    cfg.auth
+        .as_ref()
+        .is_some_and(|a| !a.jwt.is_empty() && a.jwt.values().all(|p| !p.forward_token))
+}
+
 // ---- The Envoy side: filter, cluster and per-route settings --------------------------------
 
 /// Envoy's ext_authz HTTP filter name; also the dynamic-metadata namespace of what

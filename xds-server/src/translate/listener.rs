@@ -5,6 +5,7 @@ use proto::pb::envoy::config::accesslog::v3::{
     access_log, access_log_filter::FilterSpecifier, AccessLog, AccessLogFilter, AndFilter,
     ResponseFlagFilter,
 };
+use proto::pb::envoy::config::core::v3::KeyValueMutation;
 use proto::pb::envoy::config::core::v3::{
     data_source, substitution_format_string, transport_socket, DataSource,
     SubstitutionFormatString, TransportSocket,
@@ -14,6 +15,7 @@ use proto::pb::envoy::extensions::access_loggers::stream::v3::{
     stdout_access_log, StdoutAccessLog,
 };
 use proto::pb::envoy::extensions::filters::http::cors::v3::Cors;
+use proto::pb::envoy::extensions::filters::http::header_mutation::v3::{HeaderMutation, Mutations};
 use proto::pb::envoy::extensions::filters::http::router::v3::Router;
 use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::{CodecType, PathWithEscapedSlashesAction, RouteSpecifier},
@@ -30,6 +32,7 @@ use crate::config::{AccessLog as AccessLogMode, Gateway, Listener as ListenerCfg
 pub(super) const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
 pub(super) const CORS_FILTER: &str = "envoy.filters.http.cors";
 const ROUTER_FILTER: &str = "envoy.filters.http.router";
+pub(super) const HEADER_MUTATION_FILTER: &str = "envoy.filters.http.header_mutation";
 const STDOUT_ACCESS_LOG: &str = "envoy.access_loggers.stdout";
 const TLS_TRANSPORT_SOCKET: &str = "envoy.transport_sockets.tls";
 
@@ -192,6 +195,9 @@ pub(super) fn hcm_base(
 
 /// HTTP filters in order. Policy filters (ext_authz, rate limiting) go between CORS and the
 /// router: CORS first so preflights are answered without credentials, the router always last.
+/// With API keys accepted in the query, a header-mutation filter just before the router removes
+/// those parameters from every request (ext_authz has read them by then), so they reach no
+/// upstream, `auth: none` routes included.
 fn http_filters(gw: &Gateway, policies: &Policies<'_>) -> Vec<HttpFilter> {
     let mut filters = Vec::new();
     if gw.cors.is_some() {
@@ -216,12 +222,36 @@ fn http_filters(gw: &Gateway, policies: &Policies<'_>) -> Vec<HttpFilter> {
             &ratelimit::http_filter(limits),
         ));
     }
+    if !policies.credential_query.is_empty() {
+        filters.push(http_filter(
+            HEADER_MUTATION_FILTER,
+            proto::type_url::HEADER_MUTATION,
+            &remove_query(&policies.credential_query),
+        ));
+    }
     filters.push(http_filter(
         ROUTER_FILTER,
         proto::type_url::ROUTER,
         &Router::default(),
     ));
     filters
+}
+
+/// A header-mutation filter config that removes every value of each named query parameter.
+fn remove_query(names: &[String]) -> HeaderMutation {
+    HeaderMutation {
+        mutations: Some(Mutations {
+            query_parameter_mutations: names
+                .iter()
+                .map(|n| KeyValueMutation {
+                    remove: n.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 fn http_filter(name: &str, type_url: &str, msg: &impl Message) -> HttpFilter {

@@ -70,8 +70,11 @@ pub(crate) struct Policies<'a> {
     pub auth: Option<&'a config::Auth>,
     /// Set when some route of the gateway has a rate limit.
     pub limits: Option<&'a config::RateLimits>,
-    /// Identity headers to strip from client requests on `auth: none` routes.
+    /// Headers to strip from client requests on `auth: none` routes: identity headers, API-key
+    /// headers and, where the gateway owns bearer tokens, `authorization`.
     pub identity_headers: Vec<String>,
+    /// API-key query parameters, removed from every request after ext_authz has read them.
+    pub credential_query: Vec<String>,
 }
 
 /// Translates every gateway of a loaded config. Keys are gateway names (the `node.cluster` of the
@@ -171,7 +174,9 @@ fn translate_gateway(
         identity_headers: authz::identity_headers(cfg)
             .into_iter()
             .chain(authz::credential_headers(cfg))
+            .chain(authz::strips_authorization(cfg).then(|| "authorization".to_string()))
             .collect(),
+        credential_query: authz::credential_query(cfg),
     };
     for (svc_name, route_name) in used {
         let svc = cfg

@@ -457,6 +457,77 @@ fn header_changes() {
     assert_eq!(rt.response_headers_to_remove, ["server", "x-powered-by"]);
 }
 
+/// Spec §4 on `auth: none` routes: no token and no API key (header or query) reaches an upstream.
+/// Authorization goes when the gateway verifies tokens and forwards none of them.
+#[test]
+fn public_routes_drop_credentials() {
+    use proto::pb::envoy::extensions::filters::http::header_mutation::v3::HeaderMutation;
+    use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter;
+    let yaml = |forward: bool, query: &str| {
+        format!(
+            "version: 1\nservices:\n{USERS}\nauth:\n  jwt:\n    main: {{ issuer: https://i.test, algorithms: [HS256], secret_env: S, forward_token: {forward} }}\n\
+             \x20 api_keys:\n    partners: {{ header: x-partner-key, {query}keys_file: keys.yaml }}\n\
+             gateways:\n  edge:\n    listeners: [{{ name: http, port: 8080 }}]\n    routes:\n\
+             \x20     - {{ name: open, match: {{ prefix: /o }}, service: users, auth: none }}\n\
+             \x20     - {{ name: closed, match: {{ prefix: /c }}, service: users, auth: main }}\n"
+        )
+    };
+    let r = edge(&yaml(false, "query: api_key, "));
+    assert_eq!(
+        route_named(&r, "open").request_headers_to_remove,
+        [
+            "x-auth-provider",
+            "x-client-id",
+            "x-client-plan",
+            "x-partner-key",
+            "authorization"
+        ]
+    );
+    assert!(
+        route_named(&r, "closed")
+            .request_headers_to_remove
+            .is_empty(),
+        "authz-service removes them on authenticated routes, after reading them"
+    );
+    let filters = hcm(&r.listeners[0]).http_filters;
+    let names: Vec<&str> = filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "envoy.filters.http.ext_authz",
+            "envoy.filters.http.header_mutation",
+            "envoy.filters.http.router"
+        ],
+        "the query parameter is removed after ext_authz has read it"
+    );
+    let Some(http_filter::ConfigType::TypedConfig(any)) = &filters[1].config_type else {
+        panic!("typed config")
+    };
+    let m: HeaderMutation = unpack(any, proto::type_url::HEADER_MUTATION);
+    let removed: Vec<&str> = m
+        .mutations
+        .iter()
+        .flat_map(|m| &m.query_parameter_mutations)
+        .map(|q| q.remove.as_str())
+        .collect();
+    assert_eq!(removed, ["api_key"]);
+
+    // forward_token: the user lets upstreams see tokens; no query key: no extra filter.
+    let r = edge(&yaml(true, ""));
+    assert!(!route_named(&r, "open")
+        .request_headers_to_remove
+        .contains(&"authorization".to_string()));
+    let names: Vec<String> = hcm(&r.listeners[0])
+        .http_filters
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["envoy.filters.http.ext_authz", "envoy.filters.http.router"]
+    );
+}
+
 #[test]
 fn consistent_hash_services_get_a_hash_policy() {
     for (lb, hashed) in [
