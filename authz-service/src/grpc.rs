@@ -8,16 +8,15 @@
 //! that does not decode.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Buf;
 use prost::Message;
 use proto::pb::envoy::service::auth::v3::authorization_server::Authorization;
 use proto::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use tonic::codec::{Codec, DecodeBuf, Decoder};
-use tonic::codegen::{http, Body, BoxFuture, StdError};
-use tonic::server::NamedService;
+use tonic::codegen::BoxFuture;
 use tonic::Status;
+use xds_client::grpc::{OneMethod, UnaryMethod};
 
 use crate::service::AuthzService;
 
@@ -57,54 +56,19 @@ impl Codec for LenientCodec {
     }
 }
 
-/// The tower service tonic routes `/envoy.service.auth.v3.Authorization/*` to.
-#[derive(Clone)]
-pub struct AuthzServer(Arc<AuthzService>);
+/// The ext_authz endpoint tonic serves: `Check`, decoded with [`LenientCodec`].
+pub type AuthzServer = OneMethod<AuthzService>;
 
-impl AuthzServer {
-    pub fn new(service: AuthzService) -> Self {
-        Self(Arc::new(service))
-    }
-}
+impl UnaryMethod for AuthzService {
+    const SERVICE: &'static str = "envoy.service.auth.v3.Authorization";
+    const PATH: &'static str = "/envoy.service.auth.v3.Authorization/Check";
+    type Codec = LenientCodec;
 
-impl NamedService for AuthzServer {
-    const NAME: &'static str = "envoy.service.auth.v3.Authorization";
-}
-
-struct Check(Arc<AuthzService>);
-
-impl tonic::server::UnaryService<CheckRequest> for Check {
-    type Response = CheckResponse;
-    type Future = BoxFuture<tonic::Response<CheckResponse>, Status>;
-
-    fn call(&mut self, request: tonic::Request<CheckRequest>) -> Self::Future {
-        let svc = self.0.clone();
-        Box::pin(async move { svc.check(request).await })
-    }
-}
-
-impl<B> tower_service::Service<http::Request<B>> for AuthzServer
-where
-    B: Body + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = std::convert::Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let svc = self.0.clone();
-        match req.uri().path() {
-            "/envoy.service.auth.v3.Authorization/Check" => Box::pin(async move {
-                let mut grpc = tonic::server::Grpc::new(LenientCodec);
-                Ok(grpc.unary(Check(svc), req).await)
-            }),
-            _ => Box::pin(async move { Ok(Status::unimplemented("no such method").into_http()) }),
-        }
+    fn call(
+        self: Arc<Self>,
+        request: tonic::Request<CheckRequest>,
+    ) -> BoxFuture<tonic::Response<CheckResponse>, Status> {
+        Box::pin(async move { self.check(request).await })
     }
 }
 

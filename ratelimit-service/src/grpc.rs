@@ -9,15 +9,14 @@
 //! only merge distinct malformed values into one counter, which is stricter, never looser.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use proto::pb::envoy::extensions::common::ratelimit::v3::{
     rate_limit_descriptor::Entry, RateLimitDescriptor,
 };
 use proto::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use proto::pb::google::protobuf::UInt64Value;
-use tonic::codegen::{http, Body, BoxFuture, StdError};
-use tonic::server::NamedService;
+use tonic::codegen::BoxFuture;
+use xds_client::grpc::{OneMethod, UnaryMethod};
 
 use crate::service::{RateLimiter, Rls};
 use crate::store::CounterStore;
@@ -82,68 +81,22 @@ impl From<RawRequest> for RateLimitRequest {
     }
 }
 
-/// The tower service tonic routes `/envoy.service.ratelimit.v3.RateLimitService/*` to.
-pub struct RlsServer<S>(Arc<RateLimiter<S>>);
+/// The RLS endpoint tonic serves: `ShouldRateLimit`, decoded into [`RawRequest`] and repaired.
+pub type RlsServer<S> = OneMethod<RateLimiter<S>>;
 
-impl<S> RlsServer<S> {
-    pub fn new(limiter: Arc<RateLimiter<S>>) -> Self {
-        Self(limiter)
-    }
-}
+impl<S: CounterStore> UnaryMethod for RateLimiter<S> {
+    const SERVICE: &'static str = "envoy.service.ratelimit.v3.RateLimitService";
+    const PATH: &'static str = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";
+    type Codec = tonic_prost::ProstCodec<RateLimitResponse, RawRequest>;
 
-impl<S> Clone for RlsServer<S> {
-    fn clone(&self) -> Self {
-        Self(self.0.clone())
-    }
-}
-
-impl<S> NamedService for RlsServer<S> {
-    const NAME: &'static str = "envoy.service.ratelimit.v3.RateLimitService";
-}
-
-struct ShouldRateLimit<S>(Arc<RateLimiter<S>>);
-
-impl<S: CounterStore> tonic::server::UnaryService<RawRequest> for ShouldRateLimit<S> {
-    type Response = RateLimitResponse;
-    type Future = BoxFuture<tonic::Response<RateLimitResponse>, tonic::Status>;
-
-    fn call(&mut self, request: tonic::Request<RawRequest>) -> Self::Future {
-        let limiter = self.0.clone();
+    fn call(
+        self: Arc<Self>,
+        request: tonic::Request<RawRequest>,
+    ) -> BoxFuture<tonic::Response<RateLimitResponse>, tonic::Status> {
         Box::pin(async move {
             let request = request.map(RateLimitRequest::from);
-            Rls(limiter).handle(request).await
+            Rls(self).handle(request).await
         })
-    }
-}
-
-impl<S, B> tower_service::Service<http::Request<B>> for RlsServer<S>
-where
-    S: CounterStore,
-    B: Body + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = std::convert::Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let limiter = self.0.clone();
-        match req.uri().path() {
-            "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit" => {
-                Box::pin(async move {
-                    let codec = tonic_prost::ProstCodec::<RateLimitResponse, RawRequest>::default();
-                    let mut grpc = tonic::server::Grpc::new(codec);
-                    Ok(grpc.unary(ShouldRateLimit(limiter), req).await)
-                })
-            }
-            _ => Box::pin(
-                async move { Ok(tonic::Status::unimplemented("no such method").into_http()) },
-            ),
-        }
     }
 }
 

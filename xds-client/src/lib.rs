@@ -7,6 +7,7 @@
 //! keeps enforcing what it last accepted while it reconnects with capped exponential backoff, and
 //! tells the new server which version it holds.
 
+pub mod grpc;
 pub mod side;
 
 use std::time::Duration;

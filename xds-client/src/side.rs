@@ -30,6 +30,17 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
+/// A registry in Prometheus' text exposition format.
+pub fn render(registry: &Registry) -> String {
+    let mut buf = Vec::new();
+    // Encoding only fails on invalid metric families, which registration already rules out;
+    // should it happen anyway, the scrape says so instead of returning nothing.
+    if let Err(e) = TextEncoder::new().encode(&registry.gather(), &mut buf) {
+        return format!("# encoding failed: {e}\n");
+    }
+    String::from_utf8(buf).unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
+}
+
 /// Serves the side port until `shutdown` completes. `/readyz` answers 200 while `ready()` is
 /// true and 503 otherwise.
 pub async fn serve_admin(
@@ -58,11 +69,10 @@ pub async fn serve_admin(
             get(move || {
                 let registry = registry.clone();
                 async move {
-                    let mut buf = Vec::new();
-                    // Encoding into a Vec only fails on invalid metric families, which
-                    // registration already rules out.
-                    let _ = TextEncoder::new().encode(&registry.gather(), &mut buf);
-                    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], buf)
+                    (
+                        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        render(&registry),
+                    )
                 }
             }),
         );

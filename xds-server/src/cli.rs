@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::bootstrap::{self, BootstrapOptions};
 use crate::config::HostPort;
 use crate::server::{self, ServeOptions};
+pub use xds_client::side::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -22,12 +23,6 @@ pub struct Cli {
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,18 +77,6 @@ pub enum Command {
 pub enum SchemaFormat {
     Json,
     Markdown,
-}
-
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 fn parse_host_port(s: &str) -> anyhow::Result<HostPort> {

@@ -4,7 +4,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = xds_server::cli::Cli::parse();
-    xds_server::cli::init_logging(cli.log_format);
+    xds_client::side::init_logging(cli.log_format);
     match xds_server::cli::run(cli) {
         Ok(code) => std::process::ExitCode::from(code as u8),
         Err(e) => {

@@ -69,12 +69,7 @@ impl Metrics {
 
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
-        let mut buf = String::new();
-        let encoder = prometheus::TextEncoder::new();
-        if let Err(e) = encoder.encode_utf8(&self.registry.gather(), &mut buf) {
-            buf = format!("# encoding failed: {e}\n");
-        }
-        buf
+        xds_client::side::render(&self.registry)
     }
 }
 

@@ -207,7 +207,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     ));
 
-    shutdown_signal().await;
+    xds_client::side::shutdown_signal().await;
     info!("shutting down");
     let _ = shutdown_tx.send(true);
     let _ = reload_task.await;
@@ -217,24 +217,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 /// Watches the config file and every file it references; reloads after a quiet period.
