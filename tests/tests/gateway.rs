@@ -83,7 +83,7 @@ async fn jwt_identity_plan_limits_and_outages() {
     // `auth: none` routes strip client-sent identity headers too, and no credential reaches the
     // upstream there either (spec §4): no token, no API key by header or by query.
     let r = client
-        .get("/public/p?api_key=leaked&page=3&api_key=again")
+        .get("/public/p?api_key=leaked&page=3&api%5Fkey=again")
         .header("x-client-id", "mallory")
         .header("x-user-id", "mallory")
         .header("x-client-plan", "enterprise")
@@ -160,9 +160,10 @@ async fn api_keys_roles_and_rate_limit_answers() {
     assert_eq!(r.header("x-ratelimit-limit"), Some("5"));
     assert_eq!(r.header("x-ratelimit-remaining"), Some("4"));
 
-    // By query parameter: the same client (one bucket), and the key is gone from the URL.
+    // By query parameter (its name percent-encoded, as a client may send it): the same client
+    // (one bucket), and the key is gone from the URL.
     let r = client
-        .get(&format!("/orders/2?api_key={key}&page=3"))
+        .get(&format!("/orders/2?api%5Fkey={key}&page=3"))
         .ok()
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
