@@ -54,8 +54,11 @@ pub enum Command {
         /// node.id; defaults to `<gateway>-<hostname>`.
         #[arg(long, env = "XDS_NODE_ID")]
         node_id: Option<String>,
+        /// Address of Envoy's own admin interface (stats, config dump); keep it off public
+        /// interfaces.
         #[arg(long, env = "ENVOY_ADMIN_ADDRESS", default_value = "127.0.0.1")]
         admin_address: String,
+        /// Port of Envoy's admin interface.
         #[arg(long, env = "ENVOY_ADMIN_PORT", default_value_t = 9901)]
         admin_port: u16,
         /// Use Delta (incremental) xDS instead of State-of-the-World.
