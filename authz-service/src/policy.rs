@@ -80,8 +80,8 @@ pub struct Policy {
     credential_headers: Vec<String>,
     credential_query: Vec<String>,
     /// What a public route removes: the identity and credential headers, and `authorization`
-    /// when some JWT provider exists and none forwards tokens (xds-server's route-level removal
-    /// follows the same rule).
+    /// when some provider exists and no JWT provider forwards tokens (xds-server's route-level
+    /// removal on `auth: none` routes follows the same rule).
     public_remove: Vec<String>,
     default_plan: String,
     /// Remote key sets this policy uses (readiness waits for their first fetch).
@@ -115,6 +115,9 @@ pub struct Allow {
     pub set_headers: Vec<(String, String)>,
     /// Headers to remove (never one of `set_headers`).
     pub remove_headers: Vec<String>,
+    /// Query parameter names to remove, spelled exactly as the client sent them (Envoy's
+    /// ext_authz matches them undecoded). Empty when the query carries no key, so Envoy leaves
+    /// the query string alone.
     pub remove_query: Vec<String>,
     /// For a JWT: whether the verified-token cache answered (`None` for other credentials).
     pub token_cache_hit: Option<bool>,
@@ -310,7 +313,7 @@ impl Policy {
                 .filter(|h| !identity_headers.contains(h))
                 .cloned(),
         );
-        if !jwt.is_empty() && jwt.values().all(|p| !p.forward_token) {
+        if (!jwt.is_empty() || !api.is_empty()) && jwt.values().all(|p| !p.forward_token) {
             public_remove.push(AUTHORIZATION.into());
         }
         Ok(Policy {
@@ -355,7 +358,7 @@ impl Policy {
                 identity: None,
                 set_headers: Vec::new(),
                 remove_headers: self.public_remove.clone(),
-                remove_query: self.credential_query.clone(),
+                remove_query: credential_params(path, &self.credential_query),
                 token_cache_hit: None,
             });
         }
@@ -433,12 +436,18 @@ impl Policy {
                 None,
             );
         }
-        let mut allow = self.allow(provider, identity, forward_token);
+        let mut allow = self.allow(provider, identity, forward_token, path);
         allow.token_cache_hit = token_cache_hit;
         Decision::Allow(allow)
     }
 
-    fn allow(&self, provider: String, identity: Arc<Identity>, forward_token: bool) -> Allow {
+    fn allow(
+        &self,
+        provider: String,
+        identity: Arc<Identity>,
+        forward_token: bool,
+        path: &str,
+    ) -> Allow {
         let mut set_headers = identity.headers.clone();
         // The built-in identity headers always carry the built-in values, even if a claim
         // mapping names one of them.
@@ -464,7 +473,7 @@ impl Policy {
                 remove_headers.push(h.clone());
             }
         }
-        let remove_query = self.credential_query.clone();
+        let remove_query = credential_params(path, &self.credential_query);
         Allow {
             provider,
             identity: Some(identity),
@@ -724,6 +733,29 @@ pub fn query_param(path: &str, name: &str) -> Result<Option<String>, Malformed> 
     Ok(found)
 }
 
+/// Every query parameter name in `path` that decodes to one of `names`, spelled as sent (each
+/// spelling once). A name that does not decode matches nothing.
+pub fn credential_params(path: &str, names: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    if names.is_empty() {
+        return out;
+    }
+    let Some((_, query)) = path.split_once('?') else {
+        return out;
+    };
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    for pair in query.split('&') {
+        let raw = pair.split_once('=').map_or(pair, |(k, _)| k);
+        if out.iter().any(|o| o == raw) {
+            continue;
+        }
+        if percent_decode(raw).is_ok_and(|k| names.contains(&k)) {
+            out.push(raw.to_string());
+        }
+    }
+    out
+}
+
 fn percent_decode(s: &str) -> Result<String, Malformed> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -732,6 +764,10 @@ fn percent_decode(s: &str) -> Result<String, Malformed> {
         match b[i] {
             b'%' => {
                 let hex = b.get(i + 1..i + 3).ok_or(Malformed)?;
+                // Two hex digits exactly (`from_str_radix` alone would take a sign: `%+5`).
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return Err(Malformed);
+                }
                 let hex = std::str::from_utf8(hex).map_err(|_| Malformed)?;
                 out.push(u8::from_str_radix(hex, 16).map_err(|_| Malformed)?);
                 i += 3;
@@ -872,6 +908,26 @@ mod tests {
         assert_eq!(query_param("/p?api_key=%zz", "api_key"), Err(Malformed));
         assert_eq!(query_param("/p?api_key=%ff", "api_key"), Err(Malformed));
         assert_eq!(query_param("/p?api_key=%", "api_key"), Err(Malformed));
+        assert_eq!(query_param("/p?api_key=%+5", "api_key"), Err(Malformed));
+    }
+
+    #[test]
+    fn credential_params_are_named_as_sent() {
+        let names = ["api_key".to_string(), "key".to_string()];
+        assert_eq!(
+            credential_params(
+                "/p?a=1&api%5Fkey=x&api_key=y&api%5fkey=z&api%5Fkey=w#f",
+                &names
+            ),
+            ["api%5Fkey", "api_key", "api%5fkey"]
+        );
+        assert_eq!(credential_params("/p?k%65y&q=api_key", &names), ["k%65y"]);
+        assert_eq!(
+            credential_params("/p?api_key%zz=1&x=2", &names),
+            Vec::<String>::new()
+        );
+        assert_eq!(credential_params("/p", &names), Vec::<String>::new());
+        assert_eq!(credential_params("/p?api_key=1", &[]), Vec::<String>::new());
     }
 
     #[test]

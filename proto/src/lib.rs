@@ -42,8 +42,7 @@ pub mod type_url {
     pub const RATELIMIT_FILTER: &str =
         "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit";
     pub const CORS: &str = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors";
-    pub const HEADER_MUTATION: &str =
-        "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation";
+    pub const LUA: &str = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua";
     pub const CORS_POLICY: &str =
         "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy";
     pub const STDOUT_ACCESS_LOG: &str =

@@ -83,7 +83,7 @@ async fn jwt_identity_plan_limits_and_outages() {
     // `auth: none` routes strip client-sent identity headers too, and no credential reaches the
     // upstream there either (spec §4): no token, no API key by header or by query.
     let r = client
-        .get("/public/p?api_key=leaked&page=3&api%5Fkey=again")
+        .get("/public/p?z=1&q=a%26b%20c&api_key=leaked&page=3&api%5Fkey=again&flag")
         .header("x-client-id", "mallory")
         .header("x-user-id", "mallory")
         .header("x-client-plan", "enterprise")
@@ -97,7 +97,14 @@ async fn jwt_identity_plan_limits_and_outages() {
     assert_eq!(r.upstream_header("x-client-plan"), None);
     assert_eq!(r.upstream_header("authorization"), None);
     assert_eq!(r.upstream_header(API_KEY_HEADER), None);
-    assert_eq!(r.upstream_query(), Some("page=3"), "{}", r.body);
+    // Only the keys go: every other byte of the query arrives as sent (order, encoding, a
+    // parameter without a value).
+    assert_eq!(
+        r.upstream_query(),
+        Some("z=1&q=a%26b%20c&page=3&flag"),
+        "{}",
+        r.body
+    );
 
     // authz-service unreachable under `on_error: deny`: the spec's 503, public routes unaffected.
     gw.authz.kill();
@@ -160,10 +167,10 @@ async fn api_keys_roles_and_rate_limit_answers() {
     assert_eq!(r.header("x-ratelimit-limit"), Some("5"));
     assert_eq!(r.header("x-ratelimit-remaining"), Some("4"));
 
-    // By query parameter (its name percent-encoded, as a client may send it): the same client
-    // (one bucket), and the key is gone from the URL.
+    // By query parameter: the same client (one bucket), and the key is gone from the URL, also
+    // when its name is percent-encoded (as a client may send it).
     let r = client
-        .get(&format!("/orders/2?api%5Fkey={key}&page=3"))
+        .get(&format!("/orders/2?api_key={key}&page=3"))
         .ok()
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -171,6 +178,16 @@ async fn api_keys_roles_and_rate_limit_answers() {
     assert_eq!(r.upstream_path(), Some("/orders/2"));
     assert_eq!(r.upstream_query(), Some("page=3"));
     assert_eq!(r.header("x-ratelimit-remaining"), Some("3"));
+    let r = client
+        .get(&format!("/orders/2?page=3&api%5Fkey={key}&z=9"))
+        .ok()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.upstream_header("x-client-id"), Some("partner-1"));
+    let mut params: Vec<&str> = r.upstream_query().unwrap_or("").split('&').collect();
+    params.sort_unstable();
+    assert_eq!(params, ["page=3", "z=9"], "{}", r.body);
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("2"));
 
     // A wrong key is a 401 that says nothing about which part was wrong.
     let r = client
@@ -182,11 +199,17 @@ async fn api_keys_roles_and_rate_limit_answers() {
     assert_eq!(r.json()["error"], "unauthorized");
     assert!(r.header("www-authenticate").is_some());
 
-    // Remaining counts down to 0, then 429 with the spec's headers and body.
-    for remaining in ["2", "1", "0"] {
-        let r = client.get("/orders").header(API_KEY_HEADER, key).ok().await;
+    // Remaining counts down to 0, then 429 with the spec's headers and body. A query without a
+    // key reaches the upstream byte for byte.
+    for remaining in ["1", "0"] {
+        let r = client
+            .get("/orders?q=a%26b%20c&z=1&a=2&flag")
+            .header(API_KEY_HEADER, key)
+            .ok()
+            .await;
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.header("x-ratelimit-remaining"), Some(remaining));
+        assert_eq!(r.upstream_query(), Some("q=a%26b%20c&z=1&a=2&flag"));
     }
     let r = client.get("/orders").header(API_KEY_HEADER, key).ok().await;
     assert_eq!(r.status, 429, "{}", r.body);

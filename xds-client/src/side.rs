@@ -1,5 +1,7 @@
-//! What every policy service runs beside its ADS client: the HTTP side port (`/healthz`,
-//! `/readyz`, Prometheus `/metrics`, spec §7) and `tracing` set-up (text or JSON lines).
+//! What every process runs beside its main job (the policy services beside their ADS client,
+//! xds-server beside its ADS server): the HTTP side port (`/healthz`, `/readyz`, Prometheus
+//! `/metrics`, spec §7), metrics rendering, `tracing` set-up (text or JSON lines) and the
+//! shutdown signal.
 
 use std::future::Future;
 use std::sync::Arc;

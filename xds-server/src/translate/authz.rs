@@ -142,15 +142,15 @@ pub fn credential_query(cfg: &config::Config) -> Vec<String> {
     names.into_iter().collect()
 }
 
-/// Whether `auth: none` routes remove a client's `Authorization` header too: when the gateway
-/// verifies bearer tokens (some JWT provider is configured) and none of its providers forwards
-/// them (spec §4). Without JWT providers the header is not the gateway's business (an upstream
-/// may use it for its own authentication), and with `forward_token: true` the user has chosen to
-/// let upstreams see tokens.
+/// Whether `auth: none` routes remove a client's `Authorization` header too, as authenticated
+/// routes do (spec §4): whenever the gateway authenticates (some JWT or API-key provider is
+/// configured), unless a JWT provider sets `forward_token: true` (the user lets upstreams see
+/// tokens). A gateway without providers does no authentication and leaves the header to the
+/// upstream, which may use it for its own. authz-service applies the same rule.
 pub fn strips_authorization(cfg: &config::Config) -> bool {
-    cfg.auth
-        .as_ref()
-        .is_some_and(|a| !a.jwt.is_empty() && a.jwt.values().all(|p| !p.forward_token))
+    cfg.auth.as_ref().is_some_and(|a| {
+        (!a.jwt.is_empty() || !a.api_keys.is_empty()) && a.jwt.values().all(|p| !p.forward_token)
+    })
 }
 
 // ---- The Envoy side: filter, cluster and per-route settings --------------------------------

@@ -5,7 +5,6 @@ use proto::pb::envoy::config::accesslog::v3::{
     access_log, access_log_filter::FilterSpecifier, AccessLog, AccessLogFilter, AndFilter,
     ResponseFlagFilter,
 };
-use proto::pb::envoy::config::core::v3::KeyValueMutation;
 use proto::pb::envoy::config::core::v3::{
     data_source, substitution_format_string, transport_socket, DataSource,
     SubstitutionFormatString, TransportSocket,
@@ -15,7 +14,7 @@ use proto::pb::envoy::extensions::access_loggers::stream::v3::{
     stdout_access_log, StdoutAccessLog,
 };
 use proto::pb::envoy::extensions::filters::http::cors::v3::Cors;
-use proto::pb::envoy::extensions::filters::http::header_mutation::v3::{HeaderMutation, Mutations};
+use proto::pb::envoy::extensions::filters::http::lua::v3::Lua;
 use proto::pb::envoy::extensions::filters::http::router::v3::Router;
 use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::{CodecType, PathWithEscapedSlashesAction, RouteSpecifier},
@@ -32,7 +31,9 @@ use crate::config::{AccessLog as AccessLogMode, Gateway, Listener as ListenerCfg
 pub(super) const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
 pub(super) const CORS_FILTER: &str = "envoy.filters.http.cors";
 const ROUTER_FILTER: &str = "envoy.filters.http.router";
-pub(super) const HEADER_MUTATION_FILTER: &str = "envoy.filters.http.header_mutation";
+pub(super) const LUA_FILTER: &str = "envoy.filters.http.lua";
+/// The script of [`strip_query`], with `NAMES` standing for the table of parameter names.
+const STRIP_QUERY_LUA: &str = include_str!("strip_query.lua");
 const STDOUT_ACCESS_LOG: &str = "envoy.access_loggers.stdout";
 const TLS_TRANSPORT_SOCKET: &str = "envoy.transport_sockets.tls";
 
@@ -195,9 +196,10 @@ pub(super) fn hcm_base(
 
 /// HTTP filters in order. Policy filters (ext_authz, rate limiting) go between CORS and the
 /// router: CORS first so preflights are answered without credentials, the router always last.
-/// With API keys accepted in the query, a header-mutation filter just before the router removes
-/// those parameters from every request (ext_authz has read them by then), so they reach no
-/// upstream, `auth: none` routes included.
+/// With API keys accepted in the query, a Lua filter just before the router removes those
+/// parameters from every request (ext_authz has read them by then), so they reach no upstream,
+/// `auth: none` routes included. (Envoy's header-mutation filter can remove query parameters
+/// too, but it decodes and re-serializes the whole query string of every request it sees.)
 fn http_filters(gw: &Gateway, policies: &Policies<'_>) -> Vec<HttpFilter> {
     let mut filters = Vec::new();
     if gw.cors.is_some() {
@@ -224,9 +226,9 @@ fn http_filters(gw: &Gateway, policies: &Policies<'_>) -> Vec<HttpFilter> {
     }
     if !policies.credential_query.is_empty() {
         filters.push(http_filter(
-            HEADER_MUTATION_FILTER,
-            proto::type_url::HEADER_MUTATION,
-            &remove_query(&policies.credential_query),
+            LUA_FILTER,
+            proto::type_url::LUA,
+            &strip_query(&policies.credential_query),
         ));
     }
     filters.push(http_filter(
@@ -237,21 +239,36 @@ fn http_filters(gw: &Gateway, policies: &Policies<'_>) -> Vec<HttpFilter> {
     filters
 }
 
-/// A header-mutation filter config that removes every value of each named query parameter.
-fn remove_query(names: &[String]) -> HeaderMutation {
-    HeaderMutation {
-        mutations: Some(Mutations {
-            query_parameter_mutations: names
-                .iter()
-                .map(|n| KeyValueMutation {
-                    remove: n.clone(),
-                    ..Default::default()
-                })
-                .collect(),
+/// A Lua filter config that removes every query parameter named (after percent-decoding) one
+/// of `names`, and changes nothing else in the path.
+pub(super) fn strip_query(names: &[String]) -> Lua {
+    let table: Vec<String> = names
+        .iter()
+        .map(|n| format!("[{}] = true", lua_string(n)))
+        .collect();
+    let source = STRIP_QUERY_LUA.replacen("NAMES", &format!("{{ {} }}", table.join(", ")), 1);
+    Lua {
+        default_source_code: Some(DataSource {
+            specifier: Some(data_source::Specifier::InlineString(source)),
             ..Default::default()
         }),
         ..Default::default()
     }
+}
+
+/// A Lua string literal for any text: bytes other than letters, digits, `_`, `-` and `.` are
+/// written as decimal escapes, so no name can end the literal or the script.
+fn lua_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\{b:03}"));
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn http_filter(name: &str, type_url: &str, msg: &impl Message) -> HttpFilter {
@@ -420,5 +437,20 @@ pub(super) fn rds_name(f: &Filter) -> Option<String> {
     match decode_hcm(f)?.route_specifier {
         Some(RouteSpecifier::Rds(rds)) => Some(rds.route_config_name),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lua_strings_cannot_break_out() {
+        assert_eq!(lua_string("api_key"), "\"api_key\"");
+        assert_eq!(
+            lua_string("a\"b\\c]] end"),
+            "\"a\\034b\\092c\\093\\093\\032end\""
+        );
+        assert_eq!(lua_string("é"), "\"\\195\\169\"");
     }
 }

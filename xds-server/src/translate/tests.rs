@@ -461,7 +461,7 @@ fn header_changes() {
 /// Authorization goes when the gateway verifies tokens and forwards none of them.
 #[test]
 fn public_routes_drop_credentials() {
-    use proto::pb::envoy::extensions::filters::http::header_mutation::v3::HeaderMutation;
+    use proto::pb::envoy::extensions::filters::http::lua::v3::Lua;
     use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter;
     let yaml = |forward: bool, query: &str| {
         format!(
@@ -495,7 +495,7 @@ fn public_routes_drop_credentials() {
         names,
         [
             "envoy.filters.http.ext_authz",
-            "envoy.filters.http.header_mutation",
+            "envoy.filters.http.lua",
             "envoy.filters.http.router"
         ],
         "the query parameter is removed after ext_authz has read it"
@@ -503,14 +503,35 @@ fn public_routes_drop_credentials() {
     let Some(http_filter::ConfigType::TypedConfig(any)) = &filters[1].config_type else {
         panic!("typed config")
     };
-    let m: HeaderMutation = unpack(any, proto::type_url::HEADER_MUTATION);
-    let removed: Vec<&str> = m
-        .mutations
-        .iter()
-        .flat_map(|m| &m.query_parameter_mutations)
-        .map(|q| q.remove.as_str())
-        .collect();
-    assert_eq!(removed, ["api_key"]);
+    let lua: Lua = unpack(any, proto::type_url::LUA);
+    let Some(data_source::Specifier::InlineString(script)) =
+        lua.default_source_code.and_then(|d| d.specifier)
+    else {
+        panic!("inline script")
+    };
+    assert!(
+        script.contains("local names = { [\"api_key\"] = true }\n"),
+        "{script}"
+    );
+    assert!(script.contains("function envoy_on_request(handle)"));
+
+    // API keys only: the gateway still authenticates, so Authorization goes too; without any
+    // provider it is left to the upstream.
+    let keys_only = format!(
+        "version: 1\nservices:\n{USERS}\nauth:\n  api_keys:\n    partners: {{ keys_file: keys.yaml }}\n\
+         gateways:\n  edge:\n    listeners: [{{ name: http, port: 8080 }}]\n    routes:\n\
+         \x20     - {{ name: open, match: {{ prefix: /o }}, service: users, auth: none }}\n"
+    );
+    assert!(route_named(&edge(&keys_only), "open")
+        .request_headers_to_remove
+        .contains(&"authorization".to_string()));
+    let no_auth = with_routes(
+        USERS,
+        "      - { name: open, match: { prefix: /o }, service: users, auth: none }\n",
+    );
+    assert!(!route_named(&edge(&no_auth), "open")
+        .request_headers_to_remove
+        .contains(&"authorization".to_string()));
 
     // forward_token: the user lets upstreams see tokens; no query key: no extra filter.
     let r = edge(&yaml(true, ""));
