@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HeaderValue, AUTHORIZATION, HOST};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use tests::authz::{bearer, token, AuthzService, ISSUER, SECRET_ENV};
+use tests::authz::{api_key, bearer, token, AuthzService, ISSUER, SECRET_ENV};
 use tests::ratelimit::RateLimitService;
 use tests::redis::{raw_command, RedisServer};
 use tests::{free_port, wait_for, workspace_bin, HttpClient, Proc, Stack, XdsMode};
@@ -70,6 +71,11 @@ struct Args {
     /// Distinct JWT subjects (each its own rate-limit counter); requests rotate over them.
     #[arg(long, env = "BENCH_CLIENTS", default_value_t = 16)]
     clients: usize,
+    /// Also configure an API-key provider that accepts keys in the query, which puts the Lua
+    /// filter that removes them in front of every route (baseline included), and send a query
+    /// without a key on every request: compare Envoy's CPU per request with a run without it.
+    #[arg(long, env = "BENCH_QUERY_KEYS")]
+    query_keys: bool,
 }
 
 /// One row of the report.
@@ -145,6 +151,8 @@ impl Scenario {
 struct Target {
     addr: SocketAddr,
     path: &'static str,
+    /// Appended to `path` (`--query-keys`).
+    query: &'static str,
     /// `Bearer <token>` per client; empty for the baseline.
     auth: Vec<HeaderValue>,
 }
@@ -329,7 +337,13 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// The gateway.yaml: one upstream, three routes that differ only in policy.
-fn config(echo: u16, http: u16, authz: u16, rls: u16) -> String {
+fn config(echo: u16, http: u16, authz: u16, rls: u16, keys_file: Option<&Path>) -> String {
+    let api_keys = keys_file.map_or(String::new(), |f| {
+        format!(
+            "  api_keys:\n    partners: {{ query: api_key, keys_file: {} }}\n",
+            f.display()
+        )
+    });
     // `on_error: deny` on both services: a failed check must show up as a non-200 answer that
     // fails the run, never as a request that silently skipped its policy and looks cheap.
     // Access logging is off so the runs measure policy, not disk writes (it costs the same on
@@ -346,7 +360,7 @@ auth:
       algorithms: [HS256]
       secret_env: {SECRET_ENV}
       headers: {{ x-user-id: sub }}
-rate_limits:
+{api_keys}rate_limits:
   service: {{ address: 127.0.0.1:{rls}, timeout: 1s, on_error: deny }}
   plans: {{ bench: {PLAN_RATE} }}
   default_plan: bench
@@ -401,10 +415,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
     )
     .await;
 
+    let keys_file = dir.path().join("api-keys.yaml");
+    if args.query_keys {
+        // One key, never sent: the provider only has to exist for the filter to be installed.
+        api_key(&keys_file, "bench-partner", "bench");
+    }
     let mut stack = Stack::start_in(
         dir,
         XdsMode::Sotw,
-        &config(echo_port, http, authz_port, rls_port),
+        &config(
+            echo_port,
+            http,
+            authz_port,
+            rls_port,
+            args.query_keys.then_some(keys_file.as_path()),
+        ),
     )
     .await;
     let xds = stack.xds.grpc_addr();
@@ -424,6 +449,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let target = |s: Scenario| Target {
         addr,
         path: s.path(),
+        query: if args.query_keys {
+            "?page=1&sort=asc"
+        } else {
+            ""
+        },
         auth: if s.authenticated() {
             auth.clone()
         } else {
@@ -452,6 +482,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
          failed check is a non-200 and fails the run; access log off",
         args.clients
     );
+    if args.query_keys {
+        println!(
+            "  --query-keys: an API-key provider reads `api_key` from the query, so every route \
+             (baseline included) passes the Lua filter that removes it; every request carries \
+             `?page=1&sort=asc`"
+        );
+    }
     println!();
 
     let mut pids = Pids {
@@ -660,7 +697,8 @@ impl Conn {
         }
         let sender = self.sender.as_mut().expect("connected above");
         sender.ready().await.map_err(|e| format!("ready: {e}"))?;
-        let mut req = Request::get(self.target.path).header(HOST, "bench.gateway.test");
+        let uri = format!("{}{}", self.target.path, self.target.query);
+        let mut req = Request::get(uri).header(HOST, "bench.gateway.test");
         if !self.target.auth.is_empty() {
             let auth = &self.target.auth[self.next % self.target.auth.len()];
             self.next += 1;
