@@ -252,6 +252,10 @@ pub(super) fn strip_query(names: &[String]) -> Lua {
             specifier: Some(data_source::Specifier::InlineString(source)),
             ..Default::default()
         }),
+        // A changed `:path` must not send the request to another route: ext_authz and the
+        // limiter have judged it against this one (an `auth: none` route matching on the key
+        // parameter would otherwise hand it to an authenticated route, unchecked).
+        clear_route_cache: Some(boolv(false)),
         ..Default::default()
     }
 }

@@ -504,6 +504,11 @@ fn public_routes_drop_credentials() {
         panic!("typed config")
     };
     let lua: Lua = unpack(any, proto::type_url::LUA);
+    assert_eq!(
+        lua.clear_route_cache,
+        Some(protobuf::BoolValue { value: false }),
+        "the stripped path must not re-select the route"
+    );
     let Some(data_source::Specifier::InlineString(script)) =
         lua.default_source_code.and_then(|d| d.specifier)
     else {
