@@ -80,8 +80,7 @@ pub struct Policy {
     credential_headers: Vec<String>,
     credential_query: Vec<String>,
     /// What a public route removes: the identity and credential headers, and `authorization`
-    /// when some provider exists and no JWT provider forwards tokens (xds-server's route-level
-    /// removal on `auth: none` routes follows the same rule).
+    /// when the policy says so (xds-server decides, and removes the same on `auth: none` routes).
     public_remove: Vec<String>,
     default_plan: String,
     /// Remote key sets this policy uses (readiness waits for their first fetch).
@@ -313,7 +312,7 @@ impl Policy {
                 .filter(|h| !identity_headers.contains(h))
                 .cloned(),
         );
-        if (!jwt.is_empty() || !api.is_empty()) && jwt.values().all(|p| !p.forward_token) {
+        if p.public_strips_authorization {
             public_remove.push(AUTHORIZATION.into());
         }
         Ok(Policy {

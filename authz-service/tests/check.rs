@@ -485,16 +485,15 @@ async fn public_routes_strip_identity_headers_and_credentials() {
     assert_eq!(a.removed_query, ["api_key"]);
     assert!(
         !a.removed.contains(&"authorization".to_string()),
-        "a provider forwards tokens, so Authorization stays"
+        "the policy does not ask for it"
     );
     assert!(a.metadata.is_empty());
 
-    // No provider forwards tokens: Authorization goes on public routes too (spec §4).
+    // The policy asks for it (no provider forwards tokens): Authorization goes on public routes
+    // too (spec §4).
     let (file, _) = keys_file();
     let mut p = test_policy(file);
-    for j in &mut p.jwt {
-        j.forward_token = false;
-    }
+    p.public_strips_authorization = true;
     shared.policy.store(Some(Arc::new(compile(&p))));
     let a = allowed(&check(&mut c, public).await);
     assert!(a.removed.contains(&"authorization".to_string()), "{a:?}");

@@ -35,6 +35,10 @@ pub struct AuthPolicy {
     /// not configured.
     #[prost(string, tag = "5")]
     pub default_plan: String,
+    /// Whether `auth: none` routes also remove `Authorization` (spec §4): decided by xds-server
+    /// (`translate::authz::strips_authorization`), which removes it on those routes itself.
+    #[prost(bool, tag = "6")]
+    pub public_strips_authorization: bool,
 }
 
 /// One `auth.jwt.<name>` provider.

@@ -33,6 +33,7 @@ pub fn policy(loaded: &config::Loaded) -> Result<AuthPolicy, TranslateError> {
             .as_ref()
             .and_then(|r| r.default_plan.clone())
             .unwrap_or_default(),
+        public_strips_authorization: strips_authorization(cfg),
         ..Default::default()
     };
     if let Some(auth) = &cfg.auth {
@@ -146,7 +147,7 @@ pub fn credential_query(cfg: &config::Config) -> Vec<String> {
 /// routes do (spec §4): whenever the gateway authenticates (some JWT or API-key provider is
 /// configured), unless a JWT provider sets `forward_token: true` (the user lets upstreams see
 /// tokens). A gateway without providers does no authentication and leaves the header to the
-/// upstream, which may use it for its own. authz-service applies the same rule.
+/// upstream, which may use it for its own. authz-service receives the answer in its policy.
 pub fn strips_authorization(cfg: &config::Config) -> bool {
     cfg.auth.as_ref().is_some_and(|a| {
         (!a.jwt.is_empty() || !a.api_keys.is_empty()) && a.jwt.values().all(|p| !p.forward_token)
@@ -348,6 +349,10 @@ gateways:
             ("sub", "plan")
         );
         assert!(main.forward_token);
+        assert!(
+            !p.public_strips_authorization,
+            "a provider forwards tokens, so auth: none routes keep Authorization"
+        );
         assert_eq!(p.jwt[0].keys, Some(Keys::SecretEnv("JWT_SECRET".into())));
         assert_eq!(p.jwt[0].clock_skew_ms, 30_000);
         assert!(!p.jwt[0].forward_token);

@@ -72,7 +72,7 @@ pub(crate) struct Policies<'a> {
     pub limits: Option<&'a config::RateLimits>,
     /// Headers to strip from client requests on `auth: none` routes: identity headers, API-key
     /// headers and, where the gateway owns bearer tokens, `authorization`.
-    pub identity_headers: Vec<String>,
+    pub public_remove: Vec<String>,
     /// API-key query parameters, removed from every request after ext_authz has read them.
     pub credential_query: Vec<String>,
 }
@@ -171,7 +171,7 @@ fn translate_gateway(
         // Even without an `auth` section: an upstream behind this gateway may trust
         // `x-client-id` and friends, so a client never gets to set them; and no API key travels
         // upstream either (spec §4).
-        identity_headers: authz::identity_headers(cfg)
+        public_remove: authz::identity_headers(cfg)
             .into_iter()
             .chain(authz::credential_headers(cfg))
             .chain(authz::strips_authorization(cfg).then(|| "authorization".to_string()))

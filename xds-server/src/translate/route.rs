@@ -87,7 +87,7 @@ fn route(r: &RouteCfg, services: &BTreeMap<String, Service>, policies: &Policies
         .collect();
     }
     if matches!(r.auth, crate::config::RouteAuth::None) {
-        for h in &policies.identity_headers {
+        for h in &policies.public_remove {
             if !rt.request_headers_to_remove.contains(h) {
                 rt.request_headers_to_remove.push(h.clone());
             }
