@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use xds_server::config::{self, Config, HostPort, JwtKeys, RouteAuth};
+use config::{Config, HostPort, JwtKeys, RouteAuth};
 use yaml_rust2::{Yaml, YamlLoader};
 
 use tests::xds::{validate, xds_server_bin};

@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ads::snapshot::{Resource, Snapshot, Snapshots, TypeSnapshot};
+use ads::Metrics;
+use ads::{AdsServer, Registry};
 use prost::Message;
 use proto::pb::google::protobuf::{Any, StringValue};
 use tokio::sync::watch;
 use xds_client::{Apply, Options, State};
-use xds_server::ads::{self, AdsServer, Registry};
-use xds_server::metrics::Metrics;
-use xds_server::snapshot::{Resource, Snapshot, Snapshots, TypeSnapshot};
 
 const TYPE: &str = "type.googleapis.com/google.protobuf.StringValue";
 const WAIT: Duration = Duration::from_secs(10);

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::config::HostPort;
+use config::HostPort;
 
 #[derive(Debug, Clone)]
 pub struct BootstrapOptions {

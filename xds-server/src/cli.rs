@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::bootstrap::{self, BootstrapOptions};
-use crate::config::HostPort;
 use crate::server::{self, ServeOptions};
+use config::HostPort;
 pub use xds_client::side::LogFormat;
 
 #[derive(Debug, Parser)]
@@ -127,10 +127,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                     // groups receive only their policy.
                     s.groups
                         .values()
-                        .filter(|g| g.get(crate::ads::LISTENER).is_some())
+                        .filter(|g| g.get(ads::LISTENER).is_some())
                         .count(),
-                    count(crate::ads::LISTENER),
-                    count(crate::ads::CLUSTER),
+                    count(ads::LISTENER),
+                    count(ads::CLUSTER),
                     s.version
                 );
                 Ok(0)
@@ -175,8 +175,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             // Both end with a newline, as the committed docs/ files do. Written without `print!`,
             // which panics when stdout is closed early (`xds-server schema | head`).
             let text = match format {
-                SchemaFormat::Json => crate::schema::schema_json(),
-                SchemaFormat::Markdown => crate::schema::markdown(),
+                SchemaFormat::Json => config::schema::schema_json(),
+                SchemaFormat::Markdown => config::schema::markdown(),
             };
             let mut out = std::io::stdout().lock();
             std::io::Write::write_all(&mut out, text.as_bytes())?;

@@ -1,13 +1,9 @@
-//! xds-server: reads `gateway.yaml`, translates it into Envoy resources and streams them to
-//! Envoy over ADS (State-of-the-World and Delta).
+//! xds-server: the control-plane binary. It loads `gateway.yaml` (`config`), translates it
+//! (`translate`), publishes the snapshots over ADS (`ads`), reloads on every edit, and serves the
+//! admin port; `bootstrap` writes Envoy bootstraps and `cli` is the command line.
 
 pub mod admin;
-pub mod ads;
 pub mod bootstrap;
 pub mod cli;
-pub mod config;
 pub mod metrics;
-pub mod schema;
 pub mod server;
-pub mod snapshot;
-pub mod translate;

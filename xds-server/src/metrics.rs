@@ -1,15 +1,16 @@
-//! Prometheus metrics of the control plane, served on the admin port's `/metrics`.
+//! Prometheus metrics of the control plane, served on the admin port's `/metrics`: config
+//! reloads here, and the ADS server's own (`ads::Metrics`) in the same registry.
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use std::sync::Arc;
+
+use prometheus::{IntCounterVec, Opts, Registry};
 
 #[derive(Debug)]
 pub struct Metrics {
     pub registry: Registry,
     /// `result` = `ok` | `rejected`.
     pub reloads: IntCounterVec,
-    pub nacks: IntCounterVec,
-    pub responses: IntCounterVec,
-    pub clients: IntGaugeVec,
+    pub ads: Arc<ads::Metrics>,
 }
 
 impl Metrics {
@@ -23,47 +24,18 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
-        let nacks = IntCounterVec::new(
-            Opts::new(
-                "xds_nacks_total",
-                "Responses rejected by an xDS client, by type URL.",
-            ),
-            &["type_url"],
-        )
-        .expect("valid metric");
-        let responses = IntCounterVec::new(
-            Opts::new(
-                "xds_responses_total",
-                "Discovery responses sent, by type URL and protocol.",
-            ),
-            &["type_url", "protocol"],
-        )
-        .expect("valid metric");
-        let clients = IntGaugeVec::new(
-            Opts::new(
-                "xds_connected_clients",
-                "Open ADS streams, by protocol (sotw, delta).",
-            ),
-            &["protocol"],
-        )
-        .expect("valid metric");
-        for c in [&reloads, &nacks, &responses] {
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-        }
         registry
-            .register(Box::new(clients.clone()))
+            .register(Box::new(reloads.clone()))
             .expect("unique metric");
+        let ads = Arc::new(ads::Metrics::new());
+        ads.register(&registry).expect("unique metric");
         // Expose both results from the start so dashboards and tests see zeros, not absences.
         reloads.with_label_values(&["ok"]);
         reloads.with_label_values(&["rejected"]);
         Self {
             registry,
             reloads,
-            nacks,
-            responses,
-            clients,
+            ads,
         }
     }
 

@@ -1,6 +1,6 @@
 //! `xds-server serve`: load, translate, publish, watch for edits, and serve ADS plus the admin port.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -12,10 +12,10 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::ads::{AdsServer, Registry, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
+use crate::admin;
 use crate::metrics::Metrics;
-use crate::snapshot::{Resource, Snapshot, Snapshots, TypeSnapshot};
-use crate::{admin, config, translate};
+use ads::snapshot::Snapshots;
+use ads::{AdsServer, Registry};
 
 /// Quiet period after the last file event before a reload: editors write in bursts (truncate,
 /// write, rename, chmod), and one reload per save is what users expect.
@@ -74,65 +74,11 @@ pub struct Built {
 pub fn build(path: &Path) -> Result<Built, Vec<String>> {
     let loaded =
         config::load(path).map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    let snapshots = snapshots_for(&loaded).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+    let snapshots =
+        translate::snapshots(&loaded).map_err(|e| vec![format!("{}: {e}", path.display())])?;
     let mut files: BTreeSet<PathBuf> = loaded.files.keys().cloned().collect();
     files.insert(absolute(path));
     Ok(Built { snapshots, files })
-}
-
-/// Translates a loaded config and encodes every gateway's resources into a snapshot.
-pub fn snapshots_for(loaded: &config::Loaded) -> anyhow::Result<Snapshots> {
-    let gateways = translate::translate(loaded)?;
-    let mut groups = BTreeMap::new();
-    for (name, r) in gateways {
-        translate::is_consistent(&r).map_err(|e| anyhow::anyhow!("gateway {name}: {e}"))?;
-        let mut types = BTreeMap::new();
-        types.insert(
-            CLUSTER.to_string(),
-            TypeSnapshot::new(
-                r.clusters
-                    .iter()
-                    .map(|c| Resource::new(CLUSTER, &c.name, c)),
-            ),
-        );
-        types.insert(
-            ENDPOINT.to_string(),
-            TypeSnapshot::new(
-                r.endpoints
-                    .iter()
-                    .map(|e| Resource::new(ENDPOINT, &e.cluster_name, e)),
-            ),
-        );
-        types.insert(
-            LISTENER.to_string(),
-            TypeSnapshot::new(
-                r.listeners
-                    .iter()
-                    .map(|l| Resource::new(LISTENER, &l.name, l)),
-            ),
-        );
-        types.insert(
-            SECRET.to_string(),
-            TypeSnapshot::new(r.secrets.iter().map(|s| Resource::new(SECRET, &s.name, s))),
-        );
-        types.insert(
-            ROUTE.to_string(),
-            TypeSnapshot::new(r.routes.iter().map(|rc| Resource::new(ROUTE, &rc.name, rc))),
-        );
-        groups.insert(name, Snapshot::new(types));
-    }
-    for p in translate::policies(loaded)? {
-        let types = BTreeMap::from([(
-            p.type_url.to_string(),
-            TypeSnapshot::new(
-                p.resources
-                    .into_iter()
-                    .map(|(name, bytes)| Resource::from_bytes(p.type_url, name, bytes)),
-            ),
-        )]);
-        groups.insert(p.group.to_string(), Snapshot::new(types));
-    }
-    Ok(Snapshots::new(groups))
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -178,8 +124,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let (snap_tx, snap_rx) = watch::channel(Arc::new(first.snapshots));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
-    let grpc =
-        crate::ads::bind(opts.listen).with_context(|| format!("binding gRPC {}", opts.listen))?;
+    let grpc = ads::bind(opts.listen).with_context(|| format!("binding gRPC {}", opts.listen))?;
     let admin_listener = tokio::net::TcpListener::bind(opts.admin)
         .await
         .with_context(|| format!("binding admin {}", opts.admin))?;
@@ -188,7 +133,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let ads = AdsServer::new(
         snap_rx,
         app.registry.clone(),
-        metrics.clone(),
+        metrics.ads.clone(),
         shutdown_rx.clone(),
     );
     let mut sd = shutdown_rx.clone();
@@ -325,11 +270,7 @@ const POLICY_FIRST_TIMEOUT: Duration = Duration::from_secs(2);
 /// gateway still on its current resources) and wait until every connected policy service has
 /// applied (or refused) it. Only then may Envoys get routes naming a new provider, plan or rule,
 /// so no request is judged against a policy that does not know its route yet.
-async fn policies_first(
-    tx: &watch::Sender<Arc<Snapshots>>,
-    next: &Snapshots,
-    registry: &crate::ads::Registry,
-) {
+async fn policies_first(tx: &watch::Sender<Arc<Snapshots>>, next: &Snapshots, registry: &Registry) {
     let current = tx.borrow().clone();
     let changed: Vec<(&str, &str, String)> = translate::POLICY_GROUPS
         .iter()

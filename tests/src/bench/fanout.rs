@@ -6,14 +6,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ads::Metrics;
+use ads::{AdsServer, Registry};
 use anyhow::Context as _;
+use config::Loaded;
 use serde_json::{json, Value};
 use tokio::sync::watch;
-use xds_server::ads::{AdsServer, Registry};
-use xds_server::config::{self, Loaded};
-use xds_server::metrics::Metrics;
-use xds_server::server::snapshots_for;
-use xds_server::snapshot::Snapshots;
+
+use ads::snapshot::Snapshots;
 
 use super::fleet::{Connected, Fleet, Mode, Target, WATCHED};
 use super::gen::{Shape, GATEWAY};
@@ -31,7 +31,7 @@ pub fn snapshots(shape: &Shape) -> anyhow::Result<Arc<Snapshots>> {
         config: cfg,
         files: BTreeMap::new(),
     };
-    Ok(Arc::new(snapshots_for(&loaded)?))
+    Ok(Arc::new(translate::snapshots(&loaded)?))
 }
 
 /// The snapshot one simulated Envoy of the bench gateway receives.
@@ -57,7 +57,7 @@ async fn start_server(initial: Arc<Snapshots>) -> anyhow::Result<Server> {
     let (shutdown, sd) = watch::channel(false);
     let registry = Arc::new(Registry::default());
     let ads = AdsServer::new(rx, registry.clone(), Arc::new(Metrics::new()), sd.clone());
-    let listener = xds_server::ads::bind("127.0.0.1:0".parse()?)?;
+    let listener = ads::bind("127.0.0.1:0".parse()?)?;
     let addr = listener.local_addr()?;
     let mut sd = sd;
     tokio::spawn(ads.serve(listener, async move {

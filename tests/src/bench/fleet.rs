@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ads::snapshot::Snapshot;
+use ads::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
 use anyhow::{bail, Context as _};
 use proto::pb::envoy::config::core::v3::Node;
 use proto::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -25,8 +27,6 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
-use xds_server::ads::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
-use xds_server::snapshot::Snapshot;
 
 use super::gen::GATEWAY;
 
@@ -46,7 +46,7 @@ const CONNECT_CONCURRENCY: usize = 64;
 /// How long one TCP + HTTP/2 connect may take before the bench gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub use xds_server::ads::Mode;
+pub use ads::Mode;
 
 /// What every client should end up holding, per watched type.
 #[derive(Debug)]

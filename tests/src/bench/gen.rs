@@ -133,7 +133,7 @@ mod tests {
                 .with_route("bench-0", "/bench-0")
                 .with_service(),
         ] {
-            let cfg = xds_server::config::parse(&shape.yaml(), std::path::Path::new("/g.yaml"))
+            let cfg = config::parse(&shape.yaml(), std::path::Path::new("/g.yaml"))
                 .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(cfg.gateways[GATEWAY].routes.len(), shape.total_routes());
             assert_eq!(cfg.services.len(), shape.services + shape.extra_services);

@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use ads::ROUTE;
 use anyhow::Context as _;
+use config::Loaded;
 use serde_json::{json, Value};
-use xds_server::ads::ROUTE;
-use xds_server::config::{self, Loaded};
-use xds_server::{server, translate};
 
 use super::gen::{Shape, GATEWAY};
 use super::report::{fmt_dur, fmt_ratio, median, ms, ratio, Table};
@@ -62,7 +61,7 @@ fn measure(routes: usize, runs: usize) -> anyhow::Result<Timing> {
         let translated = t.elapsed();
         drop(gateways);
         let t = Instant::now();
-        let s = server::snapshots_for(&loaded)?;
+        let s = translate::snapshots(&loaded)?;
         let encoded = t.elapsed();
         if run > 0 {
             parse.push(parsed);
@@ -132,7 +131,7 @@ pub fn run(routes: usize, runs: usize) -> anyhow::Result<Value> {
     );
     row(
         &mut t,
-        "server::snapshots_for (all)",
+        "translate::snapshots (all)",
         small.snapshots,
         big.snapshots,
     );

@@ -7,7 +7,7 @@ use proto::pb::envoy::config::core::v3::{data_source::Specifier, DataSource};
 use proto::pb::envoy::extensions::transport_sockets::tls::v3::{secret, Secret, TlsCertificate};
 
 use super::{file, TranslateError};
-use crate::config::ListenerTls;
+use config::ListenerTls;
 
 /// The certificate chain and key are inlined (never file names) because Envoy may not share our
 /// filesystem, and because inlined bytes make a renewed certificate change the Secret's content

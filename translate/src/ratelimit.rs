@@ -8,7 +8,7 @@ use proto::pb::envoy::config::route::v3::RateLimit as EnvoyRateLimit;
 use proto::pb::envoy::extensions::filters::http::ratelimit::v3::RateLimit as RateLimitFilter;
 use proto::ratelimit::{self as rl, Per, RateLimitPolicy, Rule};
 
-use crate::config::{self, LimitRef, OnError, Rate, RouteAuth, RouteRateLimit};
+use config::{LimitRef, OnError, Rate, RouteAuth, RouteRateLimit};
 
 /// The policy for a config. With no `rate_limits` section the policy has no rules, and
 /// ratelimit-service admits everything it is asked about.

@@ -1,8 +1,9 @@
-//! `gateway.yaml`: loading, decoding with positions, and validation into the typed [`model`].
+//! The `gateway.yaml` contract: loading, decoding with positions, and validation into the typed [`model`].
 
 pub(crate) mod decode;
 mod grammar;
 pub mod model;
+pub mod schema;
 #[cfg(test)]
 mod tests;
 mod yaml;

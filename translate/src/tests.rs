@@ -41,7 +41,7 @@ use proto::pb::envoy::r#type::matcher::v3::{
 use proto::pb::google::protobuf::{self, value::Kind, Any, Struct};
 
 use super::*;
-use crate::config::{self, Loaded};
+use config::Loaded;
 
 const FILE: &str = "/etc/gw/gateway.yaml";
 

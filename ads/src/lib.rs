@@ -2,6 +2,8 @@
 //! State-of-the-World and Delta, generic over resource type: it serves whatever type URLs the
 //! published [`Snapshots`] carry, to the node group named by each client's `node.cluster`.
 
+pub mod metrics;
+pub mod snapshot;
 mod stream;
 pub mod wire;
 
@@ -26,8 +28,8 @@ use tracing::{debug, info};
 
 use proto::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 
-use crate::metrics::Metrics;
-use crate::snapshot::Snapshots;
+pub use metrics::Metrics;
+use snapshot::Snapshots;
 pub use stream::{Mode, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, TYPE_ORDER};
 use stream::{Request, Stream};
 use wire::{Encoded, PreEncodedCodec};

@@ -4,6 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ads::snapshot::{Resource, Snapshot, Snapshots, TypeSnapshot};
+use ads::Metrics;
+use ads::{AdsServer, Registry, CLUSTER};
 use prost::Message;
 use proto::pb::envoy::config::cluster::v3::Cluster;
 use proto::pb::envoy::config::core::v3::Node;
@@ -12,9 +15,6 @@ use proto::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryR
 use proto::pb::google::rpc::Status as RpcStatus;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use xds_server::ads::{AdsServer, Registry, CLUSTER};
-use xds_server::metrics::Metrics;
-use xds_server::snapshot::{Resource, Snapshot, Snapshots, TypeSnapshot};
 
 fn snapshots(cluster_names: &[&str]) -> Arc<Snapshots> {
     let clusters = TypeSnapshot::new(cluster_names.iter().map(|n| {
@@ -43,7 +43,7 @@ async fn start(initial: Arc<Snapshots>) -> Server {
     let (shutdown, sd) = watch::channel(false);
     let registry = Arc::new(Registry::default());
     let ads = AdsServer::new(rx, registry.clone(), Arc::new(Metrics::new()), sd);
-    let listener = xds_server::ads::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = ads::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(ads.serve(listener, std::future::pending()));
     Server {

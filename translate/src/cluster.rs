@@ -27,7 +27,7 @@ use proto::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, String
 use proto::pb::envoy::r#type::v3::CodecClientType;
 
 use super::{ads, duration, file, u32v, TranslateError};
-use crate::config::{HostPort, LbPolicy, Protocol, Service, UpstreamTls};
+use config::{HostPort, LbPolicy, Protocol, Service, UpstreamTls};
 
 /// The extension name Envoy expects as the `typed_extension_protocol_options` key.
 const HTTP_PROTOCOL_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";

@@ -26,7 +26,7 @@ use proto::pb::envoy::extensions::transport_sockets::tls::v3::{
 
 use super::cluster::socket_address;
 use super::{ads, authz, boolv, ratelimit, u32v, Policies};
-use crate::config::{AccessLog as AccessLogMode, Gateway, Listener as ListenerCfg};
+use config::{AccessLog as AccessLogMode, Gateway, Listener as ListenerCfg};
 
 pub(super) const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
 pub(super) const CORS_FILTER: &str = "envoy.filters.http.cors";

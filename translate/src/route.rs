@@ -25,7 +25,7 @@ use proto::pb::google::protobuf::BoolValue;
 
 use super::listener::CORS_FILTER;
 use super::{duration, regex_escape, u32v, Policies};
-use crate::config::{
+use config::{
     Cors, Gateway, HeaderChanges, LbPolicy, PathMatch, RateLimits, RespondBody, Retries, RetryOn,
     Route as RouteCfg, RouteAction, RouteMatch, Service, StringMatch,
 };
@@ -86,7 +86,7 @@ fn route(r: &RouteCfg, services: &BTreeMap<String, Service>, policies: &Policies
         .into_iter()
         .collect();
     }
-    if matches!(r.auth, crate::config::RouteAuth::None) {
+    if matches!(r.auth, config::RouteAuth::None) {
         for h in &policies.public_remove {
             if !rt.request_headers_to_remove.contains(h) {
                 rt.request_headers_to_remove.push(h.clone());

@@ -16,6 +16,7 @@ mod listener;
 pub mod ratelimit;
 mod route;
 mod secret;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 
@@ -35,7 +36,8 @@ use proto::pb::envoy::config::route::v3::{route as envoy_route, RouteConfigurati
 use proto::pb::envoy::extensions::transport_sockets::tls::v3::{DownstreamTlsContext, Secret};
 use proto::pb::google::protobuf;
 
-use crate::config::{self, RouteAction};
+use config::RouteAction;
+pub use snapshot::snapshots;
 
 /// Everything one gateway's Envoys receive.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -61,6 +63,9 @@ pub enum TranslateError {
     /// A route references a service that does not exist (validation normally rejects this).
     #[error("route {route} references unknown service {service}")]
     UnknownService { route: String, service: String },
+    /// The resources of one gateway refer to one another inconsistently: a bug in translation.
+    #[error("gateway {gateway}: {problem}")]
+    Inconsistent { gateway: String, problem: String },
 }
 
 /// What a gateway's listeners and routes need to know about the policy services.

@@ -19,7 +19,7 @@ use proto::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
 use proto::pb::google::protobuf;
 
 use super::TranslateError;
-use crate::config::{self, JwtKeys, RouteAuth};
+use config::{JwtKeys, RouteAuth};
 
 /// Identity headers authz-service sets for every provider kind (spec §4).
 pub const CLIENT_HEADERS: [&str; 3] = ["x-auth-provider", "x-client-id", "x-client-plan"];
