@@ -1,5 +1,5 @@
 # The two commands of the quick start (README.md). Everything else lives in scripts/.
-.PHONY: up test bench
+.PHONY: up test lint bench
 
 ## Build everything, install Envoy if needed, start the demo gateway (Ctrl-C stops it).
 up:
@@ -8,6 +8,10 @@ up:
 ## Run every test: unit, translation, protocol, and end-to-end against a real Envoy.
 test:
 	scripts/test
+
+## Check formatting and lints (cargo fmt --check, clippy with warnings as errors).
+lint:
+	scripts/lint
 
 ## Print control-plane benchmark figures.
 bench:
