@@ -13,7 +13,8 @@ pub mod wait;
 
 pub use bins::{envoy_bin, redis_bin, redis_cli, repo_root, target_dir, workspace_bin};
 pub use net::{free_addr, free_port};
-pub use process::Proc;
+pub use process::{NotReady, Proc};
 pub use wait::{
-    http_client, poll, poll_blocking, wait_for, wait_http_ok, wait_tcp, within, Ready, TimedOut,
+    http_client, poll, poll_blocking, poll_every, wait_for, wait_http_ok, wait_tcp, within, Ready,
+    TimedOut,
 };

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use crate::wait::{http_client, http_ok, poll_blocking, wait_for};
+use crate::wait::{http_client, http_ok, poll, poll_blocking, TimedOut};
 
 /// How much of a log `Drop` prints when the test is panicking.
 const TAIL_LINES_ON_PANIC: usize = 60;
@@ -146,16 +146,41 @@ impl Proc {
     }
 }
 
+/// Why a process did not become ready.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    #[error("{name} exited ({status}) before it was ready")]
+    Exited { name: String, status: ExitStatus },
+    #[error("{name} not ready: {timed_out}")]
+    TimedOut { name: String, timed_out: TimedOut },
+}
+
 impl Proc {
-    /// Polls `url` until it answers 2xx (a side port's `/readyz`, Envoy's `/ready`), failing at
-    /// once if this process exits and after `timeout` otherwise, with the last answer.
-    pub async fn wait_http_ok(&mut self, what: &str, url: &str, timeout: Duration) {
+    /// Polls `url` until it answers 2xx (a side port's `/readyz`, Envoy's `/ready`); gives up at
+    /// once if this process exits, and after `timeout` otherwise (with the last answer).
+    pub async fn poll_http_ok(&mut self, url: &str, timeout: Duration) -> Result<(), NotReady> {
         let http = http_client();
-        wait_for(&format!("{what} ({url})"), timeout, async || {
-            self.assert_running();
-            http_ok(&http, url).await
+        // An exit ends the poll as a "ready" outcome carrying the status; only HTTP failures
+        // are worth another try.
+        let outcome = poll(timeout, async || match self.try_wait() {
+            Some(status) => Ok(Err(status)),
+            None => http_ok(&http, url).await.map(Ok),
         })
         .await;
+        let name = self.name.clone();
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(status)) => Err(NotReady::Exited { name, status }),
+            Err(timed_out) => Err(NotReady::TimedOut { name, timed_out }),
+        }
+    }
+
+    /// [`poll_http_ok`](Self::poll_http_ok), panicking with `what` when it fails (the log tail
+    /// is printed as the process drops).
+    pub async fn wait_http_ok(&mut self, what: &str, url: &str, timeout: Duration) {
+        if let Err(e) = self.poll_http_ok(url, timeout).await {
+            panic!("waiting for {what} ({url}): {e}");
+        }
     }
 }
 
@@ -209,6 +234,25 @@ mod tests {
         let log = p.log();
         assert!(log.contains("out") && log.contains("err"), "{log}");
         assert_eq!(p.log_tail(1), "err");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn readiness_gives_up_when_the_process_exits() {
+        let dir = std::env::temp_dir().join(format!("test-support-exit-{}", std::process::id()));
+        let mut p = Proc::spawn("quitter", sh("exit 7"), &dir);
+        // Nothing listens there: without the exit check this would poll for the whole minute.
+        let url = format!("http://{}/readyz", crate::free_addr());
+        let started = std::time::Instant::now();
+        let e = p
+            .poll_http_ok(&url, Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, NotReady::Exited { status, .. } if status.code() == Some(7)),
+            "{e}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(30));
         let _ = std::fs::remove_dir_all(dir);
     }
 

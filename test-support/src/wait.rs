@@ -102,6 +102,15 @@ impl Deadline {
 /// [`TimedOut`] once `timeout` has passed.
 pub async fn poll<R: Ready>(
     timeout: Duration,
+    check: impl AsyncFnMut() -> R,
+) -> Result<R::Output, TimedOut> {
+    poll_every(POLL_INTERVAL, timeout, check).await
+}
+
+/// [`poll`] at another interval (a benchmark resolving milliseconds polls tighter).
+pub async fn poll_every<R: Ready>(
+    interval: Duration,
+    timeout: Duration,
     mut check: impl AsyncFnMut() -> R,
 ) -> Result<R::Output, TimedOut> {
     let mut deadline = Deadline::new(timeout);
@@ -109,7 +118,7 @@ pub async fn poll<R: Ready>(
         if let ControlFlow::Break(done) = deadline.step(check().await) {
             return done;
         }
-        tokio::time::sleep(POLL_INTERVAL).await;
+        tokio::time::sleep(interval).await;
     }
 }
 
@@ -194,14 +203,14 @@ mod tests {
     use std::cell::Cell;
 
     #[tokio::test]
-    async fn returns_the_value_once_ready() {
-        let mut calls = 0;
-        let v = wait_for("the third call", Duration::from_secs(5), async || {
-            calls += 1;
-            (calls == 3).then_some(calls)
+    async fn wait_for_returns_the_value() {
+        let mut n = 0;
+        let v = wait_for("the third try", Duration::from_secs(5), async || {
+            n += 1;
+            (n >= 3).then_some(n * 10)
         })
         .await;
-        assert_eq!(v, 3);
+        assert_eq!(v, 30);
     }
 
     #[test]
@@ -223,9 +232,14 @@ mod tests {
     }
 
     #[tokio::test]
-    #[should_panic(expected = "waiting for nothing: timed out after")]
+    #[should_panic(expected = "waiting for something that never happens: timed out after")]
     async fn wait_for_panics_with_the_description() {
-        wait_for("nothing", Duration::ZERO, async || false).await;
+        wait_for(
+            "something that never happens",
+            Duration::from_millis(120),
+            async || false,
+        )
+        .await;
     }
 
     #[tokio::test]
