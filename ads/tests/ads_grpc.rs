@@ -13,6 +13,7 @@ use proto::pb::envoy::config::core::v3::Node;
 use proto::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use proto::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use proto::pb::google::rpc::Status as RpcStatus;
+use test_support::wait_for;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -119,23 +120,16 @@ async fn sotw_push_ack_nack_and_update() {
     .await
     .unwrap();
     // Wait until the server has recorded the NACK (visible on the status registry).
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    let c = wait_for("the NACK to be recorded", WAIT, async || {
         let c = server.registry.clients();
-        if c.iter()
+        c.iter()
             .any(|c| c.types.get(CLUSTER).is_some_and(|t| t.nacked.is_some()))
-        {
-            let t = &c[0].types[CLUSTER];
-            assert_eq!(t.nacked.as_ref().unwrap().error, "rejected for the test");
-            assert_eq!(c[0].gateway, "edge");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "NACK never recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .then_some(c)
+    })
+    .await;
+    let t = &c[0].types[CLUSTER];
+    assert_eq!(t.nacked.as_ref().unwrap().error, "rejected for the test");
+    assert_eq!(c[0].gateway, "edge");
     server.snaps.send_replace(snapshots(&["a", "b", "c"]));
     let second = tokio::time::timeout(WAIT, responses.message())
         .await
@@ -203,16 +197,18 @@ async fn unknown_gateway_gets_nothing_but_is_listed() {
         .await
         .unwrap()
         .into_inner();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !server
-        .registry
-        .clients()
-        .iter()
-        .any(|c| c.gateway == "nope")
-    {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        "the client of gateway nope to be listed",
+        WAIT,
+        async || {
+            server
+                .registry
+                .clients()
+                .iter()
+                .any(|c| c.gateway == "nope")
+        },
+    )
+    .await;
     // Once the gateway appears in the config, the waiting client is served.
     let mut groups: BTreeMap<String, Snapshot> = BTreeMap::new();
     let clusters = TypeSnapshot::new([Resource::new(

@@ -76,27 +76,57 @@ impl UnaryMethod for AuthzService {
 mod tests {
     use super::*;
     use proto::pb::envoy::service::auth::v3::{attribute_context, AttributeContext};
+    use tonic::codec::Streaming;
 
-    #[test]
-    fn invalid_utf8_decodes_to_an_empty_request() {
-        let good = CheckRequest {
+    /// Decodes one gRPC request frame (no compression) with `decoder`, as tonic's server does.
+    async fn decode_frame<D>(decoder: D, message: &[u8]) -> Result<Option<CheckRequest>, Status>
+    where
+        D: Decoder<Item = CheckRequest, Error = Status> + Send + 'static,
+    {
+        let len = u32::try_from(message.len()).expect("small message");
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&len.to_be_bytes());
+        frame.extend_from_slice(message);
+        let body = axum::body::Body::from(frame);
+        Streaming::new_request(decoder, body, None, None)
+            .message()
+            .await
+    }
+
+    fn with_path(path: &str) -> CheckRequest {
+        CheckRequest {
             attributes: Some(AttributeContext {
                 request: Some(attribute_context::Request {
                     http: Some(attribute_context::HttpRequest {
-                        path: "/ok".into(),
+                        path: path.into(),
                         ..Default::default()
                     }),
                     ..Default::default()
                 }),
                 ..Default::default()
             }),
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn invalid_utf8_decodes_to_an_empty_request() {
+        let good = with_path("/ok");
         let mut bytes = good.encode_to_vec();
         // Replace the path's `o` with a byte that is not UTF-8.
         let at = bytes.iter().rposition(|&b| b == b'o').expect("path byte");
         bytes[at] = 0xff;
-        assert!(CheckRequest::decode(bytes.as_slice()).is_err());
-        let decoded = CheckRequest::decode(bytes.as_slice()).unwrap_or_default();
-        assert_eq!(decoded, CheckRequest::default());
+
+        // tonic's own prost decoder refuses the frame: a gRPC error, which Envoy's
+        // failure_mode_allow would turn into an allow.
+        let strict = tonic_prost::ProstCodec::<CheckResponse, CheckRequest>::default().decoder();
+        assert!(decode_frame(strict, &bytes).await.is_err());
+
+        // The codec the endpoint serves with hands the service an empty request instead.
+        let lenient = decode_frame(LenientCodec.decoder(), &bytes).await;
+        assert_eq!(lenient.unwrap(), Some(CheckRequest::default()));
+
+        // A valid request comes through whole.
+        let valid = decode_frame(LenientCodec.decoder(), &good.encode_to_vec()).await;
+        assert_eq!(valid.unwrap(), Some(good));
     }
 }

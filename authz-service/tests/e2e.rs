@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -17,32 +15,11 @@ use jsonwebtoken::Algorithm;
 use proto::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use proto::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use serde_json::json;
+use test_support::{free_addr, wait_for, wait_http_ok};
 use tonic::transport::Channel;
 
 const WAIT: Duration = Duration::from_secs(20);
 const HS_VAR: &str = "AUTHZ_E2E_HS_SECRET";
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !f().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// Replaces a file the way editors and our CLI do: write aside, then rename.
 fn write_atomic(path: &Path, contents: &[u8]) {
@@ -167,14 +144,8 @@ async fn policy_changes_take_effect_without_restarts() {
     .await
     .unwrap();
     let admin = format!("http://{}", running.admin_addr);
-    let http = reqwest::Client::new();
-    eventually("readiness", || async {
-        http.get(format!("{admin}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
-    .await;
+    let http = test_support::http_client();
+    wait_http_ok("readiness", &format!("{admin}/readyz"), WAIT).await;
     let mut c = AuthorizationClient::connect(format!("http://{}", running.grpc_addr))
         .await
         .unwrap();
@@ -197,7 +168,7 @@ async fn policy_changes_take_effect_without_restarts() {
 
     // 1. `apikey revoke` edits the keys file; xds-server re-publishes; the key stops working.
     apikey(&["revoke", "--keys-file", keys_arg, "--id", "partner-1"]);
-    eventually("the revoked key to be refused", || async {
+    wait_for("the revoked key to be refused", WAIT, async || {
         status(&mut c.clone(), "users", &[("x-api-key", &key)]).await == 401
     })
     .await;
@@ -211,7 +182,7 @@ async fn policy_changes_take_effect_without_restarts() {
         "--plan",
         "free",
     ]);
-    eventually("the new key to be accepted", || async {
+    wait_for("the new key to be accepted", WAIT, async || {
         status(&mut c.clone(), "users", &[("x-api-key", &key2)]).await == 200
     })
     .await;
@@ -221,7 +192,7 @@ async fn policy_changes_take_effect_without_restarts() {
         &jwks_path,
         &jwks(&[jwk("rsa2048-b.pem", Algorithm::RS256, Some("k2"), true)]),
     );
-    eventually("the rotated key to be accepted", || async {
+    wait_for("the rotated key to be accepted", WAIT, async || {
         status(&mut c.clone(), "users", &[("authorization", &bearer2)]).await == 200
     })
     .await;
@@ -244,7 +215,7 @@ async fn policy_changes_take_effect_without_restarts() {
         "unknown route yet"
     );
     write_atomic(&config, gateway_yaml(true, HS_VAR).as_bytes());
-    eventually("the new provider to accept its token", || async {
+    wait_for("the new provider to accept its token", WAIT, async || {
         status(&mut c.clone(), "hs-route", &[("authorization", &hs_bearer)]).await == 200
     })
     .await;

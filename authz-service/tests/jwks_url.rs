@@ -17,6 +17,7 @@ use common::*;
 use jsonwebtoken::Algorithm;
 use proto::authz::{jwt_provider::Keys, AuthPolicy};
 use serde_json::json;
+use test_support::wait_for;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -74,13 +75,7 @@ fn compile_with(url: &str, timing: Timing) -> Policy {
 }
 
 async fn wait_loaded(p: &Policy) {
-    tokio::time::timeout(WAIT, async {
-        while !p.keys_loaded() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the first JWKS fetch");
+    wait_for("the first JWKS fetch", WAIT, async || p.keys_loaded()).await;
 }
 
 async fn verdict(p: &Policy, t: &str) -> Result<(), &'static str> {
@@ -162,13 +157,7 @@ async fn unknown_kid_refetches_are_rate_limited() {
 async fn not_ready_until_the_first_fetch_succeeds() {
     let (url, idp) = idp(None).await;
     let p = compile_with(&url, Timing::default());
-    tokio::time::timeout(WAIT, async {
-        while idp.hits() == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap();
+    wait_for("the first fetch attempt", WAIT, async || idp.hits() > 0).await;
     assert!(!p.keys_loaded());
     let t1 = token("rsa2048.pem", Algorithm::RS256, "k1", &claims(json!({})));
     assert_eq!(verdict(&p, &t1).await, Err("keys_unavailable"));
@@ -215,13 +204,12 @@ async fn a_chunked_jwks_is_cut_off_at_the_size_cap() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let p = compile_with(&format!("http://{addr}/jwks"), Timing::default());
     // The fetch gives up at the cap, long before its 5 s timeout would end it.
-    tokio::time::timeout(Duration::from_secs(3), async {
-        while !dropped.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the fetch should hang up once the body passes the cap");
+    wait_for(
+        "the fetch to hang up once the body passes the cap",
+        Duration::from_secs(3),
+        async || dropped.load(Ordering::SeqCst),
+    )
+    .await;
     assert!(!p.keys_loaded());
     let mib = sent.load(Ordering::SeqCst) as f64 / (1 << 20) as f64;
     assert!(

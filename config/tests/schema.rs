@@ -8,11 +8,8 @@ use std::path::{Path, PathBuf};
 
 use config::schema;
 use serde_json::{json, Value};
+use test_support::repo_root;
 use yaml_rust2::{Yaml, YamlLoader};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn validator() -> jsonschema::Validator {
     jsonschema::draft202012::new(&schema::schema()).expect("the schema compiles")
@@ -136,7 +133,7 @@ gateways:
 /// The example configs and the decoder's test data, by path.
 fn example_configs() -> Vec<(PathBuf, String)> {
     let dirs = [
-        repo().join("examples"),
+        repo_root().join("examples"),
         Path::new(env!("CARGO_MANIFEST_DIR")).join("src/testdata"),
     ];
     let mut files = Vec::new();
@@ -186,7 +183,7 @@ fn committed_docs_are_what_the_generator_prints() {
         ),
     ];
     for (file, generated, command) in files {
-        let committed = std::fs::read_to_string(repo().join(file)).unwrap_or_default();
+        let committed = std::fs::read_to_string(repo_root().join(file)).unwrap_or_default();
         if committed != generated {
             let first_difference = committed
                 .lines()

@@ -18,7 +18,7 @@ use proto::pb::google::protobuf::UInt64Value;
 use tonic::codegen::BoxFuture;
 use xds_client::grpc::{OneMethod, UnaryMethod};
 
-use crate::service::{RateLimiter, Rls};
+use crate::service::RateLimiter;
 use crate::store::CounterStore;
 
 /// `envoy.service.ratelimit.v3.RateLimitRequest` with `bytes` where the original has `string`.
@@ -95,7 +95,7 @@ impl<S: CounterStore> UnaryMethod for RateLimiter<S> {
     ) -> BoxFuture<tonic::Response<RateLimitResponse>, tonic::Status> {
         Box::pin(async move {
             let request = request.map(RateLimitRequest::from);
-            Rls(self).handle(request).await
+            self.handle(request).await
         })
     }
 }

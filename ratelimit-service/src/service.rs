@@ -9,7 +9,6 @@ use proto::pb::envoy::config::core::v3::HeaderValue;
 use proto::pb::envoy::service::ratelimit::v3::rate_limit_response::{
     rate_limit::Unit, Code, DescriptorStatus, RateLimit,
 };
-use proto::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitService;
 use proto::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use tonic::{Request, Response, Status};
 
@@ -363,35 +362,21 @@ fn sf_string(s: &str) -> String {
     out
 }
 
-/// The tonic service around a shared [`RateLimiter`].
-pub struct Rls<S>(pub Arc<RateLimiter<S>>);
-
-impl<S: CounterStore> Rls<S> {
+impl<S: CounterStore> RateLimiter<S> {
+    /// One `ShouldRateLimit` call, as the gRPC endpoint in `grpc` hands it over (already decoded
+    /// and repaired): the decision, its answer and its latency.
     #[tracing::instrument(skip_all, fields(descriptors = request.get_ref().descriptors.len()))]
     pub async fn handle(
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
         let started = Instant::now();
-        let decision = self.0.decide(request.get_ref()).await;
+        let decision = self.decide(request.get_ref()).await;
         let answer = respond(decision).map(Response::new);
-        self.0
-            .metrics
+        self.metrics
             .request_seconds
             .observe(started.elapsed().as_secs_f64());
         answer
-    }
-}
-
-/// The strict generated interface, for callers that already hold a decoded request (the
-/// server itself uses the lenient endpoint in `grpc`).
-#[tonic::async_trait]
-impl<S: CounterStore> RateLimitService for Rls<S> {
-    async fn should_rate_limit(
-        &self,
-        request: Request<RateLimitRequest>,
-    ) -> Result<Response<RateLimitResponse>, Status> {
-        self.handle(request).await
     }
 }
 

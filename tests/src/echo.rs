@@ -201,16 +201,12 @@ impl Drop for EchoUpstream {
 
 /// Binds `addr`, retrying briefly: a port just released by `stop` may still be held for a moment.
 async fn bind(addr: SocketAddr) -> TcpListener {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match TcpListener::bind(addr).await {
-            Ok(l) => return l,
-            Err(e) if tokio::time::Instant::now() >= deadline => {
-                panic!("cannot bind echo upstream on {addr}: {e}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
+    crate::wait_for(
+        &format!("the echo upstream to bind {addr}"),
+        Duration::from_secs(5),
+        async || TcpListener::bind(addr).await,
+    )
+    .await
 }
 
 /// Serves the echo app on an already-bound listener until the process ends (for the binary).

@@ -78,11 +78,7 @@ impl Envoy {
             .args(["--parent-shutdown-time-s", "2"])
             .args(["-l", &level]);
         let proc = Proc::spawn_split(&format!("envoy-{node_id}"), cmd, dir);
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("reqwest client");
+        let http = test_support::http_client();
         let mut envoy = Envoy {
             proc,
             node_id: node_id.to_string(),

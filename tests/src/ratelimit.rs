@@ -50,11 +50,7 @@ impl RateLimitService {
             cmd.args(["--redis", r]);
         }
         let proc = Proc::spawn(name, cmd, log_dir);
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("reqwest client");
+        let http = test_support::http_client();
         let mut s = Self {
             proc,
             grpc_port,

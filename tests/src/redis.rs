@@ -1,35 +1,21 @@
 //! Real `redis-server` processes on free ports: a single node and a three-master Redis Cluster.
 //!
-//! The binary comes from `$REDIS_SERVER` or `scripts/ensure-redis` (which installs Debian's
-//! package when none is found). A missing Redis fails the test; it never skips it.
+//! The binary comes from `test_support::redis_bin` (`$REDIS_SERVER` or `scripts/ensure-redis`,
+//! which installs Debian's package when none is found). A missing Redis fails the test; it never
+//! skips it.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::{ensured_bin, free_port, wait_for, Proc};
+pub use test_support::{redis_bin, redis_cli};
+
+use crate::{free_port, wait_for, Proc};
 
 /// How long a fresh redis-server (or cluster) may take to answer.
 const REDIS_READY_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// The `redis-server` binary.
-pub fn redis_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| ensured_bin("REDIS_SERVER", "scripts/ensure-redis"))
-}
-
-/// `redis-cli`, installed beside `redis-server` by the same package.
-pub fn redis_cli() -> PathBuf {
-    let server = redis_bin();
-    let beside = server.with_file_name("redis-cli");
-    if beside.is_file() {
-        return beside;
-    }
-    PathBuf::from("redis-cli")
-}
 
 /// Sends one inline command and returns the raw reply (enough for PING and CLUSTER INFO).
 pub fn raw_command(port: u16, command: &str) -> std::io::Result<String> {

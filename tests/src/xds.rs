@@ -44,11 +44,7 @@ impl XdsServer {
     pub async fn start(config: &Path, log_dir: &Path) -> XdsServer {
         let bin = xds_server_bin();
         let (grpc_port, admin_port) = (free_port(), free_port());
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("reqwest client");
+        let http = test_support::http_client();
         let proc = spawn(&bin, config, log_dir, grpc_port, admin_port);
         let mut xds = XdsServer {
             proc,

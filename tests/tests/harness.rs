@@ -86,28 +86,6 @@ async fn echo_upstream_stops_and_restarts_on_the_same_port() {
     assert_eq!(up.hits(), 2);
 }
 
-#[tokio::test]
-#[should_panic(expected = "timed out after")]
-async fn wait_for_panics_with_the_description() {
-    wait_for(
-        "something that never happens",
-        Duration::from_millis(120),
-        async || false,
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn wait_for_returns_the_value() {
-    let mut n = 0;
-    let v = wait_for("the third try", Duration::from_secs(5), async || {
-        n += 1;
-        (n >= 3).then_some(n * 10)
-    })
-    .await;
-    assert_eq!(v, 30);
-}
-
 #[test]
 fn free_ports_are_not_repeated() {
     let ports: std::collections::HashSet<u16> = (0..50).map(|_| free_port()).collect();

@@ -10,6 +10,7 @@ use ads::Metrics;
 use ads::{AdsServer, Registry};
 use prost::Message;
 use proto::pb::google::protobuf::{Any, StringValue};
+use tests::wait_for;
 use tokio::sync::watch;
 use xds_client::{Apply, Options, State};
 
@@ -85,25 +86,10 @@ async fn start(addr: std::net::SocketAddr, initial: Arc<Snapshots>) -> Server {
     }
 }
 
-async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test]
 async fn applies_acks_nacks_and_survives_a_server_restart() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // A fixed address, so the restarted server comes back where the client reconnects.
+    let addr = tests::free_addr();
     let server = start(addr, snapshots(&["a", "b"])).await;
 
     let collected = Collect::default();
@@ -124,12 +110,12 @@ async fn applies_acks_nacks_and_survives_a_server_restart() {
         .unwrap()
         .version
         .clone();
-    wait_until("the first set to be applied", || {
+    wait_for("the first set to be applied", WAIT, async || {
         state.borrow().version.as_deref() == Some(&v1)
     })
     .await;
     assert_eq!(*collected.0.lock().unwrap(), ["a", "b"]);
-    wait_until("the server to record the ACK", || {
+    wait_for("the server to record the ACK", WAIT, async || {
         server
             .registry
             .clients()
@@ -142,7 +128,7 @@ async fn applies_acks_nacks_and_survives_a_server_restart() {
 
     // A set the service cannot use is NACKed with its reason; the previous set stays.
     server.snaps.send_replace(snapshots(&["a", "bad"]));
-    wait_until("the NACK to reach the server", || {
+    wait_for("the NACK to reach the server", WAIT, async || {
         server
             .registry
             .clients()
@@ -163,7 +149,10 @@ async fn applies_acks_nacks_and_survives_a_server_restart() {
     // The server goes away: the client keeps its set and reconnects to a new server.
     server.stop.send_replace(true);
     server.task.await.unwrap();
-    wait_until("the client to notice", || !state.borrow().connected).await;
+    wait_for("the client to notice", WAIT, async || {
+        !state.borrow().connected
+    })
+    .await;
     assert_eq!(*collected.0.lock().unwrap(), ["a", "b"]);
     let server = start(addr, snapshots(&["c"])).await;
     let v3 = server.snaps.borrow().groups["policy"]
@@ -171,7 +160,7 @@ async fn applies_acks_nacks_and_survives_a_server_restart() {
         .unwrap()
         .version
         .clone();
-    wait_until("the set from the new server", || {
+    wait_for("the set from the new server", WAIT, async || {
         state.borrow().version.as_deref() == Some(&v3)
     })
     .await;

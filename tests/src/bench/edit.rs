@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
+use tests::wait::poll_every;
 use tests::{free_port, EchoUpstream, Envoy, XdsMode};
 use xds_server::server::DEBOUNCE;
 
@@ -29,18 +30,15 @@ fn write_config(path: &Path, yaml: &str) -> anyhow::Result<()> {
 
 /// GETs `url` every [`POLL`] until it answers 200; returns when it did.
 async fn wait_200(http: &reqwest::Client, url: &str) -> anyhow::Result<Instant> {
-    let deadline = Instant::now() + EDIT_TIMEOUT;
-    loop {
-        let last = match http.get(url).send().await {
-            Ok(r) if r.status() == 200 => return Ok(Instant::now()),
-            Ok(r) => r.status().to_string(),
-            Err(e) => e.to_string(),
-        };
-        if Instant::now() > deadline {
-            bail!("GET {url} did not answer 200 within {EDIT_TIMEOUT:?}; last: {last}");
+    let answered = poll_every(POLL, EDIT_TIMEOUT, async || {
+        match http.get(url).send().await {
+            Ok(r) if r.status() == 200 => Ok(Instant::now()),
+            Ok(r) => Err(r.status().to_string()),
+            Err(e) => Err(e.to_string()),
         }
-        tokio::time::sleep(POLL).await;
-    }
+    })
+    .await;
+    answered.with_context(|| format!("GET {url} did not answer 200"))
 }
 
 pub async fn run(bin: PathBuf, routes: usize, edits: usize) -> anyhow::Result<Value> {

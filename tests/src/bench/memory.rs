@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
@@ -73,31 +73,9 @@ pub async fn serve(
         cmd.env("RUST_LOG", "info");
     }
     let mut proc = Proc::spawn(name, cmd, log_dir);
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(2))
-        .build()?;
     let url = format!("http://{admin}/readyz");
-    let start = Instant::now();
-    loop {
-        if let Some(status) = proc.try_wait() {
-            bail!(
-                "{name} exited ({status}) before it was ready:\n{}",
-                proc.log_tail(30)
-            );
-        }
-        if let Ok(r) = http.get(&url).send().await {
-            if r.status().is_success() {
-                break;
-            }
-        }
-        if start.elapsed() > READY_TIMEOUT {
-            bail!(
-                "{name} not ready after {READY_TIMEOUT:?}:\n{}",
-                proc.log_tail(30)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if let Err(e) = proc.poll_http_ok(&url, READY_TIMEOUT).await {
+        bail!("{e}:\n{}", proc.log_tail(30));
     }
     Ok(Served { proc, grpc })
 }

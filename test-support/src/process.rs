@@ -4,7 +4,9 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::wait::{http_client, http_ok, poll, poll_blocking, TimedOut};
 
 /// How much of a log `Drop` prints when the test is panicking.
 const TAIL_LINES_ON_PANIC: usize = 60;
@@ -109,30 +111,17 @@ impl Proc {
             .arg("-TERM")
             .arg(child.id().to_string())
             .status();
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let stopped = poll_blocking(timeout, || child.try_wait().ok().flatten()).ok();
+        if stopped.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
+        stopped
     }
 
     /// Waits up to `timeout` for the process to exit by itself.
     pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll_blocking(timeout, || self.try_wait()).ok()
     }
 
     /// The whole log so far.
@@ -157,26 +146,41 @@ impl Proc {
     }
 }
 
+/// Why a process did not become ready.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    #[error("{name} exited ({status}) before it was ready")]
+    Exited { name: String, status: ExitStatus },
+    #[error("{name} not ready: {timed_out}")]
+    TimedOut { name: String, timed_out: TimedOut },
+}
+
 impl Proc {
-    /// Polls `url` until it answers 2xx (a side port's `/readyz`, Envoy's `/ready`), failing at
-    /// once if this process exits and after `timeout` otherwise, with the last answer.
-    pub async fn wait_http_ok(&mut self, what: &str, url: &str, timeout: Duration) {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("reqwest client");
-        crate::wait_for(&format!("{what} ({url})"), timeout, async || {
-            self.assert_running();
-            let resp = http.get(url).send().await.map_err(|e| e.to_string())?;
-            let status = resp.status();
-            if status.is_success() {
-                return Ok(());
-            }
-            let body = resp.text().await.unwrap_or_default();
-            Err(format!("{status}: {}", body.trim()))
+    /// Polls `url` until it answers 2xx (a side port's `/readyz`, Envoy's `/ready`); gives up at
+    /// once if this process exits, and after `timeout` otherwise (with the last answer).
+    pub async fn poll_http_ok(&mut self, url: &str, timeout: Duration) -> Result<(), NotReady> {
+        let http = http_client();
+        // An exit ends the poll as a "ready" outcome carrying the status; only HTTP failures
+        // are worth another try.
+        let outcome = poll(timeout, async || match self.try_wait() {
+            Some(status) => Ok(Err(status)),
+            None => http_ok(&http, url).await.map(Ok),
         })
         .await;
+        let name = self.name.clone();
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(status)) => Err(NotReady::Exited { name, status }),
+            Err(timed_out) => Err(NotReady::TimedOut { name, timed_out }),
+        }
+    }
+
+    /// [`poll_http_ok`](Self::poll_http_ok), panicking with `what` when it fails (the log tail
+    /// is printed as the process drops).
+    pub async fn wait_http_ok(&mut self, what: &str, url: &str, timeout: Duration) {
+        if let Err(e) = self.poll_http_ok(url, timeout).await {
+            panic!("waiting for {what} ({url}): {e}");
+        }
     }
 }
 
@@ -209,4 +213,65 @@ fn tail(path: &Path, lines: usize) -> String {
     let text = String::from_utf8_lossy(&bytes);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script]);
+        cmd
+    }
+
+    #[test]
+    fn captures_output_and_exit_status() {
+        let dir = std::env::temp_dir().join(format!("test-support-{}", std::process::id()));
+        let mut p = Proc::spawn("talker", sh("echo out; echo err >&2; exit 3"), &dir);
+        let status = p.wait(Duration::from_secs(10)).expect("exits by itself");
+        assert_eq!(status.code(), Some(3));
+        let log = p.log();
+        assert!(log.contains("out") && log.contains("err"), "{log}");
+        assert_eq!(p.log_tail(1), "err");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn readiness_gives_up_when_the_process_exits() {
+        let dir = std::env::temp_dir().join(format!("test-support-exit-{}", std::process::id()));
+        let mut p = Proc::spawn("quitter", sh("exit 7"), &dir);
+        // Nothing listens there: without the exit check this would poll for the whole minute.
+        let url = format!("http://{}/readyz", crate::free_addr());
+        let started = std::time::Instant::now();
+        let e = p
+            .poll_http_ok(&url, Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, NotReady::Exited { status, .. } if status.code() == Some(7)),
+            "{e}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(30));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn dropping_kills_the_process() {
+        let dir = std::env::temp_dir().join(format!("test-support-drop-{}", std::process::id()));
+        let p = Proc::spawn("sleeper", sh("exec sleep 60"), &dir);
+        let pid = p.pid().expect("running").to_string();
+        let alive = || {
+            Command::new("kill")
+                .args(["-0", &pid])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        assert!(alive());
+        drop(p);
+        // Reaped by `kill`, so the pid is gone at once (not a zombie that `kill -0` still sees).
+        assert!(!alive());
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
