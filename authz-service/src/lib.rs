@@ -22,4 +22,4 @@ pub mod token;
 pub mod xds;
 
 /// Identity headers set on every authenticated request (spec §4); client copies are removed.
-pub const IDENTITY_HEADERS: [&str; 3] = ["x-auth-provider", "x-client-id", "x-client-plan"];
+pub use proto::authz::header::CLIENT_HEADERS as IDENTITY_HEADERS;

@@ -91,6 +91,9 @@ fn policy(keys_file: Vec<u8>) -> AuthPolicy {
         ..Default::default()
     };
     p.identity_headers = identity_headers(&p);
+    // What xds-server ships for one API-key provider on `x-api-key` and `?api_key=`.
+    p.credential_headers = vec!["x-api-key".into()];
+    p.credential_query = vec!["api_key".into()];
     p
 }
 
