@@ -9,7 +9,6 @@ pub mod apikey;
 pub mod cache;
 pub mod cli;
 pub mod grpc;
-pub mod json;
 pub mod jwks;
 pub mod jwt;
 pub mod metrics;

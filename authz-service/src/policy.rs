@@ -254,7 +254,7 @@ impl Policy {
         for a in &p.api_keys {
             let file = KeysFile::parse(&a.keys_file).map_err(|e| PolicyError::ApiKeys {
                 provider: a.name.clone(),
-                message: format!("{}: {e}", a.keys_path),
+                message: format!("{}:{e}", a.keys_path),
             })?;
             api.insert(
                 a.name.clone(),

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use authz_service::apikey::{KeyRecord, KeysFile};
+use authz_service::apikey::{Edit, KeyRecord, KeysFile};
 use authz_service::grpc::AuthzServer;
 use authz_service::service::{AuthzService, Shared};
 use common::*;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use authz_service::apikey::{KeyRecord, KeysFile};
+use authz_service::apikey::{Edit, KeyRecord, KeysFile};
 use authz_service::service::{AuthzService, Shared};
 use clap::Parser;
 use common::*;
