@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::{Args, Parser, Subcommand};
 pub use xds_client::side::{init_logging, LogFormat};
 
-use crate::apikey::{self, KeyRecord, KeysFile};
+use crate::apikey::{self, Edit, KeyRecord, KeysFile};
 use crate::server::{self, ServeOptions};
 use crate::token::{self, KeySource, TokenSpec};
 

@@ -200,7 +200,7 @@ fn b64(part: &str) -> Result<Vec<u8>, JwtError> {
 }
 
 fn object(bytes: &[u8], what: &'static str) -> Result<Map<String, Value>, JwtError> {
-    match crate::json::parse_strict(bytes) {
+    match config::json::parse_strict(bytes) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(JwtError::Malformed("not a JSON object")),
         Err(e) if e.to_string().contains("duplicate member") => {

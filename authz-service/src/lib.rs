@@ -9,7 +9,6 @@ pub mod apikey;
 pub mod cache;
 pub mod cli;
 pub mod grpc;
-pub mod json;
 pub mod jwks;
 pub mod jwt;
 pub mod metrics;
@@ -22,4 +21,4 @@ pub mod token;
 pub mod xds;
 
 /// Identity headers set on every authenticated request (spec §4); client copies are removed.
-pub const IDENTITY_HEADERS: [&str; 3] = ["x-auth-provider", "x-client-id", "x-client-plan"];
+pub use proto::authz::header::CLIENT_HEADERS as IDENTITY_HEADERS;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, DecodingKey};
-use proto::authz::{jwt_provider, AuthPolicy};
+use proto::authz::{header, jwt_provider, AuthPolicy};
 use serde_json::{Map, Value};
 
 use crate::apikey::{digest_key, KeyRecord, KeyStore, KeysFile};
@@ -20,7 +20,7 @@ pub const MIN_SECRET_BYTES: usize = 32;
 /// Verified tokens kept per JWT provider.
 pub const TOKEN_CACHE_ENTRIES: usize = 16_384;
 
-const AUTHORIZATION: &str = "authorization";
+const AUTHORIZATION: &str = header::AUTHORIZATION;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
@@ -49,7 +49,8 @@ pub struct JwtProvider {
     headers: Vec<(String, String)>,
     client_claim: String,
     plan_claim: String,
-    /// The claim behind `x-tenant-id` when one is configured, else `tenant_id`.
+    /// The claim behind `x-tenant-id` when one is configured, else `tenant_id`
+    /// (`proto::authz::header::TENANT_ID`).
     tenant_claim: String,
     forward_token: bool,
     cache: TokenCache<Identity>,
@@ -74,13 +75,14 @@ struct RouteRule {
 /// A compiled `AuthPolicy`.
 pub struct Policy {
     routes: HashMap<String, RouteRule>,
+    /// `AuthPolicy.identity_headers`: removed on every allow unless set.
     identity_headers: Vec<String>,
-    /// Every API-key provider's header and query parameter: removed on every allow, whichever
+    /// `AuthPolicy.credential_headers` and `credential_query`: removed on every allow, whichever
     /// provider accepted the request, so no key reaches an upstream (spec §4).
     credential_headers: Vec<String>,
     credential_query: Vec<String>,
-    /// What a public route removes: the identity and credential headers, and `authorization`
-    /// when the policy says so (xds-server decides, and removes the same on `auth: none` routes).
+    /// `AuthPolicy::public_remove`: what a public route removes (xds-server removes the same on
+    /// `auth: none` routes).
     public_remove: Vec<String>,
     default_plan: String,
     /// Remote key sets this policy uses (readiness waits for their first fetch).
@@ -225,8 +227,11 @@ impl Policy {
                 .collect();
             let tenant_claim = headers
                 .iter()
-                .find(|(h, _)| h == "x-tenant-id")
-                .map_or_else(|| "tenant_id".to_string(), |(_, c)| c.clone());
+                .find(|(h, _)| h == header::TENANT_ID)
+                .map_or_else(
+                    || proto::authz::DEFAULT_TENANT_CLAIM.to_string(),
+                    |(_, c)| c.clone(),
+                );
             let provider = JwtProvider {
                 name: j.name.clone(),
                 verifier: Verifier::new(
@@ -249,7 +254,7 @@ impl Policy {
         for a in &p.api_keys {
             let file = KeysFile::parse(&a.keys_file).map_err(|e| PolicyError::ApiKeys {
                 provider: a.name.clone(),
-                message: format!("{}: {e}", a.keys_path),
+                message: format!("{}:{e}", a.keys_path),
             })?;
             api.insert(
                 a.name.clone(),
@@ -287,39 +292,13 @@ impl Policy {
             }
             routes.insert(r.name.clone(), rule);
         }
-        let mut identity_headers = p.identity_headers.clone();
-        for h in crate::IDENTITY_HEADERS {
-            if !identity_headers.iter().any(|x| x == h) {
-                identity_headers.push(h.to_string());
-            }
-        }
-        let mut credential_headers: Vec<String> = Vec::new();
-        let mut credential_query: Vec<String> = Vec::new();
-        for a in api.values() {
-            if !credential_headers.contains(&a.header) {
-                credential_headers.push(a.header.clone());
-            }
-            if !a.query.is_empty() && !credential_query.contains(&a.query) {
-                credential_query.push(a.query.clone());
-            }
-        }
-        credential_headers.sort();
-        credential_query.sort();
-        let mut public_remove = identity_headers.clone();
-        public_remove.extend(
-            credential_headers
-                .iter()
-                .filter(|h| !identity_headers.contains(h))
-                .cloned(),
-        );
-        if p.public_strips_authorization {
-            public_remove.push(AUTHORIZATION.into());
-        }
+        // The lists of what to remove are xds-server's (`translate::authz`), taken as shipped.
+        let public_remove = p.public_remove();
         Ok(Policy {
             routes,
-            identity_headers,
-            credential_headers,
-            credential_query,
+            identity_headers: p.identity_headers.clone(),
+            credential_headers: p.credential_headers.clone(),
+            credential_query: p.credential_query.clone(),
             public_remove,
             default_plan: p.default_plan.clone(),
             remotes,
@@ -451,11 +430,11 @@ impl Policy {
         // The built-in identity headers always carry the built-in values, even if a claim
         // mapping names one of them.
         set_headers.retain(|(h, _)| !crate::IDENTITY_HEADERS.contains(&h.as_str()));
-        set_headers.push(("x-client-id".into(), identity.client_id.clone()));
+        set_headers.push((header::CLIENT_ID.into(), identity.client_id.clone()));
         if !identity.plan.is_empty() {
-            set_headers.push(("x-client-plan".into(), identity.plan.clone()));
+            set_headers.push((header::CLIENT_PLAN.into(), identity.plan.clone()));
         }
-        set_headers.push(("x-auth-provider".into(), provider.clone()));
+        set_headers.push((header::AUTH_PROVIDER.into(), provider.clone()));
         // Envoy may apply removals after additions, so a header we set is never also removed;
         // setting it overwrites the client's copy anyway.
         let mut remove_headers: Vec<String> = self
@@ -600,23 +579,19 @@ impl JwtProvider {
 }
 
 /// A claim by literal top-level name, or by JSON Pointer (RFC 6901) when it starts with `/`.
+/// serde_json's pointer takes array indices only as RFC 6901 writes them (`0` or digits without
+/// a leading zero), so `+1`, `01` and `-` name nothing.
 pub fn claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    let Some(pointer) = name.strip_prefix('/') else {
+    if !name.starts_with('/') {
         return claims.get(name);
-    };
-    let mut segments = pointer
-        .split('/')
-        .map(|s| s.replace("~1", "/").replace("~0", "~"));
-    let first = segments.next()?;
-    let mut v = claims.get(&first)?;
-    for seg in segments {
-        v = match v {
-            Value::Object(m) => m.get(&seg)?,
-            Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
     }
-    Some(v)
+    // The pointer's first token names a top-level claim; the rest walks inside it.
+    let (first, rest) = match name[1..].find('/') {
+        Some(i) => (&name[1..=i], &name[i + 1..]),
+        None => (&name[1..], ""),
+    };
+    let first = first.replace("~1", "/").replace("~0", "~");
+    claims.get(&first)?.pointer(rest)
 }
 
 /// A string, number or boolean as text.
@@ -863,6 +838,20 @@ mod tests {
         assert_eq!(claim(&c, "/org/teams/9"), None);
         assert_eq!(claim(&c, "/sub/x"), None);
         assert_eq!(claim(&c, "missing"), None);
+        assert_eq!(claim(&c, "/org/teams/0"), Some(&json!("x")));
+        assert_eq!(claim(&c, "/org"), c.get("org"));
+    }
+
+    #[test]
+    fn json_pointer_array_indices_follow_rfc_6901() {
+        let c = map(json!({"a": ["x", "y"], "": {"": 1}, "~/": 2}));
+        // RFC 6901 §4: an index is `0` or digits without a leading zero; `-` is past the end.
+        for bad in ["/a/+1", "/a/01", "/a/-", "/a/ 1", "/a/1 ", "/a/-0"] {
+            assert_eq!(claim(&c, bad), None, "{bad}");
+        }
+        assert_eq!(claim(&c, "/a/1"), Some(&json!("y")));
+        assert_eq!(claim(&c, "//"), Some(&json!(1)), "empty member names");
+        assert_eq!(claim(&c, "/~0~1"), Some(&json!(2)));
     }
 
     #[test]

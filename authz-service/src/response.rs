@@ -24,12 +24,7 @@ const RPC_UNAUTHENTICATED: i32 = 16;
 
 /// Keys of the dynamic metadata Envoy stores under the `envoy.filters.http.ext_authz`
 /// namespace; the rate-limit descriptors read them.
-pub mod metadata {
-    pub const CLIENT_ID: &str = "client_id";
-    pub const PLAN: &str = "plan";
-    pub const TENANT: &str = "tenant";
-    pub const PROVIDER: &str = "provider";
-}
+pub use proto::authz::metadata;
 
 /// The response for `decision` on a request whose `x-request-id` is `request_id`.
 pub fn check_response(decision: &Decision, request_id: &str) -> CheckResponse {

@@ -16,7 +16,7 @@ use crate::policy::{Decision, Deny, DenyStatus, Headers, Malformed, Policy};
 use crate::response::check_response;
 
 /// The per-route context extension (set on every route with `auth`) naming the route.
-pub const ROUTE_EXTENSION: &str = "route";
+pub use proto::authz::ROUTE_EXTENSION;
 /// Request ids longer than this are cut: the id is echoed into the JSON body.
 const MAX_REQUEST_ID: usize = 128;
 

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use authz_service::apikey::{KeyRecord, KeysFile};
+use authz_service::apikey::{Edit, KeyRecord, KeysFile};
 use authz_service::grpc::AuthzServer;
 use authz_service::service::{AuthzService, Shared};
 use common::*;
@@ -81,6 +81,9 @@ fn test_policy(keys: Vec<u8>) -> AuthPolicy {
         ..Default::default()
     };
     p.identity_headers = identity_headers(&p);
+    // What xds-server ships for one API-key provider on `x-api-key` and `?api_key=`.
+    p.credential_headers = vec!["x-api-key".into()];
+    p.credential_query = vec!["api_key".into()];
     p
 }
 

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::process::Command;
 
-use authz_service::apikey::KeysFile;
+use authz_service::apikey::{Edit, KeysFile};
 use authz_service::policy::Decision;
 use common::*;
 use jsonwebtoken::Algorithm;

@@ -2,6 +2,9 @@
 
 pub(crate) mod decode;
 mod grammar;
+pub mod json;
+pub mod jwks;
+pub mod keys_file;
 pub mod model;
 pub mod schema;
 #[cfg(test)]
@@ -28,13 +31,71 @@ pub struct Loaded {
 /// One problem, located in the source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The file the position is in: gateway.yaml, or a file it references when the problem is
+    /// inside that file.
     pub file: PathBuf,
     /// 1-based.
     pub line: usize,
     /// 1-based.
     pub column: usize,
+    /// What kind of problem this is (not part of the message).
+    pub kind: ErrorKind,
     /// Says what was found and what was expected.
     pub message: String,
+}
+
+/// What failed, in the manner of pingora's `ErrorType`: callers branch on this, never on the
+/// message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// gateway.yaml is not YAML (or not UTF-8).
+    Syntax,
+    /// A key, value or combination the contract does not allow.
+    InvalidValue,
+    /// A name that nothing defines: a route's service or auth provider, a plan.
+    UnknownReference,
+    /// gateway.yaml or a file it names could not be read.
+    UnreadableFile,
+    /// A file gateway.yaml names was read but is not what it must be (a JWKS document that is
+    /// not JSON or holds no usable key, a keys file with an unknown key or a wrong type).
+    InvalidReferencedFile,
+}
+
+/// Whose fault an error is, in the manner of pingora's `ErrorSource`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorSource {
+    /// Whoever wrote gateway.yaml and its files: only an edit fixes it.
+    ConfigAuthor,
+}
+
+impl ErrorKind {
+    /// Every load error is the config author's to fix (an unreadable file too: it names a path
+    /// that is missing or not readable by the server).
+    pub fn source(self) -> ErrorSource {
+        ErrorSource::ConfigAuthor
+    }
+
+    /// Whether reading again, unchanged, can succeed: only for a file that could not be read (it
+    /// may be in the middle of being replaced, or appear shortly). Everything else fails the same
+    /// way until the text changes.
+    pub fn retry_helps(self) -> bool {
+        matches!(self, ErrorKind::UnreadableFile)
+    }
+
+    /// The kind of a decoder problem. The decoder reports `(position, message)` pairs, so its
+    /// unknown-reference problems are told apart by the wording its reference checks use.
+    fn of_decode_problem(message: &str) -> ErrorKind {
+        const UNKNOWN: [&str; 3] = [
+            ": unknown service `",
+            ": unknown auth provider `",
+            ": unknown plan `",
+        ];
+        if UNKNOWN.iter().any(|u| message.contains(u)) {
+            ErrorKind::UnknownReference
+        } else {
+            ErrorKind::InvalidValue
+        }
+    }
 }
 
 impl std::fmt::Display for ConfigError {
@@ -73,47 +134,72 @@ pub fn parse(src: &str, file: &Path) -> Result<Config, ConfigErrors> {
     parse_with_refs(src, file, base_dir).map(|(config, _)| config)
 }
 
-/// Reads `path`, parses it and reads every file it references.
+/// Reads `path`, parses it, and reads every file it references; JWKS files and API-key files
+/// are also parsed, so a broken one fails the load like a broken gateway.yaml.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
-    let at_start = |message: String| {
+    let at_start = |kind: ErrorKind, message: String| {
         ConfigErrors(vec![ConfigError {
             file: path.to_path_buf(),
             line: 1,
             column: 1,
+            kind,
             message,
         }])
     };
-    let bytes =
-        std::fs::read(path).map_err(|e| at_start(format!("cannot read the config file: {e}")))?;
-    let src = String::from_utf8(bytes)
-        .map_err(|e| at_start(format!("the config file is not valid UTF-8: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| {
+        at_start(
+            ErrorKind::UnreadableFile,
+            format!("cannot read the config file: {e}"),
+        )
+    })?;
+    let src = String::from_utf8(bytes).map_err(|e| {
+        at_start(
+            ErrorKind::Syntax,
+            format!("the config file is not valid UTF-8: {e}"),
+        )
+    })?;
     // Referenced files are resolved against the config's directory as of now, so a later
     // change of working directory (or a relative `--config`) cannot change what they mean.
-    let absolute = std::path::absolute(path)
-        .map_err(|e| at_start(format!("cannot resolve the config file's path: {e}")))?;
+    let absolute = std::path::absolute(path).map_err(|e| {
+        at_start(
+            ErrorKind::UnreadableFile,
+            format!("cannot resolve the config file's path: {e}"),
+        )
+    })?;
     let base_dir = absolute.parent().unwrap_or_else(|| Path::new("/"));
     let (config, refs) = parse_with_refs(&src, path, base_dir)?;
 
     let mut files = BTreeMap::new();
     let mut errors = Vec::new();
-    for r in refs {
+    for r in &refs {
         if files.contains_key(&r.path) {
             continue;
         }
         match std::fs::read(&r.path) {
             Ok(contents) => {
-                files.insert(r.path, contents);
+                files.insert(r.path.clone(), contents);
             }
             Err(e) => errors.push(ConfigError {
                 file: path.to_path_buf(),
                 line: r.pos.line,
                 column: r.pos.column,
+                kind: ErrorKind::UnreadableFile,
                 message: format!("{}: cannot read {}: {e}", r.key, r.path.display()),
             }),
         }
     }
+    errors.extend(check_referenced(path, &config, &refs, &files));
     if !errors.is_empty() {
-        errors.sort_by_key(|e| (e.line, e.column));
+        // gateway.yaml's own problems first, in source order, then each referenced file's.
+        errors.sort_by(|a, b| {
+            (a.file != path, &a.file, a.line, a.column).cmp(&(
+                b.file != path,
+                &b.file,
+                b.line,
+                b.column,
+            ))
+        });
+        errors.dedup();
         return Err(ConfigErrors(errors));
     }
     Ok(Loaded {
@@ -123,6 +209,76 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     })
 }
 
+/// Parses every JWKS file (for its provider's algorithms) and every API-key file that was read,
+/// with the same code authz-service uses. A problem with a position inside the file is reported
+/// there; one about the document as a whole (no usable key, a repeated `kid`) at the key in
+/// gateway.yaml that names the file.
+fn check_referenced(
+    config_path: &Path,
+    config: &Config,
+    refs: &[decode::FileRef],
+    files: &BTreeMap<PathBuf, Vec<u8>>,
+) -> Vec<ConfigError> {
+    let Some(auth) = &config.auth else {
+        return Vec::new();
+    };
+    let named_at = |file: &Path, key: &str| {
+        refs.iter()
+            .find(|r| r.path == file && r.key == key)
+            .map_or(yaml::Pos::START, |r| r.pos)
+    };
+    let mut errors = Vec::new();
+    for p in auth.jwt.values() {
+        let JwtKeys::File(file) = &p.keys else {
+            continue;
+        };
+        let Some(bytes) = files.get(file) else {
+            continue;
+        };
+        let Err(e) = jwks::parse(bytes, &p.algorithms) else {
+            continue;
+        };
+        errors.push(match &e {
+            jwks::JwksError::Syntax {
+                line,
+                column,
+                message,
+            } => ConfigError {
+                file: file.clone(),
+                line: *line,
+                column: *column,
+                kind: ErrorKind::InvalidReferencedFile,
+                message: format!("not a JWKS document: {message}"),
+            },
+            _ => {
+                let pos = named_at(file, "jwks_file");
+                ConfigError {
+                    file: config_path.to_path_buf(),
+                    line: pos.line,
+                    column: pos.column,
+                    kind: ErrorKind::InvalidReferencedFile,
+                    message: format!("jwks_file: {}: {e}", file.display()),
+                }
+            }
+        });
+    }
+    for p in auth.api_keys.values() {
+        let Some(bytes) = files.get(&p.keys_file) else {
+            continue;
+        };
+        if let Err(e) = keys_file::KeysFile::parse(bytes) {
+            errors.push(ConfigError {
+                file: p.keys_file.clone(),
+                line: e.line,
+                column: e.column,
+                kind: ErrorKind::InvalidReferencedFile,
+                message: e.message,
+            });
+        }
+    }
+    errors
+}
+
 /// [`parse`], also returning every referenced file and where it was named, so that [`load`] can
 /// position a read error at the key that names the file.
 fn parse_with_refs(
@@ -130,13 +286,15 @@ fn parse_with_refs(
     file: &Path,
     base_dir: &Path,
 ) -> Result<(Config, Vec<decode::FileRef>), ConfigErrors> {
-    let error = |pos: yaml::Pos, message: String| ConfigError {
+    let error = |pos: yaml::Pos, kind: ErrorKind, message: String| ConfigError {
         file: file.to_path_buf(),
         line: pos.line,
         column: pos.column,
+        kind,
         message,
     };
-    let root = yaml::parse(src).map_err(|e| ConfigErrors(vec![error(e.pos, e.message)]))?;
+    let root = yaml::parse(src)
+        .map_err(|e| ConfigErrors(vec![error(e.pos, ErrorKind::Syntax, e.message)]))?;
     decode::decode(root.as_ref(), base_dir).map_err(|mut problems| {
         // Source order reads best; the same node can be reached twice (through an alias), so
         // identical reports are merged.
@@ -145,8 +303,129 @@ fn parse_with_refs(
         ConfigErrors(
             problems
                 .into_iter()
-                .map(|(pos, message)| error(pos, message))
+                .map(|(pos, message)| error(pos, ErrorKind::of_decode_problem(&message), message))
                 .collect(),
         )
     })
+}
+
+#[cfg(test)]
+mod referenced_file_tests {
+    use super::*;
+
+    const KEYS_HEAD: &str = "version: 1\nkeys:\n  - id: \"a\"\n    sha256: \"0000000000000000000000000000000000000000000000000000000000000000\"\n";
+
+    /// A config with one JWT provider and one API-key provider, and their files.
+    fn load_with(jwks: &str, keys: &str) -> (tempfile::TempDir, Result<Loaded, ConfigErrors>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("gateway.yaml");
+        std::fs::write(
+            &config,
+            "version: 1\nauth:\n  jwt:\n    main: { issuer: x, algorithms: [ES256], jwks_file: jwks.json }\n  api_keys:\n    partners: { keys_file: keys.yaml }\ngateways:\n  edge:\n    listeners: [{ name: http, port: 8080 }]\n    routes:\n      - { name: r, match: { prefix: / }, respond: { status: 200 }, auth: [main, partners] }\n",
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("jwks.json"), jwks).expect("write");
+        std::fs::write(dir.path().join("keys.yaml"), keys).expect("write");
+        let result = load(&config);
+        (dir, result)
+    }
+
+    const EC_JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"e","x":"AQ","y":"AQ"}]}"#;
+
+    #[test]
+    fn broken_keys_files_fail_the_load_inside_the_keys_file() {
+        for (line, at, why) in [
+            (
+                "    revoked: true\n",
+                (5, 14),
+                "keys[0].revoked: expected an RFC 3339 time",
+            ),
+            (
+                "    expires: 1735689600\n",
+                (5, 14),
+                "keys[0].expires: expected an RFC 3339 time",
+            ),
+            (
+                "    revoke: \"2026-01-01T00:00:00Z\"\n",
+                (5, 5),
+                "keys[0]: unknown key `revoke`",
+            ),
+        ] {
+            let (dir, result) = load_with(EC_JWKS, &format!("{KEYS_HEAD}{line}"));
+            let errs = result.expect_err(line).0;
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            let e = &errs[0];
+            assert_eq!(e.file, dir.path().join("keys.yaml"));
+            assert_eq!((e.line, e.column), at, "{e}");
+            assert!(e.message.starts_with(why), "{e}");
+            assert_eq!(e.kind, ErrorKind::InvalidReferencedFile);
+            assert!(
+                e.to_string()
+                    .contains(&format!("keys.yaml:{}:{}: ", at.0, at.1)),
+                "{e}"
+            );
+        }
+        let (_dir, ok) = load_with(EC_JWKS, KEYS_HEAD);
+        ok.unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn broken_jwks_files_fail_the_load() {
+        let (dir, result) = load_with("{\n  \"keys\": [\n    not json\n", KEYS_HEAD);
+        let errs = result.unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].file, dir.path().join("jwks.json"));
+        // serde_json points where it gave up: just after the `n` of `not`.
+        assert_eq!((errs[0].line, errs[0].column), (3, 6), "{}", errs[0]);
+        assert!(
+            errs[0].message.starts_with("not a JWKS document: "),
+            "{}",
+            errs[0]
+        );
+        assert_eq!(errs[0].kind, ErrorKind::InvalidReferencedFile);
+
+        // JSON, but nothing usable for ES256: reported at the key naming the file.
+        let rsa_only = r#"{"keys":[{"kty":"RSA","kid":"r","n":"AQAB","e":"AQAB"}]}"#;
+        let (dir, result) = load_with(rsa_only, KEYS_HEAD);
+        let errs = result.unwrap_err().0;
+        assert_eq!(errs[0].file, dir.path().join("gateway.yaml"));
+        assert_eq!((errs[0].line, errs[0].column), (4, 56), "{}", errs[0]);
+        assert!(
+            errs[0].message.contains("jwks.json: no key is usable"),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
+    fn errors_carry_their_kind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = load(&dir.path().join("nope.yaml")).unwrap_err().0;
+        assert_eq!(missing[0].kind, ErrorKind::UnreadableFile);
+        assert!(missing[0].kind.retry_helps());
+        let file = Path::new("/etc/gw/gateway.yaml");
+        let kinds = |src: &str| -> Vec<ErrorKind> {
+            parse(src, file)
+                .unwrap_err()
+                .0
+                .iter()
+                .map(|e| e.kind)
+                .collect()
+        };
+        assert_eq!(kinds("version: [\n"), [ErrorKind::Syntax]);
+        assert_eq!(kinds("version: 2\n"), [ErrorKind::InvalidValue]);
+        assert_eq!(
+            kinds("version: 1\ngateways:\n  edge:\n    listeners: [{ name: http, port: 8080 }]\n    routes:\n      - { name: r, match: { prefix: / }, service: nope, auth: none }\n"),
+            [ErrorKind::UnknownReference]
+        );
+        for k in [
+            ErrorKind::Syntax,
+            ErrorKind::InvalidValue,
+            ErrorKind::UnknownReference,
+            ErrorKind::InvalidReferencedFile,
+        ] {
+            assert!(!k.retry_helps(), "{k:?}");
+            assert_eq!(k.source(), ErrorSource::ConfigAuthor);
+        }
+    }
 }

@@ -689,6 +689,17 @@ fn garbage_never_panics() {
     }
 }
 
+/// A JWKS with one 2048-bit RSA key (the checks look at the modulus' length and the exponent).
+const VALID_JWKS: &str = concat!(
+    r#"{"keys":[{"kty":"RSA","kid":"k1","e":"AQAB","n":""#,
+    "w8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PD",
+    "w8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PD",
+    "w8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PD",
+    "w8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PDw8PD",
+    "w8PDww",
+    r#""}]}"#
+);
+
 #[test]
 fn load_reads_every_referenced_file() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -704,7 +715,13 @@ fn load_reads_every_referenced_file() {
     for (i, rel) in referenced.iter().enumerate() {
         let p = dir.path().join(rel);
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        std::fs::write(&p, format!("file {i}")).expect("write");
+        // The JWKS and keys files are parsed too, so those two must be real ones.
+        let contents = match *rel {
+            "keys/jwks.json" => VALID_JWKS.to_string(),
+            "keys/api-keys.yaml" => "version: 1\nkeys: []\n".to_string(),
+            _ => format!("file {i}"),
+        };
+        std::fs::write(&p, contents).expect("write");
     }
     let loaded = load(&config_path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(loaded.path, config_path);

@@ -8,11 +8,55 @@
 //! Files are shipped inline (JWKS documents, API-key files): xds-server is the only process that
 //! reads the configuration's files, watches them and re-publishes on change, so authz-service
 //! never needs the same file system and never drifts from what the server validated.
+//!
+//! This module is also the one home of every name xds-server's translation and authz-service
+//! must agree on without a message to carry it: the identity headers, the dynamic-metadata keys
+//! the rate-limit descriptors read, and the route's context extension.
 
 use prost::Message;
 
 /// The single resource name of an auth policy (the whole policy is one resource).
 pub const RESOURCE_NAME: &str = "auth";
+
+/// Envoy's ext_authz HTTP filter name. Envoy also files the dynamic metadata a Check response
+/// returns under the filter's name, so it is [`metadata::NAMESPACE`] too.
+pub const EXT_AUTHZ_FILTER: &str = "envoy.filters.http.ext_authz";
+
+/// The per-route context extension (set by xds-server on every route with `auth`) naming the
+/// route; authz-service looks the route's rules up by it.
+pub const ROUTE_EXTENSION: &str = "route";
+
+/// Request headers with a meaning fixed by the contract (spec §4).
+pub mod header {
+    /// The accepted credential's client id (a JWT's `client_claim`, an API key's `id`).
+    pub const CLIENT_ID: &str = "x-client-id";
+    /// The client's plan, when it has one (or the default plan).
+    pub const CLIENT_PLAN: &str = "x-client-plan";
+    /// The name of the provider that accepted the request.
+    pub const AUTH_PROVIDER: &str = "x-auth-provider";
+    /// The identity headers set on every authenticated request whatever the provider, sorted;
+    /// client-sent copies never reach an upstream.
+    pub const CLIENT_HEADERS: [&str; 3] = [AUTH_PROVIDER, CLIENT_ID, CLIENT_PLAN];
+    /// A JWT provider's claim mapped to this header is also the client's tenant (the
+    /// `per: tenant` rate-limit key); without such a mapping the tenant is the claim
+    /// [`super::DEFAULT_TENANT_CLAIM`].
+    pub const TENANT_ID: &str = "x-tenant-id";
+    /// Bearer tokens; removed before the upstream unless a provider forwards tokens.
+    pub const AUTHORIZATION: &str = "authorization";
+}
+
+/// The claim a JWT's tenant comes from when no header maps [`header::TENANT_ID`].
+pub const DEFAULT_TENANT_CLAIM: &str = "tenant_id";
+
+/// The dynamic metadata an allowing Check response carries, which Envoy stores under
+/// [`NAMESPACE`] and the rate-limit descriptors read (an absent key means "not set").
+pub mod metadata {
+    pub const NAMESPACE: &str = super::EXT_AUTHZ_FILTER;
+    pub const CLIENT_ID: &str = "client_id";
+    pub const PLAN: &str = "plan";
+    pub const TENANT: &str = "tenant";
+    pub const PROVIDER: &str = "provider";
+}
 
 /// Everything authz-service enforces.
 #[derive(Clone, PartialEq, Message)]
@@ -27,8 +71,8 @@ pub struct AuthPolicy {
     #[prost(message, repeated, tag = "3")]
     pub routes: Vec<RoutePolicy>,
     /// Every header that carries identity to an upstream (all providers' claim headers plus
-    /// `x-client-id`, `x-client-plan`, `x-auth-provider`), sorted: client-sent copies of all of
-    /// them are removed on every allow.
+    /// [`header::CLIENT_HEADERS`]), sorted: client-sent copies of all of them are removed on
+    /// every allow (`translate::authz::identity_headers`).
     #[prost(string, repeated, tag = "4")]
     pub identity_headers: Vec<String>,
     /// `rate_limits.default_plan`: the plan of a client whose credential names none. Empty when
@@ -39,6 +83,33 @@ pub struct AuthPolicy {
     /// (`translate::authz::strips_authorization`), which removes it on those routes itself.
     #[prost(bool, tag = "6")]
     pub public_strips_authorization: bool,
+    /// Every API-key provider's header that is not already an identity header, sorted: removed
+    /// on every allow, whichever provider accepted the request, so no key reaches an upstream
+    /// (spec §4; `translate::authz::credential_headers`).
+    #[prost(string, repeated, tag = "7")]
+    pub credential_headers: Vec<String>,
+    /// Every API-key provider's query parameter, sorted: removed on every allow, by the
+    /// spelling the client sent (`translate::authz::credential_query`).
+    #[prost(string, repeated, tag = "8")]
+    pub credential_query: Vec<String>,
+}
+
+impl AuthPolicy {
+    /// What an `auth: none` route removes from a client's request: the identity headers, the
+    /// credential headers, and `authorization` when [`Self::public_strips_authorization`].
+    /// xds-server puts the same list in those routes' `request_headers_to_remove`.
+    pub fn public_remove(&self) -> Vec<String> {
+        let mut out = self.identity_headers.clone();
+        for h in &self.credential_headers {
+            if !out.contains(h) {
+                out.push(h.clone());
+            }
+        }
+        if self.public_strips_authorization && !out.iter().any(|h| h == header::AUTHORIZATION) {
+            out.push(header::AUTHORIZATION.to_string());
+        }
+        out
+    }
 }
 
 /// One `auth.jwt.<name>` provider.

@@ -22,7 +22,7 @@ use super::TranslateError;
 use config::{JwtKeys, RouteAuth};
 
 /// Identity headers authz-service sets for every provider kind (spec §4).
-pub const CLIENT_HEADERS: [&str; 3] = ["x-auth-provider", "x-client-id", "x-client-plan"];
+pub use proto::authz::header::CLIENT_HEADERS;
 
 /// The policy for a loaded config (key files are read by the loader and shipped inline).
 pub fn policy(loaded: &config::Loaded) -> Result<AuthPolicy, TranslateError> {
@@ -83,6 +83,8 @@ pub fn policy(loaded: &config::Loaded) -> Result<AuthPolicy, TranslateError> {
         }
     }
     out.identity_headers = identity_headers(cfg);
+    out.credential_headers = credential_headers(cfg);
+    out.credential_query = credential_query(cfg);
     for gw in cfg.gateways.values() {
         for r in &gw.routes {
             let (public, providers) = match &r.auth {
@@ -157,13 +159,13 @@ pub fn strips_authorization(cfg: &config::Config) -> bool {
 // ---- The Envoy side: filter, cluster and per-route settings --------------------------------
 
 /// Envoy's ext_authz HTTP filter name; also the dynamic-metadata namespace of what
-/// authz-service returns (`client_id`, `plan`, `tenant`, `provider`).
-pub const FILTER: &str = "envoy.filters.http.ext_authz";
+/// authz-service returns (`proto::authz::metadata`).
+pub const FILTER: &str = proto::authz::EXT_AUTHZ_FILTER;
 /// The cluster Envoy reaches authz-service through (the service's node group name, which no user
 /// service may take).
 pub const CLUSTER: &str = proto::group::AUTHZ;
 /// The context extension naming the route; authz-service looks the route's rules up by it.
-pub const ROUTE_EXTENSION: &str = "route";
+pub const ROUTE_EXTENSION: &str = proto::authz::ROUTE_EXTENSION;
 pub const FILTER_TYPE_URL: &str =
     "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz";
 pub const PER_ROUTE_TYPE_URL: &str =
@@ -381,6 +383,20 @@ gateways:
                 "x-user-id"
             ]
         );
+        assert_eq!(p.credential_headers, ["x-partner-key"]);
+        assert_eq!(p.credential_query, ["api_key"]);
+        assert_eq!(
+            p.public_remove(),
+            [
+                "x-auth-provider",
+                "x-client-id",
+                "x-client-plan",
+                "x-tenant-id",
+                "x-user-id",
+                "x-partner-key"
+            ],
+            "a provider forwards tokens: authorization stays"
+        );
         assert_eq!(p.default_plan, "free");
         assert_eq!(
             p.routes,
@@ -419,6 +435,7 @@ gateways:
         assert_eq!(p.routes.len(), 1);
         assert!(p.routes[0].public);
         assert_eq!(p.identity_headers, CLIENT_HEADERS);
+        assert!(p.credential_headers.is_empty() && p.credential_query.is_empty());
     }
 
     #[test]

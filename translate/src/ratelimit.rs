@@ -3,6 +3,7 @@
 //! Rule ids are `<route>#<n>`, `n` being the limit's position in the route's effective list; the
 //! same ids go into the descriptors Envoy sends (see `proto::ratelimit`).
 
+use proto::authz::metadata as authz_metadata;
 use proto::pb::envoy::config::route::v3::rate_limit::{self, action::ActionSpecifier};
 use proto::pb::envoy::config::route::v3::RateLimit as EnvoyRateLimit;
 use proto::pb::envoy::extensions::filters::http::ratelimit::v3::RateLimit as RateLimitFilter;
@@ -113,7 +114,7 @@ pub const FILTER: &str = "envoy.filters.http.ratelimit";
 /// no user service may take).
 pub const CLUSTER: &str = proto::group::RATELIMIT;
 /// Where ext_authz puts the identity (client id, plan, tenant) it verified.
-pub const AUTHZ_METADATA_NAMESPACE: &str = "envoy.filters.http.ext_authz";
+pub const AUTHZ_METADATA_NAMESPACE: &str = proto::authz::metadata::NAMESPACE;
 
 /// True when some route of `gw` carries a limit, so its Envoys need the filter and the cluster.
 pub fn gateway_uses(cfg: &config::Config, gw: &config::Gateway) -> bool {
@@ -177,12 +178,16 @@ pub fn envoy_rate_limits(
             let mut actions = vec![generic_key(rl::key::RULE, &rule_id(&route.name, i))];
             match per {
                 Per::Plan => {
-                    actions.push(metadata(rl::key::CLIENT, "client_id", false));
+                    actions.push(metadata(rl::key::CLIENT, authz_metadata::CLIENT_ID, false));
                     // Without a plan claim the service applies the default plan.
-                    actions.push(metadata(rl::key::PLAN, "plan", true));
+                    actions.push(metadata(rl::key::PLAN, authz_metadata::PLAN, true));
                 }
-                Per::Client => actions.push(metadata(rl::key::CLIENT, "client_id", false)),
-                Per::Tenant => actions.push(metadata(rl::key::TENANT, "tenant", false)),
+                Per::Client => {
+                    actions.push(metadata(rl::key::CLIENT, authz_metadata::CLIENT_ID, false))
+                }
+                Per::Tenant => {
+                    actions.push(metadata(rl::key::TENANT, authz_metadata::TENANT, false))
+                }
                 Per::Ip | Per::Anonymous => actions.push(action(ActionSpecifier::RemoteAddress(
                     rate_limit::action::RemoteAddress {},
                 ))),

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use authz_service::apikey::{KeyRecord, KeysFile};
+use authz_service::apikey::{Edit, KeyRecord, KeysFile};
 use authz_service::service::{AuthzService, Shared};
 use clap::Parser;
 use common::*;
@@ -91,6 +91,9 @@ fn policy(keys_file: Vec<u8>) -> AuthPolicy {
         ..Default::default()
     };
     p.identity_headers = identity_headers(&p);
+    // What xds-server ships for one API-key provider on `x-api-key` and `?api_key=`.
+    p.credential_headers = vec!["x-api-key".into()];
+    p.credential_query = vec!["api_key".into()];
     p
 }
 

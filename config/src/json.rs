@@ -1,4 +1,5 @@
-//! Strict JSON for JWT headers and payloads: objects with a repeated member name are rejected.
+//! Strict JSON for JWKS documents and JWT headers and payloads: objects with a repeated member
+//! name are rejected.
 //!
 //! `serde_json::Value` (and the claim maps of JWT libraries) keep the last of two members with
 //! the same name, so `{"tenant":"victim","tenant":"attacker"}` would silently become `attacker`
