@@ -452,7 +452,8 @@ fn compose_example_config_is_valid_and_its_secrets_and_keys_are_usable() {
             assert!(secret.len() >= 32, "{var}: shorter than 32 bytes");
         }
     }
-    // authz-service, not xds-server, parses keys files: have it read (and rewrite) a copy.
+    // The demo keys file must also survive authz-service's own edit path: have it read (and
+    // rewrite) a copy.
     for (name, provider) in &auth.api_keys {
         let dir = tempfile::tempdir().expect("temp dir");
         let copy = dir.path().join("keys.yaml");
