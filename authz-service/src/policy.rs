@@ -606,16 +606,24 @@ fn scalar(v: &Value) -> Option<String> {
 
 /// A claim as a header value: scalars as text, arrays comma-joined (elements that are not
 /// scalars as JSON), objects as compact JSON; `null` is absent.
+///
+/// An array with an element that itself contains a `,` renders as nothing: joined, it would
+/// read as more elements than the token holds (`["user,admin"]` as the two roles `user` and
+/// `admin`), and upstreams split such headers on commas. The client's copy of the header is
+/// removed all the same, so the upstream sees no value rather than a forged list.
 pub fn render(v: &Value) -> Option<String> {
     match v {
         Value::Null => None,
-        Value::Array(items) => Some(
-            items
+        Value::Array(items) => {
+            let items: Vec<String> = items
                 .iter()
                 .map(|i| scalar(i).unwrap_or_else(|| i.to_string()))
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
+                .collect();
+            if items.iter().any(|i| i.contains(',')) {
+                return None;
+            }
+            Some(items.join(","))
+        }
         Value::Object(_) => Some(v.to_string()),
         _ => scalar(v),
     }
@@ -862,6 +870,10 @@ mod tests {
             (json!(true), Some("true")),
             (json!(["a", "b", 3]), Some("a,b,3")),
             (json!([{"k": 1}]), Some(r#"{"k":1}"#)),
+            // An element with a comma would read as two: the array is left out.
+            (json!(["user,admin"]), None),
+            (json!(["user", "a,b"]), None),
+            (json!([{"k": 1, "l": 2}]), None),
             (json!({"k": "v"}), Some(r#"{"k":"v"}"#)),
             (json!([]), Some("")),
             (json!(null), None),
