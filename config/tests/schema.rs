@@ -197,7 +197,7 @@ fn committed_docs_are_what_the_generator_prints() {
                     |i| format!("line {}", i + 1),
                 );
             panic!(
-                "{file} is out of date with config/src/schema.rs (first difference: \
+                "{file} is out of date with config/src/describe.rs (first difference: \
                  {first_difference}); regenerate it from the repository root with:\n    {command}"
             );
         }
