@@ -517,6 +517,42 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// A request-body limit in bytes: a plain integer or a [`grammar::size`]; at least one byte
+    /// and at most what Envoy's 32-bit limit holds.
+    fn size(&mut self, node: &Node, what: &str) -> Option<u32> {
+        let bytes = match &node.value {
+            Value::Scalar {
+                kind: Scalar::Int(i),
+                ..
+            } => u64::try_from(*i).ok(),
+            Value::Scalar {
+                text,
+                kind: Scalar::Str | Scalar::Quoted,
+            } => grammar::size(text),
+            _ => None,
+        };
+        match bytes {
+            Some(0) | None => {
+                self.expected(node, what, grammar::SIZE_HINT);
+                None
+            }
+            Some(b) => match u32::try_from(b) {
+                Ok(b) => Some(b),
+                Err(_) => {
+                    self.problem(
+                        node.pos,
+                        format!(
+                            "{what}: at most {} bytes (just under 4GiB), found {}",
+                            u32::MAX,
+                            node.describe()
+                        ),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
     fn host_port(&mut self, node: &Node, what: &str) -> Option<HostPort> {
         let s = self.string(node, what)?;
         match grammar::host_port(&s) {
@@ -1231,6 +1267,10 @@ impl<'a> Ctx<'a> {
             Some(n) => self.cors(n, &format!("{what}.cors")).map(Some),
         };
         let access_log = self.choice_key(&f, "access_log", &what, &d::ACCESS_LOGS);
+        let max_body = match f.get("max_body") {
+            None => Some(None),
+            Some(n) => self.size(n, &format!("{what}.max_body")).map(Some),
+        };
         let routes = match f.get("routes") {
             None => Some(Vec::new()),
             Some(n) => {
@@ -1249,6 +1289,7 @@ impl<'a> Ctx<'a> {
             listeners: listeners?,
             cors: cors?,
             access_log: access_log?,
+            max_body: max_body?,
             routes: routes?,
         })
     }
@@ -1584,6 +1625,10 @@ impl<'a> Ctx<'a> {
             }
             Some(e) => self.retries(e.value, &format!("{what}: retries")).map(Some),
         };
+        let max_body = match f.get("max_body") {
+            None => Some(None),
+            Some(n) => self.size(n, &format!("{what}: max_body")).map(Some),
+        };
         let request_headers = match f.get("request_headers") {
             None => Some(HeaderChanges::default()),
             Some(n) => self.header_changes(n, &format!("{what}: request_headers")),
@@ -1602,6 +1647,7 @@ impl<'a> Ctx<'a> {
             rate_limit: rate_limit?,
             timeout: timeout?,
             retries: retries?,
+            max_body: max_body?,
             request_headers: request_headers?,
             response_headers: response_headers?,
         })

@@ -178,6 +178,17 @@ pub(crate) const PER_HEADER: Format = Format {
     examples: &["header:x-tenant-id"],
 };
 
+// Request-body limits (spec §8): bytes, or a whole number of KiB, MiB or GiB; Envoy holds the
+// limit in 32 bits, so at most 4294967295 bytes.
+pub(crate) const SIZE: Format = Format {
+    name: "size",
+    title: "size",
+    description: "A number of bytes: a whole number, alone (bytes) or with KiB, MiB or GiB (powers of 1024); at least 1, at most 4294967295 bytes.",
+    pattern: "^0*[1-9][0-9]*(KiB|MiB|GiB)?$",
+    scalars: Scalars::StringOrInt,
+    examples: &["512KiB", "1MiB", "20MiB", "65536"],
+};
+
 pub(crate) const FORMATS: &[&Format] = &[
     &DURATION,
     &POSITIVE_DURATION,
@@ -193,6 +204,7 @@ pub(crate) const FORMATS: &[&Format] = &[
     &JWKS_URL,
     &ENV_NAME,
     &PER_HEADER,
+    &SIZE,
 ];
 
 // ---- types ------------------------------------------------------------------------------------
@@ -773,6 +785,7 @@ pub(crate) static GATEWAY: Object = Object {
         key("listeners", nonempty_list(&Ty::Obj(&LISTENER)), Required, "Addresses and ports the gateway's Envoys accept clients on."),
         key("cors", Ty::Obj(&CORS), Optional, "CORS policy for every route of the gateway; omitted, Envoy does not answer CORS requests."),
         key("access_log", Ty::Enum(&ACCESS_LOGS), Is("json"), "Format of Envoy's access log on stdout, or `off`."),
+        key("max_body", Ty::Fmt(&SIZE), Optional, "Largest request body of every route without its own `max_body`: Envoy buffers the body and answers a larger one, chunked or not, with 413 before the upstream sees the request; omitted, bodies are streamed and not limited."),
         key("routes", list(&Ty::Obj(&ROUTE)), Optional, "Routes, tried in file order; the first that matches wins."),
     ],
     one_of: &[],
@@ -886,6 +899,7 @@ pub(crate) static ROUTE: Object = Object {
         key("rate_limit", Ty::AnyOf(&[Ty::Enum(&["plan", "none"]), nonempty_list(&Ty::AnyOf(&[Ty::Enum(&["plan"]), Ty::Obj(&LIMIT)]))]), Optional, "`plan` (the default on authenticated routes), `none`, or a list of `plan` and `{limit, per}` items that all apply."),
         key("timeout", Ty::Fmt(&POSITIVE_DURATION), Optional, "How long Envoy waits for the upstream's whole response."),
         key("retries", Ty::Obj(&RETRIES), Optional, "When and how often Envoy retries a failed request."),
+        key("max_body", Ty::Fmt(&SIZE), Optional, "Largest request body of this route, overriding the gateway's `max_body`; a larger one gets 413."),
         key("request_headers", Ty::Obj(&HEADER_CHANGES), Optional, "Headers set or removed on the request before it reaches the upstream."),
         key("response_headers", Ty::Obj(&HEADER_CHANGES), Optional, "Headers set or removed on the response before it reaches the client."),
     ],

@@ -263,6 +263,8 @@ pub struct Gateway {
     pub listeners: Vec<Listener>,
     pub cors: Option<Cors>,
     pub access_log: AccessLog,
+    /// The request-body limit, in bytes, of every route without its own; `None`: no limit.
+    pub max_body: Option<u32>,
     /// First match wins, in file order. Names unique within the whole file.
     pub routes: Vec<Route>,
 }
@@ -311,6 +313,8 @@ pub struct Route {
     pub rate_limit: RouteRateLimit,
     pub timeout: Option<Duration>,
     pub retries: Option<Retries>,
+    /// Overrides the gateway's `max_body` for this route, in bytes.
+    pub max_body: Option<u32>,
     pub request_headers: HeaderChanges,
     pub response_headers: HeaderChanges,
 }
