@@ -95,7 +95,17 @@ impl<'n> Fields<'n> {
     /// The key's value, or when absent its described default: decoded by the same code either
     /// way, so a default is exactly what writing it would give.
     fn value(&self, key: &str) -> Option<&'n Node> {
-        self.get(key).or_else(|| self.object.default_node(key))
+        self.get(key).or_else(|| {
+            let default = self.object.default_node(key);
+            // Asking for the default of a key described without one is a slip in this file;
+            // in a release build the configuration is reported invalid instead.
+            debug_assert!(
+                default.is_some(),
+                "{}.{key} has no default in the description",
+                self.object.title
+            );
+            default
+        })
     }
 
     /// The key's integer bounds (`0..=u32::MAX` for a key described otherwise).

@@ -534,6 +534,7 @@ const RESERVED: &[&str] = &[proto::group::AUTHZ, proto::group::RATELIMIT];
 
 // ---- objects ----------------------------------------------------------------------------------
 
+#[rustfmt::skip]
 pub(crate) static TOP: Object = Object {
     name: "gateway.yaml",
     title: "gateway.yaml",
@@ -550,6 +551,7 @@ pub(crate) static TOP: Object = Object {
 
 // ---- services
 
+#[rustfmt::skip]
 pub(crate) static SERVICE: Object = Object {
     name: "service",
     title: "services.<name>",
@@ -567,114 +569,52 @@ pub(crate) static SERVICE: Object = Object {
     one_of: &[],
 };
 
+#[rustfmt::skip]
 pub(crate) static HEALTH_CHECK: Object = Object {
     name: "healthCheck",
     title: "services.<name>.health_check",
     doc: "Active HTTP health checking: Envoy requests `path` on every endpoint.",
     keys: &[
-        key(
-            "path",
-            Ty::Fmt(&URL_PATH),
-            Required,
-            "Path Envoy requests on each endpoint.",
-        ),
-        key(
-            "interval",
-            Ty::Fmt(&POSITIVE_DURATION),
-            Is("5s"),
-            "Time between two checks of an endpoint.",
-        ),
-        key(
-            "timeout",
-            Ty::Fmt(&POSITIVE_DURATION),
-            Is("1s"),
-            "How long a check may take before it counts as failed.",
-        ),
-        key(
-            "healthy",
-            int(1),
-            Is("2"),
-            "Consecutive passed checks after which an endpoint counts as healthy.",
-        ),
-        key(
-            "unhealthy",
-            int(1),
-            Is("3"),
-            "Consecutive failed checks after which an endpoint counts as unhealthy.",
-        ),
+        key("path", Ty::Fmt(&URL_PATH), Required, "Path Envoy requests on each endpoint."),
+        key("interval", Ty::Fmt(&POSITIVE_DURATION), Is("5s"), "Time between two checks of an endpoint."),
+        key("timeout", Ty::Fmt(&POSITIVE_DURATION), Is("1s"), "How long a check may take before it counts as failed."),
+        key("healthy", int(1), Is("2"), "Consecutive passed checks after which an endpoint counts as healthy."),
+        key("unhealthy", int(1), Is("3"), "Consecutive failed checks after which an endpoint counts as unhealthy."),
     ],
     one_of: &[],
 };
 
 // A zero connection or request limit would reject every request; zero retries is a legitimate
 // "never retry concurrently".
+#[rustfmt::skip]
 pub(crate) static CIRCUIT_BREAKER: Object = Object {
     name: "circuitBreaker",
     title: "services.<name>.circuit_breaker",
-    doc:
-        "Limits on what is in flight to the service at once; beyond them Envoy fails fast with 503.",
+    doc: "Limits on what is in flight to the service at once; beyond them Envoy fails fast with 503.",
     keys: &[
-        key(
-            "max_connections",
-            int(1),
-            Is("1024"),
-            "Most connections open to the service at once.",
-        ),
-        key(
-            "max_pending",
-            int(1),
-            Is("1024"),
-            "Most requests waiting for a connection at once.",
-        ),
-        key(
-            "max_requests",
-            int(1),
-            Is("1024"),
-            "Most requests in flight to the service at once.",
-        ),
-        key(
-            "max_retries",
-            int(0),
-            Is("3"),
-            "Most retries in flight to the service at once.",
-        ),
+        key("max_connections", int(1), Is("1024"), "Most connections open to the service at once."),
+        key("max_pending", int(1), Is("1024"), "Most requests waiting for a connection at once."),
+        key("max_requests", int(1), Is("1024"), "Most requests in flight to the service at once."),
+        key("max_retries", int(0), Is("3"), "Most retries in flight to the service at once."),
     ],
     one_of: &[],
 };
 
+#[rustfmt::skip]
 pub(crate) static OUTLIER_DETECTION: Object = Object {
     name: "outlierDetection",
     title: "services.<name>.outlier_detection",
     doc: "Passive health checking: endpoints that keep failing are ejected for a while.",
     keys: &[
-        key(
-            "consecutive_5xx",
-            int(1),
-            Is("5"),
-            "Consecutive 5xx responses after which an endpoint is ejected.",
-        ),
-        key(
-            "interval",
-            Ty::Fmt(&POSITIVE_DURATION),
-            Is("10s"),
-            "Time between two ejection sweeps.",
-        ),
-        key(
-            "ejection_time",
-            Ty::Fmt(&POSITIVE_DURATION),
-            Is("30s"),
-            "Base time an ejected endpoint stays out of the load-balancing set.",
-        ),
-        key(
-            "max_ejection_percent",
-            Ty::Int { min: 0, max: 100 },
-            Is("50"),
-            "Largest share of the endpoints, in percent, that may be ejected at once.",
-        ),
+        key("consecutive_5xx", int(1), Is("5"), "Consecutive 5xx responses after which an endpoint is ejected."),
+        key("interval", Ty::Fmt(&POSITIVE_DURATION), Is("10s"), "Time between two ejection sweeps."),
+        key("ejection_time", Ty::Fmt(&POSITIVE_DURATION), Is("30s"), "Base time an ejected endpoint stays out of the load-balancing set."),
+        key("max_ejection_percent", Ty::Int { min: 0, max: 100 }, Is("50"), "Largest share of the endpoints, in percent, that may be ejected at once."),
     ],
     one_of: &[],
 };
 
+#[rustfmt::skip]
 pub(crate) static UPSTREAM_TLS: Object = Object {
     name: "upstreamTls",
     title: "services.<name>.tls",
@@ -688,6 +628,7 @@ pub(crate) static UPSTREAM_TLS: Object = Object {
 
 // ---- auth
 
+#[rustfmt::skip]
 pub(crate) static AUTH: Object = Object {
     name: "auth",
     title: "auth",
@@ -702,6 +643,7 @@ pub(crate) static AUTH: Object = Object {
 
 /// Where Envoy finds authz-service when `service:` is omitted: the service's own default listen
 /// address (spec §7).
+#[rustfmt::skip]
 pub(crate) static AUTH_SERVICE: Object = Object {
     name: "authService",
     title: "auth.service",
@@ -714,6 +656,7 @@ pub(crate) static AUTH_SERVICE: Object = Object {
     one_of: &[],
 };
 
+#[rustfmt::skip]
 pub(crate) static JWT_PROVIDER: Object = Object {
     name: "jwtProvider",
     title: "auth.jwt.<name>",
@@ -734,6 +677,7 @@ pub(crate) static JWT_PROVIDER: Object = Object {
     one_of: &["jwks_file", "jwks_url", "secret_env"],
 };
 
+#[rustfmt::skip]
 pub(crate) static API_KEY_PROVIDER: Object = Object {
     name: "apiKeyProvider",
     title: "auth.api_keys.<name>",
@@ -748,6 +692,7 @@ pub(crate) static API_KEY_PROVIDER: Object = Object {
 
 // ---- rate limits
 
+#[rustfmt::skip]
 pub(crate) static RATE_LIMITS: Object = Object {
     name: "rateLimits",
     title: "rate_limits",
@@ -763,6 +708,7 @@ pub(crate) static RATE_LIMITS: Object = Object {
 };
 
 /// The service's own default listen address (spec §7).
+#[rustfmt::skip]
 pub(crate) static RATE_LIMIT_SERVICE: Object = Object {
     name: "rateLimitService",
     title: "rate_limits.service",
@@ -777,6 +723,7 @@ pub(crate) static RATE_LIMIT_SERVICE: Object = Object {
 
 // ---- gateways
 
+#[rustfmt::skip]
 pub(crate) static GATEWAY: Object = Object {
     name: "gateway",
     title: "gateways.<name>",
@@ -791,98 +738,49 @@ pub(crate) static GATEWAY: Object = Object {
     one_of: &[],
 };
 
+#[rustfmt::skip]
 pub(crate) static LISTENER: Object = Object {
     name: "listener",
     title: "gateways.<name>.listeners[]",
     doc: "A port the gateway's Envoys listen on.",
     keys: &[
-        key(
-            "name",
-            NONEMPTY,
-            Required,
-            "Listener name, unique within the gateway.",
-        ),
-        key(
-            "address",
-            Ty::Fmt(&IP_ADDRESS),
-            Is("0.0.0.0"),
-            "IP address to listen on.",
-        ),
-        key(
-            "port",
-            Ty::Int {
-                min: 1,
-                max: 65_535,
-            },
-            Required,
-            "TCP port to listen on, unique within the gateway.",
-        ),
-        key(
-            "tls",
-            Ty::Obj(&LISTENER_TLS),
-            Optional,
-            "Terminates TLS with this certificate; omitted, the listener speaks plain HTTP.",
-        ),
+        key("name", NONEMPTY, Required, "Listener name, unique within the gateway."),
+        key("address", Ty::Fmt(&IP_ADDRESS), Is("0.0.0.0"), "IP address to listen on."),
+        key("port", Ty::Int { min: 1, max: 65_535 }, Required, "TCP port to listen on, unique within the gateway."),
+        key("tls", Ty::Obj(&LISTENER_TLS), Optional, "Terminates TLS with this certificate; omitted, the listener speaks plain HTTP."),
     ],
     one_of: &[],
 };
 
+#[rustfmt::skip]
 pub(crate) static LISTENER_TLS: Object = Object {
     name: "listenerTls",
     title: "gateways.<name>.listeners[].tls",
     doc: "The certificate a listener presents to clients.",
     keys: &[
-        key(
-            "cert_file",
-            NONEMPTY,
-            Required,
-            "PEM certificate chain, relative to this file.",
-        ),
-        key(
-            "key_file",
-            NONEMPTY,
-            Required,
-            "PEM private key, relative to this file.",
-        ),
+        key("cert_file", NONEMPTY, Required, "PEM certificate chain, relative to this file."),
+        key("key_file", NONEMPTY, Required, "PEM private key, relative to this file."),
     ],
     one_of: &[],
 };
 
+#[rustfmt::skip]
 pub(crate) static CORS: Object = Object {
     name: "cors",
     title: "gateways.<name>.cors",
     doc: "Cross-origin resource sharing, answered by Envoy for every route of the gateway.",
     keys: &[
-        key(
-            "origins",
-            nonempty_list(&Ty::Fmt(&ORIGIN)),
-            Required,
-            "Allowed origins, or `*` for any.",
-        ),
-        key(
-            "methods",
-            list(&Ty::Fmt(&METHOD)),
-            Optional,
-            "Allowed request methods.",
-        ),
-        key(
-            "headers",
-            list(&Ty::Fmt(&HEADER_NAME)),
-            Optional,
-            "Allowed request headers.",
-        ),
-        key(
-            "max_age",
-            Ty::Fmt(&DURATION),
-            Optional,
-            "How long a browser may cache the answer to a preflight request.",
-        ),
+        key("origins", nonempty_list(&Ty::Fmt(&ORIGIN)), Required, "Allowed origins, or `*` for any."),
+        key("methods", list(&Ty::Fmt(&METHOD)), Optional, "Allowed request methods."),
+        key("headers", list(&Ty::Fmt(&HEADER_NAME)), Optional, "Allowed request headers."),
+        key("max_age", Ty::Fmt(&DURATION), Optional, "How long a browser may cache the answer to a preflight request."),
     ],
     one_of: &[],
 };
 
 // ---- routes
 
+#[rustfmt::skip]
 pub(crate) static ROUTE: Object = Object {
     name: "route",
     title: "gateways.<name>.routes[]",
@@ -906,6 +804,7 @@ pub(crate) static ROUTE: Object = Object {
     one_of: &["service", "services", "respond"],
 };
 
+#[rustfmt::skip]
 pub(crate) static ROUTE_MATCH: Object = Object {
     name: "routeMatch",
     title: "gateways.<name>.routes[].match",
@@ -922,59 +821,38 @@ pub(crate) static ROUTE_MATCH: Object = Object {
     one_of: &["path", "prefix", "regex"],
 };
 
+#[rustfmt::skip]
 pub(crate) static REGEX_MATCH: Object = Object {
     name: "regexMatch",
     title: "gateways.<name>.routes[].match.{headers,query}.<name>",
     doc: "A header or query-parameter value matched by a regular expression.",
-    keys: &[key(
-        "regex",
-        NONEMPTY,
-        Required,
-        "An RE2 regular expression the whole value must match.",
-    )],
+    keys: &[key("regex", NONEMPTY, Required, "An RE2 regular expression the whole value must match.")],
     one_of: &[],
 };
 
+#[rustfmt::skip]
 pub(crate) static RESPOND: Object = Object {
     name: "respond",
     title: "gateways.<name>.routes[].respond",
     doc: "A response Envoy sends itself, with a JSON body, a text body or none.",
     keys: &[
-        key(
-            "status",
-            Ty::Int { min: 200, max: 599 },
-            Required,
-            "HTTP status code.",
-        ),
-        key(
-            "json",
-            Ty::Any,
-            Optional,
-            "Body sent as JSON with content-type application/json.",
-        ),
-        key(
-            "body",
-            TEXT,
-            Optional,
-            "Body sent as-is with content-type text/plain.",
-        ),
+        key("status", Ty::Int { min: 200, max: 599 }, Required, "HTTP status code."),
+        key("json", Ty::Any, Optional, "Body sent as JSON with content-type application/json."),
+        key("body", TEXT, Optional, "Body sent as-is with content-type text/plain."),
     ],
     one_of: &[],
 };
 
+#[rustfmt::skip]
 pub(crate) static REWRITE: Object = Object {
     name: "rewrite",
     title: "gateways.<name>.routes[].rewrite",
     doc: "A path rewrite; only for routes that match by `prefix` and forward.",
-    keys: &[key(
-        "prefix",
-        Ty::Fmt(&URL_PATH),
-        Required,
-        "Replaces the matched `prefix`, so `/api/v1/users/42` can become `/users/42`.",
-    )],
+    keys: &[key("prefix", Ty::Fmt(&URL_PATH), Required, "Replaces the matched `prefix`, so `/api/v1/users/42` can become `/users/42`.")],
     one_of: &[],
 };
 
+#[rustfmt::skip]
 pub(crate) static REQUIRE: Object = Object {
     name: "require",
     title: "gateways.<name>.routes[].require",
@@ -986,6 +864,7 @@ pub(crate) static REQUIRE: Object = Object {
     one_of: &[],
 };
 
+#[rustfmt::skip]
 pub(crate) static LIMIT: Object = Object {
     name: "limit",
     title: "gateways.<name>.routes[].rate_limit[]",
@@ -997,48 +876,27 @@ pub(crate) static LIMIT: Object = Object {
     one_of: &[],
 };
 
+#[rustfmt::skip]
 pub(crate) static RETRIES: Object = Object {
     name: "retries",
     title: "gateways.<name>.routes[].retries",
     doc: "Envoy's retry policy for a forwarding route.",
     keys: &[
         key("attempts", int(1), Is("1"), "Retries after the first try."),
-        key(
-            "on",
-            nonempty_list(&Ty::AnyOf(&[
-                Ty::Int { min: 100, max: 599 },
-                Ty::Enum(&RETRY_CONDITIONS),
-            ])),
-            Is("[connect-failure, reset, 503]"),
-            "What triggers a retry: Envoy retry-on conditions and HTTP status codes.",
-        ),
-        key(
-            "per_try_timeout",
-            Ty::Fmt(&POSITIVE_DURATION),
-            Optional,
-            "How long each try may take; omitted, only the route's `timeout` applies.",
-        ),
+        key("on", nonempty_list(&Ty::AnyOf(&[Ty::Int { min: 100, max: 599 }, Ty::Enum(&RETRY_CONDITIONS)])), Is("[connect-failure, reset, 503]"), "What triggers a retry: Envoy retry-on conditions and HTTP status codes."),
+        key("per_try_timeout", Ty::Fmt(&POSITIVE_DURATION), Optional, "How long each try may take; omitted, only the route's `timeout` applies."),
     ],
     one_of: &[],
 };
 
+#[rustfmt::skip]
 pub(crate) static HEADER_CHANGES: Object = Object {
     name: "headerChanges",
     title: "gateways.<name>.routes[].{request,response}_headers",
     doc: "Headers set or removed on a request or response.",
     keys: &[
-        key(
-            "set",
-            map(Names::Header, &TEXT),
-            Optional,
-            "Headers to set, replacing any value already there: name → value.",
-        ),
-        key(
-            "remove",
-            list(&Ty::Fmt(&HEADER_NAME)),
-            Optional,
-            "Names of headers to remove.",
-        ),
+        key("set", map(Names::Header, &TEXT), Optional, "Headers to set, replacing any value already there: name → value."),
+        key("remove", list(&Ty::Fmt(&HEADER_NAME)), Optional, "Names of headers to remove."),
     ],
     one_of: &[],
 };
