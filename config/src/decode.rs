@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::describe::{self as d, one_of, Object};
 use super::grammar;
 use super::model::*;
 use super::yaml::{Node, Pos, Scalar, Value};
@@ -33,16 +34,7 @@ pub fn decode(
     root: Option<&Node>,
     base_dir: &Path,
 ) -> Result<(Config, Vec<FileRef>), Vec<Problem>> {
-    let mut cx = Ctx {
-        base_dir,
-        problems: Vec::new(),
-        files: Vec::new(),
-        services: BTreeSet::new(),
-        jwt: BTreeSet::new(),
-        api_keys: BTreeSet::new(),
-        has_rate_limits: false,
-        route_names: HashMap::new(),
-    };
+    let mut cx = Ctx::new(base_dir);
     let config = cx.config(root);
     match config {
         Some(config) if cx.problems.is_empty() => Ok((config, cx.files)),
@@ -57,105 +49,11 @@ pub fn decode(
     }
 }
 
-pub(crate) const TOP_KEYS: &[&str] = &["version", "services", "auth", "rate_limits", "gateways"];
-pub(crate) const SERVICE_KEYS: &[&str] = &[
-    "endpoints",
-    "protocol",
-    "lb",
-    "connect_timeout",
-    "health_check",
-    "circuit_breaker",
-    "outlier_detection",
-    "tls",
-];
-pub(crate) const HEALTH_CHECK_KEYS: &[&str] =
-    &["path", "interval", "timeout", "healthy", "unhealthy"];
-pub(crate) const CIRCUIT_BREAKER_KEYS: &[&str] = &[
-    "max_connections",
-    "max_pending",
-    "max_requests",
-    "max_retries",
-];
-pub(crate) const OUTLIER_KEYS: &[&str] = &[
-    "consecutive_5xx",
-    "interval",
-    "ejection_time",
-    "max_ejection_percent",
-];
-pub(crate) const UPSTREAM_TLS_KEYS: &[&str] = &["sni", "ca_file"];
-pub(crate) const AUTH_KEYS: &[&str] = &["service", "jwt", "api_keys"];
-pub(crate) const POLICY_SERVICE_KEYS: &[&str] = &["address", "timeout", "on_error"];
-pub(crate) const JWT_KEYS: &[&str] = &[
-    "issuer",
-    "audiences",
-    "algorithms",
-    "jwks_file",
-    "jwks_url",
-    "secret_env",
-    "clock_skew",
-    "headers",
-    "client_claim",
-    "plan_claim",
-    "forward_token",
-];
-pub(crate) const JWT_KEY_SOURCES: &[&str] = &["jwks_file", "jwks_url", "secret_env"];
-pub(crate) const API_KEY_KEYS: &[&str] = &["header", "query", "keys_file"];
-pub(crate) const RATE_LIMITS_KEYS: &[&str] =
-    &["service", "plans", "default_plan", "anonymous", "algorithm"];
-pub(crate) const GATEWAY_KEYS: &[&str] = &["listeners", "cors", "access_log", "routes"];
-pub(crate) const LISTENER_KEYS: &[&str] = &["name", "address", "port", "tls"];
-pub(crate) const LISTENER_TLS_KEYS: &[&str] = &["cert_file", "key_file"];
-pub(crate) const CORS_KEYS: &[&str] = &["origins", "methods", "headers", "max_age"];
-pub(crate) const ROUTE_KEYS: &[&str] = &[
-    "name",
-    "match",
-    "service",
-    "services",
-    "respond",
-    "rewrite",
-    "auth",
-    "require",
-    "rate_limit",
-    "timeout",
-    "retries",
-    "request_headers",
-    "response_headers",
-];
-pub(crate) const ROUTE_ACTIONS: &[&str] = &["service", "services", "respond"];
-pub(crate) const MATCH_KEYS: &[&str] = &[
-    "path", "prefix", "regex", "methods", "headers", "query", "hosts",
-];
-pub(crate) const PATH_MATCHES: &[&str] = &["path", "prefix", "regex"];
-pub(crate) const RESPOND_KEYS: &[&str] = &["status", "json", "body"];
-pub(crate) const REWRITE_KEYS: &[&str] = &["prefix"];
-pub(crate) const REQUIRE_KEYS: &[&str] = &["roles", "scopes"];
-pub(crate) const LIMIT_KEYS: &[&str] = &["limit", "per"];
-pub(crate) const RETRIES_KEYS: &[&str] = &["attempts", "on", "per_try_timeout"];
-pub(crate) const HEADER_CHANGES_KEYS: &[&str] = &["set", "remove"];
-pub(crate) const STRING_MATCH_KEYS: &[&str] = &["regex"];
-
-/// Envoy's `x-envoy-retry-on` conditions that make sense in a route's retry policy.
-pub(crate) const RETRY_CONDITIONS: &[&str] = &[
-    "5xx",
-    "gateway-error",
-    "reset",
-    "reset-before-request",
-    "connect-failure",
-    "envoy-ratelimited",
-    "retriable-4xx",
-    "refused-stream",
-    "retriable-status-codes",
-    "retriable-headers",
-    "http3-post-connect-failure",
-];
-
-/// The largest `clock_skew` accepted (every token lives that much longer).
-pub(crate) const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
-
-/// Where Envoy finds authz-service and ratelimit-service when `service:` is omitted; these are
-/// the services' own default listen addresses (spec §7).
-pub(crate) const DEFAULT_AUTH_ADDRESS: (&str, u16) = ("127.0.0.1", 9001);
-pub(crate) const DEFAULT_RATE_LIMIT_ADDRESS: (&str, u16) = ("127.0.0.1", 9002);
+/// What an absent `circuit_breaker` stands for: its described default, decoded like a user's.
+pub(crate) fn default_circuit_breaker() -> Option<CircuitBreaker> {
+    let node = d::SERVICE.default_node("circuit_breaker")?;
+    Ctx::new(Path::new("")).circuit_breaker(node, "circuit_breaker")
+}
 
 struct Ctx<'a> {
     base_dir: &'a Path,
@@ -174,6 +72,8 @@ struct Ctx<'a> {
 struct Fields<'n> {
     pos: Pos,
     entries: Vec<Entry<'n>>,
+    /// What the mapping is, for its keys' types and defaults.
+    object: &'static Object,
 }
 
 #[derive(Clone, Copy)]
@@ -191,16 +91,28 @@ impl<'n> Fields<'n> {
     fn get(&self, key: &str) -> Option<&'n Node> {
         self.entry(key).map(|e| e.value)
     }
-}
 
-/// `a, b or c`, in backticks (for messages, and the schema's descriptions).
-pub(crate) fn one_of(items: &[&str]) -> String {
-    match items {
-        [] => String::new(),
-        [one] => format!("`{one}`"),
-        [init @ .., last] => {
-            let init: Vec<String> = init.iter().map(|s| format!("`{s}`")).collect();
-            format!("{} or `{last}`", init.join(", "))
+    /// The key's value, or when absent its described default: decoded by the same code either
+    /// way, so a default is exactly what writing it would give.
+    fn value(&self, key: &str) -> Option<&'n Node> {
+        self.get(key).or_else(|| {
+            let default = self.object.default_node(key);
+            // Asking for the default of a key described without one is a slip in this file;
+            // in a release build the configuration is reported invalid instead.
+            debug_assert!(
+                default.is_some(),
+                "{}.{key} has no default in the description",
+                self.object.title
+            );
+            default
+        })
+    }
+
+    /// The key's integer bounds (`0..=u32::MAX` for a key described otherwise).
+    fn bounds(&self, key: &str) -> (i64, i64) {
+        match self.object.key(key).map(|k| &k.ty) {
+            Some(d::Ty::Int { min, max }) => (*min, *max),
+            _ => (0, d::U32_MAX),
         }
     }
 }
@@ -261,7 +173,20 @@ impl<T> All<T> {
     }
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn new(base_dir: &'a Path) -> Self {
+        Ctx {
+            base_dir,
+            problems: Vec::new(),
+            files: Vec::new(),
+            services: BTreeSet::new(),
+            jwt: BTreeSet::new(),
+            api_keys: BTreeSet::new(),
+            has_rate_limits: false,
+            route_names: HashMap::new(),
+        }
+    }
+
     fn problem(&mut self, pos: Pos, message: impl Into<String>) {
         self.problems.push((pos, message.into()));
     }
@@ -317,14 +242,33 @@ impl Ctx<'_> {
         Some(entries)
     }
 
-    /// A mapping whose keys must come from `allowed`.
-    fn fields<'n>(&mut self, node: &'n Node, what: &str, allowed: &[&str]) -> Option<Fields<'n>> {
+    /// A mapping of `object`: reports unknown keys and missing required ones.
+    fn fields<'n>(
+        &mut self,
+        node: &'n Node,
+        what: &str,
+        object: &'static Object,
+    ) -> Option<Fields<'n>> {
+        let f = self.open(node, what, object)?;
+        self.check_required(&f, what);
+        Some(f)
+    }
+
+    /// [`Self::fields`] without the required-key check, for a caller that names the mapping only
+    /// after reading one of its keys.
+    fn open<'n>(
+        &mut self,
+        node: &'n Node,
+        what: &str,
+        object: &'static Object,
+    ) -> Option<Fields<'n>> {
         let entries = self.map(node, what)?;
         let mut known = Vec::with_capacity(entries.len());
         for e in entries {
-            if allowed.contains(&e.key) {
+            if object.key(e.key).is_some() {
                 known.push(e);
             } else {
+                let allowed: Vec<&str> = object.key_names().collect();
                 self.problem(
                     e.key_pos,
                     format!(
@@ -338,15 +282,19 @@ impl Ctx<'_> {
         Some(Fields {
             pos: node.pos,
             entries: known,
+            object,
         })
     }
 
-    fn required<'n>(&mut self, f: &Fields<'n>, key: &str, what: &str) -> Option<&'n Node> {
-        let v = f.get(key);
-        if v.is_none() {
-            self.problem(f.pos, format!("{what}: missing required key `{key}`"));
+    fn check_required(&mut self, f: &Fields<'_>, what: &str) {
+        for key in f.object.keys {
+            if matches!(key.absent, d::Absent::Required) && f.get(key.name).is_none() {
+                self.problem(
+                    f.pos,
+                    format!("{what}: missing required key `{}`", key.name),
+                );
+            }
         }
-        v
     }
 
     /// At most one of `keys`; reports the second and later ones. Returns the first present.
@@ -433,18 +381,11 @@ impl Ctx<'_> {
         T::try_from(i).ok()
     }
 
-    fn opt_u32(
-        &mut self,
-        f: &Fields<'_>,
-        key: &str,
-        what: &str,
-        lo: i64,
-        default: u32,
-    ) -> Option<u32> {
-        match f.get(key) {
-            None => Some(default),
-            Some(n) => self.int_in(n, &format!("{what}.{key}"), lo, i64::from(u32::MAX)),
-        }
+    /// An integer key, its value or default, within its described bounds.
+    fn int_key<T: TryFrom<i64>>(&mut self, f: &Fields<'_>, key: &str, what: &str) -> Option<T> {
+        let (lo, hi) = f.bounds(key);
+        let n = f.value(key)?;
+        self.int_in(n, &format!("{what}.{key}"), lo, hi)
     }
 
     fn boolean(&mut self, node: &Node, what: &str) -> Option<bool> {
@@ -538,17 +479,28 @@ impl Ctx<'_> {
         Some(d)
     }
 
-    fn opt_duration(
+    /// A duration key, its value or default; longer than zero where it is described so.
+    fn duration_key(&mut self, f: &Fields<'_>, key: &str, what: &str) -> Option<Duration> {
+        let n = f.value(key)?;
+        let w = format!("{what}.{key}");
+        match f.object.key(key).map(|k| &k.ty) {
+            Some(d::Ty::Fmt(fmt)) if fmt.name == d::POSITIVE_DURATION.name => {
+                self.positive_duration(n, &w)
+            }
+            _ => self.duration(n, &w),
+        }
+    }
+
+    /// An enumerated key, its value or default, from the table the description names.
+    fn choice_key<T: Copy>(
         &mut self,
         f: &Fields<'_>,
         key: &str,
         what: &str,
-        default: Duration,
-    ) -> Option<Duration> {
-        match f.get(key) {
-            None => Some(default),
-            Some(n) => self.positive_duration(n, &format!("{what}.{key}")),
-        }
+        options: &[(&str, T)],
+    ) -> Option<T> {
+        let n = f.value(key)?;
+        self.choice(n, &format!("{what}.{key}"), options)
     }
 
     fn rate(&mut self, node: &Node, what: &str) -> Option<Rate> {
@@ -572,6 +524,42 @@ impl Ctx<'_> {
                 );
                 None
             }
+        }
+    }
+
+    /// A request-body limit in bytes: a plain integer or a [`grammar::size`]; at least one byte
+    /// and at most what Envoy's 32-bit limit holds.
+    fn size(&mut self, node: &Node, what: &str) -> Option<u32> {
+        let bytes = match &node.value {
+            Value::Scalar {
+                kind: Scalar::Int(i),
+                ..
+            } => u64::try_from(*i).ok(),
+            Value::Scalar {
+                text,
+                kind: Scalar::Str | Scalar::Quoted,
+            } => grammar::size(text),
+            _ => None,
+        };
+        match bytes {
+            Some(0) | None => {
+                self.expected(node, what, grammar::SIZE_HINT);
+                None
+            }
+            Some(b) => match u32::try_from(b) {
+                Ok(b) => Some(b),
+                Err(_) => {
+                    self.problem(
+                        node.pos,
+                        format!(
+                            "{what}: at most {} bytes (just under 4GiB), found {}",
+                            u32::MAX,
+                            node.describe()
+                        ),
+                    );
+                    None
+                }
+            },
         }
     }
 
@@ -690,9 +678,9 @@ impl Ctx<'_> {
             );
             return None;
         };
-        let f = self.fields(root, "the top level", TOP_KEYS)?;
+        let f = self.fields(root, "the top level", &d::TOP)?;
 
-        let version = self.required(&f, "version", "the top level").and_then(|n| {
+        let version = f.get("version").and_then(|n| {
             let v = self.int(n, "version")?;
             if v != 1 {
                 self.problem(
@@ -753,8 +741,8 @@ impl Ctx<'_> {
 
     fn service(&mut self, name: &str, node: &Node) -> Option<Service> {
         let what = format!("services.{name}");
-        let f = self.fields(node, &what, SERVICE_KEYS)?;
-        let endpoints = self.required(&f, "endpoints", &what).and_then(|n| {
+        let f = self.fields(node, &what, &d::SERVICE)?;
+        let endpoints = f.get("endpoints").and_then(|n| {
             let w = format!("{what}.endpoints");
             let items = self.seq(n, &w)?;
             if items.is_empty() {
@@ -771,44 +759,18 @@ impl Ctx<'_> {
             }
             all.finish()
         });
-        let protocol = match f.get("protocol") {
-            None => Some(Protocol::Http1),
-            Some(n) => self.choice(
-                n,
-                &format!("{what}.protocol"),
-                &[
-                    ("http1", Protocol::Http1),
-                    ("http2", Protocol::Http2),
-                    ("grpc", Protocol::Grpc),
-                ],
-            ),
-        };
-        let lb = match f.get("lb") {
-            None => Some(LbPolicy::RoundRobin),
-            Some(n) => self.choice(
-                n,
-                &format!("{what}.lb"),
-                &[
-                    ("round_robin", LbPolicy::RoundRobin),
-                    ("least_request", LbPolicy::LeastRequest),
-                    ("random", LbPolicy::Random),
-                    ("ring_hash", LbPolicy::RingHash),
-                    ("maglev", LbPolicy::Maglev),
-                ],
-            ),
-        };
-        let connect_timeout =
-            self.opt_duration(&f, "connect_timeout", &what, Duration::from_secs(2));
+        let protocol = self.choice_key(&f, "protocol", &what, &d::PROTOCOLS);
+        let lb = self.choice_key(&f, "lb", &what, &d::LB_POLICIES);
+        let connect_timeout = self.duration_key(&f, "connect_timeout", &what);
         let health_check = match f.get("health_check") {
             None => Some(None),
             Some(n) => self
                 .health_check(n, &format!("{what}.health_check"))
                 .map(Some),
         };
-        let circuit_breaker = match f.get("circuit_breaker") {
-            None => Some(CircuitBreaker::default()),
-            Some(n) => self.circuit_breaker(n, &format!("{what}.circuit_breaker")),
-        };
+        let circuit_breaker = f
+            .value("circuit_breaker")
+            .and_then(|n| self.circuit_breaker(n, &format!("{what}.circuit_breaker")));
         let outlier_detection = match f.get("outlier_detection") {
             None => Some(None),
             Some(n) => self
@@ -832,14 +794,14 @@ impl Ctx<'_> {
     }
 
     fn health_check(&mut self, node: &Node, what: &str) -> Option<HealthCheck> {
-        let f = self.fields(node, what, HEALTH_CHECK_KEYS)?;
-        let path = self
-            .required(&f, "path", what)
+        let f = self.fields(node, what, &d::HEALTH_CHECK)?;
+        let path = f
+            .get("path")
             .and_then(|n| self.url_path(n, &format!("{what}.path")));
-        let interval = self.opt_duration(&f, "interval", what, Duration::from_secs(5));
-        let timeout = self.opt_duration(&f, "timeout", what, Duration::from_secs(1));
-        let healthy = self.opt_u32(&f, "healthy", what, 1, 2);
-        let unhealthy = self.opt_u32(&f, "unhealthy", what, 1, 3);
+        let interval = self.duration_key(&f, "interval", what);
+        let timeout = self.duration_key(&f, "timeout", what);
+        let healthy = self.int_key(&f, "healthy", what);
+        let unhealthy = self.int_key(&f, "unhealthy", what);
         Some(HealthCheck {
             path: path?,
             interval: interval?,
@@ -850,14 +812,11 @@ impl Ctx<'_> {
     }
 
     fn circuit_breaker(&mut self, node: &Node, what: &str) -> Option<CircuitBreaker> {
-        let f = self.fields(node, what, CIRCUIT_BREAKER_KEYS)?;
-        let d = CircuitBreaker::default();
-        // A zero connection or request limit would reject every request; zero retries is a
-        // legitimate "never retry concurrently".
-        let max_connections = self.opt_u32(&f, "max_connections", what, 1, d.max_connections);
-        let max_pending = self.opt_u32(&f, "max_pending", what, 1, d.max_pending);
-        let max_requests = self.opt_u32(&f, "max_requests", what, 1, d.max_requests);
-        let max_retries = self.opt_u32(&f, "max_retries", what, 0, d.max_retries);
+        let f = self.fields(node, what, &d::CIRCUIT_BREAKER)?;
+        let max_connections = self.int_key(&f, "max_connections", what);
+        let max_pending = self.int_key(&f, "max_pending", what);
+        let max_requests = self.int_key(&f, "max_requests", what);
+        let max_retries = self.int_key(&f, "max_retries", what);
         Some(CircuitBreaker {
             max_connections: max_connections?,
             max_pending: max_pending?,
@@ -867,14 +826,11 @@ impl Ctx<'_> {
     }
 
     fn outlier_detection(&mut self, node: &Node, what: &str) -> Option<OutlierDetection> {
-        let f = self.fields(node, what, OUTLIER_KEYS)?;
-        let consecutive_5xx = self.opt_u32(&f, "consecutive_5xx", what, 1, 5);
-        let interval = self.opt_duration(&f, "interval", what, Duration::from_secs(10));
-        let ejection_time = self.opt_duration(&f, "ejection_time", what, Duration::from_secs(30));
-        let max_ejection_percent = match f.get("max_ejection_percent") {
-            None => Some(50),
-            Some(n) => self.int_in(n, &format!("{what}.max_ejection_percent"), 0, 100),
-        };
+        let f = self.fields(node, what, &d::OUTLIER_DETECTION)?;
+        let consecutive_5xx = self.int_key(&f, "consecutive_5xx", what);
+        let interval = self.duration_key(&f, "interval", what);
+        let ejection_time = self.duration_key(&f, "ejection_time", what);
+        let max_ejection_percent = self.int_key(&f, "max_ejection_percent", what);
         Some(OutlierDetection {
             consecutive_5xx: consecutive_5xx?,
             interval: interval?,
@@ -884,7 +840,7 @@ impl Ctx<'_> {
     }
 
     fn upstream_tls(&mut self, node: &Node, what: &str) -> Option<UpstreamTls> {
-        let f = self.fields(node, what, UPSTREAM_TLS_KEYS)?;
+        let f = self.fields(node, what, &d::UPSTREAM_TLS)?;
         let sni = match f.get("sni") {
             None => Some(None),
             Some(n) => {
@@ -913,39 +869,19 @@ impl Ctx<'_> {
 
     // ---- auth -----------------------------------------------------------------------------
 
+    /// `auth.service` or `rate_limits.service`: the same keys, each with its own defaults.
     fn policy_service(
         &mut self,
-        node: Option<&Node>,
+        node: &Node,
         what: &str,
-        default_address: (&str, u16),
-        default_timeout: Duration,
-        default_on_error: OnError,
+        object: &'static Object,
     ) -> Option<PolicyService> {
-        let default = PolicyService {
-            address: HostPort {
-                host: default_address.0.to_string(),
-                port: default_address.1,
-            },
-            timeout: default_timeout,
-            on_error: default_on_error,
-        };
-        let Some(node) = node else {
-            return Some(default);
-        };
-        let f = self.fields(node, what, POLICY_SERVICE_KEYS)?;
-        let address = match f.get("address") {
-            None => Some(default.address),
-            Some(n) => self.host_port(n, &format!("{what}.address")),
-        };
-        let timeout = self.opt_duration(&f, "timeout", what, default_timeout);
-        let on_error = match f.get("on_error") {
-            None => Some(default_on_error),
-            Some(n) => self.choice(
-                n,
-                &format!("{what}.on_error"),
-                &[("allow", OnError::Allow), ("deny", OnError::Deny)],
-            ),
-        };
+        let f = self.fields(node, what, object)?;
+        let address = f
+            .value("address")
+            .and_then(|n| self.host_port(n, &format!("{what}.address")));
+        let timeout = self.duration_key(&f, "timeout", what);
+        let on_error = self.choice_key(&f, "on_error", what, &d::ON_ERRORS);
         Some(PolicyService {
             address: address?,
             timeout: timeout?,
@@ -954,14 +890,10 @@ impl Ctx<'_> {
     }
 
     fn auth(&mut self, node: &Node) -> Option<Auth> {
-        let f = self.fields(node, "auth", AUTH_KEYS)?;
-        let service = self.policy_service(
-            f.get("service"),
-            "auth.service",
-            DEFAULT_AUTH_ADDRESS,
-            Duration::from_millis(200),
-            OnError::Deny,
-        );
+        let f = self.fields(node, "auth", &d::AUTH)?;
+        let service = f
+            .value("service")
+            .and_then(|n| self.policy_service(n, "auth.service", &d::AUTH_SERVICE));
         let mut seen: HashMap<String, Pos> = HashMap::new();
         let jwt = match f.get("jwt") {
             None => Some(BTreeMap::new()),
@@ -1024,16 +956,16 @@ impl Ctx<'_> {
     }
 
     fn jwt_provider(&mut self, node: &Node, what: &str) -> Option<JwtProvider> {
-        let f = self.fields(node, what, JWT_KEYS)?;
-        let issuer = self
-            .required(&f, "issuer", what)
+        let f = self.fields(node, what, &d::JWT_PROVIDER)?;
+        let issuer = f
+            .get("issuer")
             .and_then(|n| self.nonempty(n, &format!("{what}.issuer")));
         let audiences = match f.get("audiences") {
             None => Some(Vec::new()),
             Some(n) => self.strings(n, &format!("{what}.audiences")),
         };
 
-        let source = self.at_most_one(&f, JWT_KEY_SOURCES, what);
+        let source = self.at_most_one(&f, d::JWT_PROVIDER.one_of, what);
         let uses_secret = source.is_some_and(|e| e.key == "secret_env");
         let keys = match source {
             None => {
@@ -1041,7 +973,7 @@ impl Ctx<'_> {
                     f.pos,
                     format!(
                         "{what}: missing the signing keys; give exactly one of {}",
-                        one_of(JWT_KEY_SOURCES)
+                        one_of(d::JWT_PROVIDER.one_of)
                     ),
                 );
                 None
@@ -1082,7 +1014,7 @@ impl Ctx<'_> {
             }
         };
 
-        let algorithms = self.required(&f, "algorithms", what).and_then(|n| {
+        let algorithms = f.get("algorithms").and_then(|n| {
             let w = format!("{what}.algorithms");
             let items = self.seq(n, &w)?;
             if items.is_empty() {
@@ -1136,37 +1068,35 @@ impl Ctx<'_> {
             Some(algs)
         });
 
-        let clock_skew = match f.get("clock_skew") {
-            None => Some(Duration::from_secs(30)),
-            Some(n) => {
-                let w = format!("{what}.clock_skew");
-                // Every token lives this much longer; beyond a few minutes it is a mistake.
-                self.duration(n, &w).and_then(|d| {
-                    if d <= MAX_CLOCK_SKEW {
-                        Some(d)
-                    } else {
-                        self.expected(n, &w, "a clock skew of at most 5m");
-                        None
-                    }
-                })
-            }
-        };
+        let clock_skew = f.value("clock_skew").and_then(|n| {
+            let w = format!("{what}.clock_skew");
+            let max = grammar::duration(d::MAX_CLOCK_SKEW).unwrap_or_default();
+            self.duration(n, &w).and_then(|skew| {
+                if skew <= max {
+                    Some(skew)
+                } else {
+                    self.expected(
+                        n,
+                        &w,
+                        &format!("a clock skew of at most {}", d::MAX_CLOCK_SKEW),
+                    );
+                    None
+                }
+            })
+        });
         let headers = match f.get("headers") {
             None => Some(Vec::new()),
             Some(n) => self.header_map(n, &format!("{what}.headers"), true),
         };
-        let client_claim = match f.get("client_claim") {
-            None => Some("sub".to_string()),
-            Some(n) => self.nonempty(n, &format!("{what}.client_claim")),
-        };
-        let plan_claim = match f.get("plan_claim") {
-            None => Some("plan".to_string()),
-            Some(n) => self.nonempty(n, &format!("{what}.plan_claim")),
-        };
-        let forward_token = match f.get("forward_token") {
-            None => Some(false),
-            Some(n) => self.boolean(n, &format!("{what}.forward_token")),
-        };
+        let client_claim = f
+            .value("client_claim")
+            .and_then(|n| self.nonempty(n, &format!("{what}.client_claim")));
+        let plan_claim = f
+            .value("plan_claim")
+            .and_then(|n| self.nonempty(n, &format!("{what}.plan_claim")));
+        let forward_token = f
+            .value("forward_token")
+            .and_then(|n| self.boolean(n, &format!("{what}.forward_token")));
         Some(JwtProvider {
             issuer: issuer?,
             audiences: audiences?,
@@ -1219,21 +1149,18 @@ impl Ctx<'_> {
     }
 
     fn api_key_provider(&mut self, node: &Node, what: &str) -> Option<ApiKeyProvider> {
-        let f = self.fields(node, what, API_KEY_KEYS)?;
-        let header = match f.get("header") {
-            None => Some("x-api-key".to_string()),
-            Some(n) => {
-                let w = format!("{what}.header");
-                self.string(n, &w)
-                    .and_then(|s| self.header_name(&s, n.pos, &w))
-            }
-        };
+        let f = self.fields(node, what, &d::API_KEY_PROVIDER)?;
+        let header = f.value("header").and_then(|n| {
+            let w = format!("{what}.header");
+            self.string(n, &w)
+                .and_then(|s| self.header_name(&s, n.pos, &w))
+        });
         let query = match f.get("query") {
             None => Some(None),
             Some(n) => self.nonempty(n, &format!("{what}.query")).map(Some),
         };
-        let keys_file = self
-            .required(&f, "keys_file", what)
+        let keys_file = f
+            .get("keys_file")
             .and_then(|n| self.file_path(n, &format!("{what}.keys_file"), "keys_file"));
         Some(ApiKeyProvider {
             header: header?,
@@ -1245,14 +1172,10 @@ impl Ctx<'_> {
     // ---- rate limits ----------------------------------------------------------------------
 
     fn rate_limits(&mut self, node: &Node) -> Option<RateLimits> {
-        let f = self.fields(node, "rate_limits", RATE_LIMITS_KEYS)?;
-        let service = self.policy_service(
-            f.get("service"),
-            "rate_limits.service",
-            DEFAULT_RATE_LIMIT_ADDRESS,
-            Duration::from_millis(50),
-            OnError::Allow,
-        );
+        let f = self.fields(node, "rate_limits", &d::RATE_LIMITS)?;
+        let service = f
+            .value("service")
+            .and_then(|n| self.policy_service(n, "rate_limits.service", &d::RATE_LIMIT_SERVICE));
         let plan_names = keys_of(f.get("plans"));
         let plans = match f.get("plans") {
             None => Some(BTreeMap::new()),
@@ -1301,18 +1224,7 @@ impl Ctx<'_> {
             None => Some(None),
             Some(n) => self.rate(n, "rate_limits.anonymous").map(Some),
         };
-        let algorithm = match f.get("algorithm") {
-            None => Some(Algorithm::SlidingWindow),
-            Some(n) => self.choice(
-                n,
-                "rate_limits.algorithm",
-                &[
-                    ("sliding_window", Algorithm::SlidingWindow),
-                    ("approximate", Algorithm::Approximate),
-                    ("fixed", Algorithm::Fixed),
-                ],
-            ),
-        };
+        let algorithm = self.choice_key(&f, "algorithm", "rate_limits", &d::ALGORITHMS);
         Some(RateLimits {
             service: service?,
             plans: plans?,
@@ -1356,25 +1268,18 @@ impl Ctx<'_> {
 
     fn gateway(&mut self, name: &str, node: &Node) -> Option<Gateway> {
         let what = format!("gateways.{name}");
-        let f = self.fields(node, &what, GATEWAY_KEYS)?;
-        let listeners = self
-            .required(&f, "listeners", &what)
+        let f = self.fields(node, &what, &d::GATEWAY)?;
+        let listeners = f
+            .get("listeners")
             .and_then(|n| self.listeners(n, &format!("{what}.listeners")));
         let cors = match f.get("cors") {
             None => Some(None),
             Some(n) => self.cors(n, &format!("{what}.cors")).map(Some),
         };
-        let access_log = match f.get("access_log") {
-            None => Some(AccessLog::Json),
-            Some(n) => self.choice(
-                n,
-                &format!("{what}.access_log"),
-                &[
-                    ("json", AccessLog::Json),
-                    ("text", AccessLog::Text),
-                    ("off", AccessLog::Off),
-                ],
-            ),
+        let access_log = self.choice_key(&f, "access_log", &what, &d::ACCESS_LOGS);
+        let max_body = match f.get("max_body") {
+            None => Some(None),
+            Some(n) => self.size(n, &format!("{what}.max_body")).map(Some),
         };
         let routes = match f.get("routes") {
             None => Some(Vec::new()),
@@ -1394,6 +1299,7 @@ impl Ctx<'_> {
             listeners: listeners?,
             cors: cors?,
             access_log: access_log?,
+            max_body: max_body?,
             routes: routes?,
         })
     }
@@ -1412,11 +1318,11 @@ impl Ctx<'_> {
         let mut ports: HashMap<u16, Pos> = HashMap::new();
         for (i, item) in items.iter().enumerate() {
             let w = format!("{what}[{i}]");
-            let Some(f) = self.fields(item, &w, LISTENER_KEYS) else {
+            let Some(f) = self.fields(item, &w, &d::LISTENER) else {
                 all.push(None);
                 continue;
             };
-            let name = self.required(&f, "name", &w).and_then(|n| {
+            let name = f.get("name").and_then(|n| {
                 let name = self.nonempty(n, &format!("{w}.name"))?;
                 if let Some(first) = names.get(&name) {
                     let line = first.line;
@@ -1432,9 +1338,8 @@ impl Ctx<'_> {
                 names.insert(name.clone(), n.pos);
                 Some(name)
             });
-            let address = match f.get("address") {
-                None => Some("0.0.0.0".to_string()),
-                Some(n) => self.string(n, &format!("{w}.address")).and_then(|s| {
+            let address = f.value("address").and_then(|n| {
+                self.string(n, &format!("{w}.address")).and_then(|s| {
                     let bare = s
                         .strip_prefix('[')
                         .and_then(|s| s.strip_suffix(']'))
@@ -1450,10 +1355,11 @@ impl Ctx<'_> {
                             None
                         }
                     }
-                }),
-            };
-            let port = self.required(&f, "port", &w).and_then(|n| {
-                let port: u16 = self.int_in(n, &format!("{w}.port"), 1, 65_535)?;
+                })
+            });
+            let port = f.get("port").and_then(|n| {
+                let (lo, hi) = f.bounds("port");
+                let port: u16 = self.int_in(n, &format!("{w}.port"), lo, hi)?;
                 if let Some(first) = ports.get(&port) {
                     let line = first.line;
                     self.problem(
@@ -1472,12 +1378,12 @@ impl Ctx<'_> {
                 None => Some(None),
                 Some(n) => {
                     let tw = format!("{w}.tls");
-                    self.fields(n, &tw, LISTENER_TLS_KEYS).and_then(|tf| {
-                        let cert = self.required(&tf, "cert_file", &tw).and_then(|n| {
+                    self.fields(n, &tw, &d::LISTENER_TLS).and_then(|tf| {
+                        let cert = tf.get("cert_file").and_then(|n| {
                             self.file_path(n, &format!("{tw}.cert_file"), "cert_file")
                         });
-                        let key = self
-                            .required(&tf, "key_file", &tw)
+                        let key = tf
+                            .get("key_file")
                             .and_then(|n| self.file_path(n, &format!("{tw}.key_file"), "key_file"));
                         Some(Some(ListenerTls {
                             cert_file: cert?,
@@ -1499,8 +1405,8 @@ impl Ctx<'_> {
     }
 
     fn cors(&mut self, node: &Node, what: &str) -> Option<Cors> {
-        let f = self.fields(node, what, CORS_KEYS)?;
-        let origins = self.required(&f, "origins", what).and_then(|n| {
+        let f = self.fields(node, what, &d::CORS)?;
+        let origins = f.get("origins").and_then(|n| {
             let w = format!("{what}.origins");
             let items = self.seq(n, &w)?;
             if items.is_empty() {
@@ -1556,13 +1462,14 @@ impl Ctx<'_> {
 
     fn route(&mut self, routes_what: &str, index: usize, node: &Node) -> Option<Route> {
         let fallback = format!("{routes_what}[{index}]");
-        let f = self.fields(node, &fallback, ROUTE_KEYS)?;
-        let name_node = self.required(&f, "name", &fallback);
+        let f = self.open(node, &fallback, &d::ROUTE)?;
+        let name_node = f.get("name");
         let name = name_node.and_then(|n| self.nonempty(n, &format!("{fallback}.name")));
         let what = match &name {
             Some(n) => format!("route `{n}`"),
             None => fallback,
         };
+        self.check_required(&f, &what);
         let name = name.zip(name_node).and_then(|(name, n)| {
             if let Some(first) = self.route_names.get(&name) {
                 let line = first.line;
@@ -1580,17 +1487,17 @@ impl Ctx<'_> {
             Some(name)
         });
 
-        let matcher = self
-            .required(&f, "match", &what)
+        let matcher = f
+            .get("match")
             .and_then(|n| self.route_match(n, &format!("{what}: match")));
 
-        let action = match self.at_most_one(&f, ROUTE_ACTIONS, &what) {
+        let action = match self.at_most_one(&f, d::ROUTE.one_of, &what) {
             None => {
                 self.problem(
                     f.pos,
                     format!(
                         "{what}: missing the action; give exactly one of {}",
-                        one_of(ROUTE_ACTIONS)
+                        one_of(d::ROUTE.one_of)
                     ),
                 );
                 None
@@ -1602,8 +1509,8 @@ impl Ctx<'_> {
             None => Some(None),
             Some(e) => {
                 let w = format!("{what}: rewrite");
-                let rewrite = self.fields(e.value, &w, REWRITE_KEYS).and_then(|rf| {
-                    let prefix = self.required(&rf, "prefix", &w)?;
+                let rewrite = self.fields(e.value, &w, &d::REWRITE).and_then(|rf| {
+                    let prefix = rf.get("prefix")?;
                     self.url_path(prefix, &format!("{w}.prefix"))
                 });
                 let mut ok = rewrite.is_some();
@@ -1663,7 +1570,7 @@ impl Ctx<'_> {
             None => Some(None),
             Some(e) => {
                 let w = format!("{what}: require");
-                let r = self.fields(e.value, &w, REQUIRE_KEYS).and_then(|rf| {
+                let r = self.fields(e.value, &w, &d::REQUIRE).and_then(|rf| {
                     let roles = match rf.get("roles") {
                         None => Some(Vec::new()),
                         Some(n) => self.strings(n, &format!("{w}.roles")),
@@ -1728,6 +1635,10 @@ impl Ctx<'_> {
             }
             Some(e) => self.retries(e.value, &format!("{what}: retries")).map(Some),
         };
+        let max_body = match f.get("max_body") {
+            None => Some(None),
+            Some(n) => self.size(n, &format!("{what}: max_body")).map(Some),
+        };
         let request_headers = match f.get("request_headers") {
             None => Some(HeaderChanges::default()),
             Some(n) => self.header_changes(n, &format!("{what}: request_headers")),
@@ -1746,20 +1657,21 @@ impl Ctx<'_> {
             rate_limit: rate_limit?,
             timeout: timeout?,
             retries: retries?,
+            max_body: max_body?,
             request_headers: request_headers?,
             response_headers: response_headers?,
         })
     }
 
     fn route_match(&mut self, node: &Node, what: &str) -> Option<RouteMatch> {
-        let f = self.fields(node, what, MATCH_KEYS)?;
-        let path = match self.at_most_one(&f, PATH_MATCHES, what) {
+        let f = self.fields(node, what, &d::ROUTE_MATCH)?;
+        let path = match self.at_most_one(&f, d::ROUTE_MATCH.one_of, what) {
             None => {
                 self.problem(
                     f.pos,
                     format!(
                         "{what}: missing the path condition; give exactly one of {}",
-                        one_of(PATH_MATCHES)
+                        one_of(d::ROUTE_MATCH.one_of)
                     ),
                 );
                 None
@@ -1844,8 +1756,8 @@ impl Ctx<'_> {
             };
             let w = format!("{what}.{}", e.key);
             let value = match &e.value.value {
-                Value::Map(_) => self.fields(e.value, &w, STRING_MATCH_KEYS).and_then(|vf| {
-                    let re = self.required(&vf, "regex", &w)?;
+                Value::Map(_) => self.fields(e.value, &w, &d::REGEX_MATCH).and_then(|vf| {
+                    let re = vf.get("regex")?;
                     self.regex(re, &format!("{w}.regex"))
                         .map(StringMatch::Regex)
                 }),
@@ -1907,10 +1819,11 @@ impl Ctx<'_> {
     }
 
     fn respond(&mut self, node: &Node, what: &str) -> Option<Respond> {
-        let f = self.fields(node, what, RESPOND_KEYS)?;
-        let status = self
-            .required(&f, "status", what)
-            .and_then(|n| self.int_in(n, &format!("{what}.status"), 200, 599));
+        let f = self.fields(node, what, &d::RESPOND)?;
+        let status = f.get("status").and_then(|n| {
+            let (lo, hi) = f.bounds("status");
+            self.int_in(n, &format!("{what}.status"), lo, hi)
+        });
         let body = match self.at_most_one(&f, &["json", "body"], what) {
             None => Some(RespondBody::Empty),
             Some(e) if e.key == "json" => self
@@ -2074,14 +1987,13 @@ impl Ctx<'_> {
                 kind: Scalar::Str | Scalar::Quoted,
             } if text == "plan" => Some(LimitRef::Plan),
             Value::Map(_) => {
-                let f = self.fields(node, what, LIMIT_KEYS)?;
-                let rate = self
-                    .required(&f, "limit", what)
+                let f = self.fields(node, what, &d::LIMIT)?;
+                let rate = f
+                    .get("limit")
                     .and_then(|n| self.rate(n, &format!("{what}.limit")));
-                let per = match f.get("per") {
-                    None => Some(Per::Client),
-                    Some(n) => self.per(n, &format!("{what}.per")),
-                };
+                let per = f
+                    .value("per")
+                    .and_then(|n| self.per(n, &format!("{what}.per")));
                 if !self.has_rate_limits {
                     self.problem(
                         node.pos,
@@ -2106,7 +2018,9 @@ impl Ctx<'_> {
     }
 
     fn per(&mut self, node: &Node, what: &str) -> Option<Per> {
-        let expectation = "one of client | user | ip | route | tenant | header:<name>";
+        let words: Vec<&str> = d::PER_WORDS.iter().map(|(w, _)| *w).collect();
+        let expectation = format!("one of {} | header:<name>", words.join(" | "));
+        let expectation = expectation.as_str();
         let Value::Scalar {
             text,
             kind: Scalar::Str | Scalar::Quoted,
@@ -2115,31 +2029,23 @@ impl Ctx<'_> {
             self.expected(node, what, expectation);
             return None;
         };
-        match text.as_str() {
-            "client" => Some(Per::Client),
-            "user" => Some(Per::User),
-            "ip" => Some(Per::Ip),
-            "route" => Some(Per::Route),
-            "tenant" => Some(Per::Tenant),
-            other => match other.strip_prefix("header:") {
-                Some(h) => self.header_name(h, node.pos, what).map(Per::Header),
-                None => {
-                    self.expected(node, what, expectation);
-                    None
-                }
-            },
+        if let Some((_, per)) = d::PER_WORDS.iter().find(|(w, _)| w == text) {
+            return Some(per.clone());
+        }
+        match text.strip_prefix("header:") {
+            Some(h) => self.header_name(h, node.pos, what).map(Per::Header),
+            None => {
+                self.expected(node, what, expectation);
+                None
+            }
         }
     }
 
     fn retries(&mut self, node: &Node, what: &str) -> Option<Retries> {
-        let f = self.fields(node, what, RETRIES_KEYS)?;
-        let attempts = self.opt_u32(&f, "attempts", what, 1, 1);
-        let on = match f.get("on") {
-            None => Some(vec![
-                RetryOn::Condition("connect-failure".to_string()),
-                RetryOn::Condition("reset".to_string()),
-                RetryOn::Status(503),
-            ]),
+        let f = self.fields(node, what, &d::RETRIES)?;
+        let attempts = self.int_key(&f, "attempts", what);
+        let on = match f.value("on") {
+            None => None,
             Some(n) => {
                 let w = format!("{what}.on");
                 self.seq(n, &w).and_then(|items| {
@@ -2157,7 +2063,7 @@ impl Ctx<'_> {
                             Value::Scalar {
                                 text,
                                 kind: Scalar::Str | Scalar::Quoted,
-                            } if RETRY_CONDITIONS.contains(&text.as_str()) => {
+                            } if d::RETRY_CONDITIONS.contains(&text.as_str()) => {
                                 Some(RetryOn::Condition(text.clone()))
                             }
                             _ => {
@@ -2166,7 +2072,7 @@ impl Ctx<'_> {
                                     &w,
                                     &format!(
                                         "an HTTP status code (100..=599) or one of {}",
-                                        RETRY_CONDITIONS.join(" | ")
+                                        d::RETRY_CONDITIONS.join(" | ")
                                     ),
                                 );
                                 None
@@ -2192,7 +2098,7 @@ impl Ctx<'_> {
     }
 
     fn header_changes(&mut self, node: &Node, what: &str) -> Option<HeaderChanges> {
-        let f = self.fields(node, what, HEADER_CHANGES_KEYS)?;
+        let f = self.fields(node, what, &d::HEADER_CHANGES)?;
         let set = match f.get("set") {
             None => Some(Vec::new()),
             Some(n) => self.header_map(n, &format!("{what}.set"), false),

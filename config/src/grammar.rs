@@ -13,6 +13,29 @@ pub const DURATION_HINT: &str = "a duration like 250ms, 5s, 1m, 1h, 1d (a whole 
 pub const RATE_HINT: &str =
     "a rate like 100/minute (N/second|minute|hour|day, also s|min|h|d) or 100/30s";
 
+/// The size forms we accept, quoted in error messages.
+pub const SIZE_HINT: &str =
+    "a size like 512KiB, 1MiB, 20MiB or 65536 (bytes; a whole number, alone or with KiB|MiB|GiB)";
+
+/// `65536` (bytes), `512KiB`, `1MiB`, `2GiB`: a whole number and an optional binary unit. No
+/// decimal units (`MB`): they would leave users guessing whether 1000 or 1024 is meant.
+pub fn size(s: &str) -> Option<u64> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    if digits.is_empty() {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    let per_unit: u64 = match unit {
+        "" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(per_unit)
+}
+
 /// `250ms`, `5s`, `1m`, `1h`, `1d`. Fractions (`1.5s`) are rejected on purpose: `1500ms` says the
 /// same thing without leaving anyone to wonder how Envoy rounds.
 pub fn duration(s: &str) -> Option<Duration> {
@@ -201,6 +224,28 @@ mod tests {
         ];
         for (s, want) in cases {
             assert_eq!(duration(s), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        let cases = [
+            ("65536", Some(65_536)),
+            ("512KiB", Some(512 << 10)),
+            ("1MiB", Some(1 << 20)),
+            ("20MiB", Some(20 << 20)),
+            ("2GiB", Some(2 << 30)),
+            ("0", Some(0)),
+            ("1MB", None),
+            ("1mib", None),
+            ("1.5MiB", None),
+            ("MiB", None),
+            ("1 MiB", None),
+            ("-1", None),
+            ("99999999999999999999GiB", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(size(s), want, "{s}");
         }
     }
 

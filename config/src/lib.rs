@@ -1,6 +1,7 @@
 //! The `gateway.yaml` contract: loading, decoding with positions, and validation into the typed [`model`].
 
 pub(crate) mod decode;
+mod describe;
 mod grammar;
 pub mod json;
 pub mod jwks;

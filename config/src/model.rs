@@ -2,7 +2,9 @@
 //!
 //! Nothing here does I/O or knows about YAML or protobuf. Values in this module are produced by
 //! [`super::load`]/[`super::parse`], which guarantee every invariant documented on a field
-//! (references resolve, names are unique, defaults are filled in, paths are absolute).
+//! (references resolve, names are unique, defaults are filled in, paths are absolute). Defaults
+//! and value ranges are not restated here: they live in the description (`describe.rs`), which
+//! the decoder applies and the reference (`docs/configuration.md`) shows.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -50,10 +52,9 @@ pub struct Service {
     pub endpoints: Vec<HostPort>,
     pub protocol: Protocol,
     pub lb: LbPolicy,
-    /// Default 2s.
     pub connect_timeout: Duration,
     pub health_check: Option<HealthCheck>,
-    /// Always present; defaults 1024/1024/1024/3.
+    /// Always present (the described defaults when the key is absent).
     pub circuit_breaker: CircuitBreaker,
     pub outlier_detection: Option<OutlierDetection>,
     pub tls: Option<UpstreamTls>,
@@ -79,13 +80,9 @@ pub enum LbPolicy {
 pub struct HealthCheck {
     /// Starts with `/`.
     pub path: String,
-    /// Default 5s.
     pub interval: Duration,
-    /// Default 1s.
     pub timeout: Duration,
-    /// Default 2.
     pub healthy: u32,
-    /// Default 3.
     pub unhealthy: u32,
 }
 
@@ -97,26 +94,20 @@ pub struct CircuitBreaker {
     pub max_retries: u32,
 }
 
+/// What an absent `circuit_breaker` means. The numbers live in the description
+/// (`config/src/describe.rs`) and are decoded from it, as if the user had written `{}`.
 impl Default for CircuitBreaker {
     fn default() -> Self {
-        Self {
-            max_connections: 1024,
-            max_pending: 1024,
-            max_requests: 1024,
-            max_retries: 3,
-        }
+        crate::decode::default_circuit_breaker()
+            .expect("the described circuit_breaker default decodes")
     }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutlierDetection {
-    /// Default 5.
     pub consecutive_5xx: u32,
-    /// Default 10s.
     pub interval: Duration,
-    /// Default 30s.
     pub ejection_time: Duration,
-    /// Default 50; 0..=100.
     pub max_ejection_percent: u32,
 }
 
@@ -138,9 +129,7 @@ pub enum OnError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicyService {
     pub address: HostPort,
-    /// auth default 200ms, rate_limits default 50ms.
     pub timeout: Duration,
-    /// auth default `Deny`, rate_limits default `Allow`.
     pub on_error: OnError,
 }
 
@@ -224,22 +213,18 @@ pub struct JwtProvider {
     /// Never empty. HS* only with `SecretEnv`, never with a JWKS.
     pub algorithms: Vec<JwtAlgorithm>,
     pub keys: JwtKeys,
-    /// Default 30s.
     pub clock_skew: Duration,
     /// Upstream header name (lower-case) → claim (literal name, or a JSON Pointer when it starts
     /// with `/`), in file order.
     pub headers: Vec<(String, String)>,
-    /// Default `sub`.
     pub client_claim: String,
-    /// Default `plan`.
     pub plan_claim: String,
-    /// Default false.
     pub forward_token: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiKeyProvider {
-    /// Lower-case; default `x-api-key`.
+    /// Lower-case.
     pub header: String,
     pub query: Option<String>,
     /// Absolute path.
@@ -278,6 +263,8 @@ pub struct Gateway {
     pub listeners: Vec<Listener>,
     pub cors: Option<Cors>,
     pub access_log: AccessLog,
+    /// The request-body limit, in bytes, of every route without its own; `None`: no limit.
+    pub max_body: Option<u32>,
     /// First match wins, in file order. Names unique within the whole file.
     pub routes: Vec<Route>,
 }
@@ -285,7 +272,7 @@ pub struct Gateway {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Listener {
     pub name: String,
-    /// IP literal; default `0.0.0.0`.
+    /// IP literal.
     pub address: String,
     pub port: u16,
     pub tls: Option<ListenerTls>,
@@ -326,6 +313,8 @@ pub struct Route {
     pub rate_limit: RouteRateLimit,
     pub timeout: Option<Duration>,
     pub retries: Option<Retries>,
+    /// Overrides the gateway's `max_body` for this route, in bytes.
+    pub max_body: Option<u32>,
     pub request_headers: HeaderChanges,
     pub response_headers: HeaderChanges,
 }
@@ -445,11 +434,10 @@ pub enum Per {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Retries {
-    /// Retries after the first try; default 1.
+    /// Retries after the first try.
     pub attempts: u32,
     /// Envoy `retry_on` conditions (`5xx`, `gateway-error`, `reset`, `connect-failure`,
-    /// `retriable-4xx`, `refused-stream`, …) and HTTP status codes; default `[connect-failure,
-    /// reset, 503]`.
+    /// `retriable-4xx`, `refused-stream`, …) and HTTP status codes.
     pub on: Vec<RetryOn>,
     pub per_try_timeout: Option<Duration>,
 }

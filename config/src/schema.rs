@@ -1,31 +1,23 @@
 //! The JSON Schema of `gateway.yaml` (draft 2020-12) and the configuration reference generated
 //! from it (`xds-server schema`, `docs/gateway.schema.json`, `docs/configuration.md`).
 //!
-//! Both are rendered from one description: a list of [`Object`]s whose keys are the decoder's own
-//! key lists (`config::decode::*_KEYS`), each key with its type, default and one sentence from the
-//! spec. An object's properties are built by walking the decoder's list, so the schema cannot
-//! offer a key the decoder rejects; a key the decoder gains appears here as an undocumented
-//! property, which the tests refuse, as they refuse a documented key the decoder does not know.
+//! Both are rendered from the description in [`crate::describe`], the one the decoder takes its
+//! keys, required keys, defaults and enumerations from; so neither can offer a key the decoder
+//! rejects or state a default it does not apply. What is left to this module is how a type reads
+//! as schema and as prose, and the checks between keys (`rules_between_keys`) that the decoder
+//! makes in code.
 //!
 //! The schema is never stricter than the decoder: every file `xds-server validate` accepts
 //! validates against it. It checks shapes, required keys, enumerations and the string grammars
 //! (durations, rates, `host:port`, header names); whether references resolve, names are unique
 //! and referenced files exist is left to `xds-server validate`, which has the last word.
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use serde_json::{json, Map, Value};
 
-use crate::decode::{
-    one_of, API_KEY_KEYS, AUTH_KEYS, CIRCUIT_BREAKER_KEYS, CORS_KEYS, DEFAULT_AUTH_ADDRESS,
-    DEFAULT_RATE_LIMIT_ADDRESS, GATEWAY_KEYS, HEADER_CHANGES_KEYS, HEALTH_CHECK_KEYS, JWT_KEYS,
-    JWT_KEY_SOURCES, LIMIT_KEYS, LISTENER_KEYS, LISTENER_TLS_KEYS, MATCH_KEYS, MAX_CLOCK_SKEW,
-    OUTLIER_KEYS, PATH_MATCHES, POLICY_SERVICE_KEYS, RATE_LIMITS_KEYS, REQUIRE_KEYS, RESPOND_KEYS,
-    RETRIES_KEYS, RETRY_CONDITIONS, REWRITE_KEYS, ROUTE_ACTIONS, ROUTE_KEYS, SERVICE_KEYS,
-    STRING_MATCH_KEYS, TOP_KEYS, UPSTREAM_TLS_KEYS,
-};
-use crate::{CircuitBreaker, JwtAlgorithm};
+use crate::describe::{self as d, Absent, Format, Names, Object, Scalars, Ty, FORMATS, U32_MAX};
+use crate::yaml::{self, Node};
 
 /// The schema's identifier. A URN rather than a URL: the schema is read from a file next to the
 /// config (or from `xds-server schema`), never fetched.
@@ -42,17 +34,13 @@ pub const REGENERATE_MARKDOWN: &str =
 
 /// The JSON Schema for `gateway.yaml`.
 pub fn schema() -> Value {
-    let objects = objects();
-    let mut root = match objects.first() {
-        Some(top) => top.to_schema(),
-        None => json!({}),
-    };
+    let mut root = object_schema(&d::TOP);
     let mut defs = Map::new();
     for f in FORMATS {
-        defs.insert(f.name.to_string(), f.to_schema());
+        defs.insert(f.name.to_string(), format_schema(f));
     }
-    for o in objects.iter().skip(1) {
-        defs.insert(o.name.to_string(), o.to_schema());
+    for o in d::objects().into_iter().skip(1) {
+        defs.insert(o.name.to_string(), object_schema(o));
     }
     if let Value::Object(m) = &mut root {
         m.insert("$schema".into(), json!(DIALECT));
@@ -77,271 +65,31 @@ pub fn schema_json() -> String {
 
 // ---- string formats ---------------------------------------------------------------------------
 
-/// A string grammar, emitted once under `$defs` and referenced by the properties that use it.
-struct Format {
-    name: &'static str,
-    /// How the reference names it.
-    title: &'static str,
-    description: &'static str,
-    pattern: &'static str,
-    /// True where the decoder reads any scalar as text (a header name `1` is the text "1");
-    /// false where it wants a string (a duration written `5` is an error).
-    any_scalar: bool,
-    examples: &'static [&'static str],
-}
-
-impl Format {
-    fn to_schema(&self) -> Value {
-        json!({
-            "title": self.title,
-            "description": self.description,
-            "type": if self.any_scalar { text_types() } else { json!("string") },
-            "pattern": self.pattern,
-            "examples": self.examples,
-        })
+fn format_schema(f: &Format) -> Value {
+    let types = match f.scalars {
+        Scalars::String => json!("string"),
+        Scalars::Text => text_types(),
+        Scalars::StringOrInt => json!(["string", "integer"]),
+    };
+    let mut s = json!({
+        "title": f.title,
+        "description": f.description,
+        "type": types,
+        "pattern": f.pattern,
+        "examples": f.examples,
+    });
+    if f.scalars == Scalars::StringOrInt {
+        // A plain integer counts too; the pattern already refuses a string of zeros.
+        put(&mut s, "minimum", json!(1));
     }
+    s
 }
 
 fn text_types() -> Value {
     json!(["string", "number", "boolean"])
 }
 
-// The patterns mirror `config::grammar`; the tests compare them with the decoder on a corpus.
-// A whole number and a unit; `1.5s` is rejected on purpose (write `1500ms`).
-const DURATION: Format = Format {
-    name: "duration",
-    title: "duration",
-    description: "A whole number and a unit: ms, s, m, h or d.",
-    pattern: "^[0-9]+(ms|s|m|h|d)$",
-    any_scalar: false,
-    examples: &["250ms", "5s", "1m", "1h", "1d"],
-};
-// Timeouts and intervals: zero would mean "never" or "always" to Envoy.
-const POSITIVE_DURATION: Format = Format {
-    name: "positiveDuration",
-    title: "duration > 0",
-    description: "A duration longer than zero: a whole number and a unit (ms, s, m, h or d).",
-    pattern: "^0*[1-9][0-9]*(ms|s|m|h|d)$",
-    any_scalar: false,
-    examples: &["250ms", "5s", "1m"],
-};
-const RATE: Format = Format {
-    name: "rate",
-    title: "rate",
-    description: "N requests per window: N/second|minute|hour|day (also s, min, h, d) or N/<duration>, N at least 1.",
-    pattern: "^0*[1-9][0-9]*/(second|minute|hour|day|s|min|h|d|0*[1-9][0-9]*(ms|s|m|h|d))$",
-    any_scalar: false,
-    examples: &["100/minute", "5/s", "100/30s"],
-};
-const HOST_PORT: Format = Format {
-    name: "hostPort",
-    title: "host:port",
-    description: "A host (IP address or DNS name, IPv6 in brackets) and a port in 1..65535.",
-    pattern: concat!(
-        r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?",
-        r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?)",
-        ":0*([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"
-    ),
-    any_scalar: false,
-    examples: &["127.0.0.1:3001", "users.internal:443", "[::1]:8080"],
-};
-const HEADER_NAME: Format = Format {
-    name: "headerName",
-    title: "header name",
-    description:
-        "An HTTP header name (an RFC 9110 token of letters, digits and !#$%&'*+-.^_|~), matched case-insensitively.",
-    pattern: "^[A-Za-z0-9!#$%&'*+.^_`|~-]+$",
-    any_scalar: true,
-    examples: &["x-user-id", "authorization"],
-};
-const METHOD: Format = Format {
-    name: "method",
-    title: "HTTP method",
-    description: "An HTTP method (an RFC 9110 token), matched in upper case.",
-    pattern: "^[A-Za-z0-9!#$%&'*+.^_`|~-]+$",
-    any_scalar: true,
-    examples: &["GET", "POST"],
-};
-const URL_PATH: Format = Format {
-    name: "urlPath",
-    title: "URL path",
-    description: "A URL path starting with `/`.",
-    pattern: "^/",
-    any_scalar: true,
-    examples: &["/api/v1/users", "/health"],
-};
-const HOST_NAME: Format = Format {
-    name: "hostName",
-    title: "host name",
-    description: "A DNS name: dot-separated labels of letters, digits, `-` and `_`.",
-    pattern: concat!(
-        r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?",
-        r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$"
-    ),
-    any_scalar: true,
-    examples: &["users.internal"],
-};
-const HOST_MATCH: Format = Format {
-    name: "hostMatch",
-    title: "host pattern",
-    description:
-        "A host name, optionally starting with `*.` to match every subdomain, without a port.",
-    pattern: concat!(
-        r"^(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?",
-        r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*$"
-    ),
-    any_scalar: true,
-    examples: &["api.example.com", "*.example.com"],
-};
-const ORIGIN: Format = Format {
-    name: "origin",
-    title: "origin",
-    description: "`*`, or an origin: scheme, host and optional port, without a path.",
-    pattern: concat!(
-        r"^(\*|[A-Za-z0-9+.-]+://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?",
-        r"(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?)(:[0-9]+)?)$"
-    ),
-    any_scalar: true,
-    examples: &["https://app.example.com", "http://localhost:3000", "*"],
-};
-const IP_ADDRESS: Format = Format {
-    name: "ipAddress",
-    title: "IP address",
-    description: "An IPv4 or IPv6 address (IPv6 with or without brackets).",
-    pattern: concat!(
-        r"^([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*",
-        r"|\[[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\])$"
-    ),
-    any_scalar: true,
-    examples: &["0.0.0.0", "127.0.0.1", "::"],
-};
-const JWKS_URL: Format = Format {
-    name: "jwksUrl",
-    title: "JWKS URL",
-    description: "An https:// URL, or an http:// URL to localhost, 127.0.0.1 or [::1].",
-    pattern: concat!(
-        r"^(https://[^/?#\s]+([/?#].*)?",
-        r"|http://(localhost|127\.0\.0\.1|\[::1\])(:[^/?#\s]*)?([/?#].*)?)$"
-    ),
-    any_scalar: true,
-    examples: &["https://auth.example.com/.well-known/jwks.json"],
-};
-const ENV_NAME: Format = Format {
-    name: "envName",
-    title: "environment variable",
-    description: "An environment variable name: a letter or `_`, then letters, digits and `_`.",
-    pattern: "^[A-Za-z_][A-Za-z0-9_]*$",
-    any_scalar: true,
-    examples: &["JWT_SECRET"],
-};
-const PER_HEADER: Format = Format {
-    name: "perHeader",
-    title: "header:<name>",
-    description:
-        "`header:` followed by a header name: one bucket per value of that request header.",
-    pattern: "^header:[A-Za-z0-9!#$%&'*+.^_`|~-]+$",
-    any_scalar: false,
-    examples: &["header:x-tenant-id"],
-};
-
-const FORMATS: &[&Format] = &[
-    &DURATION,
-    &POSITIVE_DURATION,
-    &RATE,
-    &HOST_PORT,
-    &HEADER_NAME,
-    &METHOD,
-    &URL_PATH,
-    &HOST_NAME,
-    &HOST_MATCH,
-    &ORIGIN,
-    &IP_ADDRESS,
-    &JWKS_URL,
-    &ENV_NAME,
-    &PER_HEADER,
-];
-
 // ---- types ------------------------------------------------------------------------------------
-
-/// The largest count the decoder accepts for ports' siblings: weights, limits, thresholds.
-const U32_MAX: i64 = u32::MAX as i64;
-
-/// The keys of a map section.
-#[derive(Clone, Copy)]
-enum Names {
-    /// Any name.
-    Any,
-    /// A non-empty name (query parameters).
-    NonEmpty,
-    /// Header names.
-    Header,
-    /// Any name except these, which the decoder reserves.
-    Except(&'static [&'static str]),
-}
-
-/// A property's type, rendered both as a schema fragment and as a label for the reference.
-#[derive(Clone)]
-enum Ty {
-    /// Any scalar, read as text (`nonempty`: not "").
-    Text {
-        nonempty: bool,
-    },
-    /// A string grammar from [`FORMATS`].
-    Fmt(&'static Format),
-    /// An integer in `min..=max`.
-    Int {
-        min: i64,
-        max: i64,
-    },
-    Bool,
-    /// Exactly this integer.
-    IntConst(i64),
-    /// One of these strings.
-    Enum(Vec<&'static str>),
-    List {
-        item: Box<Ty>,
-        nonempty: bool,
-    },
-    Map {
-        names: Names,
-        value: Box<Ty>,
-        nonempty: bool,
-    },
-    /// An object under `$defs`, by name.
-    Obj(&'static str),
-    AnyOf(Vec<Ty>),
-    /// Any YAML value.
-    Any,
-}
-
-fn text() -> Ty {
-    Ty::Text { nonempty: false }
-}
-fn nonempty() -> Ty {
-    Ty::Text { nonempty: true }
-}
-fn int(min: i64) -> Ty {
-    Ty::Int { min, max: U32_MAX }
-}
-fn list(item: Ty) -> Ty {
-    Ty::List {
-        item: Box::new(item),
-        nonempty: false,
-    }
-}
-fn nonempty_list(item: Ty) -> Ty {
-    Ty::List {
-        item: Box::new(item),
-        nonempty: true,
-    }
-}
-fn map(names: Names, value: Ty) -> Ty {
-    Ty::Map {
-        names,
-        value: Box::new(value),
-        nonempty: false,
-    }
-}
 
 /// Sets `key` on a schema object (every fragment built here is one).
 fn put(s: &mut Value, key: &str, value: Value) {
@@ -368,7 +116,7 @@ impl Ty {
             Ty::Int { min, max } => json!({ "type": "integer", "minimum": min, "maximum": max }),
             Ty::Bool => json!({ "type": "boolean" }),
             Ty::IntConst(v) => json!({ "type": "integer", "const": v }),
-            Ty::Enum(values) => json!({ "type": "string", "enum": values }),
+            Ty::Enum(values) => json!({ "type": "string", "enum": values.words() }),
             Ty::List { item, nonempty } => {
                 let mut s = json!({ "type": "array", "items": item.to_schema() });
                 if *nonempty {
@@ -385,7 +133,7 @@ impl Ty {
                 match names {
                     Names::Any => {}
                     Names::NonEmpty => put(&mut s, "propertyNames", json!({ "minLength": 1 })),
-                    Names::Header => put(&mut s, "propertyNames", def_ref(HEADER_NAME.name)),
+                    Names::Header => put(&mut s, "propertyNames", def_ref(d::HEADER_NAME.name)),
                     Names::Except(reserved) => put(
                         &mut s,
                         "propertyNames",
@@ -397,7 +145,7 @@ impl Ty {
                 }
                 s
             }
-            Ty::Obj(name) => def_ref(name),
+            Ty::Obj(o) => def_ref(o.name),
             Ty::AnyOf(alternatives) => {
                 json!({ "anyOf": alternatives.iter().map(Ty::to_schema).collect::<Vec<_>>() })
             }
@@ -405,8 +153,8 @@ impl Ty {
         }
     }
 
-    /// How the reference names the type; `titles` maps object names to their sections.
-    fn label(&self, titles: &dyn Fn(&str) -> String) -> String {
+    /// How the reference names the type; `titles` links an object to its section.
+    fn label(&self, titles: &dyn Fn(&Object) -> String) -> String {
         match self {
             Ty::Text { .. } => "string".to_string(),
             Ty::Fmt(f) => format!("[{}](#value-formats)", f.title),
@@ -415,6 +163,7 @@ impl Ty {
             Ty::Bool => "boolean".to_string(),
             Ty::IntConst(v) => format!("`{v}`"),
             Ty::Enum(values) => values
+                .words()
                 .iter()
                 .map(|v| format!("`{v}`"))
                 .collect::<Vec<_>>()
@@ -430,7 +179,7 @@ impl Ty {
                 };
                 format!("map: {key} → {}", value.label(titles))
             }
-            Ty::Obj(name) => titles(name),
+            Ty::Obj(o) => titles(o),
             Ty::AnyOf(alternatives) => alternatives
                 .iter()
                 .map(|t| t.label(titles))
@@ -439,106 +188,60 @@ impl Ty {
             Ty::Any => "any value".to_string(),
         }
     }
-
-    /// The objects this type leads to, in order.
-    fn objects(&self, out: &mut Vec<&'static str>) {
-        match self {
-            Ty::Obj(name) => out.push(name),
-            Ty::List { item, .. } => item.objects(out),
-            Ty::Map { value, .. } => value.objects(out),
-            Ty::AnyOf(alternatives) => alternatives.iter().for_each(|t| t.objects(out)),
-            _ => {}
-        }
-    }
 }
 
 // ---- objects ----------------------------------------------------------------------------------
 
-struct Prop {
-    key: &'static str,
-    ty: Ty,
-    /// One sentence, from the spec.
-    description: String,
-    default: Option<Value>,
-}
-
-fn prop(key: &'static str, ty: Ty, description: impl Into<String>) -> Prop {
-    Prop {
-        key,
-        ty,
-        description: description.into(),
-        default: None,
+/// The tree of a default's text as JSON, for the schema's `default`.
+fn node_json(node: &Node) -> Value {
+    match &node.value {
+        yaml::Value::Scalar { text, kind } => match kind {
+            yaml::Scalar::Null => Value::Null,
+            yaml::Scalar::Bool(b) => json!(b),
+            yaml::Scalar::Int(i) => json!(i),
+            yaml::Scalar::Float(f) => json!(f),
+            yaml::Scalar::Str | yaml::Scalar::Quoted => json!(text),
+        },
+        yaml::Value::Seq(items) => Value::Array(items.iter().map(node_json).collect()),
+        yaml::Value::Map(entries) => Value::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (k.as_text().unwrap_or_default().to_string(), node_json(v)))
+                .collect(),
+        ),
     }
 }
 
-impl Prop {
-    fn default(mut self, value: Value) -> Self {
-        self.default = Some(value);
-        self
-    }
-}
-
-/// A mapping with a fixed set of keys: the decoder's list for it.
-struct Object {
-    /// Its name under `$defs`.
-    name: &'static str,
-    /// Where it sits in the file, e.g. `services.<name>.health_check`.
-    title: &'static str,
-    description: String,
-    /// The keys the decoder accepts here (one of `config::decode::*_KEYS`).
-    keys: &'static [&'static str],
-    props: Vec<Prop>,
-    required: Vec<&'static str>,
-    /// Constraints between keys, as schema fragments (all must hold).
-    rules: Vec<Value>,
-}
-
-/// Written when the decoder accepts a key this module does not describe; the tests refuse it.
-const UNDOCUMENTED: &str = "Undocumented.";
-
-impl Object {
-    fn prop(&self, key: &str) -> Option<&Prop> {
-        self.props.iter().find(|p| p.key == key)
-    }
-
-    fn to_schema(&self) -> Value {
-        // Properties come from the decoder's list, so the schema offers exactly what it accepts.
-        let mut properties = Map::new();
-        for key in self.keys {
-            let s = match self.prop(key) {
-                Some(p) => {
-                    let mut s = p.ty.to_schema();
-                    put(&mut s, "description", json!(p.description));
-                    if let Some(d) = &p.default {
-                        put(&mut s, "default", d.clone());
-                    }
-                    s
-                }
-                None => json!({ "description": UNDOCUMENTED }),
-            };
-            properties.insert(key.to_string(), s);
+fn object_schema(o: &Object) -> Value {
+    let mut properties = Map::new();
+    for k in o.keys {
+        let mut s = k.ty.to_schema();
+        put(&mut s, "description", json!(k.doc()));
+        if let Some(default) = o.default_node(k.name) {
+            put(&mut s, "default", node_json(default));
         }
-        let mut s = json!({
-            "title": self.title,
-            "description": self.description,
-            "type": "object",
-            "additionalProperties": false,
-            "properties": properties,
-        });
-        let required: Vec<&str> = self
-            .required
-            .iter()
-            .copied()
-            .filter(|r| self.keys.contains(r))
-            .collect();
-        if !required.is_empty() {
-            put(&mut s, "required", json!(required));
-        }
-        if !self.rules.is_empty() {
-            put(&mut s, "allOf", json!(self.rules));
-        }
-        s
+        properties.insert(k.name.to_string(), s);
     }
+    let mut s = json!({
+        "title": o.title,
+        "description": o.doc(),
+        "type": "object",
+        "additionalProperties": false,
+        "properties": properties,
+    });
+    let required: Vec<&str> = o.required().collect();
+    if !required.is_empty() {
+        put(&mut s, "required", json!(required));
+    }
+    let mut rules = Vec::new();
+    if !o.one_of.is_empty() {
+        rules.push(exactly_one_of(o.one_of));
+    }
+    rules.extend(rules_between_keys(o));
+    if !rules.is_empty() {
+        put(&mut s, "allOf", json!(rules));
+    }
+    s
 }
 
 /// `{oneOf: [{required: [a]}, {required: [b]}, …]}`: exactly one of `keys`.
@@ -547,763 +250,52 @@ fn exactly_one_of(keys: &[&str]) -> Value {
     json!({ "oneOf": alternatives })
 }
 
-/// A whole-second duration as the file writes it: `5m`, `90s`.
-fn duration_text(d: std::time::Duration) -> String {
-    match d.as_secs() {
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
-}
-
-fn host_port((host, port): (&str, u16)) -> String {
-    format!("{host}:{port}")
-}
-
 fn hmac_algorithms() -> Vec<&'static str> {
-    JwtAlgorithm::ALL
+    crate::JwtAlgorithm::ALL
         .iter()
         .filter(|a| a.is_hmac())
         .map(|a| a.as_str())
         .collect()
 }
 
-/// Every object of the file, the top level first.
-fn objects() -> Vec<Object> {
-    let breaker = CircuitBreaker::default();
-    let reserved: &'static [&'static str] = &[proto::group::AUTHZ, proto::group::RATELIMIT];
-    vec![
-        Object {
-            name: "gateway.yaml",
-            title: "gateway.yaml",
-            description: "The whole file. Unknown keys, unknown references, duplicate names, bad durations and rates are errors; `xds-server validate` reports each with its line and column.".into(),
-            keys: TOP_KEYS,
-            props: vec![
-                prop("version", Ty::IntConst(1), "Version of the file format; must be 1."),
-                prop(
-                    "services",
-                    map(Names::Except(reserved), Ty::Obj("service")),
-                    "Upstream services by name; each becomes an Envoy cluster with its endpoints.",
-                ),
-                prop(
-                    "auth",
-                    Ty::Obj("auth"),
-                    "Where Envoy finds authz-service, and the JWT and API-key providers that routes name in `auth`.",
-                ),
-                prop(
-                    "rate_limits",
-                    Ty::Obj("rateLimits"),
-                    "Where Envoy finds ratelimit-service, and the plans and limits it enforces; routes with a `limit` need this section.",
-                ),
-                prop(
-                    "gateways",
-                    map(Names::Except(reserved), Ty::Obj("gateway")),
-                    "One entry per group of Envoy proxies; an Envoy whose bootstrap node.cluster is the entry's name gets it.",
-                ),
-            ],
-            required: vec!["version"],
-            rules: vec![],
-        },
-        // ---- services
-        Object {
-            name: "service",
-            title: "services.<name>",
-            description: "An upstream service: an Envoy cluster and its endpoints.".into(),
-            keys: SERVICE_KEYS,
-            props: vec![
-                prop(
-                    "endpoints",
-                    nonempty_list(Ty::Fmt(&HOST_PORT)),
-                    "Upstream addresses as host:port; a DNS name is resolved by Envoy.",
-                ),
-                prop(
-                    "protocol",
-                    Ty::Enum(vec!["http1", "http2", "grpc"]),
-                    "Protocol Envoy speaks to the upstream.",
-                )
-                .default(json!("http1")),
-                prop(
-                    "lb",
-                    Ty::Enum(vec!["round_robin", "least_request", "random", "ring_hash", "maglev"]),
-                    "Load-balancing policy across the endpoints.",
-                )
-                .default(json!("round_robin")),
-                prop(
-                    "connect_timeout",
-                    Ty::Fmt(&POSITIVE_DURATION),
-                    "How long Envoy waits to open a connection to an endpoint.",
-                )
-                .default(json!("2s")),
-                prop(
-                    "health_check",
-                    Ty::Obj("healthCheck"),
-                    "Active HTTP health checks of every endpoint; omitted, endpoints are not actively checked.",
-                ),
-                prop(
-                    "circuit_breaker",
-                    Ty::Obj("circuitBreaker"),
-                    "Limits on connections, pending requests, requests and retries in flight to the service.",
-                ),
-                prop(
-                    "outlier_detection",
-                    Ty::Obj("outlierDetection"),
-                    "Ejects endpoints that keep answering 5xx; omitted, no endpoint is ejected.",
-                ),
-                prop(
-                    "tls",
-                    Ty::Obj("upstreamTls"),
-                    "TLS from Envoy to the upstream; omitted, Envoy connects in plain text.",
-                ),
-            ],
-            required: vec!["endpoints"],
-            rules: vec![],
-        },
-        Object {
-            name: "healthCheck",
-            title: "services.<name>.health_check",
-            description: "Active HTTP health checking: Envoy requests `path` on every endpoint.".into(),
-            keys: HEALTH_CHECK_KEYS,
-            props: vec![
-                prop("path", Ty::Fmt(&URL_PATH), "Path Envoy requests on each endpoint."),
-                prop("interval", Ty::Fmt(&POSITIVE_DURATION), "Time between two checks of an endpoint.")
-                    .default(json!("5s")),
-                prop(
-                    "timeout",
-                    Ty::Fmt(&POSITIVE_DURATION),
-                    "How long a check may take before it counts as failed.",
-                )
-                .default(json!("1s")),
-                prop(
-                    "healthy",
-                    int(1),
-                    "Consecutive passed checks after which an endpoint counts as healthy.",
-                )
-                .default(json!(2)),
-                prop(
-                    "unhealthy",
-                    int(1),
-                    "Consecutive failed checks after which an endpoint counts as unhealthy.",
-                )
-                .default(json!(3)),
-            ],
-            required: vec!["path"],
-            rules: vec![],
-        },
-        Object {
-            name: "circuitBreaker",
-            title: "services.<name>.circuit_breaker",
-            description: "Limits on what is in flight to the service at once; beyond them Envoy fails fast with 503.".into(),
-            keys: CIRCUIT_BREAKER_KEYS,
-            props: vec![
-                prop("max_connections", int(1), "Most connections open to the service at once.")
-                    .default(json!(breaker.max_connections)),
-                prop("max_pending", int(1), "Most requests waiting for a connection at once.")
-                    .default(json!(breaker.max_pending)),
-                prop("max_requests", int(1), "Most requests in flight to the service at once.")
-                    .default(json!(breaker.max_requests)),
-                prop("max_retries", int(0), "Most retries in flight to the service at once.")
-                    .default(json!(breaker.max_retries)),
-            ],
-            required: vec![],
-            rules: vec![],
-        },
-        Object {
-            name: "outlierDetection",
-            title: "services.<name>.outlier_detection",
-            description: "Passive health checking: endpoints that keep failing are ejected for a while.".into(),
-            keys: OUTLIER_KEYS,
-            props: vec![
-                prop(
-                    "consecutive_5xx",
-                    int(1),
-                    "Consecutive 5xx responses after which an endpoint is ejected.",
-                )
-                .default(json!(5)),
-                prop("interval", Ty::Fmt(&POSITIVE_DURATION), "Time between two ejection sweeps.")
-                    .default(json!("10s")),
-                prop(
-                    "ejection_time",
-                    Ty::Fmt(&POSITIVE_DURATION),
-                    "Base time an ejected endpoint stays out of the load-balancing set.",
-                )
-                .default(json!("30s")),
-                prop(
-                    "max_ejection_percent",
-                    Ty::Int { min: 0, max: 100 },
-                    "Largest share of the endpoints, in percent, that may be ejected at once.",
-                )
-                .default(json!(50)),
-            ],
-            required: vec![],
-            rules: vec![],
-        },
-        Object {
-            name: "upstreamTls",
-            title: "services.<name>.tls",
-            description: "TLS from Envoy to the upstream.".into(),
-            keys: UPSTREAM_TLS_KEYS,
-            props: vec![
-                prop(
-                    "sni",
-                    Ty::Fmt(&HOST_NAME),
-                    "Server name sent to the upstream, and with `ca_file` the name its certificate must carry.",
-                ),
-                prop(
-                    "ca_file",
-                    nonempty(),
-                    "PEM file of the CAs that sign the upstream's certificate, relative to this file; omitted, the certificate is not verified.",
-                ),
-            ],
-            required: vec![],
-            rules: vec![],
-        },
-        // ---- auth
-        Object {
-            name: "auth",
-            title: "auth",
-            description: "Authentication: where Envoy finds authz-service, and the providers routes name in `auth`. Provider names are shared by `jwt` and `api_keys` and must be unique across both.".into(),
-            keys: AUTH_KEYS,
-            props: vec![
-                prop(
-                    "service",
-                    Ty::Obj("authService"),
-                    "Where Envoy finds authz-service, and what it does when that is unreachable.",
-                ),
-                prop(
-                    "jwt",
-                    map(Names::Except(&["none"]), Ty::Obj("jwtProvider")),
-                    "JWT providers by name.",
-                ),
-                prop(
-                    "api_keys",
-                    map(Names::Except(&["none"]), Ty::Obj("apiKeyProvider")),
-                    "API-key providers by name.",
-                ),
-            ],
-            required: vec![],
-            rules: vec![],
-        },
-        Object {
-            name: "authService",
-            title: "auth.service",
-            description: "Where Envoy finds authz-service (its ext_authz gRPC service).".into(),
-            keys: POLICY_SERVICE_KEYS,
-            props: vec![
-                prop("address", Ty::Fmt(&HOST_PORT), "Address of authz-service as host:port.")
-                    .default(json!(host_port(DEFAULT_AUTH_ADDRESS))),
-                prop(
-                    "timeout",
-                    Ty::Fmt(&POSITIVE_DURATION),
-                    "How long Envoy waits for an authorization decision.",
-                )
-                .default(json!("200ms")),
-                prop(
-                    "on_error",
-                    Ty::Enum(vec!["allow", "deny"]),
-                    "What Envoy does when authz-service fails or is late: `deny` answers 503, `allow` lets the request through.",
-                )
-                .default(json!("deny")),
-            ],
-            required: vec![],
-            rules: vec![],
-        },
-        Object {
-            name: "jwtProvider",
-            title: "auth.jwt.<name>",
-            description: format!(
-                "A JWT provider. Give exactly one of {} for the signing keys; HS256, HS384 and HS512 work only with `secret_env`, the other algorithms only with a JWKS.",
-                one_of(JWT_KEY_SOURCES)
-            ),
-            keys: JWT_KEYS,
-            props: vec![
-                prop("issuer", nonempty(), "The `iss` claim a token must carry."),
-                prop(
-                    "audiences",
-                    list(nonempty()),
-                    "Accepted `aud` values, any one of which must be present; omitted, `aud` is not checked.",
-                ),
-                prop(
-                    "algorithms",
-                    nonempty_list(Ty::Enum(JwtAlgorithm::ALL.iter().map(|a| a.as_str()).collect())),
-                    "Accepted signing algorithms; never inferred from the token.",
-                ),
-                prop(
-                    "jwks_file",
-                    nonempty(),
-                    "JWKS file with the provider's public keys, relative to this file.",
-                ),
-                prop(
-                    "jwks_url",
-                    Ty::Fmt(&JWKS_URL),
-                    "URL of the provider's JWKS, refreshed every 5 minutes and refetched when a token names an unknown key.",
-                ),
-                prop(
-                    "secret_env",
-                    Ty::Fmt(&ENV_NAME),
-                    "Environment variable of authz-service that holds the HS* shared secret (at least 32 bytes).",
-                ),
-                prop(
-                    "clock_skew",
-                    Ty::Fmt(&DURATION),
-                    format!(
-                        "Tolerance when checking `exp` and `nbf`, at most {}.",
-                        duration_text(MAX_CLOCK_SKEW)
-                    ),
-                )
-                .default(json!("30s")),
-                prop(
-                    "headers",
-                    map(Names::Header, nonempty()),
-                    "Upstream headers set from claims: header name → claim name, or a JSON Pointer starting with `/` into nested claims; arrays are comma-joined.",
-                ),
-                prop(
-                    "client_claim",
-                    nonempty(),
-                    "Claim that identifies the client for rate limiting.",
-                )
-                .default(json!("sub")),
-                prop(
-                    "plan_claim",
-                    nonempty(),
-                    "Claim that picks the rate-limit plan; when missing, `rate_limits.default_plan` applies.",
-                )
-                .default(json!("plan")),
-                prop(
-                    "forward_token",
-                    Ty::Bool,
-                    "Whether the Authorization header reaches the upstream; false removes it. While no provider sets it, `auth: none` routes remove Authorization too.",
-                )
-                .default(json!(false)),
-            ],
-            required: vec!["issuer", "algorithms"],
-            rules: vec![
-                exactly_one_of(JWT_KEY_SOURCES),
-                json!({
-                    "if": { "required": ["secret_env"] },
-                    "then": { "properties": { "algorithms": { "items": { "enum": hmac_algorithms() } } } },
-                    "else": { "properties": { "algorithms": { "items": { "not": { "enum": hmac_algorithms() } } } } },
-                }),
-            ],
-        },
-        Object {
-            name: "apiKeyProvider",
-            title: "auth.api_keys.<name>",
-            description: "An API-key provider: keys are looked up by hash in `keys_file`.".into(),
-            keys: API_KEY_KEYS,
-            props: vec![
-                prop("header", Ty::Fmt(&HEADER_NAME), "Request header that carries the key.")
-                    .default(json!("x-api-key")),
-                prop(
-                    "query",
-                    nonempty(),
-                    "Query parameter that may carry the key instead; it is removed from the forwarded URL on every route.",
-                ),
-                prop(
-                    "keys_file",
-                    nonempty(),
-                    "File of key hashes written by `authz-service apikey create`, relative to this file.",
-                ),
-            ],
-            required: vec!["keys_file"],
-            rules: vec![],
-        },
-        // ---- rate limits
-        Object {
-            name: "rateLimits",
-            title: "rate_limits",
-            description: "Rate limiting: where Envoy finds ratelimit-service, and the limits it enforces. Write `rate_limits: {}` for the defaults.".into(),
-            keys: RATE_LIMITS_KEYS,
-            props: vec![
-                prop(
-                    "service",
-                    Ty::Obj("rateLimitService"),
-                    "Where Envoy finds ratelimit-service, and what it does when that is unreachable.",
-                ),
-                prop(
-                    "plans",
-                    map(Names::Any, Ty::Fmt(&RATE)),
-                    "Limit per authenticated client, by plan name.",
-                ),
-                prop(
-                    "default_plan",
-                    nonempty(),
-                    "Plan of clients whose credentials name none; required when `plans` is not empty.",
-                ),
-                prop(
-                    "anonymous",
-                    Ty::Fmt(&RATE),
-                    "Limit per client IP on routes with `auth: none`; omitted, they are not limited.",
-                ),
-                prop(
-                    "algorithm",
-                    Ty::Enum(vec!["sliding_window", "approximate", "fixed"]),
-                    "How requests are counted: an exact sliding window, a two-window approximation, or clock-aligned fixed windows.",
-                )
-                .default(json!("sliding_window")),
-            ],
-            required: vec![],
-            rules: vec![json!({
-                "if": { "required": ["plans"], "properties": { "plans": { "minProperties": 1 } } },
-                "then": { "required": ["default_plan"] },
-            })],
-        },
-        Object {
-            name: "rateLimitService",
-            title: "rate_limits.service",
-            description: "Where Envoy finds ratelimit-service (its rate-limit gRPC service).".into(),
-            keys: POLICY_SERVICE_KEYS,
-            props: vec![
-                prop("address", Ty::Fmt(&HOST_PORT), "Address of ratelimit-service as host:port.")
-                    .default(json!(host_port(DEFAULT_RATE_LIMIT_ADDRESS))),
-                prop(
-                    "timeout",
-                    Ty::Fmt(&POSITIVE_DURATION),
-                    "How long Envoy waits for a rate-limit decision.",
-                )
-                .default(json!("50ms")),
-                prop(
-                    "on_error",
-                    Ty::Enum(vec!["allow", "deny"]),
-                    "What Envoy does when ratelimit-service fails or is late: `allow` fails open, `deny` answers 503.",
-                )
-                .default(json!("allow")),
-            ],
-            required: vec![],
-            rules: vec![],
-        },
-        // ---- gateways
-        Object {
-            name: "gateway",
-            title: "gateways.<name>",
-            description: "What one group of Envoy proxies serves: listeners, CORS, access log and routes.".into(),
-            keys: GATEWAY_KEYS,
-            props: vec![
-                prop(
-                    "listeners",
-                    nonempty_list(Ty::Obj("listener")),
-                    "Addresses and ports the gateway's Envoys accept clients on.",
-                ),
-                prop(
-                    "cors",
-                    Ty::Obj("cors"),
-                    "CORS policy for every route of the gateway; omitted, Envoy does not answer CORS requests.",
-                ),
-                prop(
-                    "access_log",
-                    Ty::Enum(vec!["json", "text", "off"]),
-                    "Format of Envoy's access log on stdout, or `off`.",
-                )
-                .default(json!("json")),
-                prop(
-                    "routes",
-                    list(Ty::Obj("route")),
-                    "Routes, tried in file order; the first that matches wins.",
-                ),
-            ],
-            required: vec!["listeners"],
-            rules: vec![],
-        },
-        Object {
-            name: "listener",
-            title: "gateways.<name>.listeners[]",
-            description: "A port the gateway's Envoys listen on.".into(),
-            keys: LISTENER_KEYS,
-            props: vec![
-                prop("name", nonempty(), "Listener name, unique within the gateway."),
-                prop("address", Ty::Fmt(&IP_ADDRESS), "IP address to listen on.")
-                    .default(json!("0.0.0.0")),
-                prop(
-                    "port",
-                    Ty::Int { min: 1, max: 65_535 },
-                    "TCP port to listen on, unique within the gateway.",
-                ),
-                prop(
-                    "tls",
-                    Ty::Obj("listenerTls"),
-                    "Terminates TLS with this certificate; omitted, the listener speaks plain HTTP.",
-                ),
-            ],
-            required: vec!["name", "port"],
-            rules: vec![],
-        },
-        Object {
-            name: "listenerTls",
-            title: "gateways.<name>.listeners[].tls",
-            description: "The certificate a listener presents to clients.".into(),
-            keys: LISTENER_TLS_KEYS,
-            props: vec![
-                prop("cert_file", nonempty(), "PEM certificate chain, relative to this file."),
-                prop("key_file", nonempty(), "PEM private key, relative to this file."),
-            ],
-            required: vec!["cert_file", "key_file"],
-            rules: vec![],
-        },
-        Object {
-            name: "cors",
-            title: "gateways.<name>.cors",
-            description: "Cross-origin resource sharing, answered by Envoy for every route of the gateway.".into(),
-            keys: CORS_KEYS,
-            props: vec![
-                prop("origins", nonempty_list(Ty::Fmt(&ORIGIN)), "Allowed origins, or `*` for any."),
-                prop("methods", list(Ty::Fmt(&METHOD)), "Allowed request methods."),
-                prop("headers", list(Ty::Fmt(&HEADER_NAME)), "Allowed request headers."),
-                prop(
-                    "max_age",
-                    Ty::Fmt(&DURATION),
-                    "How long a browser may cache the answer to a preflight request.",
-                ),
-            ],
-            required: vec!["origins"],
-            rules: vec![],
-        },
-        // ---- routes
-        Object {
-            name: "route",
-            title: "gateways.<name>.routes[]",
-            description: format!(
-                "A route: a match, exactly one action ({}), and an explicit `auth`. `timeout`, `retries` and `rewrite` apply only to routes that forward to `service` or `services`.",
-                one_of(ROUTE_ACTIONS)
-            ),
-            keys: ROUTE_KEYS,
-            props: vec![
-                prop("name", nonempty(), "Route name, unique across all gateways."),
-                prop("match", Ty::Obj("routeMatch"), "Which requests the route takes."),
-                prop("service", nonempty(), "Forwards to this service."),
-                prop(
-                    "services",
-                    Ty::Map {
-                        names: Names::Any,
-                        value: Box::new(int(1)),
-                        nonempty: true,
-                    },
-                    "Splits traffic across services by weight, e.g. for a canary.",
-                ),
-                prop(
-                    "respond",
-                    Ty::Obj("respond"),
-                    "Answers from Envoy itself, without an upstream.",
-                ),
-                prop(
-                    "rewrite",
-                    Ty::Obj("rewrite"),
-                    "Rewrites the matched path prefix before forwarding.",
-                ),
-                prop(
-                    "auth",
-                    Ty::AnyOf(vec![
-                        Ty::Enum(vec!["none"]),
-                        nonempty(),
-                        nonempty_list(nonempty()),
-                    ]),
-                    "`none` for a public route, or the provider (or list of providers, any one of which must accept) that authenticates it.",
-                ),
-                prop(
-                    "require",
-                    Ty::Obj("require"),
-                    "Roles and scopes the authenticated client must all have.",
-                ),
-                prop(
-                    "rate_limit",
-                    Ty::AnyOf(vec![
-                        Ty::Enum(vec!["plan", "none"]),
-                        nonempty_list(Ty::AnyOf(vec![Ty::Enum(vec!["plan"]), Ty::Obj("limit")])),
-                    ]),
-                    "`plan` (the default on authenticated routes), `none`, or a list of `plan` and `{limit, per}` items that all apply.",
-                ),
-                prop(
-                    "timeout",
-                    Ty::Fmt(&POSITIVE_DURATION),
-                    "How long Envoy waits for the upstream's whole response.",
-                ),
-                prop("retries", Ty::Obj("retries"), "When and how often Envoy retries a failed request."),
-                prop(
-                    "request_headers",
-                    Ty::Obj("headerChanges"),
-                    "Headers set or removed on the request before it reaches the upstream.",
-                ),
-                prop(
-                    "response_headers",
-                    Ty::Obj("headerChanges"),
-                    "Headers set or removed on the response before it reaches the client.",
-                ),
-            ],
-            required: vec!["name", "match", "auth"],
-            rules: vec![
-                exactly_one_of(ROUTE_ACTIONS),
-                json!({
-                    "if": { "required": ["respond"] },
-                    "then": { "not": { "anyOf": [
-                        { "required": ["timeout"] },
-                        { "required": ["retries"] },
-                        { "required": ["rewrite"] },
-                    ] } },
-                }),
-                json!({
-                    "if": { "required": ["auth"], "properties": { "auth": { "const": "none" } } },
-                    "then": { "not": { "required": ["require"] } },
-                }),
-                json!({
-                    "if": { "required": ["rewrite", "match"] },
-                    "then": { "properties": { "match": { "required": ["prefix"] } } },
-                }),
-            ],
-        },
-        Object {
-            name: "routeMatch",
-            title: "gateways.<name>.routes[].match",
-            description: format!(
-                "Which requests a route takes: exactly one path condition ({}), and optionally methods, headers, query parameters and hosts, all of which must match.",
-                one_of(PATH_MATCHES)
-            ),
-            keys: MATCH_KEYS,
-            props: vec![
-                prop("path", Ty::Fmt(&URL_PATH), "The whole path, without the query, equals this."),
-                prop(
-                    "prefix",
-                    Ty::Fmt(&URL_PATH),
-                    "The path starts with this, segment by segment: `/api` matches `/api` and `/api/x` but not `/apix`.",
-                ),
-                prop("regex", nonempty(), "An RE2 regular expression the whole path must match."),
-                prop("methods", list(Ty::Fmt(&METHOD)), "HTTP methods; omitted, any method."),
-                prop(
-                    "headers",
-                    map(Names::Header, Ty::AnyOf(vec![text(), Ty::Obj("regexMatch")])),
-                    "Request headers that must match: name → exact value, or name → `{regex: …}`.",
-                ),
-                prop(
-                    "query",
-                    map(Names::NonEmpty, Ty::AnyOf(vec![text(), Ty::Obj("regexMatch")])),
-                    "Query parameters that must match: name → exact value, or name → `{regex: …}`.",
-                ),
-                prop(
-                    "hosts",
-                    list(Ty::Fmt(&HOST_MATCH)),
-                    "Host names the request's Host header must name, port ignored; omitted, any host.",
-                ),
-            ],
-            required: vec![],
-            rules: vec![exactly_one_of(PATH_MATCHES)],
-        },
-        Object {
-            name: "regexMatch",
-            title: "gateways.<name>.routes[].match.{headers,query}.<name>",
-            description: "A header or query-parameter value matched by a regular expression.".into(),
-            keys: STRING_MATCH_KEYS,
-            props: vec![prop(
-                "regex",
-                nonempty(),
-                "An RE2 regular expression the whole value must match.",
-            )],
-            required: vec!["regex"],
-            rules: vec![],
-        },
-        Object {
-            name: "respond",
-            title: "gateways.<name>.routes[].respond",
-            description: "A response Envoy sends itself, with a JSON body, a text body or none.".into(),
-            keys: RESPOND_KEYS,
-            props: vec![
-                prop("status", Ty::Int { min: 200, max: 599 }, "HTTP status code."),
-                prop(
-                    "json",
-                    Ty::Any,
-                    "Body sent as JSON with content-type application/json.",
-                ),
-                prop("body", text(), "Body sent as-is with content-type text/plain."),
-            ],
-            required: vec!["status"],
-            rules: vec![json!({ "not": { "required": ["json", "body"] } })],
-        },
-        Object {
-            name: "rewrite",
-            title: "gateways.<name>.routes[].rewrite",
-            description: "A path rewrite; only for routes that match by `prefix` and forward.".into(),
-            keys: REWRITE_KEYS,
-            props: vec![prop(
-                "prefix",
-                Ty::Fmt(&URL_PATH),
-                "Replaces the matched `prefix`, so `/api/v1/users/42` can become `/users/42`.",
-            )],
-            required: vec!["prefix"],
-            rules: vec![],
-        },
-        Object {
-            name: "require",
-            title: "gateways.<name>.routes[].require",
-            description: "Claim checks on an authenticated route; every listed value must be present, otherwise the client gets 403.".into(),
-            keys: REQUIRE_KEYS,
-            props: vec![
-                prop("roles", list(nonempty()), "Roles the client must all have (the `roles` claim)."),
-                prop(
-                    "scopes",
-                    list(nonempty()),
-                    "Scopes the client must all have (the `scope` or `scp` claim).",
-                ),
-            ],
-            required: vec![],
-            rules: vec![],
-        },
-        Object {
-            name: "limit",
-            title: "gateways.<name>.routes[].rate_limit[]",
-            description: "A limit of a route, counted per client, IP, route, tenant or header value.".into(),
-            keys: LIMIT_KEYS,
-            props: vec![
-                prop("limit", Ty::Fmt(&RATE), "Requests allowed per window."),
-                prop(
-                    "per",
-                    Ty::AnyOf(vec![
-                        Ty::Enum(vec!["client", "user", "ip", "route", "tenant"]),
-                        Ty::Fmt(&PER_HEADER),
-                    ]),
-                    "What gets its own bucket: the authenticated `client` (`user` is its alias for JWT), the client `ip`, the whole `route`, the `tenant`, or a `header:<name>` value.",
-                )
-                .default(json!("client")),
-            ],
-            required: vec!["limit"],
-            rules: vec![],
-        },
-        Object {
-            name: "retries",
-            title: "gateways.<name>.routes[].retries",
-            description: "Envoy's retry policy for a forwarding route.".into(),
-            keys: RETRIES_KEYS,
-            props: vec![
-                prop("attempts", int(1), "Retries after the first try.").default(json!(1)),
-                prop(
-                    "on",
-                    nonempty_list(Ty::AnyOf(vec![
-                        Ty::Int { min: 100, max: 599 },
-                        Ty::Enum(RETRY_CONDITIONS.to_vec()),
-                    ])),
-                    "What triggers a retry: Envoy retry-on conditions and HTTP status codes.",
-                )
-                .default(json!(["connect-failure", "reset", 503])),
-                prop(
-                    "per_try_timeout",
-                    Ty::Fmt(&POSITIVE_DURATION),
-                    "How long each try may take; omitted, only the route's `timeout` applies.",
-                ),
-            ],
-            required: vec![],
-            rules: vec![],
-        },
-        Object {
-            name: "headerChanges",
-            title: "gateways.<name>.routes[].{request,response}_headers",
-            description: "Headers set or removed on a request or response.".into(),
-            keys: HEADER_CHANGES_KEYS,
-            props: vec![
-                prop(
-                    "set",
-                    map(Names::Header, text()),
-                    "Headers to set, replacing any value already there: name → value.",
-                ),
-                prop("remove", list(Ty::Fmt(&HEADER_NAME)), "Names of headers to remove."),
-            ],
-            required: vec![],
-            rules: vec![],
-        },
-    ]
+/// The decoder's checks between keys of one object, as schema fragments (all must hold); the
+/// objects' own description has no words for them.
+fn rules_between_keys(o: &Object) -> Vec<Value> {
+    if std::ptr::eq(o, &d::JWT_PROVIDER) {
+        vec![json!({
+            "if": { "required": ["secret_env"] },
+            "then": { "properties": { "algorithms": { "items": { "enum": hmac_algorithms() } } } },
+            "else": { "properties": { "algorithms": { "items": { "not": { "enum": hmac_algorithms() } } } } },
+        })]
+    } else if std::ptr::eq(o, &d::RATE_LIMITS) {
+        vec![json!({
+            "if": { "required": ["plans"], "properties": { "plans": { "minProperties": 1 } } },
+            "then": { "required": ["default_plan"] },
+        })]
+    } else if std::ptr::eq(o, &d::ROUTE) {
+        vec![
+            json!({
+                "if": { "required": ["respond"] },
+                "then": { "not": { "anyOf": [
+                    { "required": ["timeout"] },
+                    { "required": ["retries"] },
+                    { "required": ["rewrite"] },
+                ] } },
+            }),
+            json!({
+                "if": { "required": ["auth"], "properties": { "auth": { "const": "none" } } },
+                "then": { "not": { "required": ["require"] } },
+            }),
+            json!({
+                "if": { "required": ["rewrite", "match"] },
+                "then": { "properties": { "match": { "required": ["prefix"] } } },
+            }),
+        ]
+    } else if std::ptr::eq(o, &d::RESPOND) {
+        vec![json!({ "not": { "required": ["json", "body"] } })]
+    } else {
+        Vec::new()
+    }
 }
 
 // ---- the reference ----------------------------------------------------------------------------
@@ -1369,68 +361,9 @@ fn code(s: &str) -> String {
     }
 }
 
-/// A default as YAML flow.
-fn yaml_flow(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Array(items) => {
-            let items: Vec<String> = items.iter().map(yaml_flow).collect();
-            format!("[{}]", items.join(", "))
-        }
-        Value::Object(m) => {
-            let items: Vec<String> = m
-                .iter()
-                .map(|(k, v)| format!("{k}: {}", yaml_flow(v)))
-                .collect();
-            format!("{{{}}}", items.join(", "))
-        }
-        other => other.to_string(),
-    }
-}
-
-/// The objects in reading order: depth first from the top level, each once.
-fn reading_order(objects: &[Object]) -> Vec<&Object> {
-    fn visit<'a>(
-        o: &'a Object,
-        objects: &'a [Object],
-        seen: &mut BTreeSet<&'static str>,
-        out: &mut Vec<&'a Object>,
-    ) {
-        if !seen.insert(o.name) {
-            return;
-        }
-        out.push(o);
-        for key in o.keys {
-            let mut next = Vec::new();
-            if let Some(p) = o.prop(key) {
-                p.ty.objects(&mut next);
-            }
-            for name in next {
-                if let Some(child) = objects.iter().find(|c| c.name == name) {
-                    visit(child, objects, seen, out);
-                }
-            }
-        }
-    }
-    let mut seen = BTreeSet::new();
-    let mut out = Vec::new();
-    if let Some(top) = objects.first() {
-        visit(top, objects, &mut seen, &mut out);
-    }
-    // Anything unreachable still gets documented, last.
-    for o in objects {
-        visit(o, objects, &mut seen, &mut out);
-    }
-    out
-}
-
 /// The configuration reference (`docs/configuration.md`), in Markdown.
 pub fn markdown() -> String {
-    let objects = objects();
-    let titles = |name: &str| match objects.iter().find(|o| o.name == name) {
-        Some(o) => format!("[{}](#{})", heading(o), slug(&heading(o))),
-        None => format!("`{name}`"),
-    };
+    let titles = |o: &Object| format!("[{}](#{})", heading(o), slug(&heading(o)));
     let mut out = String::new();
     let w = &mut out;
     // Writing to a String cannot fail; the results are ignored for that reason.
@@ -1439,7 +372,7 @@ pub fn markdown() -> String {
     let _ = writeln!(
         w,
         "<!-- Generated by `xds-server schema --format markdown`; do not edit. The source is \
-         config/src/schema.rs. Regenerate with: {REGENERATE_MARKDOWN} -->"
+         config/src/describe.rs. Regenerate with: {REGENERATE_MARKDOWN} -->"
     );
     let _ = writeln!(w);
     let _ = writeln!(
@@ -1505,31 +438,26 @@ pub fn markdown() -> String {
     }
     let _ = writeln!(w);
 
-    for o in reading_order(&objects) {
+    for o in d::objects() {
         let _ = writeln!(w, "## {}", heading(o));
         let _ = writeln!(w);
-        let _ = writeln!(w, "{}", escape(&o.description, false));
+        let _ = writeln!(w, "{}", escape(&o.doc(), false));
         let _ = writeln!(w);
         let _ = writeln!(w, "| key | type | default | description |");
         let _ = writeln!(w, "|---|---|---|---|");
-        for key in o.keys {
-            let (ty, default, description) = match o.prop(key) {
-                Some(p) => {
-                    let default = match &p.default {
-                        Some(d) => format!("`{}`", yaml_flow(d)),
-                        None if o.required.contains(key) => "*required*".to_string(),
-                        None => "—".to_string(),
-                    };
-                    (p.ty.label(&titles), default, p.description.clone())
-                }
-                None => ("—".to_string(), "—".to_string(), UNDOCUMENTED.to_string()),
+        for k in o.keys {
+            let default = match k.absent {
+                Absent::Default(text) => format!("`{text}`"),
+                Absent::Required | Absent::RequiredExplained => "*required*".to_string(),
+                Absent::Nothing => "—".to_string(),
             };
             let _ = writeln!(
                 w,
-                "| `{key}` | {} | {} | {} |",
-                cell(&ty),
+                "| `{}` | {} | {} | {} |",
+                k.name,
+                cell(&k.ty.label(&titles)),
                 cell(&default),
-                cell(&description)
+                cell(&k.doc())
             );
         }
         let _ = writeln!(w);
@@ -1543,328 +471,50 @@ pub fn markdown() -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::decode;
-
-    /// Every key list of the decoder, by name, and what the schema does with it.
-    fn decoder_lists() -> BTreeMap<&'static str, &'static [&'static str]> {
-        BTreeMap::from([
-            ("TOP_KEYS", TOP_KEYS),
-            ("SERVICE_KEYS", SERVICE_KEYS),
-            ("HEALTH_CHECK_KEYS", HEALTH_CHECK_KEYS),
-            ("CIRCUIT_BREAKER_KEYS", CIRCUIT_BREAKER_KEYS),
-            ("OUTLIER_KEYS", OUTLIER_KEYS),
-            ("UPSTREAM_TLS_KEYS", UPSTREAM_TLS_KEYS),
-            ("AUTH_KEYS", AUTH_KEYS),
-            ("POLICY_SERVICE_KEYS", POLICY_SERVICE_KEYS),
-            ("JWT_KEYS", JWT_KEYS),
-            ("API_KEY_KEYS", API_KEY_KEYS),
-            ("RATE_LIMITS_KEYS", RATE_LIMITS_KEYS),
-            ("GATEWAY_KEYS", GATEWAY_KEYS),
-            ("LISTENER_KEYS", LISTENER_KEYS),
-            ("LISTENER_TLS_KEYS", LISTENER_TLS_KEYS),
-            ("CORS_KEYS", CORS_KEYS),
-            ("ROUTE_KEYS", ROUTE_KEYS),
-            ("MATCH_KEYS", MATCH_KEYS),
-            ("RESPOND_KEYS", RESPOND_KEYS),
-            ("REWRITE_KEYS", REWRITE_KEYS),
-            ("REQUIRE_KEYS", REQUIRE_KEYS),
-            ("LIMIT_KEYS", LIMIT_KEYS),
-            ("RETRIES_KEYS", RETRIES_KEYS),
-            ("HEADER_CHANGES_KEYS", HEADER_CHANGES_KEYS),
-            ("STRING_MATCH_KEYS", STRING_MATCH_KEYS),
-            // Not objects: "exactly one of" groups and an enumeration, used directly above.
-            ("JWT_KEY_SOURCES", JWT_KEY_SOURCES),
-            ("ROUTE_ACTIONS", ROUTE_ACTIONS),
-            ("PATH_MATCHES", PATH_MATCHES),
-            ("RETRY_CONDITIONS", RETRY_CONDITIONS),
-        ])
-    }
-
-    const NOT_OBJECTS: &[&str] = &[
-        "JWT_KEY_SOURCES",
-        "ROUTE_ACTIONS",
-        "PATH_MATCHES",
-        "RETRY_CONDITIONS",
-    ];
 
     #[test]
-    fn every_key_list_of_the_decoder_is_accounted_for() {
-        // The decoder's source names every list of keys it accepts; a new one (a new nested
-        // object) must be added to the table above, and so to the schema.
-        let source = include_str!("decode.rs");
-        let lists = decoder_lists();
-        let mut found = Vec::new();
-        for line in source.lines() {
-            let line = line.trim_start();
-            let Some(rest) = line
-                .strip_prefix("pub(crate) const ")
-                .or_else(|| line.strip_prefix("const "))
-            else {
-                continue;
-            };
-            if let Some((name, ty)) = rest.split_once(':') {
-                if ty.trim_start().starts_with("&[&str]") {
-                    found.push(name.trim().to_string());
-                }
-            }
-        }
-        assert!(found.len() >= 20, "the scan found too few lists: {found:?}");
-        for name in &found {
-            assert!(
-                lists.contains_key(name.as_str()),
-                "config/decode.rs has a key list `{name}` the schema does not account for; add \
-                 it to `decoder_lists` and describe its object in `objects()`"
-            );
-        }
-        let objects = objects();
-        for (name, keys) in &lists {
-            if NOT_OBJECTS.contains(name) {
-                continue;
-            }
-            assert!(
-                objects.iter().any(|o| o.keys == *keys),
-                "no object of the schema is built from `{name}`"
-            );
-        }
-    }
-
-    #[test]
-    fn every_object_documents_exactly_the_decoders_keys() {
-        let objects = objects();
-        let mut names = BTreeSet::new();
-        for o in &objects {
-            assert!(names.insert(o.name), "object `{}` defined twice", o.name);
-            let documented: Vec<&str> = o.props.iter().map(|p| p.key).collect();
-            let unique: BTreeSet<&str> = documented.iter().copied().collect();
-            assert_eq!(
-                unique.len(),
-                documented.len(),
-                "{}: a key documented twice",
-                o.title
-            );
-            let accepted: BTreeSet<&str> = o.keys.iter().copied().collect();
-            let missing: Vec<&&str> = accepted.difference(&unique).collect();
-            let extra: Vec<&&str> = unique.difference(&accepted).collect();
-            assert!(
-                missing.is_empty(),
-                "{}: the decoder accepts {missing:?}, which the schema does not describe",
-                o.title
-            );
-            assert!(
-                extra.is_empty(),
-                "{}: the schema describes {extra:?}, which the decoder does not accept",
-                o.title
-            );
-            for r in &o.required {
-                assert!(
-                    accepted.contains(r),
-                    "{}: required `{r}` is not a key",
-                    o.title
-                );
-            }
-            for p in &o.props {
-                let d = p.description.trim();
-                assert!(
-                    d.len() > 10 && d.ends_with('.') && d != UNDOCUMENTED,
-                    "{}.{}: a description is one sentence ending with a period",
-                    o.title,
-                    p.key
-                );
-            }
-            // Every object another one names exists.
-            for p in &o.props {
-                let mut refs = Vec::new();
-                p.ty.objects(&mut refs);
-                for r in refs {
-                    assert!(
-                        objects.iter().any(|c| c.name == r),
-                        "{}.{}: unknown object `{r}`",
-                        o.title,
-                        p.key
-                    );
-                }
-            }
-        }
-        // Every object is reachable from the top level, so the reference documents it in place.
-        assert_eq!(reading_order(&objects).len(), objects.len());
-        let reachable: BTreeSet<&str> = {
-            let mut seen = BTreeSet::new();
-            let mut stack = vec!["gateway.yaml"];
-            while let Some(name) = stack.pop() {
-                if !seen.insert(name) {
-                    continue;
-                }
-                if let Some(o) = objects.iter().find(|o| o.name == name) {
-                    for p in &o.props {
-                        let mut refs = Vec::new();
-                        p.ty.objects(&mut refs);
-                        stack.extend(refs);
-                    }
-                }
-            }
-            seen
-        };
-        assert_eq!(reachable, names);
-    }
-
-    #[test]
-    fn exactly_one_of_groups_are_the_decoders() {
-        let s = schema();
-        let group = |def: &str| -> Vec<String> {
-            let rules = match def {
-                "" => &s["allOf"],
-                d => &s["$defs"][d]["allOf"],
-            };
-            rules
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|r| r["oneOf"].as_array())
-                .flatten()
-                .filter_map(|alt| alt["required"][0].as_str().map(str::to_string))
-                .collect()
-        };
-        assert_eq!(group("jwtProvider"), JWT_KEY_SOURCES);
-        assert_eq!(group("route"), ROUTE_ACTIONS);
-        assert_eq!(group("routeMatch"), PATH_MATCHES);
-    }
-
-    #[test]
-    fn the_schema_has_an_id_a_title_and_a_description_on_every_property() {
+    fn the_schema_has_an_id_and_every_object_is_closed() {
         let s = schema();
         assert_eq!(s["$schema"], DIALECT);
         assert_eq!(s["$id"], SCHEMA_ID);
         assert!(s["title"].is_string());
-        fn walk(v: &Value, at: &str) {
-            if let Some(props) = v.get("properties").and_then(Value::as_object) {
-                assert_eq!(
-                    v["additionalProperties"],
-                    json!(false),
-                    "{at} is not closed"
-                );
-                for (k, p) in props {
-                    assert!(
-                        p["description"].as_str().is_some_and(|d| d != UNDOCUMENTED),
-                        "{at}.{k} has no description"
-                    );
-                    walk(p, &format!("{at}.{k}"));
-                }
-            }
-            for key in ["items", "additionalProperties"] {
-                if let Some(child) = v.get(key).filter(|c| c.is_object()) {
-                    walk(child, at);
-                }
-            }
-            if let Some(alternatives) = v.get("anyOf").and_then(Value::as_array) {
-                alternatives.iter().for_each(|a| walk(a, at));
-            }
-        }
-        walk(&s, "");
         for (name, def) in s["$defs"].as_object().into_iter().flatten() {
             assert!(def["title"].is_string(), "$defs.{name} has no title");
-            assert!(
-                def["description"].is_string(),
-                "$defs.{name} has no description"
-            );
-            walk(def, name);
-        }
-    }
-
-    /// The choices the decoder lists in its "expected one of a | b | c" message for a bogus value
-    /// written where `@@` stands in `template`.
-    fn decoder_choices(template: &str) -> Vec<String> {
-        let src = template.replace("@@", "zz-not-a-choice");
-        let errors = match crate::parse(&src, std::path::Path::new("gateway.yaml")) {
-            Ok(_) => panic!("a bogus choice was accepted:\n{src}"),
-            Err(e) => e.0,
-        };
-        let message = errors
-            .iter()
-            .map(|e| e.message.as_str())
-            .find_map(|m| m.split_once("expected one of ").map(|(_, rest)| rest))
-            .unwrap_or_else(|| panic!("no choice list in {errors:?}"));
-        let list = message.split(", found").next().unwrap_or_default();
-        list.split(" | ").map(str::to_string).collect()
-    }
-
-    fn schema_enum(s: &Value, pointer: &str) -> Vec<String> {
-        s.pointer(pointer)
-            .and_then(|v| v["enum"].as_array())
-            .unwrap_or_else(|| panic!("no enum at {pointer}"))
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect()
-    }
-
-    #[test]
-    fn enumerations_are_the_decoders() {
-        let s = schema();
-        let svc = "version: 1\nservices:\n  a: { endpoints: [127.0.0.1:1], KEY: @@ }\n";
-        let gw = "version: 1\ngateways:\n  g: { listeners: [{ name: h, port: 1 }], KEY: @@ }\n";
-        let jwt =
-            "version: 1\nauth:\n  jwt:\n    j: { issuer: i, jwks_file: f, algorithms: [@@] }\n";
-        let cases: &[(String, &str)] = &[
-            (
-                svc.replace("KEY", "protocol"),
-                "/$defs/service/properties/protocol",
-            ),
-            (svc.replace("KEY", "lb"), "/$defs/service/properties/lb"),
-            (
-                "version: 1\nauth:\n  service: { on_error: @@ }\n".into(),
-                "/$defs/authService/properties/on_error",
-            ),
-            (
-                "version: 1\nrate_limits:\n  service: { on_error: @@ }\n".into(),
-                "/$defs/rateLimitService/properties/on_error",
-            ),
-            (
-                "version: 1\nrate_limits: { algorithm: @@ }\n".into(),
-                "/$defs/rateLimits/properties/algorithm",
-            ),
-            (
-                gw.replace("KEY", "access_log"),
-                "/$defs/gateway/properties/access_log",
-            ),
-            (
-                jwt.to_string(),
-                "/$defs/jwtProvider/properties/algorithms/items",
-            ),
-        ];
-        for (template, pointer) in cases {
-            let mut want = decoder_choices(template);
-            let mut got = schema_enum(&s, pointer);
-            want.sort();
-            got.sort();
-            assert_eq!(got, want, "{pointer}");
-        }
-
-        // `per`: the decoder's words, then `header:<name>`.
-        let per = decoder_choices(
-            "version: 1\nrate_limits: {}\nservices: { a: { endpoints: [127.0.0.1:1] } }\n\
-             gateways:\n  g:\n    listeners: [{ name: h, port: 1 }]\n    routes:\n      - { name: r, \
-             match: { prefix: / }, service: a, auth: none, rate_limit: [{ limit: 1/s, per: @@ }] }\n",
-        );
-        let mut words = schema_enum(&s, "/$defs/limit/properties/per/anyOf/0");
-        words.push("header:<name>".to_string());
-        assert_eq!(words, per);
-
-        let conditions = schema_enum(&s, "/$defs/retries/properties/on/items/anyOf/1");
-        assert_eq!(conditions, decode::RETRY_CONDITIONS);
-    }
-
-    #[test]
-    fn the_reference_documents_every_object_and_key() {
-        let md = markdown();
-        for o in objects() {
-            assert!(md.contains(&format!("## {}", heading(&o))), "{}", o.title);
-            for key in o.keys {
-                assert!(md.contains(&format!("| `{key}` |")), "{}.{key}", o.title);
+            if def.get("properties").is_some() {
+                assert_eq!(
+                    def["additionalProperties"],
+                    json!(false),
+                    "{name} is not closed"
+                );
             }
         }
+    }
+
+    #[test]
+    fn defaults_render_as_their_json() {
+        let s = schema();
+        let service = &s["$defs"]["service"]["properties"];
+        assert_eq!(service["connect_timeout"]["default"], json!("2s"));
+        assert_eq!(service["circuit_breaker"]["default"], json!({}));
+        let retries = &s["$defs"]["retries"]["properties"];
+        assert_eq!(
+            retries["on"]["default"],
+            json!(["connect-failure", "reset", 503])
+        );
+        let jwt = &s["$defs"]["jwtProvider"]["properties"];
+        assert_eq!(jwt["forward_token"]["default"], json!(false));
+        assert_eq!(
+            jwt["clock_skew"]["description"],
+            json!("Tolerance when checking `exp` and `nbf`, at most 5m.")
+        );
+    }
+
+    #[test]
+    fn the_reference_is_one_file_with_editor_support() {
+        let md = markdown();
         assert!(md.ends_with("|\n") && !md.ends_with("\n\n"));
         assert!(md.contains("# yaml-language-server: $schema="));
+        assert!(md.contains("| `connect_timeout` | [duration &gt; 0](#value-formats) | `2s` |"));
     }
 }

@@ -760,3 +760,51 @@ fn load_reports_an_unreadable_config_at_the_start() {
     assert_eq!((errs.len(), errs[0].line, errs[0].column), (1, 1, 1));
     assert!(errs[0].message.contains("cannot read the config file"));
 }
+
+#[test]
+fn max_body_takes_sizes_on_the_gateway_and_on_routes() {
+    let src = BASE.replace(
+        "    listeners:",
+        "    max_body: 1MiB\n    listeners:",
+    ) + &format!("{OK_ROUTE}        max_body: 20MiB\n")
+        + "      - { name: b, match: { prefix: /b }, service: users, auth: none, max_body: 65536 }\n"
+        + "      - { name: c, match: { prefix: /c }, service: users, auth: none, max_body: \"512KiB\" }\n"
+        + "      - { name: d, match: { prefix: /d }, service: users, auth: none }\n";
+    let config = parse(&src, file()).unwrap_or_else(|e| panic!("{e}\nin:\n{src}"));
+    let gw = &config.gateways["edge"];
+    assert_eq!(gw.max_body, Some(1 << 20));
+    let limits: Vec<Option<u32>> = gw.routes.iter().map(|r| r.max_body).collect();
+    assert_eq!(
+        limits,
+        [Some(20 << 20), Some(65_536), Some(512 << 10), None]
+    );
+
+    let hint = "expected a size like 512KiB, 1MiB, 20MiB or 65536";
+    let cases: Vec<Case> = ["0", "1MB", "1.5MiB", "-1", "[1]", "true"]
+        .into_iter()
+        .map(|bad| {
+            (
+                "a bad size",
+                with_routes(&format!("{OK_ROUTE}        max_body: {bad}\n")),
+                vec![(17, bad, hint)],
+            )
+        })
+        .chain([
+            (
+                "4GiB does not fit Envoy's 32-bit limit",
+                with_routes(&format!("{OK_ROUTE}        max_body: 4GiB\n")),
+                vec![(17, "4GiB", "route `r`: max_body: at most 4294967295 bytes")],
+            ),
+            (
+                "a bad gateway size",
+                BASE.replace("    listeners:", "    max_body: lots\n    listeners:") + OK_ROUTE,
+                vec![(
+                    11,
+                    "lots",
+                    "gateways.edge.max_body: expected a size like 512KiB",
+                )],
+            ),
+        ])
+        .collect();
+    check(cases);
+}

@@ -194,7 +194,7 @@ fn committed_docs_are_what_the_generator_prints() {
                     |i| format!("line {}", i + 1),
                 );
             panic!(
-                "{file} is out of date with config/src/schema.rs (first difference: \
+                "{file} is out of date with config/src/describe.rs (first difference: \
                  {first_difference}); regenerate it from the repository root with:\n    {command}"
             );
         }
@@ -574,6 +574,49 @@ fn the_string_grammars_agree_with_the_decoder() {
     // Bracketed text of hex digits and colons that is not an IPv6 address.
     let endpoints = json!({ "version": 1, "services": { "a": { "endpoints": ["SLOT"] } } });
     agree(&v, &endpoints, "SLOT", &["[ab]:1"], &host_ports);
+
+    let sizes = [
+        "1",
+        "65536",
+        "512KiB",
+        "1MiB",
+        "20MiB",
+        "2GiB",
+        "007KiB",
+        "4294967295",
+        "0",
+        "00",
+        "0KiB",
+        "1MB",
+        "1mib",
+        "1Mi",
+        "1.5MiB",
+        "MiB",
+        "",
+        " 1MiB",
+        "1MiB ",
+        "1 MiB",
+        "-1",
+        "+1",
+        "4GiB",
+        "4294967296",
+        "99999999999999999999",
+    ];
+    // Beyond Envoy's 32-bit limit: a pattern cannot bound a number.
+    let too_large = ["4GiB", "4294967296", "99999999999999999999"];
+    let gateway = json!({
+        "version": 1,
+        "gateways": { "g": { "listeners": [{ "name": "h", "port": 1 }], "max_body": "SLOT" } }
+    });
+    agree(&v, &gateway, "SLOT", &too_large, &sizes);
+    // A size may be a plain integer too.
+    for (bytes, ok) in [(1, true), (65_536, true), (0, false), (-1, false)] {
+        let mut config = gateway.clone();
+        config["gateways"]["g"]["max_body"] = json!(bytes);
+        let text = config.to_string();
+        assert_eq!(decode(&text).is_ok(), ok, "{bytes}: the decoder");
+        assert_eq!(v.is_valid(&config), ok, "{bytes}: the schema");
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -43,6 +43,9 @@ pub mod type_url {
         "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit";
     pub const CORS: &str = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors";
     pub const LUA: &str = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua";
+    pub const BUFFER: &str = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer";
+    pub const BUFFER_PER_ROUTE: &str =
+        "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute";
     pub const CORS_POLICY: &str =
         "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy";
     pub const STDOUT_ACCESS_LOG: &str =

@@ -13,6 +13,7 @@ use proto::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listen
 use proto::pb::envoy::extensions::access_loggers::stream::v3::{
     stdout_access_log, StdoutAccessLog,
 };
+use proto::pb::envoy::extensions::filters::http::buffer::v3::Buffer;
 use proto::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use proto::pb::envoy::extensions::filters::http::lua::v3::Lua;
 use proto::pb::envoy::extensions::filters::http::router::v3::Router;
@@ -32,6 +33,7 @@ pub(super) const HCM_FILTER: &str = "envoy.filters.network.http_connection_manag
 pub(super) const CORS_FILTER: &str = "envoy.filters.http.cors";
 const ROUTER_FILTER: &str = "envoy.filters.http.router";
 pub(super) const LUA_FILTER: &str = "envoy.filters.http.lua";
+pub(super) const BUFFER_FILTER: &str = "envoy.filters.http.buffer";
 /// The script of [`strip_query`], with `NAMES` standing for the table of parameter names.
 const STRIP_QUERY_LUA: &str = include_str!("strip_query.lua");
 const STDOUT_ACCESS_LOG: &str = "envoy.access_loggers.stdout";
@@ -132,6 +134,22 @@ pub(super) const LOCAL_REPLIES: &[LocalReply] = &[
     },
 ];
 
+/// The buffer filter's 413 (`max_body`). The filter manager sends it without a response flag, so
+/// it is selected by status alone, and only on gateways that limit bodies; there a `respond:`
+/// route answering 413 gets this body too.
+pub(super) const PAYLOAD_TOO_LARGE: LocalReply = LocalReply {
+    flags: &[],
+    only_status: Some(413),
+    status: 413,
+    error: "payload_too_large",
+    message: "request body too large",
+};
+
+/// True when some route of the gateway has a request-body limit, its own or the gateway's.
+pub(super) fn limits_bodies(gw: &Gateway) -> bool {
+    gw.max_body.is_some() || gw.routes.iter().any(|r| r.max_body.is_some())
+}
+
 pub(super) fn listener(
     gateway: &str,
     gw: &Gateway,
@@ -231,6 +249,22 @@ fn http_filters(gw: &Gateway, policies: &Policies<'_>) -> Vec<HttpFilter> {
             &strip_query(&policies.credential_query),
         ));
     }
+    // `max_body`: Envoy's buffer filter holds the request (headers included) until its body is
+    // complete and answers 413 once more than the limit has arrived, with or without a
+    // content-length, so an upstream never sees an oversized request. Last before the router,
+    // so a request that policy refuses is refused before its body is buffered. Routes override
+    // the limit per route (`route::body_limit`); without a gateway limit the filter is off on
+    // every route that sets none.
+    if limits_bodies(gw) {
+        let bytes = gw.max_body.unwrap_or(u32::MAX);
+        filters.push(http_filter(
+            BUFFER_FILTER,
+            proto::type_url::BUFFER,
+            &Buffer {
+                max_request_bytes: Some(u32v(bytes)),
+            },
+        ));
+    }
     filters.push(http_filter(
         ROUTER_FILTER,
         proto::type_url::ROUTER,
@@ -288,15 +322,18 @@ fn http_filter(name: &str, type_url: &str, msg: &impl Message) -> HttpFilter {
 fn hcm_bytes(gateway: &str, gw: &Gateway, l: &ListenerCfg, policies: &Policies<'_>) -> Vec<u8> {
     proto::encode_with_fields(
         &hcm_base(gateway, gw, l, policies),
-        &[(HCM_LOCAL_REPLY_CONFIG, local_reply_config_bytes())],
+        &[(HCM_LOCAL_REPLY_CONFIG, local_reply_config_bytes(gw))],
     )
 }
 
 /// `LocalReplyConfig` with one mapper per [`LOCAL_REPLIES`] entry and no default `body_format`
-/// (which would rewrite every local reply, direct responses included).
-fn local_reply_config_bytes() -> Vec<u8> {
+/// (which would rewrite every local reply, direct responses included), plus
+/// [`PAYLOAD_TOO_LARGE`] on a gateway that limits bodies.
+fn local_reply_config_bytes(gw: &Gateway) -> Vec<u8> {
+    let body_limit = limits_bodies(gw).then_some(&PAYLOAD_TOO_LARGE);
     let mappers: Vec<(u32, Vec<u8>)> = LOCAL_REPLIES
         .iter()
+        .chain(body_limit)
         .map(|r| {
             let by_flag = AccessLogFilter {
                 filter_specifier: Some(FilterSpecifier::ResponseFlagFilter(ResponseFlagFilter {
@@ -305,6 +342,7 @@ fn local_reply_config_bytes() -> Vec<u8> {
             };
             let filter = match r.only_status {
                 None => by_flag,
+                Some(code) if r.flags.is_empty() => status_is(code),
                 Some(code) => AccessLogFilter {
                     filter_specifier: Some(FilterSpecifier::AndFilter(AndFilter {
                         filters: vec![by_flag, status_is(code)],

@@ -17,13 +17,16 @@ use proto::pb::envoy::config::route::v3::{
     RouteAction as EnvoyAction, RouteConfiguration, RouteMatch as EnvoyMatch, VirtualHost,
     WeightedCluster,
 };
+use proto::pb::envoy::extensions::filters::http::buffer::v3::{
+    buffer_per_route::Override as BufferOverride, Buffer, BufferPerRoute,
+};
 use proto::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
 use proto::pb::envoy::r#type::matcher::v3::{
     string_matcher::MatchPattern, RegexMatchAndSubstitute, RegexMatcher, StringMatcher,
 };
 use proto::pb::google::protobuf::BoolValue;
 
-use super::listener::CORS_FILTER;
+use super::listener::{limits_bodies, BUFFER_FILTER, CORS_FILTER};
 use super::{duration, regex_escape, u32v, Policies};
 use config::{
     Cors, Gateway, HeaderChanges, LbPolicy, PathMatch, RateLimits, RespondBody, Retries, RetryOn,
@@ -45,7 +48,14 @@ pub(super) fn route_configuration(
         if gw.cors.is_some() {
             routes.extend(preflight_route(r, services));
         }
-        routes.push(route(r, services, policies));
+        let mut rt = route(r, services, policies);
+        if let Some(limit) = body_limit(gw, r) {
+            rt.typed_per_filter_config.insert(
+                BUFFER_FILTER.to_string(),
+                proto::pack(proto::type_url::BUFFER_PER_ROUTE, &limit),
+            );
+        }
+        routes.push(rt);
     }
     let typed_per_filter_config = match &gw.cors {
         // A single-entry map encodes deterministically.
@@ -66,6 +76,80 @@ pub(super) fn route_configuration(
         }],
         ..Default::default()
     }
+}
+
+/// The buffer filter's setting on one route: the route's own `max_body`; nothing where the
+/// gateway's limit applies; the filter off where neither sets one (the filter is in the chain
+/// for the routes that do). `None` too on a gateway without the filter.
+fn body_limit(gw: &Gateway, r: &RouteCfg) -> Option<BufferPerRoute> {
+    let setting = match (r.max_body, gw.max_body) {
+        (Some(bytes), _) => BufferOverride::Buffer(Buffer {
+            max_request_bytes: Some(u32v(bytes)),
+        }),
+        (None, Some(_)) => return None,
+        (None, None) if limits_bodies(gw) => BufferOverride::Disabled(true),
+        (None, None) => return None,
+    };
+    Some(BufferPerRoute {
+        r#override: Some(setting),
+    })
+}
+
+// Field numbers for [`encode`], checked by its round-trip test.
+/// `RouteConfiguration.virtual_hosts`.
+const RC_VIRTUAL_HOSTS: u32 = 2;
+/// `VirtualHost.routes`.
+const VH_ROUTES: u32 = 3;
+/// `VirtualHost.typed_per_filter_config`.
+const VH_PER_FILTER: u32 = 15;
+/// `Route.typed_per_filter_config`.
+const ROUTE_PER_FILTER: u32 = 13;
+
+/// A RouteConfiguration encoded canonically: a route can carry two per-filter configs (ext_authz
+/// and the buffer filter's `max_body`), and prost would encode that map in random order (see
+/// `proto`'s crate docs), so the maps are appended by hand, entries sorted by filter name.
+pub(super) fn encode(rc: &RouteConfiguration) -> Vec<u8> {
+    let mut base = rc.clone();
+    let hosts = std::mem::take(&mut base.virtual_hosts);
+    let fields: Vec<(u32, Vec<u8>)> = hosts
+        .iter()
+        .map(|vh| {
+            let mut base = vh.clone();
+            let routes = std::mem::take(&mut base.routes);
+            let per_filter = std::mem::take(&mut base.typed_per_filter_config);
+            let mut fields: Vec<(u32, Vec<u8>)> = routes
+                .iter()
+                .map(|rt| {
+                    let mut base = rt.clone();
+                    let per_filter = std::mem::take(&mut base.typed_per_filter_config);
+                    let entries = map_entries(ROUTE_PER_FILTER, &per_filter);
+                    (VH_ROUTES, proto::encode_with_fields(&base, &entries))
+                })
+                .collect();
+            fields.extend(map_entries(VH_PER_FILTER, &per_filter));
+            (RC_VIRTUAL_HOSTS, proto::encode_with_fields(&base, &fields))
+        })
+        .collect();
+    proto::encode_with_fields(&base, &fields)
+}
+
+/// A `map<string, Any>` as repeated entries (key = field 1, value = field 2), sorted by key.
+fn map_entries(
+    tag: u32,
+    map: &HashMap<String, proto::pb::google::protobuf::Any>,
+) -> Vec<(u32, Vec<u8>)> {
+    use prost::Message;
+    let mut entries: Vec<_> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries
+        .into_iter()
+        .map(|(key, value)| {
+            let mut entry = Vec::new();
+            proto::append_bytes_field(&mut entry, 1, key.as_bytes());
+            proto::append_bytes_field(&mut entry, 2, &value.encode_to_vec());
+            (tag, entry)
+        })
+        .collect()
 }
 
 /// One route with its policy settings: ext_authz per route (the route's name, or disabled on

@@ -48,7 +48,12 @@ pub fn snapshots(loaded: &config::Loaded) -> Result<Snapshots, TranslateError> {
         );
         types.insert(
             ROUTE.to_string(),
-            TypeSnapshot::new(r.routes.iter().map(|rc| Resource::new(ROUTE, &rc.name, rc))),
+            // Canonically: a route's per-filter map may hold two entries.
+            TypeSnapshot::new(
+                r.routes
+                    .iter()
+                    .map(|rc| Resource::from_bytes(ROUTE, &rc.name, crate::route::encode(rc))),
+            ),
         );
         groups.insert(name, Snapshot::new(types));
     }

@@ -1473,3 +1473,132 @@ fn policy_service_names_are_reserved() {
         assert!(err.to_string().contains("reserved"), "{err}");
     }
 }
+
+const MAX_BODY: &str = r#"
+version: 1
+services:
+  users: { endpoints: [127.0.0.1:3001] }
+auth:
+  jwt:
+    main: { issuer: i, jwks_url: "https://auth.example.com/jwks", algorithms: [RS256] }
+gateways:
+  edge:
+    max_body: 1MiB
+    listeners: [{ name: http, port: 8080 }]
+    routes:
+      - { name: plain, match: { prefix: /plain }, service: users, auth: main }
+      - { name: upload, match: { prefix: /upload }, service: users, auth: main, max_body: 20MiB }
+      - { name: bytes, match: { prefix: /bytes }, service: users, auth: none, max_body: 65536 }
+"#;
+
+/// The buffer filter's per-route setting of `rt`, if it has one.
+fn buffer_per_route(
+    rt: &Route,
+) -> Option<proto::pb::envoy::extensions::filters::http::buffer::v3::BufferPerRoute> {
+    rt.typed_per_filter_config
+        .get("envoy.filters.http.buffer")
+        .map(|any| unpack(any, proto::type_url::BUFFER_PER_ROUTE))
+}
+
+#[test]
+fn max_body_is_the_buffer_filter_with_per_route_limits() {
+    use proto::pb::envoy::extensions::filters::http::buffer::v3::{
+        buffer_per_route::Override, Buffer,
+    };
+    use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter;
+    let limit = |bytes: u32| {
+        Some(Override::Buffer(Buffer {
+            max_request_bytes: Some(protobuf::UInt32Value { value: bytes }),
+        }))
+    };
+    /// Each route's expected setting.
+    type Routes<'a> = &'a [(&'a str, Option<Override>)];
+    let cases: &[(&str, Option<u32>, Routes<'_>)] = &[
+        (
+            MAX_BODY,
+            Some(1 << 20),
+            &[
+                // The gateway's limit applies: no per-route setting.
+                ("plain", None),
+                ("upload", limit(20 << 20)),
+                ("bytes", limit(65_536)),
+            ],
+        ),
+        (
+            // Only routes limit: the filter is in the chain and off where no limit is set.
+            &MAX_BODY.replace("    max_body: 1MiB\n", ""),
+            Some(u32::MAX),
+            &[
+                ("plain", Some(Override::Disabled(true))),
+                ("upload", limit(20 << 20)),
+                ("bytes", limit(65_536)),
+            ],
+        ),
+    ];
+    for (yaml, filter_limit, routes) in cases {
+        let r = edge(yaml);
+        let h = hcm(&r.listeners[0]);
+        let names: Vec<&str> = h.http_filters.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "envoy.filters.http.ext_authz",
+                "envoy.filters.http.buffer",
+                "envoy.filters.http.router"
+            ]
+        );
+        let Some(http_filter::ConfigType::TypedConfig(any)) = &h.http_filters[1].config_type else {
+            panic!("the buffer filter has a typed config")
+        };
+        let buffer: Buffer = unpack(any, proto::type_url::BUFFER);
+        assert_eq!(buffer.max_request_bytes.map(|v| v.value), *filter_limit);
+        for (name, want) in *routes {
+            let got = buffer_per_route(route_named(&r, name)).and_then(|b| b.r#override);
+            assert_eq!(&got, want, "{name}");
+        }
+        // The 413 the filter sends becomes the spec's JSON body (§3).
+        let lrc = h.local_reply_config.expect("local reply config");
+        let last = lrc.mappers.last().expect("mappers");
+        assert_eq!(last.status_code.as_ref().map(|s| s.value), Some(413));
+        let fmt = last.body_format_override.as_ref().expect("a body");
+        let Some(substitution_format_string::Format::JsonFormat(s)) = &fmt.format else {
+            panic!("a JSON body")
+        };
+        assert_eq!(struct_strings(s)["error"], "payload_too_large");
+    }
+
+    // No limit anywhere: no filter, no 413 mapper, nothing per route.
+    let none = MAX_BODY
+        .replace("    max_body: 1MiB\n", "")
+        .replace(", max_body: 20MiB", "")
+        .replace(", max_body: 65536", "");
+    let r = edge(&none);
+    let h = hcm(&r.listeners[0]);
+    assert!(h
+        .http_filters
+        .iter()
+        .all(|f| f.name != "envoy.filters.http.buffer"));
+    let lrc = h.local_reply_config.expect("local reply config");
+    assert!(lrc
+        .mappers
+        .iter()
+        .all(|m| m.status_code.as_ref().map(|s| s.value) != Some(413)));
+    assert!(buffer_per_route(route_named(&r, "upload")).is_none());
+}
+
+#[test]
+fn route_configurations_with_two_per_filter_configs_encode_canonically() {
+    // ext_authz and the buffer filter both configure the `upload` route: a two-entry map, which
+    // prost would encode in a random order.
+    let first = translate(&load(MAX_BODY)).unwrap()["edge"].routes[0].clone();
+    let bytes = crate::route::encode(&first);
+    assert_eq!(
+        proto::pb::envoy::config::route::v3::RouteConfiguration::decode(bytes.as_slice()).unwrap(),
+        first,
+        "the hand-encoded bytes decode to the same message"
+    );
+    for _ in 0..20 {
+        let again = translate(&load(MAX_BODY)).unwrap()["edge"].routes[0].clone();
+        assert_eq!(crate::route::encode(&again), bytes);
+    }
+}
