@@ -669,7 +669,7 @@ pub(crate) static JWT_PROVIDER: Object = Object {
         key("jwks_url", Ty::Fmt(&JWKS_URL), Optional, "URL of the provider's JWKS, refreshed every 5 minutes and refetched when a token names an unknown key."),
         key("secret_env", Ty::Fmt(&ENV_NAME), Optional, "Environment variable of authz-service that holds the HS* shared secret (at least 32 bytes)."),
         key("clock_skew", Ty::Fmt(&DURATION), Is("30s"), "Tolerance when checking `exp` and `nbf`, at most {MAX_CLOCK_SKEW}."),
-        key("headers", map(Names::Header, &NONEMPTY), Optional, "Upstream headers set from claims: header name → claim name, or a JSON Pointer starting with `/` into nested claims; arrays are comma-joined."),
+        key("headers", map(Names::Header, &NONEMPTY), Optional, "Upstream headers set from claims: header name → claim name, or a JSON Pointer starting with `/` into nested claims; arrays are comma-joined, and an array with an element containing `,` is not forwarded (it would read as more elements)."),
         key("client_claim", NONEMPTY, Is("sub"), "Claim that identifies the client for rate limiting."),
         key("plan_claim", NONEMPTY, Is("plan"), "Claim that picks the rate-limit plan; when missing, `rate_limits.default_plan` applies."),
         key("forward_token", Ty::Bool, Is("false"), "Whether the Authorization header reaches the upstream; false removes it. While no provider sets it, `auth: none` routes remove Authorization too."),
