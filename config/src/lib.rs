@@ -9,6 +9,8 @@ mod tests;
 mod yaml;
 
 pub use model::*;
+/// The one `host:port` parser, for command lines as much as for gateway.yaml.
+pub use grammar::host_port;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
