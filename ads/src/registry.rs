@@ -57,7 +57,7 @@ impl Classify for Nack {
 
 /// Which client refused what, for a rollout's verdict and `/status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
-#[error("{node_id} (node group {group}) rejected {type_url} {nack}")]
+#[error("{node_id} (node group {group}) rejected {type_url} version {}: {}", nack.version, nack.error)]
 pub struct Refusal {
     pub node_id: String,
     pub group: String,

@@ -8,9 +8,9 @@ pub mod schema;
 mod tests;
 mod yaml;
 
-pub use model::*;
 /// The one `host:port` parser, for command lines as much as for gateway.yaml.
 pub use grammar::host_port;
+pub use model::*;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
