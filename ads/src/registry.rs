@@ -203,8 +203,8 @@ impl Registry {
         let mut out = Vec::new();
         for t in targets {
             for e in clients.values().filter(|e| e.status.gateway == t.group) {
-                let refused = e.refused.get(&t.type_url).into_iter().flatten();
-                if let Some(n) = refused.filter(|n| n.version == t.version).last() {
+                let mut refused = e.refused.get(&t.type_url).into_iter().flatten();
+                if let Some(n) = refused.find(|n| n.version == t.version) {
                     out.push(refusal(&e.status, t, n.clone()));
                 }
             }

@@ -426,7 +426,6 @@ fn sotw_endpoints_are_not_held_back_by_a_cluster_response_awaiting_its_ack() {
 mod settled {
     use std::collections::BTreeMap;
     use std::sync::Arc;
-    use std::task::Poll;
     use std::time::{Duration, Instant};
 
     use prost::Message;
