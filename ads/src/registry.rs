@@ -229,9 +229,17 @@ impl Registry {
             }
             match tokio::time::timeout_at(deadline, changed.changed()).await {
                 Ok(Ok(())) => {}
-                // The sender lives in `self`, so this cannot happen while we borrow it.
-                Ok(Err(_)) => return Settled::TimedOut(pending),
-                Err(_) => return Settled::TimedOut(self.answers(targets).1),
+                // Timed out, or (impossible while we borrow `self`, which owns the sender) no
+                // more changes can come: one last look, so an answer that raced the deadline
+                // still counts.
+                _ => {
+                    let (refused, pending) = self.answers(targets);
+                    return match (refused.is_empty(), pending.is_empty()) {
+                        (false, _) => Settled::Nacked(refused),
+                        (true, true) => Settled::Acked,
+                        (true, false) => Settled::TimedOut(pending),
+                    };
+                }
             }
         }
     }
