@@ -2,7 +2,9 @@
 //! State-of-the-World and Delta, generic over resource type: it serves whatever type URLs the
 //! published [`Snapshots`] carry, to the node group named by each client's `node.cluster`.
 
+pub mod error;
 pub mod metrics;
+mod registry;
 pub mod snapshot;
 mod stream;
 pub mod wire;
@@ -10,15 +12,12 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::body::Body;
@@ -29,95 +28,11 @@ use tracing::{debug, info};
 use proto::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 
 pub use metrics::Metrics;
+pub use registry::{ClientStatus, Nack, Pending, Refusal, Registry, Settled, Target, TypeStatus};
 use snapshot::Snapshots;
 pub use stream::{Mode, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, TYPE_ORDER};
 use stream::{Request, Stream};
 use wire::{Encoded, PreEncodedCodec};
-
-/// What `/status` shows for one connected client.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ClientStatus {
-    pub node_id: String,
-    pub gateway: String,
-    pub protocol: &'static str,
-    /// Seconds since the Unix epoch.
-    pub connected_at: u64,
-    /// Type URL → what was sent, ACKed and NACKed.
-    pub types: BTreeMap<String, TypeStatus>,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct TypeStatus {
-    pub sent: Option<String>,
-    pub acked: Option<String>,
-    pub nacked: Option<Nack>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Nack {
-    pub version: String,
-    /// Envoy's `error_detail.message`.
-    pub error: String,
-}
-
-/// Connected clients, for `/status` and metrics.
-#[derive(Debug, Default)]
-pub struct Registry {
-    next_id: AtomicU64,
-    clients: Mutex<BTreeMap<u64, ClientStatus>>,
-}
-
-impl Registry {
-    fn add(&self, protocol: &'static str) -> u64 {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let connected_at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.lock().insert(
-            id,
-            ClientStatus {
-                protocol,
-                connected_at,
-                ..Default::default()
-            },
-        );
-        id
-    }
-
-    fn remove(&self, id: u64) {
-        self.lock().remove(&id);
-    }
-
-    fn update(&self, id: u64, f: impl FnOnce(&mut ClientStatus)) {
-        if let Some(c) = self.lock().get_mut(&id) {
-            f(c);
-        }
-    }
-
-    pub fn clients(&self) -> Vec<ClientStatus> {
-        self.lock().values().cloned().collect()
-    }
-
-    /// True when every connected client of node group `group` has ACKed or NACKed `version` of
-    /// `type_url`: waiting longer would change nothing. True for a group with no clients.
-    pub fn group_settled(&self, group: &str, type_url: &str, version: &str) -> bool {
-        self.lock()
-            .values()
-            .filter(|c| c.gateway == group)
-            .all(|c| {
-                c.types.get(type_url).is_some_and(|t| {
-                    t.acked.as_deref() == Some(version)
-                        || t.nacked.as_ref().is_some_and(|n| n.version == version)
-                })
-            })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, ClientStatus>> {
-        // A panic while holding this lock cannot leave the map inconsistent (every update is a
-        // single field write), so a poisoned lock is still safe to use.
-        self.clients.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 /// The ADS service. Cheap to clone.
 #[derive(Clone)]
@@ -260,6 +175,7 @@ fn sotw_request(r: DiscoveryRequest) -> (Option<(String, String)>, Request) {
     let req = Request {
         type_url: r.type_url,
         nonce: r.response_nonce,
+        error_code: r.error_detail.as_ref().map_or(0, |e| e.code),
         error: r.error_detail.map(|e| e.message),
         names: r.resource_names,
         ..Default::default()
@@ -272,6 +188,7 @@ fn delta_request(r: DeltaDiscoveryRequest) -> (Option<(String, String)>, Request
     let req = Request {
         type_url: r.type_url,
         nonce: r.response_nonce,
+        error_code: r.error_detail.as_ref().map_or(0, |e| e.code),
         error: r.error_detail.map(|e| e.message),
         subscribe: r.resource_names_subscribe,
         unsubscribe: r.resource_names_unsubscribe,

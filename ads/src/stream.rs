@@ -75,6 +75,8 @@ pub struct Request {
     pub type_url: String,
     pub nonce: String,
     pub error: Option<String>,
+    /// The `error_detail.code` accompanying `error`.
+    pub error_code: i32,
     /// SotW: the full set of names (empty = wildcard for CDS/LDS).
     pub names: Vec<String>,
     /// Delta only.
@@ -368,13 +370,15 @@ impl Stream {
                     }
                     ts.nacked = Some(f.version.clone());
                     ts.reported = None;
-                    self.registry.update(self.id, |c| {
-                        let t = c.types.entry(req.type_url.clone()).or_default();
-                        t.nacked = Some(Nack {
+                    self.registry.nacked(
+                        self.id,
+                        &req.type_url,
+                        Nack {
                             version: f.version.clone(),
                             error: error.clone(),
-                        });
-                    });
+                            code: req.error_code,
+                        },
+                    );
                 }
             }
         }

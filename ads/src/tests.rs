@@ -420,3 +420,191 @@ fn sotw_endpoints_are_not_held_back_by_a_cluster_response_awaiting_its_ack() {
     assert_eq!(types(&r), [ENDPOINT]);
     assert_eq!(r[0].resources.len(), 2);
 }
+
+// ---- Registry::settled: how a rollout learns whether a node group took a version ----
+
+mod settled {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use prost::Message;
+    use proto::pb::envoy::service::discovery::v3::DiscoveryResponse;
+
+    use super::snap;
+    use crate::metrics::Metrics;
+    use crate::stream::{Mode, Request, Stream};
+    use crate::{Nack, Refusal, Registry, Settled, Target};
+
+    const GROUP: &str = "authz-service";
+    const POLICY: &str = "type.example/Policy";
+    const TIMEOUT: Duration = Duration::from_secs(2);
+
+    /// A policy service on a SotW stream of `GROUP`.
+    struct Service {
+        s: Stream,
+        id: u64,
+    }
+
+    impl Service {
+        fn connect(registry: &Arc<Registry>, node_id: &str, policy: &str) -> Self {
+            let id = registry.add(Mode::Sotw.as_str());
+            let mut s = Stream::new(Mode::Sotw, id, registry.clone(), Arc::new(Metrics::new()));
+            s.set_node(node_id, GROUP);
+            let mut svc = Self { s, id };
+            svc.publish(policy);
+            svc
+        }
+
+        fn publish(&mut self, policy: &str) {
+            self.s.set_snapshots(&BTreeMap::from([(
+                GROUP.to_string(),
+                snap(&[(POLICY, &[("policy", policy)])]),
+            )]));
+        }
+
+        /// Sends a request (subscription, ACK or NACK) and returns the response it releases.
+        fn request(&mut self, nonce: &str, error: Option<&str>) -> Option<DiscoveryResponse> {
+            self.s.handle(Request {
+                type_url: POLICY.into(),
+                nonce: nonce.into(),
+                error: error.map(Into::into),
+                error_code: if error.is_some() { 3 } else { 0 },
+                ..Default::default()
+            });
+            self.advance()
+        }
+
+        /// The response the stream sends now, if any.
+        fn advance(&mut self) -> Option<DiscoveryResponse> {
+            let mut out = self.s.advance(Instant::now());
+            assert!(out.len() <= 1, "one policy type, one response at most");
+            out.pop().map(|e| DiscoveryResponse::decode(e.0).unwrap())
+        }
+    }
+
+    fn target(version: &str) -> Vec<Target> {
+        vec![Target {
+            group: GROUP.into(),
+            type_url: POLICY.into(),
+            version: version.into(),
+        }]
+    }
+
+    /// The version a response carries.
+    fn offered(r: &Option<DiscoveryResponse>) -> (String, String) {
+        let r = r.as_ref().expect("a response");
+        (r.version_info.clone(), r.nonce.clone())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acked_by_every_client() {
+        let registry = Arc::new(Registry::default());
+        let mut a = Service::connect(&registry, "authz-a", "p1");
+        let mut b = Service::connect(&registry, "authz-b", "p1");
+        let (va, na) = offered(&a.request("", None));
+        let (vb, nb) = offered(&b.request("", None));
+        assert_eq!(va, vb);
+        let targets = target(&va);
+        let settled = registry.settled(&targets, TIMEOUT);
+        tokio::pin!(settled);
+        assert!(futures::poll!(settled.as_mut()).is_pending());
+        assert!(a.request(&na, None).is_none());
+        assert!(
+            futures::poll!(settled.as_mut()).is_pending(),
+            "authz-b has not answered"
+        );
+        assert!(b.request(&nb, None).is_none());
+        assert_eq!(settled.await, Settled::Acked);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_group_without_clients_is_settled_at_once() {
+        let registry = Registry::default();
+        assert_eq!(
+            registry.settled(&target("v"), TIMEOUT).await,
+            Settled::Acked
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_nack_decides_and_is_remembered() {
+        let registry = Arc::new(Registry::default());
+        let mut a = Service::connect(&registry, "authz-a", "p1");
+        let mut b = Service::connect(&registry, "authz-b", "p1");
+        let (_, na) = offered(&a.request("", None));
+        let (_, nb) = offered(&b.request("", None));
+        a.request(&na, None);
+        b.request(&nb, None);
+        a.publish("p2");
+        b.publish("p2");
+        let (v2, na) = offered(&a.advance());
+        let _ = b.advance();
+        let targets = target(&v2);
+        let settled = registry.settled(&targets, TIMEOUT);
+        tokio::pin!(settled);
+        assert!(futures::poll!(settled.as_mut()).is_pending());
+        assert!(a
+            .request(
+                &na,
+                Some("jwt provider p: environment variable S is not set")
+            )
+            .is_none());
+        // authz-b never answers: one refusal is enough to decide.
+        let refusal = Refusal {
+            node_id: "authz-a".into(),
+            group: GROUP.into(),
+            type_url: POLICY.into(),
+            nack: Nack {
+                version: v2.clone(),
+                error: "jwt provider p: environment variable S is not set".into(),
+                code: 3,
+            },
+        };
+        assert_eq!(settled.await, Settled::Nacked(vec![refusal.clone()]));
+
+        // Offered its previous policy again, authz-a gets that one (never the refused one), and
+        // once it ACKs it, the refusal of v2 is still on record for a later rollout of v2.
+        a.publish("p1");
+        let (v1, n1) = offered(&a.advance());
+        assert_ne!(v1, v2);
+        assert!(a.request(&n1, None).is_none());
+        assert_eq!(registry.refusals(&targets), vec![refusal]);
+        assert!(registry.refusals(&target(&v1)).is_empty());
+        // A new connection of the same node has refused nothing.
+        registry.remove(a.id);
+        let _a = Service::connect(&registry, "authz-a", "p1");
+        assert!(registry.refusals(&targets).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_leaves_stops_counting() {
+        let registry = Arc::new(Registry::default());
+        let mut a = Service::connect(&registry, "authz-a", "p1");
+        let b = Service::connect(&registry, "authz-b", "p1");
+        let (v, na) = offered(&a.request("", None));
+        let targets = target(&v);
+        let settled = registry.settled(&targets, TIMEOUT);
+        tokio::pin!(settled);
+        a.request(&na, None);
+        assert!(futures::poll!(settled.as_mut()).is_pending());
+        registry.remove(b.id);
+        assert_eq!(settled.await, Settled::Acked);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_times_out() {
+        let registry = Arc::new(Registry::default());
+        let mut a = Service::connect(&registry, "authz-a", "p1");
+        let (v, _) = offered(&a.request("", None));
+        let start = tokio::time::Instant::now();
+        match registry.settled(&target(&v), TIMEOUT).await {
+            Settled::TimedOut(pending) => {
+                assert_eq!(pending.len(), 1);
+                assert_eq!(pending[0].node_id, "authz-a");
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        assert_eq!(start.elapsed(), TIMEOUT, "waits out the bound, no more");
+    }
+}

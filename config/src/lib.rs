@@ -12,6 +12,8 @@ pub mod schema;
 mod tests;
 mod yaml;
 
+/// The one `host:port` parser, for command lines as much as for gateway.yaml.
+pub use grammar::host_port;
 pub use model::*;
 
 use std::collections::BTreeMap;

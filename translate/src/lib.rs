@@ -25,17 +25,19 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use prost::Message;
-use proto::pb::envoy::config::cluster::v3::{cluster::ClusterDiscoveryType, Cluster};
+use proto::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
+use proto::pb::envoy::config::cluster::v3::Cluster;
 use proto::pb::envoy::config::core::v3::{
-    config_source::ConfigSourceSpecifier, transport_socket, AggregatedConfigSource, ApiVersion,
-    ConfigSource,
+    config_source::ConfigSourceSpecifier, AggregatedConfigSource, ApiVersion, ConfigSource,
 };
 use proto::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use proto::pb::envoy::config::listener::v3::Listener;
 use proto::pb::envoy::config::route::v3::{route as envoy_route, RouteConfiguration};
-use proto::pb::envoy::extensions::transport_sockets::tls::v3::{DownstreamTlsContext, Secret};
+use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
+use proto::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use proto::pb::google::protobuf;
 
+use ads::error::{Classify, ErrorSource, RetryType};
 use config::RouteAction;
 pub use snapshot::snapshots;
 
@@ -52,6 +54,36 @@ pub struct GatewayResources {
     pub routes: Vec<RouteConfiguration>,
     /// One per TLS listener, in listener order.
     pub secrets: Vec<Secret>,
+    /// What each listener refers to, in listener order, as translation built it (before the
+    /// HCM and TLS context were packed into `Any`s): [`GatewayResources::check`] reads these.
+    pub listener_refs: Vec<ListenerRefs>,
+}
+
+/// The resources one listener makes Envoy fetch by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerRefs {
+    pub listener: String,
+    /// The RDS route configuration its HTTP connection manager asks for.
+    pub route_config: Option<String>,
+    /// The SDS secrets its TLS transport socket asks for.
+    pub secrets: Vec<String>,
+}
+
+/// A dangling reference inside one gateway's resource set: Envoy would wait forever for (or
+/// reject) a resource we never send. Always a bug in translation, never the user's input.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum Inconsistency {
+    #[error("EDS cluster {cluster} has no ClusterLoadAssignment")]
+    MissingEndpoints { cluster: String },
+    #[error("route {route} references missing cluster {cluster}")]
+    MissingCluster { route: String, cluster: String },
+    #[error("listener {listener} references missing route configuration {route_config}")]
+    MissingRouteConfig {
+        listener: String,
+        route_config: String,
+    },
+    #[error("listener {listener} references missing secret {secret}")]
+    MissingSecret { listener: String, secret: String },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -65,7 +97,28 @@ pub enum TranslateError {
     UnknownService { route: String, service: String },
     /// The resources of one gateway refer to one another inconsistently: a bug in translation.
     #[error("gateway {gateway}: {problem}")]
-    Inconsistent { gateway: String, problem: String },
+    Inconsistent {
+        gateway: String,
+        #[source]
+        problem: Inconsistency,
+    },
+}
+
+impl Classify for TranslateError {
+    fn source_kind(&self) -> ErrorSource {
+        match self {
+            TranslateError::MissingFile { .. } | TranslateError::Inconsistent { .. } => {
+                ErrorSource::Internal
+            }
+            // The config names a service it does not define; validation normally says so first.
+            TranslateError::UnknownService { .. } => ErrorSource::Config,
+        }
+    }
+
+    /// Translation is pure: the same input gives the same error.
+    fn retry(&self) -> RetryType {
+        RetryType::AfterChange
+    }
 }
 
 /// What a gateway's listeners and routes need to know about the policy services.
@@ -204,6 +257,15 @@ fn translate_gateway(
             secret_name.as_deref(),
             &policies,
         ));
+        let route_config = match listener::hcm_base(name, gw, l, &policies).route_specifier {
+            Some(RouteSpecifier::Rds(rds)) => Some(rds.route_config_name),
+            _ => None,
+        };
+        res.listener_refs.push(ListenerRefs {
+            listener: l.name.clone(),
+            route_config,
+            secrets: secret_name.iter().cloned().collect(),
+        });
         if let (Some(tls), Some(sn)) = (&l.tls, secret_name) {
             res.secrets
                 .push(secret::tls_secret(sn, tls, &loaded.files)?);
@@ -232,104 +294,81 @@ pub fn secret_name(gateway: &str, listener: &str) -> String {
     format!("{gateway}/{listener}")
 }
 
-/// Checks the cross-references inside one gateway's resource set, so a snapshot never makes
-/// Envoy wait forever for (or reject) a resource we forgot to send: every cluster a route names
-/// exists, every EDS cluster has endpoints, every listener's RDS route configuration exists and
-/// every SDS secret a listener names exists.
-pub fn is_consistent(r: &GatewayResources) -> Result<(), String> {
-    let clusters: BTreeSet<&str> = r.clusters.iter().map(|c| c.name.as_str()).collect();
-    let endpoints: BTreeSet<&str> = r
-        .endpoints
-        .iter()
-        .map(|e| e.cluster_name.as_str())
-        .collect();
-    let routes: BTreeSet<&str> = r.routes.iter().map(|rc| rc.name.as_str()).collect();
-    let secrets: BTreeSet<&str> = r.secrets.iter().map(|s| s.name.as_str()).collect();
+impl GatewayResources {
+    /// Checks the cross-references inside this resource set, so a snapshot never makes Envoy
+    /// wait forever for (or reject) a resource we forgot to send: every cluster a route names
+    /// exists, every EDS cluster has endpoints, every listener's RDS route configuration exists
+    /// and every SDS secret a listener names exists.
+    pub fn check(&self) -> Result<(), Inconsistency> {
+        let clusters: BTreeSet<&str> = self.clusters.iter().map(|c| c.name.as_str()).collect();
+        let endpoints: BTreeSet<&str> = self
+            .endpoints
+            .iter()
+            .map(|e| e.cluster_name.as_str())
+            .collect();
+        let routes: BTreeSet<&str> = self.routes.iter().map(|rc| rc.name.as_str()).collect();
+        let secrets: BTreeSet<&str> = self.secrets.iter().map(|s| s.name.as_str()).collect();
 
-    for c in &r.clusters {
-        let eds = matches!(c.cluster_discovery_type, Some(ClusterDiscoveryType::Type(t)) if t == proto::pb::envoy::config::cluster::v3::cluster::DiscoveryType::Eds as i32);
-        if eds {
-            let name = c
-                .eds_cluster_config
+        for c in &self.clusters {
+            let eds = matches!(c.cluster_discovery_type, Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32);
+            if eds {
+                let name = c
+                    .eds_cluster_config
+                    .as_ref()
+                    .map(|e| e.service_name.as_str())
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or(&c.name);
+                if !endpoints.contains(name) {
+                    return Err(Inconsistency::MissingEndpoints {
+                        cluster: c.name.clone(),
+                    });
+                }
+            }
+        }
+        for rc in &self.routes {
+            for rt in rc.virtual_hosts.iter().flat_map(|vh| &vh.routes) {
+                if let Some(cl) = route_clusters(rt).find(|cl| !clusters.contains(cl)) {
+                    return Err(Inconsistency::MissingCluster {
+                        route: rt.name.clone(),
+                        cluster: cl.to_string(),
+                    });
+                }
+            }
+        }
+        for l in &self.listener_refs {
+            if let Some(rc) = l
+                .route_config
                 .as_ref()
-                .map(|e| e.service_name.as_str())
-                .filter(|s| !s.is_empty())
-                .unwrap_or(&c.name);
-            if !endpoints.contains(name) {
-                return Err(format!(
-                    "EDS cluster {} has no ClusterLoadAssignment",
-                    c.name
-                ));
+                .filter(|rc| !routes.contains(rc.as_str()))
+            {
+                return Err(Inconsistency::MissingRouteConfig {
+                    listener: l.listener.clone(),
+                    route_config: rc.clone(),
+                });
+            }
+            if let Some(s) = l.secrets.iter().find(|s| !secrets.contains(s.as_str())) {
+                return Err(Inconsistency::MissingSecret {
+                    listener: l.listener.clone(),
+                    secret: s.clone(),
+                });
             }
         }
+        Ok(())
     }
-    for rc in &r.routes {
-        for vh in &rc.virtual_hosts {
-            for rt in &vh.routes {
-                for cl in route_clusters(rt) {
-                    if !clusters.contains(cl) {
-                        return Err(format!("route {} references missing cluster {cl}", rt.name));
-                    }
-                }
-            }
-        }
-    }
-    for l in &r.listeners {
-        for fc in &l.filter_chains {
-            for f in &fc.filters {
-                if let Some(rds) = listener::rds_name(f) {
-                    if !routes.contains(rds.as_str()) {
-                        return Err(format!(
-                            "listener {} references missing route configuration {rds}",
-                            l.name
-                        ));
-                    }
-                }
-            }
-            if let Some(ts) = &fc.transport_socket {
-                for s in sds_names(ts) {
-                    if !secrets.contains(s.as_str()) {
-                        return Err(format!("listener {} references missing secret {s}", l.name));
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
-fn route_clusters(rt: &proto::pb::envoy::config::route::v3::Route) -> Vec<&str> {
+fn route_clusters(rt: &proto::pb::envoy::config::route::v3::Route) -> impl Iterator<Item = &str> {
     use proto::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
-    match &rt.action {
+    let (one, weighted) = match &rt.action {
         Some(envoy_route::Action::Route(ra)) => match &ra.cluster_specifier {
-            Some(ClusterSpecifier::Cluster(c)) => vec![c.as_str()],
-            Some(ClusterSpecifier::WeightedClusters(w)) => {
-                w.clusters.iter().map(|c| c.name.as_str()).collect()
-            }
-            _ => vec![],
+            Some(ClusterSpecifier::Cluster(c)) => (Some(c.as_str()), None),
+            Some(ClusterSpecifier::WeightedClusters(w)) => (None, Some(&w.clusters)),
+            _ => (None, None),
         },
-        _ => vec![],
-    }
-}
-
-fn sds_names(ts: &proto::pb::envoy::config::core::v3::TransportSocket) -> Vec<String> {
-    let Some(transport_socket::ConfigType::TypedConfig(any)) = &ts.config_type else {
-        return vec![];
+        _ => (None, None),
     };
-    if any.type_url != proto::type_url::DOWNSTREAM_TLS_CONTEXT {
-        return vec![];
-    }
-    let Ok(ctx) = DownstreamTlsContext::decode(any.value.as_slice()) else {
-        return vec![];
-    };
-    ctx.common_tls_context
-        .map(|c| {
-            c.tls_certificate_sds_secret_configs
-                .into_iter()
-                .map(|s| s.name)
-                .collect()
-        })
-        .unwrap_or_default()
+    one.into_iter()
+        .chain(weighted.into_iter().flatten().map(|c| c.name.as_str()))
 }
 
 // ---- Small shared builders ----

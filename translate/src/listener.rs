@@ -459,7 +459,8 @@ fn downstream_tls(secret: &str) -> TransportSocket {
     }
 }
 
-/// Decodes the HCM of a network filter, if it is one.
+/// Decodes the HCM of a network filter, if it is one (tests read what translation encoded).
+#[cfg(test)]
 pub(super) fn decode_hcm(f: &Filter) -> Option<HttpConnectionManager> {
     if f.name != HCM_FILTER {
         return None;
@@ -475,6 +476,7 @@ pub(super) fn decode_hcm(f: &Filter) -> Option<HttpConnectionManager> {
 }
 
 /// The RDS route configuration name an HCM filter asks for.
+#[cfg(test)]
 pub(super) fn rds_name(f: &Filter) -> Option<String> {
     match decode_hcm(f)?.route_specifier {
         Some(RouteSpecifier::Rds(rds)) => Some(rds.route_config_name),

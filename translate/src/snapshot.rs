@@ -13,7 +13,7 @@ pub fn snapshots(loaded: &config::Loaded) -> Result<Snapshots, TranslateError> {
     let gateways = crate::translate(loaded)?;
     let mut groups = BTreeMap::new();
     for (name, r) in gateways {
-        crate::is_consistent(&r).map_err(|problem| TranslateError::Inconsistent {
+        r.check().map_err(|problem| TranslateError::Inconsistent {
             gateway: name.clone(),
             problem,
         })?;

@@ -81,7 +81,7 @@ fn load(yaml: &str) -> Loaded {
 fn edge(yaml: &str) -> GatewayResources {
     let mut all = translate(&load(yaml)).expect("translates");
     let r = all.remove("edge").expect("gateway edge");
-    is_consistent(&r).expect("consistent");
+    r.check().expect("consistent");
     r
 }
 
@@ -1226,7 +1226,7 @@ fn encode_all(loaded: &Loaded) -> BTreeMap<String, Vec<(String, Vec<u8>)>> {
         .unwrap()
         .into_iter()
         .map(|(name, r)| {
-            is_consistent(&r).unwrap();
+            r.check().unwrap();
             let mut out = Vec::new();
             out.extend(
                 r.clusters
@@ -1275,25 +1275,90 @@ fn encoding_is_deterministic() {
 #[test]
 fn consistency_check_finds_dangling_references() {
     let good = translate(&load(BIG)).unwrap().remove("edge").unwrap();
-    is_consistent(&good).unwrap();
+    good.check().unwrap();
 
     let mut r = good.clone();
     r.clusters.retain(|c| c.name != "payments-v2");
-    assert!(is_consistent(&r).unwrap_err().contains("payments-v2"));
+    assert!(r.check().unwrap_err().to_string().contains("payments-v2"));
 
     let mut r = good.clone();
     r.endpoints.retain(|e| e.cluster_name != "users");
-    assert!(is_consistent(&r).unwrap_err().contains("users"));
+    assert!(r.check().unwrap_err().to_string().contains("users"));
 
     let mut r = good.clone();
     r.routes.clear();
-    assert!(is_consistent(&r)
+    assert!(r
+        .check()
         .unwrap_err()
+        .to_string()
         .contains("route configuration edge"));
 
     let mut r = good;
     r.secrets.clear();
-    assert!(is_consistent(&r).unwrap_err().contains("edge/https"));
+    assert!(r.check().unwrap_err().to_string().contains("edge/https"));
+    assert_eq!(
+        r.check(),
+        Err(Inconsistency::MissingSecret {
+            listener: "https".into(),
+            secret: "edge/https".into()
+        }),
+        "the error is typed, not only worded"
+    );
+}
+
+/// The check reads `listener_refs`; they must say what the encoded listeners ask Envoy for.
+#[test]
+fn listener_refs_describe_the_encoded_listeners() {
+    for (gateway, r) in translate(&load(BIG)).unwrap() {
+        assert_eq!(r.listener_refs.len(), r.listeners.len(), "{gateway}");
+        for (l, refs) in r.listeners.iter().zip(&r.listener_refs) {
+            assert_eq!(refs.listener, l.name);
+            let chain = &l.filter_chains[0];
+            assert_eq!(
+                listener::rds_name(&chain.filters[0]),
+                refs.route_config,
+                "{gateway}/{}",
+                l.name
+            );
+            let secrets: Vec<String> = chain
+                .transport_socket
+                .iter()
+                .filter_map(|ts| match &ts.config_type {
+                    Some(transport_socket::ConfigType::TypedConfig(any)) => Some(any),
+                    _ => None,
+                })
+                .map(|any| DownstreamTlsContext::decode(any.value.as_slice()).unwrap())
+                .flat_map(|ctx| {
+                    ctx.common_tls_context
+                        .unwrap()
+                        .tls_certificate_sds_secret_configs
+                })
+                .map(|s| s.name)
+                .collect();
+            assert_eq!(secrets, refs.secrets, "{gateway}/{}", l.name);
+        }
+    }
+}
+
+#[test]
+fn translate_errors_say_whose_fault_they_are() {
+    use ads::error::{Classify, ErrorSource};
+    let bug = TranslateError::Inconsistent {
+        gateway: "edge".into(),
+        problem: Inconsistency::MissingEndpoints {
+            cluster: "users".into(),
+        },
+    };
+    assert_eq!(bug.source_kind(), ErrorSource::Internal);
+    assert_eq!(
+        std::error::Error::source(&bug).map(ToString::to_string),
+        Some("EDS cluster users has no ClusterLoadAssignment".to_string())
+    );
+    let config = TranslateError::UnknownService {
+        route: "r".into(),
+        service: "s".into(),
+    };
+    assert_eq!(config.source_kind(), ErrorSource::Config);
 }
 
 #[test]

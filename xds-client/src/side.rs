@@ -51,7 +51,19 @@ pub async fn serve_admin(
     registry: Registry,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let router = Router::new()
+    serve_admin_with(listener, ready, registry, Router::new(), shutdown).await
+}
+
+/// Like [`serve_admin`], with a process's own routes (xds-server's `/status`) beside the shared
+/// ones.
+pub async fn serve_admin_with(
+    listener: tokio::net::TcpListener,
+    ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    registry: Registry,
+    routes: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let router = routes
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",

@@ -1,42 +1,33 @@
-//! The HTTP admin side port: `/healthz`, `/readyz`, `/metrics`, `/status`.
+//! The HTTP admin side port: the `/healthz`, `/readyz` and `/metrics` every process serves
+//! (`xds_client::side`), plus `/status`.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::server::App;
+use crate::state::App;
 
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let router = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+    let registry = app.metrics.registry.clone();
+    let status = Router::new().route("/status", get(status)).with_state(app);
+    xds_client::side::serve_admin_with(
+        listener,
         // Ready as soon as we serve: `serve` refuses to start without a valid first config.
-        .route("/readyz", get(|| async { "ready\n" }))
-        .route("/metrics", get(metrics))
-        .route("/status", get(status))
-        .with_state(app);
-    if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!(error = %e, "admin server failed");
-    }
-}
-
-async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(),
+        Arc::new(|| true),
+        registry,
+        status,
+        shutdown,
     )
+    .await
 }
 
 async fn status(State(app): State<Arc<App>>) -> impl IntoResponse {

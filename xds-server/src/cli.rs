@@ -49,8 +49,8 @@ pub enum Command {
         #[arg(long, env = "XDS_GATEWAY")]
         gateway: String,
         /// Where Envoy reaches xds-server (host:port; a DNS name is resolved by Envoy).
-        #[arg(long, env = "XDS_ADDRESS", default_value = "127.0.0.1:18000")]
-        xds: String,
+        #[arg(long, env = "XDS_ADDRESS", default_value = "127.0.0.1:18000", value_parser = config::host_port)]
+        xds: HostPort,
         /// node.id; defaults to `<gateway>-<hostname>`.
         #[arg(long, env = "XDS_NODE_ID")]
         node_id: Option<String>,
@@ -80,19 +80,6 @@ pub enum Command {
 pub enum SchemaFormat {
     Json,
     Markdown,
-}
-
-fn parse_host_port(s: &str) -> anyhow::Result<HostPort> {
-    let (host, port) = s
-        .rsplit_once(':')
-        .ok_or_else(|| anyhow::anyhow!("expected host:port, found {s:?}"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Ok(HostPort {
-        host: host.to_string(),
-        port: port
-            .parse()
-            .map_err(|_| anyhow::anyhow!("bad port in {s:?}"))?,
-    })
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -162,7 +149,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let opts = BootstrapOptions {
                 gateway,
                 node_id,
-                xds: parse_host_port(&xds)?,
+                xds,
                 admin_address,
                 admin_port,
                 delta,
@@ -182,6 +169,39 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             std::io::Write::write_all(&mut out, text.as_bytes())?;
             std::io::Write::flush(&mut out)?;
             Ok(0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bootstrap_xds(addr: &str) -> Result<HostPort, clap::Error> {
+        let cli = Cli::try_parse_from([
+            "xds-server",
+            "bootstrap",
+            "--gateway",
+            "edge",
+            "--xds",
+            addr,
+        ])?;
+        match cli.command {
+            Command::Bootstrap { xds, .. } => Ok(xds),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bootstrap_xds_uses_the_config_grammar() {
+        let ok = bootstrap_xds("[::1]:18000").expect("bracketed IPv6");
+        assert_eq!((ok.host.as_str(), ok.port), ("::1", 18000));
+        assert_eq!(
+            bootstrap_xds("xds.internal:18000").unwrap().host,
+            "xds.internal"
+        );
+        for bad in ["xds:0", "xds", "::1:18000", "xds:65536"] {
+            assert!(bootstrap_xds(bad).is_err(), "{bad} must be refused");
         }
     }
 }

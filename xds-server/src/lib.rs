@@ -6,4 +6,6 @@ pub mod admin;
 pub mod bootstrap;
 pub mod cli;
 pub mod metrics;
+pub mod rollout;
 pub mod server;
+pub mod state;

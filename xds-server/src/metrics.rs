@@ -38,11 +38,6 @@ impl Metrics {
             ads,
         }
     }
-
-    /// Prometheus text exposition.
-    pub fn render(&self) -> String {
-        xds_client::side::render(&self.registry)
-    }
 }
 
 impl Default for Metrics {

@@ -8,12 +8,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use notify::{RecursiveMode, Watcher};
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::admin;
 use crate::metrics::Metrics;
+use crate::rollout::rollout;
+use crate::state::{App, LastError, ReloadCounts, ReloadStatus};
 use ads::snapshot::Snapshots;
 use ads::{AdsServer, Registry};
 
@@ -22,46 +23,6 @@ use ads::{AdsServer, Registry};
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
 /// Upper bound on how long a continuous stream of events can postpone a reload.
 const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
-
-/// What `/status` reports about config loading.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ReloadStatus {
-    pub version: String,
-    pub config_path: PathBuf,
-    /// Seconds since the Unix epoch of the last accepted load.
-    pub loaded_at: u64,
-    pub last_error: Option<LastError>,
-    pub reloads: ReloadCounts,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct LastError {
-    pub at: u64,
-    pub errors: Vec<String>,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ReloadCounts {
-    pub ok: u64,
-    pub rejected: u64,
-}
-
-/// Shared by the reload loop, the ADS server and the admin port.
-#[derive(Debug)]
-pub struct App {
-    pub metrics: Arc<Metrics>,
-    pub registry: Arc<Registry>,
-    pub status: Mutex<ReloadStatus>,
-}
-
-impl App {
-    pub fn status(&self) -> ReloadStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
 
 /// A config turned into snapshots, plus the files whose change must trigger a reload.
 pub struct Built {
@@ -225,85 +186,43 @@ async fn reload_loop(
             Ok(r) => r,
             Err(e) => Err(vec![format!("reload task failed: {e}")]),
         };
-        match result {
-            Ok(built) => {
-                app.metrics.reloads.with_label_values(&["ok"]).inc();
-                let version = built.snapshots.version.clone();
-                {
-                    let mut st = app.status.lock().unwrap_or_else(|e| e.into_inner());
-                    st.reloads.ok += 1;
-                    st.last_error = None;
-                    if st.version != version {
-                        st.version = version.clone();
-                        st.loaded_at = now();
-                    }
-                }
-                if snapshots.borrow().version != version {
-                    info!(%version, "config reloaded; pushing to connected clients");
-                    policies_first(&snapshots, &built.snapshots, &app.registry).await;
-                    snapshots.send_replace(Arc::new(built.snapshots));
-                } else {
-                    info!(%version, "config reloaded; nothing changed");
-                }
-                if built.files != files {
-                    files = built.files;
-                    *watched.lock().unwrap_or_else(|e| e.into_inner()) = files.clone();
-                    watch_dirs(&mut watcher, &files, &mut dirs);
-                }
-            }
+        let built = match result {
+            Ok(built) => built,
             Err(errors) => {
-                app.metrics.reloads.with_label_values(&["rejected"]).inc();
                 error!(errors = %errors.join("\n"), "config rejected; keeping the previous configuration");
-                let mut st = app.status.lock().unwrap_or_else(|e| e.into_inner());
-                st.reloads.rejected += 1;
-                st.last_error = Some(LastError { at: now(), errors });
+                app.rejected(LastError {
+                    at: now(),
+                    errors,
+                    refused_by: Vec::new(),
+                });
+                continue;
+            }
+        };
+        // Even a config a policy service refuses names the files whose edit may fix it.
+        if built.files != files {
+            files = built.files;
+            *watched.lock().unwrap_or_else(|e| e.into_inner()) = files.clone();
+            watch_dirs(&mut watcher, &files, &mut dirs);
+        }
+        let version = built.snapshots.version.clone();
+        if snapshots.borrow().version == version {
+            info!(%version, "config reloaded; nothing changed");
+            app.accepted(&version, now());
+            continue;
+        }
+        info!(%version, "config reloaded; pushing to connected clients");
+        match rollout(&snapshots, built.snapshots, &app.registry).await {
+            Ok(()) => app.accepted(&version, now()),
+            Err(e) => {
+                let errors = e.lines();
+                error!(%version, errors = %errors.join("\n"), "config refused by a policy service; keeping the previous configuration");
+                app.rejected(LastError {
+                    at: now(),
+                    errors,
+                    refused_by: e.refusals().to_vec(),
+                });
             }
         }
-    }
-}
-
-/// How long gateways wait for the policy services to apply a changed policy before they receive
-/// the routes that depend on it anyway: a hung service must not freeze the configuration.
-const POLICY_FIRST_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Ordered rollout across components: when a policy changed, publish it first (with every
-/// gateway still on its current resources) and wait until every connected policy service has
-/// applied (or refused) it. Only then may Envoys get routes naming a new provider, plan or rule,
-/// so no request is judged against a policy that does not know its route yet.
-async fn policies_first(tx: &watch::Sender<Arc<Snapshots>>, next: &Snapshots, registry: &Registry) {
-    let current = tx.borrow().clone();
-    let changed: Vec<(&str, &str, String)> = translate::POLICY_GROUPS
-        .iter()
-        .filter_map(|&(group, type_url)| {
-            let new = next.groups.get(group)?.get(type_url)?.version.clone();
-            let old = current
-                .groups
-                .get(group)
-                .and_then(|s| s.get(type_url))
-                .map(|t| t.version.as_str());
-            (old != Some(new.as_str())).then_some((group, type_url, new))
-        })
-        .collect();
-    if changed.is_empty() {
-        return;
-    }
-    let mut groups = current.groups.clone();
-    for (group, _, _) in &changed {
-        if let Some(s) = next.groups.get(*group) {
-            groups.insert(group.to_string(), s.clone());
-        }
-    }
-    tx.send_replace(Arc::new(Snapshots::from_shared(groups)));
-    let deadline = tokio::time::Instant::now() + POLICY_FIRST_TIMEOUT;
-    while !changed
-        .iter()
-        .all(|(g, t, v)| registry.group_settled(g, t, v))
-    {
-        if tokio::time::Instant::now() >= deadline {
-            warn!(timeout = ?POLICY_FIRST_TIMEOUT, "a policy service has not applied the new policy; updating the gateways anyway");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
