@@ -114,6 +114,12 @@ pub const FILTER: &str = "envoy.filters.http.ratelimit";
 pub const CLUSTER: &str = proto::group::RATELIMIT;
 /// Where ext_authz puts the identity (client id, plan, tenant) it verified.
 pub const AUTHZ_METADATA_NAMESPACE: &str = "envoy.filters.http.ext_authz";
+/// Fields authz-service sets in that namespace (its `response::metadata`): the verified client
+/// id, its plan and tenant, and the provider that verified it.
+const CLIENT_ID: &str = "client_id";
+const PLAN: &str = "plan";
+const TENANT: &str = "tenant";
+const PROVIDER: &str = "provider";
 
 /// True when some route of `gw` carries a limit, so its Envoys need the filter and the cluster.
 pub fn gateway_uses(cfg: &config::Config, gw: &config::Gateway) -> bool {
@@ -177,20 +183,26 @@ pub fn envoy_rate_limits(
             let mut actions = vec![generic_key(rl::key::RULE, &rule_id(&route.name, i))];
             match per {
                 Per::Plan => {
-                    actions.push(metadata(rl::key::CLIENT, "client_id", false));
+                    actions.push(metadata(rl::key::CLIENT, CLIENT_ID));
+                    actions.push(metadata(rl::key::PROVIDER, PROVIDER));
                     // Without a plan claim the service applies the default plan.
-                    actions.push(metadata(rl::key::PLAN, "plan", true));
+                    actions.push(metadata(rl::key::PLAN, PLAN));
                 }
-                Per::Client => actions.push(metadata(rl::key::CLIENT, "client_id", false)),
-                Per::Tenant => actions.push(metadata(rl::key::TENANT, "tenant", false)),
+                Per::Client => {
+                    actions.push(metadata(rl::key::CLIENT, CLIENT_ID));
+                    actions.push(metadata(rl::key::PROVIDER, PROVIDER));
+                }
+                Per::Tenant => actions.push(metadata(rl::key::TENANT, TENANT)),
                 Per::Ip | Per::Anonymous => actions.push(action(ActionSpecifier::RemoteAddress(
                     rate_limit::action::RemoteAddress {},
                 ))),
+                // Without the header the entry is left out but the descriptor is sent: every
+                // such request counts in the rule's shared "no value" bucket.
                 Per::Header => actions.push(action(ActionSpecifier::RequestHeaders(
                     rate_limit::action::RequestHeaders {
                         header_name: header,
                         descriptor_key: rl::key::HEADER.into(),
-                        skip_if_absent: false,
+                        skip_if_absent: true,
                     },
                 ))),
                 Per::Route => {}
@@ -230,10 +242,12 @@ fn generic_key(key: &str, value: &str) -> rate_limit::Action {
     ))
 }
 
-/// A descriptor entry from ext_authz's dynamic metadata. Unless `optional`, a missing value drops
-/// the whole descriptor (Envoy's rule), so an unauthenticated request is never counted against a
-/// client's bucket.
-fn metadata(descriptor_key: &str, field: &str, optional: bool) -> rate_limit::Action {
+/// A descriptor entry from ext_authz's dynamic metadata. A missing value leaves the entry out
+/// but keeps the descriptor (`skip_if_absent`; Envoy's default would drop the whole descriptor,
+/// and with it the limit): the service counts such requests in the rule's shared "no value"
+/// bucket, or applies the default plan when `plan` is missing. No `default_value` is set, because
+/// any string we chose could also be a real client id or tenant.
+fn metadata(descriptor_key: &str, field: &str) -> rate_limit::Action {
     use proto::pb::envoy::r#type::metadata::v3::{
         metadata_key::{path_segment, PathSegment},
         MetadataKey,
@@ -247,7 +261,7 @@ fn metadata(descriptor_key: &str, field: &str, optional: bool) -> rate_limit::Ac
             }],
         }),
         source: rate_limit::action::meta_data::Source::Dynamic as i32,
-        skip_if_absent: optional,
+        skip_if_absent: true,
         ..Default::default()
     }))
 }
