@@ -212,12 +212,7 @@ impl Policy {
                     .ok_or(Some("plan"))?;
                 let limit = *self.plans.get(plan).ok_or(Some("plan"))?;
                 (
-                    format!(
-                        "rl:{{c:{}}}:plan:{}:{}",
-                        client(),
-                        tag(plan),
-                        suffix(limit)
-                    ),
+                    format!("rl:{{c:{}}}:plan:{}:{}", client(), tag(plan), suffix(limit)),
                     limit,
                     plan.to_string(),
                 )
@@ -500,7 +495,10 @@ mod tests {
         let tagged = long.split(['{', '}']).nth(1).unwrap();
         let digest = tagged.strip_prefix("h:").unwrap();
         assert!(digest.starts_with('#'), "{long}");
-        assert_ne!(key_of(&p, &[("rule", "orders#1"), ("header", digest)]), long);
+        assert_ne!(
+            key_of(&p, &[("rule", "orders#1"), ("header", digest)]),
+            long
+        );
     }
 
     #[test]
@@ -509,11 +507,19 @@ mod tests {
         for rule in ["orders#0", "orders#2"] {
             let jwt = key_of(
                 &p,
-                &[("rule", rule), ("client", "partner-2"), ("provider", "main")],
+                &[
+                    ("rule", rule),
+                    ("client", "partner-2"),
+                    ("provider", "main"),
+                ],
             );
             let api_key = key_of(
                 &p,
-                &[("rule", rule), ("client", "partner-2"), ("provider", "partners")],
+                &[
+                    ("rule", rule),
+                    ("client", "partner-2"),
+                    ("provider", "partners"),
+                ],
             );
             assert_ne!(jwt, api_key);
             assert!(jwt.starts_with("rl:{c:main:partner-2}:"), "{jwt}");
@@ -554,8 +560,14 @@ mod tests {
         }
         // The case spelled out: provider `a` with client `b:c` is not provider `a:b` with `c`.
         assert_ne!(
-            key_of(&p, &[("rule", "orders#2"), ("provider", "a"), ("client", "b:c")]),
-            key_of(&p, &[("rule", "orders#2"), ("provider", "a:b"), ("client", "c")])
+            key_of(
+                &p,
+                &[("rule", "orders#2"), ("provider", "a"), ("client", "b:c")]
+            ),
+            key_of(
+                &p,
+                &[("rule", "orders#2"), ("provider", "a:b"), ("client", "c")]
+            )
         );
     }
 }

@@ -101,11 +101,22 @@ impl<S: CounterStore> RateLimiter<S> {
                     StoreError::Unavailable(_) => "unavailable",
                     StoreError::BadReply(_) => "bad_reply",
                     StoreError::Timeout => "timeout",
+                    StoreError::Full => "full",
                 };
                 self.metrics.store_errors.with_label_values(&[kind]).inc();
                 let action = if policy.fail_open { "allow" } else { "deny" };
                 self.metrics.on_error.with_label_values(&[action]).inc();
-                tracing::warn!(error = %error, store = self.store.kind(), on_error = action, "rate-limit store failed");
+                if error == StoreError::Full {
+                    // A spray of new keys keeps the store full: one log line per request would
+                    // be the attacker's to write. `ratelimit_memory_full_total` counts these.
+                    tracing::debug!(
+                        store = self.store.kind(),
+                        on_error = action,
+                        "memory store full"
+                    );
+                } else {
+                    tracing::warn!(error = %error, store = self.store.kind(), on_error = action, "rate-limit store failed");
+                }
                 Decision::StoreFailed {
                     error,
                     fail_open: policy.fail_open,

@@ -312,7 +312,9 @@ gateways:
     fn show(a: &rate_limit::Action) -> String {
         let optional = |skip: bool| if skip { "?" } else { "" };
         match a.action_specifier.as_ref().expect("specifier") {
-            ActionSpecifier::GenericKey(g) => format!("{}={}", g.descriptor_key, g.descriptor_value),
+            ActionSpecifier::GenericKey(g) => {
+                format!("{}={}", g.descriptor_key, g.descriptor_value)
+            }
             ActionSpecifier::Metadata(m) => {
                 let path = &m.metadata_key.as_ref().expect("key").path;
                 use proto::pb::envoy::r#type::metadata::v3::metadata_key::path_segment::Segment;
