@@ -71,7 +71,10 @@ async fn keys_suite<S: CounterStore>(s: &S, run: &str) {
     // Every request without the header shares one bucket of 2.
     assert!(admits(s, &p, &no_header).await);
     assert!(admits(s, &p, &no_header).await);
-    assert!(!admits(s, &p, &no_header).await, "the shared bucket is used up");
+    assert!(
+        !admits(s, &p, &no_header).await,
+        "the shared bucket is used up"
+    );
     // A header value spelling the shared bucket's tag, or anything like it, is a bucket of its
     // own: it neither escapes into fresh quota of the shared bucket nor borrows from it.
     for forged in ["%-", "%25-", "-", ""] {
@@ -90,16 +93,31 @@ async fn keys_suite<S: CounterStore>(s: &S, run: &str) {
     // One id, two providers: two buckets. Ids and providers that embed the separator forge
     // neither bucket.
     let c = client_rule.as_str();
-    let jwt = [(key::RULE, c), (key::PROVIDER, "main"), (key::CLIENT, "partner-2")];
-    let api_key = [(key::RULE, c), (key::PROVIDER, "partners"), (key::CLIENT, "partner-2")];
+    let jwt = [
+        (key::RULE, c),
+        (key::PROVIDER, "main"),
+        (key::CLIENT, "partner-2"),
+    ];
+    let api_key = [
+        (key::RULE, c),
+        (key::PROVIDER, "partners"),
+        (key::CLIENT, "partner-2"),
+    ];
     let forgers: [&[(&str, &str)]; 2] = [
         &[(key::RULE, c), (key::CLIENT, "partners:partner-2")],
-        &[(key::RULE, c), (key::PROVIDER, "main:partners"), (key::CLIENT, "partner-2")],
+        &[
+            (key::RULE, c),
+            (key::PROVIDER, "main:partners"),
+            (key::CLIENT, "partner-2"),
+        ],
     ];
     assert!(admits(s, &p, &jwt).await);
     assert!(admits(s, &p, &jwt).await);
     assert!(!admits(s, &p, &jwt).await);
-    assert!(admits(s, &p, &api_key).await, "the API key has its own bucket");
+    assert!(
+        admits(s, &p, &api_key).await,
+        "the API key has its own bucket"
+    );
     assert!(admits(s, &p, &api_key).await);
     assert!(!admits(s, &p, &api_key).await);
     for forger in forgers {
@@ -197,5 +215,11 @@ async fn missing_values_and_providers_through_envoy() {
     let r = get(&client, "/partners", &[(API_KEY_HEADER, &gw.partner_key)]).await;
     assert_eq!(r.status, 200, "the API key has its own bucket: {}", r.body);
     assert_eq!(r.header("x-ratelimit-remaining"), Some("1"));
-    admits_then_429(&client, "/partners", &[(API_KEY_HEADER, &gw.partner_key)], 1).await;
+    admits_then_429(
+        &client,
+        "/partners",
+        &[(API_KEY_HEADER, &gw.partner_key)],
+        1,
+    )
+    .await;
 }
