@@ -11,20 +11,30 @@
 //! starts with the entry `rule = <Rule.id>`; the entries after it carry the values the rule is
 //! keyed on:
 //!
-//! | `Per`     | entries after `rule`                                  |
-//! |-----------|-------------------------------------------------------|
-//! | `Plan`    | `client = <client id>`, optionally `plan = <plan>`    |
-//! | `Anonymous` | `remote_address = <client address>`                 |
-//! | `Client`  | `client = <client id>`                                |
-//! | `Ip`      | `remote_address = <client address>`                   |
-//! | `Route`   | none (one bucket for everyone)                        |
-//! | `Tenant`  | `tenant = <tenant id>`                                |
-//! | `Header`  | `header = <header value>`                             |
+//! | `Per`     | entries after `rule`                                              |
+//! |-----------|-------------------------------------------------------------------|
+//! | `Plan`    | `client = <client id>`, `provider = <provider>`, `plan = <plan>`  |
+//! | `Anonymous` | `remote_address = <client address>`                             |
+//! | `Client`  | `client = <client id>`, `provider = <provider>`                   |
+//! | `Ip`      | `remote_address = <client address>`                               |
+//! | `Route`   | none (one bucket for everyone)                                    |
+//! | `Tenant`  | `tenant = <tenant id>`                                            |
+//! | `Header`  | `header = <header value>`                                         |
+//!
+//! `provider` is the auth provider that verified the client: client ids are unique only within
+//! one provider (a JWT `sub` may equal an API key's id), so the service keys client counters on
+//! both.
+//!
+//! Every entry after `rule` may be absent: Envoy is told to keep the descriptor and omit the
+//! entry when the request has no such value (no header, no tenant claim, no identity on an
+//! `auth: none` route). The service then counts every such request of that rule in one shared
+//! bucket, whose counter key is one no value can produce (absence is not a value, so no client
+//! can send a "missing" marker and land in it or leave it); a missing `plan` means the default
+//! plan. See `docs/rate-limit-keys.md` for the behaviour per `per`.
 //!
 //! A descriptor whose first entry is `request_id` is not a limit: it carries the request's
-//! `x-request-id` so that the 429 body can name it. Descriptors naming an unknown rule, or
-//! missing the entry their rule is keyed on, are ignored (counted in metrics): Envoy omits a
-//! descriptor whose value it cannot produce, so that is never a reason to deny.
+//! `x-request-id` so that the 429 body can name it. Descriptors naming an unknown rule are
+//! ignored (counted in metrics).
 
 use prost::{Enumeration, Message};
 
@@ -36,6 +46,8 @@ pub mod key {
     pub const RULE: &str = "rule";
     pub const CLIENT: &str = "client";
     pub const PLAN: &str = "plan";
+    /// The auth provider that authenticated `client`.
+    pub const PROVIDER: &str = "provider";
     /// The key Envoy's `remote_address` action always uses.
     pub const IP: &str = "remote_address";
     pub const TENANT: &str = "tenant";

@@ -1,6 +1,7 @@
 //! Command line (spec §7). Every flag has an environment variable.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 
 use clap::Parser;
 use xds_client::side::LogFormat;
@@ -28,6 +29,16 @@ pub struct Cli {
     /// exact for this one instance.
     #[arg(long, env = "RATELIMIT_REDIS")]
     pub redis: Option<String>,
+    /// Without --redis: the most counters the in-memory store holds (at least 1). Expired ones
+    /// are dropped first; when it is full of live counters, none is evicted: a request that
+    /// needs a new counter is answered by the policy's `on_error` (counted in
+    /// `ratelimit_memory_full_total`), while every existing counter keeps deciding.
+    #[arg(
+        long,
+        env = "RATELIMIT_MEMORY_MAX_COUNTERS",
+        default_value_t = NonZeroUsize::new(crate::store::DEFAULT_MAX_COUNTERS).expect("non-zero")
+    )]
+    pub memory_max_counters: NonZeroUsize,
     /// node.id reported to xds-server; defaults to `ratelimit-<hostname>-<pid>`.
     #[arg(long, env = "RATELIMIT_NODE_ID")]
     pub node_id: Option<String>,
@@ -51,6 +62,7 @@ pub fn main() -> anyhow::Result<()> {
         listen: cli.listen,
         admin: cli.admin,
         redis: cli.redis,
+        memory_max_counters: cli.memory_max_counters.get(),
     };
     tokio::runtime::Runtime::new()?.block_on(server::serve(opts))
 }

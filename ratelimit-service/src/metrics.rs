@@ -1,6 +1,10 @@
 //! Prometheus metrics of the service, served on the side port's `/metrics`.
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+use crate::store::MemoryMetrics;
 
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -10,7 +14,7 @@ pub struct Metrics {
     pub decisions: IntCounterVec,
     /// Store round-trip time, by store kind.
     pub store_seconds: HistogramVec,
-    /// Store failures by `kind` = `unavailable` | `bad_reply` | `timeout`.
+    /// Store failures by `kind` = `unavailable` | `bad_reply` | `timeout` | `full`.
     pub store_errors: IntCounterVec,
     /// Requests answered by `on_error` (`action` = `allow` | `deny`).
     pub on_error: IntCounterVec,
@@ -18,6 +22,10 @@ pub struct Metrics {
     pub ignored: IntCounterVec,
     /// Whole ShouldRateLimit handling time.
     pub request_seconds: Histogram,
+    /// The memory store's counters now (0 with Redis).
+    pub memory_counters: IntGauge,
+    /// Requests that needed a new counter while the memory store was full.
+    pub memory_full: IntCounter,
 }
 
 impl Metrics {
@@ -74,7 +82,24 @@ impl Metrics {
         registry
             .register(Box::new(request_seconds.clone()))
             .expect("unique metric");
-        for kind in ["unavailable", "bad_reply", "timeout"] {
+        let memory_counters = IntGauge::new(
+            "ratelimit_memory_counters",
+            "Counters held by the in-memory store (0 with Redis).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(memory_counters.clone()))
+            .expect("unique metric");
+        let memory_full = IntCounter::new(
+            "ratelimit_memory_full_total",
+            "Requests that needed a new counter while the in-memory store held its maximum \
+             (--memory-max-counters); on_error answered them.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(memory_full.clone()))
+            .expect("unique metric");
+        for kind in ["unavailable", "bad_reply", "timeout", "full"] {
             store_errors.with_label_values(&[kind]);
         }
         for action in ["allow", "deny"] {
@@ -88,6 +113,16 @@ impl Metrics {
             on_error,
             ignored,
             request_seconds,
+            memory_counters,
+            memory_full,
+        }
+    }
+
+    /// The handles the memory store reports to.
+    pub fn memory(&self) -> MemoryMetrics {
+        MemoryMetrics {
+            counters: Some(self.memory_counters.clone()),
+            full: Some(self.memory_full.clone()),
         }
     }
 }

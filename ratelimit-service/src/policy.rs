@@ -2,8 +2,9 @@
 //! xds-server streams, and able to turn an RLS request's descriptors into counters to check.
 //!
 //! Counter keys are `rl:{<tag>}:<what>:<algorithm><window ms>`. The tag is the value the counter
-//! is partitioned by (client id, IP, tenant, header value, or the rule for `per: route`), so all
-//! of one client's counters share a Redis Cluster slot and are checked by one script call. The
+//! is partitioned by (provider and client id, IP, tenant, header value, or the rule for
+//! `per: route`; [`MISSING`] for requests without that value), so all of one client's counters
+//! share a Redis Cluster slot and are checked by one script call. The
 //! window and algorithm are part of the key because they define the bucket layout: `10/second`
 //! and `1000/day` on one client are two counters, and changing an algorithm starts afresh.
 
@@ -57,7 +58,7 @@ pub struct Plan {
     pub descriptor_hits: Vec<Option<usize>>,
     /// The `x-request-id` Envoy passed along, for the 429 body.
     pub request_id: Option<String>,
-    /// Descriptors that named nothing we know or lacked their key; see `proto::ratelimit`.
+    /// Descriptors that named nothing we know; see `proto::ratelimit`.
     pub ignored: Vec<&'static str>,
 }
 
@@ -199,31 +200,27 @@ impl Policy {
         value: impl Fn(&str) -> Option<&'a str>,
     ) -> Result<(String, Limit, String), Option<&'static str>> {
         let suffix = |limit: Limit| format!("{}{}", self.algorithm.code(), limit.window_ms);
-        let need = |k: &'static str| value(k).filter(|v| !v.is_empty()).ok_or(Some(k));
+        // Absent and empty are the same: no value (see `proto::ratelimit`).
+        let get = |k: &str| value(k).filter(|v| !v.is_empty());
+        let part = |k: &str| get(k).map_or_else(|| MISSING.to_string(), tag);
+        let client = || client_tag(get(key::PROVIDER), get(key::CLIENT));
         Ok(match rule.per {
             Per::Plan => {
-                let client = need(key::CLIENT)?;
-                let plan = value(key::PLAN)
+                let plan = get(key::PLAN)
                     .filter(|p| self.plans.contains_key(*p))
                     .or(self.default_plan.as_deref())
                     .ok_or(Some("plan"))?;
                 let limit = *self.plans.get(plan).ok_or(Some("plan"))?;
                 (
-                    format!(
-                        "rl:{{c:{}}}:plan:{}:{}",
-                        tag(client),
-                        tag(plan),
-                        suffix(limit)
-                    ),
+                    format!("rl:{{c:{}}}:plan:{}:{}", client(), tag(plan), suffix(limit)),
                     limit,
                     plan.to_string(),
                 )
             }
             Per::Anonymous => {
                 let limit = rule.limit.ok_or(Some("rate"))?;
-                let ip = need(key::IP)?;
                 (
-                    format!("rl:{{i:{}}}:anonymous:{}", tag(ip), suffix(limit)),
+                    format!("rl:{{i:{}}}:anonymous:{}", part(key::IP), suffix(limit)),
                     limit,
                     "anonymous".to_string(),
                 )
@@ -231,10 +228,10 @@ impl Policy {
             per => {
                 let limit = rule.limit.ok_or(Some("rate"))?;
                 let tagged = match per {
-                    Per::Client => format!("c:{}", tag(need(key::CLIENT)?)),
-                    Per::Ip => format!("i:{}", tag(need(key::IP)?)),
-                    Per::Tenant => format!("t:{}", tag(need(key::TENANT)?)),
-                    Per::Header => format!("h:{}", tag(need(key::HEADER)?)),
+                    Per::Client => format!("c:{}", client()),
+                    Per::Ip => format!("i:{}", part(key::IP)),
+                    Per::Tenant => format!("t:{}", part(key::TENANT)),
+                    Per::Header => format!("h:{}", part(key::HEADER)),
                     _ => format!("r:{}", tag(rule_id)),
                 };
                 (
@@ -247,19 +244,38 @@ impl Policy {
     }
 }
 
+/// The tag of the shared bucket for requests without the value a rule is keyed on. [`tag`]
+/// never produces it: it escapes every `%` of a value as `%25`, and a digest starts with `#`.
+const MISSING: &str = "%-";
+
+/// The client part of a key: `<provider>:<client>`, so that equal ids from two providers (a JWT
+/// `sub` and an API key id) never share a bucket. The provider is escaped to hold no `:`, so the
+/// first `:` splits the two and no client id can forge another provider's key. Without a
+/// provider entry (a policy translated before providers were sent) the part is the client alone
+/// with its `:` escaped, which keeps existing counters and cannot equal any two-part form.
+fn client_tag(provider: Option<&str>, client: Option<&str>) -> String {
+    let client = client.map_or_else(|| MISSING.to_string(), tag);
+    match provider {
+        Some(p) => format!("{}:{client}", tag(p).replace(':', "%3A")),
+        None => client.replace(':', "%3A"),
+    }
+}
+
 /// A descriptor value made safe for a key: `{`, `}` and `%` escaped (so the hash tag cannot be
-/// broken out of), and long or non-printable values replaced by a digest.
+/// broken out of), a leading `#` escaped, and long or non-printable values replaced by a digest
+/// (`#` and hex: the escaped `#` keeps a short value from posing as another value's digest).
 fn tag(v: &str) -> String {
     if v.len() > MAX_KEY_VALUE || v.chars().any(|c| c.is_control()) {
         let d = Sha256::digest(v.as_bytes());
         return format!("#{}", hex::encode(&d[..12]));
     }
     let mut out = String::with_capacity(v.len());
-    for c in v.chars() {
+    for (i, c) in v.chars().enumerate() {
         match c {
             '{' => out.push_str("%7B"),
             '}' => out.push_str("%7D"),
             '%' => out.push_str("%25"),
+            '#' if i == 0 => out.push_str("%23"),
             c => out.push(c),
         }
     }
@@ -313,8 +329,30 @@ mod tests {
                     }),
                     header: "x-team".into(),
                 },
+                rule("orders#2", Per::Client),
+                rule("orders#3", Per::Tenant),
+                rule("orders#4", Per::Ip),
+                rule("other#0", Per::Header),
             ],
         }
+    }
+
+    fn rule(id: &str, per: Per) -> PbRule {
+        PbRule {
+            id: id.into(),
+            per: per as i32,
+            rate: Some(Rate {
+                requests: 5,
+                window_ms: 1_000,
+            }),
+            header: String::new(),
+        }
+    }
+
+    fn key_of(p: &Policy, entries: &[(&str, &str)]) -> String {
+        let plan = p.plan(&request(vec![desc(entries)]));
+        assert!(plan.ignored.is_empty(), "{entries:?}: {:?}", plan.ignored);
+        plan.hits[0].key.clone()
     }
 
     fn desc(entries: &[(&str, &str)]) -> RateLimitDescriptor {
@@ -369,15 +407,14 @@ mod tests {
             desc(&[("rule", "orders#1"), ("header", "a{b}%")]),
         ]));
         assert_eq!(plan.request_id.as_deref(), Some("abc"));
-        assert_eq!(
-            plan.ignored,
-            ["unknown_rule", "client", "not_ours", "not_ours"]
-        );
+        assert_eq!(plan.ignored, ["unknown_rule", "not_ours", "not_ours"]);
+        // A plan rule without a client is counted in the shared no-identity bucket.
         assert_eq!(
             plan.descriptor_hits,
-            [None, None, None, None, None, Some(0)]
+            [None, None, Some(0), None, None, Some(1)]
         );
-        assert_eq!(plan.hits[0].key, "rl:{h:a%7Bb%7D%25}:rule:orders#1:s1000");
+        assert_eq!(plan.hits[0].key, "rl:{c:%-}:plan:free:s60000");
+        assert_eq!(plan.hits[1].key, "rl:{h:a%7Bb%7D%25}:rule:orders#1:s1000");
     }
 
     #[test]
@@ -419,5 +456,118 @@ mod tests {
         let mut bad = policy();
         bad.rules.push(bad.rules[0].clone());
         assert!(Policy::compile(&bad).is_err());
+    }
+
+    #[test]
+    fn a_missing_value_counts_in_one_shared_bucket_per_rule() {
+        let p = Policy::compile(&policy()).unwrap();
+        for (rule, key) in [
+            ("orders#1", "header"),
+            ("orders#2", "client"),
+            ("orders#3", "tenant"),
+            ("orders#4", "remote_address"),
+        ] {
+            let absent = key_of(&p, &[("rule", rule)]);
+            assert!(absent.contains(MISSING), "{absent}");
+            // An empty value is no value: the same bucket.
+            assert_eq!(key_of(&p, &[("rule", rule), (key, "")]), absent);
+            // Whatever a client sends as the value, it never lands in that bucket.
+            for forged in [MISSING, "%-", "%25-", "-", "%", "#"] {
+                assert_ne!(key_of(&p, &[("rule", rule), (key, forged)]), absent);
+            }
+        }
+        // Two rules keep two shared buckets.
+        assert_ne!(
+            key_of(&p, &[("rule", "orders#1")]),
+            key_of(&p, &[("rule", "other#0")])
+        );
+        // A plan rule without identity gets the default plan's shared bucket.
+        assert_eq!(
+            key_of(&p, &[("rule", "orders#0")]),
+            "rl:{c:%-}:plan:free:s60000"
+        );
+    }
+
+    #[test]
+    fn a_short_value_cannot_pose_as_a_long_values_digest() {
+        let p = Policy::compile(&policy()).unwrap();
+        let long = key_of(&p, &[("rule", "orders#1"), ("header", &"x".repeat(100))]);
+        let tagged = long.split(['{', '}']).nth(1).unwrap();
+        let digest = tagged.strip_prefix("h:").unwrap();
+        assert!(digest.starts_with('#'), "{long}");
+        assert_ne!(
+            key_of(&p, &[("rule", "orders#1"), ("header", digest)]),
+            long
+        );
+    }
+
+    #[test]
+    fn client_keys_carry_the_provider() {
+        let p = Policy::compile(&policy()).unwrap();
+        for rule in ["orders#0", "orders#2"] {
+            let jwt = key_of(
+                &p,
+                &[
+                    ("rule", rule),
+                    ("client", "partner-2"),
+                    ("provider", "main"),
+                ],
+            );
+            let api_key = key_of(
+                &p,
+                &[
+                    ("rule", rule),
+                    ("client", "partner-2"),
+                    ("provider", "partners"),
+                ],
+            );
+            assert_ne!(jwt, api_key);
+            assert!(jwt.starts_with("rl:{c:main:partner-2}:"), "{jwt}");
+        }
+        // Without a provider entry the key is the one used before providers were sent.
+        assert_eq!(
+            key_of(&p, &[("rule", "orders#0"), ("client", "alice")]),
+            "rl:{c:alice}:plan:free:s60000"
+        );
+    }
+
+    #[test]
+    fn no_client_id_can_forge_another_providers_key() {
+        // Every (provider, client) pair over an alphabet of the separator, the escape and the
+        // sentinel's characters, each absent or up to three characters: all keys are distinct.
+        let p = Policy::compile(&policy()).unwrap();
+        let alphabet = ['a', ':', '%', '3', 'A', '-', '#'];
+        let mut values: Vec<Option<String>> = vec![None];
+        let mut layer = vec![String::new()];
+        for _ in 0..3 {
+            layer = layer
+                .iter()
+                .flat_map(|v| alphabet.iter().map(move |c| format!("{v}{c}")))
+                .collect();
+            values.extend(layer.iter().cloned().map(Some));
+        }
+        let mut seen = HashMap::new();
+        for provider in &values {
+            for client in &values {
+                let mut entries = vec![("rule", "orders#2")];
+                entries.extend(provider.as_deref().map(|v| ("provider", v)));
+                entries.extend(client.as_deref().map(|v| ("client", v)));
+                let k = key_of(&p, &entries);
+                if let Some(other) = seen.insert(k.clone(), (provider.clone(), client.clone())) {
+                    panic!("{k} for both {other:?} and {:?}", (provider, client));
+                }
+            }
+        }
+        // The case spelled out: provider `a` with client `b:c` is not provider `a:b` with `c`.
+        assert_ne!(
+            key_of(
+                &p,
+                &[("rule", "orders#2"), ("provider", "a"), ("client", "b:c")]
+            ),
+            key_of(
+                &p,
+                &[("rule", "orders#2"), ("provider", "a:b"), ("client", "c")]
+            )
+        );
     }
 }

@@ -29,6 +29,8 @@ pub struct Options {
     pub admin: SocketAddr,
     /// `None`: the embedded in-memory store.
     pub redis: Option<String>,
+    /// The in-memory store's bound on counters (unused with Redis).
+    pub memory_max_counters: usize,
 }
 
 /// Installs each policy xds-server sends, or refuses it (NACK) and keeps the previous one.
@@ -73,9 +75,11 @@ impl xds_client::Apply for PolicyApplier {
 
 /// Runs until Ctrl-C / SIGTERM.
 pub async fn serve(opts: Options) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
     match &opts.redis {
         None => {
-            let store = Arc::new(MemoryStore::default());
+            let store =
+                Arc::new(MemoryStore::new(opts.memory_max_counters).with_metrics(metrics.memory()));
             let sweeper = store.clone();
             // Idle counters are dropped once their window has passed.
             tokio::spawn(async move {
@@ -85,11 +89,12 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
                     sweeper.sweep();
                 }
             });
-            serve_with(opts, SharedMemory(store)).await
+            info!(max_counters = store.max_counters(), "counters in memory");
+            serve_with(opts, SharedMemory(store), metrics).await
         }
         Some(url) => {
             let store = RedisStore::from_url(url).map_err(|e| anyhow::anyhow!("--redis: {e}"))?;
-            serve_with(opts, store).await
+            serve_with(opts, store, metrics).await
         }
     }
 }
@@ -110,8 +115,11 @@ impl CounterStore for SharedMemory {
     }
 }
 
-async fn serve_with<S: CounterStore>(opts: Options, store: S) -> anyhow::Result<()> {
-    let metrics = Arc::new(Metrics::new());
+async fn serve_with<S: CounterStore>(
+    opts: Options,
+    store: S,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
     let policy = Arc::new(ArcSwapOption::empty());
     let cache = Arc::new(OverLimitCache::default());
     let kind = store.kind();

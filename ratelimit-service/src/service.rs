@@ -101,11 +101,22 @@ impl<S: CounterStore> RateLimiter<S> {
                     StoreError::Unavailable(_) => "unavailable",
                     StoreError::BadReply(_) => "bad_reply",
                     StoreError::Timeout => "timeout",
+                    StoreError::Full => "full",
                 };
                 self.metrics.store_errors.with_label_values(&[kind]).inc();
                 let action = if policy.fail_open { "allow" } else { "deny" };
                 self.metrics.on_error.with_label_values(&[action]).inc();
-                tracing::warn!(error = %error, store = self.store.kind(), on_error = action, "rate-limit store failed");
+                if error == StoreError::Full {
+                    // A spray of new keys keeps the store full: one log line per request would
+                    // be the attacker's to write. `ratelimit_memory_full_total` counts these.
+                    tracing::debug!(
+                        store = self.store.kind(),
+                        on_error = action,
+                        "memory store full"
+                    );
+                } else {
+                    tracing::warn!(error = %error, store = self.store.kind(), on_error = action, "rate-limit store failed");
+                }
                 Decision::StoreFailed {
                     error,
                     fail_open: policy.fail_open,
@@ -383,6 +394,78 @@ impl<S: CounterStore> RateLimiter<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proto::pb::envoy::extensions::common::ratelimit::v3::{
+        rate_limit_descriptor::Entry, RateLimitDescriptor,
+    };
+    use proto::ratelimit::{key, Per, Rate, RateLimitPolicy, Rule, DOMAIN};
+
+    use crate::store::MemoryStore;
+
+    fn limiter(fail_open: bool) -> RateLimiter<MemoryStore> {
+        let pb = RateLimitPolicy {
+            domain: DOMAIN.into(),
+            fail_open,
+            timeout_ms: 1_000,
+            rules: vec![Rule {
+                id: "r#0".into(),
+                per: Per::Ip as i32,
+                rate: Some(Rate {
+                    requests: 1,
+                    window_ms: 60_000,
+                }),
+                header: String::new(),
+            }],
+            ..Default::default()
+        };
+        let policy = Arc::new(ArcSwapOption::from_pointee(Policy::compile(&pb).unwrap()));
+        let metrics = Arc::new(Metrics::new());
+        // Room for one counter.
+        let store = MemoryStore::new(1).with_metrics(metrics.memory());
+        RateLimiter::new(store, policy, Arc::default(), metrics)
+    }
+
+    fn from(ip: &str) -> RateLimitRequest {
+        let entry = |k: &str, v: &str| Entry {
+            key: k.into(),
+            value: v.into(),
+        };
+        RateLimitRequest {
+            domain: DOMAIN.into(),
+            descriptors: vec![RateLimitDescriptor {
+                entries: vec![entry(key::RULE, "r#0"), entry(key::IP, ip)],
+                ..Default::default()
+            }],
+            hits_addend: 0,
+        }
+    }
+
+    fn code(r: &Result<RateLimitResponse, Status>) -> Result<i32, tonic::Code> {
+        r.as_ref().map(|r| r.overall_code).map_err(Status::code)
+    }
+
+    #[tokio::test]
+    async fn a_full_memory_store_leaves_new_keys_to_on_error_and_old_ones_deciding() {
+        for fail_open in [true, false] {
+            let l = limiter(fail_open);
+            let ok = Ok(Code::Ok as i32);
+            assert_eq!(code(&respond(l.decide(&from("2001:db8::1")).await)), ok);
+            // The one counter exists and is over its limit: a 429, full store or not.
+            let over = respond(l.decide(&from("2001:db8::1")).await);
+            assert_eq!(code(&over), Ok(Code::OverLimit as i32));
+            // A new address finds no room: `on_error` answers.
+            let new = respond(l.decide(&from("2001:db8::2")).await);
+            let want = if fail_open {
+                ok
+            } else {
+                Err(tonic::Code::Unavailable)
+            };
+            assert_eq!(code(&new), want, "fail_open {fail_open}");
+            assert_eq!(l.metrics.memory_full.get(), 1);
+            assert_eq!(l.metrics.memory_counters.get(), 1);
+            let full = l.metrics.store_errors.with_label_values(&["full"]).get();
+            assert_eq!(full, 1);
+        }
+    }
 
     #[test]
     fn sf_strings_are_escaped() {

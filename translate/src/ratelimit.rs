@@ -178,24 +178,26 @@ pub fn envoy_rate_limits(
             let mut actions = vec![generic_key(rl::key::RULE, &rule_id(&route.name, i))];
             match per {
                 Per::Plan => {
-                    actions.push(metadata(rl::key::CLIENT, authz_metadata::CLIENT_ID, false));
+                    actions.push(metadata(rl::key::CLIENT, authz_metadata::CLIENT_ID));
+                    actions.push(metadata(rl::key::PROVIDER, authz_metadata::PROVIDER));
                     // Without a plan claim the service applies the default plan.
-                    actions.push(metadata(rl::key::PLAN, authz_metadata::PLAN, true));
+                    actions.push(metadata(rl::key::PLAN, authz_metadata::PLAN));
                 }
                 Per::Client => {
-                    actions.push(metadata(rl::key::CLIENT, authz_metadata::CLIENT_ID, false))
+                    actions.push(metadata(rl::key::CLIENT, authz_metadata::CLIENT_ID));
+                    actions.push(metadata(rl::key::PROVIDER, authz_metadata::PROVIDER));
                 }
-                Per::Tenant => {
-                    actions.push(metadata(rl::key::TENANT, authz_metadata::TENANT, false))
-                }
+                Per::Tenant => actions.push(metadata(rl::key::TENANT, authz_metadata::TENANT)),
                 Per::Ip | Per::Anonymous => actions.push(action(ActionSpecifier::RemoteAddress(
                     rate_limit::action::RemoteAddress {},
                 ))),
+                // Without the header the entry is left out but the descriptor is sent: every
+                // such request counts in the rule's shared "no value" bucket.
                 Per::Header => actions.push(action(ActionSpecifier::RequestHeaders(
                     rate_limit::action::RequestHeaders {
                         header_name: header,
                         descriptor_key: rl::key::HEADER.into(),
-                        skip_if_absent: false,
+                        skip_if_absent: true,
                     },
                 ))),
                 Per::Route => {}
@@ -235,10 +237,12 @@ fn generic_key(key: &str, value: &str) -> rate_limit::Action {
     ))
 }
 
-/// A descriptor entry from ext_authz's dynamic metadata. Unless `optional`, a missing value drops
-/// the whole descriptor (Envoy's rule), so an unauthenticated request is never counted against a
-/// client's bucket.
-fn metadata(descriptor_key: &str, field: &str, optional: bool) -> rate_limit::Action {
+/// A descriptor entry from ext_authz's dynamic metadata. A missing value leaves the entry out
+/// but keeps the descriptor (`skip_if_absent`; Envoy's default would drop the whole descriptor,
+/// and with it the limit): the service counts such requests in the rule's shared "no value"
+/// bucket, or applies the default plan when `plan` is missing. No `default_value` is set, because
+/// any string we chose could also be a real client id or tenant.
+fn metadata(descriptor_key: &str, field: &str) -> rate_limit::Action {
     use proto::pb::envoy::r#type::metadata::v3::{
         metadata_key::{path_segment, PathSegment},
         MetadataKey,
@@ -252,7 +256,147 @@ fn metadata(descriptor_key: &str, field: &str, optional: bool) -> rate_limit::Ac
             }],
         }),
         source: rate_limit::action::meta_data::Source::Dynamic as i32,
-        skip_if_absent: optional,
+        skip_if_absent: true,
         ..Default::default()
     }))
+}
+
+/// Descriptor actions per `per`: which entries each limit sends, and that none of them drops
+/// the descriptor when its value is absent.
+#[cfg(test)]
+mod descriptor_tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// Every limit of the `edge` gateway's route `r` as `key<-source` strings, `?` marking an
+    /// entry Envoy leaves out (keeping the descriptor) when the request has no such value.
+    fn actions(limit: &str, auth: &str) -> Vec<Vec<String>> {
+        let yaml = format!(
+            r#"version: 1
+services:
+  users: {{ endpoints: [127.0.0.1:3001] }}
+auth:
+  jwt:
+    main: {{ issuer: https://i.test, algorithms: [HS256], secret_env: GW_SECRET }}
+rate_limits:
+  service: {{ address: 127.0.0.1:9102 }}
+  plans: {{ free: 10/minute }}
+  default_plan: free
+gateways:
+  edge:
+    listeners: [{{ name: http, port: 8080 }}]
+    routes:
+      - name: r
+        match: {{ prefix: / }}
+        service: users
+        auth: {auth}
+        rate_limit: [{limit}]
+"#
+        );
+        let cfg = config::parse(&yaml, Path::new("/etc/gw/gateway.yaml"))
+            .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
+        let route = &cfg.gateways["edge"].routes[0];
+        let limits = cfg.rate_limits.as_ref().expect("rate_limits");
+        envoy_rate_limits(limits, route)
+            .iter()
+            .map(|rl| rl.actions.iter().map(show).collect())
+            .collect()
+    }
+
+    fn show(a: &rate_limit::Action) -> String {
+        let optional = |skip: bool| if skip { "?" } else { "" };
+        match a.action_specifier.as_ref().expect("specifier") {
+            ActionSpecifier::GenericKey(g) => {
+                format!("{}={}", g.descriptor_key, g.descriptor_value)
+            }
+            ActionSpecifier::Metadata(m) => {
+                let path = &m.metadata_key.as_ref().expect("key").path;
+                use proto::pb::envoy::r#type::metadata::v3::metadata_key::path_segment::Segment;
+                let Some(Segment::Key(field)) = &path[0].segment else {
+                    panic!("a metadata field name, not an index: {path:?}")
+                };
+                assert!(m.default_value.is_empty(), "no value may stand for absence");
+                format!(
+                    "{}<-metadata.{field}{}",
+                    m.descriptor_key,
+                    optional(m.skip_if_absent)
+                )
+            }
+            ActionSpecifier::RemoteAddress(_) => "remote_address".into(),
+            ActionSpecifier::RequestHeaders(h) => format!(
+                "{}<-{}{}",
+                h.descriptor_key,
+                h.header_name,
+                optional(h.skip_if_absent)
+            ),
+            other => panic!("unexpected action {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_per_sends_its_entries_and_keeps_the_descriptor_without_a_value() {
+        let table: &[(&str, &str, &[&str])] = &[
+            (
+                r#"{ limit: 5/minute, per: "header:x-team" }"#,
+                "none",
+                &["rule=r#0", "header<-x-team?"],
+            ),
+            (
+                "{ limit: 5/minute, per: tenant }",
+                "main",
+                &["rule=r#0", "tenant<-metadata.tenant?"],
+            ),
+            (
+                "{ limit: 5/minute, per: client }",
+                "main",
+                &[
+                    "rule=r#0",
+                    "client<-metadata.client_id?",
+                    "provider<-metadata.provider?",
+                ],
+            ),
+            // `per: client` on a public route: no identity, so every request shares a bucket.
+            (
+                "{ limit: 5/minute, per: client }",
+                "none",
+                &[
+                    "rule=r#0",
+                    "client<-metadata.client_id?",
+                    "provider<-metadata.provider?",
+                ],
+            ),
+            (
+                "{ limit: 5/minute, per: user }",
+                "main",
+                &[
+                    "rule=r#0",
+                    "client<-metadata.client_id?",
+                    "provider<-metadata.provider?",
+                ],
+            ),
+            (
+                "plan",
+                "main",
+                &[
+                    "rule=r#0",
+                    "client<-metadata.client_id?",
+                    "provider<-metadata.provider?",
+                    "plan<-metadata.plan?",
+                ],
+            ),
+            (
+                "{ limit: 5/minute, per: ip }",
+                "none",
+                &["rule=r#0", "remote_address"],
+            ),
+            ("{ limit: 5/minute, per: route }", "none", &["rule=r#0"]),
+        ];
+        for (limit, auth, want) in table {
+            let got = actions(limit, auth);
+            assert_eq!(got.len(), 2, "{limit}: one limit and the request id");
+            assert_eq!(got[0], *want, "{limit} on auth: {auth}");
+            assert_eq!(got[1], ["request_id<-x-request-id?"], "{limit}");
+        }
+    }
 }

@@ -1507,7 +1507,8 @@ gateways:
         [
             vec![
                 "rule=orders#0".to_string(),
-                "client<-metadata".into(),
+                "client<-metadata?".into(),
+                "provider<-metadata?".into(),
                 "plan<-metadata?".into()
             ],
             vec!["rule=orders#1".to_string(), "header<-x-team".into()],

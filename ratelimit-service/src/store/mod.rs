@@ -9,7 +9,7 @@
 mod memory;
 mod redis;
 
-pub use self::memory::MemoryStore;
+pub use self::memory::{MemoryMetrics, MemoryStore, DEFAULT_MAX_COUNTERS};
 pub use self::redis::RedisStore;
 
 use std::future::Future;
@@ -51,6 +51,11 @@ pub enum StoreError {
     /// No answer within the policy's timeout.
     #[error("store timed out")]
     Timeout,
+    /// The memory store holds its maximum number of live counters and the request needs a new
+    /// one. Counters that exist were checked (none denied) and charged; only the new keys could
+    /// not be counted. A retry helps once counters expire.
+    #[error("memory store full: no room for a new counter")]
+    Full,
 }
 
 /// A place to keep counters. `check` must be atomic per request: concurrent calls never both
