@@ -24,6 +24,10 @@ const AUTHORIZATION: &str = header::AUTHORIZATION;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
+    /// The policy does not list a header or parameter it must remove: it comes from an
+    /// xds-server that does not compute the list, or it is corrupt.
+    #[error("the policy does not remove {what} {name:?}; refusing it rather than forwarding credentials")]
+    IncompleteRemoval { what: &'static str, name: String },
     #[error("jwt provider {provider}: {message}")]
     Jwt { provider: String, message: String },
     #[error("api_keys provider {provider}: {message}")]
@@ -292,7 +296,11 @@ impl Policy {
             }
             routes.insert(r.name.clone(), rule);
         }
-        // The lists of what to remove are xds-server's (`translate::authz`), taken as shipped.
+        // The lists of what to remove are xds-server's (`translate::authz`), taken as shipped,
+        // but never trusted to be complete: a policy from an xds-server that predates a list
+        // decodes it as empty, and taking that as "remove nothing" would forward keys. Such a
+        // policy is refused (NACKed), so the rollout keeps everything on the last good one.
+        check_removal_lists(p)?;
         let public_remove = p.public_remove();
         Ok(Policy {
             routes,
@@ -523,6 +531,33 @@ impl Policy {
             scopes: rec.scopes.clone(),
         }
     }
+}
+
+/// Every API-key provider's header and query parameter must be among the credentials removed,
+/// and the client identity headers among the identity headers.
+fn check_removal_lists(p: &AuthPolicy) -> Result<(), PolicyError> {
+    let missing = |what: &'static str, name: &str| PolicyError::IncompleteRemoval {
+        what,
+        name: name.to_string(),
+    };
+    for a in &p.api_keys {
+        let header = a.header.to_ascii_lowercase();
+        if !header.is_empty()
+            && !p.credential_headers.contains(&header)
+            && !p.identity_headers.contains(&header)
+        {
+            return Err(missing("the API-key header", &header));
+        }
+        if !a.query.is_empty() && !p.credential_query.contains(&a.query) {
+            return Err(missing("the API-key query parameter", &a.query));
+        }
+    }
+    for h in header::CLIENT_HEADERS {
+        if !p.identity_headers.iter().any(|i| i == h) {
+            return Err(missing("the identity header", h));
+        }
+    }
+    Ok(())
 }
 
 fn generation(p: &JwtProvider) -> u64 {

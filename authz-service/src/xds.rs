@@ -138,6 +138,10 @@ mod tests {
                 public: true,
                 ..Default::default()
             }],
+            identity_headers: proto::authz::header::CLIENT_HEADERS
+                .iter()
+                .map(|h| h.to_string())
+                .collect(),
             ..Default::default()
         };
         any(proto::type_url::AUTH_POLICY, p.encode_to_vec())

@@ -725,3 +725,30 @@ async fn a_request_that_does_not_decode_is_denied_not_an_error() {
     let code = resp.status.as_ref().map_or(0, |s| s.code);
     assert_ne!(code, 0, "denied even on a public route: {resp:?}");
 }
+
+/// A policy that does not list a provider's key header or parameter among what to remove (as one
+/// from an xds-server that predates the lists would decode) is refused, never taken as "remove
+/// nothing": that would forward API keys to every upstream.
+#[test]
+fn a_policy_missing_a_removal_list_is_refused() {
+    let (file, _) = keys_file();
+    let full = test_policy(file);
+    let mut env = TestEnv::new();
+    assert!(authz_service::policy::Policy::compile(&full, &mut env).is_ok());
+
+    let cases: [(&str, fn(&mut AuthPolicy)); 3] = [
+        ("x-api-key", |p| p.credential_headers.clear()),
+        ("api_key", |p| p.credential_query.clear()),
+        ("x-client-id", |p| {
+            p.identity_headers.retain(|h| h != "x-client-id")
+        }),
+    ];
+    for (name, strip) in cases {
+        let mut p = full.clone();
+        strip(&mut p);
+        let err = authz_service::policy::Policy::compile(&p, &mut env)
+            .err()
+            .unwrap_or_else(|| panic!("a policy without {name} compiled"));
+        assert!(err.to_string().contains(name), "{err}");
+    }
+}
