@@ -177,8 +177,15 @@ fn usable(
     }
     // Only a key this provider would use can spoil its set: a weak RSA key next to the ES256
     // key of a provider pinned to ES256 is skipped like any other key that is not for us.
-    if text("kty") == Some("RSA") {
-        check_rsa(text("n").unwrap_or(""), text("e").unwrap_or(""), label)?;
+    match (text("kty"), text("crv")) {
+        (Some("RSA"), _) => check_rsa(text("n").unwrap_or(""), text("e").unwrap_or(""), label)?,
+        (Some("EC"), Some(crv)) => {
+            let size = if crv == "P-256" { 32 } else { 48 };
+            check_coordinate(text("x").unwrap_or(""), "x", size, label)?;
+            check_coordinate(text("y").unwrap_or(""), "y", size, label)?;
+        }
+        (Some("OKP"), _) => check_coordinate(text("x").unwrap_or(""), "x", 32, label)?,
+        _ => {}
     }
     Ok(Some((text("kid").map(str::to_string), algorithms)))
 }
@@ -201,6 +208,21 @@ fn check_rsa(n: &str, e: &str, label: &str) -> Result<(), JwksError> {
     // e = 1 makes the "signature" the message itself; even exponents are invalid.
     if significant_bits(&e) < 2 || e.last().is_none_or(|b| b & 1 == 0) {
         return Err(bad(label, "invalid RSA public exponent"));
+    }
+    Ok(())
+}
+
+/// Refuses an elliptic-curve coordinate (or Ed25519 public key) that is not base64url or not
+/// the curve's size: the verifier would fail to read it, or fail every signature with it.
+fn check_coordinate(value: &str, name: &str, size: usize, label: &str) -> Result<(), JwksError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(value)
+        .map_err(|_| bad(label, &format!("`{name}` is not base64url")))?;
+    if bytes.len() != size {
+        return Err(bad(
+            label,
+            &format!("`{name}` is {} bytes; the curve takes {size}", bytes.len()),
+        ));
     }
     Ok(())
 }
@@ -290,5 +312,29 @@ mod tests {
             Err(JwksError::BadKey(..))
         ));
         assert!(matches!(parse(b"{}", &rs), Err(JwksError::Parse(_))));
+    }
+
+    /// An EC or Ed25519 key the verifier could not read (or could never verify with) is refused
+    /// here, at load, rather than by authz-service after the config was accepted.
+    #[test]
+    fn curve_points_must_be_base64url_of_the_curves_size() {
+        let b64 = |n: usize| URL_SAFE_NO_PAD.encode(vec![7u8; n]);
+        let ec =
+            |x: String, y: String| json!({"kty": "EC", "crv": "P-256", "kid": "e", "x": x, "y": y});
+        let ed = |x: String| json!({"kty": "OKP", "crv": "Ed25519", "kid": "d", "x": x});
+        let es = [JwtAlgorithm::ES256];
+        let eddsa = [JwtAlgorithm::EdDSA];
+        assert!(parse(&doc(&[ec(b64(32), b64(32))]), &es).is_ok());
+        assert!(parse(&doc(&[ed(b64(32))]), &eddsa).is_ok());
+        for bad_key in [
+            ec("!!".into(), b64(32)),
+            ec(b64(32), "a+b/".into()),
+            ec(b64(31), b64(32)),
+        ] {
+            let e = parse(&doc(&[bad_key.clone()]), &es);
+            assert!(matches!(e, Err(JwksError::BadKey(..))), "{bad_key}: {e:?}");
+        }
+        let e = parse(&doc(&[ed(b64(33))]), &eddsa);
+        assert!(matches!(e, Err(JwksError::BadKey(..))), "{e:?}");
     }
 }
