@@ -2,7 +2,8 @@
 //! State-of-the-World and Delta, generic over resource type: it serves whatever type URLs the
 //! published [`Snapshots`] carry, to the node group named by each client's `node.cluster`.
 
-pub mod error;
+/// The classification every crate shares; it lives in `proto` so that `config` can use it too.
+pub use proto::error;
 pub mod metrics;
 mod registry;
 pub mod snapshot;

@@ -736,7 +736,8 @@ fn a_policy_missing_a_removal_list_is_refused() {
     let mut env = TestEnv::new();
     assert!(authz_service::policy::Policy::compile(&full, &mut env).is_ok());
 
-    let cases: [(&str, fn(&mut AuthPolicy)); 3] = [
+    type Strip = fn(&mut AuthPolicy);
+    let cases: [(&str, Strip); 3] = [
         ("x-api-key", |p| p.credential_headers.clear()),
         ("api_key", |p| p.credential_query.clear()),
         ("x-client-id", |p| {

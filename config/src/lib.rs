@@ -19,6 +19,8 @@ pub use model::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub use proto::error::{Classify, ErrorSource, RetryType};
+
 /// A validated config plus the bytes of every file it references (TLS certificates and keys,
 /// upstream CAs, JWKS files, API-key files), read at load time so translation stays pure and a
 /// changed file produces a new content hash.
@@ -64,27 +66,7 @@ pub enum ErrorKind {
     InvalidReferencedFile,
 }
 
-/// Whose fault an error is, in the manner of pingora's `ErrorSource`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorSource {
-    /// Whoever wrote gateway.yaml and its files: only an edit fixes it.
-    ConfigAuthor,
-}
-
 impl ErrorKind {
-    /// Every load error is the config author's to fix (an unreadable file too: it names a path
-    /// that is missing or not readable by the server).
-    pub fn source(self) -> ErrorSource {
-        ErrorSource::ConfigAuthor
-    }
-
-    /// Whether reading again, unchanged, can succeed: only for a file that could not be read (it
-    /// may be in the middle of being replaced, or appear shortly). Everything else fails the same
-    /// way until the text changes.
-    pub fn retry_helps(self) -> bool {
-        matches!(self, ErrorKind::UnreadableFile)
-    }
-
     /// The kind of a decoder problem. The decoder reports `(position, message)` pairs, so its
     /// unknown-reference problems are told apart by the wording its reference checks use.
     fn of_decode_problem(message: &str) -> ErrorKind {
@@ -97,6 +79,23 @@ impl ErrorKind {
             ErrorKind::UnknownReference
         } else {
             ErrorKind::InvalidValue
+        }
+    }
+}
+
+/// Every load error is the config author's to fix (an unreadable file too: it names a path that
+/// is missing or not readable by the server). Only a file that could not be read may succeed
+/// when read again unchanged (it may be in the middle of being replaced); everything else fails
+/// the same way until the text changes.
+impl Classify for ConfigError {
+    fn source_kind(&self) -> ErrorSource {
+        ErrorSource::Config
+    }
+
+    fn retry(&self) -> RetryType {
+        match self.kind {
+            ErrorKind::UnreadableFile => RetryType::Later,
+            _ => RetryType::AfterChange,
         }
     }
 }
@@ -333,7 +332,7 @@ mod referenced_file_tests {
         (dir, result)
     }
 
-    const EC_JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"e","x":"AQ","y":"AQ"}]}"#;
+    const EC_JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"e","x":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE","y":"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE"}]}"#;
 
     #[test]
     fn broken_keys_files_fail_the_load_inside_the_keys_file() {
@@ -405,7 +404,7 @@ mod referenced_file_tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let missing = load(&dir.path().join("nope.yaml")).unwrap_err().0;
         assert_eq!(missing[0].kind, ErrorKind::UnreadableFile);
-        assert!(missing[0].kind.retry_helps());
+        assert_eq!(missing[0].retry(), RetryType::Later);
         let file = Path::new("/etc/gw/gateway.yaml");
         let kinds = |src: &str| -> Vec<ErrorKind> {
             parse(src, file)
@@ -421,14 +420,21 @@ mod referenced_file_tests {
             kinds("version: 1\ngateways:\n  edge:\n    listeners: [{ name: http, port: 8080 }]\n    routes:\n      - { name: r, match: { prefix: / }, service: nope, auth: none }\n"),
             [ErrorKind::UnknownReference]
         );
-        for k in [
+        for kind in [
             ErrorKind::Syntax,
             ErrorKind::InvalidValue,
             ErrorKind::UnknownReference,
             ErrorKind::InvalidReferencedFile,
         ] {
-            assert!(!k.retry_helps(), "{k:?}");
-            assert_eq!(k.source(), ErrorSource::ConfigAuthor);
+            let e = ConfigError {
+                file: file.to_path_buf(),
+                line: 1,
+                column: 1,
+                kind,
+                message: String::new(),
+            };
+            assert_eq!(e.retry(), RetryType::AfterChange, "{kind:?}");
+            assert_eq!(e.source_kind(), ErrorSource::Config);
         }
     }
 }

@@ -18,6 +18,7 @@
 pub use envoy_types::pb;
 
 pub mod authz;
+pub mod error;
 pub mod ratelimit;
 
 use pb::google::protobuf::{value::Kind, Any, ListValue, Struct, Value};

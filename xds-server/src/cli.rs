@@ -122,7 +122,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 );
                 Ok(0)
             }
-            Err(errors) => {
+            Err(e) => {
+                let errors = e.lines();
                 for e in &errors {
                     eprintln!("{e}");
                 }

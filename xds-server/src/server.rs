@@ -11,6 +11,8 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
+use ads::error::{Classify, ErrorSource, RetryType};
+
 use crate::admin;
 use crate::metrics::Metrics;
 use crate::rollout::rollout;
@@ -30,13 +32,61 @@ pub struct Built {
     pub files: BTreeSet<PathBuf>,
 }
 
-/// Loads, validates and translates `path`. Errors are human-readable lines, each with its
-/// `file:line:col` where the problem has a position.
-pub fn build(path: &Path) -> Result<Built, Vec<String>> {
-    let loaded =
-        config::load(path).map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    let snapshots =
-        translate::snapshots(&loaded).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+/// Why a config could not be built: the file (or one it names) is invalid, or translation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0}")]
+    Config(#[from] config::ConfigErrors),
+    #[error("{}: {source}", path.display())]
+    Translate {
+        path: PathBuf,
+        source: translate::TranslateError,
+    },
+    /// The reload task itself died (a bug, or the runtime shutting down).
+    #[error("reload task failed: {0}")]
+    Task(String),
+}
+
+impl BuildError {
+    /// One human-readable line per problem, each with its `file:line:col` where there is one.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            BuildError::Config(e) => e.0.iter().map(ToString::to_string).collect(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+impl Classify for BuildError {
+    fn source_kind(&self) -> ErrorSource {
+        match self {
+            BuildError::Config(e) => e.0.first().map_or(ErrorSource::Config, |e| e.source_kind()),
+            BuildError::Translate { source, .. } => source.source_kind(),
+            BuildError::Task(_) => ErrorSource::Internal,
+        }
+    }
+
+    /// Retrying helps only when every problem is one that may go away by itself (a file that
+    /// could not be read in the middle of being replaced).
+    fn retry(&self) -> RetryType {
+        match self {
+            BuildError::Config(e) if e.0.iter().all(|e| e.retry() == RetryType::Later) => {
+                RetryType::Later
+            }
+            BuildError::Config(_) => RetryType::AfterChange,
+            BuildError::Translate { source, .. } => source.retry(),
+            BuildError::Task(_) => RetryType::Later,
+        }
+    }
+}
+
+/// Loads, validates and translates `path`.
+pub fn build(path: &Path) -> Result<Built, BuildError> {
+    let loaded = config::load(path)?;
+    let snapshots = translate::snapshots(&loaded).map_err(|source| BuildError::Translate {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut files: BTreeSet<PathBuf> = loaded.files.keys().cloned().collect();
     files.insert(absolute(path));
     Ok(Built { snapshots, files })
@@ -61,11 +111,11 @@ pub struct ServeOptions {
 
 /// Runs until Ctrl-C / SIGTERM.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
-    let first = build(&opts.config).map_err(|errors| {
+    let first = build(&opts.config).map_err(|e| {
         anyhow::anyhow!(
             "{} is not valid:\n{}",
             opts.config.display(),
-            errors.join("\n")
+            e.lines().join("\n")
         )
     })?;
     let metrics = Arc::new(Metrics::new());
@@ -184,15 +234,18 @@ async fn reload_loop(
         let path = config.clone();
         let result = match tokio::task::spawn_blocking(move || build(&path)).await {
             Ok(r) => r,
-            Err(e) => Err(vec![format!("reload task failed: {e}")]),
+            Err(e) => Err(BuildError::Task(e.to_string())),
         };
         let built = match result {
             Ok(built) => built,
-            Err(errors) => {
+            Err(e) => {
+                let errors = e.lines();
                 error!(errors = %errors.join("\n"), "config rejected; keeping the previous configuration");
                 app.rejected(LastError {
                     at: now(),
                     errors,
+                    source: e.source_kind(),
+                    retry: e.retry(),
                     refused_by: Vec::new(),
                 });
                 continue;
@@ -219,6 +272,8 @@ async fn reload_loop(
                 app.rejected(LastError {
                     at: now(),
                     errors,
+                    source: e.source_kind(),
+                    retry: e.retry(),
                     refused_by: e.refusals().to_vec(),
                 });
             }

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use ads::error::{ErrorSource, RetryType};
 use serde::Serialize;
 
 use crate::metrics::Metrics;
@@ -22,11 +23,16 @@ pub struct ReloadStatus {
 }
 
 /// Why the last reload was rejected; cleared by the next accepted one.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct LastError {
     pub at: u64,
     /// One human-readable line per problem (`file:line:col: …` where there is a position).
     pub errors: Vec<String>,
+    /// Whose fault it is: `config` (fix the file), `client` (a service refused it; fix its
+    /// environment or the file) or `internal` (a bug).
+    pub source: ErrorSource,
+    /// `after_change` (the same file fails the same way) or `later` (may pass unchanged).
+    pub retry: RetryType,
     /// Set when a policy service refused the new policy: who refused which version, and its
     /// error. Empty when the file itself was invalid.
     pub refused_by: Vec<ads::Refusal>,

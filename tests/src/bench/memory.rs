@@ -108,7 +108,7 @@ pub async fn run(
     // The target is computed in-process from the same file: versions are content hashes, so
     // they equal what the server publishes.
     let built = xds_server::server::build(&big_cfg)
-        .map_err(|e| anyhow::anyhow!("{}", e.join("\n")))
+        .map_err(|e| anyhow::anyhow!("{}", e.lines().join("\n")))
         .context("building the big config in-process")?;
     let (mut fleet, connect) = Fleet::connect(
         big.grpc,

@@ -1,4 +1,4 @@
-//! How errors are classified across the control plane, after pingora's `ErrorSource` and
+//! How errors are classified across the gateway's processes, after pingora's `ErrorSource` and
 //! `RetryType`: each error type says whose fault it is and whether trying again can help, so a
 //! caller decides (log, count, retry, show on `/status`) without parsing a message.
 
@@ -27,7 +27,8 @@ pub enum RetryType {
     Later,
 }
 
-/// Implemented by every error type that crosses a crate boundary in the control plane.
+/// Implemented by every error type that crosses a crate boundary: load errors (`config`),
+/// translation errors (`translate`), refusals by xDS clients (`ads`), refused rollouts.
 pub trait Classify {
     fn source_kind(&self) -> ErrorSource;
     fn retry(&self) -> RetryType;
