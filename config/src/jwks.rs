@@ -331,7 +331,7 @@ mod tests {
             ec(b64(32), "a+b/".into()),
             ec(b64(31), b64(32)),
         ] {
-            let e = parse(&doc(&[bad_key.clone()]), &es);
+            let e = parse(&doc(std::slice::from_ref(&bad_key)), &es);
             assert!(matches!(e, Err(JwksError::BadKey(..))), "{bad_key}: {e:?}");
         }
         let e = parse(&doc(&[ed(b64(33))]), &eddsa);
