@@ -733,7 +733,41 @@ pub(crate) static GATEWAY: Object = Object {
         key("cors", Ty::Obj(&CORS), Optional, "CORS policy for every route of the gateway; omitted, Envoy does not answer CORS requests."),
         key("access_log", Ty::Enum(&ACCESS_LOGS), Is("json"), "Format of Envoy's access log on stdout, or `off`."),
         key("max_body", Ty::Fmt(&SIZE), Optional, "Largest request body of every route without its own `max_body`: Envoy buffers the body and answers a larger one, chunked or not, with 413 before the upstream sees the request; omitted, bodies are streamed and not limited."),
+        key("timeouts", Ty::Obj(&CLIENT_TIMEOUTS), Is("{}"), "How long Envoy waits on a client before it gives up on the request or connection."),
+        key("limits", Ty::Obj(&CONNECTION_LIMITS), Is("{}"), "What one client connection may hold in Envoy: buffered bytes, HTTP/2 streams and windows."),
         key("routes", list(&Ty::Obj(&ROUTE)), Optional, "Routes, tried in file order; the first that matches wins."),
+    ],
+    one_of: &[],
+};
+
+/// Edge defaults: Envoy's own "edge proxy" best-practice values, plus a header timeout (Envoy
+/// has none by default, so a client sending headers byte by byte held a connection forever).
+#[rustfmt::skip]
+pub(crate) static CLIENT_TIMEOUTS: Object = Object {
+    name: "clientTimeouts",
+    title: "gateways.<name>.timeouts",
+    doc: "Client-side timeouts of every listener of the gateway; `0s` turns one off. A request that runs out of time gets 408 (a stream that already has response headers is reset).",
+    keys: &[
+        key("request_headers", Ty::Fmt(&DURATION), Is("10s"), "How long a client may take to send a request's headers: slow-header clients are cut off instead of holding a connection."),
+        key("request", Ty::Fmt(&DURATION), Is("300s"), "How long a client may take to send a whole request, body included (the response is not limited by it)."),
+        key("stream_idle", Ty::Fmt(&DURATION), Is("300s"), "How long a request (or WebSocket) may stay without traffic in either direction; raise it for long polls and quiet WebSockets."),
+        key("idle", Ty::Fmt(&DURATION), Is("1h"), "How long a client connection with no request in flight stays open."),
+    ],
+    one_of: &[],
+};
+
+/// Envoy's defaults (1 MiB buffers, 1024 streams of 16 MiB windows per connection) let one
+/// connection pin gigabytes; these are the values of Envoy's edge-proxy guide.
+#[rustfmt::skip]
+pub(crate) static CONNECTION_LIMITS: Object = Object {
+    name: "connectionLimits",
+    title: "gateways.<name>.limits",
+    doc: "Resource limits of every client connection of the gateway.",
+    keys: &[
+        key("connection_buffer", Ty::Fmt(&SIZE), Is("32KiB"), "Bytes Envoy buffers per client connection before it stops reading from it (`max_body` buffering is separate)."),
+        key("max_concurrent_streams", Ty::Int { min: 1, max: 2_147_483_647 }, Is("100"), "HTTP/2 requests one connection may have open at once."),
+        key("initial_stream_window", Ty::Fmt(&SIZE), Is("64KiB"), "HTTP/2 flow-control window of one request, at least 65535 bytes and at most 2147483647."),
+        key("initial_connection_window", Ty::Fmt(&SIZE), Is("1MiB"), "HTTP/2 flow-control window of a whole connection, at least 65535 bytes and at most 2147483647."),
     ],
     one_of: &[],
 };
