@@ -439,10 +439,25 @@ fn hcm_bytes(gateway: &str, gw: &Gateway, l: &ListenerCfg, policies: &Policies<'
 /// [`PAYLOAD_TOO_LARGE`] on a gateway that limits bodies.
 fn local_reply_config_bytes(gw: &Gateway) -> Vec<u8> {
     let body_limit = limits_bodies(gw).then_some(&PAYLOAD_TOO_LARGE);
-    let mappers: Vec<(u32, Vec<u8>)> = LOCAL_REPLIES
-        .iter()
-        .chain(body_limit)
+    // The CEL mappers first: first match wins, and they select replies that carry no flag.
+    let mappers: Vec<(u32, Vec<u8>)> = cel_replies()
+        .into_iter()
         .map(|r| {
+            let filter = AccessLogFilter {
+                filter_specifier: Some(FilterSpecifier::ExtensionFilter(ExtensionFilter {
+                    name: CEL_FILTER.to_string(),
+                    config_type: Some(extension_filter::ConfigType::TypedConfig(proto::pack(
+                        proto::type_url::CEL_ACCESS_LOG_FILTER,
+                        &ExpressionFilter {
+                            expression: r.expression,
+                            ..Default::default()
+                        },
+                    ))),
+                })),
+            };
+            mapper_bytes(filter, r.status, r.error, r.message)
+        })
+        .chain(LOCAL_REPLIES.iter().chain(body_limit).map(|r| {
             let by_flag = AccessLogFilter {
                 filter_specifier: Some(FilterSpecifier::ResponseFlagFilter(ResponseFlagFilter {
                     flags: r.flags.iter().map(|f| f.to_string()).collect(),
@@ -458,21 +473,6 @@ fn local_reply_config_bytes(gw: &Gateway) -> Vec<u8> {
                 },
             };
             mapper_bytes(filter, Some(r.status), r.error, r.message)
-        })
-        .chain(cel_replies().into_iter().map(|r| {
-            let filter = AccessLogFilter {
-                filter_specifier: Some(FilterSpecifier::ExtensionFilter(ExtensionFilter {
-                    name: CEL_FILTER.to_string(),
-                    config_type: Some(extension_filter::ConfigType::TypedConfig(proto::pack(
-                        proto::type_url::CEL_ACCESS_LOG_FILTER,
-                        &ExpressionFilter {
-                            expression: r.expression,
-                            ..Default::default()
-                        },
-                    ))),
-                })),
-            };
-            mapper_bytes(filter, r.status, r.error, r.message)
         }))
         .collect();
     proto::encode_with_fields(&LocalReplyConfig::default(), &mappers)

@@ -19,7 +19,7 @@ use proto::pb::envoy::config::route::v3::{
     route,
     route_action::{hash_policy, ClusterSpecifier},
     route_match::PathSpecifier,
-    HeaderMatcher, QueryParameterMatcher, Route, RouteAction, RouteMatch,
+    HeaderMatcher, QueryParameterMatcher, Route, RouteAction, RouteMatch, VirtualHost,
 };
 use proto::pb::envoy::extensions::access_loggers::stream::v3::{
     stdout_access_log, StdoutAccessLog,
@@ -104,6 +104,13 @@ fn route_named<'a>(r: &'a GatewayResources, name: &str) -> &'a Route {
         .expect("route exists")
 }
 
+/// The routes translated from the file: after the gateway's own first route, which refuses
+/// ambiguous paths.
+fn file_routes(vh: &VirtualHost) -> &[Route] {
+    assert_eq!(vh.routes[0].name, super::route::AMBIGUOUS_PATH_ROUTE);
+    &vh.routes[1..]
+}
+
 fn action(rt: &Route) -> &RouteAction {
     match &rt.action {
         Some(route::Action::Route(a)) => a,
@@ -180,6 +187,7 @@ fn match_kinds() {
         (
             "{ path: /health }",
             RouteMatch {
+                case_sensitive: Some(protobuf::BoolValue { value: false }),
                 path_specifier: Some(PathSpecifier::Path("/health".into())),
                 ..Default::default()
             },
@@ -187,6 +195,7 @@ fn match_kinds() {
         (
             "{ prefix: /api }",
             RouteMatch {
+                case_sensitive: Some(protobuf::BoolValue { value: false }),
                 path_specifier: Some(PathSpecifier::PathSeparatedPrefix("/api".into())),
                 ..Default::default()
             },
@@ -194,6 +203,7 @@ fn match_kinds() {
         (
             "{ prefix: /static/ }",
             RouteMatch {
+                case_sensitive: Some(protobuf::BoolValue { value: false }),
                 path_specifier: Some(PathSpecifier::Prefix("/static/".into())),
                 ..Default::default()
             },
@@ -201,6 +211,7 @@ fn match_kinds() {
         (
             "{ prefix: / }",
             RouteMatch {
+                case_sensitive: Some(protobuf::BoolValue { value: false }),
                 path_specifier: Some(PathSpecifier::Prefix("/".into())),
                 ..Default::default()
             },
@@ -218,6 +229,7 @@ fn match_kinds() {
         (
             "{ path: /x, methods: [GET] }",
             RouteMatch {
+                case_sensitive: Some(protobuf::BoolValue { value: false }),
                 path_specifier: Some(PathSpecifier::Path("/x".into())),
                 headers: vec![header(":method", exact("GET"))],
                 ..Default::default()
@@ -226,6 +238,7 @@ fn match_kinds() {
         (
             "{ path: /x, methods: [GET, POST] }",
             RouteMatch {
+                case_sensitive: Some(protobuf::BoolValue { value: false }),
                 path_specifier: Some(PathSpecifier::Path("/x".into())),
                 headers: vec![header(":method", regex("^(GET|POST)$"))],
                 ..Default::default()
@@ -234,6 +247,7 @@ fn match_kinds() {
         (
             r#"{ path: /x, headers: { x-tenant: acme, x-version: { regex: "v[12]" } } }"#,
             RouteMatch {
+                case_sensitive: Some(protobuf::BoolValue { value: false }),
                 path_specifier: Some(PathSpecifier::Path("/x".into())),
                 headers: vec![
                     header("x-tenant", exact("acme")),
@@ -245,6 +259,7 @@ fn match_kinds() {
         (
             r#"{ path: /x, query: { debug: "1", page: { regex: "[0-9]+" } } }"#,
             RouteMatch {
+                case_sensitive: Some(protobuf::BoolValue { value: false }),
                 path_specifier: Some(PathSpecifier::Path("/x".into())),
                 query_parameters: vec![
                     QueryParameterMatcher {
@@ -266,10 +281,11 @@ fn match_kinds() {
         (
             r#"{ path: /x, hosts: [api.example.com, "*.example.org"] }"#,
             RouteMatch {
+                case_sensitive: Some(protobuf::BoolValue { value: false }),
                 path_specifier: Some(PathSpecifier::Path("/x".into())),
                 headers: vec![header(
                     ":authority",
-                    regex(r"(?i)^(api\.example\.com|[^:/]+\.example\.org)(:[0-9]+)?$"),
+                    regex(r"(?i)^(api\.example\.com|[^:/]+\.example\.org)(:[0-9]*)?$"),
                 )],
                 ..Default::default()
             },
@@ -301,10 +317,10 @@ fn routes_keep_file_order_and_names() {
     assert_eq!(r.routes[0].name, "edge");
     let vh = &r.routes[0].virtual_hosts[0];
     assert_eq!(vh.domains, ["*"]);
-    let names: Vec<&str> = vh.routes.iter().map(|rt| rt.name.as_str()).collect();
+    let names: Vec<&str> = file_routes(vh).iter().map(|rt| rt.name.as_str()).collect();
     assert_eq!(names, ["b", "a"]);
     assert_eq!(
-        action(&vh.routes[0]).cluster_specifier,
+        action(&file_routes(vh)[0]).cluster_specifier,
         Some(ClusterSpecifier::Cluster("users".into()))
     );
 }
@@ -314,9 +330,9 @@ fn rewrites() {
     // (match prefix, rewrite prefix, expected prefix_rewrite, expected regex_rewrite (pattern, substitution))
     let cases = [
         ("/api/v1/users", "/users", "/users", None),
-        ("/api", "/", "", Some((r"^/api/?", "/"))),
-        ("/api", "/v2/", "", Some((r"^/api/?", "/v2/"))),
-        ("/api.v1", "/", "", Some((r"^/api\.v1/?", "/"))),
+        ("/api", "/", "", Some((r"(?i)^/api/?", "/"))),
+        ("/api", "/v2/", "", Some((r"(?i)^/api/?", "/v2/"))),
+        ("/api.v1", "/", "", Some((r"(?i)^/api\.v1/?", "/"))),
         ("/api/", "/", "/", None),
         ("/api/", "/v2", "/v2/", None),
     ];
@@ -634,9 +650,9 @@ fn cors() {
     );
 
     // A method-restricted route gets a preflight twin just before it; an unrestricted one does not.
-    let names: Vec<&str> = vh.routes.iter().map(|rt| rt.name.as_str()).collect();
+    let names: Vec<&str> = file_routes(vh).iter().map(|rt| rt.name.as_str()).collect();
     assert_eq!(names, ["users", "users", "any", "ping"]);
-    let twin = &vh.routes[0];
+    let twin = &file_routes(vh)[0];
     let m = twin.r#match.as_ref().unwrap();
     assert_eq!(
         m.path_specifier,
@@ -650,11 +666,13 @@ fn cors() {
                 name: "access-control-request-method".into(),
                 header_match_specifier: Some(HeaderMatchSpecifier::PresentMatch(true)),
                 ..Default::default()
-            }
+            },
+            // Without an Origin the CORS filter lets a preflight through to the policies.
+            header("origin", regex(".+")),
         ]
     );
     // The twin forwards like its route: Envoy's CORS filter skips direct-response routes.
-    assert_eq!(twin.action, vh.routes[1].action);
+    assert_eq!(twin.action, file_routes(vh)[1].action);
 }
 
 #[test]
@@ -668,7 +686,7 @@ fn no_cors_means_router_only() {
     assert_eq!(filters, ["envoy.filters.http.router"]);
     let vh = &r.routes[0].virtual_hosts[0];
     assert!(vh.typed_per_filter_config.is_empty());
-    assert_eq!(vh.routes.len(), 1, "no preflight twin without cors");
+    assert_eq!(file_routes(vh).len(), 1, "no preflight twin without cors");
 }
 
 const TLS_GATEWAY: &str = r#"
@@ -1022,8 +1040,8 @@ fn local_replies_are_json_by_response_flag() {
         lrc.body_format.is_none(),
         "replies we do not map (respond:, policy denials) keep their bodies"
     );
-    let got: Vec<MapperSummary> = lrc
-        .mappers
+    // After the CEL mappers (tested in `edge`), one per flag-selected reply.
+    let got: Vec<MapperSummary> = lrc.mappers[super::listener::cel_replies().len()..]
         .iter()
         .map(|m| {
             use proto::pb::envoy::config::accesslog::v3::access_log_filter::FilterSpecifier;
@@ -1151,7 +1169,8 @@ fn access_log_modes() {
         ("timestamp", "%START_TIME%"),
         ("request_id", "%REQ(X-REQUEST-ID)%"),
         ("method", "%REQ(:METHOD)%"),
-        ("path", "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"),
+        // Without the query, which may carry an API key.
+        ("path", "%PATH(NQ:ORIG_OR_PATH)%"),
         ("status", "%RESPONSE_CODE%"),
         ("latency_ms", "%DURATION%"),
         ("route", "%ROUTE_NAME%"),
