@@ -37,6 +37,7 @@ use proto::pb::envoy::extensions::transport_sockets::tls::v3::{DownstreamTlsCont
 use proto::pb::google::protobuf;
 
 use config::RouteAction;
+pub use route::warnings;
 pub use snapshot::snapshots;
 
 /// Everything one gateway's Envoys receive.

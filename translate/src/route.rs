@@ -603,3 +603,72 @@ fn regex(regex: String) -> RegexMatcher {
         ..Default::default()
     }
 }
+
+/// Warnings about a config that is valid but risky: a public (`auth: none`) route whose match
+/// covers a protected route's paths. Listed before it, the public route takes those requests
+/// (the protected one never sees them); listed after it, it takes every request the protected
+/// route's match misses, so any spelling of the path an upstream reads as the protected one but
+/// Envoy does not would be served unauthenticated. Regex routes are not analysed.
+pub fn warnings(cfg: &config::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for (gw_name, gw) in &cfg.gateways {
+        for (i, protected) in gw.routes.iter().enumerate() {
+            if matches!(protected.auth, config::RouteAuth::None) {
+                continue;
+            }
+            for (j, public) in gw.routes.iter().enumerate() {
+                if !matches!(public.auth, config::RouteAuth::None)
+                    || !covers(&public.matcher, &protected.matcher)
+                {
+                    continue;
+                }
+                let how = if j < i {
+                    "is listed before it and takes its requests"
+                } else {
+                    "takes every request its match misses"
+                };
+                out.push(format!(
+                    "gateways.{gw_name}: public route `{}` (auth: none) covers the paths of protected route `{}` and {how}; give the public route a narrower match, or the same auth",
+                    public.name, protected.name
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// True when every request `inner` matches (ignoring letter case) also satisfies `outer`, as far
+/// as paths, methods and hosts tell; a regex or a header or query condition on `outer` is never
+/// taken to cover anything.
+fn covers(outer: &RouteMatch, inner: &RouteMatch) -> bool {
+    if !outer.headers.is_empty() || !outer.query.is_empty() {
+        return false;
+    }
+    let subset = |o: &[String], i: &[String]| {
+        o.is_empty()
+            || (!i.is_empty()
+                && i.iter()
+                    .all(|x| o.iter().any(|y| y.eq_ignore_ascii_case(x))))
+    };
+    if !subset(&outer.methods, &inner.methods) || !subset(&outer.hosts, &inner.hosts) {
+        return false;
+    }
+    let inner_path = match &inner.path {
+        PathMatch::Exact(p) | PathMatch::Prefix(p) => p.to_ascii_lowercase(),
+        PathMatch::Regex(_) => return false,
+    };
+    match &outer.path {
+        PathMatch::Prefix(p) => {
+            let p = p.to_ascii_lowercase();
+            if p.ends_with('/') {
+                inner_path.starts_with(&p)
+            } else {
+                inner_path == p || inner_path.starts_with(&format!("{p}/"))
+            }
+        }
+        PathMatch::Exact(p) => {
+            matches!(&inner.path, PathMatch::Exact(_)) && inner_path == p.to_ascii_lowercase()
+        }
+        PathMatch::Regex(_) => false,
+    }
+}

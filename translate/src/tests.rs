@@ -1621,3 +1621,183 @@ fn route_configurations_with_two_per_filter_configs_encode_canonically() {
         assert_eq!(crate::route::encode(&again), bytes);
     }
 }
+
+#[test]
+fn edge_defaults_on_every_listener() {
+    let r = edge(TLS_GATEWAY);
+    for l in &r.listeners {
+        assert_eq!(
+            l.per_connection_buffer_limit_bytes.map(|v| v.value),
+            Some(32 * 1024)
+        );
+        let h = hcm(l);
+        assert!(h.strip_trailing_host_dot);
+        let common = h.common_http_protocol_options.as_ref().unwrap();
+        assert_eq!(common.idle_timeout, dur(3600, 0));
+        assert_eq!(
+            common.headers_with_underscores_action,
+            proto::pb::envoy::config::core::v3::http_protocol_options::HeadersWithUnderscoresAction::DropHeader as i32
+        );
+        let h2 = h.http2_protocol_options.as_ref().unwrap();
+        assert_eq!(h2.max_concurrent_streams.map(|v| v.value), Some(100));
+        assert_eq!(h2.initial_stream_window_size.map(|v| v.value), Some(65_536));
+        assert_eq!(
+            h2.initial_connection_window_size.map(|v| v.value),
+            Some(1 << 20)
+        );
+        assert_eq!(h.request_headers_timeout, dur(10, 0));
+        assert_eq!(h.request_timeout, dur(300, 0));
+        assert_eq!(h.stream_idle_timeout, dur(300, 0));
+        // The spoofable headers go before any filter runs.
+        let [early] = h.early_header_mutation_extensions.as_slice() else {
+            panic!("one early header mutation")
+        };
+        use proto::pb::envoy::config::common::mutation_rules::v3::header_mutation::Action;
+        use proto::pb::envoy::extensions::http::early_header_mutation::header_mutation::v3::HeaderMutation;
+        let m: HeaderMutation = unpack(
+            early.typed_config.as_ref().unwrap(),
+            proto::type_url::EARLY_HEADER_MUTATION,
+        );
+        let removed: Vec<String> = m
+            .mutations
+            .into_iter()
+            .filter_map(|m| match m.action {
+                Some(Action::Remove(h)) => Some(h),
+                _ => None,
+            })
+            .collect();
+        for h in [
+            "x-real-ip",
+            "x-forwarded-host",
+            "x-original-url",
+            "x-rewrite-url",
+            "x-http-method-override",
+        ] {
+            assert!(
+                removed.iter().any(|r| r == h),
+                "{h} is not removed: {removed:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn timeouts_and_limits_are_overridable() {
+    let yaml = TLS_GATEWAY.replace(
+        "    routes:",
+        "    timeouts: { request_headers: 2s, request: 0s, stream_idle: 1h, idle: 10m }\n    limits: { connection_buffer: 1MiB, max_concurrent_streams: 7, initial_stream_window: 128KiB, initial_connection_window: 2MiB }\n    routes:",
+    );
+    let r = edge(&yaml);
+    let l = &r.listeners[0];
+    assert_eq!(
+        l.per_connection_buffer_limit_bytes.map(|v| v.value),
+        Some(1 << 20)
+    );
+    let h = hcm(l);
+    assert_eq!(h.request_headers_timeout, dur(2, 0));
+    // Zero is Envoy's "off".
+    assert_eq!(h.request_timeout, dur(0, 0));
+    assert_eq!(h.stream_idle_timeout, dur(3600, 0));
+    assert_eq!(
+        h.common_http_protocol_options.unwrap().idle_timeout,
+        dur(600, 0)
+    );
+    let h2 = h.http2_protocol_options.unwrap();
+    assert_eq!(h2.max_concurrent_streams.map(|v| v.value), Some(7));
+    assert_eq!(
+        h2.initial_stream_window_size.map(|v| v.value),
+        Some(128 * 1024)
+    );
+    assert_eq!(
+        h2.initial_connection_window_size.map(|v| v.value),
+        Some(2 << 20)
+    );
+}
+
+#[test]
+fn the_first_route_refuses_ambiguous_paths_without_ext_authz() {
+    let r = edge(&with_routes(
+        USERS,
+        "      - { name: r, match: { prefix: / }, service: users, auth: none }\n",
+    ));
+    let first = &r.routes[0].virtual_hosts[0].routes[0];
+    assert_eq!(first.name, super::route::AMBIGUOUS_PATH_ROUTE);
+    let m = first.r#match.as_ref().unwrap();
+    assert_eq!(
+        m.path_specifier,
+        Some(PathSpecifier::SafeRegex(RegexMatcher {
+            regex: super::route::AMBIGUOUS_PATH.into(),
+            ..Default::default()
+        }))
+    );
+    let Some(route::Action::DirectResponse(d)) = &first.action else {
+        panic!("a direct response")
+    };
+    assert_eq!(d.status, 400);
+    // No auth section: no ext_authz filter to disable.
+    assert!(first.typed_per_filter_config.is_empty());
+    // With auth: ext_authz is off on it.
+    let r = edge(&format!(
+        "{JWT_GATEWAY}      - {{ name: r, match: {{ prefix: / }}, service: users, auth: j }}\n"
+    ));
+    let first = &r.routes[0].virtual_hosts[0].routes[0];
+    assert_eq!(first.name, super::route::AMBIGUOUS_PATH_ROUTE);
+    let per: proto::pb::envoy::extensions::filters::http::ext_authz::v3::ExtAuthzPerRoute = unpack(
+        &first.typed_per_filter_config[super::authz::FILTER],
+        super::authz::PER_ROUTE_TYPE_URL,
+    );
+    assert!(matches!(
+        per.r#override,
+        Some(proto::pb::envoy::extensions::filters::http::ext_authz::v3::ext_authz_per_route::Override::Disabled(true))
+    ));
+}
+
+/// A gateway with one JWT provider `j`, up to its route list.
+const JWT_GATEWAY: &str = "version: 1
+services:
+  users: { endpoints: [127.0.0.1:3001] }
+auth:
+  jwt: { j: { issuer: i, algorithms: [HS256], secret_env: S } }
+gateways:
+  edge:
+    listeners: [{ name: http, port: 8080 }]
+    routes:
+";
+
+#[test]
+fn public_routes_covering_protected_ones_warn() {
+    // (routes, warnings naming (public, protected))
+    let cases: &[(&str, &[(&str, &str)])] = &[
+        // A public catch-all before or after a protected prefix.
+        ("{ name: pub, match: { prefix: / }, auth: none }\n{ name: adm, match: { prefix: /api/admin }, auth: j }", &[("pub", "adm")]),
+        ("{ name: adm, match: { prefix: /api/admin }, auth: j }\n{ name: pub, match: { prefix: /api }, auth: none }", &[("pub", "adm")]),
+        ("{ name: adm, match: { path: /API/Admin }, auth: j }\n{ name: pub, match: { prefix: /api }, auth: none }", &[("pub", "adm")]),
+        // Disjoint paths, segment boundaries, narrower public conditions: nothing.
+        ("{ name: pub, match: { prefix: /public }, auth: none }\n{ name: adm, match: { prefix: /api/admin }, auth: j }", &[]),
+        ("{ name: pub, match: { prefix: /api/ad }, auth: none }\n{ name: adm, match: { prefix: /api/admin }, auth: j }", &[]),
+        ("{ name: pub, match: { prefix: /, methods: [GET] }, auth: none }\n{ name: adm, match: { prefix: /api/admin }, auth: j }", &[]),
+        ("{ name: pub, match: { prefix: /, hosts: [www.example.com] }, auth: none }\n{ name: adm, match: { prefix: /api/admin }, auth: j }", &[]),
+        ("{ name: pub, match: { regex: \"/.*\" }, auth: none }\n{ name: adm, match: { prefix: /api/admin }, auth: j }", &[]),
+        ("{ name: adm, match: { prefix: /api/admin }, auth: j }\n{ name: adm2, match: { prefix: / }, auth: j }", &[]),
+    ];
+    for (routes, want) in cases {
+        let items: String = routes
+            .lines()
+            .map(|l| {
+                format!(
+                    "      - {}\n",
+                    l.replace(" }, auth", " }, service: users, auth")
+                )
+            })
+            .collect();
+        let yaml = format!("{JWT_GATEWAY}{items}");
+        let got = warnings(&load(&yaml).config);
+        assert_eq!(got.len(), want.len(), "{routes}: {got:?}");
+        for ((public, protected), w) in want.iter().zip(&got) {
+            assert!(
+                w.contains(&format!("`{public}`")) && w.contains(&format!("`{protected}`")),
+                "{routes}: {w}"
+            );
+        }
+    }
+}
