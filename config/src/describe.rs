@@ -731,7 +731,7 @@ pub(crate) static GATEWAY: Object = Object {
     keys: &[
         key("listeners", nonempty_list(&Ty::Obj(&LISTENER)), Required, "Addresses and ports the gateway's Envoys accept clients on."),
         key("cors", Ty::Obj(&CORS), Optional, "CORS policy for every route of the gateway; omitted, Envoy does not answer CORS requests."),
-        key("access_log", Ty::Enum(&ACCESS_LOGS), Is("json"), "Format of Envoy's access log on stdout, or `off`."),
+        key("access_log", Ty::Enum(&ACCESS_LOGS), Is("json"), "Format of Envoy's access log on stdout, or `off`; the path is logged without its query (which may carry an API key), whatever the status."),
         key("max_body", Ty::Fmt(&SIZE), Optional, "Largest request body of every route without its own `max_body`: Envoy buffers the body and answers a larger one, chunked or not, with 413 before the upstream sees the request; omitted, bodies are streamed and not limited."),
         key("timeouts", Ty::Obj(&CLIENT_TIMEOUTS), Is("{}"), "How long Envoy waits on a client before it gives up on the request or connection."),
         key("limits", Ty::Obj(&CONNECTION_LIMITS), Is("{}"), "What one client connection may hold in Envoy: buffered bytes, HTTP/2 streams and windows."),
@@ -844,13 +844,13 @@ pub(crate) static ROUTE_MATCH: Object = Object {
     title: "gateways.<name>.routes[].match",
     doc: "Which requests a route takes: exactly one path condition ({one_of}), and optionally methods, headers, query parameters and hosts, all of which must match.",
     keys: &[
-        key("path", Ty::Fmt(&URL_PATH), Optional, "The whole path, without the query, equals this."),
-        key("prefix", Ty::Fmt(&URL_PATH), Optional, "The path starts with this, segment by segment: `/api` matches `/api` and `/api/x` but not `/apix`."),
-        key("regex", NONEMPTY, Optional, "An RE2 regular expression the whole path must match."),
+        key("path", Ty::Fmt(&URL_PATH), Optional, "The whole path, without the query, equals this, ignoring letter case (`/Health` matches `/health`); paths with `;`, a segment ending in `.`, a space at a segment's edge or an encoded control character are refused with 400 before any route."),
+        key("prefix", Ty::Fmt(&URL_PATH), Optional, "The path starts with this, segment by segment and ignoring letter case: `/api` matches `/api`, `/API/x` and `/api/x` but not `/apix` (ambiguous paths never reach a route, see `path`)."),
+        key("regex", NONEMPTY, Optional, "An RE2 regular expression the whole path must match, case-sensitively unless it starts with `(?i)` (write that on protected routes, as `path` and `prefix` ignore case)."),
         key("methods", list(&Ty::Fmt(&METHOD)), Optional, "HTTP methods; omitted, any method."),
         key("headers", map(Names::Header, &Ty::AnyOf(&[TEXT, Ty::Obj(&REGEX_MATCH)])), Optional, "Request headers that must match: name → exact value, or name → `{regex: …}`."),
         key("query", map(Names::NonEmpty, &Ty::AnyOf(&[TEXT, Ty::Obj(&REGEX_MATCH)])), Optional, "Query parameters that must match: name → exact value, or name → `{regex: …}`."),
-        key("hosts", list(&Ty::Fmt(&HOST_MATCH)), Optional, "Host names the request's Host header must name, port ignored; omitted, any host."),
+        key("hosts", list(&Ty::Fmt(&HOST_MATCH)), Optional, "Host names the request's Host header must name, ignoring letter case, a port (empty too) and a trailing dot (`Admin.example.com.:8080` is `admin.example.com`); omitted, any host."),
     ],
     one_of: &["path", "prefix", "regex"],
 };
