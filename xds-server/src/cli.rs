@@ -118,12 +118,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Validate { config } => match server::build(&config) {
             Ok(built) => {
-                // Valid but risky: said, not refused (exit 0). The config loads again here
-                // because `build` keeps only what serving needs.
-                if let Ok(loaded) = config::load(&config) {
-                    for w in translate::warnings(&loaded.config) {
-                        eprintln!("{}: warning: {w}", config.display());
-                    }
+                // Valid but risky: said, not refused (exit 0).
+                for w in &built.warnings {
+                    eprintln!("{}: warning: {w}", config.display());
                 }
                 let s = &built.snapshots;
                 let count = |t: &str| {

@@ -67,6 +67,8 @@ impl App {
 pub struct Built {
     pub snapshots: Snapshots,
     pub files: BTreeSet<PathBuf>,
+    /// Valid but risky (`translate::warnings`): logged on load, printed by `validate`.
+    pub warnings: Vec<String>,
 }
 
 /// Loads, validates and translates `path`. Errors are human-readable lines, each with its
@@ -78,7 +80,12 @@ pub fn build(path: &Path) -> Result<Built, Vec<String>> {
         translate::snapshots(&loaded).map_err(|e| vec![format!("{}: {e}", path.display())])?;
     let mut files: BTreeSet<PathBuf> = loaded.files.keys().cloned().collect();
     files.insert(absolute(path));
-    Ok(Built { snapshots, files })
+    let warnings = translate::warnings(&loaded.config);
+    Ok(Built {
+        snapshots,
+        files,
+        warnings,
+    })
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -121,6 +128,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         }),
     });
     info!(version = %first.snapshots.version, gateways = ?first.snapshots.groups.keys().collect::<Vec<_>>(), "config loaded");
+    for w in &first.warnings {
+        warn!("{w}");
+    }
     let (snap_tx, snap_rx) = watch::channel(Arc::new(first.snapshots));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
@@ -228,6 +238,9 @@ async fn reload_loop(
         match result {
             Ok(built) => {
                 app.metrics.reloads.with_label_values(&["ok"]).inc();
+                for w in &built.warnings {
+                    warn!("{w}");
+                }
                 let version = built.snapshots.version.clone();
                 {
                     let mut st = app.status.lock().unwrap_or_else(|e| e.into_inner());
