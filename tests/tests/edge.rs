@@ -37,11 +37,17 @@ const ROUTES: &str = r#"      - name: admin
     timeouts: { request_headers: 1s }
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn edge_hardening() {
+/// The gateway of every test here, ready to route.
+async fn start() -> Full {
     let gw = Full::start(&Shape::new("{ free: 100/minute }", ROUTES), None).await;
+    wait_for_route(&gw.stack.client(gw.ports.http), "/public", 200).await;
+    gw
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn normalized_paths_and_hosts_never_bypass_a_protected_route() {
+    let gw = start().await;
     let c = gw.stack.client(gw.ports.http);
-    wait_for_route(&c, "/public", 200).await;
 
     // Control: public paths with ordinary dots and spaces still work.
     for path in [
@@ -56,7 +62,7 @@ async fn edge_hardening() {
     // Control: the protected prefix is protected.
     assert_eq!(c.get("/api/admin/users").ok().await.status, 401);
 
-    // (a) Every normalization variant of the protected prefix: 401 (it took the protected
+    // Every normalization variant of the protected prefix: 401 (it took the protected
     // route) or the 400 JSON refusal, and never the upstream.
     let variants = [
         "/API/ADMIN/users",
@@ -113,8 +119,13 @@ async fn edge_hardening() {
             "Host: {host} reached the upstream"
         );
     }
+}
 
-    // (b) Underscore spellings of identity headers and the spoofable rewrite/override headers
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofable_and_underscore_headers_never_reach_the_upstream() {
+    let gw = start().await;
+    let c = gw.stack.client(gw.ports.http);
+    // Underscore spellings of identity headers and the spoofable rewrite/override headers
     // never reach the upstream; their dash spellings of identity headers are removed as before.
     let spoofed = [
         "x-real-ip",
@@ -143,8 +154,13 @@ async fn edge_hardening() {
             "{h} reached the upstream: {r:?}"
         );
     }
+}
 
-    // CORS preflight: with an Origin, Envoy answers it and the upstream sees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflights_are_answered_or_judged_by_their_routes_policies() {
+    let gw = start().await;
+    let c = gw.stack.client(gw.ports.http);
+    // With an Origin, Envoy answers it and the upstream sees nothing.
     let hits = gw.upstream.hits();
     let r = c
         .request(reqwest::Method::OPTIONS, "/reports")
@@ -182,8 +198,13 @@ async fn edge_hardening() {
         );
     }
     assert_eq!(r.header("x-ratelimit-limit"), Some("1000"), "{r:?}");
+}
 
-    // (c) A request refused before the key is removed (401 on a JWT-only route) is logged
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_never_holds_an_api_key() {
+    let gw = start().await;
+    let c = gw.stack.client(gw.ports.http);
+    // A request refused before the key is removed (401 on a JWT-only route) is logged
     // without its query.
     let id = "refused-with-key";
     let r = c
@@ -210,8 +231,11 @@ async fn edge_hardening() {
         !line.contains(&gw.partner_key) && !line.contains("api_key"),
         "the access log holds the key: {line}"
     );
+}
 
-    // (d) A client sending its headers byte by byte is cut off after the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sending_headers_slowly_is_cut_off() {
+    let gw = start().await;
     let started = Instant::now();
     let cut_off = slow_headers(gw.ports.http, Duration::from_secs(10)).await;
     let took = started.elapsed();
