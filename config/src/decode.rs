@@ -1281,6 +1281,12 @@ impl<'a> Ctx<'a> {
             None => Some(None),
             Some(n) => self.size(n, &format!("{what}.max_body")).map(Some),
         };
+        let timeouts = f
+            .value("timeouts")
+            .and_then(|n| self.client_timeouts(n, &format!("{what}.timeouts")));
+        let limits = f
+            .value("limits")
+            .and_then(|n| self.connection_limits(n, &format!("{what}.limits")));
         let routes = match f.get("routes") {
             None => Some(Vec::new()),
             Some(n) => {
@@ -1300,8 +1306,61 @@ impl<'a> Ctx<'a> {
             cors: cors?,
             access_log: access_log?,
             max_body: max_body?,
+            timeouts: timeouts?,
+            limits: limits?,
             routes: routes?,
         })
+    }
+
+    fn client_timeouts(&mut self, node: &Node, what: &str) -> Option<ClientTimeouts> {
+        let f = self.fields(node, what, &d::CLIENT_TIMEOUTS)?;
+        let request_headers = self.duration_key(&f, "request_headers", what);
+        let request = self.duration_key(&f, "request", what);
+        let stream_idle = self.duration_key(&f, "stream_idle", what);
+        let idle = self.duration_key(&f, "idle", what);
+        Some(ClientTimeouts {
+            request_headers: request_headers?,
+            request: request?,
+            stream_idle: stream_idle?,
+            idle: idle?,
+        })
+    }
+
+    fn connection_limits(&mut self, node: &Node, what: &str) -> Option<ConnectionLimits> {
+        let f = self.fields(node, what, &d::CONNECTION_LIMITS)?;
+        let buffer = f
+            .value("connection_buffer")
+            .and_then(|n| self.size(n, &format!("{what}.connection_buffer")));
+        let max_concurrent_streams = self.int_key(&f, "max_concurrent_streams", what);
+        let initial_stream_window = self.window(&f, "initial_stream_window", what);
+        let initial_connection_window = self.window(&f, "initial_connection_window", what);
+        Some(ConnectionLimits {
+            buffer: buffer?,
+            max_concurrent_streams: max_concurrent_streams?,
+            initial_stream_window: initial_stream_window?,
+            initial_connection_window: initial_connection_window?,
+        })
+    }
+
+    /// An HTTP/2 flow-control window: a size within what HTTP/2 allows (RFC 9113 §6.9.2), which
+    /// Envoy refuses outside of.
+    fn window(&mut self, f: &Fields<'_>, key: &str, what: &str) -> Option<u32> {
+        const MIN: u32 = 65_535;
+        const MAX: u32 = 2_147_483_647;
+        let n = f.value(key)?;
+        let w = format!("{what}.{key}");
+        let bytes = self.size(n, &w)?;
+        if !(MIN..=MAX).contains(&bytes) {
+            self.problem(
+                n.pos,
+                format!(
+                    "{w}: expected at least {MIN} and at most {MAX} bytes, found {}",
+                    n.describe()
+                ),
+            );
+            return None;
+        }
+        Some(bytes)
     }
 
     fn listeners(&mut self, node: &Node, what: &str) -> Option<Vec<Listener>> {

@@ -731,9 +731,43 @@ pub(crate) static GATEWAY: Object = Object {
     keys: &[
         key("listeners", nonempty_list(&Ty::Obj(&LISTENER)), Required, "Addresses and ports the gateway's Envoys accept clients on."),
         key("cors", Ty::Obj(&CORS), Optional, "CORS policy for every route of the gateway; omitted, Envoy does not answer CORS requests."),
-        key("access_log", Ty::Enum(&ACCESS_LOGS), Is("json"), "Format of Envoy's access log on stdout, or `off`."),
+        key("access_log", Ty::Enum(&ACCESS_LOGS), Is("json"), "Format of Envoy's access log on stdout, or `off`; the path is logged without its query (which may carry an API key), whatever the status."),
         key("max_body", Ty::Fmt(&SIZE), Optional, "Largest request body of every route without its own `max_body`: Envoy buffers the body and answers a larger one, chunked or not, with 413 before the upstream sees the request; omitted, bodies are streamed and not limited."),
+        key("timeouts", Ty::Obj(&CLIENT_TIMEOUTS), Is("{}"), "How long Envoy waits on a client before it gives up on the request or connection."),
+        key("limits", Ty::Obj(&CONNECTION_LIMITS), Is("{}"), "What one client connection may hold in Envoy: buffered bytes, HTTP/2 streams and windows."),
         key("routes", list(&Ty::Obj(&ROUTE)), Optional, "Routes, tried in file order; the first that matches wins."),
+    ],
+    one_of: &[],
+};
+
+/// Edge defaults: Envoy's own "edge proxy" best-practice values, plus a header timeout (Envoy
+/// has none by default, so a client sending headers byte by byte held a connection forever).
+#[rustfmt::skip]
+pub(crate) static CLIENT_TIMEOUTS: Object = Object {
+    name: "clientTimeouts",
+    title: "gateways.<name>.timeouts",
+    doc: "Client-side timeouts of every listener of the gateway; `0s` turns one off. A request that runs out of time gets 408 (a stream that already has response headers is reset).",
+    keys: &[
+        key("request_headers", Ty::Fmt(&DURATION), Is("10s"), "How long a client may take to send a request's headers: slow-header clients are cut off instead of holding a connection."),
+        key("request", Ty::Fmt(&DURATION), Is("300s"), "How long a client may take to send a whole request, body included (the response is not limited by it)."),
+        key("stream_idle", Ty::Fmt(&DURATION), Is("300s"), "How long a request (or WebSocket) may stay without traffic in either direction; raise it for long polls and quiet WebSockets."),
+        key("idle", Ty::Fmt(&DURATION), Is("1h"), "How long a client connection with no request in flight stays open."),
+    ],
+    one_of: &[],
+};
+
+/// Envoy's defaults (1 MiB buffers, 1024 streams of 16 MiB windows per connection) let one
+/// connection pin gigabytes; these are the values of Envoy's edge-proxy guide.
+#[rustfmt::skip]
+pub(crate) static CONNECTION_LIMITS: Object = Object {
+    name: "connectionLimits",
+    title: "gateways.<name>.limits",
+    doc: "Resource limits of every client connection of the gateway.",
+    keys: &[
+        key("connection_buffer", Ty::Fmt(&SIZE), Is("32KiB"), "Bytes Envoy buffers per client connection before it stops reading from it (`max_body` buffering is separate)."),
+        key("max_concurrent_streams", Ty::Int { min: 1, max: 2_147_483_647 }, Is("100"), "HTTP/2 requests one connection may have open at once."),
+        key("initial_stream_window", Ty::Fmt(&SIZE), Is("64KiB"), "HTTP/2 flow-control window of one request, at least 65535 bytes and at most 2147483647."),
+        key("initial_connection_window", Ty::Fmt(&SIZE), Is("1MiB"), "HTTP/2 flow-control window of a whole connection, at least 65535 bytes and at most 2147483647."),
     ],
     one_of: &[],
 };
@@ -810,13 +844,13 @@ pub(crate) static ROUTE_MATCH: Object = Object {
     title: "gateways.<name>.routes[].match",
     doc: "Which requests a route takes: exactly one path condition ({one_of}), and optionally methods, headers, query parameters and hosts, all of which must match.",
     keys: &[
-        key("path", Ty::Fmt(&URL_PATH), Optional, "The whole path, without the query, equals this."),
-        key("prefix", Ty::Fmt(&URL_PATH), Optional, "The path starts with this, segment by segment: `/api` matches `/api` and `/api/x` but not `/apix`."),
-        key("regex", NONEMPTY, Optional, "An RE2 regular expression the whole path must match."),
+        key("path", Ty::Fmt(&URL_PATH), Optional, "The whole path, without the query, equals this, ignoring letter case (`/Health` matches `/health`); paths with `;`, a segment ending in `.`, a space at a segment's edge or an encoded control character are refused with 400 before any route."),
+        key("prefix", Ty::Fmt(&URL_PATH), Optional, "The path starts with this, segment by segment and ignoring letter case: `/api` matches `/api`, `/API/x` and `/api/x` but not `/apix` (ambiguous paths never reach a route, see `path`)."),
+        key("regex", NONEMPTY, Optional, "An RE2 regular expression the whole path must match, case-sensitively unless it starts with `(?i)` (write that on protected routes, as `path` and `prefix` ignore case)."),
         key("methods", list(&Ty::Fmt(&METHOD)), Optional, "HTTP methods; omitted, any method."),
         key("headers", map(Names::Header, &Ty::AnyOf(&[TEXT, Ty::Obj(&REGEX_MATCH)])), Optional, "Request headers that must match: name → exact value, or name → `{regex: …}`."),
         key("query", map(Names::NonEmpty, &Ty::AnyOf(&[TEXT, Ty::Obj(&REGEX_MATCH)])), Optional, "Query parameters that must match: name → exact value, or name → `{regex: …}`."),
-        key("hosts", list(&Ty::Fmt(&HOST_MATCH)), Optional, "Host names the request's Host header must name, port ignored; omitted, any host."),
+        key("hosts", list(&Ty::Fmt(&HOST_MATCH)), Optional, "Host names the request's Host header must name, ignoring letter case, a port (empty too) and a trailing dot (`Admin.example.com.:8080` is `admin.example.com`); omitted, any host."),
     ],
     one_of: &["path", "prefix", "regex"],
 };

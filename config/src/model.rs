@@ -265,8 +265,39 @@ pub struct Gateway {
     pub access_log: AccessLog,
     /// The request-body limit, in bytes, of every route without its own; `None`: no limit.
     pub max_body: Option<u32>,
+    /// Client-side timeouts of every listener; always present (the described defaults).
+    pub timeouts: ClientTimeouts,
+    /// Per-connection resource limits of every listener; always present (the described
+    /// defaults).
+    pub limits: ConnectionLimits,
     /// First match wins, in file order. Names unique within the whole file.
     pub routes: Vec<Route>,
+}
+
+/// How long Envoy waits on a client. Zero turns a timeout off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    /// Until the request's headers are complete.
+    pub request_headers: Duration,
+    /// Until the whole request has been received.
+    pub request: Duration,
+    /// A stream with no activity in either direction.
+    pub stream_idle: Duration,
+    /// A connection with no active stream.
+    pub idle: Duration,
+}
+
+/// What one client connection may hold in Envoy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Bytes Envoy buffers per connection (read and write) before it applies back-pressure.
+    pub buffer: u32,
+    /// HTTP/2 streams open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 flow-control window of one stream, in bytes.
+    pub initial_stream_window: u32,
+    /// HTTP/2 flow-control window of the whole connection, in bytes.
+    pub initial_connection_window: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -808,3 +808,64 @@ fn max_body_takes_sizes_on_the_gateway_and_on_routes() {
         .collect();
     check(cases);
 }
+
+#[test]
+fn timeouts_and_limits_default_to_the_edge_values_and_are_checked() {
+    let config = parse(&with_routes(OK_ROUTE), file()).unwrap_or_else(|e| panic!("{e}"));
+    let gw = &config.gateways["edge"];
+    assert_eq!(
+        gw.timeouts,
+        ClientTimeouts {
+            request_headers: Duration::from_secs(10),
+            request: Duration::from_secs(300),
+            stream_idle: Duration::from_secs(300),
+            idle: Duration::from_secs(3600),
+        }
+    );
+    assert_eq!(
+        gw.limits,
+        ConnectionLimits {
+            buffer: 32 * 1024,
+            max_concurrent_streams: 100,
+            initial_stream_window: 64 * 1024,
+            initial_connection_window: 1 << 20,
+        }
+    );
+    let gateway =
+        |keys: &str| BASE.replace("    listeners:", &format!("{keys}\n    listeners:")) + OK_ROUTE;
+    check(vec![
+        (
+            "a window below HTTP/2's minimum",
+            gateway("    limits: { initial_stream_window: 1KiB }"),
+            vec![(
+                11,
+                "1KiB",
+                "gateways.edge.limits.initial_stream_window: expected at least 65535",
+            )],
+        ),
+        (
+            "a window above HTTP/2's maximum",
+            gateway("    limits: { initial_connection_window: 2GiB }"),
+            vec![(11, "2GiB", "at most 2147483647 bytes")],
+        ),
+        (
+            "no streams at all",
+            gateway("    limits: { max_concurrent_streams: 0 }"),
+            vec![(11, "0", "max_concurrent_streams")],
+        ),
+        (
+            "a timeout without a unit",
+            gateway("    timeouts: { request_headers: 10 }"),
+            vec![(11, "10", "a unit is required")],
+        ),
+        (
+            "an unknown timeout",
+            gateway("    timeouts: { headers: 10s }"),
+            vec![(11, "headers", "unknown key `headers`")],
+        ),
+    ]);
+    // `0s` turns a timeout off, so it is accepted.
+    let off = gateway("    timeouts: { request: 0s, stream_idle: 0s }");
+    let config = parse(&off, file()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.gateways["edge"].timeouts.request, Duration::ZERO);
+}

@@ -102,6 +102,8 @@ gateways:
       - { name: s, port: 8443, address: "[::1]", tls: { cert_file: c.pem, key_file: k.pem } }
     cors: { origins: ["*", "http://[::1]:3000"], max_age: 0s }
     access_log: off
+    timeouts: { request_headers: 0s, stream_idle: 1h }
+    limits: { connection_buffer: 65536, max_concurrent_streams: 10, initial_stream_window: 1MiB }
     routes:
       - name: t
         match:

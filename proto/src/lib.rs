@@ -55,6 +55,10 @@ pub mod type_url {
         "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
     pub const DOWNSTREAM_TLS_CONTEXT: &str =
         "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
+    pub const EARLY_HEADER_MUTATION: &str =
+        "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation";
+    pub const CEL_ACCESS_LOG_FILTER: &str =
+        "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter";
     pub const HTTP_PROTOCOL_OPTIONS: &str =
         "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 }

@@ -39,6 +39,7 @@ use proto::pb::google::protobuf;
 
 use ads::error::{Classify, ErrorSource, RetryType};
 use config::RouteAction;
+pub use route::warnings;
 pub use snapshot::snapshots;
 
 /// Everything one gateway's Envoys receive.

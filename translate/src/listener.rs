@@ -2,14 +2,19 @@
 
 use prost::Message;
 use proto::pb::envoy::config::accesslog::v3::{
-    access_log, access_log_filter::FilterSpecifier, AccessLog, AccessLogFilter, AndFilter,
-    ResponseFlagFilter,
+    access_log, access_log_filter::FilterSpecifier, extension_filter, AccessLog, AccessLogFilter,
+    AndFilter, ExtensionFilter, ResponseFlagFilter,
+};
+use proto::pb::envoy::config::common::mutation_rules::v3::{
+    header_mutation, HeaderMutation as HeaderMutationRule,
 };
 use proto::pb::envoy::config::core::v3::{
-    data_source, substitution_format_string, transport_socket, DataSource,
-    SubstitutionFormatString, TransportSocket,
+    data_source, http_protocol_options::HeadersWithUnderscoresAction, substitution_format_string,
+    transport_socket, DataSource, Http2ProtocolOptions, HttpProtocolOptions,
+    SubstitutionFormatString, TransportSocket, TypedExtensionConfig,
 };
 use proto::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
+use proto::pb::envoy::extensions::access_loggers::filters::cel::v3::ExpressionFilter;
 use proto::pb::envoy::extensions::access_loggers::stream::v3::{
     stdout_access_log, StdoutAccessLog,
 };
@@ -21,12 +26,13 @@ use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3:
     http_connection_manager::{CodecType, PathWithEscapedSlashesAction, RouteSpecifier},
     http_filter, HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds, ResponseMapper,
 };
+use proto::pb::envoy::extensions::http::early_header_mutation::header_mutation::v3::HeaderMutation;
 use proto::pb::envoy::extensions::transport_sockets::tls::v3::{
     CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
 };
 
 use super::cluster::socket_address;
-use super::{ads, authz, boolv, ratelimit, u32v, Policies};
+use super::{ads, authz, boolv, duration, ratelimit, u32v, Policies};
 use config::{AccessLog as AccessLogMode, Gateway, Listener as ListenerCfg};
 
 pub(super) const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
@@ -38,6 +44,25 @@ pub(super) const BUFFER_FILTER: &str = "envoy.filters.http.buffer";
 const STRIP_QUERY_LUA: &str = include_str!("strip_query.lua");
 const STDOUT_ACCESS_LOG: &str = "envoy.access_loggers.stdout";
 const TLS_TRANSPORT_SOCKET: &str = "envoy.transport_sockets.tls";
+const EARLY_HEADER_MUTATION: &str = "envoy.http.early_header_mutation.header_mutation";
+
+/// Request headers removed from every client request before routing and before any filter:
+/// frameworks behind the gateway read them as the client's address, the host or path the
+/// request was for, or the method to run, so a client sending them could pick any of those
+/// past the gateway's routing and auth (`x-original-url: /admin` on a public route, say).
+/// Envoy sets none of them itself on our listeners.
+pub(super) const SPOOFABLE_HEADERS: &[&str] = &[
+    "x-real-ip",
+    "x-forwarded-host",
+    "x-forwarded-prefix",
+    "x-forwarded-port",
+    "x-original-url",
+    "x-original-host",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 // Field numbers of message fields we append by hand (see `proto::encode_with_fields`), because
 // their values contain a multi-entry `google.protobuf.Struct` that prost would encode in random
@@ -59,8 +84,10 @@ pub(super) const JSON_ACCESS_LOG: &[(&str, &str)] = &[
     ("request_id", "%REQ(X-REQUEST-ID)%"),
     ("client_ip", "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"),
     ("method", "%REQ(:METHOD)%"),
-    // The path as the client sent it, before any `rewrite`.
-    ("path", "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"),
+    // The path as the client sent it, before any `rewrite`, without its query: a query can
+    // carry an API key (`?api_key=`), and a request refused before the key is removed (401,
+    // 429, 400) would log it.
+    ("path", "%PATH(NQ:ORIG_OR_PATH)%"),
     ("protocol", "%PROTOCOL%"),
     ("status", "%RESPONSE_CODE%"),
     ("latency_ms", "%DURATION%"),
@@ -74,7 +101,7 @@ pub(super) const JSON_ACCESS_LOG: &[(&str, &str)] = &[
 ];
 
 /// The `text` access log line: the same information in Envoy's classic layout.
-pub(super) const TEXT_ACCESS_LOG: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% \"%REQ(X-REQUEST-ID)%\" \"%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%\" \"%REQ(USER-AGENT)%\" \"%ROUTE_NAME%\" \"%UPSTREAM_CLUSTER%\" \"%UPSTREAM_HOST%\"\n";
+pub(super) const TEXT_ACCESS_LOG: &str = "[%START_TIME%] \"%REQ(:METHOD)% %PATH(NQ:ORIG_OR_PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% \"%REQ(X-REQUEST-ID)%\" \"%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%\" \"%REQ(USER-AGENT)%\" \"%ROUTE_NAME%\" \"%UPSTREAM_CLUSTER%\" \"%UPSTREAM_HOST%\"\n";
 
 /// A local reply Envoy generates itself that we rewrite into the spec's JSON error shape (§3).
 pub(super) struct LocalReply {
@@ -134,6 +161,41 @@ pub(super) const LOCAL_REPLIES: &[LocalReply] = &[
     },
 ];
 
+/// A local reply selected by a CEL expression over Envoy's attributes (the replies Envoy sends
+/// without a response flag: its own protocol refusals and our ambiguous-path route).
+pub(super) struct CelReply {
+    pub expression: String,
+    /// `None`: the status Envoy chose stays.
+    pub status: Option<u32>,
+    pub error: &'static str,
+    pub message: &'static str,
+}
+
+const CEL_FILTER: &str = "envoy.access_loggers.extension_filters.cel";
+
+/// Every 400 a client can get from Envoy before any route takes the request (the refusal
+/// route, path normalization, HTTP/1 parse errors) and the client timeouts' 408s, in the
+/// spec's JSON error shape (§3). HTTP/2 protocol errors reset the stream and have no body.
+pub(super) fn cel_replies() -> [CelReply; 2] {
+    [
+    CelReply {
+        expression: format!(
+            "xds.route_name == '{}' || response.code_details == 'path_normalization_failed' || (response.code == 400 && response.code_details.startsWith('http1.'))",
+            super::route::AMBIGUOUS_PATH_ROUTE
+        ),
+        status: Some(400),
+        error: "bad_request",
+        message: "malformed or ambiguous request",
+    },
+    CelReply {
+        expression: "response.code_details == 'request_header_timeout' || response.code_details == 'request_overall_timeout'".to_string(),
+        status: Some(408),
+        error: "request_timeout",
+        message: "request not received in time",
+    },
+    ]
+}
+
 /// The buffer filter's 413 (`max_body`). The filter manager sends it without a response flag, so
 /// it is selected by status alone, and only on gateways that limit bodies; there a `respond:`
 /// route answering 413 gets this body too.
@@ -161,6 +223,10 @@ pub(super) fn listener(
     let transport_socket = secret.map(downstream_tls);
     Listener {
         name: l.name.clone(),
+        // Bytes Envoy reads from or queues for one client before applying back-pressure (Envoy's
+        // default, 1 MiB, lets a few thousand slow clients pin gigabytes). The buffer filter's
+        // `max_body` limit is separate.
+        per_connection_buffer_limit_bytes: Some(u32v(gw.limits.buffer)),
         address: Some(socket_address(&l.address, l.port)),
         filter_chains: vec![FilterChain {
             filters: vec![Filter {
@@ -208,7 +274,49 @@ pub(super) fn hcm_base(
         normalize_path: Some(boolv(true)),
         merge_slashes: true,
         path_with_escaped_slashes_action: PathWithEscapedSlashesAction::UnescapeAndRedirect as i32,
+        // `admin.example.com.` names the same host as `admin.example.com` to DNS and to most
+        // upstreams; routing must see them as one (and the upstream gets the Host it matched).
+        strip_trailing_host_dot: true,
+        common_http_protocol_options: Some(HttpProtocolOptions {
+            idle_timeout: Some(duration(gw.timeouts.idle)),
+            // `x_user_roles` is `x-user-roles` to CGI-style frameworks (WSGI, Rack, PHP), which
+            // fold `_` and `-` together, so it would pass for an identity header we strip.
+            // Dropped rather than refused: REJECT_REQUEST resets HTTP/2 streams without a
+            // response, and a dropped header reaches no filter and no upstream either way.
+            headers_with_underscores_action: HeadersWithUnderscoresAction::DropHeader as i32,
+            ..Default::default()
+        }),
+        http2_protocol_options: Some(Http2ProtocolOptions {
+            max_concurrent_streams: Some(u32v(gw.limits.max_concurrent_streams)),
+            initial_stream_window_size: Some(u32v(gw.limits.initial_stream_window)),
+            initial_connection_window_size: Some(u32v(gw.limits.initial_connection_window)),
+            ..Default::default()
+        }),
+        request_headers_timeout: Some(duration(gw.timeouts.request_headers)),
+        request_timeout: Some(duration(gw.timeouts.request)),
+        stream_idle_timeout: Some(duration(gw.timeouts.stream_idle)),
+        early_header_mutation_extensions: vec![early_header_removal()],
         ..Default::default()
+    }
+}
+
+/// Removes [`SPOOFABLE_HEADERS`] before routing and every filter: route-level removal runs in
+/// the router, after ext_authz, and so would let them reach authz-service and every filter.
+fn early_header_removal() -> TypedExtensionConfig {
+    let mutation = HeaderMutation {
+        mutations: SPOOFABLE_HEADERS
+            .iter()
+            .map(|h| HeaderMutationRule {
+                action: Some(header_mutation::Action::Remove(h.to_string())),
+            })
+            .collect(),
+    };
+    TypedExtensionConfig {
+        name: EARLY_HEADER_MUTATION.to_string(),
+        typed_config: Some(proto::pack(
+            proto::type_url::EARLY_HEADER_MUTATION,
+            &mutation,
+        )),
     }
 }
 
@@ -331,10 +439,25 @@ fn hcm_bytes(gateway: &str, gw: &Gateway, l: &ListenerCfg, policies: &Policies<'
 /// [`PAYLOAD_TOO_LARGE`] on a gateway that limits bodies.
 fn local_reply_config_bytes(gw: &Gateway) -> Vec<u8> {
     let body_limit = limits_bodies(gw).then_some(&PAYLOAD_TOO_LARGE);
-    let mappers: Vec<(u32, Vec<u8>)> = LOCAL_REPLIES
-        .iter()
-        .chain(body_limit)
+    // The CEL mappers first: first match wins, and they select replies that carry no flag.
+    let mappers: Vec<(u32, Vec<u8>)> = cel_replies()
+        .into_iter()
         .map(|r| {
+            let filter = AccessLogFilter {
+                filter_specifier: Some(FilterSpecifier::ExtensionFilter(ExtensionFilter {
+                    name: CEL_FILTER.to_string(),
+                    config_type: Some(extension_filter::ConfigType::TypedConfig(proto::pack(
+                        proto::type_url::CEL_ACCESS_LOG_FILTER,
+                        &ExpressionFilter {
+                            expression: r.expression,
+                            ..Default::default()
+                        },
+                    ))),
+                })),
+            };
+            mapper_bytes(filter, r.status, r.error, r.message)
+        })
+        .chain(LOCAL_REPLIES.iter().chain(body_limit).map(|r| {
             let by_flag = AccessLogFilter {
                 filter_specifier: Some(FilterSpecifier::ResponseFlagFilter(ResponseFlagFilter {
                     flags: r.flags.iter().map(|f| f.to_string()).collect(),
@@ -349,24 +472,34 @@ fn local_reply_config_bytes(gw: &Gateway) -> Vec<u8> {
                     })),
                 },
             };
-            let mapper = ResponseMapper {
-                filter: Some(filter),
-                status_code: Some(u32v(r.status)),
-                ..Default::default()
-            };
-            let body = proto::string_struct([
-                ("error", r.error),
-                ("message", r.message),
-                ("request_id", "%REQ(X-REQUEST-ID)%"),
-            ]);
-            let format = json_format_bytes(&body);
-            (
-                LOCAL_REPLY_MAPPERS,
-                proto::encode_with_fields(&mapper, &[(MAPPER_BODY_FORMAT_OVERRIDE, format)]),
-            )
-        })
+            mapper_bytes(filter, Some(r.status), r.error, r.message)
+        }))
         .collect();
     proto::encode_with_fields(&LocalReplyConfig::default(), &mappers)
+}
+
+/// One `LocalReplyConfig.mappers` entry: the spec's JSON error body for replies `filter` selects.
+fn mapper_bytes(
+    filter: AccessLogFilter,
+    status: Option<u32>,
+    error: &str,
+    message: &str,
+) -> (u32, Vec<u8>) {
+    let mapper = ResponseMapper {
+        filter: Some(filter),
+        status_code: status.map(u32v),
+        ..Default::default()
+    };
+    let body = proto::string_struct([
+        ("error", error),
+        ("message", message),
+        ("request_id", "%REQ(X-REQUEST-ID)%"),
+    ]);
+    let format = json_format_bytes(&body);
+    (
+        LOCAL_REPLY_MAPPERS,
+        proto::encode_with_fields(&mapper, &[(MAPPER_BODY_FORMAT_OVERRIDE, format)]),
+    )
 }
 
 /// An access-log filter matching one response status.

@@ -21,6 +21,9 @@ use proto::pb::envoy::extensions::filters::http::buffer::v3::{
     buffer_per_route::Override as BufferOverride, Buffer, BufferPerRoute,
 };
 use proto::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
+use proto::pb::envoy::extensions::filters::http::ext_authz::v3::{
+    ext_authz_per_route, ExtAuthzPerRoute,
+};
 use proto::pb::envoy::r#type::matcher::v3::{
     string_matcher::MatchPattern, RegexMatchAndSubstitute, RegexMatcher, StringMatcher,
 };
@@ -43,17 +46,18 @@ pub(super) fn route_configuration(
     services: &BTreeMap<String, Service>,
     policies: &Policies<'_>,
 ) -> RouteConfiguration {
-    let mut routes = Vec::new();
+    // First: no route of the file may see a path whose meaning depends on the upstream.
+    let mut routes = vec![ambiguous_path_route(policies)];
     for r in &gw.routes {
-        if gw.cors.is_some() {
-            routes.extend(preflight_route(r, services));
-        }
         let mut rt = route(r, services, policies);
         if let Some(limit) = body_limit(gw, r) {
             rt.typed_per_filter_config.insert(
                 BUFFER_FILTER.to_string(),
                 proto::pack(proto::type_url::BUFFER_PER_ROUTE, &limit),
             );
+        }
+        if gw.cors.is_some() {
+            routes.extend(preflight_route(r, &rt));
         }
         routes.push(rt);
     }
@@ -76,6 +80,62 @@ pub(super) fn route_configuration(
         }],
         ..Default::default()
     }
+}
+
+/// The name of the route that refuses ambiguous paths (see [`ambiguous_path_route`]); a local
+/// reply mapper gives its 400 the spec's JSON body. `config` accepts any route name, so this one
+/// has a form no sensible route name has.
+pub(super) const AMBIGUOUS_PATH_ROUTE: &str = "gateway:ambiguous-path";
+
+/// Paths that frameworks behind the gateway read differently from Envoy's route matching, so a
+/// request could match a public route here and reach a protected handler there: `;` (path
+/// parameters, `/admin;x=1` is `/admin` to Java servlet containers and others), its encoding,
+/// a segment ending in `.` (`/admin.` is `/admin` to Windows servers and some routers; Envoy
+/// has decoded `%2e` to `.` by then), `%20` at either end of a segment (trimmed by some), and
+/// encoded control characters (`%00`-`%1F`, `%7F`, e.g. a tab). RE2, matched against the whole
+/// path after Envoy's normalization and without the query. Matching is case-insensitive
+/// everywhere else (`case_sensitive: false`), which covers letter case.
+pub(super) const AMBIGUOUS_PATH: &str =
+    r".*(;|%3[Bb]|%[01][0-9A-Fa-f]|%7[Ff]|%20(/|$)|/%20|\.(/|$)).*";
+
+/// The first route of every gateway: answers [`AMBIGUOUS_PATH`] with 400 itself. ext_authz is
+/// off on it, because a direct response still runs the filter chain (it would answer 401/403
+/// and call authz-service for nothing); the CORS filter skips direct responses anyway, and the
+/// route has no rate limits.
+fn ambiguous_path_route(policies: &Policies<'_>) -> Route {
+    let body = r#"{"error":"bad_request","message":"ambiguous request path"}"#;
+    let mut rt = Route {
+        name: AMBIGUOUS_PATH_ROUTE.to_string(),
+        r#match: Some(EnvoyMatch {
+            path_specifier: Some(PathSpecifier::SafeRegex(regex(AMBIGUOUS_PATH.to_string()))),
+            ..Default::default()
+        }),
+        action: Some(route::Action::DirectResponse(DirectResponseAction {
+            status: 400,
+            body: Some(DataSource {
+                specifier: Some(data_source::Specifier::InlineString(body.to_string())),
+                ..Default::default()
+            }),
+            // The listener's local reply mapper replaces this body with one carrying the
+            // request id (a body format here would hold a multi-key JSON object, which prost
+            // encodes in random order).
+            body_format: None,
+        })),
+        response_headers_to_add: vec![set_header("content-type", "application/json")],
+        ..Default::default()
+    };
+    if policies.auth.is_some() {
+        rt.typed_per_filter_config.insert(
+            super::authz::FILTER.to_string(),
+            proto::pack(
+                super::authz::PER_ROUTE_TYPE_URL,
+                &ExtAuthzPerRoute {
+                    r#override: Some(ext_authz_per_route::Override::Disabled(true)),
+                },
+            ),
+        );
+    }
+    rt
 }
 
 /// The buffer filter's setting on one route: the route's own `max_body`; nothing where the
@@ -298,7 +358,9 @@ fn rewrite(a: &mut EnvoyAction, prefix: &str, to: &str) {
     let to = if to.is_empty() { "/" } else { to };
     if to.ends_with('/') && !prefix.ends_with('/') {
         a.regex_rewrite = Some(RegexMatchAndSubstitute {
-            pattern: Some(regex(format!("^{}/?", regex_escape(prefix)))),
+            // Case-insensitive like the route's match (`case_sensitive: false`), which Envoy's
+            // regex rewrite does not follow by itself.
+            pattern: Some(regex(format!("(?i)^{}/?", regex_escape(prefix)))),
             substitution: to.to_string(),
         });
     } else if prefix.ends_with('/') && !to.ends_with('/') {
@@ -356,8 +418,16 @@ fn route_match(m: &RouteMatch) -> EnvoyMatch {
             .iter()
             .map(|h| header_matcher(&h.name, string_matcher(&h.value))),
     );
+    // Letter case: `/API/ADMIN` is `/api/admin` to many upstream frameworks, so it must not
+    // slip past an `auth:` route to a public one below it. (`regex:` paths are the user's RE2
+    // and ignore this; the reference tells them to write `(?i)`.)
+    let case_sensitive = match &m.path {
+        PathMatch::Regex(_) => None,
+        _ => Some(BoolValue { value: false }),
+    };
     EnvoyMatch {
         path_specifier: Some(path_specifier),
+        case_sensitive,
         headers,
         query_parameters: m
             .query
@@ -391,8 +461,10 @@ fn methods_matcher(methods: &[String]) -> Option<HeaderMatcher> {
     Some(header_matcher(":method", matcher))
 }
 
-/// Matches `:authority` against the route's hosts: case-insensitive, any `:port` ignored, and
-/// `*.example.com` accepting any non-empty subdomain (as Envoy's own virtual host wildcards do).
+/// Matches `:authority` against the route's hosts: case-insensitive, any `:port` ignored (an
+/// empty one too: `admin.example.com:` is the same host), and `*.example.com` accepting any
+/// non-empty subdomain (as Envoy's own virtual host wildcards do). A trailing dot is already
+/// gone (`strip_trailing_host_dot` on the listener).
 fn hosts_matcher(hosts: &[String]) -> Option<HeaderMatcher> {
     if hosts.is_empty() || hosts.iter().any(|h| h == "*") {
         return None;
@@ -404,7 +476,7 @@ fn hosts_matcher(hosts: &[String]) -> Option<HeaderMatcher> {
             None => regex_escape(h),
         })
         .collect();
-    let re = format!("(?i)^({})(:[0-9]+)?$", alternatives.join("|"));
+    let re = format!("(?i)^({})(:[0-9]*)?$", alternatives.join("|"));
     Some(header_matcher(
         ":authority",
         StringMatcher {
@@ -415,13 +487,16 @@ fn hosts_matcher(hosts: &[String]) -> Option<HeaderMatcher> {
 }
 
 /// For a route limited to some methods, a CORS preflight (`OPTIONS` with
-/// `Access-Control-Request-Method`) would match no route, and Envoy's CORS filter only answers
-/// preflights for a matched forwarding route. This twin, placed just before the route and sharing
-/// its name and action, matches exactly those preflights. The CORS filter answers every one of
-/// them itself (`forward_not_matching_preflights: false`), so none reaches the upstream.
+/// `Access-Control-Request-Method` and an `Origin`) would match no route, and Envoy's CORS filter
+/// only answers preflights for a matched forwarding route. This twin of `rt` (the route as
+/// translated), placed just before it, matches exactly those preflights. The CORS filter answers
+/// every one of them itself (`forward_not_matching_preflights: false`), so none reaches the
+/// upstream. It requires a non-empty `Origin`, without which the CORS filter lets the request
+/// through, and it keeps the route's policies (ext_authz, rate limits, header removal, body
+/// limit), so even a request the CORS filter passed would be judged like one for the route.
 ///
 /// `respond:` routes get no twin: Envoy's CORS filter ignores direct-response routes entirely.
-fn preflight_route(r: &RouteCfg, services: &BTreeMap<String, Service>) -> Option<Route> {
+fn preflight_route(r: &RouteCfg, rt: &Route) -> Option<Route> {
     if matches!(r.action, RouteAction::Respond(_))
         || r.matcher.methods.is_empty()
         || r.matcher.methods.iter().any(|m| m == "OPTIONS")
@@ -436,10 +511,16 @@ fn preflight_route(r: &RouteCfg, services: &BTreeMap<String, Service>) -> Option
         header_match_specifier: Some(HeaderMatchSpecifier::PresentMatch(true)),
         ..Default::default()
     });
+    em.headers.push(header_matcher(
+        "origin",
+        StringMatcher {
+            match_pattern: Some(MatchPattern::SafeRegex(regex(".+".to_string()))),
+            ..Default::default()
+        },
+    ));
     Some(Route {
         r#match: Some(em),
-        // Answered by the CORS filter before any policy filter runs: no limits needed.
-        ..route(r, services, &Policies::default())
+        ..rt.clone()
     })
 }
 
@@ -520,5 +601,74 @@ fn regex(regex: String) -> RegexMatcher {
     RegexMatcher {
         regex,
         ..Default::default()
+    }
+}
+
+/// Warnings about a config that is valid but risky: a public (`auth: none`) route whose match
+/// covers a protected route's paths. Listed before it, the public route takes those requests
+/// (the protected one never sees them); listed after it, it takes every request the protected
+/// route's match misses, so any spelling of the path an upstream reads as the protected one but
+/// Envoy does not would be served unauthenticated. Regex routes are not analysed.
+pub fn warnings(cfg: &config::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for (gw_name, gw) in &cfg.gateways {
+        for (i, protected) in gw.routes.iter().enumerate() {
+            if matches!(protected.auth, config::RouteAuth::None) {
+                continue;
+            }
+            for (j, public) in gw.routes.iter().enumerate() {
+                if !matches!(public.auth, config::RouteAuth::None)
+                    || !covers(&public.matcher, &protected.matcher)
+                {
+                    continue;
+                }
+                let how = if j < i {
+                    "is listed before it and takes its requests"
+                } else {
+                    "takes every request its match misses"
+                };
+                out.push(format!(
+                    "gateways.{gw_name}: public route `{}` (auth: none) covers the paths of protected route `{}` and {how}; give the public route a narrower match, or the same auth",
+                    public.name, protected.name
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// True when every request `inner` matches (ignoring letter case) also satisfies `outer`, as far
+/// as paths, methods and hosts tell; a regex or a header or query condition on `outer` is never
+/// taken to cover anything.
+fn covers(outer: &RouteMatch, inner: &RouteMatch) -> bool {
+    if !outer.headers.is_empty() || !outer.query.is_empty() {
+        return false;
+    }
+    let subset = |o: &[String], i: &[String]| {
+        o.is_empty()
+            || (!i.is_empty()
+                && i.iter()
+                    .all(|x| o.iter().any(|y| y.eq_ignore_ascii_case(x))))
+    };
+    if !subset(&outer.methods, &inner.methods) || !subset(&outer.hosts, &inner.hosts) {
+        return false;
+    }
+    let inner_path = match &inner.path {
+        PathMatch::Exact(p) | PathMatch::Prefix(p) => p.to_ascii_lowercase(),
+        PathMatch::Regex(_) => return false,
+    };
+    match &outer.path {
+        PathMatch::Prefix(p) => {
+            let p = p.to_ascii_lowercase();
+            if p.ends_with('/') {
+                inner_path.starts_with(&p)
+            } else {
+                inner_path == p || inner_path.starts_with(&format!("{p}/"))
+            }
+        }
+        PathMatch::Exact(p) => {
+            matches!(&inner.path, PathMatch::Exact(_)) && inner_path == p.to_ascii_lowercase()
+        }
+        PathMatch::Regex(_) => false,
     }
 }

@@ -19,7 +19,7 @@ use proto::pb::envoy::config::route::v3::{
     route,
     route_action::{hash_policy, ClusterSpecifier},
     route_match::PathSpecifier,
-    HeaderMatcher, QueryParameterMatcher, Route, RouteAction, RouteMatch,
+    HeaderMatcher, QueryParameterMatcher, Route, RouteAction, RouteMatch, VirtualHost,
 };
 use proto::pb::envoy::extensions::access_loggers::stream::v3::{
     stdout_access_log, StdoutAccessLog,
@@ -104,6 +104,13 @@ fn route_named<'a>(r: &'a GatewayResources, name: &str) -> &'a Route {
         .expect("route exists")
 }
 
+/// The routes translated from the file: after the gateway's own first route, which refuses
+/// ambiguous paths.
+fn file_routes(vh: &VirtualHost) -> &[Route] {
+    assert_eq!(vh.routes[0].name, super::route::AMBIGUOUS_PATH_ROUTE);
+    &vh.routes[1..]
+}
+
 fn action(rt: &Route) -> &RouteAction {
     match &rt.action {
         Some(route::Action::Route(a)) => a,
@@ -180,6 +187,7 @@ fn match_kinds() {
         (
             "{ path: /health }",
             RouteMatch {
+                case_sensitive: Some(protobuf::BoolValue { value: false }),
                 path_specifier: Some(PathSpecifier::Path("/health".into())),
                 ..Default::default()
             },
@@ -187,6 +195,7 @@ fn match_kinds() {
         (
             "{ prefix: /api }",
             RouteMatch {
+                case_sensitive: Some(protobuf::BoolValue { value: false }),
                 path_specifier: Some(PathSpecifier::PathSeparatedPrefix("/api".into())),
                 ..Default::default()
             },
@@ -194,6 +203,7 @@ fn match_kinds() {
         (
             "{ prefix: /static/ }",
             RouteMatch {
+                case_sensitive: Some(protobuf::BoolValue { value: false }),
                 path_specifier: Some(PathSpecifier::Prefix("/static/".into())),
                 ..Default::default()
             },
@@ -201,6 +211,7 @@ fn match_kinds() {
         (
             "{ prefix: / }",
             RouteMatch {
+                case_sensitive: Some(protobuf::BoolValue { value: false }),
                 path_specifier: Some(PathSpecifier::Prefix("/".into())),
                 ..Default::default()
             },
@@ -218,6 +229,7 @@ fn match_kinds() {
         (
             "{ path: /x, methods: [GET] }",
             RouteMatch {
+                case_sensitive: Some(protobuf::BoolValue { value: false }),
                 path_specifier: Some(PathSpecifier::Path("/x".into())),
                 headers: vec![header(":method", exact("GET"))],
                 ..Default::default()
@@ -226,6 +238,7 @@ fn match_kinds() {
         (
             "{ path: /x, methods: [GET, POST] }",
             RouteMatch {
+                case_sensitive: Some(protobuf::BoolValue { value: false }),
                 path_specifier: Some(PathSpecifier::Path("/x".into())),
                 headers: vec![header(":method", regex("^(GET|POST)$"))],
                 ..Default::default()
@@ -234,6 +247,7 @@ fn match_kinds() {
         (
             r#"{ path: /x, headers: { x-tenant: acme, x-version: { regex: "v[12]" } } }"#,
             RouteMatch {
+                case_sensitive: Some(protobuf::BoolValue { value: false }),
                 path_specifier: Some(PathSpecifier::Path("/x".into())),
                 headers: vec![
                     header("x-tenant", exact("acme")),
@@ -245,6 +259,7 @@ fn match_kinds() {
         (
             r#"{ path: /x, query: { debug: "1", page: { regex: "[0-9]+" } } }"#,
             RouteMatch {
+                case_sensitive: Some(protobuf::BoolValue { value: false }),
                 path_specifier: Some(PathSpecifier::Path("/x".into())),
                 query_parameters: vec![
                     QueryParameterMatcher {
@@ -266,10 +281,11 @@ fn match_kinds() {
         (
             r#"{ path: /x, hosts: [api.example.com, "*.example.org"] }"#,
             RouteMatch {
+                case_sensitive: Some(protobuf::BoolValue { value: false }),
                 path_specifier: Some(PathSpecifier::Path("/x".into())),
                 headers: vec![header(
                     ":authority",
-                    regex(r"(?i)^(api\.example\.com|[^:/]+\.example\.org)(:[0-9]+)?$"),
+                    regex(r"(?i)^(api\.example\.com|[^:/]+\.example\.org)(:[0-9]*)?$"),
                 )],
                 ..Default::default()
             },
@@ -301,10 +317,10 @@ fn routes_keep_file_order_and_names() {
     assert_eq!(r.routes[0].name, "edge");
     let vh = &r.routes[0].virtual_hosts[0];
     assert_eq!(vh.domains, ["*"]);
-    let names: Vec<&str> = vh.routes.iter().map(|rt| rt.name.as_str()).collect();
+    let names: Vec<&str> = file_routes(vh).iter().map(|rt| rt.name.as_str()).collect();
     assert_eq!(names, ["b", "a"]);
     assert_eq!(
-        action(&vh.routes[0]).cluster_specifier,
+        action(&file_routes(vh)[0]).cluster_specifier,
         Some(ClusterSpecifier::Cluster("users".into()))
     );
 }
@@ -314,9 +330,9 @@ fn rewrites() {
     // (match prefix, rewrite prefix, expected prefix_rewrite, expected regex_rewrite (pattern, substitution))
     let cases = [
         ("/api/v1/users", "/users", "/users", None),
-        ("/api", "/", "", Some((r"^/api/?", "/"))),
-        ("/api", "/v2/", "", Some((r"^/api/?", "/v2/"))),
-        ("/api.v1", "/", "", Some((r"^/api\.v1/?", "/"))),
+        ("/api", "/", "", Some((r"(?i)^/api/?", "/"))),
+        ("/api", "/v2/", "", Some((r"(?i)^/api/?", "/v2/"))),
+        ("/api.v1", "/", "", Some((r"(?i)^/api\.v1/?", "/"))),
         ("/api/", "/", "/", None),
         ("/api/", "/v2", "/v2/", None),
     ];
@@ -634,9 +650,9 @@ fn cors() {
     );
 
     // A method-restricted route gets a preflight twin just before it; an unrestricted one does not.
-    let names: Vec<&str> = vh.routes.iter().map(|rt| rt.name.as_str()).collect();
+    let names: Vec<&str> = file_routes(vh).iter().map(|rt| rt.name.as_str()).collect();
     assert_eq!(names, ["users", "users", "any", "ping"]);
-    let twin = &vh.routes[0];
+    let twin = &file_routes(vh)[0];
     let m = twin.r#match.as_ref().unwrap();
     assert_eq!(
         m.path_specifier,
@@ -650,11 +666,13 @@ fn cors() {
                 name: "access-control-request-method".into(),
                 header_match_specifier: Some(HeaderMatchSpecifier::PresentMatch(true)),
                 ..Default::default()
-            }
+            },
+            // Without an Origin the CORS filter lets a preflight through to the policies.
+            header("origin", regex(".+")),
         ]
     );
     // The twin forwards like its route: Envoy's CORS filter skips direct-response routes.
-    assert_eq!(twin.action, vh.routes[1].action);
+    assert_eq!(twin.action, file_routes(vh)[1].action);
 }
 
 #[test]
@@ -668,7 +686,7 @@ fn no_cors_means_router_only() {
     assert_eq!(filters, ["envoy.filters.http.router"]);
     let vh = &r.routes[0].virtual_hosts[0];
     assert!(vh.typed_per_filter_config.is_empty());
-    assert_eq!(vh.routes.len(), 1, "no preflight twin without cors");
+    assert_eq!(file_routes(vh).len(), 1, "no preflight twin without cors");
 }
 
 const TLS_GATEWAY: &str = r#"
@@ -1022,8 +1040,8 @@ fn local_replies_are_json_by_response_flag() {
         lrc.body_format.is_none(),
         "replies we do not map (respond:, policy denials) keep their bodies"
     );
-    let got: Vec<MapperSummary> = lrc
-        .mappers
+    // After the CEL mappers (tested in `edge`), one per flag-selected reply.
+    let got: Vec<MapperSummary> = lrc.mappers[super::listener::cel_replies().len()..]
         .iter()
         .map(|m| {
             use proto::pb::envoy::config::accesslog::v3::access_log_filter::FilterSpecifier;
@@ -1151,7 +1169,8 @@ fn access_log_modes() {
         ("timestamp", "%START_TIME%"),
         ("request_id", "%REQ(X-REQUEST-ID)%"),
         ("method", "%REQ(:METHOD)%"),
-        ("path", "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"),
+        // Without the query, which may carry an API key.
+        ("path", "%PATH(NQ:ORIG_OR_PATH)%"),
         ("status", "%RESPONSE_CODE%"),
         ("latency_ms", "%DURATION%"),
         ("route", "%ROUTE_NAME%"),
@@ -1666,5 +1685,185 @@ fn route_configurations_with_two_per_filter_configs_encode_canonically() {
     for _ in 0..20 {
         let again = translate(&load(MAX_BODY)).unwrap()["edge"].routes[0].clone();
         assert_eq!(crate::route::encode(&again), bytes);
+    }
+}
+
+#[test]
+fn edge_defaults_on_every_listener() {
+    let r = edge(TLS_GATEWAY);
+    for l in &r.listeners {
+        assert_eq!(
+            l.per_connection_buffer_limit_bytes.map(|v| v.value),
+            Some(32 * 1024)
+        );
+        let h = hcm(l);
+        assert!(h.strip_trailing_host_dot);
+        let common = h.common_http_protocol_options.as_ref().unwrap();
+        assert_eq!(common.idle_timeout, dur(3600, 0));
+        assert_eq!(
+            common.headers_with_underscores_action,
+            proto::pb::envoy::config::core::v3::http_protocol_options::HeadersWithUnderscoresAction::DropHeader as i32
+        );
+        let h2 = h.http2_protocol_options.as_ref().unwrap();
+        assert_eq!(h2.max_concurrent_streams.map(|v| v.value), Some(100));
+        assert_eq!(h2.initial_stream_window_size.map(|v| v.value), Some(65_536));
+        assert_eq!(
+            h2.initial_connection_window_size.map(|v| v.value),
+            Some(1 << 20)
+        );
+        assert_eq!(h.request_headers_timeout, dur(10, 0));
+        assert_eq!(h.request_timeout, dur(300, 0));
+        assert_eq!(h.stream_idle_timeout, dur(300, 0));
+        // The spoofable headers go before any filter runs.
+        let [early] = h.early_header_mutation_extensions.as_slice() else {
+            panic!("one early header mutation")
+        };
+        use proto::pb::envoy::config::common::mutation_rules::v3::header_mutation::Action;
+        use proto::pb::envoy::extensions::http::early_header_mutation::header_mutation::v3::HeaderMutation;
+        let m: HeaderMutation = unpack(
+            early.typed_config.as_ref().unwrap(),
+            proto::type_url::EARLY_HEADER_MUTATION,
+        );
+        let removed: Vec<String> = m
+            .mutations
+            .into_iter()
+            .filter_map(|m| match m.action {
+                Some(Action::Remove(h)) => Some(h),
+                _ => None,
+            })
+            .collect();
+        for h in [
+            "x-real-ip",
+            "x-forwarded-host",
+            "x-original-url",
+            "x-rewrite-url",
+            "x-http-method-override",
+        ] {
+            assert!(
+                removed.iter().any(|r| r == h),
+                "{h} is not removed: {removed:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn timeouts_and_limits_are_overridable() {
+    let yaml = TLS_GATEWAY.replace(
+        "    routes:",
+        "    timeouts: { request_headers: 2s, request: 0s, stream_idle: 1h, idle: 10m }\n    limits: { connection_buffer: 1MiB, max_concurrent_streams: 7, initial_stream_window: 128KiB, initial_connection_window: 2MiB }\n    routes:",
+    );
+    let r = edge(&yaml);
+    let l = &r.listeners[0];
+    assert_eq!(
+        l.per_connection_buffer_limit_bytes.map(|v| v.value),
+        Some(1 << 20)
+    );
+    let h = hcm(l);
+    assert_eq!(h.request_headers_timeout, dur(2, 0));
+    // Zero is Envoy's "off".
+    assert_eq!(h.request_timeout, dur(0, 0));
+    assert_eq!(h.stream_idle_timeout, dur(3600, 0));
+    assert_eq!(
+        h.common_http_protocol_options.unwrap().idle_timeout,
+        dur(600, 0)
+    );
+    let h2 = h.http2_protocol_options.unwrap();
+    assert_eq!(h2.max_concurrent_streams.map(|v| v.value), Some(7));
+    assert_eq!(
+        h2.initial_stream_window_size.map(|v| v.value),
+        Some(128 * 1024)
+    );
+    assert_eq!(
+        h2.initial_connection_window_size.map(|v| v.value),
+        Some(2 << 20)
+    );
+}
+
+#[test]
+fn the_first_route_refuses_ambiguous_paths_without_ext_authz() {
+    let r = edge(&with_routes(
+        USERS,
+        "      - { name: r, match: { prefix: / }, service: users, auth: none }\n",
+    ));
+    let first = &r.routes[0].virtual_hosts[0].routes[0];
+    assert_eq!(first.name, super::route::AMBIGUOUS_PATH_ROUTE);
+    let m = first.r#match.as_ref().unwrap();
+    assert_eq!(
+        m.path_specifier,
+        Some(PathSpecifier::SafeRegex(RegexMatcher {
+            regex: super::route::AMBIGUOUS_PATH.into(),
+            ..Default::default()
+        }))
+    );
+    let Some(route::Action::DirectResponse(d)) = &first.action else {
+        panic!("a direct response")
+    };
+    assert_eq!(d.status, 400);
+    // No auth section: no ext_authz filter to disable.
+    assert!(first.typed_per_filter_config.is_empty());
+    // With auth: ext_authz is off on it.
+    let r = edge(&format!(
+        "{JWT_GATEWAY}      - {{ name: r, match: {{ prefix: / }}, service: users, auth: j }}\n"
+    ));
+    let first = &r.routes[0].virtual_hosts[0].routes[0];
+    assert_eq!(first.name, super::route::AMBIGUOUS_PATH_ROUTE);
+    let per: proto::pb::envoy::extensions::filters::http::ext_authz::v3::ExtAuthzPerRoute = unpack(
+        &first.typed_per_filter_config[super::authz::FILTER],
+        super::authz::PER_ROUTE_TYPE_URL,
+    );
+    assert!(matches!(
+        per.r#override,
+        Some(proto::pb::envoy::extensions::filters::http::ext_authz::v3::ext_authz_per_route::Override::Disabled(true))
+    ));
+}
+
+/// A gateway with one JWT provider `j`, up to its route list.
+const JWT_GATEWAY: &str = "version: 1
+services:
+  users: { endpoints: [127.0.0.1:3001] }
+auth:
+  jwt: { j: { issuer: i, algorithms: [HS256], secret_env: S } }
+gateways:
+  edge:
+    listeners: [{ name: http, port: 8080 }]
+    routes:
+";
+
+#[test]
+fn public_routes_covering_protected_ones_warn() {
+    // (routes, warnings naming (public, protected))
+    let cases: &[(&str, &[(&str, &str)])] = &[
+        // A public catch-all before or after a protected prefix.
+        ("{ name: pub, match: { prefix: / }, auth: none }\n{ name: adm, match: { prefix: /api/admin }, auth: j }", &[("pub", "adm")]),
+        ("{ name: adm, match: { prefix: /api/admin }, auth: j }\n{ name: pub, match: { prefix: /api }, auth: none }", &[("pub", "adm")]),
+        ("{ name: adm, match: { path: /API/Admin }, auth: j }\n{ name: pub, match: { prefix: /api }, auth: none }", &[("pub", "adm")]),
+        // Disjoint paths, segment boundaries, narrower public conditions: nothing.
+        ("{ name: pub, match: { prefix: /public }, auth: none }\n{ name: adm, match: { prefix: /api/admin }, auth: j }", &[]),
+        ("{ name: pub, match: { prefix: /api/ad }, auth: none }\n{ name: adm, match: { prefix: /api/admin }, auth: j }", &[]),
+        ("{ name: pub, match: { prefix: /, methods: [GET] }, auth: none }\n{ name: adm, match: { prefix: /api/admin }, auth: j }", &[]),
+        ("{ name: pub, match: { prefix: /, hosts: [www.example.com] }, auth: none }\n{ name: adm, match: { prefix: /api/admin }, auth: j }", &[]),
+        ("{ name: pub, match: { regex: \"/.*\" }, auth: none }\n{ name: adm, match: { prefix: /api/admin }, auth: j }", &[]),
+        ("{ name: adm, match: { prefix: /api/admin }, auth: j }\n{ name: adm2, match: { prefix: / }, auth: j }", &[]),
+    ];
+    for (routes, want) in cases {
+        let items: String = routes
+            .lines()
+            .map(|l| {
+                format!(
+                    "      - {}\n",
+                    l.replace(" }, auth", " }, service: users, auth")
+                )
+            })
+            .collect();
+        let yaml = format!("{JWT_GATEWAY}{items}");
+        let got = warnings(&load(&yaml).config);
+        assert_eq!(got.len(), want.len(), "{routes}: {got:?}");
+        for ((public, protected), w) in want.iter().zip(&got) {
+            assert!(
+                w.contains(&format!("`{public}`")) && w.contains(&format!("`{protected}`")),
+                "{routes}: {w}"
+            );
+        }
     }
 }

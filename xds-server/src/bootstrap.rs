@@ -14,7 +14,14 @@ pub struct BootstrapOptions {
     pub delta: bool,
     /// Envoy-wide limit on open downstream connections.
     pub max_connections: u64,
+    /// Heap size, in bytes, at which Envoy's overload manager counts as saturated.
+    pub max_heap: u64,
 }
+
+/// The fixed-heap monitor's fractions (Envoy's edge-proxy guide): first return freed memory to
+/// the system, then answer new requests with 503 rather than be killed for running out.
+const SHRINK_HEAP_AT: f64 = 0.95;
+const STOP_ACCEPTING_REQUESTS_AT: f64 = 0.98;
 
 /// Renders the bootstrap as JSON (which Envoy also accepts as YAML).
 pub fn render(o: &BootstrapOptions) -> String {
@@ -49,15 +56,43 @@ pub fn render(o: &BootstrapOptions) -> String {
             "lds_config": config_source
         },
         // An edge proxy needs a ceiling on open client connections, or a connection flood
-        // exhausts file descriptors and takes every route down with it.
+        // exhausts file descriptors and takes every route down with it; and one on memory, or
+        // many slow or large requests get it killed, dropping every connection at once. The
+        // overload manager exists only in the bootstrap (no xDS resource carries it).
         "overload_manager": {
-            "resource_monitors": [{
-                "name": "envoy.resource_monitors.global_downstream_max_connections",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
-                    "max_active_downstream_connections": o.max_connections
+            "refresh_interval": "0.25s",
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.fixed_heap",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig",
+                        "max_heap_size_bytes": o.max_heap
+                    }
+                },
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": o.max_connections
+                    }
                 }
-            }]
+            ],
+            "actions": [
+                {
+                    "name": "envoy.overload_actions.shrink_heap",
+                    "triggers": [{
+                        "name": "envoy.resource_monitors.fixed_heap",
+                        "threshold": { "value": SHRINK_HEAP_AT }
+                    }]
+                },
+                {
+                    "name": "envoy.overload_actions.stop_accepting_requests",
+                    "triggers": [{
+                        "name": "envoy.resource_monitors.fixed_heap",
+                        "threshold": { "value": STOP_ACCEPTING_REQUESTS_AT }
+                    }]
+                }
+            ]
         },
         "static_resources": {
             "clusters": [{

@@ -67,6 +67,11 @@ pub enum Command {
         /// Envoy-wide limit on open client connections (overload manager).
         #[arg(long, env = "ENVOY_MAX_CONNECTIONS", default_value_t = 50_000)]
         max_connections: u64,
+        /// Envoy heap size in bytes at which the overload manager acts: at 95% Envoy returns
+        /// freed memory to the system, at 98% it answers new requests with 503. Set it below the
+        /// container's memory limit (it measures Envoy's heap, not its whole RSS).
+        #[arg(long, env = "ENVOY_MAX_HEAP", default_value_t = 1 << 30)]
+        max_heap: u64,
     },
     /// Print the JSON Schema of gateway.yaml (for editors), or the configuration reference.
     Schema {
@@ -100,6 +105,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Validate { config } => match server::build(&config) {
             Ok(built) => {
+                // Valid but risky: said, not refused (exit 0).
+                for w in &built.warnings {
+                    eprintln!("{}: warning: {w}", config.display());
+                }
                 let s = &built.snapshots;
                 let count = |t: &str| {
                     s.groups
@@ -139,6 +148,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             admin_port,
             delta,
             max_connections,
+            max_heap,
         } => {
             let node_id = node_id.unwrap_or_else(|| {
                 let host = std::env::var("HOSTNAME")
@@ -155,6 +165,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 admin_port,
                 delta,
                 max_connections,
+                max_heap,
             };
             println!("{}", bootstrap::render(&opts));
             Ok(0)

@@ -30,6 +30,8 @@ const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
 pub struct Built {
     pub snapshots: Snapshots,
     pub files: BTreeSet<PathBuf>,
+    /// Valid but risky (`translate::warnings`): logged on load, printed by `validate`.
+    pub warnings: Vec<String>,
 }
 
 /// Why a config could not be built: the file (or one it names) is invalid, or translation failed.
@@ -89,7 +91,12 @@ pub fn build(path: &Path) -> Result<Built, BuildError> {
     })?;
     let mut files: BTreeSet<PathBuf> = loaded.files.keys().cloned().collect();
     files.insert(absolute(path));
-    Ok(Built { snapshots, files })
+    let warnings = translate::warnings(&loaded.config);
+    Ok(Built {
+        snapshots,
+        files,
+        warnings,
+    })
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -132,6 +139,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         }),
     });
     info!(version = %first.snapshots.version, gateways = ?first.snapshots.groups.keys().collect::<Vec<_>>(), "config loaded");
+    for w in &first.warnings {
+        warn!("{w}");
+    }
     let (snap_tx, snap_rx) = watch::channel(Arc::new(first.snapshots));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
@@ -251,6 +261,9 @@ async fn reload_loop(
                 continue;
             }
         };
+        for w in &built.warnings {
+            warn!("{w}");
+        }
         // Even a config a policy service refuses names the files whose edit may fix it.
         if built.files != files {
             files = built.files;
