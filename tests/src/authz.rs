@@ -66,13 +66,20 @@ pub fn token(sub: &str, plan: &str) -> String {
 
 /// Like [`token`] for a provider with another `issuer` (and the same secret).
 pub fn token_from(issuer: &str, sub: &str, plan: &str) -> String {
-    let out = Command::new(workspace_bin("authz-service"))
-        .env(SECRET_ENV, SECRET)
+    token_with_claims(issuer, sub, &[&format!("plan={plan}")])
+}
+
+/// An HS256 token from `issuer` for `sub` with extra claims, each `name=value` (JSON values
+/// allowed, as `authz-service token --claim` takes them).
+pub fn token_with_claims(issuer: &str, sub: &str, claims: &[&str]) -> String {
+    let mut cmd = Command::new(workspace_bin("authz-service"));
+    cmd.env(SECRET_ENV, SECRET)
         .args(["token", "--alg", "HS256", "--secret-env", SECRET_ENV])
-        .args(["--issuer", issuer, "--sub", sub])
-        .args(["--claim", &format!("plan={plan}")])
-        .output()
-        .expect("run authz-service token");
+        .args(["--issuer", issuer, "--sub", sub]);
+    for c in claims {
+        cmd.args(["--claim", c]);
+    }
+    let out = cmd.output().expect("run authz-service token");
     assert!(
         out.status.success(),
         "authz-service token: {}",

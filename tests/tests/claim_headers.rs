@@ -3,11 +3,9 @@
 //! and `admin` to an upstream that splits the header on commas, and the client's own copy of the
 //! header is removed all the same.
 
-use std::process::Command;
-
-use tests::authz::{bearer, ISSUER, SECRET, SECRET_ENV};
+use tests::authz::{bearer, token_with_claims, ISSUER};
 use tests::gateway::{Full, Shape};
-use tests::{wait_for_route, workspace_bin};
+use tests::wait_for_route;
 
 /// A second JWT provider (same secret and issuer as `main`) that maps `roles` to a header.
 const ROLES_PROVIDER: &str = r#"    roles:
@@ -29,24 +27,9 @@ const ROUTES: &str = r#"      - name: me
         rate_limit: none
 "#;
 
-/// An HS256 token from the test issuer with `roles` set to the JSON array `roles`.
+/// A token from the test issuer with `roles` set to the JSON array `roles`.
 fn token_with_roles(roles: &str) -> String {
-    let out = Command::new(workspace_bin("authz-service"))
-        .env(SECRET_ENV, SECRET)
-        .args(["token", "--alg", "HS256", "--secret-env", SECRET_ENV])
-        .args(["--issuer", ISSUER, "--sub", "carol"])
-        .args(["--claim", &format!("roles={roles}")])
-        .output()
-        .expect("run authz-service token");
-    assert!(
-        out.status.success(),
-        "authz-service token: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf-8 token")
-        .trim()
-        .to_string()
+    token_with_claims(ISSUER, "carol", &[&format!("roles={roles}")])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -233,7 +233,10 @@ fn translate_gateway(
         public_remove: authz::identity_headers(cfg)
             .into_iter()
             .chain(authz::credential_headers(cfg))
-            .chain(authz::strips_authorization(cfg).then(|| "authorization".to_string()))
+            .chain(
+                authz::strips_authorization(cfg)
+                    .then(|| proto::authz::header::AUTHORIZATION.to_string()),
+            )
             .collect(),
         credential_query: authz::credential_query(cfg),
     };

@@ -106,14 +106,7 @@ impl World {
 
 /// Polls `cond` until it holds; panics after [`WAIT`].
 async fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    test_support::wait::wait_for(what, WAIT, async || cond()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
