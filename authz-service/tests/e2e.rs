@@ -131,6 +131,7 @@ async fn policy_changes_take_effect_without_restarts() {
             config: config.clone(),
             listen: xds,
             admin: free_addr(),
+            tls: None,
         },
     ));
 
