@@ -91,6 +91,10 @@ pub enum Command {
         /// DNS name of xds-server's certificate.
         #[arg(long, env = "XDS_SERVER_NAME", default_value = xds_client::tls::DEFAULT_SERVER_NAME)]
         server_name: String,
+        /// Write nothing if the directory already holds `ca.pem`: a container init step that
+        /// runs on every `docker compose up` keeps the certificates the running services use.
+        #[arg(long, env = "XDS_CERTS_IF_MISSING")]
+        if_missing: bool,
     },
     /// Print the JSON Schema of gateway.yaml (for editors), or the configuration reference.
     Schema {
@@ -191,7 +195,12 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             out,
             gateways,
             server_name,
+            if_missing,
         } => {
+            if if_missing && out.join("ca.pem").exists() {
+                eprintln!("{}: ca.pem exists, nothing written", out.display());
+                return Ok(0);
+            }
             let mut groups = gateways;
             for g in [proto::group::AUTHZ, proto::group::RATELIMIT] {
                 if !groups.iter().any(|x| x == g) {
