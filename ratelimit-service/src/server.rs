@@ -172,7 +172,9 @@ async fn serve_with<S: CounterStore>(opts: Options, store: S) -> anyhow::Result<
     let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = opts.tls.clone() {
-        builder = builder.tls_config(tls).context("--tls-cert/--tls-key/--client-ca")?;
+        builder = builder
+            .tls_config(tls)
+            .context("--tls-cert/--tls-key/--client-ca")?;
     }
     let grpc_task = tokio::spawn(
         builder

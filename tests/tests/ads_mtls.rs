@@ -2,7 +2,8 @@
 //! certificates `xds-server certs` issues serves each ADS client only the node group its
 //! certificate names. Rogue clients (no certificate, another CA's, another group's) get nothing
 //! and never show on `/status`; a real Envoy bootstrapped with `--xds-tls-*` converges and serves
-//! its routes, and authz-service fetches its policy with its own certificate.
+//! its routes, authz-service fetches its policy with its own certificate, and Envoy reaches
+//! authz-service (which requires a client certificate) with `auth.service.tls`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -134,7 +135,12 @@ fn gateway_yaml(api: &str, edge_port: u16, internal_port: u16, authz_port: u16) 
 services:
   api: {{ endpoints: [{api}] }}
 auth:
-  service: {{ address: 127.0.0.1:{authz_port}, timeout: 1s, on_error: deny }}
+  # Envoy presents its `edge` certificate to authz-service, which requires one.
+  service:
+    address: 127.0.0.1:{authz_port}
+    timeout: 1s
+    on_error: deny
+    tls: {{ sni: authz-service, ca_file: pki/ca.pem, cert_file: pki/edge.pem, key_file: pki/edge.key }}
   jwt:
     main:
       issuer: {ISSUER}
@@ -278,7 +284,8 @@ async fn each_certificate_is_served_its_own_node_group_only() {
         other => panic!("edge's certificate claiming edge got {other:?}"),
     }
 
-    // authz-service fetches its policy over mTLS with its own certificate: ready means it has it.
+    // authz-service fetches its policy over mTLS with its own certificate (ready means it has
+    // it), and requires Envoy's on its ext_authz port.
     let authz_admin = free_port();
     let mut cmd = Command::new(workspace_bin("authz-service"));
     cmd.env(SECRET_ENV, SECRET)
@@ -290,7 +297,13 @@ async fn each_certificate_is_served_its_own_node_group_only() {
         .arg("--xds-tls-cert")
         .arg(pki.join("authz-service.pem"))
         .arg("--xds-tls-key")
-        .arg(pki.join("authz-service.key"));
+        .arg(pki.join("authz-service.key"))
+        .arg("--tls-cert")
+        .arg(pki.join("authz-service.pem"))
+        .arg("--tls-key")
+        .arg(pki.join("authz-service.key"))
+        .arg("--client-ca")
+        .arg(pki.join("ca.pem"));
     let mut authz = Proc::spawn("authz-service", cmd, dir.path());
     authz
         .wait_http_ok(
@@ -300,7 +313,8 @@ async fn each_certificate_is_served_its_own_node_group_only() {
         )
         .await;
 
-    // A real Envoy with the bootstrap's mTLS xds_cluster converges and serves a route.
+    // A real Envoy with the bootstrap's mTLS xds_cluster converges and serves a route, and an
+    // authenticated route through authz-service over mTLS.
     let envoy_admin = free_port();
     let bootstrap = run_ok(
         Command::new(xds_server_bin())
@@ -325,14 +339,13 @@ async fn each_certificate_is_served_its_own_node_group_only() {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(client.get("/me").ok().await.status, 401);
-    assert!(
-        envoy
-            .stat("cluster.xds_cluster.ssl.handshake")
-            .await
-            .unwrap_or(0)
-            >= 1,
-        "Envoy reached xds-server over TLS"
-    );
+    for cluster in ["xds_cluster", translate::authz::CLUSTER] {
+        let stat = format!("cluster.{cluster}.ssl.handshake");
+        assert!(
+            envoy.stat(&stat).await.unwrap_or(0) >= 1,
+            "Envoy reached {cluster} over TLS ({stat})"
+        );
+    }
 
     // Both legitimate clients are on /status; no rogue one ever was.
     let ids = wait_for("Envoy and authz-service on /status", WAIT, async || {

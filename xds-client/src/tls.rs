@@ -221,7 +221,10 @@ mod tests {
             client_ca: Some(dir.join("missing.pem")),
         };
         let err = args.load().unwrap_err().to_string();
-        assert!(err.contains("--tls-cert") && err.contains("empty.pem"), "{err}");
+        assert!(
+            err.contains("--tls-cert") && err.contains("empty.pem"),
+            "{err}"
+        );
         let args = ServerTlsArgs {
             client_ca: Some(dir.join("missing.pem")),
             tls_cert: None,

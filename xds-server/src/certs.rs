@@ -142,7 +142,11 @@ mod tests {
                 .unwrap()
                 .permissions()
                 .mode();
-            assert_eq!(mode & 0o077, 0, "a private key must not be group/world readable");
+            assert_eq!(
+                mode & 0o077,
+                0,
+                "a private key must not be group/world readable"
+            );
         }
     }
 }
