@@ -185,7 +185,7 @@ fn the_control_plane_has_its_own_network_and_requires_certificates() {
     for s in &plane {
         assert_eq!(
             &s.networks,
-            &[control.clone()],
+            std::slice::from_ref(control),
             "{}: not on {control} alone",
             s.name
         );

@@ -251,6 +251,26 @@ mod tests {
     }
 
     #[test]
+    fn certs_if_missing_keeps_what_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("tls");
+        let certs = |extra: &[&str]| {
+            let mut args = vec!["xds-server", "certs", "--out", out.to_str().unwrap()];
+            args.extend(extra);
+            assert_eq!(run(Cli::try_parse_from(args).unwrap()).unwrap(), 0);
+            std::fs::read(out.join("ca.pem")).unwrap()
+        };
+        let first = certs(&["--gateway", "edge"]);
+        assert!(out.join("edge.key").exists() && out.join("authz-service.pem").exists());
+        assert_eq!(certs(&["--if-missing"]), first, "--if-missing re-issued");
+        assert_ne!(
+            certs(&[]),
+            first,
+            "without --if-missing everything is re-issued"
+        );
+    }
+
+    #[test]
     fn bootstrap_xds_uses_the_config_grammar() {
         let ok = bootstrap_xds("[::1]:18000").expect("bracketed IPv6");
         assert_eq!((ok.host.as_str(), ok.port), ("::1", 18000));
