@@ -2,8 +2,9 @@
 //! certificates `xds-server certs` issues serves each ADS client only the node group its
 //! certificate names. Rogue clients (no certificate, another CA's, another group's) get nothing
 //! and never show on `/status`; a real Envoy bootstrapped with `--xds-tls-*` converges and serves
-//! its routes, authz-service fetches its policy with its own certificate, and Envoy reaches
-//! authz-service (which requires a client certificate) with `auth.service.tls`.
+//! its routes, the policy services fetch their policies with their own certificates, and Envoy
+//! reaches them (they require a client certificate) with `auth.service.tls` and
+//! `rate_limits.service.tls`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -129,7 +130,13 @@ async fn refused_total(http: &reqwest::Client, admin: &str, reason: &str) -> f64
     .unwrap_or(0.0)
 }
 
-fn gateway_yaml(api: &str, edge_port: u16, internal_port: u16, authz_port: u16) -> String {
+fn gateway_yaml(
+    api: &str,
+    edge_port: u16,
+    internal_port: u16,
+    authz_port: u16,
+    rls_port: u16,
+) -> String {
     format!(
         r#"version: 1
 services:
@@ -146,6 +153,13 @@ auth:
       issuer: {ISSUER}
       algorithms: [HS256]
       secret_env: {SECRET_ENV}
+rate_limits:
+  # The same for ratelimit-service.
+  service:
+    address: 127.0.0.1:{rls_port}
+    timeout: 1s
+    on_error: deny
+    tls: {{ sni: ratelimit-service, ca_file: pki/ca.pem, cert_file: pki/edge.pem, key_file: pki/edge.key }}
 gateways:
   edge:
     listeners: [{{ name: http, port: {edge_port} }}]
@@ -154,10 +168,17 @@ gateways:
         match: {{ prefix: /public }}
         service: api
         auth: none
+        rate_limit: none
       - name: me
         match: {{ prefix: /me }}
         service: api
         auth: main
+        rate_limit: none
+      - name: limited
+        match: {{ prefix: /limited }}
+        service: api
+        auth: none
+        rate_limit: [{{ limit: 2/minute, per: ip }}]
   internal:
     listeners: [{{ name: http, port: {internal_port} }}]
     routes:
@@ -165,6 +186,7 @@ gateways:
         match: {{ prefix: / }}
         service: api
         auth: none
+        rate_limit: none
 "#
     )
 }
@@ -184,11 +206,18 @@ async fn each_certificate_is_served_its_own_node_group_only() {
     );
 
     let up = EchoUpstream::start("api").await;
-    let (edge_port, internal_port, authz_port) = (free_port(), free_port(), free_port());
+    let (edge_port, internal_port, authz_port, rls_port) =
+        (free_port(), free_port(), free_port(), free_port());
     let config = dir.path().join("gateway.yaml");
     std::fs::write(
         &config,
-        gateway_yaml(&up.endpoint(), edge_port, internal_port, authz_port),
+        gateway_yaml(
+            &up.endpoint(),
+            edge_port,
+            internal_port,
+            authz_port,
+            rls_port,
+        ),
     )
     .unwrap();
 
@@ -312,6 +341,31 @@ async fn each_certificate_is_served_its_own_node_group_only() {
             WAIT,
         )
         .await;
+    // ratelimit-service likewise (in-memory counters).
+    let rls_admin = free_port();
+    let mut cmd = Command::new(workspace_bin("ratelimit-service"));
+    cmd.args(["--xds", &grpc, "--node-id", "rls-mtls"])
+        .args(["--listen", &format!("127.0.0.1:{rls_port}")])
+        .args(["--admin", &format!("127.0.0.1:{rls_admin}")])
+        .arg("--xds-ca")
+        .arg(pki.join("ca.pem"))
+        .arg("--xds-tls-cert")
+        .arg(pki.join("ratelimit-service.pem"))
+        .arg("--xds-tls-key")
+        .arg(pki.join("ratelimit-service.key"))
+        .arg("--tls-cert")
+        .arg(pki.join("ratelimit-service.pem"))
+        .arg("--tls-key")
+        .arg(pki.join("ratelimit-service.key"))
+        .arg("--client-ca")
+        .arg(pki.join("ca.pem"));
+    let mut rls = Proc::spawn("ratelimit-service", cmd, dir.path());
+    rls.wait_http_ok(
+        "ratelimit-service to get its policy over mTLS",
+        &format!("http://127.0.0.1:{rls_admin}/readyz"),
+        WAIT,
+    )
+    .await;
 
     // A real Envoy with the bootstrap's mTLS xds_cluster converges and serves a route, and an
     // authenticated route through authz-service over mTLS.
@@ -339,7 +393,19 @@ async fn each_certificate_is_served_its_own_node_group_only() {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(client.get("/me").ok().await.status, 401);
-    for cluster in ["xds_cluster", translate::authz::CLUSTER] {
+    // The limit is enforced, so Envoy reached ratelimit-service (`on_error: deny` would answer
+    // 503 otherwise).
+    for _ in 0..2 {
+        let r = client.get("/limited").ok().await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let r = client.get("/limited").ok().await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    for cluster in [
+        "xds_cluster",
+        translate::authz::CLUSTER,
+        translate::ratelimit::CLUSTER,
+    ] {
         let stat = format!("cluster.{cluster}.ssl.handshake");
         assert!(
             envoy.stat(&stat).await.unwrap_or(0) >= 1,
@@ -347,14 +413,17 @@ async fn each_certificate_is_served_its_own_node_group_only() {
         );
     }
 
-    // Both legitimate clients are on /status; no rogue one ever was.
+    // The legitimate clients are on /status; no rogue one ever was.
     let ids = wait_for("Envoy and authz-service on /status", WAIT, async || {
         let ids = status_node_ids(&http, &admin).await;
-        (ids.iter().any(|i| i == "edge-mtls") && ids.iter().any(|i| i == "authz-mtls"))
+        ["edge-mtls", "authz-mtls", "rls-mtls"]
+            .iter()
+            .all(|want| ids.iter().any(|i| i == want))
             .then_some(ids)
     })
     .await;
     assert!(ids.iter().all(|id| !id.starts_with("rogue-")), "{ids:?}");
     xds.assert_running();
     authz.assert_running();
+    rls.assert_running();
 }
