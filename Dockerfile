@@ -20,6 +20,10 @@ FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/xds-server /out/authz-service /out/ratelimit-service /out/echo-upstream /usr/local/bin/
+# The mount point of compose's `tls` volume, owned by the user everything runs as: an empty
+# volume takes the ownership of the directory it is first mounted on, so `xds-server certs` can
+# write there and every service (Envoy included, run as the same user) can read its key.
+RUN mkdir /tls && chown 65534:65534 /tls
 # Nothing needs root: every port is above 1024 and configuration is mounted read-only.
 USER 65534:65534
 ENTRYPOINT []

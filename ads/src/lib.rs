@@ -4,6 +4,7 @@
 
 /// The classification every crate shares; it lives in `proto` so that `config` can use it too.
 pub use proto::error;
+pub mod identity;
 pub mod metrics;
 mod registry;
 pub mod snapshot;
@@ -23,11 +24,13 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::body::Body;
 use tonic::server::{Grpc, NamedService, StreamingService};
+use tonic::transport::ServerTlsConfig;
 use tonic::{Status, Streaming};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use proto::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 
+use identity::Peer;
 pub use metrics::Metrics;
 pub use registry::{ClientStatus, Nack, Pending, Refusal, Registry, Settled, Target, TypeStatus};
 use snapshot::Snapshots;
@@ -42,6 +45,8 @@ pub struct AdsServer {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
+    /// TLS requiring client certificates; `None` serves plain text and trusts `node.cluster`.
+    tls: Option<ServerTlsConfig>,
 }
 
 /// How often a stream re-checks its ordering gates when nothing else happens (see
@@ -75,7 +80,11 @@ impl AdsServer {
         // larger than one segment stalls ~40 ms on Nagle's algorithm plus delayed ACKs.
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls.clone() {
+            builder = builder.tls_config(tls)?;
+        }
+        builder
             // Detect dead Envoys (and let Envoys detect us) without waiting for TCP timeouts.
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -95,13 +104,29 @@ impl AdsServer {
             registry,
             metrics,
             shutdown,
+            tls: None,
         }
+    }
+
+    /// Serves over TLS with `tls`, which must require client certificates
+    /// (`ServerTlsConfig::client_ca_root`): each client is then served only the node group its
+    /// certificate names (see [`identity`]).
+    pub fn with_tls(mut self, tls: ServerTlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Who sent `request`, as far as this server's transport can tell.
+    fn peer<T>(&self, request: &tonic::Request<T>) -> Peer {
+        let certs = request.peer_certs();
+        Peer::from_certs(self.tls.is_some(), certs.as_deref().map(Vec::as_slice))
     }
 
     /// Runs one stream until the client goes away or the server shuts down.
     fn spawn<Req, F>(
         &self,
         mode: Mode,
+        peer: Peer,
         mut requests: Streaming<Req>,
         convert: F,
     ) -> ReceiverStream<Result<Encoded, Status>>
@@ -116,42 +141,69 @@ impl AdsServer {
         let registry = self.registry.clone();
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
+            // The first request names the node group; nothing is registered (so nothing shows on
+            // `/status`) and nothing is sent before it has been checked against the peer.
+            let first = tokio::select! {
+                msg = requests.message() => msg,
+                _ = shutdown.changed() => return,
+            };
+            let (node, first) = match first {
+                Ok(Some(req)) => convert(req),
+                Ok(None) => return,
+                Err(e) => {
+                    debug!(error = %e, "xDS stream ended with an error");
+                    return;
+                }
+            };
+            let Some((node_id, cluster)) = node else {
+                let _ = tx
+                    .send(Err(Status::invalid_argument(
+                        "the first request must carry node.cluster",
+                    )))
+                    .await;
+                return;
+            };
+            if let Err(refused) = identity::admit(&peer, &cluster) {
+                warn!(node_id, gateway = cluster, error = %refused, "xDS client refused");
+                metrics.refused.with_label_values(&[refused.reason()]).inc();
+                let _ = tx.send(Err(refused.into())).await;
+                return;
+            }
             let id = registry.add(mode.as_str());
             let gauge = metrics.clients.with_label_values(&[mode.as_str()]);
             gauge.inc();
             let mut stream = Stream::new(mode, id, registry.clone(), metrics.clone());
+            stream.set_node(&node_id, &cluster);
+            stream.set_snapshots(&snapshots.borrow_and_update().groups);
+            stream.handle(first);
             let mut tick = tokio::time::interval(TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            'outer: loop {
-                tokio::select! {
-                    msg = requests.message() => match msg {
-                        Ok(Some(req)) => {
-                            let (node, req) = convert(req);
-                            if let Some((id, cluster)) = node {
-                                if stream.group().is_none() {
-                                    stream.set_node(&id, &cluster);
-                                    stream.set_snapshots(&snapshots.borrow_and_update().groups);
-                                }
-                            }
-                            if stream.group().is_none() {
-                                let _ = tx.send(Err(Status::invalid_argument("the first request must carry node.cluster"))).await;
-                                break;
-                            }
-                            stream.handle(req);
-                        }
-                        Ok(None) => break,
-                        Err(e) => { debug!(error = %e, "xDS stream ended with an error"); break }
-                    },
-                    changed = snapshots.changed() => {
-                        if changed.is_err() { break }
-                        stream.set_snapshots(&snapshots.borrow_and_update().groups);
-                    }
-                    _ = tick.tick(), if stream.waiting() => {}
-                    _ = shutdown.changed() => break,
-                }
+            'serve: {
+                // The first request is answered before the next is read, as in the loop below.
                 for resp in stream.advance(Instant::now()) {
                     if tx.send(Ok(resp)).await.is_err() {
-                        break 'outer;
+                        break 'serve;
+                    }
+                }
+                loop {
+                    tokio::select! {
+                        msg = requests.message() => match msg {
+                            // Later requests' node (Envoy may repeat it) cannot change the group.
+                            Ok(Some(req)) => stream.handle(convert(req).1),
+                            Ok(None) => break,
+                            Err(e) => { debug!(error = %e, "xDS stream ended with an error"); break }
+                        },
+                        changed = snapshots.changed() => {
+                            if changed.is_err() { break }
+                            stream.set_snapshots(&snapshots.borrow_and_update().groups);
+                        }
+                        _ = tick.tick(), if stream.waiting() => {}
+                        _ = shutdown.changed() => break,
+                    }
+                    for resp in stream.advance(Instant::now()) {
+                        if tx.send(Ok(resp)).await.is_err() {
+                            break 'serve;
+                        }
                     }
                 }
             }
@@ -213,7 +265,10 @@ impl StreamingService<DiscoveryRequest> for SotwSvc {
     type Future = BoxFuture<'static, Result<tonic::Response<Self::ResponseStream>, Status>>;
 
     fn call(&mut self, request: tonic::Request<Streaming<DiscoveryRequest>>) -> Self::Future {
-        let out = self.0.spawn(Mode::Sotw, request.into_inner(), sotw_request);
+        let peer = self.0.peer(&request);
+        let out = self
+            .0
+            .spawn(Mode::Sotw, peer, request.into_inner(), sotw_request);
         Box::pin(async move { Ok(tonic::Response::new(out)) })
     }
 }
@@ -224,9 +279,10 @@ impl StreamingService<DeltaDiscoveryRequest> for DeltaSvc {
     type Future = BoxFuture<'static, Result<tonic::Response<Self::ResponseStream>, Status>>;
 
     fn call(&mut self, request: tonic::Request<Streaming<DeltaDiscoveryRequest>>) -> Self::Future {
+        let peer = self.0.peer(&request);
         let out = self
             .0
-            .spawn(Mode::Delta, request.into_inner(), delta_request);
+            .spawn(Mode::Delta, peer, request.into_inner(), delta_request);
         Box::pin(async move { Ok(tonic::Response::new(out)) })
     }
 }

@@ -1,4 +1,4 @@
-//! The ADS server's Prometheus metrics: NACKs, responses and open streams. The binary registers
+//! The ADS server's Prometheus metrics: NACKs, responses, open streams and refused clients. The binary registers
 //! them next to its own in one registry.
 
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
@@ -8,6 +8,8 @@ pub struct Metrics {
     pub nacks: IntCounterVec,
     pub responses: IntCounterVec,
     pub clients: IntGaugeVec,
+    /// Streams refused because the client certificate does not name the claimed node group.
+    pub refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -36,10 +38,19 @@ impl Metrics {
             &["protocol"],
         )
         .expect("valid metric");
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "xds_refused_clients_total",
+                "ADS streams refused (PERMISSION_DENIED) because the client certificate does not name the node.cluster they claim, by reason (no_group, other_group).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         Self {
             nacks,
             responses,
             clients,
+            refused,
         }
     }
 
@@ -47,7 +58,8 @@ impl Metrics {
     pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
         registry.register(Box::new(self.nacks.clone()))?;
         registry.register(Box::new(self.responses.clone()))?;
-        registry.register(Box::new(self.clients.clone()))
+        registry.register(Box::new(self.clients.clone()))?;
+        registry.register(Box::new(self.refused.clone()))
     }
 }
 

@@ -58,6 +58,13 @@ pub struct ServeArgs {
     /// Tokio worker threads; defaults to the number of CPUs.
     #[arg(long, env = "AUTHZ_WORKERS")]
     pub workers: Option<usize>,
+    /// mTLS on the ext_authz port: only Envoys with a certificate signed by --client-ca.
+    #[command(flatten)]
+    pub tls: xds_client::tls::ServerTlsArgs,
+    /// This service's certificate towards xds-server (URI SAN
+    /// `spiffe://gateway/group/authz-service`).
+    #[command(flatten)]
+    pub xds_tls: xds_client::tls::XdsTlsArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,6 +218,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         rt.worker_threads(n.max(1));
     }
     let rt = rt.build()?;
+    let tls = args.tls.load()?;
+    let xds_tls = args.xds_tls.load()?;
     let node_id = args.node_id.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname")
             .map(|h| h.trim().to_string())
@@ -223,6 +232,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             listen: args.listen,
             admin: args.admin,
             node_id,
+            tls,
+            xds_tls,
         })
         .await?;
         xds_client::side::shutdown_signal().await;

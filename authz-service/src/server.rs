@@ -20,6 +20,10 @@ pub struct ServeOptions {
     pub admin: SocketAddr,
     /// `node.id` towards xds-server.
     pub node_id: String,
+    /// TLS requiring client certificates on the ext_authz port; `None` serves plain text.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// TLS with a client certificate towards xds-server; `None` connects in plain text.
+    pub xds_tls: Option<xds_client::tls::ClientTls>,
 }
 
 /// A started service.
@@ -60,7 +64,8 @@ pub async fn start(opts: ServeOptions) -> std::io::Result<Running> {
         opts.node_id.clone(),
         proto::group::AUTHZ,
         proto::type_url::AUTH_POLICY,
-    );
+    )
+    .with_tls(opts.xds_tls.clone());
     let xds_task = tokio::spawn(xds_client::run(
         xds_opts,
         Applier::new(shared.clone()),
@@ -71,8 +76,12 @@ pub async fn start(opts: ServeOptions) -> std::io::Result<Running> {
     let svc = AuthzService::new(shared.clone());
     let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
     let grpc_sd = wait(sd.clone());
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = opts.tls.clone() {
+        builder = builder.tls_config(tls).map_err(std::io::Error::other)?;
+    }
     let grpc_task = tokio::spawn(async move {
-        let r = tonic::transport::Server::builder()
+        let r = builder
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(AuthzServer::new(svc))
             .serve_with_incoming_shutdown(incoming, grpc_sd)
@@ -91,7 +100,7 @@ pub async fn start(opts: ServeOptions) -> std::io::Result<Running> {
         shared.metrics.registry.clone(),
         wait(sd),
     ));
-    tracing::info!(grpc = %grpc_addr, admin = %admin_addr, xds = %opts.xds, "authz-service listening");
+    tracing::info!(grpc = %grpc_addr, admin = %admin_addr, xds = %opts.xds, mtls = opts.tls.is_some(), xds_tls = opts.xds_tls.is_some(), "authz-service listening");
     Ok(Running {
         grpc_addr,
         admin_addr,

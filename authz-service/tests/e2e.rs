@@ -131,6 +131,7 @@ async fn policy_changes_take_effect_without_restarts() {
             config: config.clone(),
             listen: xds,
             admin: free_addr(),
+            tls: None,
         },
     ));
 
@@ -140,6 +141,8 @@ async fn policy_changes_take_effect_without_restarts() {
         listen: "127.0.0.1:0".parse().unwrap(),
         admin: "127.0.0.1:0".parse().unwrap(),
         node_id: "authz-e2e".into(),
+        tls: None,
+        xds_tls: None,
     })
     .await
     .unwrap();

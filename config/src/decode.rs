@@ -861,9 +861,30 @@ impl<'a> Ctx<'a> {
                 .file_path(n, &format!("{what}.ca_file"), "ca_file")
                 .map(Some),
         };
+        let cert_file = f
+            .get("cert_file")
+            .map(|n| self.file_path(n, &format!("{what}.cert_file"), "cert_file"));
+        let key_file = f
+            .get("key_file")
+            .map(|n| self.file_path(n, &format!("{what}.key_file"), "key_file"));
+        let client_cert = match (cert_file, key_file) {
+            (None, None) => Some(None),
+            (Some(cert), Some(key)) => Some(Some(ClientCert {
+                cert_file: cert?,
+                key_file: key?,
+            })),
+            _ => {
+                self.problem(
+                    node.pos,
+                    format!("{what}: `cert_file` and `key_file` go together"),
+                );
+                None
+            }
+        };
         Some(UpstreamTls {
             sni: sni?,
             ca_file: ca_file?,
+            client_cert: client_cert?,
         })
     }
 
@@ -882,10 +903,15 @@ impl<'a> Ctx<'a> {
             .and_then(|n| self.host_port(n, &format!("{what}.address")));
         let timeout = self.duration_key(&f, "timeout", what);
         let on_error = self.choice_key(&f, "on_error", what, &d::ON_ERRORS);
+        let tls = match f.get("tls") {
+            None => Some(None),
+            Some(n) => self.upstream_tls(n, &format!("{what}.tls")).map(Some),
+        };
         Some(PolicyService {
             address: address?,
             timeout: timeout?,
             on_error: on_error?,
+            tls: tls?,
         })
     }
 

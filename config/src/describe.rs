@@ -618,10 +618,12 @@ pub(crate) static OUTLIER_DETECTION: Object = Object {
 pub(crate) static UPSTREAM_TLS: Object = Object {
     name: "upstreamTls",
     title: "services.<name>.tls",
-    doc: "TLS from Envoy to the upstream.",
+    doc: "TLS from Envoy to the upstream (also `auth.service.tls` and `rate_limits.service.tls`).",
     keys: &[
         key("sni", Ty::Fmt(&HOST_NAME), Optional, "Server name sent to the upstream, and with `ca_file` the name its certificate must carry."),
         key("ca_file", NONEMPTY, Optional, "PEM file of the CAs that sign the upstream's certificate, relative to this file; omitted, the certificate is not verified."),
+        key("cert_file", NONEMPTY, Optional, "PEM client certificate Envoy presents to the upstream (mTLS), relative to this file; requires `key_file`."),
+        key("key_file", NONEMPTY, Optional, "PEM private key of `cert_file`, relative to this file; requires `cert_file`."),
     ],
     one_of: &[],
 };
@@ -652,6 +654,7 @@ pub(crate) static AUTH_SERVICE: Object = Object {
         key("address", Ty::Fmt(&HOST_PORT), Is("127.0.0.1:9001"), "Address of authz-service as host:port."),
         key("timeout", Ty::Fmt(&POSITIVE_DURATION), Is("200ms"), "How long Envoy waits for an authorization decision."),
         key("on_error", Ty::Enum(&ON_ERRORS), Is("deny"), "What Envoy does when authz-service fails or is late: `deny` answers 503, `allow` lets the request through."),
+        key("tls", Ty::Obj(&UPSTREAM_TLS), Optional, "TLS from Envoy to authz-service; with `cert_file` and `key_file`, for an authz-service started with `--tls-cert --tls-key --client-ca`."),
     ],
     one_of: &[],
 };
@@ -717,6 +720,7 @@ pub(crate) static RATE_LIMIT_SERVICE: Object = Object {
         key("address", Ty::Fmt(&HOST_PORT), Is("127.0.0.1:9002"), "Address of ratelimit-service as host:port."),
         key("timeout", Ty::Fmt(&POSITIVE_DURATION), Is("50ms"), "How long Envoy waits for a rate-limit decision."),
         key("on_error", Ty::Enum(&ON_ERRORS), Is("allow"), "What Envoy does when ratelimit-service fails or is late: `allow` fails open, `deny` answers 503."),
+        key("tls", Ty::Obj(&UPSTREAM_TLS), Optional, "TLS from Envoy to ratelimit-service; with `cert_file` and `key_file`, for a ratelimit-service started with `--tls-cert --tls-key --client-ca`."),
     ],
     one_of: &[],
 };

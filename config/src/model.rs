@@ -117,6 +117,16 @@ pub struct UpstreamTls {
     pub sni: Option<String>,
     /// Absolute path (resolved against the config file's directory); read by the loader.
     pub ca_file: Option<PathBuf>,
+    /// Envoy's client certificate and its key (mTLS), both or neither; absolute paths, read by
+    /// the loader.
+    pub client_cert: Option<ClientCert>,
+}
+
+/// A client certificate Envoy presents to an upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientCert {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +141,8 @@ pub struct PolicyService {
     pub address: HostPort,
     pub timeout: Duration,
     pub on_error: OnError,
+    /// TLS from Envoy to the service; `None`: plain text.
+    pub tls: Option<UpstreamTls>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

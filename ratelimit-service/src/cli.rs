@@ -45,6 +45,13 @@ pub struct Cli {
     /// Log format: human-readable text or one JSON object per line.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+    /// mTLS on the RLS port: only Envoys with a certificate signed by --client-ca.
+    #[command(flatten)]
+    pub tls: xds_client::tls::ServerTlsArgs,
+    /// This service's certificate towards xds-server (URI SAN
+    /// `spiffe://gateway/group/ratelimit-service`).
+    #[command(flatten)]
+    pub xds_tls: xds_client::tls::XdsTlsArgs,
 }
 
 pub fn main() -> anyhow::Result<()> {
@@ -63,6 +70,8 @@ pub fn main() -> anyhow::Result<()> {
         admin: cli.admin,
         redis: cli.redis,
         memory_max_counters: cli.memory_max_counters.get(),
+        tls: cli.tls.load()?,
+        xds_tls: cli.xds_tls.load()?,
     };
     tokio::runtime::Runtime::new()?.block_on(server::serve(opts))
 }

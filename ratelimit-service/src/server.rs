@@ -31,6 +31,10 @@ pub struct Options {
     pub redis: Option<String>,
     /// The in-memory store's bound on counters (unused with Redis).
     pub memory_max_counters: usize,
+    /// TLS requiring client certificates on the RLS port; `None` serves plain text.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// TLS with a client certificate towards xds-server; `None` connects in plain text.
+    pub xds_tls: Option<xds_client::tls::ClientTls>,
 }
 
 /// Installs each policy xds-server sends, or refuses it (NACK) and keeps the previous one.
@@ -136,7 +140,7 @@ async fn serve_with<S: CounterStore>(
     let admin = tokio::net::TcpListener::bind(opts.admin)
         .await
         .with_context(|| format!("binding admin {}", opts.admin))?;
-    info!(grpc = %opts.listen, admin = %opts.admin, xds = %opts.xds, store = kind, "ratelimit-service listening");
+    info!(grpc = %opts.listen, admin = %opts.admin, xds = %opts.xds, store = kind, mtls = opts.tls.is_some(), xds_tls = opts.xds_tls.is_some(), "ratelimit-service listening");
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (state_tx, state_rx) = watch::channel(xds_client::State::default());
@@ -146,7 +150,8 @@ async fn serve_with<S: CounterStore>(
             opts.node_id.clone(),
             proto::group::RATELIMIT,
             proto::type_url::RATELIMIT_POLICY,
-        ),
+        )
+        .with_tls(opts.xds_tls.clone()),
         PolicyApplier {
             policy: policy.clone(),
             cache,
@@ -173,8 +178,14 @@ async fn serve_with<S: CounterStore>(
     // Without TCP_NODELAY a 429 (headers, body, trailers) waits ~40 ms on Nagle's algorithm and
     // delayed ACKs: longer than the whole RLS timeout.
     let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = opts.tls.clone() {
+        builder = builder
+            .tls_config(tls)
+            .context("--tls-cert/--tls-key/--client-ca")?;
+    }
     let grpc_task = tokio::spawn(
-        tonic::transport::Server::builder()
+        builder
             .add_service(RlsServer::new(limiter))
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = sd.wait_for(|v| *v).await;

@@ -38,8 +38,19 @@ const REDIS_DEFAULT_PORT: u16 = 6379;
 
 #[test]
 fn committed_bootstraps_match_the_generator_and_envoy_accepts_them() {
-    let xds = compose().xds_address();
+    let compose = compose();
+    let xds = compose.xds_address();
+    let tls = compose.tls_dir();
+    // Envoy validates the certificate files a bootstrap names, so it checks each one with the
+    // container's certificate directory replaced by freshly issued certificates.
+    let issued = tempfile::tempdir().expect("temp dir");
+    issue_certs(issued.path(), &["edge"]);
     for (file, gateway, node_id) in BOOTSTRAPS {
+        let (ca, cert, key) = (
+            format!("{tls}/ca.pem"),
+            format!("{tls}/{gateway}.pem"),
+            format!("{tls}/{gateway}.key"),
+        );
         let args = [
             "bootstrap",
             "--gateway",
@@ -52,6 +63,12 @@ fn committed_bootstraps_match_the_generator_and_envoy_accepts_them() {
             ENVOY_ADMIN.0,
             "--admin-port",
             &ENVOY_ADMIN.1.to_string(),
+            "--xds-ca",
+            &ca,
+            "--xds-tls-cert",
+            &cert,
+            "--xds-tls-key",
+            &key,
         ];
         let out = Command::new(xds_server_bin())
             .args(args)
@@ -68,9 +85,18 @@ fn committed_bootstraps_match_the_generator_and_envoy_accepts_them() {
             "{file} is stale: regenerate it with `xds-server {} > {file}`",
             args.join(" ")
         );
+        let local = issued.path().join(format!("{node_id}.json"));
+        std::fs::write(
+            &local,
+            read(file).replace(
+                &format!("\"{tls}/"),
+                &format!("\"{}/", issued.path().display()),
+            ),
+        )
+        .expect("write bootstrap copy");
         let check = Command::new(envoy_bin())
             .args(["--mode", "validate", "-c"])
-            .arg(repo_root().join(file))
+            .arg(&local)
             .output()
             .expect("run envoy --mode validate");
         assert!(
@@ -89,6 +115,175 @@ fn committed_bootstraps_match_the_generator_and_envoy_accepts_them() {
             "{} is not in BOOTSTRAPS, so nothing checks it",
             path.display()
         );
+    }
+}
+
+/// Runs `xds-server certs --out dir` for `gateways`.
+fn issue_certs(dir: &Path, gateways: &[&str]) {
+    let mut cmd = Command::new(xds_server_bin());
+    cmd.args(["certs", "--out"]).arg(dir);
+    for g in gateways {
+        cmd.args(["--gateway", g]);
+    }
+    let out = cmd.output().expect("run xds-server certs");
+    assert!(
+        out.status.success(),
+        "xds-server certs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn admin_ports_are_published_on_this_host_only() {
+    let compose = compose();
+    let listeners: BTreeSet<u16> = docker_config()
+        .config
+        .gateways
+        .values()
+        .flat_map(|g| g.listeners.iter().map(|l| l.port))
+        .collect();
+    for s in compose.services.values() {
+        let envoy = s.image.starts_with("envoyproxy/envoy:");
+        for p in &s.ports {
+            // Only a gateway's own listeners face clients; everything else (Envoy's admin can
+            // /quitquitquit, xds-server's shows every client) stays on this host.
+            if envoy && listeners.contains(&p.container) {
+                continue;
+            }
+            assert_eq!(
+                p.host_ip.as_deref(),
+                Some("127.0.0.1"),
+                "{}: publishes port {} on every host interface",
+                s.name,
+                p.container
+            );
+        }
+    }
+}
+
+#[test]
+fn the_control_plane_has_its_own_network_and_requires_certificates() {
+    let compose = compose();
+    let xds = compose.running("xds-server");
+    let [control] = xds.networks.as_slice() else {
+        panic!(
+            "xds-server: on networks {:?}, expected one of its own",
+            xds.networks
+        );
+    };
+    let mut plane: Vec<&Service> = ["authz-service", "ratelimit-service"]
+        .into_iter()
+        .map(|p| compose.running(p))
+        .collect();
+    plane.extend(
+        compose
+            .services
+            .values()
+            .filter(|s| s.image.starts_with("redis:")),
+    );
+    plane.push(xds);
+    for s in &plane {
+        assert_eq!(
+            &s.networks,
+            std::slice::from_ref(control),
+            "{}: not on {control} alone",
+            s.name
+        );
+    }
+    for s in compose.services.values() {
+        let envoy = s.image.starts_with("envoyproxy/envoy:");
+        if envoy {
+            assert!(
+                s.networks.contains(control),
+                "{}: cannot reach the control plane",
+                s.name
+            );
+        } else if !plane.iter().any(|p| p.name == s.name) {
+            assert!(
+                !s.networks.contains(control),
+                "{}: on the control network, but not part of the control plane",
+                s.name
+            );
+        }
+    }
+
+    // mTLS: every party holds the certificate of its node group, issued into one volume.
+    let tls = compose.tls_dir();
+    let issuer = compose
+        .services
+        .values()
+        .find(|s| compose.is_init(s) && s.command.get(1).map(String::as_str) == Some("certs"))
+        .expect("the certs service");
+    let (volume, _) = issuer
+        .volumes
+        .iter()
+        .find(|(_, at)| at == Path::new(&tls))
+        .unwrap_or_else(|| panic!("{}: --out {tls} is not a named volume", issuer.name));
+    let issued_for: Vec<&str> = issuer
+        .command
+        .windows(2)
+        .filter(|w| w[0] == "--gateway")
+        .map(|w| w[1].as_str())
+        .collect();
+    let mounts_tls = |s: &Service| {
+        assert!(
+            s.volumes
+                .iter()
+                .any(|(v, at)| v == volume && at == Path::new(&tls)),
+            "{}: does not mount the {volume} volume at {tls}",
+            s.name
+        );
+        assert!(
+            s.depends_on
+                .iter()
+                .any(|(d, c)| *d == issuer.name && c == "service_completed_successfully")
+                || s.depends_on.iter().any(|(d, _)| *d == xds.name),
+            "{}: may start before the certificates exist",
+            s.name
+        );
+    };
+    for (flag, file) in [
+        ("--tls-cert", "xds-server.pem"),
+        ("--tls-key", "xds-server.key"),
+        ("--client-ca", "ca.pem"),
+    ] {
+        assert_eq!(
+            xds.flag(flag),
+            Some(format!("{tls}/{file}").as_str()),
+            "xds-server {flag}"
+        );
+    }
+    mounts_tls(xds);
+    for group in [proto::group::AUTHZ, proto::group::RATELIMIT] {
+        let s = compose.running(group);
+        for (flag, file) in [
+            ("--xds-ca", "ca.pem".to_string()),
+            ("--xds-tls-cert", format!("{group}.pem")),
+            ("--xds-tls-key", format!("{group}.key")),
+        ] {
+            assert_eq!(
+                s.flag(flag),
+                Some(format!("{tls}/{file}").as_str()),
+                "{group} {flag}"
+            );
+        }
+        mounts_tls(s);
+    }
+    for envoy in compose.envoys() {
+        let bootstrap = compose.envoy_bootstrap(envoy);
+        let gateway = bootstrap["node"]["cluster"].as_str().expect("node.cluster");
+        assert!(
+            issued_for.contains(&gateway),
+            "{}: no certificate is issued for its gateway {gateway}",
+            envoy.name
+        );
+        let socket = &bootstrap["static_resources"]["clusters"][0]["transport_socket"];
+        assert_eq!(
+            socket["name"], "envoy.transport_sockets.tls",
+            "{}: reaches xds-server without TLS",
+            envoy.name
+        );
+        mounts_tls(envoy);
     }
 }
 
@@ -578,6 +773,9 @@ struct Service {
     /// `[CMD, program, args…]`; `[]` without a healthcheck.
     healthcheck: Vec<String>,
     environment: BTreeMap<String, String>,
+    /// Named volumes: (volume, container path).
+    volumes: Vec<(String, PathBuf)>,
+    networks: Vec<String>,
 }
 
 /// A bind mount; `host` is absolute (compose resolves it against the compose file's directory).
@@ -587,6 +785,8 @@ struct Mount {
 }
 
 struct Published {
+    /// The host address it is bound to; `None`: every interface.
+    host_ip: Option<String>,
     host: Option<u16>,
     container: u16,
 }
@@ -615,12 +815,21 @@ impl Compose {
             .unwrap_or_else(|| panic!("{COMPOSE} has no service {name:?}"))
     }
 
-    /// The one service whose command runs `program`.
+    /// Whether `s` is a one-shot step others wait to complete (such as issuing certificates).
+    fn is_init(&self, s: &Service) -> bool {
+        self.services.values().any(|o| {
+            o.depends_on
+                .iter()
+                .any(|(d, c)| *d == s.name && c == "service_completed_successfully")
+        })
+    }
+
+    /// The one long-running service whose command runs `program`.
     fn running(&self, program: &str) -> &Service {
         let mut found = self
             .services
             .values()
-            .filter(|s| s.command.first().map(String::as_str) == Some(program));
+            .filter(|s| s.command.first().map(String::as_str) == Some(program) && !self.is_init(s));
         let service = found
             .next()
             .unwrap_or_else(|| panic!("no service runs {program}"));
@@ -689,6 +898,28 @@ impl Compose {
             .unwrap_or_else(|| panic!("{}: -c {c} is not mounted", envoy.name))
     }
 
+    /// Where the certificates `xds-server certs` issues are, in every container: its `--out`.
+    fn tls_dir(&self) -> String {
+        let issuer = self
+            .services
+            .values()
+            .find(|s| {
+                s.command
+                    .starts_with(&["xds-server".into(), "certs".into()])
+            })
+            .unwrap_or_else(|| panic!("no service runs `xds-server certs`"));
+        assert!(
+            self.is_init(issuer),
+            "{}: nothing waits for the certificates to be issued",
+            issuer.name
+        );
+        issuer
+            .flag("--out")
+            .expect("xds-server certs --out")
+            .trim_end_matches('/')
+            .to_string()
+    }
+
     fn envoy_bootstrap(&self, envoy: &Service) -> serde_json::Value {
         let path = self.envoy_bootstrap_path(envoy);
         let text = std::fs::read_to_string(&path).expect("bootstrap");
@@ -742,6 +973,7 @@ impl Service {
                 let parts: Vec<&str> = p.split(':').collect();
                 let port = |s: &str| s.parse().unwrap_or_else(|_| panic!("{name}: port {p}"));
                 Published {
+                    host_ip: (parts.len() > 2).then(|| parts[0].to_string()),
                     host: (parts.len() > 1).then(|| port(parts[parts.len() - 2])),
                     container: port(parts[parts.len() - 1]),
                 }
@@ -784,6 +1016,15 @@ impl Service {
             depends_on,
             healthcheck: strings(&y["healthcheck"]["test"], "healthcheck.test"),
             environment,
+            volumes: strings(&y["volumes"], "volumes")
+                .iter()
+                .filter(|v| !v.starts_with('.') && !v.starts_with('/'))
+                .filter_map(|v| {
+                    let mut parts = v.split(':');
+                    Some((parts.next()?.to_string(), parts.next()?.into()))
+                })
+                .collect(),
+            networks: strings(&y["networks"], "networks"),
         }
     }
 

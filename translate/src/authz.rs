@@ -233,7 +233,10 @@ pub fn per_route(route: &config::Route) -> ExtAuthzPerRoute {
 
 /// The service authz-service is reached as (gRPC over HTTP/2).
 pub fn service(auth: &config::Auth) -> config::Service {
-    super::policy_service(&auth.service.address)
+    config::Service {
+        tls: auth.service.tls.clone(),
+        ..super::policy_service(&auth.service.address)
+    }
 }
 
 fn file<'a>(

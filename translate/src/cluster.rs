@@ -17,7 +17,7 @@ use proto::pb::envoy::config::endpoint::v3::{
 };
 use proto::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context, subject_alt_name_matcher, CertificateValidationContext, CommonTlsContext,
-    SubjectAltNameMatcher, UpstreamTlsContext,
+    SubjectAltNameMatcher, TlsCertificate, UpstreamTlsContext,
 };
 use proto::pb::envoy::extensions::upstreams::http::v3::{
     http_protocol_options::{explicit_http_config, ExplicitHttpConfig, UpstreamProtocolOptions},
@@ -229,8 +229,27 @@ fn upstream_tls(
         }
         None => None,
     };
+    // Envoy's client certificate (mTLS), inline like the CA: the policy services require one
+    // when started with `--client-ca`.
+    let inline = |bytes: &[u8]| DataSource {
+        specifier: Some(Specifier::InlineBytes(bytes.to_vec())),
+        ..Default::default()
+    };
+    let tls_certificates = match &tls.client_cert {
+        Some(c) => vec![TlsCertificate {
+            certificate_chain: Some(inline(file(
+                files,
+                &c.cert_file,
+                "client certificate file",
+            )?)),
+            private_key: Some(inline(file(files, &c.key_file, "client key file")?)),
+            ..Default::default()
+        }],
+        None => Vec::new(),
+    };
     let ctx = UpstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
+            tls_certificates,
             // Many servers (Go's among them) only speak HTTP/2 over TLS when ALPN negotiated it.
             alpn_protocols: vec![if http2 { "h2" } else { "http/1.1" }.to_string()],
             validation_context_type: validation,
@@ -246,4 +265,104 @@ fn upstream_tls(
             &ctx,
         ))),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const FILE: &str = "/etc/gw/gateway.yaml";
+
+    fn policy_clusters(tls: &str) -> Vec<Cluster> {
+        let yaml = format!(
+            r#"version: 1
+auth:
+  service: {{ address: authz:9001, {tls} }}
+rate_limits:
+  service: {{ address: rls:9002, {tls} }}
+gateways:
+  edge:
+    listeners: [{{ name: http, port: 8080 }}]
+    routes:
+      - {{ name: r, match: {{ prefix: / }}, respond: {{ status: 200 }}, auth: none }}
+"#
+        );
+        let config = config::parse(&yaml, Path::new(FILE))
+            .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
+        let files: BTreeMap<PathBuf, Vec<u8>> = ["ca.pem", "edge.pem", "edge.key"]
+            .iter()
+            .map(|f| {
+                let p = Path::new("/etc/gw/pki").join(f);
+                let text = format!("contents of {}", p.display()).into_bytes();
+                (p, text)
+            })
+            .collect();
+        vec![
+            cluster(
+                "authz",
+                &crate::authz::service(config.auth.as_ref().unwrap()),
+                &files,
+            )
+            .unwrap()
+            .0,
+            cluster(
+                "rls",
+                &crate::ratelimit::service(config.rate_limits.as_ref().unwrap()),
+                &files,
+            )
+            .unwrap()
+            .0,
+        ]
+    }
+
+    fn tls_context(c: &Cluster) -> UpstreamTlsContext {
+        let ts = c.transport_socket.as_ref().expect("a transport socket");
+        let Some(transport_socket::ConfigType::TypedConfig(any)) = &ts.config_type else {
+            panic!("no typed config")
+        };
+        prost::Message::decode(any.value.as_slice()).expect("UpstreamTlsContext")
+    }
+
+    #[test]
+    fn policy_services_get_mtls_with_a_client_certificate_when_asked() {
+        for c in policy_clusters(
+            "tls: { sni: policy, ca_file: pki/ca.pem, cert_file: pki/edge.pem, key_file: pki/edge.key }",
+        ) {
+            let ctx = tls_context(&c);
+            assert_eq!(ctx.sni, "policy");
+            let common = ctx.common_tls_context.unwrap();
+            assert_eq!(common.alpn_protocols, ["h2"], "{}: gRPC", c.name);
+            let [cert] = common.tls_certificates.as_slice() else {
+                panic!("{}: one client certificate", c.name)
+            };
+            let bytes = |d: &Option<DataSource>| match d.as_ref().and_then(|d| d.specifier.clone()) {
+                Some(Specifier::InlineBytes(b)) => String::from_utf8(b).unwrap(),
+                other => panic!("not inline: {other:?}"),
+            };
+            assert_eq!(bytes(&cert.certificate_chain), "contents of /etc/gw/pki/edge.pem");
+            assert_eq!(bytes(&cert.private_key), "contents of /etc/gw/pki/edge.key");
+            assert!(common.validation_context_type.is_some(), "{}: CA", c.name);
+        }
+    }
+
+    #[test]
+    fn policy_services_stay_plain_text_by_default() {
+        for c in policy_clusters("timeout: 1s") {
+            assert!(c.transport_socket.is_none(), "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn a_client_certificate_needs_its_key() {
+        let yaml = "version: 1\nservices:\n  a: { endpoints: [a:1], tls: { cert_file: c.pem } }\ngateways:\n  edge:\n    listeners: [{ name: http, port: 8080 }]\n    routes:\n      - { name: r, match: { prefix: / }, service: a, auth: none }\n";
+        let err = config::parse(yaml, Path::new(FILE))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`cert_file` and `key_file` go together"),
+            "{err}"
+        );
+    }
 }

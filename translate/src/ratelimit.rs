@@ -158,7 +158,10 @@ pub fn http_filter(limits: &config::RateLimits) -> RateLimitFilter {
 
 /// The service ratelimit-service is reached as (gRPC over HTTP/2).
 pub fn service(limits: &config::RateLimits) -> config::Service {
-    super::policy_service(&limits.service.address)
+    config::Service {
+        tls: limits.service.tls.clone(),
+        ..super::policy_service(&limits.service.address)
+    }
 }
 
 /// The route's `rate_limits`: one descriptor per effective limit (see `proto::ratelimit`), and

@@ -9,6 +9,7 @@
 
 pub mod grpc;
 pub mod side;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use proto::pb::google::protobuf::Any;
 use proto::pb::google::rpc::Status as RpcStatus;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
 use tracing::{info, warn};
 
 /// Where to connect and what to ask for.
@@ -33,6 +35,8 @@ pub struct Options {
     /// First reconnect delay; doubles up to `max_backoff`, and starts over once a stream works.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// TLS with a client certificate; `None` connects in plain text.
+    pub tls: Option<tls::ClientTls>,
 }
 
 impl Options {
@@ -49,7 +53,14 @@ impl Options {
             type_url: type_url.into(),
             min_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(5),
+            tls: None,
         }
+    }
+
+    /// Connects over TLS with `tls` (see [`tls::XdsTlsArgs::load`]); `None` keeps plain text.
+    pub fn with_tls(mut self, tls: Option<tls::ClientTls>) -> Self {
+        self.tls = tls;
+        self
     }
 }
 
@@ -123,9 +134,24 @@ async fn session<A: Apply>(
     shutdown: &mut watch::Receiver<bool>,
     healthy: &mut bool,
 ) -> Result<(), String> {
-    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{}", opts.server))
-        .await
-        .map_err(|e| format!("connecting to {}: {e}", opts.server))?;
+    let connect_error = |e: tonic::transport::Error| {
+        // The cause (a refused certificate, an unknown CA) is in the source chain.
+        let mut msg = format!("connecting to {}: {e}", opts.server);
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            msg.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        msg
+    };
+    let endpoint = match &opts.tls {
+        None => Endpoint::from_shared(format!("http://{}", opts.server)),
+        Some(tls) => Endpoint::from_shared(format!("https://{}", opts.server))
+            .and_then(|e| e.tls_config(tls.0.clone())),
+    }
+    .map_err(connect_error)?;
+    let channel = endpoint.connect().await.map_err(connect_error)?;
+    let mut client = AggregatedDiscoveryServiceClient::new(channel);
     // Requests are few (one per response); a small buffer is plenty.
     let (tx, rx) = mpsc::channel(4);
     let node = Node {

@@ -16,6 +16,9 @@ pub struct BootstrapOptions {
     pub max_connections: u64,
     /// Heap size, in bytes, at which Envoy's overload manager counts as saturated.
     pub max_heap: u64,
+    /// Envoy's client certificate towards xds-server, as Envoy will find the files; none of
+    /// the three: plain-text ADS.
+    pub xds_tls: xds_client::tls::XdsTlsArgs,
 }
 
 /// The fixed-heap monitor's fractions (Envoy's edge-proxy guide): first return freed memory to
@@ -31,7 +34,7 @@ pub fn render(o: &BootstrapOptions) -> String {
         // Wait for the control plane rather than start with a partial configuration.
         "initial_fetch_timeout": "0s"
     });
-    let doc = json!({
+    let mut doc = json!({
         "node": { "id": o.node_id, "cluster": o.gateway },
         "admin": {
             "address": { "socket_address": { "address": o.admin_address, "port_value": o.admin_port } }
@@ -118,5 +121,37 @@ pub fn render(o: &BootstrapOptions) -> String {
             }]
         }
     });
+    if let Some(tls) = o.xds_tls.files() {
+        doc["static_resources"]["clusters"][0]["transport_socket"] = xds_transport_socket(&tls);
+    }
     serde_json::to_string_pretty(&doc).expect("JSON values always serialize")
+}
+
+/// mTLS towards xds-server: Envoy presents its certificate (whose URI SAN names its node group,
+/// which is all xds-server will then serve it) and accepts only a server certificate signed by
+/// the CA and carrying the server name. The files are read once, at startup.
+fn xds_transport_socket(t: &xds_client::tls::XdsTlsFiles<'_>) -> serde_json::Value {
+    json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": t.server_name,
+            "common_tls_context": {
+                // gRPC needs HTTP/2, and tonic's TLS listener offers it only through ALPN.
+                "alpn_protocols": ["h2"],
+                "tls_params": { "tls_minimum_protocol_version": "TLSv1_2" },
+                "tls_certificates": [{
+                    "certificate_chain": { "filename": t.cert },
+                    "private_key": { "filename": t.key }
+                }],
+                "validation_context": {
+                    "trusted_ca": { "filename": t.ca },
+                    "match_typed_subject_alt_names": [{
+                        "san_type": "DNS",
+                        "matcher": { "exact": t.server_name }
+                    }]
+                }
+            }
+        }
+    })
 }

@@ -1,5 +1,5 @@
-//! Command line (spec §7): `serve`, `validate`, `bootstrap`, and `schema` (the JSON Schema of
-//! gateway.yaml, or the configuration reference). Every flag has an environment variable.
+//! Command line (spec §7): `serve`, `validate`, `bootstrap`, `certs` (an mTLS control plane's
+//! certificates) and `schema` (the JSON Schema of gateway.yaml, or the configuration reference). Every flag has an environment variable.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::bootstrap::{self, BootstrapOptions};
+use crate::certs::CertsOptions;
 use crate::server::{self, ServeOptions};
 use config::HostPort;
 pub use xds_client::side::LogFormat;
+use xds_client::tls::{ServerTlsArgs, XdsTlsArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,6 +39,10 @@ pub enum Command {
         /// HTTP admin listen address: /healthz, /readyz, /metrics, /status.
         #[arg(long, env = "XDS_ADMIN", default_value = "127.0.0.1:18001")]
         admin: SocketAddr,
+        /// mTLS on the ADS port: a client is served only the node group its certificate's URI
+        /// SAN `spiffe://gateway/group/<node.cluster>` names.
+        #[command(flatten)]
+        tls: ServerTlsArgs,
     },
     /// Check a config: exit 0 with a summary, or 1 with every error.
     Validate {
@@ -72,6 +78,28 @@ pub enum Command {
         /// container's memory limit (it measures Envoy's heap, not its whole RSS).
         #[arg(long, env = "ENVOY_MAX_HEAP", default_value_t = 1 << 30)]
         max_heap: u64,
+        /// Envoy's client certificate towards xds-server (paths as Envoy sees them).
+        #[command(flatten)]
+        xds_tls: XdsTlsArgs,
+    },
+    /// Write a private CA, xds-server's certificate and one client certificate per node group
+    /// (URI SAN `spiffe://gateway/group/<group>`) into a directory. Private keys are mode 0600;
+    /// the CA's key is not kept: run again to re-issue everything.
+    Certs {
+        /// Directory to write `ca.pem`, `<name>.pem` and `<name>.key` into.
+        #[arg(long, env = "XDS_CERTS_OUT")]
+        out: PathBuf,
+        /// A gateway (node group) to issue a certificate for; repeatable. `authz-service` and
+        /// `ratelimit-service` always get one.
+        #[arg(long = "gateway", env = "XDS_CERTS_GATEWAYS", value_delimiter = ',')]
+        gateways: Vec<String>,
+        /// DNS name of xds-server's certificate.
+        #[arg(long, env = "XDS_SERVER_NAME", default_value = xds_client::tls::DEFAULT_SERVER_NAME)]
+        server_name: String,
+        /// Write nothing if the directory already holds `ca.pem`: a container init step that
+        /// runs on every `docker compose up` keeps the certificates the running services use.
+        #[arg(long, env = "XDS_CERTS_IF_MISSING")]
+        if_missing: bool,
     },
     /// Print the JSON Schema of gateway.yaml (for editors), or the configuration reference.
     Schema {
@@ -94,12 +122,15 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             config,
             listen,
             admin,
+            tls,
         } => {
+            let tls = tls.load()?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(server::serve(ServeOptions {
                 config,
                 listen,
                 admin,
+                tls,
             }))?;
             Ok(0)
         }
@@ -149,6 +180,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             delta,
             max_connections,
             max_heap,
+            xds_tls,
         } => {
             let node_id = node_id.unwrap_or_else(|| {
                 let host = std::env::var("HOSTNAME")
@@ -166,8 +198,34 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 delta,
                 max_connections,
                 max_heap,
+                xds_tls,
             };
             println!("{}", bootstrap::render(&opts));
+            Ok(0)
+        }
+        Command::Certs {
+            out,
+            gateways,
+            server_name,
+            if_missing,
+        } => {
+            if if_missing && out.join("ca.pem").exists() {
+                eprintln!("{}: ca.pem exists, nothing written", out.display());
+                return Ok(0);
+            }
+            let mut groups = gateways;
+            for g in [proto::group::AUTHZ, proto::group::RATELIMIT] {
+                if !groups.iter().any(|x| x == g) {
+                    groups.push(g.to_string());
+                }
+            }
+            for f in crate::certs::write(&CertsOptions {
+                out,
+                groups,
+                server_name,
+            })? {
+                println!("{}", f.display());
+            }
             Ok(0)
         }
         Command::Schema { format } => {
@@ -202,6 +260,26 @@ mod tests {
             Command::Bootstrap { xds, .. } => Ok(xds),
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn certs_if_missing_keeps_what_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("tls");
+        let certs = |extra: &[&str]| {
+            let mut args = vec!["xds-server", "certs", "--out", out.to_str().unwrap()];
+            args.extend(extra);
+            assert_eq!(run(Cli::try_parse_from(args).unwrap()).unwrap(), 0);
+            std::fs::read(out.join("ca.pem")).unwrap()
+        };
+        let first = certs(&["--gateway", "edge"]);
+        assert!(out.join("edge.key").exists() && out.join("authz-service.pem").exists());
+        assert_eq!(certs(&["--if-missing"]), first, "--if-missing re-issued");
+        assert_ne!(
+            certs(&[]),
+            first,
+            "without --if-missing everything is re-issued"
+        );
     }
 
     #[test]

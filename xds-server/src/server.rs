@@ -114,6 +114,9 @@ pub struct ServeOptions {
     pub config: PathBuf,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
+    /// TLS requiring client certificates on the ADS port (each client is then served only the
+    /// node group its certificate names); `None` serves plain text.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 /// Runs until Ctrl-C / SIGTERM.
@@ -149,7 +152,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let admin_listener = tokio::net::TcpListener::bind(opts.admin)
         .await
         .with_context(|| format!("binding admin {}", opts.admin))?;
-    info!(grpc = %opts.listen, admin = %opts.admin, "xds-server listening");
+    info!(grpc = %opts.listen, admin = %opts.admin, mtls = opts.tls.is_some(), "xds-server listening");
 
     let ads = AdsServer::new(
         snap_rx,
@@ -157,6 +160,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         metrics.ads.clone(),
         shutdown_rx.clone(),
     );
+    let ads = match opts.tls {
+        Some(tls) => ads.with_tls(tls),
+        None => ads,
+    };
     let mut sd = shutdown_rx.clone();
     let grpc_task = tokio::spawn(ads.serve(grpc, async move {
         let _ = sd.wait_for(|v| *v).await;
