@@ -186,6 +186,13 @@ async fn silent_service(addr: std::net::SocketAddr) -> mpsc::Sender<DiscoveryReq
         .await
         .unwrap()
         .into_inner();
+    // The first response means the server has registered us; only then may the rollout start,
+    // or it would find no policy service to wait for.
+    responses
+        .message()
+        .await
+        .unwrap()
+        .expect("the current policy is sent");
     // Read (and never answer) whatever comes, so the server is never blocked on us.
     tokio::spawn(async move { while let Ok(Some(_)) = responses.message().await {} });
     tx
