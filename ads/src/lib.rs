@@ -164,7 +164,7 @@ impl AdsServer {
                 return;
             };
             if let Err(refused) = identity::admit(&peer, &cluster) {
-                warn!(node_id, gateway = cluster, error = %refused, "xDS client refused");
+                warn!(node_id, group = cluster, error = %refused, "xDS client refused");
                 metrics.refused.with_label_values(&[refused.reason()]).inc();
                 let _ = tx.send(Err(refused.into())).await;
                 return;
@@ -208,7 +208,7 @@ impl AdsServer {
                 }
             }
             info!(
-                gateway = stream.group().unwrap_or(""),
+                group = stream.group().unwrap_or(""),
                 protocol = mode.as_str(),
                 "xDS client disconnected"
             );

@@ -299,7 +299,7 @@ impl Stream {
         });
         info!(
             node_id,
-            gateway = cluster,
+            group = cluster,
             protocol = self.mode.as_str(),
             "xDS client connected"
         );
@@ -321,9 +321,9 @@ impl Stream {
                 if !self.warned_unknown {
                     warn!(
                         node_id = %self.node_id,
-                        gateway = %group,
+                        group = %group,
                         known = ?groups.keys().collect::<Vec<_>>(),
-                        "xDS client's node.cluster names no gateway in the config; it gets no resources"
+                        "xDS client's node.cluster names neither a gateway nor a policy service of the config; it gets no resources"
                     );
                     self.warned_unknown = true;
                 }

@@ -124,6 +124,30 @@ impl Edit for KeysFile {
     }
 }
 
+/// Why a presented key was refused. For the operator (metrics label, log line) only: the client
+/// reads the same answer for all three, so it cannot tell a key that never existed from one that
+/// did (spec §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRefused {
+    /// No record has this key's digest.
+    Unknown,
+    /// The record is marked revoked (whether or not it has also expired).
+    Revoked,
+    /// The record's `expires` has passed.
+    Expired,
+}
+
+impl KeyRefused {
+    /// A stable, low-cardinality label for metrics and logs.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown_key",
+            Self::Revoked => "revoked_key",
+            Self::Expired => "expired_key",
+        }
+    }
+}
+
 /// Lookup structure built from a keys file.
 #[derive(Debug, Default)]
 pub struct KeyStore {
@@ -137,14 +161,26 @@ impl KeyStore {
         }
     }
 
-    /// The active record for a presented key, if any. The map lookup is O(1) on the digest; the
-    /// stored digest is then compared in constant time, so even a hash-map implementation that
-    /// compares keys byte by byte leaks nothing about the stored values.
-    pub fn find(&self, presented: &str, now: i64) -> Option<&KeyRecord> {
+    /// The active record for a presented key, or why there is none. The map lookup is O(1) on
+    /// the digest; the stored digest is then compared in constant time, so even a hash-map
+    /// implementation that compares keys byte by byte leaks nothing about the stored values.
+    pub fn check(&self, presented: &str, now: i64) -> Result<&KeyRecord, KeyRefused> {
         let d = digest_key(presented);
-        let rec = self.by_digest.get(&d)?;
-        aws_lc_rs::constant_time::verify_slices_are_equal(&rec.sha256, &d).ok()?;
-        rec.is_active(now).then_some(rec)
+        let rec = self.by_digest.get(&d).ok_or(KeyRefused::Unknown)?;
+        aws_lc_rs::constant_time::verify_slices_are_equal(&rec.sha256, &d)
+            .map_err(|_| KeyRefused::Unknown)?;
+        if rec.revoked.is_some() {
+            Err(KeyRefused::Revoked)
+        } else if !rec.is_active(now) {
+            Err(KeyRefused::Expired)
+        } else {
+            Ok(rec)
+        }
+    }
+
+    /// The active record for a presented key, if any.
+    pub fn find(&self, presented: &str, now: i64) -> Option<&KeyRecord> {
+        self.check(presented, now).ok()
     }
 
     pub fn len(&self) -> usize {
@@ -228,9 +264,12 @@ mod tests {
             store.find(&k2, 1_750_000_000).map(|r| r.tenant.as_str()),
             Some("acme")
         );
-        assert!(store.find(&k2, 1_800_000_000).is_none(), "expired");
-        assert!(store.find("gwk_nope", 0).is_none());
-        assert!(store.find("", 0).is_none());
+        assert_eq!(
+            store.check(&k2, 1_800_000_000).unwrap_err(),
+            KeyRefused::Expired
+        );
+        assert_eq!(store.check("gwk_nope", 0).unwrap_err(), KeyRefused::Unknown);
+        assert_eq!(store.check("", 0).unwrap_err(), KeyRefused::Unknown);
 
         let mut f = back;
         f.revoke("a", 1_760_000_000).unwrap();
@@ -240,7 +279,10 @@ mod tests {
         ));
         f.store(&path).unwrap();
         let store = KeyStore::new(KeysFile::load(&path).unwrap());
-        assert!(store.find(&k1, 1_750_000_000).is_none(), "revoked");
+        assert_eq!(
+            store.check(&k1, 1_750_000_000).unwrap_err(),
+            KeyRefused::Revoked
+        );
     }
 
     #[test]

@@ -71,10 +71,13 @@ pub struct ServeArgs {
 pub enum ApikeyCommand {
     /// Create a key: prints it once; the file keeps only its SHA-256.
     Create {
+        /// The keys file to add the key to (created if missing; rewritten atomically).
         #[arg(long, env = "AUTHZ_KEYS_FILE")]
         keys_file: PathBuf,
+        /// The key's id: unique in the file, the client id upstreams see (`x-client-id`).
         #[arg(long, env = "AUTHZ_KEY_ID")]
         id: String,
+        /// The rate-limit plan of requests with this key (a name under `rate_limits.plans`).
         #[arg(long, env = "AUTHZ_KEY_PLAN")]
         plan: String,
         /// Comma-separated roles.
@@ -83,6 +86,7 @@ pub enum ApikeyCommand {
         /// Comma-separated scopes.
         #[arg(long, env = "AUTHZ_KEY_SCOPES", value_delimiter = ',')]
         scopes: Vec<String>,
+        /// The tenant `per: tenant` rate limits count this key's requests by.
         #[arg(long, env = "AUTHZ_KEY_TENANT")]
         tenant: Option<String>,
         /// RFC 3339 time (2026-12-31T00:00:00Z) or a duration from now (90d, 12h).
@@ -91,8 +95,10 @@ pub enum ApikeyCommand {
     },
     /// Revoke a key by id (it stays in the file, marked revoked).
     Revoke {
+        /// The keys file that holds the key.
         #[arg(long, env = "AUTHZ_KEYS_FILE")]
         keys_file: PathBuf,
+        /// The id of the key to revoke.
         #[arg(long, env = "AUTHZ_KEY_ID")]
         id: String,
     },
@@ -109,12 +115,16 @@ pub struct TokenArgs {
     /// Environment variable holding the HS* secret.
     #[arg(long, env = "AUTHZ_TOKEN_SECRET_ENV")]
     pub secret_env: Option<String>,
+    /// The `iss` claim: the provider's `issuer`.
     #[arg(long, env = "AUTHZ_TOKEN_ISSUER")]
     pub issuer: String,
+    /// The `sub` claim: the client id, unless the provider's `client_claim` names another.
     #[arg(long, env = "AUTHZ_TOKEN_SUBJECT", default_value = "dev-user")]
     pub sub: String,
+    /// The `aud` claim (comma-separated or repeated); none when absent.
     #[arg(long = "aud", env = "AUTHZ_TOKEN_AUDIENCE", value_delimiter = ',')]
     pub audiences: Vec<String>,
+    /// The `kid` header naming the verification key in the provider's JWKS.
     #[arg(long, env = "AUTHZ_TOKEN_KID")]
     pub kid: Option<String>,
     /// Lifetime in seconds.

@@ -138,6 +138,17 @@ pub enum DenyStatus {
     Unavailable,
 }
 
+impl DenyStatus {
+    /// The HTTP status the client gets.
+    pub fn code(self) -> u16 {
+        match self {
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
+            Self::Unavailable => 503,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deny {
     pub status: DenyStatus,
@@ -376,18 +387,19 @@ impl Policy {
         if accepted.is_none() {
             for p in &rule.api {
                 match api_key(p, headers, path) {
-                    Ok(Some(key)) => match p.store.find(&key, now as i64) {
-                        Some(rec) => {
+                    Ok(Some(key)) => match p.store.check(&key, now as i64) {
+                        Ok(rec) => {
                             accepted =
                                 Some((p.name.clone(), Arc::new(self.key_identity(rec)), false));
                             break;
                         }
-                        None => {
-                            // Unknown, revoked and expired keys read the same to the client.
+                        Err(refused) => {
+                            // Unknown, revoked and expired keys read the same to the client
+                            // (spec §3); only the metrics label and the log line tell them apart.
                             failure.get_or_insert(refusal(
                                 DenyStatus::Unauthorized,
                                 "the API key is invalid",
-                                "invalid_key",
+                                refused.reason(),
                                 &p.name,
                                 Some(challenge(rule, false)),
                             ));

@@ -17,8 +17,6 @@ use crate::response::check_response;
 
 /// The per-route context extension (set on every route with `auth`) naming the route.
 pub use proto::authz::ROUTE_EXTENSION;
-/// Request ids longer than this are cut: the id is echoed into the JSON body.
-const MAX_REQUEST_ID: usize = 128;
 
 /// What the gRPC service and the admin port share.
 pub struct Shared {
@@ -77,7 +75,7 @@ impl AuthzService {
             None => &empty,
         };
         let request_id = match headers.get("x-request-id") {
-            Some(Ok(id)) => id.chars().take(MAX_REQUEST_ID).collect(),
+            Some(Ok(id)) => id.chars().take(proto::MAX_REQUEST_ID_CHARS).collect(),
             _ => String::new(),
         };
         let Some(policy) = self.shared.policy.load_full() else {
@@ -133,7 +131,19 @@ impl Authorization for AuthzService {
                     "ok"
                 },
             ),
-            Decision::Deny(d) => (d.provider.as_str(), "deny", d.reason),
+            Decision::Deny(d) => {
+                // One line per denial, for the operator only: the reason is finer than what the
+                // client reads (a revoked, an expired and an unknown API key answer alike, spec
+                // §3). Never the credential: neither the token, nor the key, nor a claim of it.
+                tracing::debug!(
+                    request_id = request_id.as_str(),
+                    status = d.status.code(),
+                    reason = d.reason,
+                    provider = d.provider.as_str(),
+                    "request denied"
+                );
+                (d.provider.as_str(), "deny", d.reason)
+            }
         };
         m.decisions
             .with_label_values(&[provider, verdict, reason])

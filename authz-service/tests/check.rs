@@ -621,7 +621,7 @@ async fn decisions_are_counted() {
     );
     assert!(
         m.contains(
-            r#"authz_decisions_total{decision="deny",provider="partners",reason="invalid_key"} 1"#
+            r#"authz_decisions_total{decision="deny",provider="partners",reason="revoked_key"} 1"#
         ),
         "{m}"
     );
@@ -647,6 +647,131 @@ async fn decisions_are_counted() {
         m.contains(r#"authz_token_cache_total{result="miss"} 1"#),
         "{m}"
     );
+}
+
+/// A revoked, an expired and an unknown API key get byte-for-byte the same answer (spec §3: no
+/// message tells whether a key exists), while the metrics and the debug line of each denial tell
+/// them apart, as they tell an expired JWT from a forged one. No log line, at any level, holds a
+/// key, a token or a secret.
+#[tokio::test]
+async fn refused_keys_answer_alike_and_differ_only_in_metrics_and_logs() {
+    use prost::Message;
+    let logs = test_support::capture_logs();
+    let (mut c, keys, shared) = setup().await;
+    let unknown = format!("gwk_{}", "Q".repeat(43));
+    let mut answers = Vec::new();
+    for key in [&keys.revoked, &keys.expired, &unknown] {
+        let headers = [("x-api-key", key.as_str()), ("x-request-id", "rid-key")];
+        let r = check(&mut c, check_request(Some("users"), &headers, "/")).await;
+        assert_eq!(denied(&r).status, 401);
+        answers.push(r.encode_to_vec());
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "revoked and expired keys answer alike"
+    );
+    assert_eq!(
+        answers[0], answers[2],
+        "revoked and unknown keys answer alike"
+    );
+
+    let expired_jwt = token(
+        "rsa2048.pem",
+        Algorithm::RS256,
+        "r1",
+        &claims(json!({ "iat": now() - 7200, "exp": now() - 3600 })),
+    );
+    let mut forged = token("rsa2048.pem", Algorithm::RS256, "r1", &claims(json!({})));
+    let at = forged.len() - 20;
+    let flipped = if &forged[at..=at] == "A" { "B" } else { "A" };
+    forged.replace_range(at..=at, flipped);
+    let forwarded = hs_token(
+        Algorithm::HS256,
+        &claims(json!({ "iss": "https://fwd.test" })),
+    );
+    for (route, token, rid) in [
+        ("users", &expired_jwt, "rid-expired-jwt"),
+        ("users", &forged, "rid-forged-jwt"),
+    ] {
+        let headers = [
+            ("authorization", format!("Bearer {token}")),
+            ("x-request-id", rid.into()),
+        ];
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(
+            denied(&check(&mut c, check_request(Some(route), &headers, "/")).await).status,
+            401
+        );
+    }
+    // Accepted credentials are not logged either.
+    let auth = format!("Bearer {forwarded}");
+    allowed(
+        &check(
+            &mut c,
+            check_request(Some("fwd"), &[("authorization", &auth)], "/"),
+        )
+        .await,
+    );
+    allowed(
+        &check(
+            &mut c,
+            check_request(Some("users"), &[("x-api-key", &keys.active)], "/"),
+        )
+        .await,
+    );
+
+    let m = shared.metrics.render();
+    for (provider, reason) in [
+        ("partners", "revoked_key"),
+        ("partners", "expired_key"),
+        ("partners", "unknown_key"),
+        ("main", "expired"),
+        ("main", "bad_signature"),
+    ] {
+        let series = format!(
+            r#"authz_decisions_total{{decision="deny",provider="{provider}",reason="{reason}"}} 1"#
+        );
+        assert!(m.contains(&series), "{series} missing from\n{m}");
+    }
+
+    let text = logs.text();
+    for (rid, reason) in [
+        ("rid-key", "revoked_key"),
+        ("rid-key", "expired_key"),
+        ("rid-key", "unknown_key"),
+        ("rid-expired-jwt", "expired"),
+        ("rid-forged-jwt", "bad_signature"),
+    ] {
+        let (rid, reason) = (
+            format!("request_id=\"{rid}\""),
+            format!("reason=\"{reason}\""),
+        );
+        assert!(
+            text.lines().any(|l| l.contains("DEBUG")
+                && l.contains("request denied")
+                && l.contains(&rid)
+                && l.contains(&reason)
+                && l.contains("status=401")),
+            "no denial line with {rid} and {reason} in\n{text}"
+        );
+    }
+    let secret = String::from_utf8_lossy(SECRET).into_owned();
+    let mut never = vec![secret.as_str()];
+    for token in [&expired_jwt, &forged, &forwarded] {
+        // The whole token, and each part (the signature alone is what a forger wants).
+        never.push(token);
+        never.extend(token.split('.'));
+    }
+    for key in [&keys.active, &keys.revoked, &keys.expired, &unknown] {
+        never.push(key);
+        never.push(&key["gwk_".len()..]);
+    }
+    for s in never {
+        assert!(
+            !text.contains(s),
+            "a credential reached the log: {s}\n{text}"
+        );
+    }
 }
 
 /// Sends already-encoded request bytes (which need not decode) and reads a CheckResponse.

@@ -70,6 +70,11 @@ pub mod group {
     pub const RATELIMIT: &str = "ratelimit-service";
 }
 
+/// The most characters of a request's `x-request-id` either policy service echoes into a denial's
+/// JSON body or writes into a log line. Envoy keeps a client-sent id (`preserve_external_request_id`),
+/// so the id is the client's to choose; a generated one is a 36-character UUID.
+pub const MAX_REQUEST_ID_CHARS: usize = 128;
+
 /// Wraps `msg` in an `Any`. Only deterministic when `msg` holds no map with two or more entries;
 /// otherwise build the bytes with [`encode_with_fields`] and use [`pack_bytes`].
 pub fn pack<M: Message>(type_url: &str, msg: &M) -> Any {

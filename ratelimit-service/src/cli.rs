@@ -1,9 +1,10 @@
-//! Command line (spec §7). Every flag has an environment variable.
+//! Command line (spec §7): `serve` (the default, so `ratelimit-service --xds …` works as the
+//! spec writes it), the same shape as authz-service's. Every flag has an environment variable.
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use xds_client::side::LogFormat;
 
 use crate::server::{self, Options};
@@ -12,9 +13,28 @@ use crate::server::{self, Options};
 #[command(
     name = "ratelimit-service",
     version,
-    about = "Envoy rate-limit service (RLS) with exact sliding windows, configured by xds-server"
+    about = "Envoy rate-limit service (RLS) with exact sliding windows, configured by xds-server",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, global = true, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `serve` flags, also accepted without the subcommand.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve RLS ShouldRateLimit (the default).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
     /// xds-server's gRPC address (host:port).
     #[arg(long, env = "RATELIMIT_XDS", default_value = "127.0.0.1:18000")]
     pub xds: String,
@@ -42,9 +62,6 @@ pub struct Cli {
     /// node.id reported to xds-server; defaults to `ratelimit-<hostname>-<pid>`.
     #[arg(long, env = "RATELIMIT_NODE_ID")]
     pub node_id: Option<String>,
-    /// Log format: human-readable text or one JSON object per line.
-    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
-    pub log_format: LogFormat,
     /// mTLS on the RLS port: only Envoys with a certificate signed by --client-ca.
     #[command(flatten)]
     pub tls: xds_client::tls::ServerTlsArgs,
@@ -57,21 +74,28 @@ pub struct Cli {
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     xds_client::side::init_logging(cli.log_format);
-    let node_id = cli.node_id.unwrap_or_else(|| {
+    serve(match cli.command {
+        Some(Command::Serve(args)) => args,
+        None => cli.serve,
+    })
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let node_id = args.node_id.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "local".into());
         format!("ratelimit-{host}-{}", std::process::id())
     });
     let opts = Options {
-        xds: cli.xds,
+        xds: args.xds,
         node_id,
-        listen: cli.listen,
-        admin: cli.admin,
-        redis: cli.redis,
-        memory_max_counters: cli.memory_max_counters.get(),
-        tls: cli.tls.load()?,
-        xds_tls: cli.xds_tls.load()?,
+        listen: args.listen,
+        admin: args.admin,
+        redis: args.redis,
+        memory_max_counters: args.memory_max_counters.get(),
+        tls: args.tls.load()?,
+        xds_tls: args.xds_tls.load()?,
     };
     tokio::runtime::Runtime::new()?.block_on(server::serve(opts))
 }

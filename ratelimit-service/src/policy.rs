@@ -149,7 +149,9 @@ impl Policy {
             };
             let resolved = match entries.first() {
                 Some(e) if e.key == key::REQUEST_ID => {
-                    out.request_id = Some(e.value.clone());
+                    // Echoed into the 429 body and the denial's log line: cut like authz-service's.
+                    out.request_id =
+                        Some(e.value.chars().take(proto::MAX_REQUEST_ID_CHARS).collect());
                     Err(None)
                 }
                 Some(e) if e.key == key::RULE => match self.rules.get(&e.value) {
@@ -407,6 +409,14 @@ mod tests {
             desc(&[("rule", "orders#1"), ("header", "a{b}%")]),
         ]));
         assert_eq!(plan.request_id.as_deref(), Some("abc"));
+        let long = "x".repeat(1000);
+        let cut = p.plan(&request(vec![desc(&[("request_id", &long)])]));
+        let cut = cut.request_id.map(|r| r.len());
+        assert_eq!(
+            cut,
+            Some(proto::MAX_REQUEST_ID_CHARS),
+            "a client's id is cut"
+        );
         assert_eq!(plan.ignored, ["unknown_rule", "not_ours", "not_ours"]);
         // A plan rule without a client is counted in the shared no-identity bucket.
         assert_eq!(

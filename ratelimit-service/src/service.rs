@@ -17,6 +17,7 @@ use crate::limiter::Check;
 use crate::metrics::Metrics;
 use crate::policy::{Plan, Policy};
 use crate::store::{CounterStore, Outcome, StoreError};
+use crate::throttle::{LogThrottle, STORE_WARNING_INTERVAL};
 
 /// The service's state: one store, the current policy, the over-limit cache.
 pub struct RateLimiter<S> {
@@ -24,6 +25,8 @@ pub struct RateLimiter<S> {
     policy: Arc<ArcSwapOption<Policy>>,
     cache: Arc<OverLimitCache>,
     metrics: Arc<Metrics>,
+    /// Store failures are logged at most once per [`STORE_WARNING_INTERVAL`].
+    store_warnings: LogThrottle,
 }
 
 /// What the service concluded about one request, before it becomes a gRPC answer.
@@ -53,6 +56,7 @@ impl<S: CounterStore> RateLimiter<S> {
             policy,
             cache,
             metrics,
+            store_warnings: LogThrottle::new(STORE_WARNING_INTERVAL),
         }
     }
 
@@ -114,8 +118,18 @@ impl<S: CounterStore> RateLimiter<S> {
                         on_error = action,
                         "memory store full"
                     );
-                } else {
-                    tracing::warn!(error = %error, store = self.store.kind(), on_error = action, "rate-limit store failed");
+                } else if let Some(suppressed) = self.store_warnings.admit(Instant::now()) {
+                    // Every request fails alike while the store is down: one line per
+                    // interval, with the number left out (all of them are counted in
+                    // `ratelimit_store_errors_total`).
+                    tracing::warn!(
+                        error = %error,
+                        store = self.store.kind(),
+                        on_error = action,
+                        suppressed,
+                        "rate-limit store failed (logged at most every {}s; `suppressed` failures since the last line)",
+                        STORE_WARNING_INTERVAL.as_secs()
+                    );
                 }
                 Decision::StoreFailed {
                     error,
@@ -170,6 +184,24 @@ impl<S: CounterStore> RateLimiter<S> {
     }
 
     fn record(&self, plan: &Plan, outcome: &Outcome, denied: &str) {
+        if !outcome.admitted {
+            // One line per 429, for the operator: which limits refused it, and whether the
+            // over-limit cache answered without the store. Names only, never a counter key (it
+            // holds the client id, the address or a header value).
+            let over: Vec<&str> = plan
+                .names
+                .iter()
+                .zip(&outcome.checks)
+                .filter(|(_, c)| !c.admitted)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            tracing::debug!(
+                request_id = plan.request_id.as_deref().unwrap_or(""),
+                limits = ?over,
+                reason = denied,
+                "request over limit"
+            );
+        }
         for (name, check) in plan.names.iter().zip(&outcome.checks) {
             let o = if check.admitted && outcome.admitted {
                 "admitted"
@@ -401,7 +433,8 @@ mod tests {
 
     use crate::store::MemoryStore;
 
-    fn limiter(fail_open: bool) -> RateLimiter<MemoryStore> {
+    /// One rule: 1 request per minute per address.
+    fn policy(fail_open: bool) -> Arc<ArcSwapOption<Policy>> {
         let pb = RateLimitPolicy {
             domain: DOMAIN.into(),
             fail_open,
@@ -417,18 +450,24 @@ mod tests {
             }],
             ..Default::default()
         };
-        let policy = Arc::new(ArcSwapOption::from_pointee(Policy::compile(&pb).unwrap()));
+        Arc::new(ArcSwapOption::from_pointee(Policy::compile(&pb).unwrap()))
+    }
+
+    fn limiter(fail_open: bool) -> RateLimiter<MemoryStore> {
         let metrics = Arc::new(Metrics::new());
         // Room for one counter.
         let store = MemoryStore::new(1).with_metrics(metrics.memory());
-        RateLimiter::new(store, policy, Arc::default(), metrics)
+        RateLimiter::new(store, policy(fail_open), Arc::default(), metrics)
+    }
+
+    fn entry(k: &str, v: &str) -> Entry {
+        Entry {
+            key: k.into(),
+            value: v.into(),
+        }
     }
 
     fn from(ip: &str) -> RateLimitRequest {
-        let entry = |k: &str, v: &str| Entry {
-            key: k.into(),
-            value: v.into(),
-        };
         RateLimitRequest {
             domain: DOMAIN.into(),
             descriptors: vec![RateLimitDescriptor {
@@ -437,6 +476,77 @@ mod tests {
             }],
             hits_addend: 0,
         }
+    }
+
+    /// A request as Envoy sends it, with the `request_id` descriptor first.
+    fn with_request_id(mut req: RateLimitRequest, id: &str) -> RateLimitRequest {
+        let d = RateLimitDescriptor {
+            entries: vec![entry(key::REQUEST_ID, id)],
+            ..Default::default()
+        };
+        req.descriptors.insert(0, d);
+        req
+    }
+
+    /// A store that is down.
+    struct Down;
+
+    impl CounterStore for Down {
+        async fn check(&self, _: &[crate::store::Hit]) -> Result<Outcome, StoreError> {
+            Err(StoreError::Unavailable("connection refused".into()))
+        }
+
+        fn kind(&self) -> &'static str {
+            "redis"
+        }
+    }
+
+    #[tokio::test]
+    async fn each_denial_is_logged_at_debug_with_its_request_id_and_limit() {
+        let logs = test_support::capture_logs();
+        let l = limiter(false);
+        let ip = "2001:db8::7";
+        for id in ["rid-1", "rid-2", "rid-3"] {
+            respond(l.decide(&with_request_id(from(ip), id)).await).unwrap();
+        }
+        let text = logs.text();
+        let denials: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("request over limit"))
+            .collect();
+        assert_eq!(denials.len(), 2, "the first request was admitted:\n{text}");
+        // The second went to the store; the third was answered by the over-limit cache.
+        for (line, (id, reason)) in denials
+            .iter()
+            .zip([("rid-2", "denied"), ("rid-3", "denied_cached")])
+        {
+            assert!(line.contains("DEBUG"), "{line}");
+            assert!(line.contains(&format!("request_id=\"{id}\"")), "{line}");
+            assert!(line.contains(&format!("reason=\"{reason}\"")), "{line}");
+            assert!(line.contains(r#"limits=["r#0"]"#), "{line}");
+        }
+        // The counter key holds the client's address; the log line does not.
+        assert!(!text.contains(ip), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_is_warned_about_once_per_interval_not_per_request() {
+        let logs = test_support::capture_logs();
+        let metrics = Arc::new(Metrics::new());
+        let l = RateLimiter::new(Down, policy(true), Arc::default(), metrics.clone());
+        for _ in 0..100 {
+            let r = respond(l.decide(&from("192.0.2.1")).await);
+            assert_eq!(code(&r), Ok(Code::Ok as i32), "on_error: allow");
+        }
+        let text = logs.text();
+        let warnings = text.matches("rate-limit store failed").count();
+        assert_eq!(warnings, 1, "{text}");
+        assert!(text.contains("suppressed=0"), "{text}");
+        let errors = metrics
+            .store_errors
+            .with_label_values(&["unavailable"])
+            .get();
+        assert_eq!(errors, 100, "every failure is counted");
     }
 
     fn code(r: &Result<RateLimitResponse, Status>) -> Result<i32, tonic::Code> {

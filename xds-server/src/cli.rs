@@ -1,5 +1,6 @@
 //! Command line (spec §7): `serve`, `validate`, `bootstrap`, `certs` (an mTLS control plane's
-//! certificates) and `schema` (the JSON Schema of gateway.yaml, or the configuration reference). Every flag has an environment variable.
+//! certificates) and `schema` (the JSON Schema of gateway.yaml, or the configuration reference).
+//! Every flag has help text and an environment variable (`tests/tests/cli.rs` checks both).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ pub struct Cli {
 pub enum Command {
     /// Serve ADS (SotW and Delta) for the config, reloading it when it changes.
     Serve {
+        /// The gateway.yaml to serve; watched, and every valid edit applied without a restart.
         #[arg(long, env = "XDS_CONFIG", default_value = "gateway.yaml")]
         config: PathBuf,
         /// gRPC (ADS) listen address.
@@ -46,6 +48,7 @@ pub enum Command {
     },
     /// Check a config: exit 0 with a summary, or 1 with every error.
     Validate {
+        /// The gateway.yaml to check, with every file it references.
         #[arg(env = "XDS_CONFIG", default_value = "gateway.yaml")]
         config: PathBuf,
     },

@@ -141,7 +141,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             reloads: ReloadCounts { ok: 1, rejected: 0 },
         }),
     });
-    info!(version = %first.snapshots.version, gateways = ?first.snapshots.groups.keys().collect::<Vec<_>>(), "config loaded");
+    info!(version = %first.snapshots.version, groups = ?first.snapshots.groups.keys().collect::<Vec<_>>(), "config loaded");
     for w in &first.warnings {
         warn!("{w}");
     }

@@ -42,7 +42,7 @@ pub struct Args {
     #[arg(long, env = "BENCH_EDITS", default_value_t = 15)]
     edits: usize,
     /// Run only these sections (comma-separated or repeated).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "BENCH_ONLY", value_delimiter = ',')]
     only: Vec<Section>,
     /// The xds-server binary for the memory and edit sections; default: next to this binary
     /// (target/release/xds-server when run through scripts/bench).
