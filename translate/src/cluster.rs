@@ -384,7 +384,9 @@ gateways:
 
     /// The HTTP/2 options of a cluster's `HttpProtocolOptions`, if it has them.
     fn http2_options(c: &Cluster) -> Option<Http2ProtocolOptions> {
-        let any = c.typed_extension_protocol_options.get(HTTP_PROTOCOL_OPTIONS_KEY)?;
+        let any = c
+            .typed_extension_protocol_options
+            .get(HTTP_PROTOCOL_OPTIONS_KEY)?;
         assert_eq!(any.type_url, proto::type_url::HTTP_PROTOCOL_OPTIONS);
         let opts: HttpProtocolOptions =
             prost::Message::decode(any.value.as_slice()).expect("HttpProtocolOptions");
@@ -416,10 +418,8 @@ gateways:
 
     #[test]
     fn http2_upstreams_get_the_edge_guide_windows() {
-        let mut clusters: Vec<Cluster> = ["http2", "grpc"]
-            .into_iter()
-            .map(service_cluster)
-            .collect();
+        let mut clusters: Vec<Cluster> =
+            ["http2", "grpc"].into_iter().map(service_cluster).collect();
         // The policy services speak gRPC: Envoy's windows towards them are bounded too.
         clusters.extend(policy_clusters("timeout: 1s"));
         for c in &clusters {
