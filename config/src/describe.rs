@@ -555,7 +555,7 @@ pub(crate) static TOP: Object = Object {
 pub(crate) static SERVICE: Object = Object {
     name: "service",
     title: "services.<name>",
-    doc: "An upstream service: an Envoy cluster and its endpoints.",
+    doc: "An upstream service: an Envoy cluster and its endpoints. Every cluster (the policy services' too) buffers at most 32 KiB per upstream connection, and `http2` and `grpc` upstreams get HTTP/2 windows of 64 KiB per stream and 1 MiB per connection: Envoy's edge-proxy values, so a client that stops reading cannot make Envoy hold much of an upstream's response; these are fixed.",
     keys: &[
         key("endpoints", nonempty_list(&Ty::Fmt(&HOST_PORT)), Required, "Upstream addresses as host:port; a DNS name is resolved by Envoy."),
         key("protocol", Ty::Enum(&PROTOCOLS), Is("http1"), "Protocol Envoy speaks to the upstream."),

@@ -27,6 +27,19 @@ impl HttpClient {
         }
     }
 
+    /// Plain HTTP to 127.0.0.1:`port` from the source address `source` (any of 127.0.0.0/8
+    /// works on Linux without setup), so one test can be many clients to Envoy.
+    pub fn from_source(port: u16, source: std::net::IpAddr) -> HttpClient {
+        let client = builder()
+            .local_address(source)
+            .build()
+            .expect("reqwest client");
+        HttpClient {
+            client,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
     /// HTTPS to `server_name`:`port`, resolved to 127.0.0.1, trusting only `ca_pem`.
     /// Responses record the server's certificate ([`Reply::peer_certificate`]).
     pub fn https(server_name: &str, port: u16, ca_pem: &str) -> HttpClient {

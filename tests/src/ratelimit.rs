@@ -39,6 +39,19 @@ impl RateLimitService {
         grpc_port: u16,
         log_dir: &Path,
     ) -> Self {
+        Self::start_with(name, xds, redis, grpc_port, &[], log_dir).await
+    }
+
+    /// Like [`start_on`](Self::start_on) with more command-line arguments (such as
+    /// `--memory-max-counters 16`).
+    pub async fn start_with(
+        name: &str,
+        xds: &str,
+        redis: Option<&str>,
+        grpc_port: u16,
+        args: &[&str],
+        log_dir: &Path,
+    ) -> Self {
         let admin_port = free_port();
         let mut cmd = Command::new(workspace_bin("ratelimit-service"));
         cmd.args(["--xds", xds])
@@ -49,6 +62,7 @@ impl RateLimitService {
         if let Some(r) = redis {
             cmd.args(["--redis", r]);
         }
+        cmd.args(args);
         let proc = Proc::spawn(name, cmd, log_dir);
         let http = test_support::http_client();
         let mut s = Self {

@@ -4,15 +4,19 @@
 //! and never show on `/status`; a real Envoy bootstrapped with `--xds-tls-*` converges and serves
 //! its routes, the policy services fetch their policies with their own certificates, and Envoy
 //! reaches them (they require a client certificate) with `auth.service.tls` and
-//! `rate_limits.service.tls`.
+//! `rate_limits.service.tls`. A gRPC client in plain text, without a certificate or with one
+//! from another CA gets no Check or ShouldRateLimit answer from them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use proto::pb::envoy::config::core::v3::Node;
+use proto::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use proto::pb::envoy::service::auth::v3::CheckRequest;
 use proto::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use proto::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use proto::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use tests::authz::{bearer, token, ISSUER, SECRET, SECRET_ENV};
 use tests::xds::{parse_metric, xds_server_bin};
 use tests::{
@@ -83,6 +87,84 @@ fn client_tls(dir: &Path, name: &str) -> ClientTlsConfig {
             pem(dir, &format!("{name}.key")),
         ))
         .domain_name("xds-server")
+}
+
+/// How a client reaches a policy service's gRPC port.
+#[derive(Debug, Clone, Copy)]
+enum Caller<'a> {
+    PlainText,
+    /// TLS trusting `ca`'s CA, with no client certificate.
+    NoCert {
+        ca: &'a Path,
+    },
+    /// TLS trusting `ca`'s CA, presenting `name`'s certificate from `dir`.
+    Cert {
+        ca: &'a Path,
+        dir: &'a Path,
+        name: &'a str,
+    },
+}
+
+/// Connects to `addr` as `caller` (expecting the server's certificate to name `server`) and
+/// returns the channel, or why there is none. A refused client certificate may surface only at
+/// the first call (TLS 1.3 finishes the client's side of the handshake first), so callers make
+/// one before concluding anything.
+async fn policy_channel(
+    addr: &str,
+    server: &str,
+    caller: Caller<'_>,
+) -> Result<tonic::transport::Channel, String> {
+    let endpoint = match caller {
+        Caller::PlainText => Endpoint::from_shared(format!("http://{addr}")).unwrap(),
+        Caller::NoCert { ca } => Endpoint::from_shared(format!("https://{addr}"))
+            .unwrap()
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(pem(ca, "ca.pem")))
+                    .domain_name(server),
+            )
+            .expect("client TLS config"),
+        Caller::Cert { ca, dir, name } => Endpoint::from_shared(format!("https://{addr}"))
+            .unwrap()
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(pem(ca, "ca.pem")))
+                    .identity(Identity::from_pem(
+                        pem(dir, &format!("{name}.pem")),
+                        pem(dir, &format!("{name}.key")),
+                    ))
+                    .domain_name(server),
+            )
+            .expect("client TLS config"),
+    };
+    endpoint
+        .connect_timeout(WAIT)
+        .timeout(WAIT)
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e:?}"))
+}
+
+/// One ext_authz Check as `caller`: `Ok` when authz-service answered (allow or deny alike).
+async fn call_check(addr: &str, caller: Caller<'_>) -> Result<(), String> {
+    let channel = policy_channel(addr, proto::group::AUTHZ, caller).await?;
+    AuthorizationClient::new(channel)
+        .check(CheckRequest::default())
+        .await
+        .map(drop)
+        .map_err(|s| format!("Check: {s:?}"))
+}
+
+/// One ShouldRateLimit as `caller`: `Ok` when ratelimit-service answered.
+async fn call_should_rate_limit(addr: &str, caller: Caller<'_>) -> Result<(), String> {
+    let channel = policy_channel(addr, proto::group::RATELIMIT, caller).await?;
+    RateLimitServiceClient::new(channel)
+        .should_rate_limit(tests::ratelimit::request(vec![
+            tests::ratelimit::descriptor(&[("probe", "mtls")]),
+        ]))
+        .await
+        .map(drop)
+        .map_err(|s| format!("ShouldRateLimit: {s:?}"))
 }
 
 fn run_ok(cmd: &mut Command) -> String {
@@ -412,6 +494,54 @@ async fn each_certificate_is_served_its_own_node_group_only() {
             "Envoy reached {cluster} over TLS ({stat})"
         );
     }
+
+    // Anyone else on the control network gets no decision from either policy service: not in
+    // plain text, not over TLS without a client certificate, not with a certificate (naming
+    // `edge`, even) from another CA. The same call with a certificate from the right CA is
+    // answered, so the refusals are the certificate's doing.
+    let authz_addr = format!("127.0.0.1:{authz_port}");
+    let rls_addr = format!("127.0.0.1:{rls_port}");
+    let rogues = [
+        ("plain text", Caller::PlainText),
+        ("no certificate", Caller::NoCert { ca: &pki }),
+        (
+            "another CA's certificate",
+            Caller::Cert {
+                ca: &pki,
+                dir: &other_ca,
+                name: "edge",
+            },
+        ),
+    ];
+    for (what, caller) in rogues {
+        match call_check(&authz_addr, caller).await {
+            Err(e) => eprintln!("authz-service refused {what} as expected: {e}"),
+            Ok(()) => panic!("authz-service answered a Check with {what}"),
+        }
+        match call_should_rate_limit(&rls_addr, caller).await {
+            Err(e) => eprintln!("ratelimit-service refused {what} as expected: {e}"),
+            Ok(()) => panic!("ratelimit-service answered ShouldRateLimit with {what}"),
+        }
+    }
+    let edge_cert = Caller::Cert {
+        ca: &pki,
+        dir: &pki,
+        name: "edge",
+    };
+    call_check(&authz_addr, edge_cert)
+        .await
+        .unwrap_or_else(|e| panic!("authz-service refused edge's certificate: {e}"));
+    call_should_rate_limit(&rls_addr, edge_cert)
+        .await
+        .unwrap_or_else(|e| panic!("ratelimit-service refused edge's certificate: {e}"));
+    // Envoy still reaches both after the rogues tried (nothing they did broke the ports).
+    let r = client
+        .get("/me")
+        .header("authorization", &bearer(&token("dave", "free")))
+        .ok()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(client.get("/limited").ok().await.status, 429);
 
     // The legitimate clients are on /status; no rogue one ever was.
     let ids = wait_for("Envoy and authz-service on /status", WAIT, async || {

@@ -5,7 +5,9 @@
 //! service runs) or is a pinned public image; every address in the compose gateway config names
 //! a compose service and the port that service listens on; every mounted file exists and the
 //! mounts cover every file the config reads; dependencies exist and are backed by healthchecks;
-//! and the compose config differs from `examples/gateway.yaml` only where containers need it.
+//! the control plane's ports require the certificates `xds-server certs` issues, and each party
+//! holds its own; and the compose config differs from `examples/gateway.yaml` only where
+//! containers need it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -137,7 +139,6 @@ fn issue_certs(dir: &Path, gateways: &[&str]) {
 fn admin_ports_are_published_on_this_host_only() {
     let compose = compose();
     let listeners: BTreeSet<u16> = docker_config()
-        .config
         .gateways
         .values()
         .flat_map(|g| g.listeners.iter().map(|l| l.port))
@@ -209,39 +210,7 @@ fn the_control_plane_has_its_own_network_and_requires_certificates() {
 
     // mTLS: every party holds the certificate of its node group, issued into one volume.
     let tls = compose.tls_dir();
-    let issuer = compose
-        .services
-        .values()
-        .find(|s| compose.is_init(s) && s.command.get(1).map(String::as_str) == Some("certs"))
-        .expect("the certs service");
-    let (volume, _) = issuer
-        .volumes
-        .iter()
-        .find(|(_, at)| at == Path::new(&tls))
-        .unwrap_or_else(|| panic!("{}: --out {tls} is not a named volume", issuer.name));
-    let issued_for: Vec<&str> = issuer
-        .command
-        .windows(2)
-        .filter(|w| w[0] == "--gateway")
-        .map(|w| w[1].as_str())
-        .collect();
-    let mounts_tls = |s: &Service| {
-        assert!(
-            s.volumes
-                .iter()
-                .any(|(v, at)| v == volume && at == Path::new(&tls)),
-            "{}: does not mount the {volume} volume at {tls}",
-            s.name
-        );
-        assert!(
-            s.depends_on
-                .iter()
-                .any(|(d, c)| *d == issuer.name && c == "service_completed_successfully")
-                || s.depends_on.iter().any(|(d, _)| *d == xds.name),
-            "{}: may start before the certificates exist",
-            s.name
-        );
-    };
+    let issued_for = compose.issued_groups();
     for (flag, file) in [
         ("--tls-cert", "xds-server.pem"),
         ("--tls-key", "xds-server.key"),
@@ -253,7 +222,7 @@ fn the_control_plane_has_its_own_network_and_requires_certificates() {
             "xds-server {flag}"
         );
     }
-    mounts_tls(xds);
+    compose.assert_mounts_tls(xds);
     for group in [proto::group::AUTHZ, proto::group::RATELIMIT] {
         let s = compose.running(group);
         for (flag, file) in [
@@ -267,13 +236,13 @@ fn the_control_plane_has_its_own_network_and_requires_certificates() {
                 "{group} {flag}"
             );
         }
-        mounts_tls(s);
+        compose.assert_mounts_tls(s);
     }
     for envoy in compose.envoys() {
         let bootstrap = compose.envoy_bootstrap(envoy);
         let gateway = bootstrap["node"]["cluster"].as_str().expect("node.cluster");
         assert!(
-            issued_for.contains(&gateway),
+            issued_for.iter().any(|g| g == gateway),
             "{}: no certificate is issued for its gateway {gateway}",
             envoy.name
         );
@@ -283,8 +252,124 @@ fn the_control_plane_has_its_own_network_and_requires_certificates() {
             "{}: reaches xds-server without TLS",
             envoy.name
         );
-        mounts_tls(envoy);
+        compose.assert_mounts_tls(envoy);
     }
+}
+
+/// authz-service and ratelimit-service serve their gRPC ports only to clients with a certificate
+/// from the compose CA, and the gateway config gives Envoy's clusters for them that certificate:
+/// a plain-text Envoy (or anyone else on the control network) gets no decision, and the demo
+/// still works only if both sides name the same files of the `tls` volume.
+#[test]
+fn policy_ports_require_client_certificates_and_envoy_presents_one() {
+    let compose = compose();
+    let tls = compose.tls_dir();
+    let config = docker_config();
+    let auth = config.auth.as_ref().expect("the compose config has `auth`");
+    let limits = config
+        .rate_limits
+        .as_ref()
+        .expect("the compose config has `rate_limits`");
+    let gateways: BTreeSet<String> = compose
+        .envoys()
+        .into_iter()
+        .map(|e| {
+            compose.envoy_bootstrap(e)["node"]["cluster"]
+                .as_str()
+                .expect("node.cluster")
+                .to_string()
+        })
+        .collect();
+    let issued = compose.issued_groups();
+    for (group, key, address, service_tls) in [
+        (
+            proto::group::AUTHZ,
+            "auth.service",
+            &auth.service.address,
+            &auth.service.tls,
+        ),
+        (
+            proto::group::RATELIMIT,
+            "rate_limits.service",
+            &limits.service.address,
+            &limits.service.tls,
+        ),
+    ] {
+        // The service: its own certificate (whose DNS SAN is its group's name, see
+        // `xds-server certs`) and the CA every client certificate must be signed by.
+        let s = compose.running(group);
+        for (flag, file) in [
+            ("--tls-cert", format!("{group}.pem")),
+            ("--tls-key", format!("{group}.key")),
+            ("--client-ca", "ca.pem".to_string()),
+        ] {
+            assert_eq!(
+                s.flag(flag),
+                Some(format!("{tls}/{file}").as_str()),
+                "{group} {flag}: its port must require client certificates"
+            );
+        }
+        compose.assert_mounts_tls(s);
+        assert_eq!(address.host, s.name, "{key}.address names another service");
+
+        // Envoy's side: TLS checked against the same CA for the name the service's certificate
+        // carries, with a certificate `xds-server certs` issues for a gateway that runs.
+        let t = service_tls
+            .as_ref()
+            .unwrap_or_else(|| panic!("{key}.tls: Envoy would talk plain text to {group}"));
+        assert_eq!(
+            t.sni.as_deref(),
+            Some(group),
+            "{key}.tls.sni: not the name in {group}'s certificate"
+        );
+        assert_eq!(
+            t.ca_file.as_deref(),
+            Some(Path::new(&format!("{tls}/ca.pem"))),
+            "{key}.tls.ca_file: {group}'s certificate would go unchecked"
+        );
+        let client = t
+            .client_cert
+            .as_ref()
+            .unwrap_or_else(|| panic!("{key}.tls: no client certificate, {group} refuses Envoy"));
+        let holder = client
+            .cert_file
+            .strip_prefix(&tls)
+            .ok()
+            .and_then(|f| f.to_str())
+            .and_then(|f| f.strip_suffix(".pem"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{key}.tls.cert_file {}: not a certificate in {tls}",
+                    client.cert_file.display()
+                )
+            });
+        assert!(
+            gateways.contains(holder) && issued.iter().any(|g| g == holder),
+            "{key}.tls.cert_file: {holder} is not a gateway whose certificate is issued \
+             (gateways {gateways:?}, issued {issued:?})"
+        );
+        assert_eq!(
+            client.key_file,
+            Path::new(&format!("{tls}/{holder}.key")),
+            "{key}.tls.key_file: not the key of {holder}.pem"
+        );
+    }
+    // The files exist once `xds-server certs` ran with the compose arguments, and xds-server
+    // (which reads them and hands them to Envoy inline) mounts the volume they are in.
+    let standin = docker_config_in_container(&compose);
+    let issued_files: BTreeSet<&Path> = standin
+        .loaded
+        .files
+        .keys()
+        .filter_map(|f| f.strip_prefix(&standin.tls).ok())
+        .collect();
+    for name in ["ca.pem", "edge.pem", "edge.key"] {
+        assert!(
+            issued_files.contains(Path::new(name)),
+            "{DOCKER_CONFIG} does not read {tls}/{name}: {issued_files:?}"
+        );
+    }
+    compose.assert_mounts_tls(compose.running("xds-server"));
 }
 
 /// Validating the bootstraps proves something about the containers only if the validating Envoy
@@ -403,7 +488,7 @@ fn the_dockerfile_builds_every_binary_it_copies_from_pinned_bases() {
 #[test]
 fn gateway_config_addresses_are_compose_services_and_their_ports() {
     let compose = compose();
-    let config = docker_config().config;
+    let config = docker_config();
 
     let auth = config.auth.as_ref().expect("the compose config has `auth`");
     compose.assert_listens(
@@ -522,30 +607,46 @@ fn mounts_exist_and_cover_every_file_the_config_reads() {
 
     let xds = compose.running("xds-server");
     let config_in_container = Path::new(xds.flag("--config").expect("xds-server --config"));
-    let loaded = docker_config();
+    let host_config = repo_root().join(DOCKER_CONFIG);
     assert_eq!(
         xds.host_path(config_in_container).as_deref(),
-        Some(loaded.path.as_path()),
+        Some(host_config.as_path()),
         "xds-server's --config {} is not {DOCKER_CONFIG}",
         config_in_container.display()
     );
     // Relative paths in the config resolve against its directory, on the host and in the
-    // container alike; each file must be mounted where that resolution looks for it.
-    let host_dir = loaded.path.parent().expect("config directory");
+    // container alike; each file must be mounted where that resolution looks for it. Absolute
+    // ones must be certificates in the `tls` volume.
+    let host_dir = host_config.parent().expect("config directory");
     let container_dir = config_in_container.parent().expect("config directory");
+    let tls = compose.tls_dir();
+    let standin = docker_config_in_container(&compose);
     assert!(
-        !loaded.files.is_empty(),
+        !standin.loaded.files.is_empty(),
         "{DOCKER_CONFIG} reads no files (the API keys file?)"
     );
-    for file in loaded.files.keys() {
-        let relative = file
-            .strip_prefix(host_dir)
-            .unwrap_or_else(|_| panic!("{} is outside {}", file.display(), host_dir.display()));
+    for file in standin.loaded.files.keys() {
+        if let Ok(issued) = file.strip_prefix(&standin.tls) {
+            compose.assert_mounts_tls(xds);
+            // The load read it from a fresh `xds-server certs` run, so it is one that writes.
+            eprintln!(
+                "{}: issued by `xds-server certs` into {tls}",
+                issued.display()
+            );
+            continue;
+        }
+        let relative = file.strip_prefix(&standin.config_dir).unwrap_or_else(|_| {
+            panic!(
+                "{DOCKER_CONFIG} reads {}, which is neither beside it nor in {tls}",
+                file.display()
+            )
+        });
+        let on_host = host_dir.join(relative);
         assert_eq!(
             xds.host_path(&container_dir.join(relative)).as_ref(),
-            Some(file),
+            Some(&on_host),
             "xds-server cannot read {} in its container",
-            file.display()
+            on_host.display()
         );
     }
 
@@ -622,20 +723,18 @@ fn dependencies_exist_and_healthchecks_back_them() {
 
 #[test]
 fn compose_example_config_is_valid_and_its_secrets_and_keys_are_usable() {
-    let out = validate(&repo_root().join(DOCKER_CONFIG));
+    let compose = compose();
+    // As xds-server sees it in its container, certificates included.
+    let standin = docker_config_in_container(&compose);
+    let out = validate(&standin.path);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let compose = compose();
-    let loaded = docker_config();
-    let auth = loaded
-        .config
-        .auth
-        .as_ref()
-        .expect("the compose config has `auth`");
+    let config = docker_config();
+    let auth = config.auth.as_ref().expect("the compose config has `auth`");
     let authz = compose.running("authz-service");
     for (name, provider) in &auth.jwt {
         if let JwtKeys::SecretEnv(var) = &provider.keys {
@@ -674,12 +773,14 @@ fn compose_example_config_is_valid_and_its_secrets_and_keys_are_usable() {
 }
 
 /// The compose config is the local example with container addresses: a plan, route or provider
-/// changed in one file only would make `docker compose up` demonstrate another gateway. The one
-/// addition allowed is API-key providers the local example does not have yet.
+/// changed in one file only would make `docker compose up` demonstrate another gateway. The
+/// additions allowed are API-key providers the local example does not have yet, and TLS to the
+/// policy services (its certificates exist only in the containers; checked by
+/// `policy_ports_require_client_certificates_and_envoy_presents_one`).
 #[test]
 fn compose_config_differs_from_the_local_example_only_in_addresses() {
     let local = load(LOCAL_CONFIG).config;
-    let mut docker = docker_config().config;
+    let mut docker = docker_config();
     if let Some(auth) = docker.auth.as_mut() {
         let known = local.auth.as_ref().map(|a| &a.api_keys);
         auth.api_keys
@@ -705,8 +806,9 @@ fn compose_config_differs_from_the_local_example_only_in_addresses() {
     );
 }
 
-/// `config` with every host and listener address blanked, ports kept. (File paths need no
-/// blanking: both configs live in `examples/`, so the same relative path resolves alike.)
+/// `config` with every host and listener address and the policy services' TLS blanked, ports
+/// kept. (Other file paths need no blanking: both configs live in `examples/`, so the same
+/// relative path resolves alike.)
 fn without_addresses(mut config: Config) -> Config {
     let blank = |a: &mut HostPort| a.host.clear();
     for service in config.services.values_mut() {
@@ -714,9 +816,11 @@ fn without_addresses(mut config: Config) -> Config {
     }
     if let Some(auth) = config.auth.as_mut() {
         blank(&mut auth.service.address);
+        auth.service.tls = None;
     }
     if let Some(limits) = config.rate_limits.as_mut() {
         blank(&mut limits.service.address);
+        limits.service.tls = None;
     }
     for gateway in config.gateways.values_mut() {
         gateway.listeners.iter_mut().for_each(|l| l.address.clear());
@@ -734,8 +838,66 @@ fn load(path: &str) -> config::Loaded {
     config::load(&repo_root().join(path)).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn docker_config() -> config::Loaded {
-    load(DOCKER_CONFIG)
+/// The compose config, decoded and validated without reading the files it names: some of them
+/// (the certificates under the `tls` volume) exist only in the containers.
+fn docker_config() -> Config {
+    config::parse(&read(DOCKER_CONFIG), &repo_root().join(DOCKER_CONFIG))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The compose config loaded the way xds-server loads it in its container, on this host: its
+/// directory is a stand-in for the `examples/` bind mount (every entry a symlink to the
+/// original), and the paths under the `tls` volume point at a fresh `xds-server certs` run with
+/// the compose `certs` service's arguments. So a load that succeeds proves the config reads no
+/// certificate that `xds-server certs` does not write.
+struct InContainer {
+    /// Keeps the stand-in alive.
+    _dir: tempfile::TempDir,
+    /// The stand-in for xds-server's config directory.
+    config_dir: PathBuf,
+    /// The stand-in for the `tls` volume.
+    tls: PathBuf,
+    /// The rewritten config file in `config_dir`.
+    path: PathBuf,
+    loaded: config::Loaded,
+}
+
+fn docker_config_in_container(compose: &Compose) -> InContainer {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config_dir = dir.path().join("config");
+    let tls = dir.path().join("tls");
+    std::fs::create_dir(&config_dir).expect("config dir");
+    let examples = repo_root().join(DOCKER_CONFIG);
+    let examples = examples.parent().expect("config directory");
+    for entry in std::fs::read_dir(examples).expect("examples/") {
+        let entry = entry.expect("examples/ entry");
+        std::os::unix::fs::symlink(entry.path(), config_dir.join(entry.file_name()))
+            .expect("symlink into the stand-in");
+    }
+    let issuer = compose.cert_issuer();
+    let gateways: Vec<&str> = issuer.flags("--gateway").collect();
+    issue_certs(&tls, &gateways);
+    let text = read(DOCKER_CONFIG).replace(
+        &format!("{}/", compose.tls_dir()),
+        &format!("{}/", tls.display()),
+    );
+    let name = Path::new(DOCKER_CONFIG).file_name().expect("file name");
+    let path = config_dir.join(name);
+    std::fs::remove_file(&path).expect("drop the symlink to the original");
+    std::fs::write(&path, text).expect("write the rewritten config");
+    let loaded = config::load(&path).unwrap_or_else(|e| {
+        panic!(
+            "{DOCKER_CONFIG} with the certificates `xds-server certs` writes in {}:\n{e}",
+            compose.tls_dir()
+        )
+    });
+    InContainer {
+        _dir: dir,
+        config_dir,
+        tls,
+        path,
+        loaded,
+    }
 }
 
 /// The tag of `image`, unless it has none or it is `latest` (which moves). A digest pins too. A
@@ -898,8 +1060,8 @@ impl Compose {
             .unwrap_or_else(|| panic!("{}: -c {c} is not mounted", envoy.name))
     }
 
-    /// Where the certificates `xds-server certs` issues are, in every container: its `--out`.
-    fn tls_dir(&self) -> String {
+    /// The one-shot service that runs `xds-server certs`.
+    fn cert_issuer(&self) -> &Service {
         let issuer = self
             .services
             .values()
@@ -914,10 +1076,55 @@ impl Compose {
             issuer.name
         );
         issuer
+    }
+
+    /// Where the certificates `xds-server certs` issues are, in every container: its `--out`.
+    fn tls_dir(&self) -> String {
+        self.cert_issuer()
             .flag("--out")
             .expect("xds-server certs --out")
             .trim_end_matches('/')
             .to_string()
+    }
+
+    /// The node groups `xds-server certs` issues a certificate for: its `--gateway`s, and the
+    /// two policy services, which always get one.
+    fn issued_groups(&self) -> Vec<String> {
+        let mut groups: Vec<String> = self
+            .cert_issuer()
+            .flags("--gateway")
+            .map(String::from)
+            .collect();
+        groups.extend([proto::group::AUTHZ, proto::group::RATELIMIT].map(String::from));
+        groups
+    }
+
+    /// Asserts that `s` mounts the volume `xds-server certs` writes into, where it writes, and
+    /// cannot start before the certificates exist.
+    fn assert_mounts_tls(&self, s: &Service) {
+        let issuer = self.cert_issuer();
+        let tls = self.tls_dir();
+        let (volume, _) = issuer
+            .volumes
+            .iter()
+            .find(|(_, at)| at == Path::new(&tls))
+            .unwrap_or_else(|| panic!("{}: --out {tls} is not a named volume", issuer.name));
+        assert!(
+            s.volumes
+                .iter()
+                .any(|(v, at)| v == volume && at == Path::new(&tls)),
+            "{}: does not mount the {volume} volume at {tls}",
+            s.name
+        );
+        let xds = self.running("xds-server");
+        assert!(
+            s.depends_on
+                .iter()
+                .any(|(d, c)| *d == issuer.name && c == "service_completed_successfully")
+                || s.depends_on.iter().any(|(d, _)| *d == xds.name),
+            "{}: may start before the certificates exist",
+            s.name
+        );
     }
 
     fn envoy_bootstrap(&self, envoy: &Service) -> serde_json::Value {
@@ -1040,6 +1247,14 @@ impl Service {
             }
         }
         None
+    }
+
+    /// Every value of a repeatable `flag` (`--flag value` only).
+    fn flags<'a>(&'a self, flag: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.command
+            .windows(2)
+            .filter(move |w| w[0] == flag)
+            .map(|w| w[1].as_str())
     }
 
     /// The host file behind `container` (a path inside this service's container), if mounted.

@@ -33,6 +33,16 @@ use config::{HostPort, LbPolicy, Protocol, Service, UpstreamTls};
 const HTTP_PROTOCOL_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 const TLS_TRANSPORT_SOCKET: &str = "envoy.transport_sockets.tls";
 
+/// Bytes Envoy buffers per upstream connection before it stops reading from it: Envoy's default
+/// (1 MiB) lets a slow or hostile client that stops reading pin a megabyte of every upstream
+/// response it asked for. 32 KiB is the cluster value of Envoy's edge-proxy guide.
+pub const UPSTREAM_CONNECTION_BUFFER: u32 = 32 * 1024;
+/// HTTP/2 flow-control windows towards `http2` and `grpc` upstreams (and the policy services):
+/// Envoy's defaults (16 MiB per stream, 24 MiB per connection) let an upstream push far more
+/// than a client drains; these are the values of Envoy's edge-proxy guide, as on the listeners.
+pub const UPSTREAM_STREAM_WINDOW: u32 = 64 * 1024;
+pub const UPSTREAM_CONNECTION_WINDOW: u32 = 1024 * 1024;
+
 /// One cluster per service, named after it. Returns the ClusterLoadAssignment to serve over EDS
 /// when the cluster uses EDS.
 pub(super) fn cluster(
@@ -46,6 +56,7 @@ pub(super) fn cluster(
         connect_timeout: Some(duration(svc.connect_timeout)),
         lb_policy: lb_policy(svc.lb) as i32,
         circuit_breakers: Some(circuit_breakers(svc)),
+        per_connection_buffer_limit_bytes: Some(u32v(UPSTREAM_CONNECTION_BUFFER)),
         ..Default::default()
     };
 
@@ -117,7 +128,13 @@ pub(super) fn cluster(
                 ExplicitHttpConfig {
                     protocol_config: Some(
                         explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
-                            Http2ProtocolOptions::default(),
+                            Http2ProtocolOptions {
+                                initial_stream_window_size: Some(u32v(UPSTREAM_STREAM_WINDOW)),
+                                initial_connection_window_size: Some(u32v(
+                                    UPSTREAM_CONNECTION_WINDOW,
+                                )),
+                                ..Default::default()
+                            },
                         ),
                     ),
                 },
@@ -352,6 +369,76 @@ gateways:
         for c in policy_clusters("timeout: 1s") {
             assert!(c.transport_socket.is_none(), "{}", c.name);
         }
+    }
+
+    fn service_cluster(protocol: &str) -> Cluster {
+        let yaml = format!(
+            "version: 1\nservices:\n  a: {{ endpoints: [127.0.0.1:1], protocol: {protocol} }}\ngateways:\n  edge:\n    listeners: [{{ name: http, port: 8080 }}]\n    routes:\n      - {{ name: r, match: {{ prefix: / }}, service: a, auth: none }}\n"
+        );
+        let config = config::parse(&yaml, Path::new(FILE))
+            .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
+        cluster("a", &config.services["a"], &BTreeMap::new())
+            .unwrap()
+            .0
+    }
+
+    /// The HTTP/2 options of a cluster's `HttpProtocolOptions`, if it has them.
+    fn http2_options(c: &Cluster) -> Option<Http2ProtocolOptions> {
+        let any = c
+            .typed_extension_protocol_options
+            .get(HTTP_PROTOCOL_OPTIONS_KEY)?;
+        assert_eq!(any.type_url, proto::type_url::HTTP_PROTOCOL_OPTIONS);
+        let opts: HttpProtocolOptions =
+            prost::Message::decode(any.value.as_slice()).expect("HttpProtocolOptions");
+        match opts.upstream_protocol_options {
+            Some(UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+                protocol_config:
+                    Some(explicit_http_config::ProtocolConfig::Http2ProtocolOptions(h2)),
+            })) => Some(h2),
+            other => panic!("{}: not explicit HTTP/2: {other:?}", c.name),
+        }
+    }
+
+    #[test]
+    fn every_cluster_buffers_32_kib_per_connection() {
+        let mut clusters: Vec<Cluster> = ["http1", "http2", "grpc"]
+            .into_iter()
+            .map(service_cluster)
+            .collect();
+        clusters.extend(policy_clusters("timeout: 1s"));
+        for c in &clusters {
+            assert_eq!(
+                c.per_connection_buffer_limit_bytes.map(|v| v.value),
+                Some(32 * 1024),
+                "{}",
+                c.name
+            );
+        }
+    }
+
+    #[test]
+    fn http2_upstreams_get_the_edge_guide_windows() {
+        let mut clusters: Vec<Cluster> =
+            ["http2", "grpc"].into_iter().map(service_cluster).collect();
+        // The policy services speak gRPC: Envoy's windows towards them are bounded too.
+        clusters.extend(policy_clusters("timeout: 1s"));
+        for c in &clusters {
+            let h2 = http2_options(c).unwrap_or_else(|| panic!("{}: no HTTP/2 options", c.name));
+            assert_eq!(
+                h2.initial_stream_window_size.map(|v| v.value),
+                Some(65_536),
+                "{}",
+                c.name
+            );
+            assert_eq!(
+                h2.initial_connection_window_size.map(|v| v.value),
+                Some(1_048_576),
+                "{}",
+                c.name
+            );
+        }
+        // HTTP/1 upstreams have no HTTP/2 options to bound.
+        assert!(http2_options(&service_cluster("http1")).is_none());
     }
 
     #[test]

@@ -135,6 +135,29 @@ mod tests {
             ["authz-service"]
         );
         assert!(ads::identity::groups_of(&der("xds-server.pem")).is_empty());
+        // A policy service's certificate also serves its gRPC port (Envoy checks the DNS name
+        // `auth.service.tls.sni` gives), and a gateway's is Envoy's client certificate there.
+        for (file, dns) in [
+            ("authz-service.pem", "authz-service"),
+            ("edge.pem", "edge"),
+            ("xds-server.pem", "xds-server"),
+        ] {
+            let der = der(file);
+            let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+            let san = cert.subject_alternative_name().unwrap().expect("a SAN");
+            let names: Vec<&str> = san
+                .value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => Some(*d),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(names, [dns], "{file}");
+            let eku = cert.extended_key_usage().unwrap().expect("an EKU").value;
+            assert!(eku.server_auth && eku.client_auth, "{file}: {eku:?}");
+        }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
