@@ -18,16 +18,19 @@ pub(crate) fn closest<'a>(
     }
     let normal = |s: &str| s.to_lowercase().replace('-', "_");
     let typed = normal(word);
-    let allowed = typed.chars().count().max(3) / 3;
+    let length = typed.chars().count();
+    let allowed = length.max(3) / 3;
     let mut best: Option<(usize, &'a str)> = None;
     for candidate in candidates {
         if candidate == word {
             return None;
         }
-        if candidate.len() > MAX_LEN {
+        let normalized = normal(candidate);
+        // The distance is at least the difference in length: most candidates need no more.
+        if candidate.len() > MAX_LEN || normalized.chars().count().abs_diff(length) > allowed {
             continue;
         }
-        let distance = strsim::osa_distance(&typed, &normal(candidate));
+        let distance = strsim::osa_distance(&typed, &normalized);
         if distance <= allowed && best.is_none_or(|(d, _)| distance < d) {
             best = Some((distance, candidate));
         }
