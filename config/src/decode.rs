@@ -6,6 +6,17 @@
 //! plans) are checked against the *names* declared in the file, collected before decoding, so
 //! that a mistake inside a service body does not also produce "unknown service" on every route
 //! that uses it.
+//!
+//! An error reports its root cause, not its consequences: an unknown key, or name, that is close
+//! to a valid one says "did you mean …?", and then what its absence would also cause is not
+//! reported. A route with `servce: users` gets one error, the unknown key with its suggestion,
+//! not a second one for the missing action; a misspelt `servces:` section still declares its
+//! names, so the routes that name them do not each report an unknown service. Without a close
+//! match, both the unknown key and the missing one are reported, in source order.
+//!
+//! What is valid but probably not meant becomes a warning: a header mapping entry named like a
+//! key of the mapping that holds it (`plan_claim: tier` indented under a JWT provider's
+//! `headers:`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -15,6 +26,7 @@ use std::time::Duration;
 use super::describe::{self as d, one_of, Object};
 use super::grammar;
 use super::model::*;
+use super::suggest::{closest, did_you_mean};
 use super::yaml::{Node, Pos, Scalar, Value};
 
 /// A file the config names, and where, so the loader can position a read error.
@@ -29,15 +41,24 @@ pub struct FileRef {
 /// A problem, before the file name is attached.
 pub type Problem = (Pos, String);
 
+/// A valid configuration, what it names, and what in it is valid but probably not meant.
+pub struct Decoded {
+    pub config: Config,
+    pub files: Vec<FileRef>,
+    /// Warnings, in the order found (the caller sorts them).
+    pub warnings: Vec<Problem>,
+}
+
 /// Decodes and validates `root`. Relative paths are joined onto `base_dir`.
-pub fn decode(
-    root: Option<&Node>,
-    base_dir: &Path,
-) -> Result<(Config, Vec<FileRef>), Vec<Problem>> {
+pub fn decode(root: Option<&Node>, base_dir: &Path) -> Result<Decoded, Vec<Problem>> {
     let mut cx = Ctx::new(base_dir);
     let config = cx.config(root);
     match config {
-        Some(config) if cx.problems.is_empty() => Ok((config, cx.files)),
+        Some(config) if cx.problems.is_empty() => Ok(Decoded {
+            config,
+            files: cx.files,
+            warnings: cx.warnings,
+        }),
         _ => {
             if cx.problems.is_empty() {
                 // Every path that returns None records why; this guards against a future slip.
@@ -58,6 +79,7 @@ pub(crate) fn default_circuit_breaker() -> Option<CircuitBreaker> {
 struct Ctx<'a> {
     base_dir: &'a Path,
     problems: Vec<Problem>,
+    warnings: Vec<Problem>,
     files: Vec<FileRef>,
     /// Names declared in the file, collected up front (see the module comment).
     services: BTreeSet<String>,
@@ -74,6 +96,8 @@ struct Fields<'n> {
     entries: Vec<Entry<'n>>,
     /// What the mapping is, for its keys' types and defaults.
     object: &'static Object,
+    /// The keys of `object` that unknown keys of the mapping are misspellings of.
+    misspelt: Vec<&'static str>,
 }
 
 #[derive(Clone, Copy)]
@@ -90,6 +114,12 @@ impl<'n> Fields<'n> {
 
     fn get(&self, key: &str) -> Option<&'n Node> {
         self.entry(key).map(|e| e.value)
+    }
+
+    /// True when an unknown key of the mapping is a misspelling of one of `keys`: what their
+    /// absence causes is then not reported, as the unknown key's error names the fix.
+    fn misspells(&self, keys: &[&str]) -> bool {
+        self.misspelt.iter().any(|m| keys.contains(m))
     }
 
     /// The key's value, or when absent its described default: decoded by the same code either
@@ -137,6 +167,43 @@ fn child<'n>(node: &'n Node, key: &str) -> Option<&'n Node> {
     }
 }
 
+/// The key of `object` that `unknown`, a key `object` does not have, most likely misspells.
+fn misspelling(object: &'static Object, unknown: &str) -> Option<&'static str> {
+    closest(unknown, object.key_names())
+}
+
+/// What the keys of `object.one_of` stand for, as "missing …" names it.
+fn group_name(object: &'static Object) -> &'static str {
+    if std::ptr::eq(object, &d::ROUTE) {
+        "the action"
+    } else if std::ptr::eq(object, &d::ROUTE_MATCH) {
+        "the path condition"
+    } else if std::ptr::eq(object, &d::JWT_PROVIDER) {
+        "the signing keys"
+    } else {
+        "one of its keys"
+    }
+}
+
+/// The value of `key` in `node`, a mapping of `object`, or when `key` is absent, the value of an
+/// unknown key that misspells it. Declared names are collected through this, so that a misspelt
+/// section is reported once, as an unknown key, and not again at every reference to its entries.
+fn declared<'n>(node: Option<&'n Node>, key: &str, object: &'static Object) -> Option<&'n Node> {
+    let Value::Map(entries) = &node?.value else {
+        return None;
+    };
+    entries
+        .iter()
+        .find(|(k, _)| k.as_text() == Some(key))
+        .or_else(|| {
+            entries.iter().find(|(k, _)| {
+                k.as_text()
+                    .is_some_and(|t| object.key(t).is_none() && misspelling(object, t) == Some(key))
+            })
+        })
+        .map(|(_, v)| v)
+}
+
 fn keys_of(node: Option<&Node>) -> BTreeSet<String> {
     match node.map(|n| &n.value) {
         Some(Value::Map(entries)) => entries
@@ -178,6 +245,7 @@ impl<'a> Ctx<'a> {
         Ctx {
             base_dir,
             problems: Vec::new(),
+            warnings: Vec::new(),
             files: Vec::new(),
             services: BTreeSet::new(),
             jwt: BTreeSet::new(),
@@ -242,21 +310,9 @@ impl<'a> Ctx<'a> {
         Some(entries)
     }
 
-    /// A mapping of `object`: reports unknown keys and missing required ones.
+    /// A mapping of `object`: reports unknown keys, with the key each one most likely misspells,
+    /// and then what the mapping lacks.
     fn fields<'n>(
-        &mut self,
-        node: &'n Node,
-        what: &str,
-        object: &'static Object,
-    ) -> Option<Fields<'n>> {
-        let f = self.open(node, what, object)?;
-        self.check_required(&f, what);
-        Some(f)
-    }
-
-    /// [`Self::fields`] without the required-key check, for a caller that names the mapping only
-    /// after reading one of its keys.
-    fn open<'n>(
         &mut self,
         node: &'n Node,
         what: &str,
@@ -264,37 +320,89 @@ impl<'a> Ctx<'a> {
     ) -> Option<Fields<'n>> {
         let entries = self.map(node, what)?;
         let mut known = Vec::with_capacity(entries.len());
+        let mut misspelt = Vec::new();
         for e in entries {
             if object.key(e.key).is_some() {
                 known.push(e);
-            } else {
-                let allowed: Vec<&str> = object.key_names().collect();
-                self.problem(
-                    e.key_pos,
-                    format!(
-                        "{what}: unknown key `{}`; expected one of: {}",
-                        e.key,
-                        allowed.join(", ")
-                    ),
-                );
+                continue;
             }
+            let suggestion = misspelling(object, e.key);
+            misspelt.extend(suggestion);
+            let allowed: Vec<&str> = object.key_names().collect();
+            self.problem(
+                e.key_pos,
+                format!(
+                    "{what}: unknown key `{}`{}; expected one of: {}",
+                    e.key,
+                    did_you_mean(suggestion),
+                    allowed.join(", ")
+                ),
+            );
         }
-        Some(Fields {
+        let f = Fields {
             pos: node.pos,
             entries: known,
             object,
-        })
+            misspelt,
+        };
+        self.check_required(&f, what);
+        Some(f)
     }
 
+    /// Reports every key, or group of keys of which one is required, that `f` lacks, all at the
+    /// mapping and in the order the description lists them: a mapping that lacks several things
+    /// always lists them the same way, as a user would write them. An absence that a misspelt key
+    /// explains is left to that key's error.
     fn check_required(&mut self, f: &Fields<'_>, what: &str) {
-        for key in f.object.keys {
-            if matches!(key.absent, d::Absent::Required) && f.get(key.name).is_none() {
-                self.problem(
+        let group = f.object.one_of;
+        for (i, key) in f.object.keys.iter().enumerate() {
+            let first_of_group = group.contains(&key.name)
+                && !f.object.keys[..i].iter().any(|k| group.contains(&k.name));
+            if first_of_group {
+                if group.iter().all(|k| f.get(k).is_none()) && !f.misspells(group) {
+                    self.problem(
+                        f.pos,
+                        format!(
+                            "{what}: missing {}; give exactly one of {}",
+                            group_name(f.object),
+                            one_of(group)
+                        ),
+                    );
+                }
+                continue;
+            }
+            if f.get(key.name).is_some() || f.misspells(&[key.name]) {
+                continue;
+            }
+            match key.absent {
+                d::Absent::Required => self.problem(
                     f.pos,
                     format!("{what}: missing required key `{}`", key.name),
-                );
+                ),
+                d::Absent::RequiredExplained => {
+                    let message = self.absence_explained(f.object, key.name, what);
+                    self.problem(f.pos, message);
+                }
+                d::Absent::Nothing | d::Absent::Default(_) => {}
             }
         }
+    }
+
+    /// Why a key described as [`d::Absent::RequiredExplained`] must be given, and how.
+    fn absence_explained(&self, object: &'static Object, key: &str, what: &str) -> String {
+        if std::ptr::eq(object, &d::ROUTE) && key == "auth" {
+            let names: Vec<&String> = self.jwt.iter().chain(self.api_keys.iter()).collect();
+            return format!(
+                "{what}: missing required key `auth`; write \
+                    `auth: none` explicitly to make the route \
+                    public, or name the providers that may \
+                    authenticate it (defined providers: {}). A route \
+                    without `auth` is an error so that a forgotten \
+                    line cannot open an endpoint",
+                list(names)
+            );
+        }
+        format!("{what}: missing required key `{key}`")
     }
 
     /// At most one of `keys`; reports the second and later ones. Returns the first present.
@@ -401,6 +509,29 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// [`Self::expected`] for a value that must be one of `words`: a string close to one of
+    /// them gets "did you mean …?".
+    fn expected_word(&mut self, node: &Node, what: &str, expected: &str, words: &[&str]) {
+        let suggestion = match &node.value {
+            Value::Scalar {
+                text,
+                kind: Scalar::Str | Scalar::Quoted,
+            } => closest(text, words.iter().copied()),
+            _ => None,
+        };
+        match suggestion {
+            None => self.expected(node, what, expected),
+            Some(_) => self.problem(
+                node.pos,
+                format!(
+                    "{what}: expected {expected}, found {}{}",
+                    node.describe(),
+                    did_you_mean(suggestion)
+                ),
+            ),
+        }
+    }
+
     fn choice<T: Copy>(&mut self, node: &Node, what: &str, options: &[(&str, T)]) -> Option<T> {
         let found = match &node.value {
             Value::Scalar {
@@ -414,7 +545,8 @@ impl<'a> Ctx<'a> {
         };
         if found.is_none() {
             let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-            self.expected(node, what, &format!("one of {}", names.join(" | ")));
+            let expected = format!("one of {}", names.join(" | "));
+            self.expected_word(node, what, &expected, &names);
         }
         found
     }
@@ -692,12 +824,14 @@ impl<'a> Ctx<'a> {
             Some(1)
         });
 
-        self.services = keys_of(f.get("services"));
-        let auth_node = f.get("auth");
-        self.jwt = keys_of(auth_node.and_then(|a| child(a, "jwt")));
-        self.api_keys = keys_of(auth_node.and_then(|a| child(a, "api_keys")));
-        self.has_rate_limits = f.get("rate_limits").is_some();
+        let top = Some(root);
+        self.services = keys_of(declared(top, "services", &d::TOP));
+        let auth_names = declared(top, "auth", &d::TOP);
+        self.jwt = keys_of(declared(auth_names, "jwt", &d::AUTH));
+        self.api_keys = keys_of(declared(auth_names, "api_keys", &d::AUTH));
+        self.has_rate_limits = declared(top, "rate_limits", &d::TOP).is_some();
 
+        let auth_node = f.get("auth");
         let services = match f.get("services") {
             None => Some(BTreeMap::new()),
             Some(n) => self.services(n),
@@ -874,10 +1008,12 @@ impl<'a> Ctx<'a> {
                 key_file: key?,
             })),
             _ => {
-                self.problem(
-                    node.pos,
-                    format!("{what}: `cert_file` and `key_file` go together"),
-                );
+                if !f.misspells(&["cert_file", "key_file"]) {
+                    self.problem(
+                        node.pos,
+                        format!("{what}: `cert_file` and `key_file` go together"),
+                    );
+                }
                 None
             }
         };
@@ -993,17 +1129,9 @@ impl<'a> Ctx<'a> {
 
         let source = self.at_most_one(&f, d::JWT_PROVIDER.one_of, what);
         let uses_secret = source.is_some_and(|e| e.key == "secret_env");
+        // Absent, `fields` reported it.
         let keys = match source {
-            None => {
-                self.problem(
-                    f.pos,
-                    format!(
-                        "{what}: missing the signing keys; give exactly one of {}",
-                        one_of(d::JWT_PROVIDER.one_of)
-                    ),
-                );
-                None
-            }
+            None => None,
             Some(e) => {
                 let w = format!("{what}.{}", e.key);
                 match e.key {
@@ -1114,6 +1242,12 @@ impl<'a> Ctx<'a> {
             None => Some(Vec::new()),
             Some(n) => self.header_map(n, &format!("{what}.headers"), true),
         };
+        self.slipped_headers(&f, "headers", what, |header, claim| match claim {
+            Some(claim) => {
+                format!("the upstream header `{header}` is set from the claim `{claim}`")
+            }
+            None => format!("`{header}` is an upstream header"),
+        });
         let client_claim = f
             .value("client_claim")
             .and_then(|n| self.nonempty(n, &format!("{what}.client_claim")));
@@ -1134,6 +1268,52 @@ impl<'a> Ctx<'a> {
             plan_claim: plan_claim?,
             forward_token: forward_token?,
         })
+    }
+
+    /// Warns about each entry of the header mapping `f.<map_key>` that is named like a key of `f`
+    /// itself, such as `plan_claim: tier` under a JWT provider's `headers:`. Such an entry is
+    /// valid, so nothing else would say that it was probably meant one level up, where it would
+    /// change what `f` does (there, `plan_claim: tier` picks every client's plan from the `tier`
+    /// claim; here, it only names a header).
+    /// `effect` says what the entry does as written, from the header name and the value's text.
+    fn slipped_headers(
+        &mut self,
+        f: &Fields<'_>,
+        map_key: &str,
+        what: &str,
+        effect: impl Fn(&str, Option<&str>) -> String,
+    ) {
+        let Some(Value::Map(entries)) = f.get(map_key).map(|n| &n.value) else {
+            return;
+        };
+        for (k, v) in entries {
+            let Some(name) = k.as_text() else {
+                continue;
+            };
+            let Some(key) = f.object.key(&name.to_ascii_lowercase()) else {
+                continue;
+            };
+            let value = v.as_text();
+            let entry = match value {
+                Some(value) => format!("{name}: {value}"),
+                None => name.to_string(),
+            };
+            let meanwhile = match (f.entry(key.name), &key.absent) {
+                (Some(e), _) => format!("is given on line {} as well", e.key_pos.line),
+                (None, d::Absent::Default(default)) => format!("stays `{default}` (its default)"),
+                (None, _) => "is not set".to_string(),
+            };
+            let key = key.name;
+            let effect = effect(name, value);
+            self.warnings.push((
+                k.pos,
+                format!(
+                    "{what}.{map_key}: `{entry}` is a header here, but `{key}` is also a key one \
+                     level up; did you mean it there, outside `{map_key}:`? As written, {effect}, \
+                     and the key `{key}` {meanwhile}"
+                ),
+            ));
+        }
     }
 
     /// `{header-name: value}` in file order, names lower-cased and unique after lower-casing.
@@ -1202,7 +1382,7 @@ impl<'a> Ctx<'a> {
         let service = f
             .value("service")
             .and_then(|n| self.policy_service(n, "rate_limits.service", &d::RATE_LIMIT_SERVICE));
-        let plan_names = keys_of(f.get("plans"));
+        let plan_names = keys_of(declared(Some(node), "plans", &d::RATE_LIMITS));
         let plans = match f.get("plans") {
             None => Some(BTreeMap::new()),
             Some(n) => self.map(n, "rate_limits.plans").and_then(|entries| {
@@ -1216,6 +1396,7 @@ impl<'a> Ctx<'a> {
             }),
         };
         let default_plan = match f.get("default_plan") {
+            None if f.misspells(&["default_plan"]) => None,
             None if !plan_names.is_empty() => {
                 let pos = f.entry("plans").map_or(f.pos, |e| e.key_pos);
                 self.problem(
@@ -1234,11 +1415,13 @@ impl<'a> Ctx<'a> {
                 if plan_names.contains(&p) {
                     Some(Some(p))
                 } else {
+                    let suggestion = closest(&p, plan_names.iter().map(String::as_str));
                     self.problem(
                         n.pos,
                         format!(
-                            "rate_limits.default_plan: unknown plan `{p}`; \
+                            "rate_limits.default_plan: unknown plan `{p}`{}; \
                                 expected one of the plans: {}",
+                            did_you_mean(suggestion),
                             list(&plan_names)
                         ),
                     );
@@ -1547,14 +1730,14 @@ impl<'a> Ctx<'a> {
 
     fn route(&mut self, routes_what: &str, index: usize, node: &Node) -> Option<Route> {
         let fallback = format!("{routes_what}[{index}]");
-        let f = self.open(node, &fallback, &d::ROUTE)?;
+        // Every error about the route, also about its keys, names it by its name when it has one.
+        let what = match child(node, "name").and_then(Node::as_text) {
+            Some(n) if !n.is_empty() => format!("route `{n}`"),
+            _ => fallback.clone(),
+        };
+        let f = self.fields(node, &what, &d::ROUTE)?;
         let name_node = f.get("name");
         let name = name_node.and_then(|n| self.nonempty(n, &format!("{fallback}.name")));
-        let what = match &name {
-            Some(n) => format!("route `{n}`"),
-            None => fallback,
-        };
-        self.check_required(&f, &what);
         let name = name.zip(name_node).and_then(|(name, n)| {
             if let Some(first) = self.route_names.get(&name) {
                 let line = first.line;
@@ -1576,17 +1759,9 @@ impl<'a> Ctx<'a> {
             .get("match")
             .and_then(|n| self.route_match(n, &format!("{what}: match")));
 
+        // Absent, `fields` reported it.
         let action = match self.at_most_one(&f, d::ROUTE.one_of, &what) {
-            None => {
-                self.problem(
-                    f.pos,
-                    format!(
-                        "{what}: missing the action; give exactly one of {}",
-                        one_of(d::ROUTE.one_of)
-                    ),
-                );
-                None
-            }
+            None => None,
             Some(e) => self.route_action(e, &what),
         };
 
@@ -1632,22 +1807,8 @@ impl<'a> Ctx<'a> {
         };
 
         let auth = match f.get("auth") {
-            None => {
-                let names: Vec<&String> = self.jwt.iter().chain(self.api_keys.iter()).collect();
-                self.problem(
-                    f.pos,
-                    format!(
-                        "{what}: missing required key `auth`; write \
-                            `auth: none` explicitly to make the route \
-                            public, or name the providers that may \
-                            authenticate it (defined providers: {}). A route \
-                            without `auth` is an error so that a forgotten \
-                            line cannot open an endpoint",
-                        list(names)
-                    ),
-                );
-                None
-            }
+            // Absent, `fields` explained it.
+            None => None,
             Some(n) => self.route_auth(n, &format!("{what}: auth")),
         };
 
@@ -1750,17 +1911,9 @@ impl<'a> Ctx<'a> {
 
     fn route_match(&mut self, node: &Node, what: &str) -> Option<RouteMatch> {
         let f = self.fields(node, what, &d::ROUTE_MATCH)?;
+        // Absent, `fields` reported it.
         let path = match self.at_most_one(&f, d::ROUTE_MATCH.one_of, what) {
-            None => {
-                self.problem(
-                    f.pos,
-                    format!(
-                        "{what}: missing the path condition; give exactly one of {}",
-                        one_of(d::ROUTE_MATCH.one_of)
-                    ),
-                );
-                None
-            }
+            None => None,
             Some(e) => {
                 let w = format!("{what}.{}", e.key);
                 match e.key {
@@ -1778,6 +1931,12 @@ impl<'a> Ctx<'a> {
             None => Some(Vec::new()),
             Some(n) => self.value_matches(n, &format!("{what}.headers"), true),
         };
+        self.slipped_headers(&f, "headers", what, |header, value| match value {
+            Some(value) => {
+                format!("the route takes only requests whose header `{header}` is `{value}`")
+            }
+            None => format!("the route takes only requests whose header `{header}` matches"),
+        });
         let query = match f.get("query") {
             None => Some(Vec::new()),
             Some(n) => self.value_matches(n, &format!("{what}.query"), false),
@@ -1896,9 +2055,10 @@ impl<'a> Ctx<'a> {
             return true;
         }
         let known = list(&self.services);
+        let suggestion = did_you_mean(closest(name, self.services.iter().map(String::as_str)));
         self.problem(
             pos,
-            format!("{what}: unknown service `{name}`; defined services: {known}"),
+            format!("{what}: unknown service `{name}`{suggestion}; defined services: {known}"),
         );
         false
     }
@@ -2022,6 +2182,7 @@ impl<'a> Ctx<'a> {
             return true;
         }
         let known: Vec<&String> = self.jwt.iter().chain(self.api_keys.iter()).collect();
+        let suggestion = did_you_mean(closest(name, known.iter().map(|s| s.as_str())));
         let message = if known.is_empty() {
             format!(
                 "{what}: unknown auth provider `{name}`; no \
@@ -2030,7 +2191,7 @@ impl<'a> Ctx<'a> {
             )
         } else {
             format!(
-                "{what}: unknown auth provider `{name}`; defined providers: {}",
+                "{what}: unknown auth provider `{name}`{suggestion}; defined providers: {}",
                 list(known)
             )
         };
@@ -2059,7 +2220,7 @@ impl<'a> Ctx<'a> {
                 all.finish().map(RouteRateLimit::Limits)
             }
             _ => {
-                self.expected(node, what, expectation);
+                self.expected_word(node, what, expectation, &["plan", "none"]);
                 None
             }
         }
@@ -2096,7 +2257,7 @@ impl<'a> Ctx<'a> {
                 })
             }
             _ => {
-                self.expected(node, what, expectation);
+                self.expected_word(node, what, expectation, &["plan"]);
                 None
             }
         }
@@ -2120,7 +2281,7 @@ impl<'a> Ctx<'a> {
         match text.strip_prefix("header:") {
             Some(h) => self.header_name(h, node.pos, what).map(Per::Header),
             None => {
-                self.expected(node, what, expectation);
+                self.expected_word(node, what, expectation, &words);
                 None
             }
         }
@@ -2152,13 +2313,14 @@ impl<'a> Ctx<'a> {
                                 Some(RetryOn::Condition(text.clone()))
                             }
                             _ => {
-                                self.expected(
+                                self.expected_word(
                                     item,
                                     &w,
                                     &format!(
                                         "an HTTP status code (100..=599) or one of {}",
                                         d::RETRY_CONDITIONS.join(" | ")
                                     ),
+                                    &d::RETRY_CONDITIONS,
                                 );
                                 None
                             }
@@ -2188,6 +2350,10 @@ impl<'a> Ctx<'a> {
             None => Some(Vec::new()),
             Some(n) => self.header_map(n, &format!("{what}.set"), false),
         };
+        self.slipped_headers(&f, "set", what, |header, value| match value {
+            Some(value) => format!("the header `{header}` is set to `{value}`"),
+            None => format!("the header `{header}` is set"),
+        });
         let remove = match f.get("remove") {
             None => Some(Vec::new()),
             Some(n) => self.header_names(n, &format!("{what}.remove")),

@@ -8,6 +8,7 @@ pub mod jwks;
 pub mod keys_file;
 pub mod model;
 pub mod schema;
+mod suggest;
 #[cfg(test)]
 mod tests;
 mod yaml;
@@ -31,6 +32,34 @@ pub struct Loaded {
     pub config: Config,
     /// Absolute path → contents, for every file the config references.
     pub files: BTreeMap<PathBuf, Vec<u8>>,
+    /// What is valid but probably not meant, in source order.
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// Something valid but probably not meant, located in gateway.yaml: `xds-server validate` prints
+/// it and still exits 0, `xds-server serve` logs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    pub file: PathBuf,
+    /// 1-based.
+    pub line: usize,
+    /// 1-based.
+    pub column: usize,
+    /// Says what was found and what was probably meant.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: warning: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
 }
 
 /// One problem, located in the source.
@@ -133,7 +162,7 @@ impl std::fmt::Display for ConfigErrors {
 /// `file`'s directory). Does no I/O.
 pub fn parse(src: &str, file: &Path) -> Result<Config, ConfigErrors> {
     let base_dir = file.parent().unwrap_or_else(|| Path::new(""));
-    parse_with_refs(src, file, base_dir).map(|(config, _)| config)
+    parse_with_refs(src, file, base_dir).map(|(config, _, _)| config)
 }
 
 /// Reads `path`, parses it, and reads every file it references; JWKS files and API-key files
@@ -169,7 +198,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
         )
     })?;
     let base_dir = absolute.parent().unwrap_or_else(|| Path::new("/"));
-    let (config, refs) = parse_with_refs(&src, path, base_dir)?;
+    let (config, refs, warnings) = parse_with_refs(&src, path, base_dir)?;
 
     let mut files = BTreeMap::new();
     let mut errors = Vec::new();
@@ -208,6 +237,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
         path: path.to_path_buf(),
         config,
         files,
+        warnings,
     })
 }
 
@@ -282,12 +312,12 @@ fn check_referenced(
 }
 
 /// [`parse`], also returning every referenced file and where it was named, so that [`load`] can
-/// position a read error at the key that names the file.
+/// position a read error at the key that names the file, and the warnings in source order.
 fn parse_with_refs(
     src: &str,
     file: &Path,
     base_dir: &Path,
-) -> Result<(Config, Vec<decode::FileRef>), ConfigErrors> {
+) -> Result<(Config, Vec<decode::FileRef>, Vec<ConfigWarning>), ConfigErrors> {
     let error = |pos: yaml::Pos, kind: ErrorKind, message: String| ConfigError {
         file: file.to_path_buf(),
         line: pos.line,
@@ -297,7 +327,7 @@ fn parse_with_refs(
     };
     let root = yaml::parse(src)
         .map_err(|e| ConfigErrors(vec![error(e.pos, ErrorKind::Syntax, e.message)]))?;
-    decode::decode(root.as_ref(), base_dir).map_err(|mut problems| {
+    let decoded = decode::decode(root.as_ref(), base_dir).map_err(|mut problems| {
         // Source order reads best; the same node can be reached twice (through an alias), so
         // identical reports are merged.
         problems.sort_by_key(|(pos, _)| *pos);
@@ -308,7 +338,20 @@ fn parse_with_refs(
                 .map(|(pos, message)| error(pos, ErrorKind::of_decode_problem(&message), message))
                 .collect(),
         )
-    })
+    })?;
+    let mut warnings = decoded.warnings;
+    warnings.sort_by_key(|(pos, _)| *pos);
+    warnings.dedup();
+    let warnings = warnings
+        .into_iter()
+        .map(|(pos, message)| ConfigWarning {
+            file: file.to_path_buf(),
+            line: pos.line,
+            column: pos.column,
+            message,
+        })
+        .collect();
+    Ok((decoded.config, decoded.files, warnings))
 }
 
 #[cfg(test)]

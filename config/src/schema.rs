@@ -395,6 +395,16 @@ pub fn markdown() -> String {
          exist. Anything `validate` accepts also passes the schema."
     );
     let _ = writeln!(w);
+    let _ = writeln!(
+        w,
+        "A misspelt key, reference or value gets \"did you mean …?\" with the closest valid one, \
+         and is then the only error about it: what its absence causes (a missing required key, \
+         unknown references to the entries of a misspelt section) is not reported as well. \
+         `validate` also warns, and still exits 0, when a header mapping (`headers`, `set`) has an \
+         entry named like a key of the mapping around it, such as `plan_claim` under a JWT \
+         provider's `headers`: most likely a line indented one level too deep."
+    );
+    let _ = writeln!(w);
     let _ = writeln!(w, "## Editor support");
     let _ = writeln!(w);
     let _ = writeln!(

@@ -869,3 +869,242 @@ fn timeouts_and_limits_default_to_the_edge_values_and_are_checked() {
     let config = parse(&off, file()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.gateways["edge"].timeouts.request, Duration::ZERO);
 }
+
+/// Every error as `file:line:col: message`, exactly as `xds-server validate` prints it.
+fn error_lines(src: &str) -> Vec<String> {
+    match parse(src, file()) {
+        Ok(_) => Vec::new(),
+        Err(ConfigErrors(errs)) => errs.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// Every warning of a valid `src` as `file:line:col: warning: message`.
+fn warning_lines(src: &str) -> Vec<String> {
+    let (_, _, warnings) = parse_with_refs(src, file(), Path::new("/etc/gateway"))
+        .unwrap_or_else(|e| panic!("{e}\nin:\n{src}"));
+    warnings.iter().map(ToString::to_string).collect()
+}
+
+const ROUTE_KEYS: &str = "name, match, service, services, respond, rewrite, auth, require, rate_limit, timeout, retries, max_body, request_headers, response_headers";
+
+#[test]
+fn a_misspelt_key_or_name_gets_did_you_mean() {
+    let at = |line: usize, col: usize, message: &str| {
+        format!("/etc/gateway/gateway.yaml:{line}:{col}: {message}")
+    };
+    let route = |body: &str| with_routes(&format!("      - name: r\n{body}"));
+    let cases = [
+        (
+            route("        match: { prefix: /api }\n        servce: users\n        auth: main\n"),
+            vec![at(15, 9, &format!("route `r`: unknown key `servce` (did you mean `service`?); expected one of: {ROUTE_KEYS}"))],
+        ),
+        (
+            route("        match: { prefix: /api }\n        service: user\n        auth: mian\n"),
+            vec![
+                at(15, 18, "route `r`: service: unknown service `user` (did you mean `users`?); defined services: users"),
+                at(16, 15, "route `r`: auth: unknown auth provider `mian` (did you mean `main`?); defined providers: main, partners"),
+            ],
+        ),
+        (
+            route("        match: { prefix: /api }\n        services: { Users: 1 }\n        auth: [main, Partners]\n"),
+            vec![
+                at(15, 21, "route `r`: services: unknown service `Users` (did you mean `users`?); defined services: users"),
+                at(16, 22, "route `r`: auth: unknown auth provider `Partners` (did you mean `partners`?); defined providers: main, partners"),
+            ],
+        ),
+        (
+            route("        match: { prefix: /api }\n        service: users\n        auth: main\n        rate_limit: plans\n        retries: { on: [connect_failure] }\n"),
+            vec![
+                at(17, 21, "route `r`: rate_limit: expected `plan`, `none`, or a list of `plan` and {limit: <rate>, per: <key>} items, found \"plans\" (did you mean `plan`?)"),
+                at(18, 25, "route `r`: retries.on: expected an HTTP status code (100..=599) or one of 5xx | gateway-error | reset | reset-before-request | connect-failure | envoy-ratelimited | retriable-4xx | refused-stream | retriable-status-codes | retriable-headers | http3-post-connect-failure, found \"connect_failure\" (did you mean `connect-failure`?)"),
+            ],
+        ),
+        (
+            "version: 1\nservices:\n  a: { endpoints: [\"a:1\"], lb: round-robin }\nrate_limits:\n  plans: { free: 1/s }\n  default_plan: fre\n  algorithm: fixd\n".to_string(),
+            vec![
+                at(3, 32, "services.a.lb: expected one of round_robin | least_request | random | ring_hash | maglev, found \"round-robin\" (did you mean `round_robin`?)"),
+                at(6, 17, "rate_limits.default_plan: unknown plan `fre` (did you mean `free`?); expected one of the plans: free"),
+                at(7, 14, "rate_limits.algorithm: expected one of sliding_window | approximate | fixed, found \"fixd\" (did you mean `fixed`?)"),
+            ],
+        ),
+        // Nothing close: no suggestion, the message is as before.
+        (
+            route("        match: { prefix: /api }\n        service: users\n        auth: main\n        colour: blue\n"),
+            vec![at(17, 9, &format!("route `r`: unknown key `colour`; expected one of: {ROUTE_KEYS}"))],
+        ),
+    ];
+    for (src, want) in cases {
+        assert_eq!(error_lines(&src), want, "in:\n{src}");
+    }
+}
+
+/// One case per kind of absence a misspelt key explains: the misspelt key is the only error.
+#[test]
+fn a_misspelt_key_is_the_only_error_for_what_its_absence_causes() {
+    let route = |body: &str| with_routes(&format!("      - name: r\n{body}"));
+    let cases: Vec<(&str, String, (usize, &str, &str))> = vec![
+        ("the action", route("        match: { prefix: /api }\n        servce: users\n        auth: main\n"), (15, "servce", "(did you mean `service`?)")),
+        ("auth", route("        match: { prefix: /api }\n        service: users\n        auht: main\n"), (16, "auht", "(did you mean `auth`?)")),
+        ("the path condition", route("        match: { perfix: /api }\n        service: users\n        auth: main\n"), (14, "perfix", "(did you mean `prefix`?)")),
+        ("a required key", route("        mtach: { prefix: /api }\n        service: users\n        auth: main\n"), (14, "mtach", "(did you mean `match`?)")),
+        ("a required key at the top", "verison: 1\n".to_string(), (1, "verison", "(did you mean `version`?)")),
+        (
+            "the signing keys",
+            "version: 1\nauth:\n  jwt:\n    main: { issuer: x, algorithms: [RS256], jwks_fle: j }\n".to_string(),
+            (4, "jwks_fle", "(did you mean `jwks_file`?)"),
+        ),
+        (
+            "the other half of a client certificate",
+            "version: 1\nservices:\n  a: { endpoints: [\"a:1\"], tls: { cert_file: c, key_fil: k } }\n".to_string(),
+            (3, "key_fil", "(did you mean `key_file`?)"),
+        ),
+        (
+            "the default plan",
+            "version: 1\nrate_limits:\n  plans: { free: 1/s }\n  default_pan: free\n".to_string(),
+            (4, "default_pan", "(did you mean `default_plan`?)"),
+        ),
+        // A misspelt section still declares its names: the references to them resolve.
+        (
+            "the services a route names",
+            BASE.replace("services:", "servces:") + OK_ROUTE,
+            (2, "servces", "the top level: unknown key `servces` (did you mean `services`?)"),
+        ),
+        (
+            "the providers a route names",
+            BASE.replace("  jwt:", "  jwts:") + OK_ROUTE,
+            (5, "jwts", "auth: unknown key `jwts` (did you mean `jwt`?)"),
+        ),
+        (
+            "the providers of a misspelt auth section",
+            BASE.replace("auth:", "auht:") + OK_ROUTE,
+            (4, "auht", "(did you mean `auth`?)"),
+        ),
+        (
+            "the rate_limits section a limit needs",
+            format!(
+                "{}{OK_ROUTE}        rate_limit: [{{ limit: 5/second }}]\n",
+                BASE.replace("gateways:", "rate_limit: {}\ngateways:")
+            ),
+            (9, "rate_limit", "(did you mean `rate_limits`?)"),
+        ),
+        (
+            "the plans the default plan names",
+            "version: 1\nrate_limits:\n  plan: { free: 1/s }\n  default_plan: free\n".to_string(),
+            (3, "plan", "(did you mean `plans`?)"),
+        ),
+    ];
+    let cases: Vec<Case> = cases
+        .into_iter()
+        .map(|(name, src, want)| (name, src, vec![want]))
+        .collect();
+    check(cases);
+}
+
+/// Without a close match the unknown key cannot be said to explain the absence: both are
+/// reported, in source order (the absence at the start of the mapping).
+#[test]
+fn an_unknown_key_without_a_close_match_leaves_the_missing_one_reported() {
+    let src = with_routes(
+        "      - name: r\n        match: { prefix: /api }\n        backend: users\n        auth: main\n",
+    );
+    assert_eq!(
+        error_lines(&src),
+        [
+            "/etc/gateway/gateway.yaml:13:9: route `r`: missing the action; give exactly one of `service`, `services` or `respond`".to_string(),
+            format!("/etc/gateway/gateway.yaml:15:9: route `r`: unknown key `backend`; expected one of: {ROUTE_KEYS}"),
+        ]
+    );
+}
+
+/// What a mapping lacks is listed at the mapping, in the order the description lists the keys
+/// (a group of which one is required where its first key is), whatever order the decoder reads
+/// them in.
+#[test]
+fn absences_at_one_position_are_listed_in_description_order() {
+    let at = "/etc/gateway/gateway.yaml";
+    assert_eq!(
+        error_lines("version: 1\nauth: {jwt: {main: {}}}\n"),
+        [
+            format!("{at}:2:20: auth.jwt.main: missing required key `issuer`"),
+            format!("{at}:2:20: auth.jwt.main: missing required key `algorithms`"),
+            format!("{at}:2:20: auth.jwt.main: missing the signing keys; give exactly one of `jwks_file`, `jwks_url` or `secret_env`"),
+        ]
+    );
+    let errs = error_lines(&with_routes("      - { name: r }\n"));
+    let said: Vec<&str> = errs
+        .iter()
+        .map(|e| e.split_once("route `r`: ").map_or(e.as_str(), |(_, m)| m))
+        .map(|m| m.split(';').next().unwrap_or(m))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            "missing required key `match`",
+            "missing the action",
+            "missing required key `auth`"
+        ],
+        "{errs:#?}"
+    );
+    assert!(errs.iter().all(|e| e.contains(":13:9: ")), "{errs:#?}");
+}
+
+#[test]
+fn a_header_named_like_a_key_one_level_up_is_a_warning() {
+    let jwt = |headers: &str, extra: &str| {
+        format!(
+            "version: 1\nauth:\n  jwt:\n    main:\n      issuer: x\n      algorithms: [HS256]\n      secret_env: S\n{extra}      headers:\n        x-user-id: sub\n{headers}"
+        )
+    };
+    let at = "/etc/gateway/gateway.yaml";
+    assert_eq!(
+        warning_lines(&jwt("        plan_claim: tier\n", "")),
+        [format!(
+            "{at}:10:9: warning: auth.jwt.main.headers: `plan_claim: tier` is a header here, but \
+             `plan_claim` is also a key one level up; did you mean it there, outside `headers:`? \
+             As written, the upstream header `plan_claim` is set from the claim `tier`, and the \
+             key `plan_claim` stays `plan` (its default)"
+        )]
+    );
+    // Header names ignore case; the key given at its own level too is named by its line.
+    assert_eq!(
+        warning_lines(&jwt(
+            "        Client_Claim: uid\n",
+            "      client_claim: uid\n"
+        )),
+        [format!(
+            "{at}:11:9: warning: auth.jwt.main.headers: `Client_Claim: uid` is a header here, but \
+             `client_claim` is also a key one level up; did you mean it there, outside `headers:`? \
+             As written, the upstream header `Client_Claim` is set from the claim `uid`, and the \
+             key `client_claim` is given on line 8 as well"
+        )]
+    );
+    let route = with_routes(
+        "      - name: r\n        match:\n          prefix: /api\n          headers:\n            x-env: prod\n            hosts: api.example.com\n        service: users\n        auth: main\n        response_headers:\n          set:\n            x-a: b\n            remove: server\n",
+    );
+    assert_eq!(
+        warning_lines(&route),
+        [
+            format!(
+                "{at}:18:13: warning: route `r`: match.headers: `hosts: api.example.com` is a \
+                 header here, but `hosts` is also a key one level up; did you mean it there, \
+                 outside `headers:`? As written, the route takes only requests whose header \
+                 `hosts` is `api.example.com`, and the key `hosts` is not set"
+            ),
+            format!(
+                "{at}:24:13: warning: route `r`: response_headers.set: `remove: server` is a \
+                 header here, but `remove` is also a key one level up; did you mean it there, \
+                 outside `set:`? As written, the header `remove` is set to `server`, and the key \
+                 `remove` is not set"
+            ),
+        ]
+    );
+    // Headers that are no key of the mapping around them, as in every example, say nothing.
+    assert_eq!(
+        warning_lines(&jwt("        x-plan: plan\n", "")),
+        Vec::<String>::new()
+    );
+    assert_eq!(warning_lines(SPEC_EXAMPLE), Vec::<String>::new());
+    // A config with errors has its errors, not its warnings.
+    let broken = jwt("        plan_claim: tier\n", "      colour: red\n");
+    assert!(parse(&broken, file()).is_err());
+}

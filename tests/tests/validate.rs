@@ -107,3 +107,50 @@ gateways:
         );
     }
 }
+
+/// A misspelt key is one error that names the key it misspells, not also an error for what its
+/// absence causes; a misspelt reference names the closest defined name.
+#[test]
+fn misspellings_get_did_you_mean_and_nothing_derived_from_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("gateway.yaml");
+    let yaml = "version: 1
+services:
+  users: { endpoints: [127.0.0.1:3001] }
+auth:
+  jwt:
+    main: { issuer: i, algorithms: [HS256], secret_env: JWT_SECRET }
+gateways:
+  edge:
+    listeners: [{ name: http, port: 8080 }]
+    routes:
+      - name: users
+        match: { prefix: /users }
+        servce: users
+        auth: main
+      - name: orders
+        match: { prefix: /orders }
+        service: user
+        auth: mian
+";
+    std::fs::write(&path, yaml).expect("write config");
+    let out = validate(&path);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit code 1 expected:\n{}",
+        text(&out)
+    );
+    let p = path.display();
+    let keys = "name, match, service, services, respond, rewrite, auth, require, rate_limit, \
+                timeout, retries, max_body, request_headers, response_headers";
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "{p}:13:9: route `users`: unknown key `servce` (did you mean `service`?); expected one of: {keys}\n\
+             {p}:17:18: route `orders`: service: unknown service `user` (did you mean `users`?); defined services: users\n\
+             {p}:18:15: route `orders`: auth: unknown auth provider `mian` (did you mean `main`?); defined providers: main\n\
+             {p}: 3 error(s)\n"
+        )
+    );
+}

@@ -318,6 +318,7 @@ gateways:
             path: PathBuf::from(FILE),
             config,
             files,
+            warnings: Vec::new(),
         }
     }
 

@@ -74,6 +74,7 @@ fn load(yaml: &str) -> Loaded {
         path: PathBuf::from(FILE),
         config,
         files,
+        warnings: Vec::new(),
     }
 }
 

@@ -141,7 +141,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(built) => {
                 // Valid but risky: said, not refused (exit 0).
                 for w in &built.warnings {
-                    eprintln!("{}: warning: {w}", config.display());
+                    eprintln!("{w}");
                 }
                 let s = &built.snapshots;
                 let count = |t: &str| {

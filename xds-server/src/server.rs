@@ -30,7 +30,9 @@ const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
 pub struct Built {
     pub snapshots: Snapshots,
     pub files: BTreeSet<PathBuf>,
-    /// Valid but risky (`translate::warnings`): logged on load, printed by `validate`.
+    /// Valid but risky or probably not meant (`config::ConfigWarning`, then
+    /// `translate::warnings`), one line each with the file and, where there is one, the line and
+    /// column: logged on load, printed by `validate`.
     pub warnings: Vec<String>,
 }
 
@@ -91,7 +93,12 @@ pub fn build(path: &Path) -> Result<Built, BuildError> {
     })?;
     let mut files: BTreeSet<PathBuf> = loaded.files.keys().cloned().collect();
     files.insert(absolute(path));
-    let warnings = translate::warnings(&loaded.config);
+    let mut warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    warnings.extend(
+        translate::warnings(&loaded.config)
+            .into_iter()
+            .map(|w| format!("{}: warning: {w}", path.display())),
+    );
     Ok(Built {
         snapshots,
         files,

@@ -30,6 +30,7 @@ pub fn snapshots(shape: &Shape) -> anyhow::Result<Arc<Snapshots>> {
         path: path.to_path_buf(),
         config: cfg,
         files: BTreeMap::new(),
+        warnings: Vec::new(),
     };
     Ok(Arc::new(translate::snapshots(&loaded)?))
 }

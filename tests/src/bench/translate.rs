@@ -55,6 +55,7 @@ fn measure(routes: usize, runs: usize) -> anyhow::Result<Timing> {
             path: path.to_path_buf(),
             config: cfg,
             files: BTreeMap::new(),
+            warnings: Vec::new(),
         };
         let t = Instant::now();
         let gateways = translate::translate(&loaded)?;
