@@ -267,21 +267,75 @@ fn check_referenced(
             }
         });
     }
+    let plans = config.rate_limits.as_ref().map(|r| &r.plans);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     for p in auth.api_keys.values() {
         let Some(bytes) = files.get(&p.keys_file) else {
             continue;
         };
-        if let Err(e) = keys_file::KeysFile::parse(bytes) {
-            errors.push(ConfigError {
+        match keys_file::KeysFile::parse_located(bytes) {
+            Err(e) => errors.push(ConfigError {
                 file: p.keys_file.clone(),
                 line: e.line,
                 column: e.column,
                 kind: ErrorKind::InvalidReferencedFile,
                 message: e.message,
-            });
+            }),
+            Ok((file, plan_at)) => {
+                let Some(plans) = plans.filter(|p| !p.is_empty()) else {
+                    continue;
+                };
+                errors.extend(undefined_plans(&p.keys_file, &file, &plan_at, plans, now));
+            }
         }
     }
     errors
+}
+
+/// Every usable key (not revoked, not expired at `now`) of a keys file whose `plan` is not one
+/// of `rate_limits.plans`. authz-service would limit such a key as the default plan (and tell
+/// the upstream so); a keys file is written for one gateway.yaml, so a plan it does not define
+/// is a typo or a plan since removed, refused here before it silently demotes a client. Only
+/// checked when gateway.yaml defines plans: without any, nothing limits by plan.
+fn undefined_plans(
+    path: &Path,
+    file: &keys_file::KeysFile,
+    plan_at: &[Option<keys_file::At>],
+    plans: &BTreeMap<String, Rate>,
+    now: i64,
+) -> Vec<ConfigError> {
+    let defined = || {
+        plans
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    file.keys
+        .iter()
+        .zip(plan_at)
+        .enumerate()
+        .filter_map(|(i, (k, at))| {
+            let at = (*at)?;
+            if k.plan.is_empty() || plans.contains_key(&k.plan) || !k.is_active(now) {
+                return None;
+            }
+            Some(ConfigError {
+                file: path.to_path_buf(),
+                line: at.line,
+                column: at.column,
+                kind: ErrorKind::UnknownReference,
+                message: format!(
+                    "keys[{i}].plan: unknown plan `{}` (key {:?}); rate_limits.plans defines: {}",
+                    k.plan,
+                    k.id,
+                    defined()
+                ),
+            })
+        })
+        .collect()
 }
 
 /// Checks every certificate, CA and private-key file that was read ([`pem`]), and that each
@@ -453,6 +507,46 @@ mod referenced_file_tests {
         }
         let (_dir, ok) = load_with(EC_JWKS, KEYS_HEAD);
         ok.unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn keys_naming_undefined_plans_fail_the_load_at_the_plan() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("gateway.yaml");
+        let write_config = |plans: &str| {
+            std::fs::write(
+                &config,
+                format!("version: 1\nauth:\n  api_keys:\n    partners: {{ keys_file: keys.yaml }}\n{plans}gateways:\n  edge:\n    listeners: [{{ name: http, port: 8080 }}]\n    routes:\n      - {{ name: r, match: {{ prefix: / }}, respond: {{ status: 200 }}, auth: [partners] }}\n"),
+            )
+            .expect("write");
+        };
+        write_config("rate_limits: { plans: { free: 1/s, pro: 2/s }, default_plan: free }\n");
+        let digest = |c: char| c.to_string().repeat(64);
+        let keys = format!(
+            "version: 1\nkeys:\n  - {{ id: a, sha256: \"{}\", plan: pro }}\n  - {{ id: b, sha256: \"{}\", plan: gold }}\n  - {{ id: c, sha256: \"{}\" }}\n  - {{ id: d, sha256: \"{}\", plan: gold, revoked: \"2026-01-01T00:00:00Z\" }}\n  - {{ id: e, sha256: \"{}\", plan: gold, expires: \"2000-01-01T00:00:00Z\" }}\n  - {{ id: f, sha256: \"{}\", plan: \"Pro\" }}\n",
+            digest('0'), digest('1'), digest('2'), digest('3'), digest('4'), digest('5'),
+        );
+        std::fs::write(dir.path().join("keys.yaml"), &keys).expect("write");
+        let errs = load(&config).expect_err("undefined plans").0;
+        let got: Vec<(usize, usize, &str)> = errs
+            .iter()
+            .map(|e| (e.line, e.column, e.message.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (4, 96, "keys[1].plan: unknown plan `gold` (key \"b\"); rate_limits.plans defines: free, pro"),
+                (8, 96, "keys[5].plan: unknown plan `Pro` (key \"f\"); rate_limits.plans defines: free, pro"),
+            ],
+            "revoked and expired keys, and keys without a plan, are not checked"
+        );
+        for e in &errs {
+            assert_eq!(e.file, dir.path().join("keys.yaml"));
+            assert_eq!(e.kind, ErrorKind::UnknownReference);
+        }
+        // Without plans in gateway.yaml nothing limits by plan: any plan name goes.
+        write_config("");
+        load(&config).unwrap_or_else(|e| panic!("{e}"));
     }
 
     #[test]
