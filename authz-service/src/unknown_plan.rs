@@ -29,10 +29,10 @@ impl UnknownPlans {
     pub fn record(&self, metrics: &Metrics, provider: &str, named: &str, applied: &str) {
         metrics.unknown_plans.with_label_values(&[provider]).inc();
         if self.should_log(provider, named, Instant::now()) {
-            // `?`: the name is the credential's, so it is printed escaped.
+            // The name is the credential's: escaped, so it cannot forge a log line.
             tracing::warn!(
                 provider,
-                plan = ?named,
+                plan = %named.escape_debug(),
                 applied,
                 "a credential names a plan rate_limits.plans does not define; it is limited as, \
                  and the upstream is told, the default plan (logged once a minute per provider \

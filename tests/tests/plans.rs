@@ -112,14 +112,28 @@ async fn a_token_with_an_unknown_plan_is_limited_and_forwarded_as_the_default_pl
         "no metric is labelled by a client's value: {m}"
     );
     // Logged once per provider and plan name, not once per request.
-    let log = gw.authz.proc().log();
+    let log = plain(&gw.authz.proc().log());
     let lines = |name: &str| {
         log.lines()
-            .filter(|l| l.contains(WARNING) && l.contains(&format!("\"{name}\"")))
+            .filter(|l| l.contains(WARNING) && l.contains(&format!("plan={name} ")))
             .count()
     };
     assert_eq!(lines("gold"), 1, "{log}");
     assert_eq!(lines("PRO"), 1, "{log}");
+}
+
+/// `text` without terminal colour sequences (`ESC [ … m`), which the text log format may carry.
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Replaces `path` atomically, as an editor or `apikey` does.
