@@ -210,6 +210,38 @@ pub fn parse_expiry(s: &str, now: i64) -> Option<i64> {
     n.checked_mul(mult)?.checked_add(now).filter(|_| n > 0)
 }
 
+/// For `apikey create --config`: a warning when `plan` is not one of gateway.yaml's
+/// `rate_limits.plans`, or when the file cannot be checked; `None` when the plan is defined (or
+/// the config defines no plans, so nothing limits by plan). Only a warning: the keys file may be
+/// written ahead of the config that defines the plan. gateway.yaml is decoded without reading
+/// the files it names, which may live on another machine.
+pub fn plan_warning(config_path: &Path, plan: &str) -> Option<String> {
+    let shown = config_path.display();
+    let text = match std::fs::read_to_string(config_path) {
+        Ok(t) => t,
+        Err(e) => return Some(format!("cannot read {shown}: {e}; the plan is not checked")),
+    };
+    let cfg = match config::parse(&text, config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            return Some(format!(
+                "{shown} does not validate ({} errors, `xds-server validate` lists them); the plan is not checked",
+                e.0.len()
+            ))
+        }
+    };
+    let plans = cfg.rate_limits.map(|r| r.plans).unwrap_or_default();
+    if plan.is_empty() || plans.is_empty() || plans.contains_key(plan) {
+        return None;
+    }
+    let defined: Vec<&str> = plans.keys().map(String::as_str).collect();
+    Some(format!(
+        "plan {plan:?} is not one of {shown}'s rate_limits.plans ({}); xds-server refuses a keys \
+         file with such a key, so define the plan before the file is deployed",
+        defined.join(", ")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

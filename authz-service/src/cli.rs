@@ -80,6 +80,10 @@ pub enum ApikeyCommand {
         /// The rate-limit plan of requests with this key (a name under `rate_limits.plans`).
         #[arg(long, env = "AUTHZ_KEY_PLAN")]
         plan: String,
+        /// gateway.yaml (xds-server's `XDS_CONFIG`): warn on stderr when --plan is not one of
+        /// its `rate_limits.plans`. The key is created either way.
+        #[arg(long, env = "XDS_CONFIG")]
+        config: Option<PathBuf>,
         /// Comma-separated roles.
         #[arg(long, env = "AUTHZ_KEY_ROLES", value_delimiter = ',')]
         roles: Vec<String>,
@@ -150,11 +154,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             keys_file,
             id,
             plan,
+            config,
             roles,
             scopes,
             tenant,
             expires,
         })) => {
+            if let Some(w) = config.and_then(|c| apikey::plan_warning(&c, &plan)) {
+                eprintln!("warning: {w}");
+            }
             let now = now();
             let expires = match expires {
                 Some(e) => Some(apikey::parse_expiry(&e, now).ok_or_else(|| {

@@ -18,6 +18,7 @@ pub mod response;
 pub mod server;
 pub mod service;
 pub mod token;
+pub mod unknown_plan;
 pub mod xds;
 
 /// Identity headers set on every authenticated request (spec §4); client copies are removed.

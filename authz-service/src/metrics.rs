@@ -17,6 +17,9 @@ pub struct Metrics {
     pub ready: IntGauge,
     /// Accepted JWTs by `result` (`hit`: answered by the verified-token cache, `miss`).
     pub token_cache: IntCounterVec,
+    /// Accepted requests whose credential names a plan `rate_limits.plans` does not define
+    /// (limited and forwarded as the default plan), by `provider`.
+    pub unknown_plans: IntCounterVec,
 }
 
 impl Metrics {
@@ -67,12 +70,27 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let unknown_plans = IntCounterVec::new(
+            Opts::new(
+                "authz_unknown_plan_total",
+                "Accepted requests whose credential names a plan rate_limits.plans does not \
+                 define (limited as, and forwarded as, the default plan), by provider.",
+            ),
+            &["provider"],
+        )
+        .expect("valid metric");
         let ready = IntGauge::new(
             "authz_ready",
             "1 once a policy and its remote key sets are loaded.",
         )
         .expect("valid metric");
-        for c in [&decisions, &policy_updates, &jwks_fetches, &token_cache] {
+        for c in [
+            &decisions,
+            &policy_updates,
+            &jwks_fetches,
+            &token_cache,
+            &unknown_plans,
+        ] {
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
@@ -101,6 +119,7 @@ impl Metrics {
             jwks_fetches,
             ready,
             token_cache,
+            unknown_plans,
         }
     }
 

@@ -2,7 +2,7 @@
 //! whether a provider of the route accepts them, whether `require` holds, and which identity
 //! goes upstream. Plain Rust over plain types; gRPC lives in `service`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, DecodingKey};
@@ -36,6 +36,11 @@ pub enum PolicyError {
     UnknownProvider { route: String, provider: String },
     #[error("route {0} accepts no provider and is not public")]
     NoProvider(String),
+    /// The default plan is not among the plans (or plans come without a default): from an
+    /// xds-server that does not ship the plan list, or a corrupt policy. Taken as is, every
+    /// plan would read as unknown and every client would be demoted.
+    #[error("the default plan {default:?} is not one of the policy's plans {plans:?}")]
+    Plans { default: String, plans: Vec<String> },
 }
 
 /// What compiling a policy needs from its surroundings (so tests can supply their own).
@@ -88,7 +93,7 @@ pub struct Policy {
     /// `AuthPolicy::public_remove`: what a public route removes (xds-server removes the same on
     /// `auth: none` routes).
     public_remove: Vec<String>,
-    default_plan: String,
+    plans: Plans,
     /// Remote key sets this policy uses (readiness waits for their first fetch).
     pub remotes: Vec<Arc<RemoteJwks>>,
 }
@@ -99,10 +104,63 @@ pub struct Identity {
     /// Upstream headers from claims (already rendered), in configuration order.
     pub headers: Vec<(String, String)>,
     pub client_id: String,
+    /// The plan applied: the credential's own when `rate_limits.plans` defines it (or defines
+    /// none), else the default plan.
     pub plan: String,
+    /// The plan the credential named when `rate_limits.plans` does not define it (cut to
+    /// [`MAX_PLAN_NAME`] characters): counted and logged, never forwarded.
+    pub unknown_plan: Option<String>,
     pub tenant: String,
     pub roles: Vec<String>,
     pub scopes: Vec<String>,
+}
+
+/// An unknown plan name is kept (for the log) up to this many characters: a token's claim can
+/// be kilobytes long.
+pub const MAX_PLAN_NAME: usize = 64;
+
+/// `AuthPolicy.plans` and `default_plan`: which plan a credential's plan name resolves to.
+struct Plans {
+    defined: HashSet<String>,
+    default: String,
+}
+
+impl Plans {
+    fn compile(p: &AuthPolicy) -> Result<Self, PolicyError> {
+        let consistent = if p.plans.is_empty() {
+            p.default_plan.is_empty()
+        } else {
+            p.plans.contains(&p.default_plan)
+        };
+        if !consistent {
+            return Err(PolicyError::Plans {
+                default: p.default_plan.clone(),
+                plans: p.plans.clone(),
+            });
+        }
+        Ok(Self {
+            defined: p.plans.iter().cloned().collect(),
+            default: p.default_plan.clone(),
+        })
+    }
+
+    /// The plan applied to a credential that names `named` (`None` or empty: names none), and
+    /// the name when it is not a defined plan. Without defined plans nothing limits by plan, so
+    /// the credential's plan is forwarded as it is (when it can be a header value at all).
+    fn resolve(&self, named: Option<&str>) -> (String, Option<String>) {
+        match named.filter(|n| !n.is_empty()) {
+            None => (self.default.clone(), None),
+            Some(n) if self.defined.is_empty() => (
+                if header_safe(n) { n } else { &self.default }.to_string(),
+                None,
+            ),
+            Some(n) if self.defined.contains(n) => (n.to_string(), None),
+            Some(n) => (
+                self.default.clone(),
+                Some(n.chars().take(MAX_PLAN_NAME).collect()),
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -312,6 +370,7 @@ impl Policy {
         // decodes it as empty, and taking that as "remove nothing" would forward keys. Such a
         // policy is refused (NACKed), so the rollout keeps everything on the last good one.
         check_removal_lists(p)?;
+        let plans = Plans::compile(p)?;
         let public_remove = p.public_remove();
         Ok(Policy {
             routes,
@@ -319,7 +378,7 @@ impl Policy {
             credential_headers: p.credential_headers.clone(),
             credential_query: p.credential_query.clone(),
             public_remove,
-            default_plan: p.default_plan.clone(),
+            plans,
             remotes,
         })
     }
@@ -514,10 +573,7 @@ impl Policy {
                     }
                 }
             }
-            match result.and_then(|v| {
-                p.identity(&parsed.claims, &self.default_plan)
-                    .map(|i| (v, i))
-            }) {
+            match result.and_then(|v| p.identity(&parsed.claims, &self.plans).map(|i| (v, i))) {
                 Ok((v, identity)) => {
                     let identity = Arc::new(identity);
                     p.cache.insert(digest, identity.clone(), v.exp, now, gen);
@@ -530,14 +586,12 @@ impl Policy {
     }
 
     fn key_identity(&self, rec: &KeyRecord) -> Identity {
+        let (plan, unknown_plan) = self.plans.resolve(Some(&rec.plan));
         Identity {
             headers: Vec::new(),
             client_id: rec.id.clone(),
-            plan: if rec.plan.is_empty() {
-                self.default_plan.clone()
-            } else {
-                rec.plan.clone()
-            },
+            plan,
+            unknown_plan,
             tenant: rec.tenant.clone(),
             roles: rec.roles.clone(),
             scopes: rec.scopes.clone(),
@@ -585,19 +639,13 @@ fn is_hmac(a: Algorithm) -> bool {
 
 impl JwtProvider {
     /// The identity a verified token carries.
-    fn identity(
-        &self,
-        claims: &Map<String, Value>,
-        default_plan: &str,
-    ) -> Result<Identity, JwtError> {
+    fn identity(&self, claims: &Map<String, Value>, plans: &Plans) -> Result<Identity, JwtError> {
         let client_id = claim(claims, &self.client_claim)
             .and_then(scalar)
             .filter(|s| !s.is_empty() && header_safe(s))
             .ok_or(JwtError::MissingClaim("client"))?;
-        let plan = claim(claims, &self.plan_claim)
-            .and_then(scalar)
-            .filter(|s| header_safe(s))
-            .unwrap_or_else(|| default_plan.to_string());
+        let (plan, unknown_plan) =
+            plans.resolve(claim(claims, &self.plan_claim).and_then(scalar).as_deref());
         let tenant = claim(claims, &self.tenant_claim)
             .and_then(scalar)
             .filter(|s| header_safe(s))
@@ -614,6 +662,7 @@ impl JwtProvider {
             headers,
             client_id,
             plan,
+            unknown_plan,
             tenant,
             roles: words(claims.get("roles")),
             scopes: {
@@ -975,6 +1024,37 @@ mod tests {
         );
         assert_eq!(credential_params("/p", &names), Vec::<String>::new());
         assert_eq!(credential_params("/p?api_key=1", &[]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn plan_names_resolve_to_a_defined_plan_or_the_default() {
+        let plans = Plans {
+            defined: ["free".to_string(), "pro".to_string()].into(),
+            default: "free".into(),
+        };
+        assert_eq!(plans.resolve(Some("pro")), ("pro".into(), None));
+        assert_eq!(plans.resolve(None), ("free".into(), None));
+        assert_eq!(plans.resolve(Some("")), ("free".into(), None));
+        for unknown in ["gold", "Pro", "pro ", "free\r\nx: 1"] {
+            assert_eq!(
+                plans.resolve(Some(unknown)),
+                ("free".into(), Some(unknown.into())),
+                "{unknown:?}"
+            );
+        }
+        let long = "g".repeat(1000);
+        let (_, named) = plans.resolve(Some(&long));
+        assert_eq!(named.map(|n| n.len()), Some(MAX_PLAN_NAME));
+
+        // No plans configured: nothing limits by plan, the name goes upstream as it is (when it
+        // can be a header value).
+        let none = Plans {
+            defined: HashSet::new(),
+            default: String::new(),
+        };
+        assert_eq!(none.resolve(Some("gold")), ("gold".into(), None));
+        assert_eq!(none.resolve(Some("a\nb")), (String::new(), None));
+        assert_eq!(none.resolve(None), (String::new(), None));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 use crate::metrics::Metrics;
 use crate::policy::{Decision, Deny, DenyStatus, Headers, Malformed, Policy};
 use crate::response::check_response;
+use crate::unknown_plan::UnknownPlans;
 
 /// The per-route context extension (set on every route with `auth`) naming the route.
 pub use proto::authz::ROUTE_EXTENSION;
@@ -22,6 +23,7 @@ pub use proto::authz::ROUTE_EXTENSION;
 pub struct Shared {
     pub policy: ArcSwapOption<Policy>,
     pub metrics: Metrics,
+    pub unknown_plans: UnknownPlans,
 }
 
 impl Shared {
@@ -29,6 +31,7 @@ impl Shared {
         Arc::new(Self {
             policy: ArcSwapOption::empty(),
             metrics: Metrics::new(),
+            unknown_plans: UnknownPlans::default(),
         })
     }
 
@@ -153,6 +156,13 @@ impl Authorization for AuthzService {
                 m.token_cache
                     .with_label_values(&[if hit { "hit" } else { "miss" }])
                     .inc();
+            }
+            if let Some(id) = &a.identity {
+                if let Some(named) = &id.unknown_plan {
+                    self.shared
+                        .unknown_plans
+                        .record(m, &a.provider, named, &id.plan);
+                }
             }
         }
         let resp = check_response(&decision, &request_id);

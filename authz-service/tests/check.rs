@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use authz_service::apikey::{Edit, KeyRecord, KeysFile};
 use authz_service::grpc::AuthzServer;
+use authz_service::policy::Policy;
 use authz_service::service::{AuthzService, Shared};
 use common::*;
 use jsonwebtoken::Algorithm;
@@ -78,6 +79,7 @@ fn test_policy(keys: Vec<u8>) -> AuthPolicy {
             },
         ],
         default_plan: "free".into(),
+        plans: vec!["free".into(), "pro".into()],
         ..Default::default()
     };
     p.identity_headers = identity_headers(&p);
@@ -274,6 +276,119 @@ async fn missing_claims_headers_are_removed_and_the_default_plan_applies() {
         !a.metadata.contains_key("tenant"),
         "empty values are left out"
     );
+}
+
+/// A credential naming a plan `rate_limits.plans` does not define is accepted, limited as the
+/// default plan, and the upstream is told the default plan: never the name the credential gave.
+#[tokio::test]
+async fn an_unknown_plan_is_applied_and_forwarded_as_the_default_plan() {
+    let mut f = KeysFile::default();
+    let gold = f
+        .create(KeyRecord {
+            id: "partner-g".into(),
+            sha256: [0; 32],
+            plan: "gold".into(),
+            roles: vec![],
+            scopes: vec![],
+            tenant: String::new(),
+            created: 0,
+            expires: None,
+            revoked: None,
+        })
+        .unwrap();
+    let shared = Shared::new();
+    shared.policy.store(Some(Arc::new(compile(&test_policy(
+        f.render().into_bytes(),
+    )))));
+    let mut c = start(shared.clone()).await;
+    let plan_of = async |c: &mut AuthorizationClient<Channel>, headers: &[(&str, &str)]| {
+        let a = allowed(&check(c, check_request(Some("users"), headers, "/")).await);
+        assert_eq!(
+            a.set.get("x-client-plan"),
+            a.metadata.get("plan"),
+            "the upstream and the limiter are told the same plan: {a:?}"
+        );
+        a.set["x-client-plan"].clone()
+    };
+    let bearer = |plan: Value| {
+        format!(
+            "Bearer {}",
+            token(
+                "rsa2048.pem",
+                Algorithm::RS256,
+                "r1",
+                &claims(json!({ "plan": plan })),
+            )
+        )
+    };
+
+    // A defined plan is the client's; anything else is the default plan. Plan names are exact:
+    // another spelling of a defined plan is not that plan.
+    assert_eq!(
+        plan_of(&mut c, &[("authorization", &bearer(json!("pro")))]).await,
+        "pro"
+    );
+    let gold_token = bearer(json!("gold"));
+    for spoofed in ["gold", "pro", "enterprise"] {
+        // Twice the same token: the second answer comes from the verified-token cache, and is
+        // counted all the same. A client-sent x-client-plan changes nothing.
+        let headers = [
+            ("authorization", gold_token.as_str()),
+            ("x-client-plan", spoofed),
+        ];
+        assert_eq!(plan_of(&mut c, &headers).await, "free");
+    }
+    for other in [json!("PRO"), json!("pro "), json!(3)] {
+        assert_eq!(
+            plan_of(&mut c, &[("authorization", &bearer(other.clone()))]).await,
+            "free",
+            "{other}"
+        );
+    }
+    assert_eq!(plan_of(&mut c, &[("x-api-key", &gold)]).await, "free");
+    // No plan named (or an empty one) is the default plan too, and is not an unknown plan.
+    assert_eq!(
+        plan_of(&mut c, &[("authorization", &bearer(Value::Null))]).await,
+        "free"
+    );
+    assert_eq!(
+        plan_of(&mut c, &[("authorization", &bearer(json!("")))]).await,
+        "free"
+    );
+
+    let m = shared.metrics.render();
+    assert!(
+        m.contains(r#"authz_unknown_plan_total{provider="main"} 6"#),
+        "3 gold, PRO, \"pro \" and 3: {m}"
+    );
+    assert!(
+        m.contains(r#"authz_unknown_plan_total{provider="partners"} 1"#),
+        "{m}"
+    );
+    assert!(
+        !m.contains("gold"),
+        "never labelled by a client's value: {m}"
+    );
+}
+
+/// A policy whose default plan is not among its plans (an xds-server that does not ship the
+/// list) is refused: taken as is, every client would be demoted to the default plan.
+#[test]
+fn a_policy_without_its_default_plan_among_its_plans_is_refused() {
+    let (file, _) = keys_file();
+    let mut p = test_policy(file);
+    compile(&p);
+    for plans in [vec![], vec!["pro".to_string()]] {
+        p.plans = plans;
+        let e = Policy::compile(&p, &mut TestEnv::new())
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("default plan \"free\""), "{e}");
+    }
+    // No plans and no default plan: a config without plans.
+    p.plans.clear();
+    p.default_plan.clear();
+    compile(&p);
 }
 
 #[tokio::test]

@@ -171,3 +171,68 @@ fn help_lists_the_commands_and_serve_flags() {
         assert!(h.contains(s), "{s} missing from:\n{h}");
     }
 }
+
+/// `apikey create --config gateway.yaml` warns on stderr when the plan is not one of the
+/// config's plans, and creates the key all the same.
+#[test]
+fn apikey_create_warns_about_a_plan_the_config_does_not_define() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.yaml");
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &config,
+        "version: 1\nrate_limits: { plans: { free: 10/minute, pro: 100/minute }, default_plan: free }\ngateways:\n  edge:\n    listeners: [{ name: http, port: 8080 }]\n    routes:\n      - { name: r, match: { prefix: / }, respond: { status: 200 }, auth: none }\n",
+    )
+    .unwrap();
+    let create = |id: &str, plan: &str| {
+        let mut cmd = bin();
+        cmd.env_remove("XDS_CONFIG")
+            .args(["apikey", "create", "--keys-file"])
+            .arg(&keys)
+            .args(["--id", id, "--plan", plan]);
+        cmd
+    };
+    let stderr = |cmd: &mut Command| {
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{cmd:?}: {err}");
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("gwk_"));
+        err
+    };
+
+    let err = stderr(create("a", "gold").arg("--config").arg(&config));
+    let warning = err
+        .lines()
+        .find(|l| l.starts_with("warning: "))
+        .unwrap_or_else(|| panic!("no warning: {err}"));
+    assert!(
+        warning.contains(r#"plan "gold" is not one of"#) && warning.contains("(free, pro)"),
+        "{warning}"
+    );
+    // The same through the environment xds-server reads its config from.
+    let err = stderr(create("b", "Pro").env("XDS_CONFIG", &config));
+    assert!(
+        err.contains(r#"warning: plan "Pro" is not one of"#),
+        "{err}"
+    );
+    // A defined plan, or no config to check against: no warning.
+    assert!(!stderr(create("c", "pro").arg("--config").arg(&config)).contains("warning"));
+    assert!(!stderr(&mut create("d", "gold")).contains("warning"));
+    // A config that cannot be checked is said so, and nothing is refused.
+    let err = stderr(
+        create("e", "pro")
+            .arg("--config")
+            .arg(dir.path().join("nope.yaml")),
+    );
+    assert!(
+        err.contains("warning: cannot read") && err.contains("not checked"),
+        "{err}"
+    );
+    let ids: Vec<String> = KeysFile::load(&keys)
+        .unwrap()
+        .keys
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(ids, ["a", "b", "c", "d", "e"], "every key was created");
+}

@@ -621,9 +621,9 @@ pub(crate) static UPSTREAM_TLS: Object = Object {
     doc: "TLS from Envoy to the upstream (also `auth.service.tls` and `rate_limits.service.tls`).",
     keys: &[
         key("sni", Ty::Fmt(&HOST_NAME), Optional, "Server name sent to the upstream, and with `ca_file` the name its certificate must carry."),
-        key("ca_file", NONEMPTY, Optional, "PEM file of the CAs that sign the upstream's certificate, relative to this file; omitted, the certificate is not verified."),
-        key("cert_file", NONEMPTY, Optional, "PEM client certificate Envoy presents to the upstream (mTLS), relative to this file; requires `key_file`."),
-        key("key_file", NONEMPTY, Optional, "PEM private key of `cert_file`, relative to this file; requires `cert_file`."),
+        key("ca_file", NONEMPTY, Optional, "PEM file of the CAs that sign the upstream's certificate (at least one X.509 certificate), relative to this file; omitted, the certificate is not verified."),
+        key("cert_file", NONEMPTY, Optional, "PEM client certificate Envoy presents to the upstream (mTLS), leaf first, relative to this file; requires `key_file`, which must be the leaf's key."),
+        key("key_file", NONEMPTY, Optional, "PEM private key of `cert_file` (exactly one, unencrypted), relative to this file; requires `cert_file`."),
     ],
     one_of: &[],
 };
@@ -674,7 +674,7 @@ pub(crate) static JWT_PROVIDER: Object = Object {
         key("clock_skew", Ty::Fmt(&DURATION), Is("30s"), "Tolerance when checking `exp` and `nbf`, at most {MAX_CLOCK_SKEW}."),
         key("headers", map(Names::Header, &NONEMPTY), Optional, "Upstream headers set from claims: header name → claim name, or a JSON Pointer starting with `/` into nested claims; arrays are comma-joined, and an array with an element containing `,` is not forwarded (it would read as more elements)."),
         key("client_claim", NONEMPTY, Is("sub"), "Claim that identifies the client for rate limiting."),
-        key("plan_claim", NONEMPTY, Is("plan"), "Claim that picks the rate-limit plan; when missing, `rate_limits.default_plan` applies."),
+        key("plan_claim", NONEMPTY, Is("plan"), "Claim that picks the rate-limit plan; when missing, or naming a plan `rate_limits.plans` does not define, `rate_limits.default_plan` applies and is the plan the upstream is told."),
         key("forward_token", Ty::Bool, Is("false"), "Whether the Authorization header reaches the upstream; false removes it. While no provider sets it, `auth: none` routes remove Authorization too."),
     ],
     one_of: &["jwks_file", "jwks_url", "secret_env"],
@@ -688,7 +688,7 @@ pub(crate) static API_KEY_PROVIDER: Object = Object {
     keys: &[
         key("header", Ty::Fmt(&HEADER_NAME), Is("x-api-key"), "Request header that carries the key."),
         key("query", NONEMPTY, Optional, "Query parameter that may carry the key instead; it is removed from the forwarded URL on every route."),
-        key("keys_file", NONEMPTY, Required, "File of key hashes written by `authz-service apikey create`, relative to this file."),
+        key("keys_file", NONEMPTY, Required, "File of key hashes written by `authz-service apikey create`, relative to this file; a key that is not revoked or expired must name a plan of `rate_limits.plans` (when it defines any) or none."),
     ],
     one_of: &[],
 };
@@ -702,8 +702,8 @@ pub(crate) static RATE_LIMITS: Object = Object {
     doc: "Rate limiting: where Envoy finds ratelimit-service, and the limits it enforces. Write `rate_limits: {}` for the defaults.",
     keys: &[
         key("service", Ty::Obj(&RATE_LIMIT_SERVICE), Is("{}"), "Where Envoy finds ratelimit-service, and what it does when that is unreachable."),
-        key("plans", map(Names::Any, &Ty::Fmt(&RATE)), Optional, "Limit per authenticated client, by plan name."),
-        key("default_plan", NONEMPTY, Optional, "Plan of clients whose credentials name none; required when `plans` is not empty."),
+        key("plans", map(Names::Any, &Ty::Fmt(&RATE)), Optional, "Limit per authenticated client, by plan name. A token naming another plan is limited as `default_plan`, and the upstream's `x-client-plan` says `default_plan` too."),
+        key("default_plan", NONEMPTY, Optional, "Plan of clients whose credentials name none, or name a plan `plans` does not define; required when `plans` is not empty."),
         key("anonymous", Ty::Fmt(&RATE), Optional, "Limit per client IP on routes with `auth: none`; omitted, they are not limited."),
         key("algorithm", Ty::Enum(&ALGORITHMS), Is("sliding_window"), "How requests are counted: an exact sliding window, a two-window approximation, or clock-aligned fixed windows."),
     ],
@@ -796,8 +796,8 @@ pub(crate) static LISTENER_TLS: Object = Object {
     title: "gateways.<name>.listeners[].tls",
     doc: "The certificate a listener presents to clients.",
     keys: &[
-        key("cert_file", NONEMPTY, Required, "PEM certificate chain, relative to this file."),
-        key("key_file", NONEMPTY, Required, "PEM private key, relative to this file."),
+        key("cert_file", NONEMPTY, Required, "PEM certificate chain, leaf first, relative to this file; `key_file` must be the leaf's key."),
+        key("key_file", NONEMPTY, Required, "PEM private key (exactly one, unencrypted: RSA of at least 2048 bits, ECDSA P-256, P-384 or P-521, or Ed25519), relative to this file."),
     ],
     one_of: &[],
 };

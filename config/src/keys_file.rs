@@ -89,14 +89,28 @@ fn error(pos: Pos, message: impl Into<String>) -> KeysFileError {
     }
 }
 
+/// A 1-based line and column in a keys file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct At {
+    pub line: usize,
+    pub column: usize,
+}
+
 impl KeysFile {
     /// Reads a keys file; an empty file (or one of comments only) holds no keys.
     pub fn parse(bytes: &[u8]) -> Result<Self, KeysFileError> {
+        Self::parse_located(bytes).map(|(file, _)| file)
+    }
+
+    /// [`Self::parse`], also returning where each record's `plan` value is (in record order;
+    /// `None` for a record without one), for checks that need more than the file:
+    /// `config::load` refuses a plan gateway.yaml does not define, at that position.
+    pub fn parse_located(bytes: &[u8]) -> Result<(Self, Vec<Option<At>>), KeysFileError> {
         let text = std::str::from_utf8(bytes)
             .map_err(|e| error(Pos::START, format!("the keys file is not UTF-8: {e}")))?;
         let root = yaml::parse(text).map_err(|e| error(e.pos, e.message))?;
         let Some(root) = root else {
-            return Ok(Self::default());
+            return Ok((Self::default(), Vec::new()));
         };
         let mut version = None;
         let mut list: &[Node] = &[];
@@ -124,10 +138,11 @@ impl KeysFile {
             None => return Err(error(root.pos, "expected `version: 1`")),
         }
         let mut keys = Vec::with_capacity(list.len());
+        let mut plans = Vec::with_capacity(list.len());
         let mut ids = HashSet::new();
         let mut digests = HashSet::new();
         for (i, node) in list.iter().enumerate() {
-            let rec = record(node, i)?;
+            let (rec, plan_at) = record(node, i)?;
             if !ids.insert(rec.id.clone()) {
                 return Err(error(
                     node.pos,
@@ -140,8 +155,9 @@ impl KeysFile {
                 return Err(error(node.pos, format!("keys[{i}]: sha256 is repeated")));
             }
             keys.push(rec);
+            plans.push(plan_at);
         }
-        Ok(Self { keys })
+        Ok((Self { keys }, plans))
     }
 
     /// The file's text. Every string goes through JSON quoting, which YAML reads back verbatim.
@@ -275,7 +291,8 @@ fn time(node: &Node, what: &str) -> Result<i64, KeysFileError> {
     parse_time(s).ok_or_else(|| error(node.pos, format!("{what} is not an RFC 3339 time")))
 }
 
-fn record(node: &Node, i: usize) -> Result<KeyRecord, KeysFileError> {
+/// One record, and where its `plan` value is.
+fn record(node: &Node, i: usize) -> Result<(KeyRecord, Option<At>), KeysFileError> {
     let what = format!("keys[{i}]");
     let fields = entries(node, &what, &RECORD_KEYS)?;
     let at = |name: &str| format!("{what}.{name}");
@@ -290,6 +307,7 @@ fn record(node: &Node, i: usize) -> Result<KeyRecord, KeysFileError> {
         expires: None,
         revoked: None,
     };
+    let mut plan_at = None;
     for required in ["id", "sha256"] {
         if !fields.iter().any(|(n, _)| *n == required) {
             return Err(error(node.pos, format!("{what}: missing {required}")));
@@ -315,7 +333,13 @@ fn record(node: &Node, i: usize) -> Result<KeyRecord, KeysFileError> {
                 hex::decode_to_slice(hex, &mut rec.sha256)
                     .map_err(|_| error(v.pos, format!("{} must be 64 hex digits", at(name))))?;
             }
-            "plan" => rec.plan = header_text(v, &at(name))?,
+            "plan" => {
+                rec.plan = header_text(v, &at(name))?;
+                plan_at = Some(At {
+                    line: v.pos.line,
+                    column: v.pos.column,
+                });
+            }
             "tenant" => rec.tenant = header_text(v, &at(name))?,
             "roles" => rec.roles = strings(v, &at(name))?,
             "scopes" => rec.scopes = strings(v, &at(name))?,
@@ -324,7 +348,7 @@ fn record(node: &Node, i: usize) -> Result<KeyRecord, KeysFileError> {
             _ => rec.revoked = Some(time(v, &at(name))?),
         }
     }
-    Ok(rec)
+    Ok((rec, plan_at))
 }
 
 /// An RFC 3339 time as seconds since the epoch.
@@ -414,6 +438,25 @@ mod tests {
         let e = parse("version: 1\nkey: []\n").unwrap_err();
         assert_eq!((e.line, e.column), (2, 1));
         assert!(e.message.contains("unknown key `key`"), "{e}");
+    }
+
+    #[test]
+    fn plans_are_located() {
+        let (file, at) = KeysFile::parse_located(
+            format!("version: 1\nkeys:\n  - id: a\n    sha256: \"{DIGEST}\"\n    plan:   gold\n  - {{ id: b, sha256: \"{}\" }}\n", "1".repeat(64)).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(file.keys[0].plan, "gold");
+        assert_eq!(
+            at,
+            [
+                Some(At {
+                    line: 5,
+                    column: 13
+                }),
+                None
+            ]
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod json;
 pub mod jwks;
 pub mod keys_file;
 pub mod model;
+pub mod pem;
 pub mod schema;
 mod suggest;
 #[cfg(test)]
@@ -165,8 +166,9 @@ pub fn parse(src: &str, file: &Path) -> Result<Config, ConfigErrors> {
     parse_with_refs(src, file, base_dir).map(|(config, _, _)| config)
 }
 
-/// Reads `path`, parses it, and reads every file it references; JWKS files and API-key files
-/// are also parsed, so a broken one fails the load like a broken gateway.yaml.
+/// Reads `path`, parses it, and reads every file it references; JWKS files, API-key files and
+/// PEM files (certificates, CAs, private keys) are also parsed, so a broken one fails the load
+/// like a broken gateway.yaml.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     let at_start = |kind: ErrorKind, message: String| {
         ConfigErrors(vec![ConfigError {
@@ -220,6 +222,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
         }
     }
     errors.extend(check_referenced(path, &config, &refs, &files));
+    errors.extend(check_pem(path, &config, &refs, &files));
     if !errors.is_empty() {
         // gateway.yaml's own problems first, in source order, then each referenced file's.
         errors.sort_by(|a, b| {
@@ -294,21 +297,156 @@ fn check_referenced(
             }
         });
     }
+    let plans = config.rate_limits.as_ref().map(|r| &r.plans);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     for p in auth.api_keys.values() {
         let Some(bytes) = files.get(&p.keys_file) else {
             continue;
         };
-        if let Err(e) = keys_file::KeysFile::parse(bytes) {
-            errors.push(ConfigError {
+        match keys_file::KeysFile::parse_located(bytes) {
+            Err(e) => errors.push(ConfigError {
                 file: p.keys_file.clone(),
                 line: e.line,
                 column: e.column,
                 kind: ErrorKind::InvalidReferencedFile,
                 message: e.message,
-            });
+            }),
+            Ok((file, plan_at)) => {
+                let Some(plans) = plans.filter(|p| !p.is_empty()) else {
+                    continue;
+                };
+                errors.extend(undefined_plans(&p.keys_file, &file, &plan_at, plans, now));
+            }
         }
     }
     errors
+}
+
+/// Every usable key (not revoked, not expired at `now`) of a keys file whose `plan` is not one
+/// of `rate_limits.plans`. authz-service would limit such a key as the default plan (and tell
+/// the upstream so); a keys file is written for one gateway.yaml, so a plan it does not define
+/// is a typo or a plan since removed, refused here before it silently demotes a client. Only
+/// checked when gateway.yaml defines plans: without any, nothing limits by plan.
+fn undefined_plans(
+    path: &Path,
+    file: &keys_file::KeysFile,
+    plan_at: &[Option<keys_file::At>],
+    plans: &BTreeMap<String, Rate>,
+    now: i64,
+) -> Vec<ConfigError> {
+    let defined = || {
+        plans
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    file.keys
+        .iter()
+        .zip(plan_at)
+        .enumerate()
+        .filter_map(|(i, (k, at))| {
+            let at = (*at)?;
+            if k.plan.is_empty() || plans.contains_key(&k.plan) || !k.is_active(now) {
+                return None;
+            }
+            Some(ConfigError {
+                file: path.to_path_buf(),
+                line: at.line,
+                column: at.column,
+                kind: ErrorKind::UnknownReference,
+                message: format!(
+                    "keys[{i}].plan: unknown plan `{}` (key {:?}); rate_limits.plans defines: {}",
+                    k.plan,
+                    k.id,
+                    defined()
+                ),
+            })
+        })
+        .collect()
+}
+
+/// Checks every certificate, CA and private-key file that was read ([`pem`]), and that each
+/// key is its certificate's. PEM problems have no useful position inside the file, so each is
+/// reported at the key in gateway.yaml that names the file, with the file's path.
+fn check_pem(
+    config_path: &Path,
+    config: &Config,
+    refs: &[decode::FileRef],
+    files: &BTreeMap<PathBuf, Vec<u8>>,
+) -> Vec<ConfigError> {
+    let error = |r: &decode::FileRef, message: String| ConfigError {
+        file: config_path.to_path_buf(),
+        line: r.pos.line,
+        column: r.pos.column,
+        kind: ErrorKind::InvalidReferencedFile,
+        message: format!("{}: {}: {message}", r.key, r.path.display()),
+    };
+    let mut errors = Vec::new();
+    let mut checked: Vec<(&Path, &str)> = Vec::new();
+    let mut refused: Vec<&Path> = Vec::new();
+    for r in refs {
+        if checked.contains(&(r.path.as_path(), r.key)) {
+            continue;
+        }
+        checked.push((&r.path, r.key));
+        let Some(bytes) = files.get(&r.path) else {
+            continue;
+        };
+        let result = match r.key {
+            // A certificate Envoy presents must also have a key size Envoy accepts.
+            "cert_file" => pem::chain(bytes).map(drop),
+            "ca_file" => pem::certificates(bytes).map(drop),
+            "key_file" => pem::private_key(bytes).map(drop),
+            _ => continue,
+        };
+        if let Err(e) = result {
+            errors.push(error(r, e.to_string()));
+            refused.push(&r.path);
+        }
+    }
+    for (cert, key) in certificate_pairs(config) {
+        if refused.contains(&cert) || refused.contains(&key) {
+            continue;
+        }
+        let (Some(c), Some(k)) = (files.get(cert), files.get(key)) else {
+            continue;
+        };
+        let Err(e) = pem::pair(c, k) else {
+            continue;
+        };
+        if let Some(r) = refs.iter().find(|r| r.path == key && r.key == "key_file") {
+            errors.push(error(r, format!("{e} (cert_file: {})", cert.display())));
+        }
+    }
+    errors
+}
+
+/// Every certificate file with its key file: listeners' `tls`, and the client certificates of
+/// upstream services and of the two policy services.
+fn certificate_pairs(config: &Config) -> Vec<(&Path, &Path)> {
+    let mut out: Vec<(&Path, &Path)> = Vec::new();
+    for gw in config.gateways.values() {
+        for l in &gw.listeners {
+            if let Some(t) = &l.tls {
+                out.push((&t.cert_file, &t.key_file));
+            }
+        }
+    }
+    let upstream = config
+        .services
+        .values()
+        .map(|s| &s.tls)
+        .chain(config.auth.as_ref().map(|a| &a.service.tls))
+        .chain(config.rate_limits.as_ref().map(|r| &r.service.tls));
+    for tls in upstream.flatten() {
+        if let Some(c) = &tls.client_cert {
+            out.push((&c.cert_file, &c.key_file));
+        }
+    }
+    out
 }
 
 /// [`parse`], also returning every referenced file and where it was named, so that [`load`] can
@@ -415,6 +553,46 @@ mod referenced_file_tests {
     }
 
     #[test]
+    fn keys_naming_undefined_plans_fail_the_load_at_the_plan() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("gateway.yaml");
+        let write_config = |plans: &str| {
+            std::fs::write(
+                &config,
+                format!("version: 1\nauth:\n  api_keys:\n    partners: {{ keys_file: keys.yaml }}\n{plans}gateways:\n  edge:\n    listeners: [{{ name: http, port: 8080 }}]\n    routes:\n      - {{ name: r, match: {{ prefix: / }}, respond: {{ status: 200 }}, auth: [partners] }}\n"),
+            )
+            .expect("write");
+        };
+        write_config("rate_limits: { plans: { free: 1/s, pro: 2/s }, default_plan: free }\n");
+        let digest = |c: char| c.to_string().repeat(64);
+        let keys = format!(
+            "version: 1\nkeys:\n  - {{ id: a, sha256: \"{}\", plan: pro }}\n  - {{ id: b, sha256: \"{}\", plan: gold }}\n  - {{ id: c, sha256: \"{}\" }}\n  - {{ id: d, sha256: \"{}\", plan: gold, revoked: \"2026-01-01T00:00:00Z\" }}\n  - {{ id: e, sha256: \"{}\", plan: gold, expires: \"2000-01-01T00:00:00Z\" }}\n  - {{ id: f, sha256: \"{}\", plan: \"Pro\" }}\n",
+            digest('0'), digest('1'), digest('2'), digest('3'), digest('4'), digest('5'),
+        );
+        std::fs::write(dir.path().join("keys.yaml"), &keys).expect("write");
+        let errs = load(&config).expect_err("undefined plans").0;
+        let got: Vec<(usize, usize, &str)> = errs
+            .iter()
+            .map(|e| (e.line, e.column, e.message.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (4, 96, "keys[1].plan: unknown plan `gold` (key \"b\"); rate_limits.plans defines: free, pro"),
+                (8, 96, "keys[5].plan: unknown plan `Pro` (key \"f\"); rate_limits.plans defines: free, pro"),
+            ],
+            "revoked and expired keys, and keys without a plan, are not checked"
+        );
+        for e in &errs {
+            assert_eq!(e.file, dir.path().join("keys.yaml"));
+            assert_eq!(e.kind, ErrorKind::UnknownReference);
+        }
+        // Without plans in gateway.yaml nothing limits by plan: any plan name goes.
+        write_config("");
+        load(&config).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
     fn broken_jwks_files_fail_the_load() {
         let (dir, result) = load_with("{\n  \"keys\": [\n    not json\n", KEYS_HEAD);
         let errs = result.unwrap_err().0;
@@ -440,6 +618,75 @@ mod referenced_file_tests {
             "{}",
             errs[0]
         );
+    }
+
+    /// A listener with a certificate and a key, and `auth.service.tls` with a CA and a client
+    /// certificate, each file given by the test.
+    fn load_with_pem(
+        files: [(&str, &[u8]); 5],
+    ) -> (tempfile::TempDir, Result<Loaded, ConfigErrors>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("gateway.yaml");
+        std::fs::write(
+            &config,
+            "version: 1\nauth:\n  service:\n    address: 127.0.0.1:9001\n    tls: { ca_file: ca.crt, cert_file: client.crt, key_file: client.key }\ngateways:\n  edge:\n    listeners: [{ name: https, port: 8443, tls: { cert_file: api.crt, key_file: api.key } }]\n    routes:\n      - { name: r, match: { prefix: / }, respond: { status: 200 }, auth: none }\n",
+        )
+        .expect("write");
+        for (name, bytes) in files {
+            std::fs::write(dir.path().join(name), bytes).expect("write");
+        }
+        let result = load(&config);
+        (dir, result)
+    }
+
+    const P256_CRT: &[u8] = include_bytes!("testdata/pem/p256.crt");
+    const P256_KEY: &[u8] = include_bytes!("testdata/pem/p256.key");
+    const OTHER_CRT: &[u8] = include_bytes!("testdata/pem/other-p256.crt");
+    const RSA_CRT: &[u8] = include_bytes!("testdata/pem/rsa2048.crt");
+    const RSA_KEY: &[u8] = include_bytes!("testdata/pem/rsa2048.key");
+
+    #[test]
+    fn broken_pem_files_fail_the_load_at_the_key_naming_them() {
+        let good = [
+            ("api.crt", P256_CRT),
+            ("api.key", P256_KEY),
+            ("ca.crt", OTHER_CRT),
+            ("client.crt", RSA_CRT),
+            ("client.key", RSA_KEY),
+        ];
+        let (_dir, ok) = load_with_pem(good);
+        let loaded = ok.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(loaded.files.len(), 5);
+
+        for (file, bytes, at, why) in [
+            ("api.crt", &b"garbage\n"[..], (8, 62), "cert_file: {dir}/api.crt: holds no certificate"),
+            ("api.key", P256_CRT, (8, 81), "key_file: {dir}/api.key: holds no private key"),
+            ("ca.crt", P256_KEY, (5, 21), "ca_file: {dir}/ca.crt: holds no certificate"),
+            ("client.crt", b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", (5, 40), "cert_file: {dir}/client.crt: certificate 1 is not a valid X.509 certificate"),
+            // Swapped keys: each file is fine alone, the pairs are not.
+            ("client.key", P256_KEY, (5, 62), "key_file: {dir}/client.key: the private key is not the key of the (first) certificate (cert_file: {dir}/client.crt)"),
+        ] {
+            let mut files = good;
+            files.iter_mut().find(|(n, _)| *n == file).expect("a file").1 = bytes;
+            let (dir, result) = load_with_pem(files);
+            let errs = result.expect_err(file).0;
+            assert_eq!(errs.len(), 1, "{file}: {errs:?}");
+            let e = &errs[0];
+            assert_eq!(e.file, dir.path().join("gateway.yaml"), "{e}");
+            assert_eq!((e.line, e.column), at, "{e}");
+            assert_eq!(e.kind, ErrorKind::InvalidReferencedFile);
+            let why = why.replace("{dir}", &dir.path().display().to_string());
+            assert!(e.message.starts_with(&why), "{file}: {e}");
+        }
+
+        // A key that matches no certificate of the listener, with a valid CA: only the pair is
+        // refused.
+        let mut files = good;
+        files[1].1 = RSA_KEY;
+        let (_dir, result) = load_with_pem(files);
+        let errs = result.expect_err("mismatch").0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].message.contains("is not the key of"), "{}", errs[0]);
     }
 
     #[test]

@@ -700,6 +700,9 @@ const VALID_JWKS: &str = concat!(
     r#""}]}"#
 );
 
+/// The key of `testdata/pem/p256.crt`.
+const API_KEY_PEM: &[u8] = include_bytes!("testdata/pem/p256.key");
+
 #[test]
 fn load_reads_every_referenced_file() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -712,21 +715,23 @@ fn load_reads_every_referenced_file() {
         "certs/api.crt",
         "certs/api.key",
     ];
-    for (i, rel) in referenced.iter().enumerate() {
+    for rel in referenced {
         let p = dir.path().join(rel);
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-        // The JWKS and keys files are parsed too, so those two must be real ones.
-        let contents = match *rel {
-            "keys/jwks.json" => VALID_JWKS.to_string(),
-            "keys/api-keys.yaml" => "version: 1\nkeys: []\n".to_string(),
-            _ => format!("file {i}"),
+        // Every file is parsed too (JWKS, keys file, PEM), so each must be a real one.
+        let contents: &[u8] = match rel {
+            "keys/jwks.json" => VALID_JWKS.as_bytes(),
+            "keys/api-keys.yaml" => b"version: 1\nkeys: []\n",
+            "certs/internal-ca.pem" => include_bytes!("testdata/pem/other-p256.crt"),
+            "certs/api.crt" => include_bytes!("testdata/pem/p256.crt"),
+            _ => API_KEY_PEM,
         };
         std::fs::write(&p, contents).expect("write");
     }
     let loaded = load(&config_path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(loaded.path, config_path);
     assert_eq!(loaded.files.len(), referenced.len());
-    assert_eq!(loaded.files[&dir.path().join("certs/api.key")], b"file 4");
+    assert_eq!(loaded.files[&dir.path().join("certs/api.key")], API_KEY_PEM);
     assert_eq!(
         loaded.config,
         parse(SPEC_EXAMPLE, &config_path).unwrap_or_else(|e| panic!("{e}"))

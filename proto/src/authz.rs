@@ -75,8 +75,8 @@ pub struct AuthPolicy {
     /// every allow (`translate::authz::identity_headers`).
     #[prost(string, repeated, tag = "4")]
     pub identity_headers: Vec<String>,
-    /// `rate_limits.default_plan`: the plan of a client whose credential names none. Empty when
-    /// not configured.
+    /// `rate_limits.default_plan`: the plan of a client whose credential names none, or names
+    /// one [`Self::plans`] does not have. Empty when not configured (then `plans` is empty too).
     #[prost(string, tag = "5")]
     pub default_plan: String,
     /// Whether `auth: none` routes also remove `Authorization` (spec §4): decided by xds-server
@@ -92,6 +92,13 @@ pub struct AuthPolicy {
     /// spelling the client sent (`translate::authz::credential_query`).
     #[prost(string, repeated, tag = "8")]
     pub credential_query: Vec<String>,
+    /// Every plan `rate_limits.plans` defines, sorted. A credential naming another plan is
+    /// accepted and limited as [`Self::default_plan`], and that is also the plan the upstream is
+    /// told (`x-client-plan`), so the upstream and the limiter never disagree. Empty when the
+    /// config defines no plans: nothing limits by plan, and a credential's plan is forwarded as
+    /// it is.
+    #[prost(string, repeated, tag = "9")]
+    pub plans: Vec<String>,
 }
 
 impl AuthPolicy {

@@ -34,7 +34,7 @@ fn token_with_roles(roles: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_array_with_a_comma_in_an_element_is_not_forwarded() {
-    let mut shape = Shape::new("{ free: 100/minute }", ROUTES);
+    let mut shape = Shape::new("{ free: 100/minute, pro: 100/minute }", ROUTES);
     shape.jwt_extra = ROLES_PROVIDER.to_string();
     let gw = Full::start(&shape, None).await;
     let client = gw.stack.client(gw.ports.http);

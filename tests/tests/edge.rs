@@ -39,7 +39,11 @@ const ROUTES: &str = r#"      - name: admin
 
 /// The gateway of every test here, ready to route.
 async fn start() -> Full {
-    let gw = Full::start(&Shape::new("{ free: 100/minute }", ROUTES), None).await;
+    let gw = Full::start(
+        &Shape::new("{ free: 100/minute, pro: 100/minute }", ROUTES),
+        None,
+    )
+    .await;
     wait_for_route(&gw.stack.client(gw.ports.http), "/public", 200).await;
     gw
 }

@@ -33,6 +33,12 @@ pub fn policy(loaded: &config::Loaded) -> Result<AuthPolicy, TranslateError> {
             .as_ref()
             .and_then(|r| r.default_plan.clone())
             .unwrap_or_default(),
+        // BTreeMap keys: sorted.
+        plans: cfg
+            .rate_limits
+            .as_ref()
+            .map(|r| r.plans.keys().cloned().collect())
+            .unwrap_or_default(),
         public_strips_authorization: strips_authorization(cfg),
         ..Default::default()
     };
@@ -402,6 +408,7 @@ gateways:
             "a provider forwards tokens: authorization stays"
         );
         assert_eq!(p.default_plan, "free");
+        assert_eq!(p.plans, ["free"]);
         assert_eq!(
             p.routes,
             [

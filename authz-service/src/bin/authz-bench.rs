@@ -88,6 +88,7 @@ fn policy(keys_file: Vec<u8>) -> AuthPolicy {
             route("keys", &["keys"]),
         ],
         default_plan: "free".into(),
+        plans: vec!["free".into(), "pro".into()],
         ..Default::default()
     };
     p.identity_headers = identity_headers(&p);
