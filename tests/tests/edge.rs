@@ -247,8 +247,10 @@ async fn a_client_sending_headers_slowly_is_cut_off() {
         cut_off,
         "a slow client still held its connection after {took:?}"
     );
+    // Envoy's timers run on its event loop's cached clock, which can fire a few milliseconds
+    // before the timeout measured from here has passed.
     assert!(
-        took >= HEADER_TIMEOUT && took < HEADER_TIMEOUT * 5,
+        took >= HEADER_TIMEOUT - Duration::from_millis(50) && took < HEADER_TIMEOUT * 5,
         "cut off after {took:?}, the header timeout is {HEADER_TIMEOUT:?}"
     );
 }
