@@ -653,7 +653,7 @@ pub(crate) static AUTH_SERVICE: Object = Object {
     keys: &[
         key("address", Ty::Fmt(&HOST_PORT), Is("127.0.0.1:9001"), "Address of authz-service as host:port."),
         key("timeout", Ty::Fmt(&POSITIVE_DURATION), Is("200ms"), "How long Envoy waits for an authorization decision."),
-        key("on_error", Ty::Enum(&ON_ERRORS), Is("deny"), "What Envoy does when authz-service fails or is late: `deny` answers 503, `allow` lets the request through."),
+        key("on_error", Ty::Enum(&ON_ERRORS), Is("deny"), "What Envoy does when authz-service fails or is late: `deny` answers 503, `allow` lets the request through unauthenticated: the upstream gets no identity header (client-sent copies are removed on every route either way), no credential, and `x-envoy-auth-failure-mode-allowed: true`."),
         key("tls", Ty::Obj(&UPSTREAM_TLS), Optional, "TLS from Envoy to authz-service; with `cert_file` and `key_file`, for an authz-service started with `--tls-cert --tls-key --client-ca`."),
     ],
     one_of: &[],
