@@ -705,7 +705,7 @@ pub(crate) static RATE_LIMITS: Object = Object {
         key("plans", map(Names::Any, &Ty::Fmt(&RATE)), Optional, "Limit per authenticated client, by plan name."),
         key("default_plan", NONEMPTY, Optional, "Plan of clients whose credentials name none; required when `plans` is not empty."),
         key("anonymous", Ty::Fmt(&RATE), Optional, "Limit per client IP on routes with `auth: none`; omitted, they are not limited."),
-        key("algorithm", Ty::Enum(&ALGORITHMS), Is("sliding_window"), "How requests are counted: an exact sliding window, a two-window approximation, or clock-aligned fixed windows."),
+        key("algorithm", Ty::Enum(&ALGORITHMS), Is("sliding_window"), "How requests are counted: an exact sliding window, a two-window approximation, or clock-aligned fixed windows. A 429's `Retry-After` is at most the limit's window, except with `approximate`, where the previous window's count still weighs and the wait can be longer."),
     ],
     one_of: &[],
 };
