@@ -84,14 +84,16 @@ struct RouteRule {
 /// A compiled `AuthPolicy`.
 pub struct Policy {
     routes: HashMap<String, RouteRule>,
-    /// `AuthPolicy.identity_headers`: removed on every allow unless set.
+    /// `AuthPolicy.identity_headers`: removed on every allow unless set. Envoy has already
+    /// removed client copies before the Check (see `proto::authz::AuthPolicy`); this is the
+    /// second line.
     identity_headers: Vec<String>,
     /// `AuthPolicy.credential_headers` and `credential_query`: removed on every allow, whichever
     /// provider accepted the request, so no key reaches an upstream (spec §4).
     credential_headers: Vec<String>,
     credential_query: Vec<String>,
-    /// `AuthPolicy::public_remove`: what a public route removes (xds-server removes the same on
-    /// `auth: none` routes).
+    /// The identity headers and `AuthPolicy::public_remove`: what a public route removes
+    /// (xds-server removes the same on `auth: none` routes, the identity headers before routing).
     public_remove: Vec<String>,
     plans: Plans,
     /// Remote key sets this policy uses (readiness waits for their first fetch).
@@ -371,7 +373,15 @@ impl Policy {
         // policy is refused (NACKed), so the rollout keeps everything on the last good one.
         check_removal_lists(p)?;
         let plans = Plans::compile(p)?;
-        let public_remove = p.public_remove();
+        // Envoy removes the identity headers before any filter (xds-server's early header
+        // mutation), so they never arrive here; listing them anyway costs nothing and keeps an
+        // Envoy configured some other way from forwarding a client's copy.
+        let mut public_remove = p.identity_headers.clone();
+        for h in p.public_remove() {
+            if !public_remove.contains(&h) {
+                public_remove.push(h);
+            }
+        }
         Ok(Policy {
             routes,
             identity_headers: p.identity_headers.clone(),

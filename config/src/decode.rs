@@ -88,6 +88,8 @@ struct Ctx<'a> {
     has_rate_limits: bool,
     /// Route name → where it was first defined; names are unique across all gateways.
     route_names: HashMap<String, Pos>,
+    /// Every JWT provider's claim header, known once `auth.jwt` is decoded.
+    claim_headers: BTreeSet<String>,
 }
 
 /// A mapping's entries with string keys, duplicates and unknown keys already reported.
@@ -252,6 +254,7 @@ impl<'a> Ctx<'a> {
             api_keys: BTreeSet::new(),
             has_rate_limits: false,
             route_names: HashMap::new(),
+            claim_headers: BTreeSet::new(),
         }
     }
 
@@ -1061,6 +1064,11 @@ impl<'a> Ctx<'a> {
             None => Some(BTreeMap::new()),
             Some(n) => self.providers(n, "auth.jwt", &mut seen, Self::jwt_provider),
         };
+        self.claim_headers = jwt
+            .iter()
+            .flatten()
+            .flat_map(|(_, p)| p.headers.iter().map(|(h, _)| h.clone()))
+            .collect();
         let api_keys = match f.get("api_keys") {
             None => Some(BTreeMap::new()),
             Some(n) => self.providers(n, "auth.api_keys", &mut seen, Self::api_key_provider),
@@ -1358,8 +1366,25 @@ impl<'a> Ctx<'a> {
         let f = self.fields(node, what, &d::API_KEY_PROVIDER)?;
         let header = f.value("header").and_then(|n| {
             let w = format!("{what}.header");
-            self.string(n, &w)
-                .and_then(|s| self.header_name(&s, n.pos, &w))
+            let name = self
+                .string(n, &w)
+                .and_then(|s| self.header_name(&s, n.pos, &w))?;
+            // Identity headers are removed from every request before any filter (only
+            // authz-service may set them), so a key sent in one would never arrive.
+            let identity = proto::authz::header::CLIENT_HEADERS.contains(&name.as_str())
+                || name == proto::authz::header::FAILURE_MODE_ALLOWED
+                || self.claim_headers.contains(&name);
+            if identity {
+                self.problem(
+                    n.pos,
+                    format!(
+                        "{w}: `{name}` is an identity header, which the gateway removes from \
+                            every request before authentication; expected another header name"
+                    ),
+                );
+                return None;
+            }
+            Some(name)
         });
         let query = match f.get("query") {
             None => Some(None),

@@ -653,7 +653,7 @@ pub(crate) static AUTH_SERVICE: Object = Object {
     keys: &[
         key("address", Ty::Fmt(&HOST_PORT), Is("127.0.0.1:9001"), "Address of authz-service as host:port."),
         key("timeout", Ty::Fmt(&POSITIVE_DURATION), Is("200ms"), "How long Envoy waits for an authorization decision."),
-        key("on_error", Ty::Enum(&ON_ERRORS), Is("deny"), "What Envoy does when authz-service fails or is late: `deny` answers 503, `allow` lets the request through."),
+        key("on_error", Ty::Enum(&ON_ERRORS), Is("deny"), "What Envoy does when authz-service fails or is late: `deny` answers 503, `allow` lets the request through unauthenticated: the upstream gets no identity header (client-sent copies are removed on every route either way), no credential, and `x-envoy-auth-failure-mode-allowed: true`."),
         key("tls", Ty::Obj(&UPSTREAM_TLS), Optional, "TLS from Envoy to authz-service; with `cert_file` and `key_file`, for an authz-service started with `--tls-cert --tls-key --client-ca`."),
     ],
     one_of: &[],
@@ -705,7 +705,7 @@ pub(crate) static RATE_LIMITS: Object = Object {
         key("plans", map(Names::Any, &Ty::Fmt(&RATE)), Optional, "Limit per authenticated client, by plan name. A token naming another plan is limited as `default_plan`, and the upstream's `x-client-plan` says `default_plan` too."),
         key("default_plan", NONEMPTY, Optional, "Plan of clients whose credentials name none, or name a plan `plans` does not define; required when `plans` is not empty."),
         key("anonymous", Ty::Fmt(&RATE), Optional, "Limit per client IP on routes with `auth: none`; omitted, they are not limited."),
-        key("algorithm", Ty::Enum(&ALGORITHMS), Is("sliding_window"), "How requests are counted: an exact sliding window, a two-window approximation, or clock-aligned fixed windows."),
+        key("algorithm", Ty::Enum(&ALGORITHMS), Is("sliding_window"), "How requests are counted: an exact sliding window, a two-window approximation, or clock-aligned fixed windows. A 429's `Retry-After` is at most the limit's window, except with `approximate`, where the previous window's count still weighs and the wait can be longer."),
     ],
     one_of: &[],
 };

@@ -514,6 +514,15 @@ fn file_cases() -> Vec<Case> {
             ],
         ),
         (
+            "api keys in identity headers",
+            "version: 1\nauth:\n  jwt:\n    main: { issuer: x, algorithms: [RS256], jwks_file: j, headers: { x-user-id: sub } }\n  api_keys:\n    a: { keys_file: k, header: x-client-id }\n    b: { keys_file: k, header: X-User-Id }\n    c: { keys_file: k, header: x-envoy-auth-failure-mode-allowed }\n".into(),
+            vec![
+                (6, "x-client-id", "auth.api_keys.a.header: `x-client-id` is an identity header, which the gateway removes from every request before authentication"),
+                (7, "X-User-Id", "`x-user-id` is an identity header"),
+                (8, "x-envoy-auth", "`x-envoy-auth-failure-mode-allowed` is an identity header"),
+            ],
+        ),
+        (
             "jwt claim headers",
             "version: 1\nauth:\n  jwt:\n    main:\n      issuer: x\n      algorithms: [RS256]\n      jwks_file: j\n      headers: { X-User: sub, x-user: sub2 }\n".into(),
             vec![(8, "x-user:", "duplicate header `x-user` (first given on line 8; header names are case-insensitive)")],

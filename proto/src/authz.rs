@@ -43,6 +43,11 @@ pub mod header {
     pub const TENANT_ID: &str = "x-tenant-id";
     /// Bearer tokens; removed before the upstream unless a provider forwards tokens.
     pub const AUTHORIZATION: &str = "authorization";
+    /// Envoy's ext_authz sets this to `true` on a request it let through because authz-service
+    /// failed or was late under `auth.service.on_error: allow` (`failure_mode_allow_header_add`):
+    /// the request was not authenticated. Like the identity headers, a client's copy is removed
+    /// before any filter, so only Envoy can set it.
+    pub const FAILURE_MODE_ALLOWED: &str = "x-envoy-auth-failure-mode-allowed";
 }
 
 /// The claim a JWT's tenant comes from when no header maps [`header::TENANT_ID`].
@@ -71,8 +76,10 @@ pub struct AuthPolicy {
     #[prost(message, repeated, tag = "3")]
     pub routes: Vec<RoutePolicy>,
     /// Every header that carries identity to an upstream (all providers' claim headers plus
-    /// [`header::CLIENT_HEADERS`]), sorted: client-sent copies of all of them are removed on
-    /// every allow (`translate::authz::identity_headers`).
+    /// [`header::CLIENT_HEADERS`]), sorted (`translate::authz::identity_headers`). Envoy removes
+    /// client-sent copies of all of them from every request before any filter, so a Check never
+    /// carries one; authz-service still lists those it does not set in its allow answers, which
+    /// keeps it safe behind an Envoy configured by some other control plane.
     #[prost(string, repeated, tag = "4")]
     pub identity_headers: Vec<String>,
     /// `rate_limits.default_plan`: the plan of a client whose credential names none, or names
@@ -102,16 +109,12 @@ pub struct AuthPolicy {
 }
 
 impl AuthPolicy {
-    /// What an `auth: none` route removes from a client's request: the identity headers, the
-    /// credential headers, and `authorization` when [`Self::public_strips_authorization`].
-    /// xds-server puts the same list in those routes' `request_headers_to_remove`.
+    /// What an `auth: none` route removes from a client's request: the credential headers, and
+    /// `authorization` when [`Self::public_strips_authorization`]. xds-server puts the same list
+    /// in those routes' `request_headers_to_remove` (`translate::authz::route_credentials`);
+    /// the identity headers are gone before routing (see [`Self::identity_headers`]).
     pub fn public_remove(&self) -> Vec<String> {
-        let mut out = self.identity_headers.clone();
-        for h in &self.credential_headers {
-            if !out.contains(h) {
-                out.push(h.clone());
-            }
-        }
+        let mut out = self.credential_headers.clone();
         if self.public_strips_authorization && !out.iter().any(|h| h == header::AUTHORIZATION) {
             out.push(header::AUTHORIZATION.to_string());
         }

@@ -435,15 +435,25 @@ mod tests {
 
     /// One rule: 1 request per minute per address.
     fn policy(fail_open: bool) -> Arc<ArcSwapOption<Policy>> {
+        policy_with(fail_open, proto::ratelimit::Algorithm::SlidingWindow, 1)
+    }
+
+    /// One rule: `requests`/minute per address with `algorithm`.
+    fn policy_with(
+        fail_open: bool,
+        algorithm: proto::ratelimit::Algorithm,
+        requests: u64,
+    ) -> Arc<ArcSwapOption<Policy>> {
         let pb = RateLimitPolicy {
             domain: DOMAIN.into(),
+            algorithm: algorithm as i32,
             fail_open,
             timeout_ms: 1_000,
             rules: vec![Rule {
                 id: "r#0".into(),
                 per: Per::Ip as i32,
                 rate: Some(Rate {
-                    requests: 1,
+                    requests,
                     window_ms: 60_000,
                 }),
                 header: String::new(),
@@ -454,10 +464,19 @@ mod tests {
     }
 
     fn limiter(fail_open: bool) -> RateLimiter<MemoryStore> {
+        limiter_with(fail_open, proto::ratelimit::Algorithm::SlidingWindow, 1)
+    }
+
+    /// `requests`/minute per IP with `algorithm`, in a memory store with room for one counter.
+    fn limiter_with(
+        fail_open: bool,
+        algorithm: proto::ratelimit::Algorithm,
+        requests: u64,
+    ) -> RateLimiter<MemoryStore> {
         let metrics = Arc::new(Metrics::new());
-        // Room for one counter.
         let store = MemoryStore::new(1).with_metrics(metrics.memory());
-        RateLimiter::new(store, policy(fail_open), Arc::default(), metrics)
+        let policy = policy_with(fail_open, algorithm, requests);
+        RateLimiter::new(store, policy, Arc::default(), metrics)
     }
 
     fn entry(k: &str, v: &str) -> Entry {
@@ -574,6 +593,53 @@ mod tests {
             assert_eq!(l.metrics.memory_counters.get(), 1);
             let full = l.metrics.store_errors.with_label_values(&["full"]).get();
             assert_eq!(full, 1);
+        }
+    }
+
+    /// The response headers of one answer, by name.
+    fn headers(r: &RateLimitResponse) -> std::collections::HashMap<String, String> {
+        r.response_headers_to_add
+            .iter()
+            .map(|h| (h.key.clone(), h.value.clone()))
+            .collect()
+    }
+
+    /// The first 429 of a fresh `3/minute` counter: `Retry-After`, `X-RateLimit-Reset`, the
+    /// `RateLimit` field's `t` and the body's `retry_after` say the same, and for the sliding
+    /// and fixed windows at most 60 (a sliding window said 61: its first request's sub-bucket
+    /// was counted a bucket past the request). `approximate` also waits for the previous
+    /// window's weight to decay, which can take longer than one window; it still agrees.
+    #[tokio::test]
+    async fn a_fresh_window_says_at_most_its_length_everywhere() {
+        use proto::ratelimit::Algorithm;
+        for alg in [
+            Algorithm::SlidingWindow,
+            Algorithm::Fixed,
+            Algorithm::Approximate,
+        ] {
+            let l = limiter_with(true, alg, 3);
+            for _ in 0..3 {
+                let ok = respond(l.decide(&from("192.0.2.7")).await).unwrap();
+                assert_eq!(ok.overall_code, Code::Ok as i32, "{alg:?}");
+                let h = headers(&ok);
+                let reset: u64 = h["x-ratelimit-reset"].parse().unwrap();
+                assert!((1..=60).contains(&reset), "{alg:?}: reset {reset}");
+                assert!(h["ratelimit"].ends_with(&format!(";t={reset}")), "{h:?}");
+            }
+            let over = respond(l.decide(&from("192.0.2.7")).await).unwrap();
+            assert_eq!(over.overall_code, Code::OverLimit as i32, "{alg:?}");
+            let h = headers(&over);
+            let retry: u64 = h["retry-after"].parse().unwrap();
+            if alg != Algorithm::Approximate {
+                assert!((1..=60).contains(&retry), "{alg:?}: Retry-After {retry}");
+            }
+            assert_eq!(h["x-ratelimit-reset"], retry.to_string(), "{alg:?}");
+            assert!(
+                h["ratelimit"].ends_with(&format!(";r=0;t={retry}")),
+                "{h:?}"
+            );
+            let body: serde_json::Value = serde_json::from_slice(&over.raw_body).unwrap();
+            assert_eq!(body["retry_after"], retry, "{alg:?}");
         }
     }
 

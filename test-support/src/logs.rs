@@ -1,15 +1,20 @@
 //! `capture_logs`: what a test's own thread logs through `tracing`, as the text a binary would
 //! write (no colours), so tests can assert what is logged and, above all, what never is.
 
+use std::cell::RefCell;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 
-use tracing::subscriber::DefaultGuard;
+type Buffer = Arc<Mutex<Vec<u8>>>;
+
+thread_local! {
+    /// Where this thread's events go while a capture is active.
+    static CURRENT: RefCell<Option<Buffer>> = const { RefCell::new(None) };
+}
 
 /// The logs captured since [`capture_logs`]; capture ends when this drops.
 pub struct CapturedLogs {
-    buf: Arc<Mutex<Vec<u8>>>,
-    _guard: DefaultGuard,
+    buf: Buffer,
 }
 
 impl CapturedLogs {
@@ -20,31 +25,46 @@ impl CapturedLogs {
     }
 }
 
-/// Captures every event and span of every level logged on this thread (and so by every task of a
-/// current-thread runtime, `#[tokio::test]`'s default) until the result drops.
-pub fn capture_logs() -> CapturedLogs {
-    let buf = Arc::new(Mutex::new(Vec::new()));
-    let writer = {
-        let buf = buf.clone();
-        move || Writer(buf.clone())
-    };
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(writer)
-        .finish();
-    CapturedLogs {
-        buf,
-        _guard: tracing::subscriber::set_default(subscriber),
+impl Drop for CapturedLogs {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.borrow_mut().take());
     }
 }
 
-struct Writer(Arc<Mutex<Vec<u8>>>);
+/// Captures every event and span of every level logged on this thread (and so by every task of a
+/// current-thread runtime, `#[tokio::test]`'s default) until the result drops.
+///
+/// One process-wide subscriber at TRACE writes each event to the buffer of the thread that logs
+/// it, if that thread is capturing. (A subscriber per test, set with `set_default`, is not
+/// enough: tracing caches each call site's interest process-wide, and a test running beside
+/// another without a subscriber can leave a call site disabled for both.)
+pub fn capture_logs() -> CapturedLogs {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(|| ThreadWriter)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("capture_logs installs the process's only global subscriber");
+    });
+    let buf = Buffer::default();
+    CURRENT.with(|c| *c.borrow_mut() = Some(buf.clone()));
+    CapturedLogs { buf }
+}
 
-impl Write for Writer {
+/// Writes to the capturing thread's buffer; drops the bytes of threads that are not capturing.
+struct ThreadWriter;
+
+impl Write for ThreadWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let mut buf = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        buf.extend_from_slice(data);
+        CURRENT.with(|c| {
+            if let Some(buf) = c.borrow().as_ref() {
+                let mut buf = buf.lock().unwrap_or_else(|e| e.into_inner());
+                buf.extend_from_slice(data);
+            }
+        });
         Ok(data.len())
     }
 

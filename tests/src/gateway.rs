@@ -29,6 +29,8 @@ pub struct Shape {
     pub plans: String,
     /// `on_error` for the rate-limit service: `allow` or `deny`.
     pub rls_on_error: &'static str,
+    /// `on_error` for authz-service: `allow` (fail open) or `deny`.
+    pub authz_on_error: &'static str,
     /// Route list items (each starting with `      - name:`), using service `api`.
     pub routes: String,
     /// More JWT providers (entries under `auth.jwt`, indented by six spaces).
@@ -36,11 +38,13 @@ pub struct Shape {
 }
 
 impl Shape {
-    /// `plans` and `routes` with `on_error: allow` and no extra providers.
+    /// `plans` and `routes` with `on_error: allow` for ratelimit-service, `on_error: deny` for
+    /// authz-service and no extra providers.
     pub fn new(plans: &str, routes: &str) -> Shape {
         Shape {
             plans: plans.to_string(),
             rls_on_error: "allow",
+            authz_on_error: "deny",
             routes: routes.to_string(),
             jwt_extra: String::new(),
         }
@@ -108,6 +112,7 @@ impl Full {
         let Shape {
             plans,
             rls_on_error,
+            authz_on_error,
             routes,
             jwt_extra,
         } = shape;
@@ -116,7 +121,7 @@ impl Full {
 services:
   api: {{ endpoints: [{upstream}] }}
 auth:
-  service: {{ address: 127.0.0.1:{authz}, timeout: 1s, on_error: deny }}
+  service: {{ address: 127.0.0.1:{authz}, timeout: 1s, on_error: {authz_on_error} }}
   jwt:
     main:
       issuer: {ISSUER}

@@ -78,9 +78,20 @@ async fn rate_limits_through_envoy(mode: XdsMode) {
     let r = client.get("/public/a").send().await.expect("request");
     assert_eq!(r.status, 429, "{}", r.body);
     assert_eq!(r.json()["error"], "too_many_requests");
+    // The first 429 of a fresh 3/minute window: never more than the window (it said 61, a
+    // sub-bucket past the first request), and every header that tells the wait agrees.
     let retry = r.json()["retry_after"].as_u64().expect("retry_after");
-    assert!((1..=61).contains(&retry), "retry_after {retry}");
+    assert!((1..=60).contains(&retry), "retry_after {retry}");
     assert_eq!(r.header("retry-after"), Some(retry.to_string().as_str()));
+    assert_eq!(
+        r.header("x-ratelimit-reset"),
+        Some(retry.to_string().as_str())
+    );
+    let field = r.header("ratelimit").expect("RateLimit");
+    assert!(
+        field.ends_with(&format!(";r=0;t={retry}")),
+        "RateLimit: {field}"
+    );
     assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
     let request_id = r.header("x-request-id").expect("x-request-id");
     assert_eq!(r.json()["request_id"], request_id);

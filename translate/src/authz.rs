@@ -112,10 +112,12 @@ pub fn policy(loaded: &config::Loaded) -> Result<AuthPolicy, TranslateError> {
 }
 
 /// Every header that carries identity upstream, sorted: all providers' claim headers plus
-/// [`CLIENT_HEADERS`]. Client-sent copies must never reach an upstream (spec §4): authz-service
-/// removes them on every allow, and routes with `auth: none` (which never reach it) must list
-/// them in `request_headers_to_remove`. Not authenticated routes: route-level removal runs in the
-/// router, after ext_authz, and would strip the verified identity too.
+/// [`CLIENT_HEADERS`]. Client-sent copies must never reach an upstream (spec §4), on any route
+/// and whether or not authz-service answers: Envoy removes them from every request before any
+/// filter ([`early_removed_headers`]), and on routes with `auth` ext_authz then sets the verified
+/// ones. (Route-level removal would be too late and too broad: it runs in the router, after
+/// ext_authz, so it would strip the verified identity too, and under `on_error: allow` every
+/// filter before it, the rate-limit descriptors included, would read the client's values.)
 pub fn identity_headers(cfg: &config::Config) -> Vec<String> {
     let mut identity: BTreeSet<String> = CLIENT_HEADERS.iter().map(|h| h.to_string()).collect();
     if let Some(auth) = &cfg.auth {
@@ -124,6 +126,47 @@ pub fn identity_headers(cfg: &config::Config) -> Vec<String> {
         }
     }
     identity.into_iter().collect()
+}
+
+/// What Envoy removes from every client request before routing and before any filter (the
+/// HCM's early header mutation), sorted: the [`identity_headers`], so the only identity an
+/// upstream or a rate-limit descriptor ever sees is what authz-service set, and Envoy's
+/// fail-open marker [`FAILURE_MODE_ALLOWED`], so that only Envoy can say a request was let
+/// through unauthenticated. Every gateway removes them, with or without `auth`: an upstream
+/// behind it may trust `x-client-id` and friends all the same.
+///
+/// [`FAILURE_MODE_ALLOWED`]: proto::authz::header::FAILURE_MODE_ALLOWED
+pub fn early_removed_headers(cfg: &config::Config) -> Vec<String> {
+    let mut out = identity_headers(cfg);
+    out.push(proto::authz::header::FAILURE_MODE_ALLOWED.to_string());
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// What `route` removes in the router, after every filter has read the request: the
+/// credentials, so that none reaches an upstream (spec §4), also when authz-service failed under
+/// `on_error: allow`. That is every API-key header ([`credential_headers`]) and `authorization`
+/// unless a provider that may accept the request forwards tokens: on `auth: none` routes
+/// whenever the gateway owns bearer tokens ([`strips_authorization`]), on other routes when none
+/// of the route's JWT providers sets `forward_token`. (authz-service removes the same on every
+/// allow, and `authorization` also when the provider that accepted the request does not forward
+/// tokens, which only it knows.) Query keys are removed by a filter ([`credential_query`]).
+pub fn route_credentials(cfg: &config::Config, route: &config::Route) -> Vec<String> {
+    let mut out = credential_headers(cfg);
+    let authorization = match &route.auth {
+        RouteAuth::None => strips_authorization(cfg),
+        RouteAuth::Providers(names) => names.iter().all(|n| {
+            cfg.auth
+                .as_ref()
+                .and_then(|a| a.jwt.get(n))
+                .is_none_or(|p| !p.forward_token)
+        }),
+    };
+    if authorization && !out.iter().any(|h| h == proto::authz::header::AUTHORIZATION) {
+        out.push(proto::authz::header::AUTHORIZATION.to_string());
+    }
+    out
 }
 
 /// Every API-key provider's header, sorted, without the identity headers (already listed by
@@ -206,6 +249,10 @@ pub fn http_filter(auth: &config::Auth) -> ExtAuthz {
         // `on_error: allow` fails open; `deny` answers 503 when the service is unreachable, late
         // or returns an error (authz-service itself never returns one for a request).
         failure_mode_allow: auth.service.on_error == config::OnError::Allow,
+        // Under fail-open, tell the upstream the request was not authenticated
+        // (`x-envoy-auth-failure-mode-allowed: true`); a client's copy was removed before any
+        // filter ([`early_removed_headers`]).
+        failure_mode_allow_header_add: auth.service.on_error == config::OnError::Allow,
         status_on_error: Some(HttpStatus {
             code: StatusCode::ServiceUnavailable as i32,
         }),
@@ -397,14 +444,7 @@ gateways:
         assert_eq!(p.credential_query, ["api_key"]);
         assert_eq!(
             p.public_remove(),
-            [
-                "x-auth-provider",
-                "x-client-id",
-                "x-client-plan",
-                "x-tenant-id",
-                "x-user-id",
-                "x-partner-key"
-            ],
+            ["x-partner-key"],
             "a provider forwards tokens: authorization stays"
         );
         assert_eq!(p.default_plan, "free");
@@ -485,6 +525,87 @@ gateways:
             identity_headers(&loaded.config),
             policy(&loaded).unwrap().identity_headers
         );
+    }
+
+    /// One contract for every route: identity headers and the fail-open marker go before any
+    /// filter, credentials after the last one; authz-service's public list is the route's.
+    #[test]
+    fn identity_goes_first_and_credentials_last_on_every_route() {
+        let loaded = load(YAML);
+        let cfg = &loaded.config;
+        assert_eq!(
+            early_removed_headers(cfg),
+            [
+                "x-auth-provider",
+                "x-client-id",
+                "x-client-plan",
+                "x-envoy-auth-failure-mode-allowed",
+                "x-tenant-id",
+                "x-user-id"
+            ]
+        );
+        let route = |n: &str| {
+            cfg.gateways["edge"]
+                .routes
+                .iter()
+                .find(|r| r.name == n)
+                .unwrap()
+        };
+        // `main` forwards tokens and may accept on both routes: Authorization stays.
+        assert_eq!(route_credentials(cfg, route("zeta")), ["x-partner-key"]);
+        assert_eq!(route_credentials(cfg, route("alpha")), ["x-partner-key"]);
+        assert_eq!(
+            policy(&loaded).unwrap().public_remove(),
+            route_credentials(cfg, route("alpha"))
+        );
+
+        // Nobody forwards tokens: Authorization goes on every route, authenticated or not, so
+        // it does not reach the upstream when authz-service fails open either.
+        let loaded = load(&YAML.replace("forward_token: true", "forward_token: false"));
+        let cfg = &loaded.config;
+        let route = |n: &str| {
+            cfg.gateways["edge"]
+                .routes
+                .iter()
+                .find(|r| r.name == n)
+                .unwrap()
+        };
+        for r in ["zeta", "alpha"] {
+            assert_eq!(
+                route_credentials(cfg, route(r)),
+                ["x-partner-key", "authorization"],
+                "{r}"
+            );
+        }
+        assert_eq!(
+            policy(&loaded).unwrap().public_remove(),
+            route_credentials(cfg, route("alpha"))
+        );
+        // A provider that forwards tokens but is not on the route does not keep them there.
+        let other = YAML.replace("auth: [partners, main]", "auth: [partners, hs]");
+        let loaded = load(&other);
+        let zeta = loaded.config.gateways["edge"]
+            .routes
+            .iter()
+            .find(|r| r.name == "zeta")
+            .unwrap();
+        assert_eq!(
+            route_credentials(&loaded.config, zeta),
+            ["x-partner-key", "authorization"]
+        );
+    }
+
+    #[test]
+    fn fail_open_marks_the_request() {
+        let loaded = load(YAML);
+        let f = http_filter(loaded.config.auth.as_ref().unwrap());
+        assert!(!f.failure_mode_allow && !f.failure_mode_allow_header_add);
+        let open = load(&YAML.replace(
+            "auth:\n  jwt:",
+            "auth:\n  service: { address: 127.0.0.1:9001, on_error: allow }\n  jwt:",
+        ));
+        let f = http_filter(open.config.auth.as_ref().unwrap());
+        assert!(f.failure_mode_allow && f.failure_mode_allow_header_add);
     }
 
     #[test]

@@ -129,9 +129,12 @@ pub(crate) struct Policies<'a> {
     pub auth: Option<&'a config::Auth>,
     /// Set when some route of the gateway has a rate limit.
     pub limits: Option<&'a config::RateLimits>,
-    /// Headers to strip from client requests on `auth: none` routes: identity headers, API-key
-    /// headers and, where the gateway owns bearer tokens, `authorization`.
-    pub public_remove: Vec<String>,
+    /// Headers removed from every client request before any filter: identity headers and the
+    /// fail-open marker (`authz::early_removed_headers`).
+    pub early_remove: Vec<String>,
+    /// Route name → the credentials that route removes after every filter
+    /// (`authz::route_credentials`).
+    pub route_remove: BTreeMap<String, Vec<String>>,
     /// API-key query parameters, removed from every request after ext_authz has read them.
     pub credential_query: Vec<String>,
 }
@@ -230,13 +233,11 @@ fn translate_gateway(
         // Even without an `auth` section: an upstream behind this gateway may trust
         // `x-client-id` and friends, so a client never gets to set them; and no API key travels
         // upstream either (spec §4).
-        public_remove: authz::identity_headers(cfg)
-            .into_iter()
-            .chain(authz::credential_headers(cfg))
-            .chain(
-                authz::strips_authorization(cfg)
-                    .then(|| proto::authz::header::AUTHORIZATION.to_string()),
-            )
+        early_remove: authz::early_removed_headers(cfg),
+        route_remove: gw
+            .routes
+            .iter()
+            .map(|r| (r.name.clone(), authz::route_credentials(cfg, r)))
             .collect(),
         credential_query: authz::credential_query(cfg),
     };

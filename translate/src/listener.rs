@@ -295,17 +295,25 @@ pub(super) fn hcm_base(
         request_headers_timeout: Some(duration(gw.timeouts.request_headers)),
         request_timeout: Some(duration(gw.timeouts.request)),
         stream_idle_timeout: Some(duration(gw.timeouts.stream_idle)),
-        early_header_mutation_extensions: vec![early_header_removal()],
+        early_header_mutation_extensions: vec![early_header_removal(&policies.early_remove)],
         ..Default::default()
     }
 }
 
-/// Removes [`SPOOFABLE_HEADERS`] before routing and every filter: route-level removal runs in
-/// the router, after ext_authz, and so would let them reach authz-service and every filter.
-fn early_header_removal() -> TypedExtensionConfig {
+/// Removes [`SPOOFABLE_HEADERS`] and `identity` (the identity headers and the fail-open
+/// marker, `authz::early_removed_headers`) before routing and every filter: route-level removal
+/// runs in the router, after ext_authz, and so would let them reach authz-service, the
+/// rate-limit descriptors and, when authz-service fails under `on_error: allow`, the upstream.
+fn early_header_removal(identity: &[String]) -> TypedExtensionConfig {
+    let mut names: Vec<&str> = SPOOFABLE_HEADERS.to_vec();
+    for h in identity {
+        if !names.contains(&h.as_str()) {
+            names.push(h);
+        }
+    }
     let mutation = HeaderMutation {
-        mutations: SPOOFABLE_HEADERS
-            .iter()
+        mutations: names
+            .into_iter()
             .map(|h| HeaderMutationRule {
                 action: Some(header_mutation::Action::Remove(h.to_string())),
             })

@@ -213,9 +213,10 @@ fn map_entries(
 }
 
 /// One route with its policy settings: ext_authz per route (the route's name, or disabled on
-/// `auth: none`), and on `auth: none` routes the removal of client-sent identity headers, which
-/// authz-service strips itself on every route it sees. (Route-level removal runs in the router,
-/// after ext_authz, so on authenticated routes it would strip the verified identity too.)
+/// `auth: none`), and the removal of credentials once every filter has read them
+/// (`authz::route_credentials`). Identity headers are not removed here: Envoy removed the
+/// client's copies before routing, and on authenticated routes ext_authz has set the verified
+/// ones by the time the router runs.
 fn route(r: &RouteCfg, services: &BTreeMap<String, Service>, policies: &Policies<'_>) -> Route {
     let mut rt = route_action(r, services, policies.limits);
     if policies.auth.is_some() {
@@ -230,11 +231,9 @@ fn route(r: &RouteCfg, services: &BTreeMap<String, Service>, policies: &Policies
         .into_iter()
         .collect();
     }
-    if matches!(r.auth, config::RouteAuth::None) {
-        for h in &policies.public_remove {
-            if !rt.request_headers_to_remove.contains(h) {
-                rt.request_headers_to_remove.push(h.clone());
-            }
+    for h in policies.route_remove.get(&r.name).into_iter().flatten() {
+        if !rt.request_headers_to_remove.contains(h) {
+            rt.request_headers_to_remove.push(h.clone());
         }
     }
     rt

@@ -465,11 +465,9 @@ fn header_changes() {
         rt.request_headers_to_add,
         [set("x-gateway", "edge"), set("x-b", "2")]
     );
-    // The route's own removals, then the identity headers no client may set (spec §4).
-    assert_eq!(
-        rt.request_headers_to_remove,
-        ["x-debug", "x-auth-provider", "x-client-id", "x-client-plan"]
-    );
+    // The route's own removals only: identity headers go before routing (the HCM's early
+    // header mutation), and without providers there is no credential to remove.
+    assert_eq!(rt.request_headers_to_remove, ["x-debug"]);
     assert_eq!(rt.response_headers_to_add, [set("x-served-by", "gw")]);
     assert_eq!(rt.response_headers_to_remove, ["server", "x-powered-by"]);
 }
@@ -492,19 +490,13 @@ fn public_routes_drop_credentials() {
     let r = edge(&yaml(false, "query: api_key, "));
     assert_eq!(
         route_named(&r, "open").request_headers_to_remove,
-        [
-            "x-auth-provider",
-            "x-client-id",
-            "x-client-plan",
-            "x-partner-key",
-            "authorization"
-        ]
+        ["x-partner-key", "authorization"]
     );
-    assert!(
-        route_named(&r, "closed")
-            .request_headers_to_remove
-            .is_empty(),
-        "authz-service removes them on authenticated routes, after reading them"
+    // Authenticated routes too: the router runs after ext_authz has read them, and when
+    // authz-service fails open under `on_error: allow` nothing else would remove them.
+    assert_eq!(
+        route_named(&r, "closed").request_headers_to_remove,
+        ["x-partner-key", "authorization"]
     );
     let filters = hcm(&r.listeners[0]).http_filters;
     let names: Vec<&str> = filters.iter().map(|f| f.name.as_str()).collect();
@@ -557,9 +549,13 @@ fn public_routes_drop_credentials() {
 
     // forward_token: the user lets upstreams see tokens; no query key: no extra filter.
     let r = edge(&yaml(true, ""));
-    assert!(!route_named(&r, "open")
-        .request_headers_to_remove
-        .contains(&"authorization".to_string()));
+    for route in ["open", "closed"] {
+        assert_eq!(
+            route_named(&r, route).request_headers_to_remove,
+            ["x-partner-key"],
+            "{route}"
+        );
+    }
     let names: Vec<String> = hcm(&r.listeners[0])
         .http_filters
         .into_iter()
@@ -1134,7 +1130,11 @@ fn local_replies_are_json_by_response_flag() {
     let l = &r.listeners[0];
     let cfg = load(TLS_GATEWAY);
     let gw = &cfg.config.gateways["edge"];
-    let mut expected = listener::hcm_base("edge", gw, &gw.listeners[0], &Policies::default());
+    let policies = Policies {
+        early_remove: authz::early_removed_headers(&cfg.config),
+        ..Policies::default()
+    };
+    let mut expected = listener::hcm_base("edge", gw, &gw.listeners[0], &policies);
     expected.local_reply_config = Some(lrc.clone());
     assert_eq!(hcm(l), expected);
 }
@@ -1733,12 +1733,18 @@ fn edge_defaults_on_every_listener() {
                 _ => None,
             })
             .collect();
+        // So do the identity headers and the fail-open marker, on every gateway (this one has
+        // no `auth`): only authz-service and Envoy may set them.
         for h in [
             "x-real-ip",
             "x-forwarded-host",
             "x-original-url",
             "x-rewrite-url",
             "x-http-method-override",
+            "x-client-id",
+            "x-client-plan",
+            "x-auth-provider",
+            "x-envoy-auth-failure-mode-allowed",
         ] {
             assert!(
                 removed.iter().any(|r| r == h),

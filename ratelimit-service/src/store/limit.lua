@@ -1,6 +1,7 @@
 -- limit.lua: the limiter of src/limiter.rs for one request's counters, atomically, on Redis time.
 --
--- KEYS: one hash per counter; fields are bucket indices, values the cost admitted in them.
+-- KEYS: one hash per counter; fields are bucket indices, values the cost admitted in them, and
+--   for the sliding window `t`, the time of the latest admission (limiter.rs `Counter::last_ms`).
 -- ARGV[1] = "check" or "refund"; then four values per key:
 --   check:  algorithm ("s" | "a" | "f"), limit, window_ms, cost
 --   refund: bucket, cost, unused, unused      (undoes an admission whose sibling group failed)
@@ -33,33 +34,59 @@ for k = 1, #KEYS do
   -- Live buckets, ascending; dead ones are deleted on the way.
   local raw = redis.call('HGETALL', KEYS[k])
   local live = {}
+  local last = nil
   for i = 1, #raw, 2 do
     local idx, c = tonumber(raw[i]), tonumber(raw[i + 1])
-    if idx == nil or c == nil or idx < lo then
+    if raw[i] == 't' then
+      last = c
+    elseif idx == nil or c == nil or idx < lo then
       redis.call('HDEL', KEYS[k], raw[i])
     elseif c > 0 then
-      live[#live + 1] = {idx, c}
+      live[#live + 1] = {idx, c, raw[i]}
     end
+  end
+  -- A bucket's admissions are no later than its end, nor than the latest admission when that
+  -- falls inside it; W after that instant none of them is in the window (limiter.rs).
+  local function leaves_at(i, t)
+    if t ~= nil and t >= i * g and t < (i + 1) * g then return t + w end
+    return (i + 1) * g + w
+  end
+  if alg == 's' then
+    -- Dead buckets go before `t` moves on: a later `t` would count an old bucket to its end.
+    local kept = {}
+    for _, e in ipairs(live) do
+      if leaves_at(e[1], last) > now then
+        kept[#kept + 1] = e
+      else
+        redis.call('HDEL', KEYS[k], e[3])
+      end
+    end
+    live = kept
   end
   table.sort(live, function(a, b) return a[1] < b[1] end)
   local admitted, used, reset, retry = 0, 0, 0, 0
   if alg == 's' then
     for _, e in ipairs(live) do used = used + e[2] end
-    local oldest = cur
-    if #live > 0 then oldest = live[1][1] end
-    reset = math.max(1, (oldest + 1) * g + w - now)
     if used + cost <= n then
       admitted = 1
-    elseif cost > n then
-      retry = w
+      -- After the admission the latest admission is now.
+      local oldest = cur
+      if #live > 0 then oldest = live[1][1] end
+      reset = math.max(1, leaves_at(oldest, now) - now)
     else
-      local left, at = used, reset
-      for _, e in ipairs(live) do
-        left = left - e[2]
-        at = math.max(1, (e[1] + 1) * g + w - now)
-        if left + cost <= n then break end
+      reset = w
+      if #live > 0 then reset = math.max(1, leaves_at(live[1][1], last) - now) end
+      if cost > n then
+        retry = w
+      else
+        local left, at = used, reset
+        for _, e in ipairs(live) do
+          left = left - e[2]
+          at = math.max(1, leaves_at(e[1], last) - now)
+          if left + cost <= n then break end
+        end
+        retry = at
       end
-      retry = at
     end
   elseif alg == 'a' then
     -- Integer arithmetic, as in limiter.rs: admitted iff prev*(W-e) <= (N-cur-cost)*W.
@@ -89,7 +116,7 @@ for k = 1, #KEYS do
   if admitted == 0 then all = false end
   local ttl = w
   if alg == 's' then ttl = w + g elseif alg == 'a' then ttl = 2 * w end
-  commits[k] = {cur, cost, ttl}
+  commits[k] = {cur, cost, ttl, alg}
   out[#out + 1] = admitted
   out[#out + 1] = used
   out[#out + 1] = reset
@@ -101,6 +128,7 @@ if all then
   for k = 1, #KEYS do
     local c = commits[k]
     redis.call('HINCRBY', KEYS[k], tostring(c[1]), c[2])
+    if c[4] == 's' then redis.call('HSET', KEYS[k], 't', now) end
     redis.call('PEXPIRE', KEYS[k], c[3])
   end
 else

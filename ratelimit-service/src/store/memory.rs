@@ -28,9 +28,9 @@ use crate::limiter;
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// The default bound on counters (`--memory-max-counters`). A per-IP counter with one request in
-/// it took 280 bytes (key, map slot, one sub-bucket; measured over a million of them), and one
-/// with all 61 sub-buckets in use takes about 1 KiB more, so a store full of fresh counters holds
-/// about 280 MB.
+/// it took 280 bytes (key, map slot, one sub-bucket; measured over a million of them, before a
+/// counter also kept its 16-byte latest admission), and one with all 61 sub-buckets in use takes
+/// about 1 KiB more, so a store full of fresh counters holds about 300 MB.
 pub const DEFAULT_MAX_COUNTERS: usize = 1_000_000;
 
 /// The least time between two sweeps made because the store is full: a sweep walks every
@@ -41,6 +41,8 @@ const FULL_SWEEP_GAP_MS: i64 = 250;
 struct Counter {
     /// (bucket, cost); at most 61 live entries.
     buckets: Vec<(i64, u64)>,
+    /// The latest admission (`limiter::Counter::last_ms`), for `SlidingWindow`.
+    last_ms: Option<i64>,
     /// Unix ms after which the whole counter is dead.
     expires_at: i64,
 }
@@ -165,15 +167,17 @@ impl MemoryStore {
         let mut c = self.lock();
         let mut checks = Vec::with_capacity(hits.len());
         for h in hits {
-            let buckets = c
-                .map
-                .get(&h.key)
-                .filter(|c| c.expires_at > now)
-                .map_or(&[][..], |c| c.buckets.as_slice());
+            let counter = c.map.get(&h.key).filter(|c| c.expires_at > now).map_or(
+                limiter::Counter::default(),
+                |c| limiter::Counter {
+                    buckets: &c.buckets,
+                    last_ms: c.last_ms,
+                },
+            );
             checks.push(limiter::evaluate(
                 h.algorithm,
                 h.limit,
-                buckets,
+                counter,
                 now,
                 h.cost,
             ));
@@ -205,14 +209,18 @@ impl MemoryStore {
             };
             if counter.expires_at <= now {
                 counter.buckets.clear();
+                counter.last_ms = None;
             }
-            let lo = limiter::oldest_live_bucket(h.algorithm, h.limit, now);
-            counter.buckets.retain(|&(i, _)| i >= lo);
+            let last = counter.last_ms;
+            counter
+                .buckets
+                .retain(|&(i, _)| limiter::is_live(h.algorithm, h.limit, last, i, now));
             let b = limiter::bucket_of(h.algorithm, h.limit, now);
             match counter.buckets.iter_mut().find(|(i, _)| *i == b) {
                 Some((_, n)) => *n = n.saturating_add(h.cost),
                 None => counter.buckets.push((b, h.cost)),
             }
+            counter.last_ms = limiter::last_after_admission(h.algorithm, now);
             counter.expires_at = expires_at;
             c.earliest_expiry = c.earliest_expiry.min(expires_at);
         }

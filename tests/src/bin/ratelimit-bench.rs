@@ -252,7 +252,8 @@ async fn main() {
             .parse()
             .unwrap_or(0)
     };
-    let fields = sum("'HLEN',k");
+    // Every field but the latest admission (`t`) is a sub-bucket.
+    let fields = sum("'HLEN',k") - sum("'HEXISTS',k,'t'");
     let usage = sum("'MEMORY','USAGE',k,'SAMPLES','0'");
     let after = used_memory(redis.port());
     println!(
