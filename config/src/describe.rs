@@ -909,7 +909,7 @@ pub(crate) static LIMIT: Object = Object {
     doc: "A limit of a route, counted per client, IP, route, tenant or header value.",
     keys: &[
         key("limit", Ty::Fmt(&RATE), Required, "Requests allowed per window."),
-        key("per", Ty::AnyOf(&[Ty::Enum(&PER_WORDS), Ty::Fmt(&PER_HEADER)]), Is("client"), "What gets its own bucket: the authenticated `client` (`user` is its alias for JWT), the client `ip`, the whole `route`, the `tenant`, or a `header:<name>` value. Requests without the value (no header, no tenant, no identity) share one bucket of the limit that no value can reach; `client` buckets are per auth provider and client id (docs/rate-limit-keys.md)."),
+        key("per", Ty::AnyOf(&[Ty::Enum(&PER_WORDS), Ty::Fmt(&PER_HEADER)]), Is("client"), "What gets its own bucket: the authenticated `client` (`user` is its alias for JWT), the client `ip`, the whole `route`, the `tenant`, or a `header:<name>` value. Requests without the value (no header, no tenant, no identity) share one bucket of the limit that no value can reach; `client` and `tenant` buckets are per auth provider and id (docs/rate-limit-keys.md)."),
     ],
     one_of: &[],
 };

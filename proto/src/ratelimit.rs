@@ -18,12 +18,12 @@
 //! | `Client`  | `client = <client id>`, `provider = <provider>`                   |
 //! | `Ip`      | `remote_address = <client address>`                               |
 //! | `Route`   | none (one bucket for everyone)                                    |
-//! | `Tenant`  | `tenant = <tenant id>`                                            |
+//! | `Tenant`  | `tenant = <tenant id>`, `provider = <provider>`                   |
 //! | `Header`  | `header = <header value>`                                         |
 //!
-//! `provider` is the auth provider that verified the client: client ids are unique only within
-//! one provider (a JWT `sub` may equal an API key's id), so the service keys client counters on
-//! both.
+//! `provider` is the auth provider that verified the client: client ids and tenant ids are
+//! unique only within one provider (a JWT `sub` may equal an API key's id; another issuer's
+//! `tenant: acme` is not acme), so the service keys client and tenant counters on both.
 //!
 //! Every entry after `rule` may be absent: Envoy is told to keep the descriptor and omit the
 //! entry when the request has no such value (no header, no tenant claim, no identity on an

@@ -205,7 +205,7 @@ impl Policy {
         // Absent and empty are the same: no value (see `proto::ratelimit`).
         let get = |k: &str| value(k).filter(|v| !v.is_empty());
         let part = |k: &str| get(k).map_or_else(|| MISSING.to_string(), tag);
-        let client = || client_tag(get(key::PROVIDER), get(key::CLIENT));
+        let client = || provider_tag(get(key::PROVIDER), get(key::CLIENT));
         Ok(match rule.per {
             Per::Plan => {
                 let plan = get(key::PLAN)
@@ -232,7 +232,9 @@ impl Policy {
                 let tagged = match per {
                     Per::Client => format!("c:{}", client()),
                     Per::Ip => format!("i:{}", part(key::IP)),
-                    Per::Tenant => format!("t:{}", part(key::TENANT)),
+                    Per::Tenant => {
+                        format!("t:{}", provider_tag(get(key::PROVIDER), get(key::TENANT)))
+                    }
                     Per::Header => format!("h:{}", part(key::HEADER)),
                     _ => format!("r:{}", tag(rule_id)),
                 };
@@ -250,13 +252,14 @@ impl Policy {
 /// never produces it: it escapes every `%` of a value as `%25`, and a digest starts with `#`.
 const MISSING: &str = "%-";
 
-/// The client part of a key: `<provider>:<client>`, so that equal ids from two providers (a JWT
-/// `sub` and an API key id) never share a bucket. The provider is escaped to hold no `:`, so the
-/// first `:` splits the two and no client id can forge another provider's key. Without a
-/// provider entry (a policy translated before providers were sent) the part is the client alone
-/// with its `:` escaped, which keeps existing counters and cannot equal any two-part form.
-fn client_tag(provider: Option<&str>, client: Option<&str>) -> String {
-    let client = client.map_or_else(|| MISSING.to_string(), tag);
+/// The client (or tenant) part of a key: `<provider>:<id>`, so that equal ids from two
+/// providers (a JWT `sub` and an API key id, two issuers' `tenant: acme`) never share a bucket.
+/// The provider is escaped to hold no `:`, so the first `:` splits the two and no id can forge
+/// another provider's key. Without a provider entry (a policy translated before providers were
+/// sent) the part is the id alone with its `:` escaped, which keeps existing counters and cannot
+/// equal any two-part form.
+fn provider_tag(provider: Option<&str>, id: Option<&str>) -> String {
+    let client = id.map_or_else(|| MISSING.to_string(), tag);
     match provider {
         Some(p) => format!("{}:{client}", tag(p).replace(':', "%3A")),
         None => client.replace(':', "%3A"),
@@ -539,6 +542,32 @@ mod tests {
             key_of(&p, &[("rule", "orders#0"), ("client", "alice")]),
             "rl:{c:alice}:plan:free:s60000"
         );
+    }
+
+    #[test]
+    fn tenant_keys_carry_the_provider() {
+        let p = Policy::compile(&policy()).unwrap();
+        let of = |provider: &str| {
+            key_of(
+                &p,
+                &[
+                    ("rule", "orders#3"),
+                    ("tenant", "acme"),
+                    ("provider", provider),
+                ],
+            )
+        };
+        // Another issuer's `tenant: acme` does not spend acme's quota.
+        assert_ne!(of("main"), of("partners"));
+        assert!(
+            of("main").starts_with("rl:{t:main:acme}:"),
+            "{}",
+            of("main")
+        );
+        // No tenant: one shared bucket per provider, which no tenant id reaches.
+        let none = key_of(&p, &[("rule", "orders#3"), ("provider", "main")]);
+        assert!(none.contains(MISSING), "{none}");
+        assert_ne!(none, of("main"));
     }
 
     #[test]

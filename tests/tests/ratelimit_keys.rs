@@ -1,6 +1,6 @@
 //! Rate-limit keys: a request without the value its limit is keyed on (no header, no identity)
 //! is counted in one shared bucket, which no value a client sends can reach; and clients of two
-//! auth providers with the same id never share a bucket. First through the policy into every
+//! auth providers with the same id (client id or tenant id) never share a bucket. First through the policy into every
 //! store (one suite, memory and Redis), then through a real Envoy, authz-service and
 //! ratelimit-service.
 
@@ -13,7 +13,7 @@ use proto::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use proto::ratelimit::{key, Per, Rate, RateLimitPolicy, Rule, DOMAIN};
 use ratelimit_service::policy::Policy;
 use ratelimit_service::store::{CounterStore, MemoryStore, RedisStore};
-use tests::authz::{bearer, token};
+use tests::authz::{bearer, token, token_with_claims, ISSUER};
 use tests::gateway::{Full, Shape, API_KEY_HEADER};
 use tests::redis::RedisServer;
 use tests::{wait_for_route, HttpClient, Reply};
@@ -160,11 +160,24 @@ const ROUTES: &str = r#"      - name: teams
         service: api
         auth: [main, partners]
         rate_limit: [{ limit: 2/minute, per: client }]
+      - name: tenants
+        match: { prefix: /tenants }
+        service: api
+        auth: [main, other]
+        rate_limit: [{ limit: 2/minute, per: tenant }]
       - name: open
         match: { prefix: /open }
         service: api
         auth: none
         rate_limit: none
+"#;
+
+/// A second JWT provider: another issuer (same secret) whose tokens may claim any tenant.
+const OTHER_ISSUER: &str = "https://other.gateway.test";
+const OTHER_PROVIDER: &str = r#"    other:
+      issuer: https://other.gateway.test
+      algorithms: [HS256]
+      secret_env: GATEWAY_E2E_SECRET
 "#;
 
 async fn get(client: &HttpClient, path: &str, headers: &[(&str, &str)]) -> Reply {
@@ -188,11 +201,11 @@ async fn admits_then_429(client: &HttpClient, path: &str, headers: &[(&str, &str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_values_and_providers_through_envoy() {
-    let gw = Full::start(
-        &Shape::new("{ free: 100/minute, pro: 100/minute }", ROUTES),
-        None,
-    )
-    .await;
+    let shape = Shape {
+        jwt_extra: OTHER_PROVIDER.to_string(),
+        ..Shape::new("{ free: 100/minute, pro: 100/minute }", ROUTES)
+    };
+    let gw = Full::start(&shape, None).await;
     let client = gw.stack.client(gw.ports.http);
     wait_for_route(&client, "/open", 200).await;
 
@@ -222,4 +235,24 @@ async fn missing_values_and_providers_through_envoy() {
         1,
     )
     .await;
+
+    // `per: tenant`: acme's quota is spent by acme's clients of one provider only; a token of
+    // another issuer claiming `tenant_id: acme` has a bucket of its own and leaves acme's alone.
+    let acme = bearer(&token_with_claims(ISSUER, "alice", &["tenant_id=acme"]));
+    let impostor = bearer(&token_with_claims(
+        OTHER_ISSUER,
+        "mallory",
+        &["tenant_id=acme"],
+    ));
+    admits_then_429(&client, "/tenants", &[("authorization", &impostor)], 2).await;
+    let colleague = bearer(&token_with_claims(ISSUER, "bob", &["tenant_id=acme"]));
+    for who in [&acme, &colleague] {
+        let r = get(&client, "/tenants", &[("authorization", who)]).await;
+        assert_eq!(r.status, 200, "acme's quota is untouched: {}", r.body);
+    }
+    // Alice and Bob share acme's bucket of 2, now used up.
+    for who in [&acme, &colleague] {
+        let r = get(&client, "/tenants", &[("authorization", who)]).await;
+        assert_eq!(r.status, 429, "{}", r.body);
+    }
 }

@@ -190,7 +190,12 @@ pub fn envoy_rate_limits(
                     actions.push(metadata(rl::key::CLIENT, authz_metadata::CLIENT_ID));
                     actions.push(metadata(rl::key::PROVIDER, authz_metadata::PROVIDER));
                 }
-                Per::Tenant => actions.push(metadata(rl::key::TENANT, authz_metadata::TENANT)),
+                // A tenant id is unique only within the provider that asserted it: another
+                // issuer's `tenant: acme` is not acme.
+                Per::Tenant => {
+                    actions.push(metadata(rl::key::TENANT, authz_metadata::TENANT));
+                    actions.push(metadata(rl::key::PROVIDER, authz_metadata::PROVIDER));
+                }
                 Per::Ip | Per::Anonymous => actions.push(action(ActionSpecifier::RemoteAddress(
                     rate_limit::action::RemoteAddress {},
                 ))),
@@ -348,7 +353,11 @@ gateways:
             (
                 "{ limit: 5/minute, per: tenant }",
                 "main",
-                &["rule=r#0", "tenant<-metadata.tenant?"],
+                &[
+                    "rule=r#0",
+                    "tenant<-metadata.tenant?",
+                    "provider<-metadata.provider?",
+                ],
             ),
             (
                 "{ limit: 5/minute, per: client }",
