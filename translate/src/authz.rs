@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use proto::authz::{
-    jwt_provider::Keys, ApiKeyProvider, AuthPolicy, ClaimHeader, JwtProvider, RoutePolicy,
+    jwt_provider::Keys, ApiKeyProvider, AuthPolicy, CertField, CertPlan, ClaimHeader, JwtProvider,
+    MtlsProvider, RoutePolicy,
 };
 
 use proto::pb::envoy::config::core::v3::{grpc_service, ApiVersion, GrpcService};
@@ -85,6 +86,27 @@ pub fn policy(loaded: &config::Loaded) -> Result<AuthPolicy, TranslateError> {
                 query: p.query.clone().unwrap_or_default(),
                 keys_file: file(loaded, "keys_file", &p.keys_file)?.to_vec(),
                 keys_path: p.keys_file.display().to_string(),
+            });
+        }
+        for (name, p) in &auth.mtls {
+            let mut plans: Vec<CertPlan> = p
+                .plans
+                .iter()
+                .map(|(client_id, plan)| CertPlan {
+                    client_id: client_id.clone(),
+                    plan: plan.clone(),
+                })
+                .collect();
+            plans.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+            out.mtls.push(MtlsProvider {
+                name: name.clone(),
+                client_id: match p.client_id {
+                    config::CertField::Subject => CertField::Subject,
+                    config::CertField::UriSan => CertField::UriSan,
+                    config::CertField::DnsSan => CertField::DnsSan,
+                } as i32,
+                plans,
+                default_plan: p.default_plan.clone().unwrap_or_default(),
             });
         }
     }
