@@ -510,6 +510,33 @@ gateways:
     }
 
     #[test]
+    fn mtls_providers_are_in_the_policy() {
+        let yaml = "version: 1\nauth:\n  mtls:\n    m: { client_id: dns_san, plans: { z.example: pro, a.example: free }, default_plan: pro }\n    s: {}\ngateways:\n  edge:\n    listeners: [{ name: https, port: 8443, tls: { cert_file: c, key_file: k, client_ca_file: ca } }]\n    routes:\n      - { name: r, match: { prefix: / }, respond: { status: 200 }, auth: [m, s] }\n";
+        let p = policy(&load(yaml)).unwrap();
+        let names: Vec<&str> = p.mtls.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["m", "s"]);
+        assert_eq!(p.mtls[0].client_id, CertField::DnsSan as i32);
+        let plans: Vec<(&str, &str)> = p.mtls[0]
+            .plans
+            .iter()
+            .map(|c| (c.client_id.as_str(), c.plan.as_str()))
+            .collect();
+        assert_eq!(
+            plans,
+            [("a.example", "free"), ("z.example", "pro")],
+            "sorted"
+        );
+        assert_eq!(p.mtls[0].default_plan, "pro");
+        assert_eq!(p.mtls[1].client_id, CertField::Subject as i32);
+        assert_eq!(p.mtls[1].default_plan, "");
+        assert_eq!(p.routes[0].providers, ["m", "s"]);
+        assert!(
+            p.identity_headers.iter().any(|h| h == "x-client-id"),
+            "the identity headers stay the same for certificates"
+        );
+    }
+
+    #[test]
     fn a_key_file_missing_from_the_load_is_an_error() {
         let mut loaded = load(YAML);
         loaded.files.clear();
