@@ -341,8 +341,34 @@ async fn https_redirect_and_optional_client_certificates() {
         );
     }
     // Another CA's certificate with the partner's names: the same.
-    let other = Pki::new("Partners CA").issue(partner_params());
+    let other_ca = Pki::new("Partners CA");
+    let other = other_ca.issue(partner_params());
     assert!(gw.client(Some(&other)).get("/mtls").send().await.is_err());
+
+    // Replacing the CA file rotates the trust anchors over SDS, nothing restarted: the new CA's
+    // certificates get in, the old one's no longer do.
+    let dir = gw.stack.dir().to_path_buf();
+    let tmp = dir.join(".partners-ca.pem.tmp");
+    std::fs::write(&tmp, &other_ca.ca_pem).unwrap();
+    std::fs::rename(&tmp, dir.join("partners-ca.pem")).unwrap();
+    let rotated = gw.client(Some(&other));
+    wait_for(
+        "the new client CA to be in force",
+        CONVERGE_TIMEOUT,
+        async || {
+            rotated
+                .get("/mtls")
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status == 200)
+        },
+    )
+    .await;
+    assert!(
+        gw.client(Some(&partner)).get("/mtls").send().await.is_err(),
+        "a certificate of the replaced CA is refused"
+    );
     drop(gw.stack);
 }
 
