@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod jwks;
 pub mod jwt;
 pub mod metrics;
+pub mod mtls;
 pub mod policy;
 pub mod remote;
 pub mod response;

@@ -5,8 +5,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use config::pem::CertIdentity;
 use jsonwebtoken::{Algorithm, DecodingKey};
-use proto::authz::{header, jwt_provider, AuthPolicy};
+use proto::authz::{header, jwt_provider, AuthPolicy, CertField};
 use serde_json::{Map, Value};
 
 use crate::apikey::{digest_key, KeyRecord, KeyStore, KeysFile};
@@ -32,6 +33,8 @@ pub enum PolicyError {
     Jwt { provider: String, message: String },
     #[error("api_keys provider {provider}: {message}")]
     ApiKeys { provider: String, message: String },
+    #[error("mtls provider {provider}: {message}")]
+    Mtls { provider: String, message: String },
     #[error("route {route}: unknown provider {provider}")]
     UnknownProvider { route: String, provider: String },
     #[error("route {0} accepts no provider and is not public")]
@@ -73,10 +76,20 @@ pub struct ApiKeyProvider {
     store: KeyStore,
 }
 
+/// One client-certificate provider.
+pub struct MtlsProvider {
+    pub name: String,
+    field: CertField,
+    plans: HashMap<String, String>,
+    /// Empty: the policy's default plan.
+    default_plan: String,
+}
+
 struct RouteRule {
     public: bool,
     jwt: Vec<Arc<JwtProvider>>,
     api: Vec<Arc<ApiKeyProvider>>,
+    mtls: Vec<Arc<MtlsProvider>>,
     roles: Vec<String>,
     scopes: Vec<String>,
 }
@@ -341,12 +354,33 @@ impl Policy {
                 }),
             );
         }
+        let mut mtls = HashMap::new();
+        for m in &p.mtls {
+            let field = CertField::try_from(m.client_id).map_err(|_| PolicyError::Mtls {
+                provider: m.name.clone(),
+                message: format!("unknown client_id kind {}", m.client_id),
+            })?;
+            mtls.insert(
+                m.name.clone(),
+                Arc::new(MtlsProvider {
+                    name: m.name.clone(),
+                    field,
+                    plans: m
+                        .plans
+                        .iter()
+                        .map(|c| (c.client_id.clone(), c.plan.clone()))
+                        .collect(),
+                    default_plan: m.default_plan.clone(),
+                }),
+            );
+        }
         let mut routes = HashMap::new();
         for r in &p.routes {
             let mut rule = RouteRule {
                 public: r.public,
                 jwt: Vec::new(),
                 api: Vec::new(),
+                mtls: Vec::new(),
                 roles: r.require_roles.clone(),
                 scopes: r.require_scopes.clone(),
             };
@@ -355,6 +389,8 @@ impl Policy {
                     rule.jwt.push(Arc::clone(j));
                 } else if let Some(a) = api.get(name) {
                     rule.api.push(Arc::clone(a));
+                } else if let Some(m) = mtls.get(name) {
+                    rule.mtls.push(Arc::clone(m));
                 } else {
                     return Err(PolicyError::UnknownProvider {
                         route: r.name.clone(),
@@ -362,7 +398,7 @@ impl Policy {
                     });
                 }
             }
-            if !rule.public && rule.jwt.is_empty() && rule.api.is_empty() {
+            if !rule.public && rule.jwt.is_empty() && rule.api.is_empty() && rule.mtls.is_empty() {
                 return Err(PolicyError::NoProvider(r.name.clone()));
             }
             routes.insert(r.name.clone(), rule);
@@ -398,13 +434,26 @@ impl Policy {
         self.remotes.iter().all(|r| r.is_loaded())
     }
 
-    /// Decides one request. `path` is the request path with its query; `now` is seconds since
-    /// the epoch.
+    /// Decides one request that arrived without a client certificate ([`Self::decide_with_peer`]).
     pub async fn decide(
         &self,
         route: Option<&str>,
         headers: &dyn Headers,
         path: &str,
+        now: u64,
+    ) -> Decision {
+        self.decide_with_peer(route, headers, path, None, now).await
+    }
+
+    /// Decides one request. `path` is the request path with its query; `peer` is the client
+    /// certificate Envoy verified, if one came with the connection; `now` is seconds since the
+    /// epoch.
+    pub async fn decide_with_peer(
+        &self,
+        route: Option<&str>,
+        headers: &dyn Headers,
+        path: &str,
+        peer: Option<&CertIdentity>,
         now: u64,
     ) -> Decision {
         let Some(rule) = route.and_then(|r| self.routes.get(r)) else {
@@ -477,6 +526,28 @@ impl Policy {
                     Ok(None) => {}
                     Err(Malformed) => {
                         failure.get_or_insert(malformed(rule));
+                    }
+                }
+            }
+        }
+        if accepted.is_none() {
+            for p in &rule.mtls {
+                let Some(cert) = peer else {
+                    continue;
+                };
+                match self.cert_identity(p, cert) {
+                    Some(identity) => {
+                        accepted = Some((p.name.clone(), Arc::new(identity), false));
+                        break;
+                    }
+                    None => {
+                        failure.get_or_insert(refusal(
+                            DenyStatus::Unauthorized,
+                            "the client certificate carries no usable client id",
+                            "cert_no_client_id",
+                            &p.name,
+                            Some(challenge(rule, false)),
+                        ));
                     }
                 }
             }
@@ -593,6 +664,29 @@ impl Policy {
             }
         }
         Err(last)
+    }
+
+    /// The identity a verified client certificate carries for provider `p`: `None` when the
+    /// certificate lacks the field, or its value cannot be a header value.
+    fn cert_identity(&self, p: &MtlsProvider, cert: &CertIdentity) -> Option<Identity> {
+        let client_id = match p.field {
+            CertField::Subject => Some(&cert.subject),
+            CertField::UriSan => cert.uris.first(),
+            CertField::DnsSan => cert.dns.first(),
+        }
+        .filter(|id| !id.is_empty() && header_safe(id))?;
+        let named = p
+            .plans
+            .get(client_id.as_str())
+            .map(String::as_str)
+            .or(Some(p.default_plan.as_str()));
+        let (plan, unknown_plan) = self.plans.resolve(named);
+        Some(Identity {
+            client_id: client_id.clone(),
+            plan,
+            unknown_plan,
+            ..Default::default()
+        })
     }
 
     fn key_identity(&self, rec: &KeyRecord) -> Identity {
@@ -884,6 +978,10 @@ fn challenge(rule: &RouteRule, invalid_token: bool) -> String {
     }
     for p in &rule.api {
         parts.push(format!(r#"ApiKey realm="gateway", header="{}""#, p.header));
+    }
+    if !rule.mtls.is_empty() {
+        // No registered scheme says "present a client certificate"; this one names it.
+        parts.push(r#"ClientCertificate realm="gateway""#.to_string());
     }
     parts.join(", ")
 }

@@ -108,7 +108,17 @@ impl AuthzService {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let decision = policy.decide(route, headers, &http.path, now).await;
+        // Set by Envoy only (ext_authz `include_peer_certificate`), and only for a certificate
+        // its listener verified against `client_ca_file`: a client cannot put one here. One
+        // that does not parse counts as none.
+        let peer = attrs
+            .and_then(|a| a.source.as_ref())
+            .map(|s| s.certificate.as_str())
+            .filter(|c| !c.is_empty())
+            .and_then(crate::mtls::peer_identity);
+        let decision = policy
+            .decide_with_peer(route, headers, &http.path, peer.as_ref(), now)
+            .await;
         (decision, request_id)
     }
 }

@@ -85,6 +85,12 @@ struct Ctx<'a> {
     services: BTreeSet<String>,
     jwt: BTreeSet<String>,
     api_keys: BTreeSet<String>,
+    mtls: BTreeSet<String>,
+    /// `rate_limits.plans` names, for the plans `auth.mtls` providers name.
+    plan_names: BTreeSet<String>,
+    /// While a gateway's routes are decoded: whether it has a listener with `client_ca_file`
+    /// (true when its listeners did not decode, so their error is not repeated at every route).
+    client_ca_listener: bool,
     has_rate_limits: bool,
     /// Route name → where it was first defined; names are unique across all gateways.
     route_names: HashMap<String, Pos>,
@@ -252,6 +258,9 @@ impl<'a> Ctx<'a> {
             services: BTreeSet::new(),
             jwt: BTreeSet::new(),
             api_keys: BTreeSet::new(),
+            mtls: BTreeSet::new(),
+            plan_names: BTreeSet::new(),
+            client_ca_listener: true,
             has_rate_limits: false,
             route_names: HashMap::new(),
             claim_headers: BTreeSet::new(),
@@ -394,7 +403,7 @@ impl<'a> Ctx<'a> {
     /// Why a key described as [`d::Absent::RequiredExplained`] must be given, and how.
     fn absence_explained(&self, object: &'static Object, key: &str, what: &str) -> String {
         if std::ptr::eq(object, &d::ROUTE) && key == "auth" {
-            let names: Vec<&String> = self.jwt.iter().chain(self.api_keys.iter()).collect();
+            let names = self.provider_names();
             return format!(
                 "{what}: missing required key `auth`; write \
                     `auth: none` explicitly to make the route \
@@ -832,6 +841,9 @@ impl<'a> Ctx<'a> {
         let auth_names = declared(top, "auth", &d::TOP);
         self.jwt = keys_of(declared(auth_names, "jwt", &d::AUTH));
         self.api_keys = keys_of(declared(auth_names, "api_keys", &d::AUTH));
+        self.mtls = keys_of(declared(auth_names, "mtls", &d::AUTH));
+        let limits_names = declared(top, "rate_limits", &d::TOP);
+        self.plan_names = keys_of(declared(limits_names, "plans", &d::RATE_LIMITS));
         self.has_rate_limits = declared(top, "rate_limits", &d::TOP).is_some();
 
         let auth_node = f.get("auth");
@@ -1073,11 +1085,72 @@ impl<'a> Ctx<'a> {
             None => Some(BTreeMap::new()),
             Some(n) => self.providers(n, "auth.api_keys", &mut seen, Self::api_key_provider),
         };
+        let mtls = match f.get("mtls") {
+            None => Some(BTreeMap::new()),
+            Some(n) => self.providers(n, "auth.mtls", &mut seen, Self::mtls_provider),
+        };
         Some(Auth {
             service: service?,
             jwt: jwt?,
             api_keys: api_keys?,
+            mtls: mtls?,
         })
+    }
+
+    fn mtls_provider(&mut self, node: &Node, what: &str) -> Option<MtlsProvider> {
+        let f = self.fields(node, what, &d::MTLS_PROVIDER)?;
+        let client_id = self.choice_key(&f, "client_id", what, &d::CERT_FIELDS);
+        let plans = match f.get("plans") {
+            None => Some(Vec::new()),
+            Some(n) => {
+                let w = format!("{what}.plans");
+                self.map(n, &w).and_then(|entries| {
+                    let mut all = All::new();
+                    for e in entries {
+                        let plan = self.plan_name(e.value, &format!("{w}.{}", e.key));
+                        all.push(plan.map(|p| (e.key.to_string(), p)));
+                    }
+                    all.finish()
+                })
+            }
+        };
+        let default_plan = match f.get("default_plan") {
+            None => Some(None),
+            Some(n) => self.plan_name(n, &format!("{what}.default_plan")).map(Some),
+        };
+        Some(MtlsProvider {
+            client_id: client_id?,
+            plans: plans?,
+            default_plan: default_plan?,
+        })
+    }
+
+    /// A plan name a provider assigns: one of `rate_limits.plans` when the file defines any
+    /// (without plans nothing limits by plan, and any name goes, as in keys files).
+    fn plan_name(&mut self, node: &Node, what: &str) -> Option<String> {
+        let p = self.nonempty(node, what)?;
+        if self.plan_names.is_empty() || self.plan_names.contains(&p) {
+            return Some(p);
+        }
+        let suggestion = closest(&p, self.plan_names.iter().map(String::as_str));
+        let message = format!(
+            "{what}: unknown plan `{p}`{}; expected one of the plans: {}",
+            did_you_mean(suggestion),
+            list(&self.plan_names)
+        );
+        self.problem(node.pos, message);
+        None
+    }
+
+    /// Every provider name, JWT, API-key and mTLS, sorted.
+    fn provider_names(&self) -> Vec<&String> {
+        let all: BTreeSet<&String> = self
+            .jwt
+            .iter()
+            .chain(self.api_keys.iter())
+            .chain(self.mtls.iter())
+            .collect();
+        all.into_iter().collect()
     }
 
     /// A map of named providers. Names share one namespace across `jwt` and `api_keys` because
@@ -1110,7 +1183,7 @@ impl<'a> Ctx<'a> {
                     format!(
                         "{what}: provider name `{}` is already used on \
                             line {line}; names must be unique across \
-                            auth.jwt and auth.api_keys because routes refer \
+                            auth.jwt, auth.api_keys and auth.mtls because routes refer \
                             to them by name",
                         e.key
                     ),
@@ -1521,6 +1594,10 @@ impl<'a> Ctx<'a> {
         let limits = f
             .value("limits")
             .and_then(|n| self.connection_limits(n, &format!("{what}.limits")));
+        self.client_ca_listener = listeners.as_ref().is_none_or(|ls| {
+            ls.iter()
+                .any(|l| l.tls.as_ref().is_some_and(|t| t.client_certs.is_some()))
+        });
         let routes = match f.get("routes") {
             None => Some(Vec::new()),
             Some(n) => {
@@ -1609,6 +1686,9 @@ impl<'a> Ctx<'a> {
         let mut all = All::new();
         let mut names: HashMap<String, Pos> = HashMap::new();
         let mut ports: HashMap<u16, Pos> = HashMap::new();
+        // Listeners with `https_redirect: true`: what to call them, where, and whether they
+        // have `tls` themselves.
+        let mut redirects: Vec<(String, Pos, bool)> = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let w = format!("{what}[{i}]");
             let Some(f) = self.fields(item, &w, &d::LISTENER) else {
@@ -1678,23 +1758,87 @@ impl<'a> Ctx<'a> {
                         let key = tf
                             .get("key_file")
                             .and_then(|n| self.file_path(n, &format!("{tw}.key_file"), "key_file"));
+                        let client_certs = self.client_certs(&tf, &tw);
                         Some(Some(ListenerTls {
                             cert_file: cert?,
                             key_file: key?,
+                            client_certs: client_certs?,
                         }))
                     })
                 }
             };
+            let https_redirect = f.value("https_redirect").and_then(|n| {
+                let on = self.boolean(n, &format!("{w}.https_redirect"))?;
+                if on {
+                    redirects.push((w.clone(), n.pos, f.get("tls").is_some()));
+                }
+                Some(on)
+            });
             all.push((|| {
                 Some(Listener {
                     name: name?,
                     address: address?,
                     port: port?,
                     tls: tls?,
+                    https_redirect: https_redirect?,
                 })
             })());
         }
+        // The redirect names one port: the gateway's TLS listener's, so there must be exactly
+        // one (counted from the file, so a TLS listener with an error elsewhere still counts).
+        let tls_listeners = items.iter().filter(|i| child(i, "tls").is_some()).count();
+        for (w, pos, own_tls) in redirects {
+            if own_tls {
+                self.problem(
+                    pos,
+                    format!(
+                        "{w}.https_redirect: a TLS listener cannot redirect to HTTPS; set \
+                            `https_redirect: true` on a plain listener"
+                    ),
+                );
+            } else if tls_listeners != 1 {
+                self.problem(
+                    pos,
+                    format!(
+                        "{w}.https_redirect: needs exactly one TLS listener on the gateway to \
+                            redirect to, found {tls_listeners}"
+                    ),
+                );
+            }
+        }
         all.finish()
+    }
+
+    /// `client_ca_file` and `client_cert` of a listener's `tls`.
+    fn client_certs(&mut self, tf: &Fields<'_>, tw: &str) -> Option<Option<ClientCerts>> {
+        let mode = tf.get("client_cert").map(|n| {
+            let w = format!("{tw}.client_cert");
+            (n.pos, self.choice(n, &w, &d::CLIENT_CERT_MODES))
+        });
+        let Some(ca) = tf.get("client_ca_file") else {
+            if let Some((pos, _)) = mode {
+                if !tf.misspells(&["client_ca_file"]) {
+                    self.problem(
+                        pos,
+                        format!(
+                            "{tw}.client_cert: needs `client_ca_file`, the CAs client \
+                                certificates are verified against"
+                        ),
+                    );
+                }
+                return None;
+            }
+            return Some(None);
+        };
+        let ca_file = self.file_path(ca, &format!("{tw}.client_ca_file"), "client_ca_file");
+        let required = match mode {
+            None => Some(true),
+            Some((_, m)) => m,
+        };
+        Some(Some(ClientCerts {
+            ca_file: ca_file?,
+            required: required?,
+        }))
     }
 
     fn cors(&mut self, node: &Node, what: &str) -> Option<Cors> {
@@ -2203,16 +2347,27 @@ impl<'a> Ctx<'a> {
     }
 
     fn check_provider(&mut self, name: &str, pos: Pos, what: &str) -> bool {
-        if self.jwt.contains(name) || self.api_keys.contains(name) {
+        if self.mtls.contains(name) && !self.client_ca_listener {
+            self.problem(
+                pos,
+                format!(
+                    "{what}: `{name}` is an auth.mtls provider, which needs a verified client \
+                        certificate, but no listener of this gateway asks for one; give a TLS \
+                        listener `client_ca_file`, or name another provider"
+                ),
+            );
+            return false;
+        }
+        if self.jwt.contains(name) || self.api_keys.contains(name) || self.mtls.contains(name) {
             return true;
         }
-        let known: Vec<&String> = self.jwt.iter().chain(self.api_keys.iter()).collect();
+        let known = self.provider_names();
         let suggestion = did_you_mean(closest(name, known.iter().map(|s| s.as_str())));
         let message = if known.is_empty() {
             format!(
                 "{what}: unknown auth provider `{name}`; no \
-                    providers are defined (add one under auth.jwt or \
-                    auth.api_keys, or write `auth: none`)"
+                    providers are defined (add one under auth.jwt, \
+                    auth.api_keys or auth.mtls, or write `auth: none`)"
             )
         } else {
             format!(

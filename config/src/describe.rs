@@ -11,7 +11,9 @@
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-use super::model::{AccessLog, Algorithm, JwtAlgorithm, LbPolicy, OnError, Per, Protocol};
+use super::model::{
+    AccessLog, Algorithm, CertField, JwtAlgorithm, LbPolicy, OnError, Per, Protocol,
+};
 use super::yaml::{self, Node};
 
 // ---- value formats ----------------------------------------------------------------------------
@@ -510,6 +512,15 @@ pub(crate) const PER_WORDS: [(&str, Per); 5] = [
     ("tenant", Per::Tenant),
 ];
 
+/// `client_cert` words: whether a listener with `client_ca_file` refuses clients without one.
+pub(crate) const CLIENT_CERT_MODES: [(&str, bool); 2] = [("required", true), ("optional", false)];
+/// `auth.mtls.<name>.client_id` words.
+pub(crate) const CERT_FIELDS: [(&str, CertField); 3] = [
+    ("subject", CertField::Subject),
+    ("uri_san", CertField::UriSan),
+    ("dns_san", CertField::DnsSan),
+];
+
 /// Envoy's `x-envoy-retry-on` conditions that make sense in a route's retry policy.
 pub(crate) const RETRY_CONDITIONS: [&str; 11] = [
     "5xx",
@@ -634,11 +645,12 @@ pub(crate) static UPSTREAM_TLS: Object = Object {
 pub(crate) static AUTH: Object = Object {
     name: "auth",
     title: "auth",
-    doc: "Authentication: where Envoy finds authz-service, and the providers routes name in `auth`. Provider names are shared by `jwt` and `api_keys` and must be unique across both.",
+    doc: "Authentication: where Envoy finds authz-service, and the providers routes name in `auth`. Provider names are shared by `jwt`, `api_keys` and `mtls` and must be unique across them.",
     keys: &[
         key("service", Ty::Obj(&AUTH_SERVICE), Is("{}"), "Where Envoy finds authz-service, and what it does when that is unreachable."),
         key("jwt", map(Names::Except(&["none"]), &Ty::Obj(&JWT_PROVIDER)), Optional, "JWT providers by name."),
         key("api_keys", map(Names::Except(&["none"]), &Ty::Obj(&API_KEY_PROVIDER)), Optional, "API-key providers by name."),
+        key("mtls", map(Names::Except(&["none"]), &Ty::Obj(&MTLS_PROVIDER)), Optional, "Client-certificate providers by name; a route may name one only on a gateway with a `client_ca_file` listener."),
     ],
     one_of: &[],
 };
@@ -689,6 +701,19 @@ pub(crate) static API_KEY_PROVIDER: Object = Object {
         key("header", Ty::Fmt(&HEADER_NAME), Is("x-api-key"), "Request header that carries the key."),
         key("query", NONEMPTY, Optional, "Query parameter that may carry the key instead; it is removed from the forwarded URL on every route."),
         key("keys_file", NONEMPTY, Required, "File of key hashes written by `authz-service apikey create`, relative to this file; a key that is not revoked or expired must name a plan of `rate_limits.plans` (when it defines any) or none."),
+    ],
+    one_of: &[],
+};
+
+#[rustfmt::skip]
+pub(crate) static MTLS_PROVIDER: Object = Object {
+    name: "mtlsProvider",
+    title: "auth.mtls.<name>",
+    doc: "A client-certificate provider: a certificate Envoy verified against a listener's `client_ca_file` is the credential, like a JWT or an API key; a request that arrived without one (a plain listener, or `client_cert: optional`) is not accepted by it.",
+    keys: &[
+        key("client_id", Ty::Enum(&CERT_FIELDS), Is("subject"), "What in the certificate is the client id (`x-client-id`, per-client limits): the `subject` as an RFC 2253 string such as `CN=partner-a,O=Partners` (as `x-forwarded-client-cert` shows it), the first `uri_san` or the first `dns_san`; a certificate without it is refused."),
+        key("plans", map(Names::NonEmpty, &NONEMPTY), Optional, "Plan by client id: client id → a plan of `rate_limits.plans`."),
+        key("default_plan", NONEMPTY, Optional, "Plan of a client id `plans` does not list; omitted, `rate_limits.default_plan`."),
     ],
     one_of: &[],
 };
@@ -786,6 +811,7 @@ pub(crate) static LISTENER: Object = Object {
         key("address", Ty::Fmt(&IP_ADDRESS), Is("0.0.0.0"), "IP address to listen on."),
         key("port", Ty::Int { min: 1, max: 65_535 }, Required, "TCP port to listen on, unique within the gateway."),
         key("tls", Ty::Obj(&LISTENER_TLS), Optional, "Terminates TLS with this certificate; omitted, the listener speaks plain HTTP."),
+        key("https_redirect", Ty::Bool, Is("false"), "On a plain listener: every request gets 301 to `https://<host without port>[:<port of the gateway's one TLS listener, omitted when 443>]<path and query>`, without auth, limits or a route (a Host that is not a plain host name or IP address gets 400)."),
     ],
     one_of: &[],
 };
@@ -798,6 +824,8 @@ pub(crate) static LISTENER_TLS: Object = Object {
     keys: &[
         key("cert_file", NONEMPTY, Required, "PEM certificate chain, leaf first, relative to this file; `key_file` must be the leaf's key."),
         key("key_file", NONEMPTY, Required, "PEM private key (exactly one, unencrypted: RSA of at least 2048 bits, ECDSA P-256, P-384 or P-521, or Ed25519), relative to this file."),
+        key("client_ca_file", NONEMPTY, Optional, "PEM file of the CAs client certificates must be signed by (at least one X.509 certificate), relative to this file: the handshake asks for a client certificate, the upstream gets `x-forwarded-client-cert` (hash, subject, URI and DNS names) and `auth.mtls` providers can use it; omitted, no certificate is asked for."),
+        key("client_cert", Ty::Enum(&CLIENT_CERT_MODES), Optional, "With `client_ca_file`: `required` (the default) refuses the handshake without a valid certificate, `optional` lets a client without one through; a presented certificate that does not verify is refused either way."),
     ],
     one_of: &[],
 };

@@ -398,7 +398,7 @@ fn check_pem(
         let result = match r.key {
             // A certificate Envoy presents must also have a key size Envoy accepts.
             "cert_file" => pem::chain(bytes).map(drop),
-            "ca_file" => pem::certificates(bytes).map(drop),
+            "ca_file" | "client_ca_file" => pem::certificates(bytes).map(drop),
             "key_file" => pem::private_key(bytes).map(drop),
             _ => continue,
         };

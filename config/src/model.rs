@@ -150,6 +150,8 @@ pub struct Auth {
     pub service: PolicyService,
     pub jwt: BTreeMap<String, JwtProvider>,
     pub api_keys: BTreeMap<String, ApiKeyProvider>,
+    /// Client-certificate providers; only usable on gateways with a `client_ca_file` listener.
+    pub mtls: BTreeMap<String, MtlsProvider>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -243,6 +245,27 @@ pub struct ApiKeyProvider {
     pub keys_file: PathBuf,
 }
 
+/// One `auth.mtls.<name>` provider: a client certificate Envoy verified is the credential.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MtlsProvider {
+    pub client_id: CertField,
+    /// Client id → plan name, in file order.
+    pub plans: Vec<(String, String)>,
+    /// Plan of a client id `plans` does not list; `None`: `rate_limits.default_plan`.
+    pub default_plan: Option<String>,
+}
+
+/// Which part of a verified client certificate is the client id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertField {
+    /// The subject, as an RFC 2253 string (what Envoy's `x-forwarded-client-cert` shows).
+    Subject,
+    /// The first URI subject alternative name.
+    UriSan,
+    /// The first DNS subject alternative name.
+    DnsSan,
+}
+
 /// `N` requests per `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Rate {
@@ -319,6 +342,8 @@ pub struct Listener {
     pub address: String,
     pub port: u16,
     pub tls: Option<ListenerTls>,
+    /// Every request gets a 301 to the gateway's one TLS listener (only on a plain listener).
+    pub https_redirect: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -326,6 +351,18 @@ pub struct ListenerTls {
     /// Absolute paths; read by the loader.
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+    /// Client certificates the handshake asks for; `None`: none is asked for.
+    pub client_certs: Option<ClientCerts>,
+}
+
+/// `client_ca_file` and `client_cert` of a TLS listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientCerts {
+    /// Absolute path of the PEM CA file; read by the loader.
+    pub ca_file: PathBuf,
+    /// `client_cert: required`: no handshake without a valid certificate. `optional` lets a
+    /// client without one through; a presented certificate is verified either way.
+    pub required: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -436,7 +473,8 @@ pub struct Rewrite {
 pub enum RouteAuth {
     /// `auth: none`, written explicitly.
     None,
-    /// Provider names (keys of `auth.jwt` or `auth.api_keys`); any one must accept. Never empty.
+    /// Provider names (keys of `auth.jwt`, `auth.api_keys` or `auth.mtls`); any one must accept.
+    /// Never empty.
     Providers(Vec<String>),
 }
 

@@ -157,6 +157,89 @@ fn leaf(der: &[u8]) -> Result<Leaf, PemError> {
     })
 }
 
+/// Who a client certificate names: what an `auth.mtls` provider takes its client id from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertIdentity {
+    /// The subject as an RFC 2253 string, as OpenSSL's `XN_FLAG_RFC2253` (and so Envoy's
+    /// `x-forwarded-client-cert`) writes it: the last RDN first, `,` between RDNs, `+` inside
+    /// one, short attribute names, special characters escaped with `\`.
+    pub subject: String,
+    /// URI subject alternative names, in certificate order.
+    pub uris: Vec<String>,
+    /// DNS subject alternative names, in certificate order.
+    pub dns: Vec<String>,
+}
+
+/// The identity of the first certificate of `pem` (a client's leaf, as Envoy hands it to
+/// ext_authz).
+pub fn client_identity(pem: &[u8]) -> Result<CertIdentity, PemError> {
+    use x509_parser::extensions::GeneralName;
+    let der = certificates(pem)?.swap_remove(0);
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(&der).map_err(|e| PemError::BadCertificate {
+            index: 1,
+            reason: e.to_string(),
+        })?;
+    let mut rdns: Vec<String> = Vec::new();
+    for rdn in cert.subject().iter_rdn() {
+        let parts: Vec<String> = rdn
+            .iter()
+            .map(|atv| {
+                let oid = atv.attr_type();
+                let name =
+                    x509_parser::objects::oid2abbrev(oid, x509_parser::objects::oid_registry())
+                        .map_or_else(|_| oid.to_id_string(), str::to_string);
+                match atv.as_str() {
+                    Ok(v) => format!("{name}={}", rfc2253_escape(v)),
+                    // Not a string type: RFC 2253 writes the value's DER in hex.
+                    Err(_) => format!("{name}=#{}", hex::encode(atv.attr_value().as_bytes())),
+                }
+            })
+            .collect();
+        rdns.push(parts.join("+"));
+    }
+    rdns.reverse();
+    let mut out = CertIdentity {
+        subject: rdns.join(","),
+        ..Default::default()
+    };
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::URI(u) => out.uris.push(u.to_string()),
+                GeneralName::DNSName(d) => out.dns.push(d.to_string()),
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// RFC 2253 §2.4: `,+"\<>;` escaped, and `#` or a space at the start, a space at the end;
+/// control characters as `\XX`.
+fn rfc2253_escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let last = v.chars().count().saturating_sub(1);
+    for (i, c) in v.chars().enumerate() {
+        match c {
+            ',' | '+' | '"' | '\\' | '<' | '>' | ';' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' if i == 0 => out.push_str("\\#"),
+            ' ' if i == 0 || i == last => out.push_str("\\ "),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\{b:02X}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// One private-key section as [`private_key`] returns it. PKCS#8 says its algorithm inside, so
 /// each kind is tried in turn; aws-lc tells an RSA key's size apart from a wrong encoding only by
 /// its rejection's description.

@@ -1122,3 +1122,157 @@ fn a_header_named_like_a_key_one_level_up_is_a_warning() {
     let broken = jwt("        plan_claim: tier\n", "      colour: red\n");
     assert!(parse(&broken, file()).is_err());
 }
+
+// ---- https_redirect, client certificates, auth.mtls (spec §8) ----
+
+/// A gateway with a plain and a TLS listener (`{redirect}` and `{tls}` fill in keys) and an
+/// mtls provider; line numbers below count from 1 here.
+fn tls_config(listeners: &str, auth: &str) -> String {
+    format!(
+        "version: 1
+services:
+  users: {{ endpoints: [127.0.0.1:3001] }}
+auth:
+  mtls:
+    partners: {{ client_id: uri_san, plans: {{ \"spiffe://p/a\": pro }}, default_plan: free }}
+rate_limits: {{ plans: {{ free: 1/s, pro: 2/s }}, default_plan: free }}
+gateways:
+  edge:
+    listeners:
+{listeners}    routes:
+      - {{ name: r, match: {{ prefix: / }}, service: users, auth: {auth} }}
+"
+    )
+}
+
+const PLAIN_REDIRECT: &str = "      - { name: http, port: 8080, https_redirect: true }\n";
+const TLS_CA: &str = "      - { name: https, port: 8443, tls: { cert_file: a.crt, key_file: a.key, client_ca_file: ca.crt } }\n";
+
+#[test]
+fn https_redirect_and_client_certificates_decode() {
+    let src = tls_config(&format!("{PLAIN_REDIRECT}{TLS_CA}"), "[partners]");
+    let c = parse(&src, file()).unwrap_or_else(|e| panic!("{e}"));
+    let gw = &c.gateways["edge"];
+    assert!(gw.listeners[0].https_redirect);
+    assert!(!gw.listeners[1].https_redirect);
+    let certs = gw.listeners[1]
+        .tls
+        .as_ref()
+        .and_then(|t| t.client_certs.clone());
+    assert_eq!(
+        certs,
+        Some(ClientCerts {
+            ca_file: PathBuf::from("/etc/gateway/ca.crt"),
+            required: true
+        }),
+        "required is the default"
+    );
+    let p = &c.auth.as_ref().unwrap().mtls["partners"];
+    assert_eq!(p.client_id, CertField::UriSan);
+    assert_eq!(p.plans, [("spiffe://p/a".to_string(), "pro".to_string())]);
+    assert_eq!(p.default_plan.as_deref(), Some("free"));
+
+    let optional = TLS_CA.replace("ca.crt }", "ca.crt, client_cert: optional }");
+    let c = parse(&tls_config(&optional, "none"), file()).unwrap_or_else(|e| panic!("{e}"));
+    let l = &c.gateways["edge"].listeners[0];
+    assert_eq!(
+        l.tls
+            .as_ref()
+            .unwrap()
+            .client_certs
+            .as_ref()
+            .map(|c| c.required),
+        Some(false)
+    );
+    assert!(!l.https_redirect, "off by default");
+    let m = parse(
+        &tls_config(TLS_CA, "none").replace("client_id: uri_san, ", ""),
+        file(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        m.auth.unwrap().mtls["partners"].client_id,
+        CertField::Subject
+    );
+}
+
+#[test]
+fn impossible_tls_combinations_are_errors_with_positions() {
+    let tls_plain =
+        "      - { name: https, port: 8443, tls: { cert_file: a.crt, key_file: a.key } }\n";
+    let tls2 = "      - { name: https2, port: 9443, tls: { cert_file: a.crt, key_file: a.key } }\n";
+    // https_redirect without a TLS listener, and with two.
+    for (listeners, found) in [
+        (PLAIN_REDIRECT.to_string(), 0),
+        (format!("{PLAIN_REDIRECT}{tls_plain}{tls2}"), 2),
+    ] {
+        let src = tls_config(&listeners, "none");
+        let errs = errors(&src);
+        assert_eq!(
+            errs,
+            [(
+                11,
+                col(&src, 11, "https_redirect: true") + "https_redirect: ".len(),
+                format!("gateways.edge.listeners[0].https_redirect: needs exactly one TLS listener on the gateway to redirect to, found {found}")
+            )],
+            "{src}"
+        );
+    }
+    // On the TLS listener itself.
+    let own = "      - { name: https, port: 8443, https_redirect: true, tls: { cert_file: a.crt, key_file: a.key } }\n";
+    let src = tls_config(own, "none");
+    let errs = errors(&src);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!((errs[0].0, errs[0].1), (11, col(&src, 11, "true")));
+    assert!(
+        errs[0].2.contains("a TLS listener cannot redirect"),
+        "{errs:?}"
+    );
+
+    // client_cert without client_ca_file; a misspelt mode.
+    let src = tls_config(
+        "      - { name: https, port: 8443, tls: { cert_file: a.crt, key_file: a.key, client_cert: optional } }\n",
+        "none",
+    );
+    let errs = errors(&src);
+    assert_eq!(
+        errs,
+        [(11, col(&src, 11, "optional"), "gateways.edge.listeners[0].tls.client_cert: needs `client_ca_file`, the CAs client certificates are verified against".to_string())]
+    );
+    let src = tls_config(
+        &TLS_CA.replace("ca.crt }", "ca.crt, client_cert: requird }"),
+        "none",
+    );
+    let errs = errors(&src);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].2.contains("did you mean `required`"), "{errs:?}");
+
+    // An mtls provider on a gateway without a client_ca_file listener: at the provider's name.
+    let src = tls_config(tls_plain, "[partners]");
+    let errs = errors(&src);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!((errs[0].0, errs[0].1), (13, col(&src, 13, "partners")));
+    assert!(
+        errs[0].2.starts_with("route `r`: auth: `partners` is an auth.mtls provider, which needs a verified client certificate"),
+        "{errs:?}"
+    );
+    // A plan that rate_limits does not define.
+    let src = tls_config(TLS_CA, "[partners]").replace(": pro }", ": gold }");
+    let errs = errors(&src);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!((errs[0].0, errs[0].1), (6, col(&src, 6, "gold")));
+    assert!(
+        errs[0]
+            .2
+            .starts_with("auth.mtls.partners.plans.spiffe://p/a: unknown plan `gold`"),
+        "{errs:?}"
+    );
+    // Provider names are one namespace across jwt, api_keys and mtls.
+    let src = tls_config(TLS_CA, "[partners]").replace(
+        "  mtls:\n",
+        "  api_keys:\n    partners: { keys_file: k.yaml }\n  mtls:\n",
+    );
+    let errs = errors(&src);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].2.contains("is already used on line 6"), "{errs:?}");
+}

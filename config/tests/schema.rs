@@ -90,6 +90,8 @@ auth:
     remote: { issuer: 1, audiences: [api, 2], algorithms: [ES256, EdDSA], jwks_url: "http://localhost:8080/jwks" }
   api_keys:
     partners: { keys_file: keys.yaml, header: X-Key, query: api_key }
+  mtls:
+    certs: { client_id: dns_san, plans: { a.example: pro }, default_plan: free }
 rate_limits:
   service: { on_error: deny, timeout: 1s }
   plans: {}
@@ -98,8 +100,8 @@ rate_limits:
 gateways:
   edge:
     listeners:
-      - { name: h, port: 8080, address: "::" }
-      - { name: s, port: 8443, address: "[::1]", tls: { cert_file: c.pem, key_file: k.pem } }
+      - { name: h, port: 8080, address: "::", https_redirect: true }
+      - { name: s, port: 8443, address: "[::1]", tls: { cert_file: c.pem, key_file: k.pem, client_ca_file: ca.pem, client_cert: optional } }
     cors: { origins: ["*", "http://[::1]:3000"], max_age: 0s }
     access_log: off
     timeouts: { request_headers: 0s, stream_idle: 1h }

@@ -106,6 +106,9 @@ pub struct AuthPolicy {
     /// it is.
     #[prost(string, repeated, tag = "9")]
     pub plans: Vec<String>,
+    /// Sorted by name.
+    #[prost(message, repeated, tag = "10")]
+    pub mtls: Vec<MtlsProvider>,
 }
 
 impl AuthPolicy {
@@ -199,6 +202,46 @@ pub struct ApiKeyProvider {
     /// The keys file's path, for error messages only.
     #[prost(string, tag = "5")]
     pub keys_path: String,
+}
+
+/// One `auth.mtls.<name>` provider: a client certificate Envoy verified (its listener's
+/// `client_ca_file`, never `ACCEPT_UNTRUSTED`) is the credential. authz-service reads it from the
+/// Check request's `attributes.source.certificate` (ext_authz `include_peer_certificate`), which
+/// only Envoy fills in.
+#[derive(Clone, PartialEq, Message)]
+pub struct MtlsProvider {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// What in the certificate is the client id.
+    #[prost(enumeration = "CertField", tag = "2")]
+    pub client_id: i32,
+    /// Client id → plan name, sorted by client id.
+    #[prost(message, repeated, tag = "3")]
+    pub plans: Vec<CertPlan>,
+    /// Plan of a client id `plans` does not list; empty: the policy's default plan.
+    #[prost(string, tag = "4")]
+    pub default_plan: String,
+}
+
+/// Which part of a client certificate is the client id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum CertField {
+    /// The subject as an RFC 2253 string (as Envoy's `x-forwarded-client-cert` shows it).
+    Subject = 0,
+    /// The first URI subject alternative name.
+    UriSan = 1,
+    /// The first DNS subject alternative name.
+    DnsSan = 2,
+}
+
+/// One `plans` entry of an mTLS provider.
+#[derive(Clone, PartialEq, Message)]
+pub struct CertPlan {
+    #[prost(string, tag = "1")]
+    pub client_id: String,
+    #[prost(string, tag = "2")]
+    pub plan: String,
 }
 
 /// What one route requires.

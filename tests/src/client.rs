@@ -43,8 +43,23 @@ impl HttpClient {
     /// HTTPS to `server_name`:`port`, resolved to 127.0.0.1, trusting only `ca_pem`.
     /// Responses record the server's certificate ([`Reply::peer_certificate`]).
     pub fn https(server_name: &str, port: u16, ca_pem: &str) -> HttpClient {
+        Self::https_as(server_name, port, ca_pem, None)
+    }
+
+    /// [`Self::https`], presenting the client certificate `identity_pem` (its PEM chain and
+    /// key in one text) when given.
+    pub fn https_as(
+        server_name: &str,
+        port: u16,
+        ca_pem: &str,
+        identity_pem: Option<&str>,
+    ) -> HttpClient {
         let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA certificate PEM");
-        let client = builder()
+        let mut b = builder();
+        if let Some(id) = identity_pem {
+            b = b.identity(reqwest::Identity::from_pem(id.as_bytes()).expect("client identity"));
+        }
+        let client = b
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
             .add_root_certificate(ca)

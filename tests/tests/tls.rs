@@ -90,6 +90,24 @@ async fn tls_termination_and_rotation(mode: XdsMode) {
     assert_eq!(r.peer_certificate.as_deref(), Some(first.der.as_slice()));
     // The plain listener is unaffected.
     assert_eq!(stack.client(http_port).get("/plain").ok().await.status, 200);
+    // Without client_ca_file no client certificate is asked for, and a client-sent
+    // x-forwarded-client-cert reaches no upstream on either listener (spec §8).
+    let forged_xfcc = "Hash=00;Subject=\"CN=admin\";URI=spiffe://partners/a";
+    let via_tls = trusts_first
+        .get("/xfcc")
+        .header("x-forwarded-client-cert", forged_xfcc)
+        .ok()
+        .await;
+    let via_plain = stack
+        .client(http_port)
+        .get("/xfcc")
+        .header("x-forwarded-client-cert", forged_xfcc)
+        .ok()
+        .await;
+    for r in [via_tls, via_plain] {
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.upstream_header("x-forwarded-client-cert"), None, "{r:?}");
+    }
 
     // Rotate: new files, same paths; Envoy must start serving the new certificate by itself.
     let second = self_signed("localhost");

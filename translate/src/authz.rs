@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use proto::authz::{
-    jwt_provider::Keys, ApiKeyProvider, AuthPolicy, ClaimHeader, JwtProvider, RoutePolicy,
+    jwt_provider::Keys, ApiKeyProvider, AuthPolicy, CertField, CertPlan, ClaimHeader, JwtProvider,
+    MtlsProvider, RoutePolicy,
 };
 
 use proto::pb::envoy::config::core::v3::{grpc_service, ApiVersion, GrpcService};
@@ -85,6 +86,27 @@ pub fn policy(loaded: &config::Loaded) -> Result<AuthPolicy, TranslateError> {
                 query: p.query.clone().unwrap_or_default(),
                 keys_file: file(loaded, "keys_file", &p.keys_file)?.to_vec(),
                 keys_path: p.keys_file.display().to_string(),
+            });
+        }
+        for (name, p) in &auth.mtls {
+            let mut plans: Vec<CertPlan> = p
+                .plans
+                .iter()
+                .map(|(client_id, plan)| CertPlan {
+                    client_id: client_id.clone(),
+                    plan: plan.clone(),
+                })
+                .collect();
+            plans.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+            out.mtls.push(MtlsProvider {
+                name: name.clone(),
+                client_id: match p.client_id {
+                    config::CertField::Subject => CertField::Subject,
+                    config::CertField::UriSan => CertField::UriSan,
+                    config::CertField::DnsSan => CertField::DnsSan,
+                } as i32,
+                plans,
+                default_plan: p.default_plan.clone().unwrap_or_default(),
             });
         }
     }
@@ -606,6 +628,33 @@ gateways:
         ));
         let f = http_filter(open.config.auth.as_ref().unwrap());
         assert!(f.failure_mode_allow && f.failure_mode_allow_header_add);
+    }
+
+    #[test]
+    fn mtls_providers_are_in_the_policy() {
+        let yaml = "version: 1\nauth:\n  mtls:\n    m: { client_id: dns_san, plans: { z.example: pro, a.example: free }, default_plan: pro }\n    s: {}\ngateways:\n  edge:\n    listeners: [{ name: https, port: 8443, tls: { cert_file: c, key_file: k, client_ca_file: ca } }]\n    routes:\n      - { name: r, match: { prefix: / }, respond: { status: 200 }, auth: [m, s] }\n";
+        let p = policy(&load(yaml)).unwrap();
+        let names: Vec<&str> = p.mtls.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["m", "s"]);
+        assert_eq!(p.mtls[0].client_id, CertField::DnsSan as i32);
+        let plans: Vec<(&str, &str)> = p.mtls[0]
+            .plans
+            .iter()
+            .map(|c| (c.client_id.as_str(), c.plan.as_str()))
+            .collect();
+        assert_eq!(
+            plans,
+            [("a.example", "free"), ("z.example", "pro")],
+            "sorted"
+        );
+        assert_eq!(p.mtls[0].default_plan, "pro");
+        assert_eq!(p.mtls[1].client_id, CertField::Subject as i32);
+        assert_eq!(p.mtls[1].default_plan, "");
+        assert_eq!(p.routes[0].providers, ["m", "s"]);
+        assert!(
+            p.identity_headers.iter().any(|h| h == "x-client-id"),
+            "the identity headers stay the same for certificates"
+        );
     }
 
     #[test]

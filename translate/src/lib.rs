@@ -53,7 +53,8 @@ pub struct GatewayResources {
     pub listeners: Vec<Listener>,
     /// Exactly one, named after the gateway.
     pub routes: Vec<RouteConfiguration>,
-    /// One per TLS listener, in listener order.
+    /// One per TLS listener, in listener order, each followed by its client CAs when it has
+    /// `client_ca_file`.
     pub secrets: Vec<Secret>,
     /// What each listener refers to, in listener order, as translation built it (before the
     /// HCM and TLS context were packed into `Any`s): [`GatewayResources::check`] reads these.
@@ -262,18 +263,25 @@ fn translate_gateway(
             secret_name.as_deref(),
             &policies,
         ));
+        // A redirecting listener carries its own route inline.
         let route_config = match listener::hcm_base(name, gw, l, &policies).route_specifier {
-            Some(RouteSpecifier::Rds(rds)) => Some(rds.route_config_name),
+            Some(RouteSpecifier::Rds(rds)) if !l.https_redirect => Some(rds.route_config_name),
             _ => None,
         };
+        let client_certs = l.tls.as_ref().and_then(|t| t.client_certs.as_ref());
+        let ca_secret = client_certs.map(|_| client_ca_secret_name(name, &l.name));
         res.listener_refs.push(ListenerRefs {
             listener: l.name.clone(),
             route_config,
-            secrets: secret_name.iter().cloned().collect(),
+            secrets: secret_name.iter().chain(&ca_secret).cloned().collect(),
         });
         if let (Some(tls), Some(sn)) = (&l.tls, secret_name) {
             res.secrets
                 .push(secret::tls_secret(sn, tls, &loaded.files)?);
+        }
+        if let (Some(certs), Some(sn)) = (client_certs, ca_secret) {
+            res.secrets
+                .push(secret::client_ca_secret(sn, certs, &loaded.files)?);
         }
     }
     res.routes.push(route::route_configuration(
@@ -297,6 +305,11 @@ fn route_services(r: &config::Route) -> Vec<&str> {
 /// Envoy binary's logs (or a future shared snapshot) can never confuse their certificates.
 pub fn secret_name(gateway: &str, listener: &str) -> String {
     format!("{gateway}/{listener}")
+}
+
+/// The SDS name of the CAs a TLS listener verifies client certificates against.
+pub fn client_ca_secret_name(gateway: &str, listener: &str) -> String {
+    format!("{gateway}/{listener}/client-ca")
 }
 
 impl GatewayResources {

@@ -23,12 +23,16 @@ use proto::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use proto::pb::envoy::extensions::filters::http::lua::v3::Lua;
 use proto::pb::envoy::extensions::filters::http::router::v3::Router;
 use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    http_connection_manager::{CodecType, PathWithEscapedSlashesAction, RouteSpecifier},
+    http_connection_manager::{
+        CodecType, ForwardClientCertDetails, PathWithEscapedSlashesAction, RouteSpecifier,
+        SetCurrentClientCertDetails, StripPortMode,
+    },
     http_filter, HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds, ResponseMapper,
 };
 use proto::pb::envoy::extensions::http::early_header_mutation::header_mutation::v3::HeaderMutation;
 use proto::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
+    common_tls_context::ValidationContextType, CommonTlsContext, DownstreamTlsContext,
+    SdsSecretConfig,
 };
 
 use super::cluster::socket_address;
@@ -180,8 +184,9 @@ pub(super) fn cel_replies() -> [CelReply; 2] {
     [
     CelReply {
         expression: format!(
-            "xds.route_name == '{}' || response.code_details == 'path_normalization_failed' || (response.code == 400 && response.code_details.startsWith('http1.'))",
-            super::route::AMBIGUOUS_PATH_ROUTE
+            "xds.route_name == '{}' || xds.route_name == '{}' || response.code_details == 'path_normalization_failed' || (response.code == 400 && response.code_details.startsWith('http1.'))",
+            super::route::AMBIGUOUS_PATH_ROUTE,
+            super::route::BAD_HOST_ROUTE,
         ),
         status: Some(400),
         error: "bad_request",
@@ -220,7 +225,12 @@ pub(super) fn listener(
     policies: &Policies<'_>,
 ) -> Listener {
     let hcm = hcm_bytes(gateway, gw, l, policies);
-    let transport_socket = secret.map(downstream_tls);
+    let client_ca = l
+        .tls
+        .as_ref()
+        .and_then(|t| t.client_certs.as_ref())
+        .map(|c| (super::client_ca_secret_name(gateway, &l.name), c.required));
+    let transport_socket = secret.map(|s| downstream_tls(s, client_ca));
     Listener {
         name: l.name.clone(),
         // Bytes Envoy reads from or queues for one client before applying back-pressure (Envoy's
@@ -244,14 +254,32 @@ pub(super) fn listener(
 }
 
 /// The listener's HttpConnectionManager without its (separately, canonically encoded) local
-/// reply config.
+/// reply config. A listener with `https_redirect` gets [`redirect_hcm`].
 pub(super) fn hcm_base(
     gateway: &str,
     gw: &Gateway,
     l: &ListenerCfg,
     policies: &Policies<'_>,
 ) -> HttpConnectionManager {
+    if l.https_redirect {
+        return redirect_hcm(gateway, gw, l, policies);
+    }
+    let asks_client_certs = l.tls.as_ref().is_some_and(|t| t.client_certs.is_some());
     HttpConnectionManager {
+        // x-forwarded-client-cert: where client certificates are asked for, Envoy sets it from
+        // the verified certificate (Hash always; Subject, URI and DNS names) and drops the
+        // client's copy; elsewhere the default (SANITIZE) drops a client's copy too.
+        forward_client_cert_details: if asks_client_certs {
+            ForwardClientCertDetails::SanitizeSet as i32
+        } else {
+            ForwardClientCertDetails::Sanitize as i32
+        },
+        set_current_client_cert_details: asks_client_certs.then_some(SetCurrentClientCertDetails {
+            subject: Some(boolv(true)),
+            uri: true,
+            dns: true,
+            ..Default::default()
+        }),
         codec_type: CodecType::Auto as i32,
         stat_prefix: l.name.clone(),
         // One RouteConfiguration per gateway, shared by all of its listeners.
@@ -300,6 +328,40 @@ pub(super) fn hcm_base(
     }
 }
 
+/// A plain listener with `https_redirect`: every request gets a 301 to the gateway's TLS listener
+/// from a route of its own (inline: the gateway's shared RouteConfiguration would redirect TLS
+/// clients too), with the router as the only filter, so nothing (authz-service, limits, body
+/// buffering) runs before the redirect. The port of the client's Host is stripped first, so the
+/// Location names the TLS listener's port and no other.
+fn redirect_hcm(
+    gateway: &str,
+    gw: &Gateway,
+    l: &ListenerCfg,
+    policies: &Policies<'_>,
+) -> HttpConnectionManager {
+    let tls_port = gw
+        .listeners
+        .iter()
+        .find(|t| t.tls.is_some())
+        .map_or(443, |t| t.port);
+    let plain = ListenerCfg {
+        https_redirect: false,
+        ..l.clone()
+    };
+    HttpConnectionManager {
+        route_specifier: Some(RouteSpecifier::RouteConfig(
+            super::route::redirect_configuration(&l.name, tls_port),
+        )),
+        http_filters: vec![http_filter(
+            ROUTER_FILTER,
+            proto::type_url::ROUTER,
+            &Router::default(),
+        )],
+        strip_port_mode: Some(StripPortMode::StripAnyHostPort(true)),
+        ..hcm_base(gateway, gw, &plain, policies)
+    }
+}
+
 /// Removes [`SPOOFABLE_HEADERS`] and `identity` (the identity headers and the fail-open
 /// marker, `authz::early_removed_headers`) before routing and every filter: route-level removal
 /// runs in the router, after ext_authz, and so would let them reach authz-service, the
@@ -345,11 +407,13 @@ fn http_filters(gw: &Gateway, policies: &Policies<'_>) -> Vec<HttpFilter> {
     }
     // ext_authz before rate limiting: the limiter's descriptors read the identity it verified.
     if let Some(auth) = policies.auth {
-        filters.push(http_filter(
-            authz::FILTER,
-            authz::FILTER_TYPE_URL,
-            &authz::http_filter(auth),
-        ));
+        let mut f = authz::http_filter(auth);
+        // authz-service reads a verified client certificate for `auth.mtls` providers.
+        f.include_peer_certificate = gw
+            .listeners
+            .iter()
+            .any(|l| l.tls.as_ref().is_some_and(|t| t.client_certs.is_some()));
+        filters.push(http_filter(authz::FILTER, authz::FILTER_TYPE_URL, &f));
     }
     if let Some(limits) = policies.limits {
         filters.push(http_filter(
@@ -577,8 +641,24 @@ fn access_log(mode: AccessLogMode) -> Option<AccessLog> {
 }
 
 /// Terminates TLS with the certificate Envoy fetches over SDS (on the ADS stream), so a renewed
-/// certificate reaches Envoy as a Secret update instead of a listener drain.
-fn downstream_tls(secret: &str) -> TransportSocket {
+/// certificate reaches Envoy as a Secret update instead of a listener drain. With `client_ca`
+/// (its SDS name, and whether a certificate is required), the handshake asks for a client
+/// certificate and verifies a presented one against those CAs, also when it is optional.
+fn downstream_tls(secret: &str, client_ca: Option<(String, bool)>) -> TransportSocket {
+    let (validation, required) = match client_ca {
+        // The CA always comes with `require_client_certificate`: without a validation context
+        // Envoy asks for no certificate at all, and `true` alone lets everyone through.
+        Some((name, required)) => (
+            Some(ValidationContextType::ValidationContextSdsSecretConfig(
+                SdsSecretConfig {
+                    name,
+                    sds_config: Some(ads()),
+                },
+            )),
+            Some(boolv(required)),
+        ),
+        None => (None, None),
+    };
     let ctx = DownstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
             tls_certificate_sds_secret_configs: vec![SdsSecretConfig {
@@ -587,8 +667,10 @@ fn downstream_tls(secret: &str) -> TransportSocket {
             }],
             // Offer HTTP/2 to clients that support it; the HCM's AUTO codec follows ALPN.
             alpn_protocols: vec!["h2".to_string(), "http/1.1".to_string()],
+            validation_context_type: validation,
             ..Default::default()
         }),
+        require_client_certificate: required,
         ..Default::default()
     };
     TransportSocket {

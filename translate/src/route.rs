@@ -87,6 +87,77 @@ pub(super) fn route_configuration(
 /// has a form no sensible route name has.
 pub(super) const AMBIGUOUS_PATH_ROUTE: &str = "gateway:ambiguous-path";
 
+/// The route of a redirecting listener that refuses a Host it will not put in a Location.
+pub(super) const BAD_HOST_ROUTE: &str = "gateway:bad-host";
+
+/// The Hosts a redirect names (the HCM has stripped the port by then, and a trailing dot): a DNS
+/// name or an IP address, nothing else. Envoy's codecs refuse spaces, `/` and control characters
+/// already; this also keeps out userinfo (`api.example.com@evil.example` would send the client
+/// to evil.example while looking like the API), `%`-escapes, and an empty Host.
+const REDIRECT_HOST: &str = r"([A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?|\[[0-9A-Fa-f:.]+\])";
+
+/// The inline RouteConfiguration of a listener with `https_redirect`: every request with a plain
+/// Host gets 301 to `https://<host>[:<tls_port> unless 443]<path and query>`; any other Host gets
+/// 400 JSON (the listener's local reply mapper).
+pub(super) fn redirect_configuration(listener: &str, tls_port: u16) -> RouteConfiguration {
+    use proto::pb::envoy::config::route::v3::{redirect_action, RedirectAction};
+    let host_matcher = HeaderMatcher {
+        name: ":authority".to_string(),
+        header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(StringMatcher {
+            match_pattern: Some(MatchPattern::SafeRegex(regex(REDIRECT_HOST.to_string()))),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let redirect = Route {
+        name: format!("{listener}:https-redirect"),
+        r#match: Some(EnvoyMatch {
+            path_specifier: Some(PathSpecifier::Prefix("/".to_string())),
+            headers: vec![host_matcher],
+            ..Default::default()
+        }),
+        action: Some(route::Action::Redirect(RedirectAction {
+            scheme_rewrite_specifier: Some(redirect_action::SchemeRewriteSpecifier::HttpsRedirect(
+                true,
+            )),
+            // Envoy writes the port it is given even when it is 443; the default port is left
+            // out by giving none (the Host's own port is stripped already).
+            port_redirect: if tls_port == 443 {
+                0
+            } else {
+                u32::from(tls_port)
+            },
+            response_code: redirect_action::RedirectResponseCode::MovedPermanently as i32,
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let refuse = Route {
+        name: BAD_HOST_ROUTE.to_string(),
+        r#match: Some(EnvoyMatch {
+            path_specifier: Some(PathSpecifier::Prefix("/".to_string())),
+            ..Default::default()
+        }),
+        action: Some(route::Action::DirectResponse(DirectResponseAction {
+            status: 400,
+            body: None,
+            body_format: None,
+        })),
+        response_headers_to_add: vec![set_header("content-type", "application/json")],
+        ..Default::default()
+    };
+    RouteConfiguration {
+        name: format!("{listener}:https-redirect"),
+        virtual_hosts: vec![VirtualHost {
+            name: listener.to_string(),
+            domains: vec!["*".to_string()],
+            routes: vec![redirect, refuse],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
 /// Paths that frameworks behind the gateway read differently from Envoy's route matching, so a
 /// request could match a public route here and reach a protected handler there: `;` (path
 /// parameters, `/admin;x=1` is `/admin` to Java servlet containers and others), its encoding,

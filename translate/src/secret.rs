@@ -4,10 +4,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use proto::pb::envoy::config::core::v3::{data_source::Specifier, DataSource};
-use proto::pb::envoy::extensions::transport_sockets::tls::v3::{secret, Secret, TlsCertificate};
+use proto::pb::envoy::extensions::transport_sockets::tls::v3::{
+    secret, CertificateValidationContext, Secret, TlsCertificate,
+};
 
 use super::{file, TranslateError};
-use config::ListenerTls;
+use config::{ClientCerts, ListenerTls};
 
 /// The certificate chain and key are inlined (never file names) because Envoy may not share our
 /// filesystem, and because inlined bytes make a renewed certificate change the Secret's content
@@ -26,6 +28,27 @@ pub(super) fn tls_secret(
             private_key: Some(inline(key)),
             ..Default::default()
         })),
+    })
+}
+
+/// The CAs a listener verifies client certificates against, as their own Secret so that an
+/// edited CA file reaches Envoy as a Secret update like a renewed certificate. Only the trust
+/// anchors: the chain is always verified (never `ACCEPT_UNTRUSTED`, which would let a
+/// self-signed certificate copying a partner's subject through).
+pub(super) fn client_ca_secret(
+    name: String,
+    certs: &ClientCerts,
+    files: &BTreeMap<PathBuf, Vec<u8>>,
+) -> Result<Secret, TranslateError> {
+    let ca = file(files, &certs.ca_file, "client CA file")?;
+    Ok(Secret {
+        name,
+        r#type: Some(secret::Type::ValidationContext(
+            CertificateValidationContext {
+                trusted_ca: Some(inline(ca)),
+                ..Default::default()
+            },
+        )),
     })
 }
 

@@ -67,6 +67,9 @@ fn load(yaml: &str) -> Loaded {
             if let Some(tls) = &l.tls {
                 add(&tls.cert_file);
                 add(&tls.key_file);
+                if let Some(c) = &tls.client_certs {
+                    add(&c.ca_file);
+                }
             }
         }
     }
@@ -1873,4 +1876,161 @@ fn public_routes_covering_protected_ones_warn() {
             );
         }
     }
+}
+
+// ---- https_redirect and client certificates (spec §8) ----
+
+const MTLS_GATEWAY: &str = r#"
+version: 1
+services:
+  users: { endpoints: [127.0.0.1:3001] }
+auth:
+  mtls:
+    partners: { client_id: uri_san }
+gateways:
+  edge:
+    listeners:
+      - { name: http, port: 8080, https_redirect: true }
+      - { name: https, port: 8443, tls: { cert_file: api.crt, key_file: api.key, client_ca_file: ca.crt, client_cert: optional } }
+    routes:
+      - { name: r, match: { prefix: / }, service: users, auth: [partners] }
+"#;
+
+#[test]
+fn https_redirect_listener_has_its_own_route_and_only_the_router() {
+    use proto::pb::envoy::config::route::v3::redirect_action::{
+        RedirectResponseCode, SchemeRewriteSpecifier,
+    };
+    use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::{
+        RouteSpecifier, StripPortMode,
+    };
+    for (tls_port, expected) in [(8443, 8443), (443, 0)] {
+        let r = edge(&MTLS_GATEWAY.replace("port: 8443", &format!("port: {tls_port}")));
+        let h = hcm(&r.listeners[0]);
+        let filters: Vec<&str> = h.http_filters.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            filters,
+            ["envoy.filters.http.router"],
+            "nothing runs before the redirect"
+        );
+        assert_eq!(
+            h.strip_port_mode,
+            Some(StripPortMode::StripAnyHostPort(true))
+        );
+        let Some(RouteSpecifier::RouteConfig(rc)) = &h.route_specifier else {
+            panic!("an inline route config: {:?}", h.route_specifier)
+        };
+        let routes = &rc.virtual_hosts[0].routes;
+        assert_eq!(routes.len(), 2);
+        let Some(route::Action::Redirect(redirect)) = &routes[0].action else {
+            panic!("{:?}", routes[0])
+        };
+        assert_eq!(
+            redirect.scheme_rewrite_specifier,
+            Some(SchemeRewriteSpecifier::HttpsRedirect(true))
+        );
+        assert_eq!(
+            redirect.port_redirect, expected,
+            "443 is left out of the Location"
+        );
+        assert_eq!(
+            redirect.response_code,
+            RedirectResponseCode::MovedPermanently as i32
+        );
+        assert!(!redirect.strip_query);
+        assert_eq!(
+            routes[0].r#match.as_ref().unwrap().headers[0].name,
+            ":authority"
+        );
+        assert_eq!(routes[1].name, super::route::BAD_HOST_ROUTE);
+        // The TLS listener keeps the gateway's shared route configuration.
+        assert_eq!(r.listener_refs[0].route_config, None);
+        assert_eq!(r.listener_refs[1].route_config.as_deref(), Some("edge"));
+        assert_eq!(
+            listener::rds_name(&r.listeners[1].filter_chains[0].filters[0]).as_deref(),
+            Some("edge")
+        );
+        assert!(hcm(&r.listeners[1]).http_filters.len() > 1);
+    }
+}
+
+#[test]
+fn client_certificates_are_asked_for_and_forwarded() {
+    use proto::pb::envoy::extensions::filters::http::ext_authz::v3::ExtAuthz;
+    use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::ForwardClientCertDetails;
+    for (mode, required) in [("optional", false), ("required", true)] {
+        let r =
+            edge(&MTLS_GATEWAY.replace("client_cert: optional", &format!("client_cert: {mode}")));
+        let l = &r.listeners[1];
+        let Some(transport_socket::ConfigType::TypedConfig(any)) = &l.filter_chains[0]
+            .transport_socket
+            .as_ref()
+            .unwrap()
+            .config_type
+        else {
+            panic!()
+        };
+        let ctx: DownstreamTlsContext = unpack(any, proto::type_url::DOWNSTREAM_TLS_CONTEXT);
+        assert_eq!(
+            ctx.require_client_certificate.map(|b| b.value),
+            Some(required)
+        );
+        let common = ctx.common_tls_context.unwrap();
+        let Some(ValidationContextType::ValidationContextSdsSecretConfig(sds)) =
+            &common.validation_context_type
+        else {
+            panic!("the CA over SDS: {:?}", common.validation_context_type)
+        };
+        assert_eq!(sds.name, "edge/https/client-ca");
+        assert_eq!(sds.sds_config, Some(ads()));
+        assert_eq!(
+            r.listener_refs[1].secrets,
+            ["edge/https", "edge/https/client-ca"]
+        );
+        let names: Vec<&str> = r.secrets.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["edge/https", "edge/https/client-ca"]);
+        let Some(secret::Type::ValidationContext(vc)) = &r.secrets[1].r#type else {
+            panic!()
+        };
+        assert_eq!(
+            vc.trusted_ca.as_ref().and_then(|d| d.specifier.clone()),
+            Some(data_source::Specifier::InlineBytes(
+                b"contents of /etc/gw/ca.crt".to_vec()
+            ))
+        );
+        assert_eq!(
+            vc.trust_chain_verification, 0,
+            "VERIFY_TRUST_CHAIN, never ACCEPT_UNTRUSTED"
+        );
+
+        let h = hcm(l);
+        assert_eq!(
+            h.forward_client_cert_details,
+            ForwardClientCertDetails::SanitizeSet as i32
+        );
+        let set = h.set_current_client_cert_details.unwrap();
+        assert!(set.subject.unwrap().value && set.uri && set.dns && !set.cert);
+        let authz = h
+            .http_filters
+            .iter()
+            .find(|f| f.name == super::authz::FILTER)
+            .expect("ext_authz");
+        let Some(proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType::TypedConfig(any)) = &authz.config_type else {
+            panic!()
+        };
+        let f: ExtAuthz = unpack(any, super::authz::FILTER_TYPE_URL);
+        assert!(f.include_peer_certificate);
+    }
+    // Without client_ca_file: a client's x-forwarded-client-cert is dropped, none is set, no
+    // certificate is asked for, and ext_authz gets none.
+    let r = edge(TLS_GATEWAY);
+    for l in &r.listeners {
+        let h = hcm(l);
+        assert_eq!(
+            h.forward_client_cert_details,
+            ForwardClientCertDetails::Sanitize as i32
+        );
+        assert!(h.set_current_client_cert_details.is_none());
+    }
+    assert_eq!(r.secrets.len(), 1);
 }
