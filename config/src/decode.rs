@@ -700,7 +700,11 @@ impl<'a> Ctx<'a> {
     fn cidrs(&mut self, node: &Node, what: &str) -> Option<Vec<Cidr>> {
         let items = self.seq(node, what)?;
         if items.is_empty() {
-            self.expected(node, what, "a non-empty list of CIDRs (omit the key for no list)");
+            self.expected(
+                node,
+                what,
+                "a non-empty list of CIDRs (omit the key for no list)",
+            );
             return None;
         }
         let mut all = All::new();

@@ -38,7 +38,11 @@ pub fn cidr(s: &str) -> Result<Cidr, String> {
         None => max,
         Some(l) => match l.parse::<u8>() {
             Ok(n) if n <= max && l.bytes().all(|b| b.is_ascii_digit()) => n,
-            _ => return Err(format!("the prefix length `{l}` is not a number in 0..={max}")),
+            _ => {
+                return Err(format!(
+                    "the prefix length `{l}` is not a number in 0..={max}"
+                ))
+            }
         },
     };
     let network = mask(addr, prefix_len);

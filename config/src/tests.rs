@@ -834,11 +834,17 @@ fn client_ip_and_ip_lists_decode_and_bad_cidrs_are_positioned() {
     let shown = |v: &[Cidr]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
     assert_eq!(
         shown(&gw.routes[0].allow_ips),
-        ["10.0.0.0/8", "192.168.1.7/32", "2001:db8::/32", "172.16.0.0/12"]
+        [
+            "10.0.0.0/8",
+            "192.168.1.7/32",
+            "2001:db8::/32",
+            "172.16.0.0/12"
+        ]
     );
     assert_eq!(shown(&gw.routes[0].deny_ips), ["10.9.0.0/16"]);
 
-    let hint = "expected a CIDR like 10.0.0.0/8, 2001:db8::/32 or a single address like 192.168.1.7";
+    let hint =
+        "expected a CIDR like 10.0.0.0/8, 2001:db8::/32 or a single address like 192.168.1.7";
     let list = |key: &str, items: &str| with_routes(&format!("{OK_ROUTE}        {key}: {items}\n"));
     let cases: Vec<Case> = vec![
         (

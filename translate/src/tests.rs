@@ -1915,7 +1915,10 @@ fn ip_lists_are_an_rbac_policy_per_route_before_every_other_filter() {
     let r = edge(IP_LISTS);
     let h = hcm(&r.listeners[0]);
     assert_eq!(h.xff_num_trusted_hops, 2);
-    assert_eq!(h.use_remote_address, Some(protobuf::BoolValue { value: true }));
+    assert_eq!(
+        h.use_remote_address,
+        Some(protobuf::BoolValue { value: true })
+    );
     let names: Vec<&str> = h.http_filters.iter().map(|f| f.name.as_str()).collect();
     // Before CORS (no preflight answer for a refused address) and before ext_authz (never
     // asked about one).
@@ -1980,7 +1983,10 @@ fn ip_lists_are_an_rbac_policy_per_route_before_every_other_filter() {
     );
     assert_eq!(
         policy_of("blocked"),
-        not(or(vec![ip("203.0.113.7", 32), ip("::ffff:203.0.113.7", 128)]))
+        not(or(vec![
+            ip("203.0.113.7", 32),
+            ip("::ffff:203.0.113.7", 128)
+        ]))
     );
     // A `respond:` route is refused before Envoy answers for it too.
     assert_eq!(policy_of("inner"), or(vec![ip("::1", 128)]));
@@ -1989,7 +1995,10 @@ fn ip_lists_are_an_rbac_policy_per_route_before_every_other_filter() {
     let vh = &r.routes[0].virtual_hosts[0];
     let twin = &file_routes(vh)[0];
     assert_eq!(twin.name, "admin");
-    assert_eq!(rbac_per_route(twin), rbac_per_route(route_named(&r, "admin")));
+    assert_eq!(
+        rbac_per_route(twin),
+        rbac_per_route(route_named(&r, "admin"))
+    );
 
     // The filter's 403 gets the spec's JSON body, selected by its details (RBAC sets no
     // response flag), right after the other detail-selected replies.
@@ -2000,9 +2009,9 @@ fn ip_lists_are_an_rbac_policy_per_route_before_every_other_filter() {
     else {
         panic!("a CEL filter")
     };
-    let Some(
-        proto::pb::envoy::config::accesslog::v3::extension_filter::ConfigType::TypedConfig(any),
-    ) = &ext.config_type
+    let Some(proto::pb::envoy::config::accesslog::v3::extension_filter::ConfigType::TypedConfig(
+        any,
+    )) = &ext.config_type
     else {
         panic!("a typed CEL filter")
     };
