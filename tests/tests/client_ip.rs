@@ -18,7 +18,7 @@ const ROUTES: &str = r#"      - name: admin
         service: api
         auth: main
         rate_limit: none
-        allow_ips: [127.0.0.0/24, 10.0.0.0/8]
+        allow_ips: [127.0.0.0/24, 10.0.0.0/8, "2001:db8::/32"]
         deny_ips: [127.0.0.3, 10.9.0.0/16]
       - name: blocked
         match: { prefix: /blocked }
@@ -109,7 +109,10 @@ impl World {
     async fn refused(&self, from: [u8; 4], xffs: &[Option<&str>], why: &str) {
         let (decisions, hits) = (self.authz_decisions().await, self.gw.upstream.hits());
         for (i, xff) in xffs.iter().enumerate() {
-            let id = format!("refused-{}-{i}", why.replace(' ', "-"));
+            // Shorter than 36 characters: Envoy rewrites the 15th character of a 36-character
+            // x-request-id (where a UUID keeps its version) to record its tracing decision.
+            let what: String = why.replace(' ', "-").chars().take(24).collect();
+            let id = format!("refused-{i}-{what}");
             let r = self.get(addr(from), "/admin", *xff, &id).await;
             Self::assert_refused(&r, &id, &format!("{why} (xff {xff:?})"));
         }
@@ -276,6 +279,15 @@ async fn the_client_ip_decides_ip_lists_and_per_ip_limits_and_only_trusted_hops_
         OUTSIDER,
         &[Some("10.9.1.1"), Some("10.1.1.1, 10.9.200.7")],
         "the last entry is denied",
+    )
+    .await;
+    // IPv6 clients are judged by IPv6 networks.
+    w.admitted(OUTSIDER, &[Some("2001:db8::7")], "an allowed IPv6 address")
+        .await;
+    w.refused(
+        OUTSIDER,
+        &[Some("2001:db9::7")],
+        "an IPv6 address in no list",
     )
     .await;
     // An IPv4-mapped IPv6 entry is the IPv4 address it stands for, for deny and allow alike.
