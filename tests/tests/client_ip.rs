@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tests::authz::{bearer, token};
 use tests::gateway::{Full, Shape};
+use tests::load::{assert_clean, Load, Probe};
 use tests::{wait_for, wait_for_route, HttpClient, Reply, CONVERGE_TIMEOUT};
 
 const ROUTES: &str = r#"      - name: admin
@@ -356,4 +357,60 @@ async fn the_client_ip_decides_ip_lists_and_per_ip_limits_and_only_trusted_hops_
     w.get(spoofer, "/", Some("6.6.6.6, 10.1.1.1"), "log-hops-1")
         .await;
     assert_eq!(w.logged_client_ip("log-hops-1").await, "10.1.1.1");
+}
+
+/// IP lists and `trusted_hops` turned on and off by live edits while clients keep requesting an
+/// allowed route: every edit applies (a request naming 10.1.1.1 in `x-forwarded-for` is
+/// refused exactly when both are on) and not one of the clients' requests fails.
+///
+/// Ignored for now: both edits change the listener's HTTP connection manager (the RBAC filter
+/// comes and goes, `xff_num_trusted_hops` changes), Envoy drains the old filter chain's
+/// connections, and a few keep-alive requests racing the drain fail (3 of 2810 over 6 edits
+/// when this was written). Edits of other HCM-level keys share the cause: this test toggling
+/// `cors` instead failed 5 of 4354; the existing reload tests edit routes only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "listener (HCM) edits under load fail a few requests racing Envoy's drain; see the doc comment"]
+async fn ip_lists_and_trusted_hops_reload_under_load_without_a_failed_request() {
+    const RELOADS: usize = 6;
+    let echo = tests::EchoUpstream::start("api").await;
+    let port = tests::free_port();
+    let cfg = |on: bool| {
+        let (hops, lists) = if on {
+            (
+                "    client_ip: { trusted_hops: 1 }\n",
+                ", allow_ips: [127.0.0.0/8], deny_ips: [10.0.0.0/8]",
+            )
+        } else {
+            ("", "")
+        };
+        format!(
+            "version: 1\nservices:\n  api: {{ endpoints: [{}] }}\ngateways:\n  edge:\n{hops}    listeners: [{{ name: http, port: {port} }}]\n    routes:\n      - {{ name: base, match: {{ prefix: / }}, service: api, auth: none{lists} }}\n",
+            echo.endpoint()
+        )
+    };
+    let stack = tests::Stack::start(tests::XdsMode::Sotw, &cfg(false)).await;
+    let c = stack.client(port);
+    wait_for_route(&c, "/base", 200).await;
+    let load = Load::start(&c, vec![Probe::new("/base", 200)], 4);
+    for n in 1..=RELOADS {
+        let on = n % 2 == 1;
+        stack.config.write(&cfg(on));
+        let want = if on { 403 } else { 200 };
+        wait_for(
+            &format!("edit {n} to apply (x-forwarded-for 10.1.1.1 gets {want})"),
+            CONVERGE_TIMEOUT,
+            async || {
+                c.get("/base")
+                    .header("x-forwarded-for", "10.1.1.1")
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status == want)
+            },
+        )
+        .await;
+        load.wait_more(50, &format!("after edit {n}")).await;
+    }
+    let (sent, bad) = load.finish().await;
+    assert_clean(sent, &bad, 200);
+    stack.wait_converged().await;
 }
