@@ -707,6 +707,48 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// A non-empty list of [`grammar::cidr`]s, each error at its entry. An empty list is refused:
+    /// it could mean "nobody" as well as "anybody".
+    fn cidrs(&mut self, node: &Node, what: &str) -> Option<Vec<Cidr>> {
+        let items = self.seq(node, what)?;
+        if items.is_empty() {
+            self.expected(
+                node,
+                what,
+                "a non-empty list of CIDRs (omit the key for no list)",
+            );
+            return None;
+        }
+        let mut all = All::new();
+        for item in items {
+            let c = match &item.value {
+                Value::Scalar {
+                    text,
+                    kind: Scalar::Str | Scalar::Quoted,
+                } => match grammar::cidr(text) {
+                    Ok(c) => Some(c),
+                    Err(why) => {
+                        self.problem(
+                            item.pos,
+                            format!(
+                                "{what}: expected {}, found {}: {why}",
+                                grammar::CIDR_HINT,
+                                item.describe()
+                            ),
+                        );
+                        None
+                    }
+                },
+                _ => {
+                    self.expected(item, what, grammar::CIDR_HINT);
+                    None
+                }
+            };
+            all.push(c);
+        }
+        all.finish()
+    }
+
     fn host_port(&mut self, node: &Node, what: &str) -> Option<HostPort> {
         let s = self.string(node, what)?;
         match grammar::host_port(&s) {
@@ -1583,6 +1625,12 @@ impl<'a> Ctx<'a> {
             None => Some(None),
             Some(n) => self.cors(n, &format!("{what}.cors")).map(Some),
         };
+        let client_ip = f.value("client_ip").and_then(|n| {
+            let w = format!("{what}.client_ip");
+            let cf = self.fields(n, &w, &d::CLIENT_IP)?;
+            let trusted_hops = self.int_key(&cf, "trusted_hops", &w)?;
+            Some(ClientIp { trusted_hops })
+        });
         let access_log = self.choice_key(&f, "access_log", &what, &d::ACCESS_LOGS);
         let max_body = match f.get("max_body") {
             None => Some(None),
@@ -1615,6 +1663,7 @@ impl<'a> Ctx<'a> {
         Some(Gateway {
             listeners: listeners?,
             cors: cors?,
+            client_ip: client_ip?,
             access_log: access_log?,
             max_body: max_body?,
             timeouts: timeouts?,
@@ -2014,6 +2063,15 @@ impl<'a> Ctx<'a> {
             }
         };
 
+        let allow_ips = match f.get("allow_ips") {
+            None => Some(Vec::new()),
+            Some(n) => self.cidrs(n, &format!("{what}: allow_ips")),
+        };
+        let deny_ips = match f.get("deny_ips") {
+            None => Some(Vec::new()),
+            Some(n) => self.cidrs(n, &format!("{what}: deny_ips")),
+        };
+
         let rate_limit = match f.get("rate_limit") {
             None => Some(RouteRateLimit::Default),
             Some(n) => self.route_rate_limit(n, &format!("{what}: rate_limit")),
@@ -2069,6 +2127,8 @@ impl<'a> Ctx<'a> {
             rewrite: rewrite?,
             auth: auth?,
             require: require?,
+            allow_ips: allow_ips?,
+            deny_ips: deny_ips?,
             rate_limit: rate_limit?,
             timeout: timeout?,
             retries: retries?,

@@ -191,6 +191,20 @@ pub(crate) const SIZE: Format = Format {
     examples: &["512KiB", "1MiB", "20MiB", "65536"],
 };
 
+// IP lists (spec §8). The pattern is looser than the decoder (it cannot check IPv6 or octet
+// values); the decoder also refuses an address with bits set past its prefix.
+pub(crate) const CIDR: Format = Format {
+    name: "cidr",
+    title: "CIDR",
+    description: "An IPv4 or IPv6 network, `address/prefix` with no address bits set past the prefix, or a single address (`/32` or `/128`).",
+    pattern: concat!(
+        r"^([0-9]{1,3}(\.[0-9]{1,3}){3}(/[0-9]{1,2})?",
+        r"|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(/[0-9]{1,3})?)$"
+    ),
+    scalars: Scalars::String,
+    examples: &["10.0.0.0/8", "192.168.1.7", "2001:db8::/32"],
+};
+
 pub(crate) const FORMATS: &[&Format] = &[
     &DURATION,
     &POSITIVE_DURATION,
@@ -207,6 +221,7 @@ pub(crate) const FORMATS: &[&Format] = &[
     &ENV_NAME,
     &PER_HEADER,
     &SIZE,
+    &CIDR,
 ];
 
 // ---- types ------------------------------------------------------------------------------------
@@ -760,11 +775,23 @@ pub(crate) static GATEWAY: Object = Object {
     keys: &[
         key("listeners", nonempty_list(&Ty::Obj(&LISTENER)), Required, "Addresses and ports the gateway's Envoys accept clients on."),
         key("cors", Ty::Obj(&CORS), Optional, "CORS policy for every route of the gateway; omitted, Envoy does not answer CORS requests."),
+        key("client_ip", Ty::Obj(&CLIENT_IP), Is("{}"), "Which address is the client's, for per-IP limits, `allow_ips` / `deny_ips` and the access log."),
         key("access_log", Ty::Enum(&ACCESS_LOGS), Is("json"), "Format of Envoy's access log on stdout, or `off`; the path is logged without its query (which may carry an API key), whatever the status."),
         key("max_body", Ty::Fmt(&SIZE), Optional, "Largest request body of every route without its own `max_body`: Envoy buffers the body and answers a larger one, chunked or not, with 413 before the upstream sees the request; omitted, bodies are streamed and not limited."),
         key("timeouts", Ty::Obj(&CLIENT_TIMEOUTS), Is("{}"), "How long Envoy waits on a client before it gives up on the request or connection."),
         key("limits", Ty::Obj(&CONNECTION_LIMITS), Is("{}"), "What one client connection may hold in Envoy: buffered bytes, HTTP/2 streams and windows."),
         key("routes", list(&Ty::Obj(&ROUTE)), Optional, "Routes, tried in file order; the first that matches wins."),
+    ],
+    one_of: &[],
+};
+
+#[rustfmt::skip]
+pub(crate) static CLIENT_IP: Object = Object {
+    name: "clientIp",
+    title: "gateways.<name>.client_ip",
+    doc: "How Envoy finds the client's address. With `trusted_hops: 0` it is the TCP peer and a client-sent `x-forwarded-for` changes nothing. Behind N load balancers that each append the address they saw, `trusted_hops: N` makes it the Nth `x-forwarded-for` entry from the right (a missing or unreadable entry falls back to the TCP peer); entries a client wrote itself sit further left and are ignored. Envoy then also trusts the balancers' `x-forwarded-proto`, and nothing checks that the TCP peer is one of them: the listener must be reachable only through them.",
+    keys: &[
+        key("trusted_hops", int(0), Is("0"), "Proxies in front of Envoy whose `x-forwarded-for` entries are trusted; 0 uses the TCP peer."),
     ],
     one_of: &[],
 };
@@ -860,6 +887,8 @@ pub(crate) static ROUTE: Object = Object {
         key("rewrite", Ty::Obj(&REWRITE), Optional, "Rewrites the matched path prefix before forwarding."),
         key("auth", Ty::AnyOf(&[Ty::Enum(&["none"]), NONEMPTY, nonempty_list(&NONEMPTY)]), Absent::RequiredExplained, "`none` for a public route, or the provider (or list of providers, any one of which must accept) that authenticates it."),
         key("require", Ty::Obj(&REQUIRE), Optional, "Roles and scopes the authenticated client must all have."),
+        key("allow_ips", nonempty_list(&Ty::Fmt(&CIDR)), Optional, "Client networks admitted to the route (the client IP as `client_ip` defines it); any other address gets 403 before authz-service is asked."),
+        key("deny_ips", nonempty_list(&Ty::Fmt(&CIDR)), Optional, "Client networks refused with 403 before authz-service is asked, also when `allow_ips` admits them (deny wins)."),
         key("rate_limit", Ty::AnyOf(&[Ty::Enum(&["plan", "none"]), nonempty_list(&Ty::AnyOf(&[Ty::Enum(&["plan"]), Ty::Obj(&LIMIT)]))]), Optional, "`plan` (the default on authenticated routes), `none`, or a list of `plan` and `{limit, per}` items that all apply."),
         key("timeout", Ty::Fmt(&POSITIVE_DURATION), Optional, "How long Envoy waits for the upstream's whole response."),
         key("retries", Ty::Obj(&RETRIES), Optional, "When and how often Envoy retries a failed request."),

@@ -1,10 +1,10 @@
 //! The small string grammars of gateway.yaml (spec §2): durations, rates, `host:port`, host
 //! names, HTTP tokens. Pure functions returning a reason on failure; the decoder adds positions.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use super::model::{HostPort, Rate};
+use super::model::{Cidr, HostPort, Rate};
 
 /// The duration forms we accept, quoted in error messages so users see the grammar.
 pub const DURATION_HINT: &str = "a duration like 250ms, 5s, 1m, 1h, 1d (a whole number and a unit)";
@@ -16,6 +16,69 @@ pub const RATE_HINT: &str =
 /// The size forms we accept, quoted in error messages.
 pub const SIZE_HINT: &str =
     "a size like 512KiB, 1MiB, 20MiB or 65536 (bytes; a whole number, alone or with KiB|MiB|GiB)";
+
+/// The CIDR forms we accept, quoted in error messages.
+pub const CIDR_HINT: &str =
+    "a CIDR like 10.0.0.0/8, 2001:db8::/32 or a single address like 192.168.1.7";
+
+/// `10.0.0.0/8`, `2001:db8::/32`, or one address (`192.168.1.7` is `/32`, `::1` is `/128`).
+/// An address with bits set past its prefix (`10.0.0.1/8`) is refused rather than masked: it
+/// admits or refuses far more than the one address it names, which is rarely what was meant.
+/// IPv4-mapped IPv6 networks (`::ffff:10.0.0.0/104`) become the IPv4 network they stand for.
+pub fn cidr(s: &str) -> Result<Cidr, String> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("`{addr}` is not an IPv4 or IPv6 address"))?;
+    let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix_len = match len {
+        None => max,
+        Some(l) => match l.parse::<u8>() {
+            Ok(n) if n <= max && l.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => {
+                return Err(format!(
+                    "the prefix length `{l}` is not a number in 0..={max}"
+                ))
+            }
+        },
+    };
+    let network = mask(addr, prefix_len);
+    if network != addr {
+        return Err(format!(
+            "`{addr}` has bits set past the /{prefix_len} prefix; write {network}/{prefix_len} \
+             for the network, or {addr} alone for the one address"
+        ));
+    }
+    Ok(match addr {
+        IpAddr::V6(v6) if prefix_len >= 96 => match v6.to_ipv4_mapped() {
+            Some(v4) => Cidr {
+                addr: IpAddr::V4(v4),
+                prefix_len: prefix_len - 96,
+            },
+            None => Cidr { addr, prefix_len },
+        },
+        _ => Cidr { addr, prefix_len },
+    })
+}
+
+/// `addr` with every bit past the first `len` cleared.
+fn mask(addr: IpAddr, len: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let bits = u32::from(a);
+            let m = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(bits & m))
+        }
+        IpAddr::V6(a) => {
+            let bits = u128::from(a);
+            let m = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(bits & m))
+        }
+    }
+}
 
 /// `65536` (bytes), `512KiB`, `1MiB`, `2GiB`: a whole number and an optional binary unit. No
 /// decimal units (`MB`): they would leave users guessing whether 1000 or 1024 is meant.
@@ -247,6 +310,49 @@ mod tests {
         for (s, want) in cases {
             assert_eq!(size(s), want, "{s}");
         }
+    }
+
+    #[test]
+    fn cidrs() {
+        let ok = [
+            ("10.0.0.0/8", "10.0.0.0/8"),
+            ("192.168.1.7", "192.168.1.7/32"),
+            ("0.0.0.0/0", "0.0.0.0/0"),
+            ("2001:db8::/32", "2001:db8::/32"),
+            ("::1", "::1/128"),
+            ("::/0", "::/0"),
+            ("10.0.0.0/08", "10.0.0.0/8"),
+            // IPv4-mapped IPv6 is the IPv4 network it stands for.
+            ("::ffff:10.0.0.0/104", "10.0.0.0/8"),
+            ("::ffff:192.168.1.7", "192.168.1.7/32"),
+            ("::ffff:0:0/96", "0.0.0.0/0"),
+            // Not mapped: an IPv6 network like any other.
+            ("64:ff9b::/96", "64:ff9b::/96"),
+        ];
+        for (s, want) in ok {
+            assert_eq!(cidr(s).map(|c| c.to_string()), Ok(want.to_string()), "{s}");
+        }
+        for bad in [
+            "10.0.0.1/8",
+            "10.0.0.0/33",
+            "2001:db8::/129",
+            "10.0.0.0/",
+            "10.0.0.0/+8",
+            "10.0.0.0/-1",
+            "10.0.0/8",
+            "010.0.0.0/8",
+            "256.0.0.0/8",
+            "[::1]",
+            "[::1]/128",
+            "10.0.0.0/8/8",
+            " 10.0.0.0/8",
+            "localhost",
+            "",
+            "2001:db8::1/32",
+        ] {
+            assert!(cidr(bad).is_err(), "{bad}");
+        }
+        assert!(cidr("10.0.0.1/8").unwrap_err().contains("10.0.0.0/8"));
     }
 
     #[test]

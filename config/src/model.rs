@@ -297,6 +297,8 @@ pub struct Gateway {
     /// Never empty; names and ports unique within the gateway.
     pub listeners: Vec<Listener>,
     pub cors: Option<Cors>,
+    /// Which address is the client's: the TCP peer, or what trusted proxies in front saw.
+    pub client_ip: ClientIp,
     pub access_log: AccessLog,
     /// The request-body limit, in bytes, of every route without its own; `None`: no limit.
     pub max_body: Option<u32>,
@@ -307,6 +309,30 @@ pub struct Gateway {
     pub limits: ConnectionLimits,
     /// First match wins, in file order. Names unique within the whole file.
     pub routes: Vec<Route>,
+}
+
+/// How the client's address is found (spec §8 `client_ip`): per-IP limits, IP lists and the
+/// access log all use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp {
+    /// Proxies in front of Envoy whose `x-forwarded-for` entries are trusted: with `n`, the
+    /// client is the `n`th entry from the right; 0 is the TCP peer.
+    pub trusted_hops: u32,
+}
+
+/// An IPv4 or IPv6 network: an address with no bits set past `prefix_len`. IPv4 networks
+/// written in IPv4-mapped IPv6 form (`::ffff:10.0.0.0/104`) are held as IPv4 (`10.0.0.0/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cidr {
+    pub addr: std::net::IpAddr,
+    /// At most 32 for IPv4, 128 for IPv6.
+    pub prefix_len: u8,
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
 }
 
 /// How long Envoy waits on a client. Zero turns a timeout off.
@@ -390,6 +416,10 @@ pub struct Route {
     pub rewrite: Option<Rewrite>,
     pub auth: RouteAuth,
     pub require: Option<Require>,
+    /// Client networks admitted to the route (`allow_ips`); empty: every address.
+    pub allow_ips: Vec<Cidr>,
+    /// Client networks refused (`deny_ips`), also when `allow_ips` admits them.
+    pub deny_ips: Vec<Cidr>,
     pub rate_limit: RouteRateLimit,
     pub timeout: Option<Duration>,
     pub retries: Option<Retries>,

@@ -824,6 +824,72 @@ fn max_body_takes_sizes_on_the_gateway_and_on_routes() {
 }
 
 #[test]
+fn client_ip_and_ip_lists_decode_and_bad_cidrs_are_positioned() {
+    // Defaults: the TCP peer, and no lists.
+    let config = parse(&with_routes(OK_ROUTE), file()).unwrap_or_else(|e| panic!("{e}"));
+    let gw = &config.gateways["edge"];
+    assert_eq!(gw.client_ip, ClientIp { trusted_hops: 0 });
+    assert!(gw.routes[0].allow_ips.is_empty() && gw.routes[0].deny_ips.is_empty());
+
+    let src = BASE.replace(
+        "    listeners:",
+        "    client_ip: { trusted_hops: 2 }\n    listeners:",
+    ) + OK_ROUTE
+        + "        allow_ips: [10.0.0.0/8, 192.168.1.7, \"2001:db8::/32\", \"::ffff:172.16.0.0/108\"]\n"
+        + "        deny_ips: [10.9.0.0/16]\n";
+    let config = parse(&src, file()).unwrap_or_else(|e| panic!("{e}\nin:\n{src}"));
+    let gw = &config.gateways["edge"];
+    assert_eq!(gw.client_ip.trusted_hops, 2);
+    let shown = |v: &[Cidr]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    assert_eq!(
+        shown(&gw.routes[0].allow_ips),
+        [
+            "10.0.0.0/8",
+            "192.168.1.7/32",
+            "2001:db8::/32",
+            "172.16.0.0/12"
+        ]
+    );
+    assert_eq!(shown(&gw.routes[0].deny_ips), ["10.9.0.0/16"]);
+
+    let hint =
+        "expected a CIDR like 10.0.0.0/8, 2001:db8::/32 or a single address like 192.168.1.7";
+    let list = |key: &str, items: &str| with_routes(&format!("{OK_ROUTE}        {key}: {items}\n"));
+    let cases: Vec<Case> = vec![
+        (
+            "bits past the prefix",
+            list("allow_ips", "[10.0.0.0/8, 10.0.0.1/8]"),
+            vec![(17, "10.0.0.1/8", "route `r`: allow_ips: expected a CIDR like 10.0.0.0/8, 2001:db8::/32 or a single address like 192.168.1.7, found \"10.0.0.1/8\": `10.0.0.1` has bits set past the /8 prefix; write 10.0.0.0/8 for the network")],
+        ),
+        (
+            "prefix too long, v4 and v6, every one reported",
+            list("deny_ips", "[10.0.0.0/33, \"2001:db8::/129\"]"),
+            vec![
+                (17, "10.0.0.0/33", "the prefix length `33` is not a number in 0..=32"),
+                (17, "\"2001", "the prefix length `129` is not a number in 0..=128"),
+            ],
+        ),
+        ("not an address", list("allow_ips", "[localhost]"), vec![(17, "localhost", hint)]),
+        ("a number", list("allow_ips", "[10]"), vec![(17, "10]", hint)]),
+        ("a short IPv4", list("allow_ips", "[10.0.0/8]"), vec![(17, "10.0.0/8", "`10.0.0` is not an IPv4 or IPv6 address")]),
+        ("brackets", list("deny_ips", "[\"[::1]\"]"), vec![(17, "\"[::1]", "is not an IPv4 or IPv6 address")]),
+        ("an empty list", list("allow_ips", "[]"), vec![(17, "[]", "expected a non-empty list of CIDRs")]),
+        ("not a list", list("allow_ips", "10.0.0.0/8"), vec![(17, "10.0.0.0/8", "expected a list")]),
+        (
+            "negative hops",
+            BASE.replace("    listeners:", "    client_ip: { trusted_hops: -1 }\n    listeners:") + OK_ROUTE,
+            vec![(11, "-1", "gateways.edge.client_ip.trusted_hops: expected an integer in 0..=4294967295")],
+        ),
+        (
+            "unknown client_ip key",
+            BASE.replace("    listeners:", "    client_ip: { trusted_cidrs: [10.0.0.0/8] }\n    listeners:") + OK_ROUTE,
+            vec![(11, "trusted_cidrs", "gateways.edge.client_ip: unknown key `trusted_cidrs`")],
+        ),
+    ];
+    check(cases);
+}
+
+#[test]
 fn timeouts_and_limits_default_to_the_edge_values_and_are_checked() {
     let config = parse(&with_routes(OK_ROUTE), file()).unwrap_or_else(|e| panic!("{e}"));
     let gw = &config.gateways["edge"];
@@ -899,7 +965,7 @@ fn warning_lines(src: &str) -> Vec<String> {
     warnings.iter().map(ToString::to_string).collect()
 }
 
-const ROUTE_KEYS: &str = "name, match, service, services, respond, rewrite, auth, require, rate_limit, timeout, retries, max_body, request_headers, response_headers";
+const ROUTE_KEYS: &str = "name, match, service, services, respond, rewrite, auth, require, allow_ips, deny_ips, rate_limit, timeout, retries, max_body, request_headers, response_headers";
 
 #[test]
 fn a_misspelt_key_or_name_gets_did_you_mean() {

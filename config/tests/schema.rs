@@ -104,6 +104,7 @@ gateways:
       - { name: s, port: 8443, address: "[::1]", tls: { cert_file: c.pem, key_file: k.pem, client_ca_file: ca.pem, client_cert: optional } }
     cors: { origins: ["*", "http://[::1]:3000"], max_age: 0s }
     access_log: off
+    client_ip: { trusted_hops: 1 }
     timeouts: { request_headers: 0s, stream_idle: 1h }
     limits: { connection_buffer: 65536, max_concurrent_streams: 10, initial_stream_window: 1MiB }
     routes:
@@ -132,6 +133,8 @@ gateways:
         match: { path: /x }
         respond: { status: 200, json: [1, "two", { three: 3.5 }] }
         auth: none
+        allow_ips: [10.0.0.0/8, 192.168.1.7, "2001:db8::/32", "::1"]
+        deny_ips: [10.9.0.0/16]
 "#;
 
 /// The example configs and the decoder's test data, by path.
@@ -613,6 +616,50 @@ fn the_string_grammars_agree_with_the_decoder() {
         "gateways": { "g": { "listeners": [{ "name": "h", "port": 1 }], "max_body": "SLOT" } }
     });
     agree(&v, &gateway, "SLOT", &too_large, &sizes);
+    let cidrs = [
+        "10.0.0.0/8",
+        "192.168.1.7",
+        "0.0.0.0/0",
+        "2001:db8::/32",
+        "::1",
+        "::/0",
+        "::ffff:10.0.0.0/104",
+        "10.0.0.0/08",
+        "10.0.0.1/8",
+        "10.0.0.0/33",
+        "2001:db8::/129",
+        "10.0.0.0/",
+        "10.0.0.0/+8",
+        "10.0.0/8",
+        "010.0.0.0/8",
+        "256.0.0.0/8",
+        "[::1]",
+        "localhost",
+        "",
+        " 10.0.0.0/8",
+        "2001:db8::1/32",
+        "1:2",
+    ];
+    // What a pattern cannot see: host bits past the prefix, octet and prefix values, leading
+    // zeros, IPv6 syntax.
+    let cidr_looser = [
+        "10.0.0.1/8",
+        "10.0.0.0/33",
+        "2001:db8::/129",
+        "010.0.0.0/8",
+        "256.0.0.0/8",
+        "2001:db8::1/32",
+        "1:2",
+    ];
+    let allow = json!({
+        "version": 1,
+        "services": { "a": { "endpoints": ["127.0.0.1:1"] } },
+        "gateways": { "g": { "listeners": [{ "name": "h", "port": 1 }],
+                             "routes": [{ "name": "r", "match": { "prefix": "/" }, "service": "a",
+                                          "auth": "none", "allow_ips": ["SLOT"] }] } }
+    });
+    agree(&v, &allow, "SLOT", &cidr_looser, &cidrs);
+
     // A size may be a plain integer too.
     for (bytes, ok) in [(1, true), (65_536, true), (0, false), (-1, false)] {
         let mut config = gateway.clone();

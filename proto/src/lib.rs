@@ -59,6 +59,9 @@ pub mod type_url {
         "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation";
     pub const CEL_ACCESS_LOG_FILTER: &str =
         "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter";
+    pub const RBAC: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
+    pub const RBAC_PER_ROUTE: &str =
+        "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
     pub const HTTP_PROTOCOL_OPTIONS: &str =
         "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 }

@@ -12,6 +12,7 @@
 
 pub mod authz;
 mod cluster;
+mod ip_lists;
 mod listener;
 pub mod ratelimit;
 mod route;

@@ -36,7 +36,7 @@ use proto::pb::envoy::extensions::transport_sockets::tls::v3::{
 };
 
 use super::cluster::socket_address;
-use super::{ads, authz, boolv, duration, ratelimit, u32v, Policies};
+use super::{ads, authz, boolv, duration, ip_lists, ratelimit, u32v, Policies};
 use config::{AccessLog as AccessLogMode, Gateway, Listener as ListenerCfg};
 
 pub(super) const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
@@ -290,8 +290,12 @@ pub(super) fn hcm_base(
         http_filters: http_filters(gw, policies),
         access_log: access_log(gw.access_log).into_iter().collect(),
         // An edge proxy: the peer address is the client, and x-forwarded-for is appended to,
-        // not trusted.
+        // not trusted, unless `client_ip.trusted_hops` says how many proxies in front of Envoy
+        // appended entries; the client is then the entry the farthest of them wrote. Rate
+        // limits (`remote_address`), the IP lists (`remote_ip`) and the access log
+        // (`DOWNSTREAM_REMOTE_ADDRESS`) all read that address.
         use_remote_address: Some(boolv(true)),
+        xff_num_trusted_hops: gw.client_ip.trusted_hops,
         // Spec §3: keep a client-sent x-request-id, otherwise generate one; upstreams and the
         // client both see it.
         generate_request_id: Some(boolv(true)),
@@ -392,12 +396,21 @@ fn early_header_removal(identity: &[String]) -> TypedExtensionConfig {
 
 /// HTTP filters in order. Policy filters (ext_authz, rate limiting) go between CORS and the
 /// router: CORS first so preflights are answered without credentials, the router always last.
+/// The IP lists' RBAC filter goes before CORS: an address a route refuses gets nothing else.
 /// With API keys accepted in the query, a Lua filter just before the router removes those
 /// parameters from every request (ext_authz has read them by then), so they reach no upstream,
 /// `auth: none` routes included. (Envoy's header-mutation filter can remove query parameters
 /// too, but it decodes and re-serializes the whole query string of every request it sees.)
 fn http_filters(gw: &Gateway, policies: &Policies<'_>) -> Vec<HttpFilter> {
     let mut filters = Vec::new();
+    // IP lists first: a refused address is answered before CORS and before authz-service.
+    if ip_lists::used(gw) {
+        filters.push(http_filter(
+            ip_lists::FILTER,
+            proto::type_url::RBAC,
+            &ip_lists::filter_config(),
+        ));
+    }
     if gw.cors.is_some() {
         filters.push(http_filter(
             CORS_FILTER,
@@ -514,6 +527,7 @@ fn local_reply_config_bytes(gw: &Gateway) -> Vec<u8> {
     // The CEL mappers first: first match wins, and they select replies that carry no flag.
     let mappers: Vec<(u32, Vec<u8>)> = cel_replies()
         .into_iter()
+        .chain(ip_lists::refused_reply(gw))
         .map(|r| {
             let filter = AccessLogFilter {
                 filter_specifier: Some(FilterSpecifier::ExtensionFilter(ExtensionFilter {

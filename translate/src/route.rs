@@ -56,6 +56,13 @@ pub(super) fn route_configuration(
                 proto::pack(proto::type_url::BUFFER_PER_ROUTE, &limit),
             );
         }
+        // Before the preflight twin is made: refused addresses get no preflight answer either.
+        if let Some(lists) = super::ip_lists::per_route(r) {
+            rt.typed_per_filter_config.insert(
+                super::ip_lists::FILTER.to_string(),
+                proto::pack(proto::type_url::RBAC_PER_ROUTE, &lists),
+            );
+        }
         if gw.cors.is_some() {
             routes.extend(preflight_route(r, &rt));
         }

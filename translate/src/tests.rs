@@ -2034,3 +2034,193 @@ fn client_certificates_are_asked_for_and_forwarded() {
     }
     assert_eq!(r.secrets.len(), 1);
 }
+
+const IP_LISTS: &str = r#"
+version: 1
+services:
+  users: { endpoints: [127.0.0.1:3001] }
+auth:
+  jwt:
+    main: { issuer: i, jwks_url: "https://auth.example.com/jwks", algorithms: [RS256] }
+gateways:
+  edge:
+    client_ip: { trusted_hops: 2 }
+    cors: { origins: ["*"] }
+    listeners: [{ name: http, port: 8080 }]
+    routes:
+      - name: admin
+        match: { prefix: /admin, methods: [GET] }
+        service: users
+        auth: main
+        allow_ips: [10.0.0.0/8, "2001:db8::/32"]
+        deny_ips: [10.9.0.0/16]
+      - { name: blocked, match: { prefix: /blocked }, service: users, auth: none, deny_ips: [203.0.113.7] }
+      - { name: inner, match: { prefix: /inner }, respond: { status: 200 }, auth: none, allow_ips: ["::1"] }
+      - { name: open, match: { prefix: / }, service: users, auth: none }
+"#;
+
+/// The RBAC per-route policy of `rt`, if it has one.
+fn rbac_per_route(
+    rt: &Route,
+) -> Option<proto::pb::envoy::extensions::filters::http::rbac::v3::RbacPerRoute> {
+    rt.typed_per_filter_config
+        .get("envoy.filters.http.rbac")
+        .map(|any| unpack(any, proto::type_url::RBAC_PER_ROUTE))
+}
+
+#[test]
+fn ip_lists_are_an_rbac_policy_per_route_before_every_other_filter() {
+    use proto::pb::envoy::config::accesslog::v3::access_log_filter::FilterSpecifier;
+    use proto::pb::envoy::config::core::v3::CidrRange;
+    use proto::pb::envoy::config::rbac::v3::{
+        permission, principal, rbac::Action, Permission, Principal,
+    };
+    use proto::pb::envoy::extensions::filters::http::rbac::v3::Rbac;
+    use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter;
+
+    let r = edge(IP_LISTS);
+    let h = hcm(&r.listeners[0]);
+    assert_eq!(h.xff_num_trusted_hops, 2);
+    assert_eq!(
+        h.use_remote_address,
+        Some(protobuf::BoolValue { value: true })
+    );
+    let names: Vec<&str> = h.http_filters.iter().map(|f| f.name.as_str()).collect();
+    // Before CORS (no preflight answer for a refused address) and before ext_authz (never
+    // asked about one).
+    assert_eq!(
+        names,
+        [
+            "envoy.filters.http.rbac",
+            "envoy.filters.http.cors",
+            "envoy.filters.http.ext_authz",
+            "envoy.filters.http.router"
+        ]
+    );
+    let Some(http_filter::ConfigType::TypedConfig(any)) = &h.http_filters[0].config_type else {
+        panic!("the RBAC filter has a typed config")
+    };
+    let filter: Rbac = unpack(any, proto::type_url::RBAC);
+    assert_eq!(filter.rules, None, "no rules: routes without lists pass");
+
+    let ip = |addr: &str, len: u32| Principal {
+        identifier: Some(principal::Identifier::RemoteIp(CidrRange {
+            address_prefix: addr.into(),
+            prefix_len: Some(protobuf::UInt32Value { value: len }),
+        })),
+    };
+    let or = |ids: Vec<Principal>| Principal {
+        identifier: Some(principal::Identifier::OrIds(principal::Set { ids })),
+    };
+    let not = |p: Principal| Principal {
+        identifier: Some(principal::Identifier::NotId(Box::new(p))),
+    };
+    // The one ALLOW policy of a route, with its principal.
+    let policy_of = |name: &str| {
+        let per_route = rbac_per_route(route_named(&r, name)).expect("a per-route policy");
+        let rules = per_route.rbac.and_then(|b| b.rules).expect("rules");
+        assert_eq!(rules.action, Action::Allow as i32, "{name}");
+        assert_eq!(rules.policies.len(), 1, "{name}");
+        let policy = rules.policies["ip-lists"].clone();
+        assert_eq!(
+            policy.permissions,
+            [Permission {
+                rule: Some(permission::Rule::Any(true))
+            }]
+        );
+        assert_eq!(policy.principals.len(), 1, "{name}");
+        policy.principals[0].clone()
+    };
+    // Allowed and not denied: deny wins. IPv4 networks also match their IPv4-mapped form.
+    assert_eq!(
+        policy_of("admin"),
+        Principal {
+            identifier: Some(principal::Identifier::AndIds(principal::Set {
+                ids: vec![
+                    or(vec![
+                        ip("10.0.0.0", 8),
+                        ip("::ffff:10.0.0.0", 104),
+                        ip("2001:db8::", 32)
+                    ]),
+                    not(or(vec![ip("10.9.0.0", 16), ip("::ffff:10.9.0.0", 112)])),
+                ],
+            })),
+        }
+    );
+    assert_eq!(
+        policy_of("blocked"),
+        not(or(vec![
+            ip("203.0.113.7", 32),
+            ip("::ffff:203.0.113.7", 128)
+        ]))
+    );
+    // A `respond:` route is refused before Envoy answers for it too.
+    assert_eq!(policy_of("inner"), or(vec![ip("::1", 128)]));
+    assert_eq!(rbac_per_route(route_named(&r, "open")), None);
+    // The preflight twin of `admin` refuses the same addresses.
+    let vh = &r.routes[0].virtual_hosts[0];
+    let twin = &file_routes(vh)[0];
+    assert_eq!(twin.name, "admin");
+    assert_eq!(
+        rbac_per_route(twin),
+        rbac_per_route(route_named(&r, "admin"))
+    );
+
+    // The filter's 403 gets the spec's JSON body, selected by its details (RBAC sets no
+    // response flag), right after the other detail-selected replies.
+    let lrc = h.local_reply_config.expect("local reply config");
+    let m = &lrc.mappers[super::listener::cel_replies().len()];
+    let Some(FilterSpecifier::ExtensionFilter(ext)) =
+        &m.filter.as_ref().expect("a filter").filter_specifier
+    else {
+        panic!("a CEL filter")
+    };
+    let Some(proto::pb::envoy::config::accesslog::v3::extension_filter::ConfigType::TypedConfig(
+        any,
+    )) = &ext.config_type
+    else {
+        panic!("a typed CEL filter")
+    };
+    let cel: proto::pb::envoy::extensions::access_loggers::filters::cel::v3::ExpressionFilter =
+        unpack(any, proto::type_url::CEL_ACCESS_LOG_FILTER);
+    assert_eq!(
+        cel.expression,
+        "response.code_details.startsWith('rbac_access_denied')"
+    );
+    assert_eq!(m.status_code.as_ref().map(|s| s.value), Some(403));
+    let fmt = m.body_format_override.as_ref().expect("a body");
+    let Some(substitution_format_string::Format::JsonFormat(s)) = &fmt.format else {
+        panic!("a JSON body")
+    };
+    let body = struct_strings(s);
+    assert_eq!(body["error"], "forbidden");
+    assert_eq!(body["request_id"], "%REQ(X-REQUEST-ID)%");
+
+    // Three per-filter configs on one route still encode canonically.
+    let first = r.routes[0].clone();
+    for _ in 0..10 {
+        let again = translate(&load(IP_LISTS)).unwrap()["edge"].routes[0].clone();
+        assert_eq!(crate::route::encode(&again), crate::route::encode(&first));
+    }
+}
+
+#[test]
+fn without_ip_lists_there_is_no_rbac_filter_and_hops_default_to_zero() {
+    let r = edge(TLS_GATEWAY);
+    let h = hcm(&r.listeners[0]);
+    assert_eq!(h.xff_num_trusted_hops, 0, "the TCP peer is the client");
+    assert!(h
+        .http_filters
+        .iter()
+        .all(|f| f.name != "envoy.filters.http.rbac"));
+    let lrc = h.local_reply_config.expect("local reply config");
+    assert_eq!(
+        lrc.mappers.len(),
+        super::listener::cel_replies().len() + super::listener::LOCAL_REPLIES.len(),
+        "no RBAC mapper"
+    );
+    assert!(r.routes[0].virtual_hosts[0]
+        .routes
+        .iter()
+        .all(|rt| rbac_per_route(rt).is_none()));
+}
