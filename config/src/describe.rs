@@ -11,7 +11,9 @@
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-use super::model::{AccessLog, Algorithm, JwtAlgorithm, LbPolicy, OnError, Per, Protocol};
+use super::model::{
+    AccessLog, Algorithm, CompressionAlgorithm, JwtAlgorithm, LbPolicy, OnError, Per, Protocol,
+};
 use super::yaml::{self, Node};
 
 // ---- value formats ----------------------------------------------------------------------------
@@ -189,6 +191,17 @@ pub(crate) const SIZE: Format = Format {
     examples: &["512KiB", "1MiB", "20MiB", "65536"],
 };
 
+// Compression's `content_types`: a media type without parameters, as Envoy's matcher compares
+// it (parameters such as `; charset=utf-8` are ignored on the response, letter case too).
+pub(crate) const MEDIA_TYPE: Format = Format {
+    name: "mediaType",
+    title: "media type",
+    description: "A media type `type/subtype` (RFC 9110 tokens), without parameters; matched ignoring letter case and the response's parameters.",
+    pattern: "^[A-Za-z0-9!#$%&'*+.^_`|~-]+/[A-Za-z0-9!#$%&'*+.^_`|~-]+$",
+    scalars: Scalars::Text,
+    examples: &["application/json", "text/html"],
+};
+
 pub(crate) const FORMATS: &[&Format] = &[
     &DURATION,
     &POSITIVE_DURATION,
@@ -205,6 +218,7 @@ pub(crate) const FORMATS: &[&Format] = &[
     &ENV_NAME,
     &PER_HEADER,
     &SIZE,
+    &MEDIA_TYPE,
 ];
 
 // ---- types ------------------------------------------------------------------------------------
@@ -501,6 +515,12 @@ pub(crate) const ACCESS_LOGS: [(&str, AccessLog); 3] = [
     ("text", AccessLog::Text),
     ("off", AccessLog::Off),
 ];
+/// Compression algorithms by their `Accept-Encoding` token.
+pub(crate) const COMPRESSION_ALGORITHMS: [(&str, CompressionAlgorithm); 3] = [
+    ("zstd", CompressionAlgorithm::Zstd),
+    ("br", CompressionAlgorithm::Brotli),
+    ("gzip", CompressionAlgorithm::Gzip),
+];
 /// `per` words; `header:<name>` is the one that takes a value.
 pub(crate) const PER_WORDS: [(&str, Per); 5] = [
     ("client", Per::Client),
@@ -737,9 +757,25 @@ pub(crate) static GATEWAY: Object = Object {
         key("cors", Ty::Obj(&CORS), Optional, "CORS policy for every route of the gateway; omitted, Envoy does not answer CORS requests."),
         key("access_log", Ty::Enum(&ACCESS_LOGS), Is("json"), "Format of Envoy's access log on stdout, or `off`; the path is logged without its query (which may carry an API key), whatever the status."),
         key("max_body", Ty::Fmt(&SIZE), Optional, "Largest request body of every route without its own `max_body`: Envoy buffers the body and answers a larger one, chunked or not, with 413 before the upstream sees the request; omitted, bodies are streamed and not limited."),
+        key("compression", Ty::Obj(&COMPRESSION), Optional, "Compresses responses for clients that accept it; omitted, responses pass as the upstream sent them."),
         key("timeouts", Ty::Obj(&CLIENT_TIMEOUTS), Is("{}"), "How long Envoy waits on a client before it gives up on the request or connection."),
         key("limits", Ty::Obj(&CONNECTION_LIMITS), Is("{}"), "What one client connection may hold in Envoy: buffered bytes, HTTP/2 streams and windows."),
         key("routes", list(&Ty::Obj(&ROUTE)), Optional, "Routes, tried in file order; the first that matches wins."),
+    ],
+    one_of: &[],
+};
+
+/// Types worth compressing that browsers and API clients send `Accept-Encoding` for; images,
+/// video and archives are compressed already.
+#[rustfmt::skip]
+pub(crate) static COMPRESSION: Object = Object {
+    name: "compression",
+    title: "gateways.<name>.compression",
+    doc: "Response compression by Envoy for every route of the gateway, negotiated by the request's `Accept-Encoding`: the algorithm with the client's highest q-value wins, and among equal ones the first of `algorithms`; `q=0` refuses one, `*` stands for any other, and a client accepting none of them gets the response as it is. Responses that already have a `Content-Encoding`, carry `Cache-Control: no-transform`, have another type, or declare a `content-length` under `min_bytes` pass unchanged (a streamed response without a length is compressed whatever its size); a compressed response loses its `content-length` and a strong `ETag`, and gets `Vary: Accept-Encoding`. The upstream never sees `Accept-Encoding`: Envoy compresses, so an upstream cannot choose an encoding the client did not prefer.",
+    keys: &[
+        key("algorithms", nonempty_list(&Ty::Enum(&COMPRESSION_ALGORITHMS)), Is("[zstd, br, gzip]"), "Encodings offered, in order of preference, each at most once: `zstd`, `br` (Brotli), `gzip`."),
+        key("min_bytes", Ty::Fmt(&SIZE), Is("1KiB"), "Responses with a smaller `content-length` are not compressed (compressing them saves little and costs CPU)."),
+        key("content_types", nonempty_list(&Ty::Fmt(&MEDIA_TYPE)), Is("[application/json, application/javascript, application/xml, image/svg+xml, text/css, text/html, text/javascript, text/plain, text/xml]"), "Response media types that are compressed; any other passes unchanged."),
     ],
     one_of: &[],
 };
@@ -833,9 +869,10 @@ pub(crate) static ROUTE: Object = Object {
         key("auth", Ty::AnyOf(&[Ty::Enum(&["none"]), NONEMPTY, nonempty_list(&NONEMPTY)]), Absent::RequiredExplained, "`none` for a public route, or the provider (or list of providers, any one of which must accept) that authenticates it."),
         key("require", Ty::Obj(&REQUIRE), Optional, "Roles and scopes the authenticated client must all have."),
         key("rate_limit", Ty::AnyOf(&[Ty::Enum(&["plan", "none"]), nonempty_list(&Ty::AnyOf(&[Ty::Enum(&["plan"]), Ty::Obj(&LIMIT)]))]), Optional, "`plan` (the default on authenticated routes), `none`, or a list of `plan` and `{limit, per}` items that all apply."),
-        key("timeout", Ty::Fmt(&POSITIVE_DURATION), Optional, "How long Envoy waits for the upstream's whole response."),
+        key("timeout", Ty::Fmt(&DURATION), Optional, "How long Envoy waits for the upstream's whole response; `0s`: no limit (long-lived streams). On a `websocket` route it bounds the wait for the upgrade's answer only: an open WebSocket is closed by either side, or after `timeouts.stream_idle` without a frame in either direction."),
         key("retries", Ty::Obj(&RETRIES), Optional, "When and how often Envoy retries a failed request."),
         key("max_body", Ty::Fmt(&SIZE), Optional, "Largest request body of this route, overriding the gateway's `max_body`; a larger one gets 413."),
+        key("websocket", Ty::Bool, Is("false"), "Forwards WebSocket upgrades (HTTP/1.1 `Upgrade: websocket`); auth and rate limits apply to the upgrade request, then frames flow both ways. An upgrade on any other route gets 403. The gateway's `max_body` does not apply to the route, and the route may not set one."),
         key("request_headers", Ty::Obj(&HEADER_CHANGES), Optional, "Headers set or removed on the request before it reaches the upstream."),
         key("response_headers", Ty::Obj(&HEADER_CHANGES), Optional, "Headers set or removed on the response before it reaches the client."),
     ],
