@@ -1,0 +1,187 @@
+//! WebSocket routes (spec §8 `websocket: true`) through the whole gateway: a real WebSocket
+//! client exchanges frames with a WebSocket echo upstream through an authenticated route; the
+//! upgrade request is authenticated (401), checked for roles (403) and rate limited (429) like
+//! any request; an upgrade on a route without `websocket: true` gets 403 JSON and never reaches
+//! an upstream.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tests::authz::{bearer, token};
+use tests::gateway::{Full, Shape};
+use tests::wait_for_route;
+use tests::ws::WsEchoUpstream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a WebSocket to `path`, with `token` as a bearer token when given: the socket, or the
+/// refusal's status and JSON body.
+async fn open(port: u16, path: &str, token: Option<&str>) -> Result<Ws, (u16, serde_json::Value)> {
+    let mut req = format!("ws://127.0.0.1:{port}{path}")
+        .into_client_request()
+        .expect("request");
+    if let Some(t) = token {
+        req.headers_mut()
+            .insert("authorization", bearer(t).parse().expect("header"));
+    }
+    let connect = tokio_tungstenite::connect_async(req);
+    match tokio::time::timeout(Duration::from_secs(10), connect)
+        .await
+        .expect("Envoy answers the upgrade within 10s")
+    {
+        Ok((ws, resp)) => {
+            assert_eq!(resp.status().as_u16(), 101);
+            Ok(ws)
+        }
+        Err(WsError::Http(resp)) => {
+            let status = resp.status().as_u16();
+            let body = resp.body().clone().unwrap_or_default();
+            let json = serde_json::from_slice(&body).unwrap_or_else(|_| {
+                panic!("{status}: not JSON: {:?}", String::from_utf8_lossy(&body))
+            });
+            Err((status, json))
+        }
+        Err(e) => panic!("upgrade to {path} failed at the transport level: {e}"),
+    }
+}
+
+async fn echo(ws: &mut Ws, msg: Message) {
+    ws.send(msg.clone()).await.expect("send");
+    let back = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("the echo arrives within 5s")
+        .expect("the socket is open")
+        .expect("a frame");
+    assert_eq!(back, msg);
+}
+
+const ROUTES: &str = r#"      - name: chat
+        match: { prefix: /ws }
+        service: chat
+        auth: [main, partners]
+        websocket: true
+        timeout: 0s
+      - name: ops-chat
+        match: { prefix: /ops-ws }
+        service: chat
+        auth: main
+        require: { roles: [ops] }
+        websocket: true
+      - name: api
+        match: { prefix: /api }
+        service: api
+        auth: main
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_are_authenticated_limited_and_only_on_their_routes() {
+    let chat = WsEchoUpstream::start().await;
+    let mut shape = Shape::new("{ free: 3/minute, pro: 1000/minute }", ROUTES);
+    shape.services_extra = format!("  chat: {{ endpoints: [{}] }}\n", chat.endpoint());
+    let gw = Full::start(&shape, None).await;
+    let port = gw.ports.http;
+    let c = gw.stack.client(port);
+    wait_for_route(&c, "/api/ready", 401).await;
+
+    // Authenticated: 101, then frames both ways, text and binary, several times.
+    let alice = token("alice", "pro");
+    let mut ws = open(port, "/ws/room", Some(&alice))
+        .await
+        .expect("upgraded");
+    for i in 0..3 {
+        echo(&mut ws, Message::text(format!("hello {i}"))).await;
+        echo(&mut ws, Message::binary(vec![0u8, 1, 2, 255, i])).await;
+    }
+    // Quiet for longer than nothing but the gateway's stream idle timeout allows: still open.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    echo(&mut ws, Message::text("still there")).await;
+    ws.close(None).await.expect("close");
+    // The upstream got the upgrade with the verified identity and without the token.
+    let ups = chat.upgrades();
+    assert_eq!(ups.len(), 1, "{ups:?}");
+    assert_eq!(ups[0].path, "/ws/room");
+    assert_eq!(ups[0].header("x-user-id"), Some("alice"), "{ups:?}");
+    assert_eq!(ups[0].header("x-client-plan"), Some("pro"), "{ups:?}");
+    assert_eq!(ups[0].header("authorization"), None, "{ups:?}");
+    assert!(ups[0].header("sec-websocket-key").is_some(), "{ups:?}");
+
+    // An API key is a credential for the upgrade too.
+    let mut req = format!("ws://127.0.0.1:{port}/ws/keyed")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut()
+        .insert("x-api-key", gw.partner_key.parse().expect("header"));
+    let (mut keyed, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("upgraded with a key");
+    echo(&mut keyed, Message::text("by key")).await;
+    assert_eq!(
+        chat.upgrades().last().and_then(|u| u.header("x-api-key")),
+        None
+    );
+
+    // Without credentials, with a bad token, or lacking a role: refused before the upstream.
+    let before = chat.upgrades().len();
+    let (status, body) = open(port, "/ws/room", None).await.err().expect("refused");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("unauthorized")),
+        "{body}"
+    );
+    let (status, _) = open(port, "/ws/room", Some("not.a.token"))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(status, 401);
+    let (status, body) = open(port, "/ops-ws/room", Some(&alice))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+
+    // An upgrade on a route without `websocket: true`: 403 JSON, even with good credentials,
+    // and neither upstream sees it.
+    let api_hits = gw.upstream.hits();
+    let (status, body) = open(port, "/api/ws", Some(&alice))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    assert!(
+        body["request_id"].as_str().is_some_and(|s| !s.is_empty()),
+        "{body}"
+    );
+    assert_eq!(gw.upstream.hits(), api_hits);
+    assert_eq!(chat.upgrades().len(), before);
+
+    // The plan's limit counts upgrades: three for a free client, then 429 with its JSON body.
+    let bob = token("bob", "free");
+    for _ in 0..3 {
+        let mut ws = open(port, "/ws/room", Some(&bob))
+            .await
+            .expect("within the limit");
+        echo(&mut ws, Message::text("hi")).await;
+        let _ = ws.close(None).await;
+    }
+    let (status, body) = open(port, "/ws/room", Some(&bob))
+        .await
+        .err()
+        .expect("limited");
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"], "too_many_requests", "{body}");
+    assert_eq!(chat.upgrades().len(), before + 3);
+
+    // The socket opened before stays usable: the limit applies to upgrades, not frames.
+    echo(&mut keyed, Message::text("after the limit")).await;
+}
