@@ -46,38 +46,23 @@ impl WsEchoUpstream {
             while let Ok((stream, _)) = listener.accept().await {
                 let seen = seen.clone();
                 tokio::spawn(async move {
-                    let record =
-                        |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-                            let headers = req
-                                .headers()
-                                .iter()
-                                .map(|(n, v)| {
-                                    (
-                                        n.as_str().to_string(),
-                                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                                    )
-                                })
-                                .collect();
-                            seen.lock().expect("lock").push(Upgrade {
-                                path: req.uri().path().to_string(),
-                                headers,
-                            });
-                            Ok(resp)
-                        };
-                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, record).await
+                    // tungstenite's callback type; see `record`.
+                    #[allow(clippy::result_large_err)]
+                    let callback = |req: &Request, resp: Response| record(&seen, req, resp);
+                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await
                     else {
                         return;
                     };
                     while let Some(Ok(msg)) = ws.next().await {
                         match msg {
-                            Message::Text(_) | Message::Binary(_) => {
-                                if ws.send(msg).await.is_err() {
+                            Message::Close(_) => return,
+                            // Pings are answered by the library.
+                            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                            text_or_binary => {
+                                if ws.send(text_or_binary).await.is_err() {
                                     return;
                                 }
                             }
-                            Message::Close(_) => return,
-                            // Pings are answered by the library.
-                            _ => {}
                         }
                     }
                 });
@@ -99,6 +84,29 @@ impl WsEchoUpstream {
     pub fn upgrades(&self) -> Vec<Upgrade> {
         self.upgrades.lock().expect("lock").clone()
     }
+}
+
+/// Records an upgrade request. The signature is tungstenite's handshake callback; its error is a
+/// response to send instead, which this upstream never does.
+#[allow(clippy::result_large_err)]
+fn record(
+    seen: &Mutex<Vec<Upgrade>>,
+    req: &Request,
+    resp: Response,
+) -> Result<Response, ErrorResponse> {
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+            (n.as_str().to_string(), v)
+        })
+        .collect();
+    seen.lock().expect("lock").push(Upgrade {
+        path: req.uri().path().to_string(),
+        headers,
+    });
+    Ok(resp)
 }
 
 impl Drop for WsEchoUpstream {

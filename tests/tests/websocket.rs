@@ -125,7 +125,7 @@ async fn websocket_upgrades_are_authenticated_limited_and_only_on_their_routes()
 
     // Without credentials, with a bad token, or lacking a role: refused before the upstream.
     let before = chat.upgrades().len();
-    let (status, body) = open(port, "/ws/room", None).await.err().expect("refused");
+    let (status, body) = open(port, "/ws/room", None).await.expect_err("refused");
     assert_eq!(
         (status, body["error"].as_str()),
         (401, Some("unauthorized")),
@@ -133,13 +133,11 @@ async fn websocket_upgrades_are_authenticated_limited_and_only_on_their_routes()
     );
     let (status, _) = open(port, "/ws/room", Some("not.a.token"))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(status, 401);
     let (status, body) = open(port, "/ops-ws/room", Some(&alice))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(
         (status, body["error"].as_str()),
         (403, Some("forbidden")),
@@ -151,8 +149,7 @@ async fn websocket_upgrades_are_authenticated_limited_and_only_on_their_routes()
     let api_hits = gw.upstream.hits();
     let (status, body) = open(port, "/api/ws", Some(&alice))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(
         (status, body["error"].as_str()),
         (403, Some("forbidden")),
@@ -176,8 +173,7 @@ async fn websocket_upgrades_are_authenticated_limited_and_only_on_their_routes()
     }
     let (status, body) = open(port, "/ws/room", Some(&bob))
         .await
-        .err()
-        .expect("limited");
+        .expect_err("limited");
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"], "too_many_requests", "{body}");
     assert_eq!(chat.upgrades().len(), before + 3);
