@@ -48,6 +48,51 @@ async fn open(port: u16, path: &str, token: Option<&str>) -> Result<Ws, (u16, se
     }
 }
 
+/// Sends `request` over a fresh connection and returns the status and everything after the
+/// status line (headers and body), read until Envoy closes or 5 s pass.
+async fn raw(port: u16, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    response.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&response);
+                    // A keep-alive answer with a content-length is complete once its body is in.
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().to_string())
+                            })
+                            .and_then(|v| v.parse::<usize>().ok());
+                        if len.is_some_and(|n| body.len() >= n) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    (status, text)
+}
+
 async fn echo(ws: &mut Ws, msg: Message) {
     ws.send(msg.clone()).await.expect("send");
     let back = tokio::time::timeout(Duration::from_secs(5), ws.next())
@@ -161,6 +206,27 @@ async fn websocket_upgrades_are_authenticated_limited_and_only_on_their_routes()
     );
     assert_eq!(gw.upstream.hits(), api_hits);
     assert_eq!(chat.upgrades().len(), before);
+
+    // Abuse: a spelling variant is the same upgrade, refused the same way; an `Upgrade` header
+    // without the `upgrade` connection token is a plain request, not a tunnel.
+    let (status, body) = raw(
+        port,
+        &format!("GET /api/ws HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\nupgrade: WebSocket\r\nconnection: keep-alive, Upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", bearer(&alice)),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("\"forbidden\""), "{body}");
+    let (status, body) = raw(
+        port,
+        &format!("GET /api/ws HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\nupgrade: websocket\r\nconnection: close\r\n\r\n", bearer(&alice)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !body.contains("\"upgrade\""),
+        "the upstream saw an upgrade: {body}"
+    );
+    assert_eq!(gw.upstream.hits(), api_hits + 1);
 
     // The plan's limit counts upgrades: three for a free client, then 429 with its JSON body.
     let bob = token("bob", "free");
