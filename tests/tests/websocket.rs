@@ -247,3 +247,61 @@ async fn websocket_upgrades_are_authenticated_limited_and_only_on_their_routes()
     // The socket opened before stays usable: the limit applies to upgrades, not frames.
     echo(&mut keyed, Message::text("after the limit")).await;
 }
+
+/// A gateway that limits bodies and compresses: neither may hold or alter a WebSocket. Envoy's
+/// buffer filter would wait forever for the end of an upgrade's body, and frames larger than
+/// `max_body` are not a request body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_routes_ignore_max_body_and_compression() {
+    let chat = WsEchoUpstream::start().await;
+    let api = tests::EchoUpstream::start("echo").await;
+    let port = tests::free_port();
+    let yaml = format!(
+        r#"version: 1
+services:
+  chat: {{ endpoints: [{chat}] }}
+  echo: {{ endpoints: [{echo}] }}
+gateways:
+  edge:
+    max_body: 1KiB
+    compression: {{ min_bytes: 16 }}
+    listeners:
+      - {{ name: http, port: {port} }}
+    routes:
+      - {{ name: chat, match: {{ prefix: /ws }}, service: chat, auth: none, websocket: true, timeout: 0s }}
+      - {{ name: api, match: {{ prefix: /api }}, service: echo, auth: none }}
+"#,
+        chat = chat.endpoint(),
+        echo = api.endpoint(),
+    );
+    let stack = tests::Stack::start(tests::XdsMode::Sotw, &yaml).await;
+    wait_for_route(&stack.client(port), "/api/ready", 200).await;
+
+    let mut req = format!("ws://127.0.0.1:{port}/ws/big")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut()
+        .insert("accept-encoding", "gzip, br, zstd".parse().expect("header"));
+    let (mut ws, resp) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(req),
+    )
+    .await
+    .expect("upgraded within 10s (not held by the buffer filter)")
+    .expect("upgraded");
+    assert_eq!(resp.headers().get("content-encoding"), None);
+    // Frames far over the gateway's 1 KiB body limit, both ways, unchanged.
+    let big = "x".repeat(64 * 1024);
+    echo(&mut ws, Message::text(big.clone())).await;
+    echo(&mut ws, Message::binary(big.into_bytes())).await;
+    ws.close(None).await.expect("close");
+
+    // Other routes keep the limit.
+    let r = stack
+        .client(port)
+        .post("/api/x")
+        .body("y".repeat(2048))
+        .ok()
+        .await;
+    assert_eq!(r.status, 413, "{r:?}");
+}
