@@ -5,7 +5,10 @@
 
 use std::io::Read;
 
-use tests::{free_port, sotw_and_delta, wait_for_route, EchoUpstream, Stack, XdsMode};
+use tests::{
+    free_port, sotw_and_delta, wait_for, wait_for_route, EchoUpstream, Stack, XdsMode,
+    CONVERGE_TIMEOUT,
+};
 
 sotw_and_delta!(compression);
 
@@ -188,4 +191,43 @@ gateways:
         (200, Some("br"))
     );
     assert_eq!(encoded.body, get(port, None, BIG, &steer).await.body);
+
+    // Hot reload: another order takes effect without a restart, and removing the key turns
+    // compression off.
+    let line = "compression: { algorithms: [zstd, br, gzip], min_bytes: 1KiB, content_types: [application/json, text/plain] }";
+    assert!(yaml.contains(line));
+    stack
+        .config
+        .write(&yaml.replace(line, "compression: { algorithms: [gzip, br] }"));
+    wait_for(
+        "gzip to win the tie after the edit",
+        CONVERGE_TIMEOUT,
+        async || {
+            get(port, Some("br, gzip, zstd"), BIG, &[])
+                .await
+                .encoding
+                .as_deref()
+                == Some("gzip")
+        },
+    )
+    .await;
+    let a = get(port, Some("zstd"), BIG, &[]).await;
+    assert_eq!(a.encoding, None, "zstd is no longer offered");
+    let removed: String = yaml
+        .lines()
+        .filter(|l| !l.contains("compression:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    stack.config.write(&removed);
+    wait_for(
+        "compression to be off after the edit",
+        CONVERGE_TIMEOUT,
+        async || get(port, Some("gzip"), BIG, &[]).await.encoding.is_none(),
+    )
+    .await;
+    // The upstream now sees what the client accepts, and its answer passes as it is.
+    let after = get(port, Some("gzip, br, zstd"), BIG, &[]).await;
+    assert_eq!(after.encoding, None);
+    let json: serde_json::Value = serde_json::from_slice(&after.body).expect("JSON");
+    assert_eq!(json["headers"]["accept-encoding"], "gzip, br, zstd");
 }
