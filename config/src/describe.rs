@@ -756,7 +756,7 @@ pub(crate) static GATEWAY: Object = Object {
         key("listeners", nonempty_list(&Ty::Obj(&LISTENER)), Required, "Addresses and ports the gateway's Envoys accept clients on."),
         key("cors", Ty::Obj(&CORS), Optional, "CORS policy for every route of the gateway; omitted, Envoy does not answer CORS requests."),
         key("access_log", Ty::Enum(&ACCESS_LOGS), Is("json"), "Format of Envoy's access log on stdout, or `off`; the path is logged without its query (which may carry an API key), whatever the status."),
-        key("max_body", Ty::Fmt(&SIZE), Optional, "Largest request body of every route without its own `max_body`: Envoy buffers the body and answers a larger one, chunked or not, with 413 before the upstream sees the request; omitted, bodies are streamed and not limited."),
+        key("max_body", Ty::Fmt(&SIZE), Optional, "Largest request body of every route without its own `max_body` (`websocket` routes excepted): Envoy buffers the body and answers a larger one, with a content-length or chunked, over HTTP/1.1 or HTTP/2, with 413 before the upstream sees the request; omitted, bodies are streamed and not limited."),
         key("compression", Ty::Obj(&COMPRESSION), Optional, "Compresses responses for clients that accept it; omitted, responses pass as the upstream sent them."),
         key("timeouts", Ty::Obj(&CLIENT_TIMEOUTS), Is("{}"), "How long Envoy waits on a client before it gives up on the request or connection."),
         key("limits", Ty::Obj(&CONNECTION_LIMITS), Is("{}"), "What one client connection may hold in Envoy: buffered bytes, HTTP/2 streams and windows."),
