@@ -1636,6 +1636,12 @@ impl<'a> Ctx<'a> {
             None => Some(None),
             Some(n) => self.size(n, &format!("{what}.max_body")).map(Some),
         };
+        let compression = match f.get("compression") {
+            None => Some(None),
+            Some(n) => self
+                .compression(n, &format!("{what}.compression"))
+                .map(Some),
+        };
         let timeouts = f
             .value("timeouts")
             .and_then(|n| self.client_timeouts(n, &format!("{what}.timeouts")));
@@ -1666,9 +1672,79 @@ impl<'a> Ctx<'a> {
             client_ip: client_ip?,
             access_log: access_log?,
             max_body: max_body?,
+            compression: compression?,
             timeouts: timeouts?,
             limits: limits?,
             routes: routes?,
+        })
+    }
+
+    fn compression(&mut self, node: &Node, what: &str) -> Option<Compression> {
+        let f = self.fields(node, what, &d::COMPRESSION)?;
+        let algorithms = f.value("algorithms").and_then(|n| {
+            let w = format!("{what}.algorithms");
+            let items = self.seq(n, &w)?;
+            let mut all = All::new();
+            let mut seen = Vec::new();
+            for item in items {
+                let a = self
+                    .choice(item, &w, &d::COMPRESSION_ALGORITHMS)
+                    .and_then(|a| {
+                        if seen.contains(&a) {
+                            self.problem(
+                                item.pos,
+                                format!(
+                                    "{w}: `{}` is listed twice; list each algorithm once",
+                                    a.token()
+                                ),
+                            );
+                            return None;
+                        }
+                        seen.push(a);
+                        Some(a)
+                    });
+                all.push(a);
+            }
+            let algorithms = all.finish()?;
+            if algorithms.is_empty() {
+                self.expected(n, &w, "at least one of zstd, br, gzip");
+                return None;
+            }
+            Some(algorithms)
+        });
+        let min_bytes = f
+            .value("min_bytes")
+            .and_then(|n| self.size(n, &format!("{what}.min_bytes")));
+        let content_types = f.value("content_types").and_then(|n| {
+            let w = format!("{what}.content_types");
+            let items = self.seq(n, &w)?;
+            let mut all = All::new();
+            for item in items {
+                let t = self.string(item, &w).and_then(|s| {
+                    if grammar::is_media_type(&s) {
+                        Some(s.to_ascii_lowercase())
+                    } else {
+                        self.expected(
+                            item,
+                            &w,
+                            "a media type such as application/json (type/subtype, without parameters)",
+                        );
+                        None
+                    }
+                });
+                all.push(t);
+            }
+            let types = all.finish()?;
+            if types.is_empty() {
+                self.expected(n, &w, "at least one media type");
+                return None;
+            }
+            Some(types)
+        });
+        Some(Compression {
+            algorithms: algorithms?,
+            min_bytes: min_bytes?,
+            content_types: content_types?,
         })
     }
 
@@ -2090,8 +2166,9 @@ impl<'a> Ctx<'a> {
                 );
                 None
             }
+            // `0s` turns the timeout off, for long-lived streams.
             Some(e) => self
-                .positive_duration(e.value, &format!("{what}: timeout"))
+                .duration(e.value, &format!("{what}: timeout"))
                 .map(Some),
         };
         let retries = match f.entry("retries") {
@@ -2112,6 +2189,37 @@ impl<'a> Ctx<'a> {
             None => Some(None),
             Some(n) => self.size(n, &format!("{what}: max_body")).map(Some),
         };
+        let websocket = f
+            .value("websocket")
+            .and_then(|n| self.boolean(n, &format!("{what}: websocket")))
+            .and_then(|on| {
+                let Some(e) = f.entry("websocket").filter(|_| on) else {
+                    return Some(on);
+                };
+                let mut ok = true;
+                if !forwards {
+                    self.problem(
+                        e.key_pos,
+                        format!(
+                            "{what}: `websocket` only applies to routes that \
+                                forward to `service` or `services`"
+                        ),
+                    );
+                    ok = false;
+                }
+                if let Some(m) = f.entry("max_body") {
+                    // Frames are a stream that never ends, not a body Envoy could buffer.
+                    self.problem(
+                        m.key_pos,
+                        format!(
+                            "{what}: `max_body` cannot be combined with \
+                                `websocket: true` (a WebSocket's frames are not a request body)"
+                        ),
+                    );
+                    ok = false;
+                }
+                ok.then_some(on)
+            });
         let request_headers = match f.get("request_headers") {
             None => Some(HeaderChanges::default()),
             Some(n) => self.header_changes(n, &format!("{what}: request_headers")),
@@ -2133,6 +2241,7 @@ impl<'a> Ctx<'a> {
             timeout: timeout?,
             retries: retries?,
             max_body: max_body?,
+            websocket: websocket?,
             request_headers: request_headers?,
             response_headers: response_headers?,
         })

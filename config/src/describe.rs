@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use super::model::{
-    AccessLog, Algorithm, CertField, JwtAlgorithm, LbPolicy, OnError, Per, Protocol,
+    AccessLog, Algorithm, CertField, CompressionAlgorithm, JwtAlgorithm, LbPolicy, OnError, Per,
+    Protocol,
 };
 use super::yaml::{self, Node};
 
@@ -205,6 +206,17 @@ pub(crate) const CIDR: Format = Format {
     examples: &["10.0.0.0/8", "192.168.1.7", "2001:db8::/32"],
 };
 
+// Compression's `content_types`: a media type without parameters, as Envoy's matcher compares
+// it (parameters such as `; charset=utf-8` are ignored on the response, letter case too).
+pub(crate) const MEDIA_TYPE: Format = Format {
+    name: "mediaType",
+    title: "media type",
+    description: "A media type `type/subtype` (RFC 9110 tokens), without parameters; matched ignoring letter case and the response's parameters.",
+    pattern: "^[A-Za-z0-9!#$%&'*+.^_`|~-]+/[A-Za-z0-9!#$%&'*+.^_`|~-]+$",
+    scalars: Scalars::Text,
+    examples: &["application/json", "text/html"],
+};
+
 pub(crate) const FORMATS: &[&Format] = &[
     &DURATION,
     &POSITIVE_DURATION,
@@ -222,6 +234,7 @@ pub(crate) const FORMATS: &[&Format] = &[
     &PER_HEADER,
     &SIZE,
     &CIDR,
+    &MEDIA_TYPE,
 ];
 
 // ---- types ------------------------------------------------------------------------------------
@@ -518,6 +531,12 @@ pub(crate) const ACCESS_LOGS: [(&str, AccessLog); 3] = [
     ("text", AccessLog::Text),
     ("off", AccessLog::Off),
 ];
+/// Compression algorithms by their `Accept-Encoding` token.
+pub(crate) const COMPRESSION_ALGORITHMS: [(&str, CompressionAlgorithm); 3] = [
+    ("zstd", CompressionAlgorithm::Zstd),
+    ("br", CompressionAlgorithm::Brotli),
+    ("gzip", CompressionAlgorithm::Gzip),
+];
 /// `per` words; `header:<name>` is the one that takes a value.
 pub(crate) const PER_WORDS: [(&str, Per); 5] = [
     ("client", Per::Client),
@@ -777,7 +796,8 @@ pub(crate) static GATEWAY: Object = Object {
         key("cors", Ty::Obj(&CORS), Optional, "CORS policy for every route of the gateway; omitted, Envoy does not answer CORS requests."),
         key("client_ip", Ty::Obj(&CLIENT_IP), Is("{}"), "Which address is the client's, for per-IP limits, `allow_ips` / `deny_ips` and the access log."),
         key("access_log", Ty::Enum(&ACCESS_LOGS), Is("json"), "Format of Envoy's access log on stdout, or `off`; the path is logged without its query (which may carry an API key), whatever the status."),
-        key("max_body", Ty::Fmt(&SIZE), Optional, "Largest request body of every route without its own `max_body`: Envoy buffers the body and answers a larger one, chunked or not, with 413 before the upstream sees the request; omitted, bodies are streamed and not limited."),
+        key("max_body", Ty::Fmt(&SIZE), Optional, "Largest request body of every route without its own `max_body` (`websocket` routes excepted): Envoy buffers the body and answers a larger one, with a content-length or chunked, over HTTP/1.1 or HTTP/2, with 413 before the upstream sees the request; omitted, bodies are streamed and not limited."),
+        key("compression", Ty::Obj(&COMPRESSION), Optional, "Compresses responses for clients that accept it; omitted, responses pass as the upstream sent them."),
         key("timeouts", Ty::Obj(&CLIENT_TIMEOUTS), Is("{}"), "How long Envoy waits on a client before it gives up on the request or connection."),
         key("limits", Ty::Obj(&CONNECTION_LIMITS), Is("{}"), "What one client connection may hold in Envoy: buffered bytes, HTTP/2 streams and windows."),
         key("routes", list(&Ty::Obj(&ROUTE)), Optional, "Routes, tried in file order; the first that matches wins."),
@@ -792,6 +812,21 @@ pub(crate) static CLIENT_IP: Object = Object {
     doc: "How Envoy finds the client's address. With `trusted_hops: 0` it is the TCP peer and a client-sent `x-forwarded-for` changes nothing. Behind N load balancers that each append the address they saw, `trusted_hops: N` makes it the Nth `x-forwarded-for` entry from the right (a missing or unreadable entry falls back to the TCP peer); entries a client wrote itself sit further left and are ignored. Envoy then also trusts the balancers' `x-forwarded-proto`, and nothing checks that the TCP peer is one of them: the listener must be reachable only through them.",
     keys: &[
         key("trusted_hops", int(0), Is("0"), "Proxies in front of Envoy whose `x-forwarded-for` entries are trusted; 0 uses the TCP peer."),
+    ],
+    one_of: &[],
+};
+
+/// Types worth compressing that browsers and API clients send `Accept-Encoding` for; images,
+/// video and archives are compressed already.
+#[rustfmt::skip]
+pub(crate) static COMPRESSION: Object = Object {
+    name: "compression",
+    title: "gateways.<name>.compression",
+    doc: "Response compression by Envoy for every route of the gateway, negotiated by the request's `Accept-Encoding`: the algorithm with the client's highest q-value wins, and among equal ones the first of `algorithms`; `q=0` refuses one, `*` stands for any other, and a client accepting none of them gets the response as it is. Responses that already have a `Content-Encoding`, carry `Cache-Control: no-transform`, have another type, or declare a `content-length` under `min_bytes` pass unchanged (a streamed response without a length is compressed whatever its size); a compressed response loses its `content-length` and a strong `ETag`, and gets `Vary: Accept-Encoding`. The upstream never sees `Accept-Encoding`: Envoy compresses, so an upstream cannot choose an encoding the client did not prefer.",
+    keys: &[
+        key("algorithms", nonempty_list(&Ty::Enum(&COMPRESSION_ALGORITHMS)), Is("[zstd, br, gzip]"), "Encodings offered, in order of preference, each at most once: `zstd`, `br` (Brotli), `gzip`."),
+        key("min_bytes", Ty::Fmt(&SIZE), Is("1KiB"), "Responses with a smaller `content-length` are not compressed (compressing them saves little and costs CPU)."),
+        key("content_types", nonempty_list(&Ty::Fmt(&MEDIA_TYPE)), Is("[application/json, application/javascript, application/xml, image/svg+xml, text/css, text/html, text/javascript, text/plain, text/xml]"), "Response media types that are compressed; any other passes unchanged."),
     ],
     one_of: &[],
 };
@@ -890,9 +925,10 @@ pub(crate) static ROUTE: Object = Object {
         key("allow_ips", nonempty_list(&Ty::Fmt(&CIDR)), Optional, "Client networks admitted to the route (the client IP as `client_ip` defines it); any other address gets 403 before authz-service is asked."),
         key("deny_ips", nonempty_list(&Ty::Fmt(&CIDR)), Optional, "Client networks refused with 403 before authz-service is asked, also when `allow_ips` admits them (deny wins)."),
         key("rate_limit", Ty::AnyOf(&[Ty::Enum(&["plan", "none"]), nonempty_list(&Ty::AnyOf(&[Ty::Enum(&["plan"]), Ty::Obj(&LIMIT)]))]), Optional, "`plan` (the default on authenticated routes), `none`, or a list of `plan` and `{limit, per}` items that all apply."),
-        key("timeout", Ty::Fmt(&POSITIVE_DURATION), Optional, "How long Envoy waits for the upstream's whole response."),
+        key("timeout", Ty::Fmt(&DURATION), Optional, "How long Envoy waits for the upstream's whole response; `0s`: no limit (long-lived streams). On a `websocket` route it bounds the wait for the upgrade's answer only: an open WebSocket is closed by either side, or after `timeouts.stream_idle` without a frame in either direction."),
         key("retries", Ty::Obj(&RETRIES), Optional, "When and how often Envoy retries a failed request."),
         key("max_body", Ty::Fmt(&SIZE), Optional, "Largest request body of this route, overriding the gateway's `max_body`; a larger one gets 413."),
+        key("websocket", Ty::Bool, Is("false"), "Forwards WebSocket upgrades (HTTP/1.1 `Upgrade: websocket`); auth and rate limits apply to the upgrade request, then frames flow both ways. An upgrade on any other route gets 403. The gateway's `max_body` does not apply to the route, and the route may not set one."),
         key("request_headers", Ty::Obj(&HEADER_CHANGES), Optional, "Headers set or removed on the request before it reaches the upstream."),
         key("response_headers", Ty::Obj(&HEADER_CHANGES), Optional, "Headers set or removed on the response before it reaches the client."),
     ],

@@ -204,6 +204,12 @@ pub fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// A media type `type/subtype` without parameters (RFC 9110 §8.3.1).
+pub fn is_media_type(s: &str) -> bool {
+    s.split_once('/')
+        .is_some_and(|(t, sub)| is_token(t) && is_token(sub))
+}
+
 /// An environment variable name as POSIX shells accept it.
 pub fn is_env_name(s: &str) -> bool {
     let mut bytes = s.bytes();

@@ -302,6 +302,8 @@ pub struct Gateway {
     pub access_log: AccessLog,
     /// The request-body limit, in bytes, of every route without its own; `None`: no limit.
     pub max_body: Option<u32>,
+    /// Response compression; `None`: responses pass as the upstream sent them.
+    pub compression: Option<Compression>,
     /// Client-side timeouts of every listener; always present (the described defaults).
     pub timeouts: ClientTimeouts,
     /// Per-connection resource limits of every listener; always present (the described
@@ -359,6 +361,35 @@ pub struct ConnectionLimits {
     pub initial_stream_window: u32,
     /// HTTP/2 flow-control window of the whole connection, in bytes.
     pub initial_connection_window: u32,
+}
+
+/// Response compression of every route of a gateway (spec §8).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compression {
+    /// In order of preference; never empty, no duplicates.
+    pub algorithms: Vec<CompressionAlgorithm>,
+    /// Responses that declare a smaller `content-length` pass unchanged.
+    pub min_bytes: u32,
+    /// Lower-case `type/subtype` media types, without parameters; never empty.
+    pub content_types: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressionAlgorithm {
+    Zstd,
+    Brotli,
+    Gzip,
+}
+
+impl CompressionAlgorithm {
+    /// The `Accept-Encoding` / `Content-Encoding` token.
+    pub fn token(self) -> &'static str {
+        match self {
+            CompressionAlgorithm::Zstd => "zstd",
+            CompressionAlgorithm::Brotli => "br",
+            CompressionAlgorithm::Gzip => "gzip",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -421,10 +452,14 @@ pub struct Route {
     /// Client networks refused (`deny_ips`), also when `allow_ips` admits them.
     pub deny_ips: Vec<Cidr>,
     pub rate_limit: RouteRateLimit,
+    /// Zero: no timeout (long-lived streams).
     pub timeout: Option<Duration>,
     pub retries: Option<Retries>,
     /// Overrides the gateway's `max_body` for this route, in bytes.
     pub max_body: Option<u32>,
+    /// `Upgrade: websocket` requests are forwarded (only on forwarding routes, without
+    /// `max_body`).
+    pub websocket: bool,
     pub request_headers: HeaderChanges,
     pub response_headers: HeaderChanges,
 }

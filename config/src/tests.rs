@@ -297,9 +297,9 @@ fn route_cases() -> Vec<Case> {
             vec![(17, "1.5s", "expected a duration like 250ms, 5s, 1m, 1h, 1d (a whole number and a unit), found \"1.5s\" (whole numbers only: write 1500ms rather than 1.5s)")],
         ),
         (
-            "zero timeout",
-            r(&format!("{OK_ROUTE}        timeout: 0s\n")),
-            vec![(17, "0s", "must be longer than zero")],
+            "a timeout without a unit",
+            r(&format!("{OK_ROUTE}        timeout: 30\n")),
+            vec![(17, "30", "a unit is required")],
         ),
         (
             "duplicate route names",
@@ -890,6 +890,124 @@ fn client_ip_and_ip_lists_decode_and_bad_cidrs_are_positioned() {
 }
 
 #[test]
+fn compression_defaults_and_values() {
+    // Absent: off. `{}`: the described defaults.
+    let config = parse(&with_routes(OK_ROUTE), file()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.gateways["edge"].compression, None);
+    let src = BASE.replace("    listeners:", "    compression: {}\n    listeners:") + OK_ROUTE;
+    let config = parse(&src, file()).unwrap_or_else(|e| panic!("{e}"));
+    let c = config.gateways["edge"].compression.clone().expect("on");
+    use CompressionAlgorithm::*;
+    assert_eq!(c.algorithms, [Zstd, Brotli, Gzip]);
+    assert_eq!(c.min_bytes, 1024);
+    assert!(c.content_types.contains(&"application/json".to_string()));
+
+    let src = BASE.replace(
+        "    listeners:",
+        "    compression: { algorithms: [gzip, br], min_bytes: 256, content_types: [Application/JSON, text/plain] }\n    listeners:",
+    ) + OK_ROUTE;
+    let config = parse(&src, file()).unwrap_or_else(|e| panic!("{e}"));
+    let c = config.gateways["edge"].compression.clone().expect("on");
+    assert_eq!(c.algorithms, [Gzip, Brotli]);
+    assert_eq!(c.min_bytes, 256);
+    // One spelling: Envoy's matcher ignores case anyway.
+    assert_eq!(c.content_types, ["application/json", "text/plain"]);
+
+    let gw =
+        |line: &str| BASE.replace("    listeners:", &format!("{line}\n    listeners:")) + OK_ROUTE;
+    check(vec![
+        (
+            "an unknown algorithm",
+            gw("    compression: { algorithms: [gzip, deflate] }"),
+            vec![(
+                11,
+                "deflate",
+                "compression.algorithms: expected one of zstd | br | gzip",
+            )],
+        ),
+        (
+            "a misspelt algorithm",
+            gw("    compression: { algorithms: [brotli] }"),
+            vec![(11, "brotli", "expected one of zstd | br | gzip")],
+        ),
+        (
+            "an algorithm twice",
+            gw("    compression: { algorithms: [gzip, br, gzip] }"),
+            vec![(11, "gzip]", "`gzip` is listed twice")],
+        ),
+        (
+            "no algorithm",
+            gw("    compression: { algorithms: [] }"),
+            vec![(11, "[]", "at least one")],
+        ),
+        (
+            "a size with a unit it does not know",
+            gw("    compression: { min_bytes: 1KB }"),
+            vec![(
+                11,
+                "1KB",
+                "compression.min_bytes: expected a size like 512KiB",
+            )],
+        ),
+        (
+            "a content type with parameters",
+            gw("    compression: { content_types: [\"text/html; charset=utf-8\"] }"),
+            vec![(
+                11,
+                "\"text/html",
+                "expected a media type such as application/json",
+            )],
+        ),
+        (
+            "a content type without a subtype",
+            gw("    compression: { content_types: [json] }"),
+            vec![(11, "json", "expected a media type")],
+        ),
+        (
+            "an unknown compression key",
+            gw("    compression: { level: 9 }"),
+            vec![(11, "level", "unknown key `level`")],
+        ),
+    ]);
+}
+
+#[test]
+fn websocket_routes_and_their_impossible_combinations() {
+    let src = with_routes(&format!(
+        "{OK_ROUTE}        websocket: true\n        timeout: 0s\n      - {{ name: plain, match: {{ prefix: /p }}, service: users, auth: none }}\n"
+    ));
+    let config = parse(&src, file()).unwrap_or_else(|e| panic!("{e}"));
+    let routes = &config.gateways["edge"].routes;
+    assert!(routes[0].websocket);
+    // `0s`: no overall timeout, for long-lived streams.
+    assert_eq!(routes[0].timeout, Some(Duration::ZERO));
+    assert!(!routes[1].websocket);
+
+    check(vec![
+        (
+            "websocket on a respond route",
+            with_routes("      - name: r\n        match: { prefix: /ws }\n        respond: { status: 200 }\n        auth: none\n        websocket: true\n"),
+            vec![(17, "websocket", "`websocket` only applies to routes that forward")],
+        ),
+        (
+            "websocket with a body limit",
+            with_routes(&format!("{OK_ROUTE}        websocket: true\n        max_body: 1MiB\n")),
+            vec![(18, "max_body", "`max_body` cannot be combined with `websocket: true`")],
+        ),
+        (
+            "websocket not a boolean",
+            with_routes(&format!("{OK_ROUTE}        websocket: yes please\n")),
+            vec![(17, "yes please", "expected true or false")],
+        ),
+    ]);
+    // `websocket: false` with a body limit is an ordinary route.
+    let src = with_routes(&format!(
+        "{OK_ROUTE}        websocket: false\n        max_body: 1MiB\n"
+    ));
+    parse(&src, file()).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
 fn timeouts_and_limits_default_to_the_edge_values_and_are_checked() {
     let config = parse(&with_routes(OK_ROUTE), file()).unwrap_or_else(|e| panic!("{e}"));
     let gw = &config.gateways["edge"];
@@ -965,7 +1083,7 @@ fn warning_lines(src: &str) -> Vec<String> {
     warnings.iter().map(ToString::to_string).collect()
 }
 
-const ROUTE_KEYS: &str = "name, match, service, services, respond, rewrite, auth, require, allow_ips, deny_ips, rate_limit, timeout, retries, max_body, request_headers, response_headers";
+const ROUTE_KEYS: &str = "name, match, service, services, respond, rewrite, auth, require, allow_ips, deny_ips, rate_limit, timeout, retries, max_body, websocket, request_headers, response_headers";
 
 #[test]
 fn a_misspelt_key_or_name_gets_did_you_mean() {

@@ -44,6 +44,16 @@ pub mod type_url {
         "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit";
     pub const CORS: &str = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors";
     pub const LUA: &str = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua";
+    pub const LUA_PER_ROUTE: &str =
+        "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute";
+    pub const COMPRESSOR: &str =
+        "type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor";
+    pub const GZIP_COMPRESSOR: &str =
+        "type.googleapis.com/envoy.extensions.compression.gzip.compressor.v3.Gzip";
+    pub const BROTLI_COMPRESSOR: &str =
+        "type.googleapis.com/envoy.extensions.compression.brotli.compressor.v3.Brotli";
+    pub const ZSTD_COMPRESSOR: &str =
+        "type.googleapis.com/envoy.extensions.compression.zstd.compressor.v3.Zstd";
     pub const BUFFER: &str = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer";
     pub const BUFFER_PER_ROUTE: &str =
         "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute";

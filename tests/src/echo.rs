@@ -2,7 +2,8 @@
 //! of what it received, so tests can assert what Envoy forwarded.
 //!
 //! Request headers steer it: `x-echo-status: 503` answers with that status, `x-echo-delay-ms: 300`
-//! waits that long before answering. Every answer carries `x-upstream: <name>`.
+//! waits that long before answering, `x-echo-content-type` and `x-echo-content-encoding` label the
+//! (unchanged) JSON body with that type or encoding. Every answer carries `x-upstream: <name>`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +23,10 @@ use tokio::task::JoinHandle;
 pub const STATUS_HEADER: &str = "x-echo-status";
 /// Request header: wait this many milliseconds before answering.
 pub const DELAY_HEADER: &str = "x-echo-delay-ms";
+/// Request header: label the answer with this content-type instead of application/json.
+pub const CONTENT_TYPE_HEADER: &str = "x-echo-content-type";
+/// Request header: label the answer with this content-encoding (the body stays as it is).
+pub const CONTENT_ENCODING_HEADER: &str = "x-echo-content-encoding";
 /// Response header naming the upstream that answered.
 pub const UPSTREAM_HEADER: &str = "x-upstream";
 
@@ -90,6 +95,17 @@ async fn echo(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let mut resp = (status, Json(doc)).into_response();
     if let Ok(v) = HeaderValue::from_str(&shared.name) {
         resp.headers_mut().insert(UPSTREAM_HEADER, v);
+    }
+    for (steer, name) in [
+        (CONTENT_TYPE_HEADER, axum::http::header::CONTENT_TYPE),
+        (
+            CONTENT_ENCODING_HEADER,
+            axum::http::header::CONTENT_ENCODING,
+        ),
+    ] {
+        if let Some(v) = header(steer).and_then(|v| HeaderValue::from_str(v).ok()) {
+            resp.headers_mut().insert(name, v);
+        }
     }
     resp
 }

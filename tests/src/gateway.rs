@@ -35,6 +35,8 @@ pub struct Shape {
     pub routes: String,
     /// More JWT providers (entries under `auth.jwt`, indented by six spaces).
     pub jwt_extra: String,
+    /// More services (entries under `services`, indented by two spaces).
+    pub services_extra: String,
 }
 
 impl Shape {
@@ -47,6 +49,7 @@ impl Shape {
             authz_on_error: "deny",
             routes: routes.to_string(),
             jwt_extra: String::new(),
+            services_extra: String::new(),
         }
     }
 }
@@ -115,12 +118,13 @@ impl Full {
             authz_on_error,
             routes,
             jwt_extra,
+            services_extra,
         } = shape;
         format!(
             r#"version: 1
 services:
   api: {{ endpoints: [{upstream}] }}
-auth:
+{services_extra}auth:
   service: {{ address: 127.0.0.1:{authz}, timeout: 1s, on_error: {authz_on_error} }}
   jwt:
     main:

@@ -142,9 +142,8 @@ gateways:
         text(&out)
     );
     let p = path.display();
-    let keys =
-        "name, match, service, services, respond, rewrite, auth, require, allow_ips, deny_ips, \
-                rate_limit, timeout, retries, max_body, request_headers, response_headers";
+    let keys = "name, match, service, services, respond, rewrite, auth, require, allow_ips, deny_ips, \
+                rate_limit, timeout, retries, max_body, websocket, request_headers, response_headers";
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         format!(

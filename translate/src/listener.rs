@@ -18,14 +18,21 @@ use proto::pb::envoy::extensions::access_loggers::filters::cel::v3::ExpressionFi
 use proto::pb::envoy::extensions::access_loggers::stream::v3::{
     stdout_access_log, StdoutAccessLog,
 };
+use proto::pb::envoy::extensions::compression::brotli::compressor::v3::Brotli;
+use proto::pb::envoy::extensions::compression::gzip::compressor::v3::Gzip;
+use proto::pb::envoy::extensions::compression::zstd::compressor::v3::Zstd;
 use proto::pb::envoy::extensions::filters::http::buffer::v3::Buffer;
+use proto::pb::envoy::extensions::filters::http::compressor::v3::{
+    compressor::{CommonDirectionConfig, ResponseDirectionConfig},
+    Compressor,
+};
 use proto::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use proto::pb::envoy::extensions::filters::http::lua::v3::Lua;
 use proto::pb::envoy::extensions::filters::http::router::v3::Router;
 use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::{
         CodecType, ForwardClientCertDetails, PathWithEscapedSlashesAction, RouteSpecifier,
-        SetCurrentClientCertDetails, StripPortMode,
+        SetCurrentClientCertDetails, StripPortMode, UpgradeConfig,
     },
     http_filter, HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds, ResponseMapper,
 };
@@ -34,16 +41,28 @@ use proto::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context::ValidationContextType, CommonTlsContext, DownstreamTlsContext,
     SdsSecretConfig,
 };
+use proto::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
 
 use super::cluster::socket_address;
 use super::{ads, authz, boolv, duration, ip_lists, ratelimit, u32v, Policies};
-use config::{AccessLog as AccessLogMode, Gateway, Listener as ListenerCfg};
+use config::{
+    AccessLog as AccessLogMode, Compression, CompressionAlgorithm, Gateway, Listener as ListenerCfg,
+};
 
 pub(super) const HCM_FILTER: &str = "envoy.filters.network.http_connection_manager";
 pub(super) const CORS_FILTER: &str = "envoy.filters.http.cors";
 const ROUTER_FILTER: &str = "envoy.filters.http.router";
 pub(super) const LUA_FILTER: &str = "envoy.filters.http.lua";
 pub(super) const BUFFER_FILTER: &str = "envoy.filters.http.buffer";
+/// The Lua filter after the buffer filter that counts the whole body (see [`MAX_BODY_LUA`]).
+pub(super) const MAX_BODY_FILTER: &str = "envoy.filters.http.lua.max_body";
+/// Refuses a body over the limit that the buffer filter let through uncounted (its last piece);
+/// `LIMIT` stands for the limit in bytes.
+pub(super) const MAX_BODY_LUA: &str = include_str!("max_body.lua");
+/// The Lua filter before the compressors that picks one encoding (see [`ACCEPT_ENCODING_LUA`]).
+const ACCEPT_ENCODING_FILTER: &str = "envoy.filters.http.lua.accept_encoding";
+/// `OFFERED` stands for the table of the gateway's algorithms, in order.
+const ACCEPT_ENCODING_LUA: &str = include_str!("accept_encoding.lua");
 /// The script of [`strip_query`], with `NAMES` standing for the table of parameter names.
 const STRIP_QUERY_LUA: &str = include_str!("strip_query.lua");
 const STDOUT_ACCESS_LOG: &str = "envoy.access_loggers.stdout";
@@ -180,7 +199,7 @@ const CEL_FILTER: &str = "envoy.access_loggers.extension_filters.cel";
 /// Every 400 a client can get from Envoy before any route takes the request (the refusal
 /// route, path normalization, HTTP/1 parse errors) and the client timeouts' 408s, in the
 /// spec's JSON error shape (§3). HTTP/2 protocol errors reset the stream and have no body.
-pub(super) fn cel_replies() -> [CelReply; 2] {
+pub(super) fn cel_replies() -> [CelReply; 3] {
     [
     CelReply {
         expression: format!(
@@ -197,6 +216,14 @@ pub(super) fn cel_replies() -> [CelReply; 2] {
         status: Some(408),
         error: "request_timeout",
         message: "request not received in time",
+    },
+    CelReply {
+        // An upgrade (WebSocket or any other protocol) on a route without `websocket: true`:
+        // Envoy refuses it before any filter runs, so before authz-service is asked.
+        expression: "response.code_details == 'upgrade_failed'".to_string(),
+        status: Some(403),
+        error: "forbidden",
+        message: "upgrade not allowed on this route",
     },
     ]
 }
@@ -328,6 +355,7 @@ pub(super) fn hcm_base(
         request_timeout: Some(duration(gw.timeouts.request)),
         stream_idle_timeout: Some(duration(gw.timeouts.stream_idle)),
         early_header_mutation_extensions: vec![early_header_removal(&policies.early_remove)],
+        upgrade_configs: upgrade_configs(gw),
         ..Default::default()
     }
 }
@@ -364,6 +392,20 @@ fn redirect_hcm(
         strip_port_mode: Some(StripPortMode::StripAnyHostPort(true)),
         ..hcm_base(gateway, gw, &plain, policies)
     }
+}
+
+/// WebSocket upgrades are off on the listener and turned on by each `websocket: true` route (a
+/// route can only enable an upgrade type the listener names). Without any such route the list is
+/// empty, and Envoy refuses every upgrade all the same.
+fn upgrade_configs(gw: &Gateway) -> Vec<UpgradeConfig> {
+    if !gw.routes.iter().any(|r| r.websocket) {
+        return Vec::new();
+    }
+    vec![UpgradeConfig {
+        upgrade_type: "websocket".to_string(),
+        enabled: Some(boolv(false)),
+        ..Default::default()
+    }]
 }
 
 /// Removes [`SPOOFABLE_HEADERS`] and `identity` (the identity headers and the fail-open
@@ -442,6 +484,9 @@ fn http_filters(gw: &Gateway, policies: &Policies<'_>) -> Vec<HttpFilter> {
             &strip_query(&policies.credential_query),
         ));
     }
+    if let Some(c) = &gw.compression {
+        filters.extend(compression_filters(c));
+    }
     // `max_body`: Envoy's buffer filter holds the request (headers included) until its body is
     // complete and answers 413 once more than the limit has arrived, with or without a
     // content-length, so an upstream never sees an oversized request. Last before the router,
@@ -457,6 +502,12 @@ fn http_filters(gw: &Gateway, policies: &Policies<'_>) -> Vec<HttpFilter> {
                 max_request_bytes: Some(u32v(bytes)),
             },
         ));
+        // The buffer filter's blind spot, its last piece of body; off per route like it.
+        filters.push(http_filter(
+            MAX_BODY_FILTER,
+            proto::type_url::LUA,
+            &lua(max_body_script(bytes)),
+        ));
     }
     filters.push(http_filter(
         ROUTER_FILTER,
@@ -464,6 +515,97 @@ fn http_filters(gw: &Gateway, policies: &Policies<'_>) -> Vec<HttpFilter> {
         &Router::default(),
     ));
     filters
+}
+
+/// The [`MAX_BODY_LUA`] script for a limit of `bytes`.
+pub(super) fn max_body_script(bytes: u32) -> String {
+    MAX_BODY_LUA.replacen("LIMIT", &bytes.to_string(), 1)
+}
+
+/// A Lua filter running `source` on every request, never re-selecting the route.
+fn lua(source: String) -> Lua {
+    Lua {
+        default_source_code: Some(DataSource {
+            specifier: Some(data_source::Specifier::InlineString(source)),
+            ..Default::default()
+        }),
+        clear_route_cache: Some(boolv(false)),
+        ..Default::default()
+    }
+}
+
+/// `compression`: a Lua filter that reduces `Accept-Encoding` to the one encoding chosen
+/// ([`ACCEPT_ENCODING_LUA`]), then one compressor filter per algorithm, in the listed order.
+/// Only the last removes `Accept-Encoding` before the upstream: each filter reads it while the
+/// request passes, and a header removed by the first would be gone for the others.
+fn compression_filters(c: &Compression) -> Vec<HttpFilter> {
+    let offered: Vec<String> = c.algorithms.iter().map(|a| lua_string(a.token())).collect();
+    let source =
+        ACCEPT_ENCODING_LUA.replacen("OFFERED", &format!("{{ {} }}", offered.join(", ")), 1);
+    let mut filters = vec![http_filter(
+        ACCEPT_ENCODING_FILTER,
+        proto::type_url::LUA,
+        &lua(source),
+    )];
+    let content_type_matcher: Vec<StringMatcher> = c
+        .content_types
+        .iter()
+        .map(|t| StringMatcher {
+            match_pattern: Some(MatchPattern::Exact(t.clone())),
+            // Envoy's matcher drops the response's parameters (`; charset=utf-8`) but compares
+            // letter case unless told otherwise.
+            ignore_case: true,
+        })
+        .collect();
+    for (i, a) in c.algorithms.iter().enumerate() {
+        let library = match a {
+            CompressionAlgorithm::Zstd => TypedExtensionConfig {
+                name: "zstd".to_string(),
+                typed_config: Some(proto::pack(
+                    proto::type_url::ZSTD_COMPRESSOR,
+                    &Zstd::default(),
+                )),
+            },
+            CompressionAlgorithm::Brotli => TypedExtensionConfig {
+                name: "brotli".to_string(),
+                typed_config: Some(proto::pack(
+                    proto::type_url::BROTLI_COMPRESSOR,
+                    &Brotli::default(),
+                )),
+            },
+            CompressionAlgorithm::Gzip => TypedExtensionConfig {
+                name: "gzip".to_string(),
+                typed_config: Some(proto::pack(
+                    proto::type_url::GZIP_COMPRESSOR,
+                    &Gzip::default(),
+                )),
+            },
+        };
+        let compressor = Compressor {
+            compressor_library: Some(library),
+            response_direction_config: Some(ResponseDirectionConfig {
+                common_config: Some(CommonDirectionConfig {
+                    min_content_length: Some(u32v(c.min_bytes)),
+                    content_type_matcher: content_type_matcher.clone(),
+                    ..Default::default()
+                }),
+                remove_accept_encoding_header: i + 1 == c.algorithms.len(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        filters.push(http_filter(
+            &compressor_filter_name(*a),
+            proto::type_url::COMPRESSOR,
+            &compressor,
+        ));
+    }
+    filters
+}
+
+/// Each compressor filter has its own name, so that Envoy's stats tell them apart.
+pub(super) fn compressor_filter_name(a: CompressionAlgorithm) -> String {
+    format!("envoy.filters.http.compressor.{}", a.token())
 }
 
 /// A Lua filter config that removes every query parameter named (after percent-decoding) one

@@ -10,7 +10,7 @@ use proto::pb::envoy::config::route::v3::{
     header_matcher::HeaderMatchSpecifier,
     query_parameter_matcher::QueryParameterMatchSpecifier,
     route,
-    route_action::{hash_policy, ClusterSpecifier, HashPolicy},
+    route_action::{hash_policy, ClusterSpecifier, HashPolicy, UpgradeConfig},
     route_match::PathSpecifier,
     weighted_cluster::ClusterWeight,
     DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RetryPolicy, Route,
@@ -24,12 +24,17 @@ use proto::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
 use proto::pb::envoy::extensions::filters::http::ext_authz::v3::{
     ext_authz_per_route, ExtAuthzPerRoute,
 };
+use proto::pb::envoy::extensions::filters::http::lua::v3::{
+    lua_per_route::Override as LuaOverride, LuaPerRoute,
+};
 use proto::pb::envoy::r#type::matcher::v3::{
     string_matcher::MatchPattern, RegexMatchAndSubstitute, RegexMatcher, StringMatcher,
 };
 use proto::pb::google::protobuf::BoolValue;
 
-use super::listener::{limits_bodies, BUFFER_FILTER, CORS_FILTER};
+use super::listener::{
+    limits_bodies, max_body_script, BUFFER_FILTER, CORS_FILTER, MAX_BODY_FILTER,
+};
 use super::{duration, regex_escape, u32v, Policies};
 use config::{
     Cors, Gateway, HeaderChanges, LbPolicy, PathMatch, RateLimits, RespondBody, Retries, RetryOn,
@@ -50,10 +55,14 @@ pub(super) fn route_configuration(
     let mut routes = vec![ambiguous_path_route(policies)];
     for r in &gw.routes {
         let mut rt = route(r, services, policies);
-        if let Some(limit) = body_limit(gw, r) {
+        if let Some((limit, count)) = body_limit(gw, r) {
             rt.typed_per_filter_config.insert(
                 BUFFER_FILTER.to_string(),
                 proto::pack(proto::type_url::BUFFER_PER_ROUTE, &limit),
+            );
+            rt.typed_per_filter_config.insert(
+                MAX_BODY_FILTER.to_string(),
+                proto::pack(proto::type_url::LUA_PER_ROUTE, &count),
             );
         }
         // Before the preflight twin is made: refused addresses get no preflight answer either.
@@ -216,21 +225,40 @@ fn ambiguous_path_route(policies: &Policies<'_>) -> Route {
     rt
 }
 
-/// The buffer filter's setting on one route: the route's own `max_body`; nothing where the
-/// gateway's limit applies; the filter off where neither sets one (the filter is in the chain
-/// for the routes that do). `None` too on a gateway without the filter.
-fn body_limit(gw: &Gateway, r: &RouteCfg) -> Option<BufferPerRoute> {
-    let setting = match (r.max_body, gw.max_body) {
-        (Some(bytes), _) => BufferOverride::Buffer(Buffer {
-            max_request_bytes: Some(u32v(bytes)),
-        }),
+/// The settings on one route of the buffer filter and of the Lua filter that counts the body
+/// after it (`max_body`): the route's own limit; nothing where the gateway's limit applies; both
+/// off where neither sets one (the filters are in the chain for the routes that do) and on
+/// `websocket` routes (the buffer filter would hold an upgrade, whose body never ends, forever).
+/// `None` too on a gateway without the filters.
+fn body_limit(gw: &Gateway, r: &RouteCfg) -> Option<(BufferPerRoute, LuaPerRoute)> {
+    let (buffer, count) = match (r.max_body, gw.max_body) {
+        _ if r.websocket && limits_bodies(gw) => {
+            (BufferOverride::Disabled(true), LuaOverride::Disabled(true))
+        }
+        (Some(bytes), _) => (
+            BufferOverride::Buffer(Buffer {
+                max_request_bytes: Some(u32v(bytes)),
+            }),
+            LuaOverride::SourceCode(DataSource {
+                specifier: Some(data_source::Specifier::InlineString(max_body_script(bytes))),
+                ..Default::default()
+            }),
+        ),
         (None, Some(_)) => return None,
-        (None, None) if limits_bodies(gw) => BufferOverride::Disabled(true),
+        (None, None) if limits_bodies(gw) => {
+            (BufferOverride::Disabled(true), LuaOverride::Disabled(true))
+        }
         (None, None) => return None,
     };
-    Some(BufferPerRoute {
-        r#override: Some(setting),
-    })
+    Some((
+        BufferPerRoute {
+            r#override: Some(buffer),
+        },
+        LuaPerRoute {
+            r#override: Some(count),
+            ..Default::default()
+        },
+    ))
 }
 
 // Field numbers for [`encode`], checked by its round-trip test.
@@ -243,8 +271,8 @@ const VH_PER_FILTER: u32 = 15;
 /// `Route.typed_per_filter_config`.
 const ROUTE_PER_FILTER: u32 = 13;
 
-/// A RouteConfiguration encoded canonically: a route can carry two per-filter configs (ext_authz
-/// and the buffer filter's `max_body`), and prost would encode that map in random order (see
+/// A RouteConfiguration encoded canonically: a route can carry several per-filter configs
+/// (ext_authz, and the buffer and Lua filters of `max_body`), and prost would encode that map in random order (see
 /// `proto`'s crate docs), so the maps are appended by hand, entries sorted by filter name.
 pub(super) fn encode(rc: &RouteConfiguration) -> Vec<u8> {
     let mut base = rc.clone();
@@ -404,6 +432,17 @@ fn forward_action(
     }
     if let Some(t) = r.timeout {
         a.timeout = Some(duration(t));
+    }
+    // Turns on what the listener turns off (`listener::upgrade_configs`). The route's stream
+    // idle timeout stays the gateway's `timeouts.stream_idle`: a socket that sends or receives
+    // a frame within it stays open for as long as both sides want, and one silent for longer
+    // is closed, so clients cannot hold idle sockets open without bound.
+    if r.websocket {
+        a.upgrade_configs = vec![UpgradeConfig {
+            upgrade_type: "websocket".to_string(),
+            enabled: Some(BoolValue { value: true }),
+            ..Default::default()
+        }];
     }
     if let Some(retries) = &r.retries {
         a.retry_policy = Some(retry_policy(retries));

@@ -1578,7 +1578,23 @@ gateways:
       - { name: plain, match: { prefix: /plain }, service: users, auth: main }
       - { name: upload, match: { prefix: /upload }, service: users, auth: main, max_body: 20MiB }
       - { name: bytes, match: { prefix: /bytes }, service: users, auth: none, max_body: 65536 }
+      - { name: chat, match: { prefix: /ws }, service: users, auth: main, websocket: true }
 "#;
+
+/// The per-route setting of the Lua filter that counts the body after the buffer filter.
+fn max_body_lua_per_route(
+    rt: &Route,
+) -> Option<proto::pb::envoy::extensions::filters::http::lua::v3::lua_per_route::Override> {
+    rt.typed_per_filter_config
+        .get("envoy.filters.http.lua.max_body")
+        .map(|any| {
+            unpack::<proto::pb::envoy::extensions::filters::http::lua::v3::LuaPerRoute>(
+                any,
+                proto::type_url::LUA_PER_ROUTE,
+            )
+        })
+        .and_then(|l| l.r#override)
+}
 
 /// The buffer filter's per-route setting of `rt`, if it has one.
 fn buffer_per_route(
@@ -1611,6 +1627,8 @@ fn max_body_is_the_buffer_filter_with_per_route_limits() {
                 ("plain", None),
                 ("upload", limit(20 << 20)),
                 ("bytes", limit(65_536)),
+                // An upgrade's body never ends: the buffer filter would hold it forever.
+                ("chat", Some(Override::Disabled(true))),
             ],
         ),
         (
@@ -1621,6 +1639,7 @@ fn max_body_is_the_buffer_filter_with_per_route_limits() {
                 ("plain", Some(Override::Disabled(true))),
                 ("upload", limit(20 << 20)),
                 ("bytes", limit(65_536)),
+                ("chat", Some(Override::Disabled(true))),
             ],
         ),
     ];
@@ -1633,8 +1652,24 @@ fn max_body_is_the_buffer_filter_with_per_route_limits() {
             [
                 "envoy.filters.http.ext_authz",
                 "envoy.filters.http.buffer",
+                "envoy.filters.http.lua.max_body",
                 "envoy.filters.http.router"
             ]
+        );
+        // The Lua filter counts what the buffer filter let through (its last piece of body),
+        // with the same limit, and is off and on per route like it.
+        let Some(http_filter::ConfigType::TypedConfig(any)) = &h.http_filters[2].config_type else {
+            panic!("the Lua filter has a typed config")
+        };
+        let lua: proto::pb::envoy::extensions::filters::http::lua::v3::Lua =
+            unpack(any, proto::type_url::LUA);
+        let source = match lua.default_source_code.and_then(|d| d.specifier) {
+            Some(data_source::Specifier::InlineString(s)) => s,
+            other => panic!("inline source, got {other:?}"),
+        };
+        assert!(
+            source.contains(&format!("local limit = {}\n", filter_limit.unwrap())),
+            "{source}"
         );
         let Some(http_filter::ConfigType::TypedConfig(any)) = &h.http_filters[1].config_type else {
             panic!("the buffer filter has a typed config")
@@ -1642,8 +1677,29 @@ fn max_body_is_the_buffer_filter_with_per_route_limits() {
         let buffer: Buffer = unpack(any, proto::type_url::BUFFER);
         assert_eq!(buffer.max_request_bytes.map(|v| v.value), *filter_limit);
         for (name, want) in *routes {
-            let got = buffer_per_route(route_named(&r, name)).and_then(|b| b.r#override);
+            let rt = route_named(&r, name);
+            let got = buffer_per_route(rt).and_then(|b| b.r#override);
             assert_eq!(&got, want, "{name}");
+            use proto::pb::envoy::extensions::filters::http::lua::v3::lua_per_route::Override as Lua;
+            let lua = max_body_lua_per_route(rt);
+            match want {
+                None => assert_eq!(lua, None, "{name}"),
+                Some(Override::Disabled(_)) => assert_eq!(lua, Some(Lua::Disabled(true)), "{name}"),
+                Some(Override::Buffer(b)) => {
+                    let bytes = b.max_request_bytes.unwrap().value;
+                    let Some(Lua::SourceCode(DataSource {
+                        specifier: Some(data_source::Specifier::InlineString(src)),
+                        ..
+                    })) = lua
+                    else {
+                        panic!("{name}: an inline script, got {lua:?}")
+                    };
+                    assert!(
+                        src.contains(&format!("local limit = {bytes}\n")),
+                        "{name}: {src}"
+                    );
+                }
+            }
         }
         // The 413 the filter sends becomes the spec's JSON body (§3).
         let lrc = h.local_reply_config.expect("local reply config");
@@ -2223,4 +2279,176 @@ fn without_ip_lists_there_is_no_rbac_filter_and_hops_default_to_zero() {
         .routes
         .iter()
         .all(|rt| rbac_per_route(rt).is_none()));
+}
+
+const COMPRESSION: &str = r#"
+version: 1
+services:
+  users: { endpoints: [127.0.0.1:3001] }
+gateways:
+  edge:
+    compression: { algorithms: [br, gzip, zstd], min_bytes: 2KiB, content_types: [application/json, text/html] }
+    listeners: [{ name: http, port: 8080 }]
+    routes:
+      - { name: api, match: { prefix: /api }, service: users, auth: none }
+"#;
+
+#[test]
+fn compression_is_one_negotiating_lua_filter_then_a_compressor_per_algorithm() {
+    use proto::pb::envoy::extensions::filters::http::compressor::v3::Compressor;
+    use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter;
+    let r = edge(COMPRESSION);
+    let h = hcm(&r.listeners[0]);
+    let names: Vec<&str> = h.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "envoy.filters.http.lua.accept_encoding",
+            "envoy.filters.http.compressor.br",
+            "envoy.filters.http.compressor.gzip",
+            "envoy.filters.http.compressor.zstd",
+            "envoy.filters.http.router"
+        ]
+    );
+    let typed = |i: usize| match &h.http_filters[i].config_type {
+        Some(http_filter::ConfigType::TypedConfig(any)) => any.clone(),
+        other => panic!("filter {i} has a typed config, got {other:?}"),
+    };
+    let lua: proto::pb::envoy::extensions::filters::http::lua::v3::Lua =
+        unpack(&typed(0), proto::type_url::LUA);
+    let Some(data_source::Specifier::InlineString(source)) =
+        lua.default_source_code.and_then(|d| d.specifier)
+    else {
+        panic!("an inline script")
+    };
+    // The server's order decides ties, so the script knows it.
+    assert!(
+        source.contains("local offered = { \"br\", \"gzip\", \"zstd\" }\n"),
+        "{source}"
+    );
+    assert_eq!(
+        lua.clear_route_cache,
+        Some(protobuf::BoolValue { value: false })
+    );
+    let libraries = [
+        ("brotli", proto::type_url::BROTLI_COMPRESSOR),
+        ("gzip", proto::type_url::GZIP_COMPRESSOR),
+        ("zstd", proto::type_url::ZSTD_COMPRESSOR),
+    ];
+    for (i, (library, type_url)) in libraries.into_iter().enumerate() {
+        let c: Compressor = unpack(&typed(i + 1), proto::type_url::COMPRESSOR);
+        let lib = c.compressor_library.expect("a library");
+        assert_eq!(lib.name, library);
+        assert_eq!(lib.typed_config.expect("typed").type_url, type_url);
+        let resp = c.response_direction_config.expect("response direction");
+        // Only the filter nearest the upstream removes Accept-Encoding: the earlier ones must
+        // still see it.
+        assert_eq!(resp.remove_accept_encoding_header, i == 2, "{library}");
+        let common = resp.common_config.expect("common");
+        assert_eq!(common.min_content_length.map(|v| v.value), Some(2048));
+        assert_eq!(
+            common.content_type_matcher,
+            ["application/json", "text/html"]
+                .map(|t| StringMatcher {
+                    match_pattern: Some(MatchPattern::Exact(t.into())),
+                    ignore_case: true,
+                })
+                .to_vec()
+        );
+        assert!(
+            c.request_direction_config.is_none(),
+            "requests are never compressed"
+        );
+    }
+
+    // Without the key: no filter.
+    let r = edge(&COMPRESSION.replace(
+        "    compression: { algorithms: [br, gzip, zstd], min_bytes: 2KiB, content_types: [application/json, text/html] }\n",
+        "",
+    ));
+    let h = hcm(&r.listeners[0]);
+    assert!(h
+        .http_filters
+        .iter()
+        .all(|f| !f.name.contains("compressor") && !f.name.contains("lua")));
+}
+
+const WEBSOCKET: &str = r#"
+version: 1
+services:
+  chat: { endpoints: [127.0.0.1:3001] }
+gateways:
+  edge:
+    listeners: [{ name: http, port: 8080 }]
+    routes:
+      - { name: chat, match: { prefix: /ws }, service: chat, auth: none, websocket: true, timeout: 0s }
+      - { name: api, match: { prefix: /api }, service: chat, auth: none }
+"#;
+
+#[test]
+fn websocket_routes_enable_the_upgrade_the_listener_disables() {
+    let action = |r: &GatewayResources, name: &str| match &route_named(r, name).action {
+        Some(route::Action::Route(a)) => a.clone(),
+        other => panic!("{name} forwards, got {other:?}"),
+    };
+    let r = edge(WEBSOCKET);
+    let h = hcm(&r.listeners[0]);
+    assert_eq!(h.upgrade_configs.len(), 1);
+    assert_eq!(h.upgrade_configs[0].upgrade_type, "websocket");
+    assert_eq!(
+        h.upgrade_configs[0].enabled,
+        Some(protobuf::BoolValue { value: false })
+    );
+    let chat = action(&r, "chat");
+    assert_eq!(chat.upgrade_configs.len(), 1);
+    assert_eq!(chat.upgrade_configs[0].upgrade_type, "websocket");
+    assert_eq!(
+        chat.upgrade_configs[0].enabled,
+        Some(protobuf::BoolValue { value: true })
+    );
+    // `timeout: 0s` is Envoy's "no timeout"; the idle timeout stays the gateway's.
+    assert_eq!(
+        chat.timeout,
+        Some(protobuf::Duration {
+            seconds: 0,
+            nanos: 0
+        })
+    );
+    assert_eq!(chat.idle_timeout, None);
+    assert!(action(&r, "api").upgrade_configs.is_empty());
+
+    // No websocket route: no upgrade config at all (Envoy refuses every upgrade by itself).
+    let r = edge(&WEBSOCKET.replace(", websocket: true", ""));
+    assert!(hcm(&r.listeners[0]).upgrade_configs.is_empty());
+    assert!(action(&r, "chat").upgrade_configs.is_empty());
+
+    // Either way a refused upgrade gets the spec's 403 JSON, selected by Envoy's details.
+    for yaml in [
+        WEBSOCKET.to_string(),
+        WEBSOCKET.replace(", websocket: true", ""),
+    ] {
+        let r = edge(&yaml);
+        let lrc = hcm(&r.listeners[0]).local_reply_config.expect("mappers");
+        let refused = lrc
+            .mappers
+            .iter()
+            .find(|m| m.status_code.as_ref().map(|s| s.value) == Some(403))
+            .expect("a 403 mapper");
+        let filter = format!("{:?}", refused.filter);
+        let any = match refused.filter.as_ref().and_then(|f| f.filter_specifier.as_ref()) {
+            Some(proto::pb::envoy::config::accesslog::v3::access_log_filter::FilterSpecifier::ExtensionFilter(e)) => match &e.config_type {
+                Some(proto::pb::envoy::config::accesslog::v3::extension_filter::ConfigType::TypedConfig(any)) => any.clone(),
+                None => panic!("{filter}"),
+            },
+            _ => panic!("a CEL filter, got {filter}"),
+        };
+        let cel: proto::pb::envoy::extensions::access_loggers::filters::cel::v3::ExpressionFilter =
+            unpack(&any, proto::type_url::CEL_ACCESS_LOG_FILTER);
+        assert_eq!(cel.expression, "response.code_details == 'upgrade_failed'");
+        let fmt = refused.body_format_override.as_ref().expect("a body");
+        let Some(substitution_format_string::Format::JsonFormat(s)) = &fmt.format else {
+            panic!("a JSON body")
+        };
+        assert_eq!(struct_strings(s)["error"], "forbidden");
+    }
 }
