@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use authz_service::policy::{Decision, Policy};
 use authz_service::jwks::MAX_JWKS_BYTES;
+use authz_service::policy::{Decision, Policy};
 use authz_service::remote::Timing;
 use axum::extract::State;
 use axum::http::StatusCode;

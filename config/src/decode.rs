@@ -2038,7 +2038,11 @@ impl<'a> Ctx<'a> {
             if grammar::is_token(&n) {
                 Some(n)
             } else {
-                self.expected(e.value, &w, "a cookie name (letters, digits and !#$%&'*+-.^_`|~)");
+                self.expected(
+                    e.value,
+                    &w,
+                    "a cookie name (letters, digits and !#$%&'*+-.^_`|~)",
+                );
                 None
             }
         });

@@ -285,11 +285,14 @@ fn translate_gateway(
 }
 
 fn route_services(r: &config::Route) -> Vec<&str> {
-    match &r.action {
+    let mut services = match &r.action {
         RouteAction::Service(s) => vec![s.as_str()],
         RouteAction::Weighted(ws) => ws.iter().map(|(s, _)| s.as_str()).collect(),
         RouteAction::Respond(_) => vec![],
-    }
+    };
+    // The mirror's cluster must be on the Envoy too.
+    services.extend(r.mirror.as_ref().map(|m| m.service.as_str()));
+    services
 }
 
 /// The SDS name of a TLS listener's certificate. Gateway-qualified so two gateways sharing one
@@ -371,8 +374,13 @@ fn route_clusters(rt: &proto::pb::envoy::config::route::v3::Route) -> impl Itera
         },
         _ => (None, None),
     };
+    let mirrors = match &rt.action {
+        Some(envoy_route::Action::Route(ra)) => ra.request_mirror_policies.as_slice(),
+        _ => &[],
+    };
     one.into_iter()
         .chain(weighted.into_iter().flatten().map(|c| c.name.as_str()))
+        .chain(mirrors.iter().map(|m| m.cluster.as_str()))
 }
 
 // ---- Small shared builders ----

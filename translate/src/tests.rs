@@ -608,6 +608,106 @@ fn consistent_hash_services_get_a_hash_policy() {
     }
 }
 
+#[test]
+fn affinity_hashes_the_header_or_the_cookie() {
+    let yaml = with_routes(
+        "  users: { endpoints: [127.0.0.1:3001, 127.0.0.1:3002, 127.0.0.1:3003], lb: ring_hash }\n  v2: { endpoints: [127.0.0.1:3004], lb: maglev }",
+        "      - { name: h, match: { prefix: /h }, service: users, auth: none, affinity: { header: X-User-Id } }\n      - { name: c, match: { prefix: /c }, services: { users: 1, v2: 1 }, auth: none, affinity: { cookie: route, ttl: 1h } }\n      - { name: s, match: { prefix: /s }, service: users, auth: none, affinity: { cookie: sid, ttl: 0s } }\n",
+    );
+    let r = edge(&yaml);
+    let source_ip =
+        hash_policy::PolicySpecifier::ConnectionProperties(hash_policy::ConnectionProperties {
+            source_ip: true,
+        });
+    // The header alone decides when present (terminal); without it, the client IP.
+    let hp = &action(route_named(&r, "h")).hash_policy;
+    assert_eq!(hp.len(), 2);
+    assert_eq!(
+        hp[0].policy_specifier,
+        Some(hash_policy::PolicySpecifier::Header(hash_policy::Header {
+            header_name: "x-user-id".to_string(),
+            regex_rewrite: None,
+        }))
+    );
+    assert!(hp[0].terminal);
+    assert_eq!(hp[1].policy_specifier, Some(source_ip));
+    // A cookie always yields a value: it is the only key.
+    for (route, name, secs) in [("c", "route", 3600), ("s", "sid", 0)] {
+        let hp = &action(route_named(&r, route)).hash_policy;
+        let [only] = hp.as_slice() else {
+            panic!("{route}: one hash policy, got {hp:?}")
+        };
+        let Some(hash_policy::PolicySpecifier::Cookie(c)) = &only.policy_specifier else {
+            panic!("{route}: a cookie policy, got {only:?}")
+        };
+        assert_eq!(c.name, name);
+        assert_eq!(
+            c.ttl,
+            Some(protobuf::Duration {
+                seconds: secs,
+                nanos: 0
+            }),
+            "{route}"
+        );
+        assert_eq!(c.path, "/");
+        assert_eq!(
+            c.attributes
+                .iter()
+                .map(|a| (a.name.as_str(), a.value.as_str()))
+                .collect::<Vec<_>>(),
+            [("SameSite", "Lax")]
+        );
+    }
+}
+
+#[test]
+fn mirror_sends_its_share_to_the_mirror_cluster() {
+    use proto::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
+    let yaml = with_routes(
+        "  users: { endpoints: [127.0.0.1:3001] }\n  shadow: { endpoints: [127.0.0.1:3002] }\n  unused: { endpoints: [127.0.0.1:3003] }",
+        "      - { name: r, match: { prefix: /r }, service: users, auth: none, mirror: { service: shadow, percent: 0.5% } }\n      - { name: all, match: { prefix: /all }, service: users, auth: none, mirror: { service: shadow } }\n      - { name: plain, match: { prefix: /p }, service: users, auth: none }\n",
+    );
+    let r = edge(&yaml);
+    // The mirror's cluster is on this Envoy (a service no route uses is not).
+    let names: Vec<&str> = r.clusters.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["shadow", "users"]);
+    for (route, numerator) in [("r", 5_000), ("all", 1_000_000)] {
+        let [m] = action(route_named(&r, route))
+            .request_mirror_policies
+            .as_slice()
+        else {
+            panic!("{route}: one mirror policy")
+        };
+        assert_eq!(m.cluster, "shadow");
+        let f = m
+            .runtime_fraction
+            .as_ref()
+            .and_then(|f| f.default_value.as_ref());
+        assert_eq!(f.map(|f| f.numerator), Some(numerator), "{route}");
+        assert_eq!(
+            f.map(|f| f.denominator),
+            Some(DenominatorType::Million as i32)
+        );
+        // The spec's `-shadow` Host suffix: Envoy's default.
+        assert!(!m.disable_shadow_host_suffix_append);
+    }
+    assert!(action(route_named(&r, "plain"))
+        .request_mirror_policies
+        .is_empty());
+
+    // A route naming a mirror cluster that is missing is an inconsistency `check` catches.
+    let mut broken = r.clone();
+    broken.clusters.retain(|c| c.name != "shadow");
+    broken.endpoints.retain(|e| e.cluster_name != "shadow");
+    assert_eq!(
+        broken.check(),
+        Err(Inconsistency::MissingCluster {
+            route: "r".to_string(),
+            cluster: "shadow".to_string()
+        })
+    );
+}
+
 const CORS_GATEWAY: &str = r#"
 version: 1
 services:
