@@ -61,6 +61,10 @@ fn load(yaml: &str) -> Loaded {
         if let Some(ca) = svc.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
             add(ca);
         }
+        if let Some(c) = svc.tls.as_ref().and_then(|t| t.client_cert.as_ref()) {
+            add(&c.cert_file);
+            add(&c.key_file);
+        }
     }
     for gw in config.gateways.values() {
         for l in &gw.listeners {
@@ -878,6 +882,64 @@ fn upstream_tls(c: &Cluster) -> UpstreamTlsContext {
         panic!()
     };
     unpack(any, proto::type_url::UPSTREAM_TLS_CONTEXT)
+}
+
+#[test]
+fn upstream_client_certificates_travel_over_sds() {
+    let yaml = with_routes(
+        "  users: { endpoints: [10.0.0.1:443], tls: { sni: users.internal, ca_file: certs/ca.pem, cert_file: certs/gw.crt, key_file: certs/gw.key } }\n  plain: { endpoints: [10.0.0.2:80] }",
+        "      - { name: r, match: { prefix: / }, service: users, auth: none }\n      - { name: p, match: { prefix: /p }, service: plain, auth: none }\n",
+    );
+    let r = edge(&yaml);
+    let users = r.clusters.iter().find(|c| c.name == "users").unwrap();
+    let common = upstream_tls(users).common_tls_context.unwrap();
+    assert!(
+        common.tls_certificates.is_empty(),
+        "the client certificate is not inline in the cluster"
+    );
+    let [sds] = common.tls_certificate_sds_secret_configs.as_slice() else {
+        panic!("one SDS certificate")
+    };
+    assert_eq!(sds.name, "edge/services/users/client-cert");
+    assert_eq!(sds.sds_config, Some(ads()));
+    // The CA and the SAN check stay in the cluster.
+    assert!(common.validation_context_type.is_some());
+
+    let [secret] = r.secrets.as_slice() else {
+        panic!("one secret: {:?}", r.secrets)
+    };
+    assert_eq!(secret.name, sds.name);
+    let Some(secret::Type::TlsCertificate(cert)) = &secret.r#type else {
+        panic!()
+    };
+    let inline = |s: &str| {
+        Some(DataSource {
+            specifier: Some(data_source::Specifier::InlineBytes(s.as_bytes().to_vec())),
+            ..Default::default()
+        })
+    };
+    assert_eq!(
+        cert.certificate_chain,
+        inline("contents of /etc/gw/certs/gw.crt")
+    );
+    assert_eq!(cert.private_key, inline("contents of /etc/gw/certs/gw.key"));
+    assert_eq!(
+        r.cluster_secrets,
+        [(
+            "users".to_string(),
+            "edge/services/users/client-cert".to_string()
+        )]
+    );
+
+    let mut broken = r.clone();
+    broken.secrets.clear();
+    assert_eq!(
+        broken.check(),
+        Err(Inconsistency::MissingClusterSecret {
+            cluster: "users".to_string(),
+            secret: "edge/services/users/client-cert".to_string()
+        })
+    );
 }
 
 #[test]
