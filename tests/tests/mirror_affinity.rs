@@ -306,3 +306,65 @@ async fn answered_by(client: &HttpClient, path: &str, n: usize) -> BTreeSet<Stri
     }
     seen
 }
+
+/// Load on one route while eight reloads turn its mirror and affinity (and the consistent-hash
+/// `lb` affinity needs, which re-creates the cluster) on and off: not one response may be
+/// anything but 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_and_affinity_survive_reloads_under_load() {
+    use tests::load::{assert_clean, Load, Probe};
+    let a = EchoUpstream::start("a").await;
+    let b = EchoUpstream::start("b").await;
+    let shadow = EchoUpstream::start("shadow").await;
+    let port = free_port();
+    let cfg = |step: usize| {
+        let (lb, extra) = match step % 4 {
+            0 => ("round_robin", ""),
+            1 => ("ring_hash", ", affinity: { header: x-session }"),
+            2 => (
+                "maglev",
+                ", affinity: { cookie: gw-route, ttl: 1h }, mirror: { service: shadow, percent: 50% }",
+            ),
+            _ => ("round_robin", ", mirror: { service: shadow }"),
+        };
+        format!(
+            r#"version: 1
+services:
+  app: {{ endpoints: [{a}, {b}], lb: {lb} }}
+  shadow: {{ endpoints: [{shadow}] }}
+gateways:
+  edge:
+    listeners: [{{ name: http, port: {port} }}]
+    routes:
+      - {{ name: base, match: {{ prefix: /base }}, service: app, auth: none, response_headers: {{ set: {{ x-step: "{step}" }} }}{extra} }}
+"#,
+            a = a.endpoint(),
+            b = b.endpoint(),
+            shadow = shadow.endpoint(),
+        )
+    };
+    let stack = Stack::start(XdsMode::Sotw, &cfg(0)).await;
+    let c = stack.client(port);
+    wait_for_route(&c, "/base", 200).await;
+    let load = Load::start(&c, vec![Probe::new("/base", 200)], 4);
+    for step in 1..=8 {
+        stack.config.write(&cfg(step));
+        let want = step.to_string();
+        wait_for(
+            &format!("step {step} to apply"),
+            tests::CONVERGE_TIMEOUT,
+            async || {
+                let r = c.get("/base").send().await.ok()?;
+                (r.header("x-step") == Some(want.as_str())).then_some(())
+            },
+        )
+        .await;
+    }
+    load.wait_more(200, "after the last reload").await;
+    let (sent, bad) = load.finish().await;
+    assert_clean(sent, &bad, 500);
+    assert!(shadow.hits() > 0, "the mirror steps never mirrored");
+    let st = stack.xds.status().await;
+    assert!(st["last_error"].is_null(), "{st}");
+    stack.wait_converged().await;
+}

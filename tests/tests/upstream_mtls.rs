@@ -251,6 +251,8 @@ gateways:
     let modified = stack.envoy.stat("cluster_manager.cluster_modified").await;
     let uptime_before = stack.envoy.stat("server.uptime").await.unwrap_or(0);
     install(&second, &certs);
+    // Requests during the rotation get the old certificate or the new one, never an error.
+    let failed = AtomicU64::new(0);
     let r = wait_for(
         "the upstream to see the replaced client certificate",
         CONVERGE_TIMEOUT,
@@ -260,6 +262,9 @@ gateways:
                 .send()
                 .await
                 .map_err(|e| e.to_string())?;
+            if r.status != 200 {
+                failed.fetch_add(1, Ordering::SeqCst);
+            }
             if r.status == 200 && r.body == hex(&second.der) {
                 Ok(r)
             } else {
@@ -269,6 +274,11 @@ gateways:
     )
     .await;
     assert_eq!(r.status, 200);
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "requests failed during the rotation"
+    );
     // Every later request presents the new certificate, and none fails.
     for _ in 0..10 {
         let r = client.get("/mesh").ok().await;
