@@ -143,7 +143,7 @@ gateways:
     );
     let p = path.display();
     let keys = "name, match, service, services, respond, rewrite, auth, require, rate_limit, \
-                timeout, retries, max_body, request_headers, response_headers";
+                timeout, retries, max_body, request_headers, response_headers, mirror, affinity";
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         format!(
