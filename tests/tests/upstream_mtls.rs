@@ -303,4 +303,46 @@ gateways:
             .status,
         503
     );
+
+    // A reload that adds a service with its own client certificate: the new cluster warms on
+    // its Secret, which follows it on the same stream, well within the time Envoy would wait
+    // for a Secret that never came (15 s) before bringing the cluster up without it.
+    let third = ca.issue("gateway-3", ExtendedKeyUsagePurpose::ClientAuth);
+    std::fs::write(certs.join("gw3.crt"), &third.cert).expect("write cert");
+    std::fs::write(certs.join("gw3.key"), &third.key).expect("write key");
+    let added = yaml
+        .replace(
+            "gateways:",
+            &format!(
+                "  mesh-3:\n    endpoints: [{addr}]\n    tls: {{ sni: {UPSTREAM_NAME}, ca_file: certs/ca.pem, cert_file: certs/gw3.crt, key_file: certs/gw3.key }}\ngateways:"
+            ),
+        )
+        .replace(
+            "    routes:\n",
+            "    routes:\n      - { name: mesh-3, match: { prefix: /mesh-3 }, service: mesh-3, auth: none }\n",
+        );
+    let start = std::time::Instant::now();
+    stack.config.write(&added);
+    let r = wait_for(
+        "the added mTLS service to answer",
+        CONVERGE_TIMEOUT,
+        async || {
+            let r = client
+                .get("/mesh-3")
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if r.status == 200 {
+                Ok(r)
+            } else {
+                Err(format!("status {}", r.status))
+            }
+        },
+    )
+    .await;
+    let took = start.elapsed();
+    eprintln!("a service with a client certificate added in {took:?}");
+    assert_eq!(r.body, hex(&third.der));
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    stack.wait_converged().await;
 }
