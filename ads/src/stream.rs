@@ -10,6 +10,8 @@
 //!   snapshot has (so endpoints for a new cluster are in place before a route can point at it).
 //!   Endpoints are the exception: they follow clusters without waiting for the cluster ACK,
 //!   because Envoy only ACKs clusters once they have warmed, and warming needs the endpoints.
+//!   So are secrets while the listeners are at rest: a cluster presenting a client certificate
+//!   warms on its Secret.
 //! - **One response in flight per type.** The next one waits for the ACK or NACK.
 //! - **NACKs never loop.** A rejected version is not re-sent; later types of that snapshot are held
 //!   back so the Envoy stays on its last good configuration until a new snapshot arrives.
@@ -446,12 +448,20 @@ impl Stream {
         // Every earlier type has been sent (its response may still await an ACK, and a newer
         // version may wait behind it).
         let mut earlier_sent = true;
+        // The listeners are settled at this snapshot (nothing of theirs waits to be sent).
+        let mut listeners_settled = false;
         for type_url in order {
             let tv = snapshot.get(&type_url).unwrap_or(&EMPTY);
             // Envoy holds back its cluster ACK until new clusters have warmed, which needs their
             // endpoints: endpoints may follow clusters on the wire without waiting for that ACK.
             let gate = if type_url == ENDPOINT {
                 earlier_sent
+            } else if type_url == SECRET {
+                // A new cluster that presents a client certificate warms on its Secret, and
+                // Envoy holds the cluster ACK until then: like endpoints, secrets may follow
+                // clusters without that ACK, as long as the listeners are at rest (so a Secret a
+                // changed listener still uses is never removed before the listener changes).
+                earlier_settled || (earlier_sent && listeners_settled)
             } else {
                 earlier_settled
             };
@@ -483,7 +493,11 @@ impl Stream {
                     t.nacked = None;
                 });
             }
-            if !ts.settled(needs_send, tv, now) {
+            let settled = ts.settled(needs_send, tv, now);
+            if type_url == LISTENER {
+                listeners_settled = settled;
+            }
+            if !settled {
                 earlier_settled = false;
             }
         }

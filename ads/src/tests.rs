@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use prost::Message;
 use proto::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, DiscoveryResponse};
 
-use super::stream::{Mode, Request, Stream, CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use super::stream::{Mode, Request, Stream, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 use super::Registry;
 use crate::metrics::Metrics;
 use crate::snapshot::{Resource, Snapshot, TypeSnapshot};
@@ -419,6 +419,67 @@ fn sotw_endpoints_are_not_held_back_by_a_cluster_response_awaiting_its_ack() {
     let r = h.sotw(ENDPOINT, &["orders", "users"], &eds, None);
     assert_eq!(types(&r), [ENDPOINT]);
     assert_eq!(r[0].resources.len(), 2);
+}
+
+/// An edit that adds a cluster presenting a client certificate: Envoy holds the cluster ACK
+/// until the cluster has warmed, which needs its Secret, so the Secret must not wait for that
+/// ACK (it would come only after Envoy's 15 s initial-fetch timeout, without the certificate).
+/// Routes still wait for the ACK; and while a listener change is pending, secrets wait too.
+#[test]
+fn sotw_a_new_clusters_secret_is_not_held_back_by_the_cluster_ack() {
+    let added = |listener: &str| {
+        snap(&[
+            (CLUSTER, &[("users", "c1"), ("mesh", "c1")]),
+            (ENDPOINT, &[("users", "e1"), ("mesh", "e1")]),
+            (LISTENER, &[("http", listener)]),
+            (SECRET, &[("mesh-cert", "s1")]),
+            (ROUTE, &[("edge", "r2")]),
+        ])
+    };
+    let mut h = Harness::new(Mode::Sotw, base());
+    sotw_converge(&mut h);
+    h.set(added("l1"));
+    let r = h.advance_sotw();
+    assert_eq!(types(&r), [CLUSTER, ENDPOINT]);
+    let (cds, eds) = (r[0].nonce.clone(), r[1].nonce.clone());
+    // Envoy subscribes to the new cluster's endpoints, gets them and ACKs them.
+    let r = h.sotw(ENDPOINT, &["mesh", "users"], &eds, None);
+    assert_eq!(types(&r), [ENDPOINT]);
+    assert!(h
+        .sotw(ENDPOINT, &["mesh", "users"], &r[0].nonce.clone(), None)
+        .is_empty());
+    // Warming the new cluster, Envoy asks for its Secret before it ACKs the clusters.
+    let r = h.sotw(SECRET, &["mesh-cert"], "", None);
+    assert_eq!(
+        types(&r),
+        [SECRET],
+        "the Secret must follow the unACKed cluster"
+    );
+    let r = h.sotw(SECRET, &["mesh-cert"], &r[0].nonce.clone(), None);
+    assert!(
+        r.is_empty(),
+        "routes wait for the cluster ACK: {:?}",
+        types(&r)
+    );
+    let r = h.sotw(CLUSTER, &[], &cds, None);
+    assert_eq!(types(&r), [ROUTE]);
+
+    // The same edit with a listener change: the listener goes first, the secrets after it.
+    let mut h = Harness::new(Mode::Sotw, base());
+    sotw_converge(&mut h);
+    h.set(added("l2"));
+    let r = h.advance_sotw();
+    assert_eq!(types(&r), [CLUSTER, ENDPOINT]);
+    let (cds, eds) = (r[0].nonce.clone(), r[1].nonce.clone());
+    let r = h.sotw(ENDPOINT, &["mesh", "users"], &eds, None);
+    assert!(h
+        .sotw(ENDPOINT, &["mesh", "users"], &r[0].nonce.clone(), None)
+        .is_empty());
+    assert!(h.sotw(SECRET, &["mesh-cert"], "", None).is_empty());
+    let r = h.sotw(CLUSTER, &[], &cds, None);
+    assert_eq!(types(&r), [LISTENER]);
+    let r = h.sotw(LISTENER, &[], &r[0].nonce.clone(), None);
+    assert_eq!(types(&r), [SECRET]);
 }
 
 // ---- Registry::settled: how a rollout learns whether a node group took a version ----

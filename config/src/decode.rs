@@ -96,6 +96,9 @@ struct Ctx<'a> {
     route_names: HashMap<String, Pos>,
     /// Every JWT provider's claim header, known once `auth.jwt` is decoded.
     claim_headers: BTreeSet<String>,
+    /// The `lb` of every service that decoded (services decode before gateways); `affinity`
+    /// is checked against it.
+    service_lbs: BTreeMap<String, LbPolicy>,
 }
 
 /// A mapping's entries with string keys, duplicates and unknown keys already reported.
@@ -264,6 +267,7 @@ impl<'a> Ctx<'a> {
             has_rate_limits: false,
             route_names: HashMap::new(),
             claim_headers: BTreeSet::new(),
+            service_lbs: BTreeMap::new(),
         }
     }
 
@@ -893,6 +897,9 @@ impl<'a> Ctx<'a> {
             None => Some(BTreeMap::new()),
             Some(n) => self.services(n),
         };
+        if let Some(services) = &services {
+            self.service_lbs = services.iter().map(|(n, s)| (n.clone(), s.lb)).collect();
+        }
         let auth = match auth_node {
             None => Some(None),
             Some(n) => self.auth(n).map(Some),
@@ -2228,6 +2235,55 @@ impl<'a> Ctx<'a> {
             None => Some(HeaderChanges::default()),
             Some(n) => self.header_changes(n, &format!("{what}: response_headers")),
         };
+        let mirror = match f.entry("mirror") {
+            None => Some(None),
+            Some(e) if !forwards => {
+                self.problem(
+                    e.key_pos,
+                    format!(
+                        "{what}: `mirror` only applies to routes that \
+                            forward to `service` or `services`"
+                    ),
+                );
+                None
+            }
+            Some(e) => self.mirror(e.value, &format!("{what}: mirror")).map(Some),
+        };
+        let affinity = match f.entry("affinity") {
+            None => Some(None),
+            Some(e) if !forwards => {
+                self.problem(
+                    e.key_pos,
+                    format!(
+                        "{what}: `affinity` only applies to routes that \
+                            forward to `service` or `services`"
+                    ),
+                );
+                None
+            }
+            Some(e) => {
+                let w = format!("{what}: affinity");
+                let a = self.affinity(e.value, &w);
+                let unhashed = self.unhashed_services(action.as_ref());
+                if !unhashed.is_empty() {
+                    // Envoy accepts a hash policy on any cluster and ignores it unless the
+                    // cluster balances by consistent hashing: affinity would silently not hold.
+                    self.problem(
+                        e.key_pos,
+                        format!(
+                            "{w}: needs `lb: ring_hash` or `lb: maglev` on every service of \
+                                the route, but {} balance{} otherwise (Envoy would ignore the \
+                                affinity there)",
+                            list(unhashed.iter().map(|(s, lb)| format!("`{s}` (`lb: {lb}`)"))),
+                            if unhashed.len() == 1 { "s" } else { "" }
+                        ),
+                    );
+                    None
+                } else {
+                    a.map(Some)
+                }
+            }
+        };
         Some(Route {
             name: name?,
             matcher: matcher?,
@@ -2244,7 +2300,126 @@ impl<'a> Ctx<'a> {
             websocket: websocket?,
             request_headers: request_headers?,
             response_headers: response_headers?,
+            mirror: mirror?,
+            affinity: affinity?,
         })
+    }
+
+    fn mirror(&mut self, node: &Node, what: &str) -> Option<Mirror> {
+        let f = self.fields(node, what, &d::MIRROR)?;
+        let service = f.get("service").and_then(|n| {
+            let w = format!("{what}.service");
+            let name = self.nonempty(n, &w)?;
+            self.check_service(&name, n.pos, &w).then_some(name)
+        });
+        let per_million = f
+            .value("percent")
+            .and_then(|n| self.percent(n, &format!("{what}.percent")));
+        Some(Mirror {
+            service: service?,
+            per_million: per_million?,
+        })
+    }
+
+    fn percent(&mut self, node: &Node, what: &str) -> Option<u32> {
+        let parsed = match &node.value {
+            Value::Scalar {
+                text,
+                kind: Scalar::Str | Scalar::Quoted,
+            } => grammar::percent(text),
+            _ => None,
+        };
+        if parsed.is_none() {
+            let bare = matches!(
+                node.value,
+                Value::Scalar {
+                    kind: Scalar::Int(_) | Scalar::Float(_),
+                    ..
+                }
+            );
+            if bare {
+                let found = node.describe();
+                self.problem(
+                    node.pos,
+                    format!(
+                        "{what}: expected {}, found {found} (write the `%`)",
+                        grammar::PERCENT_HINT
+                    ),
+                );
+            } else {
+                self.expected(node, what, grammar::PERCENT_HINT);
+            }
+        }
+        parsed
+    }
+
+    fn affinity(&mut self, node: &Node, what: &str) -> Option<Affinity> {
+        let f = self.fields(node, what, &d::AFFINITY)?;
+        let ttl = f.entry("ttl");
+        // Absent, `fields` reported it.
+        let e = self.at_most_one(&f, d::AFFINITY.one_of, what)?;
+        let w = format!("{what}.{}", e.key);
+        if e.key == "header" {
+            if let Some(t) = ttl {
+                self.problem(
+                    t.key_pos,
+                    format!("{what}: `ttl` is the lifetime of the cookie Envoy sets; it only goes with `cookie`"),
+                );
+                return None;
+            }
+            let name = self.string(e.value, &w)?;
+            return self
+                .header_name(&name, e.value.pos, &w)
+                .map(Affinity::Header);
+        }
+        let name = self.string(e.value, &w).and_then(|n| {
+            if grammar::is_token(&n) {
+                Some(n)
+            } else {
+                self.expected(
+                    e.value,
+                    &w,
+                    "a cookie name (letters, digits and !#$%&'*+-.^_`|~)",
+                );
+                None
+            }
+        });
+        let Some(t) = ttl else {
+            self.problem(
+                f.pos,
+                format!(
+                    "{what}: a `cookie` needs `ttl`, how long the client keeps the cookie \
+                        Envoy sets (`0s` for a session cookie); without it Envoy never sets one"
+                ),
+            );
+            return None;
+        };
+        let ttl = self.duration(t.value, &format!("{what}.ttl"));
+        Some(Affinity::Cookie {
+            name: name?,
+            ttl: ttl?,
+        })
+    }
+
+    /// The services of a forwarding action whose `lb` is not a consistent-hash balancer, with
+    /// that `lb`'s word. Services that did not decode are left out (their errors are reported).
+    fn unhashed_services(&self, action: Option<&RouteAction>) -> Vec<(String, &'static str)> {
+        let names: Vec<&String> = match action {
+            Some(RouteAction::Service(s)) => vec![s],
+            Some(RouteAction::Weighted(ws)) => ws.iter().map(|(s, _)| s).collect(),
+            _ => Vec::new(),
+        };
+        names
+            .into_iter()
+            .filter_map(|s| {
+                let lb = *self.service_lbs.get(s)?;
+                if matches!(lb, LbPolicy::RingHash | LbPolicy::Maglev) {
+                    return None;
+                }
+                let word = d::LB_POLICIES.iter().find(|(_, l)| *l == lb)?.0;
+                Some((s.clone(), word))
+            })
+            .collect()
     }
 
     fn route_match(&mut self, node: &Node, what: &str) -> Option<RouteMatch> {

@@ -217,6 +217,25 @@ pub(crate) const MEDIA_TYPE: Format = Format {
     examples: &["application/json", "text/html"],
 };
 
+// Mirrored shares (spec §8): Envoy's finest fraction is a millionth, so at most 4 decimals.
+pub(crate) const PERCENT: Format = Format {
+    name: "percent",
+    title: "percentage",
+    description: "A share from 0% to 100%, decimals allowed (at most 4): `10%`, `0.5%`.",
+    pattern: r"^(([0-9]{1,2}|0[0-9]{2})(\.[0-9]{1,4})?|100(\.0{1,4})?)%$",
+    scalars: Scalars::String,
+    examples: &["10%", "0.5%", "100%"],
+};
+pub(crate) const COOKIE_NAME: Format = Format {
+    name: "cookieName",
+    title: "cookie name",
+    description:
+        "A cookie name (an RFC 6265 token of letters, digits and !#$%&'*+-.^_|~), matched case-sensitively.",
+    pattern: "^[A-Za-z0-9!#$%&'*+.^_`|~-]+$",
+    scalars: Scalars::Text,
+    examples: &["route", "gw_affinity"],
+};
+
 pub(crate) const FORMATS: &[&Format] = &[
     &DURATION,
     &POSITIVE_DURATION,
@@ -235,6 +254,8 @@ pub(crate) const FORMATS: &[&Format] = &[
     &SIZE,
     &CIDR,
     &MEDIA_TYPE,
+    &PERCENT,
+    &COOKIE_NAME,
 ];
 
 // ---- types ------------------------------------------------------------------------------------
@@ -931,8 +952,35 @@ pub(crate) static ROUTE: Object = Object {
         key("websocket", Ty::Bool, Is("false"), "Forwards WebSocket upgrades (HTTP/1.1 `Upgrade: websocket`); auth and rate limits apply to the upgrade request, then frames flow both ways. An upgrade on any other route gets 403. The gateway's `max_body` does not apply to the route, and the route may not set one."),
         key("request_headers", Ty::Obj(&HEADER_CHANGES), Optional, "Headers set or removed on the request before it reaches the upstream."),
         key("response_headers", Ty::Obj(&HEADER_CHANGES), Optional, "Headers set or removed on the response before it reaches the client."),
+        key("mirror", Ty::Obj(&MIRROR), Optional, "Also sends a share of the route's requests to another service (shadowing); the client only ever gets the route's own answer."),
+        key("affinity", Ty::Obj(&AFFINITY), Optional, "Keeps a client on one endpoint by hashing a header or cookie; every service of the route needs `lb: ring_hash` or `maglev`."),
     ],
     one_of: &["service", "services", "respond"],
+};
+
+#[rustfmt::skip]
+pub(crate) static MIRROR: Object = Object {
+    name: "mirror",
+    title: "gateways.<name>.routes[].mirror",
+    doc: "Request mirroring (Envoy shadowing) on a forwarding route: the copy goes to `service` with `-shadow` appended to its Host (`api.example.com-shadow`), carries the same body and `x-request-id`, and its answer is discarded. The copy is sent without waiting for it, so a slow, failing or stopped mirror never delays or changes the client's answer; a copy times out with the route's `timeout` (Envoy's 15s when the route sets none). Which requests are copied is drawn at random per request: a client cannot choose to be mirrored or not.",
+    keys: &[
+        key("service", NONEMPTY, Required, "Service that receives the copies."),
+        key("percent", Ty::Fmt(&PERCENT), Is("100%"), "Share of the route's requests copied."),
+    ],
+    one_of: &[],
+};
+
+#[rustfmt::skip]
+pub(crate) static AFFINITY: Object = Object {
+    name: "affinity",
+    title: "gateways.<name>.routes[].affinity",
+    doc: "Session affinity: the consistent-hash balancer (`lb: ring_hash` or `maglev`, required on every service of the route) hashes {one_of}, so requests with the same value land on the same endpoint while it is healthy; when endpoints change, about 1/N of the values move. A client chooses its value, so it can move between endpoints only as the hash spreads values, never name one. Without the header the request is balanced as on any hashed route (by client IP).",
+    keys: &[
+        key("header", Ty::Fmt(&HEADER_NAME), Optional, "Request header whose value is hashed."),
+        key("cookie", Ty::Fmt(&COOKIE_NAME), Optional, "Cookie whose value is hashed; when a request has none, Envoy picks a value and sets the cookie (HttpOnly, Path=/, SameSite=Lax) on the response."),
+        key("ttl", Ty::Fmt(&DURATION), Optional, "Max-Age of the cookie Envoy sets, required with `cookie`; `0s` makes it a session cookie."),
+    ],
+    one_of: &["header", "cookie"],
 };
 
 #[rustfmt::skip]

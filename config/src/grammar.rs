@@ -99,6 +99,28 @@ pub fn size(s: &str) -> Option<u64> {
     n.checked_mul(per_unit)
 }
 
+/// The percentage forms we accept, quoted in error messages.
+pub const PERCENT_HINT: &str =
+    "a percentage like 10%, 0.5% or 100% (0% to 100%, at most 4 decimals)";
+
+/// `10%`, `0.5%`, `100%`: 0 to 100 with at most four decimals (a millionth, the finest share
+/// Envoy's fractions express), as millionths. No exponent, sign or missing digit (`.5%`).
+pub fn percent(s: &str) -> Option<u32> {
+    let number = s.strip_suffix('%')?;
+    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+    let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || whole.len() > 3 || !digits(whole) || !digits(frac) || frac.len() > 4 {
+        return None;
+    }
+    if number.contains('.') && frac.is_empty() {
+        return None;
+    }
+    let whole: u32 = whole.parse().ok()?;
+    let frac: u32 = format!("{frac:0<4}").parse().ok()?;
+    let per_million = whole * 10_000 + frac;
+    (per_million <= 1_000_000).then_some(per_million)
+}
+
 /// `250ms`, `5s`, `1m`, `1h`, `1d`. Fractions (`1.5s`) are rejected on purpose: `1500ms` says the
 /// same thing without leaving anyone to wonder how Envoy rounds.
 pub fn duration(s: &str) -> Option<Duration> {
@@ -359,6 +381,35 @@ mod tests {
             assert!(cidr(bad).is_err(), "{bad}");
         }
         assert!(cidr("10.0.0.1/8").unwrap_err().contains("10.0.0.0/8"));
+    }
+
+    #[test]
+    fn percents() {
+        let cases = [
+            ("10%", Some(100_000)),
+            ("0.5%", Some(5_000)),
+            ("100%", Some(1_000_000)),
+            ("100.0%", Some(1_000_000)),
+            ("0%", Some(0)),
+            ("0.0001%", Some(1)),
+            ("99.9999%", Some(999_999)),
+            ("007%", Some(70_000)),
+            ("100.0001%", None),
+            ("101%", None),
+            ("1000%", None),
+            ("0.00001%", None),
+            ("10", None),
+            ("10 %", None),
+            (".5%", None),
+            ("5.%", None),
+            ("-1%", None),
+            ("+1%", None),
+            ("1e1%", None),
+            ("%", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(percent(s), want, "{s}");
+        }
     }
 
     #[test]

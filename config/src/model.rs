@@ -462,6 +462,29 @@ pub struct Route {
     pub websocket: bool,
     pub request_headers: HeaderChanges,
     pub response_headers: HeaderChanges,
+    /// Only with a forwarding action.
+    pub mirror: Option<Mirror>,
+    /// Only with a forwarding action whose services all use `ring_hash` or `maglev`.
+    pub affinity: Option<Affinity>,
+}
+
+/// `mirror`: a share of the route's requests is also sent to another service, whose answers
+/// are discarded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mirror {
+    pub service: String,
+    /// The share mirrored, in millionths (`10%` is 100_000, `0.5%` is 5_000).
+    pub per_million: u32,
+}
+
+/// `affinity`: what the consistent-hash balancer hashes to keep a client on one endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Affinity {
+    /// The value of this request header (lower case).
+    Header(String),
+    /// The value of this cookie; Envoy sets it when the request has none, for `ttl` (zero: a
+    /// session cookie).
+    Cookie { name: String, ttl: Duration },
 }
 
 #[derive(Debug, Clone, PartialEq)]

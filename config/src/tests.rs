@@ -823,6 +823,165 @@ fn max_body_takes_sizes_on_the_gateway_and_on_routes() {
     check(cases);
 }
 
+/// BASE with three more services: `hashed` (ring_hash), `maglev` and `shadow` (round robin).
+fn with_hash_services(routes: &str) -> String {
+    with_routes(routes).replace(
+        "  users: { endpoints: [127.0.0.1:3001] }\n",
+        "  users: { endpoints: [127.0.0.1:3001] }\n  hashed: { endpoints: [127.0.0.1:3002], lb: ring_hash }\n  maglev: { endpoints: [127.0.0.1:3003], lb: maglev }\n  shadow: { endpoints: [127.0.0.1:3004] }\n",
+    )
+}
+
+#[test]
+fn mirror_takes_a_service_and_a_percentage() {
+    let src = with_routes(&format!(
+        "{OK_ROUTE}        mirror: {{ service: users, percent: 0.5% }}\n      - {{ name: b, match: {{ prefix: /b }}, service: users, auth: none, mirror: {{ service: users }} }}\n      - {{ name: c, match: {{ prefix: /c }}, services: {{ users: 1 }}, auth: none, mirror: {{ service: users, percent: \"10%\" }} }}\n"
+    ));
+    let config = parse(&src, file()).unwrap_or_else(|e| panic!("{e}\nin:\n{src}"));
+    let mirrors: Vec<Option<Mirror>> = config.gateways["edge"]
+        .routes
+        .iter()
+        .map(|r| r.mirror.clone())
+        .collect();
+    let m = |per_million| {
+        Some(Mirror {
+            service: "users".to_string(),
+            per_million,
+        })
+    };
+    assert_eq!(mirrors, [m(5_000), m(1_000_000), m(100_000)]);
+
+    let hint = "expected a percentage like 10%, 0.5% or 100%";
+    let mirror = |body: &str| with_routes(&format!("{OK_ROUTE}        mirror: {body}\n"));
+    let cases: Vec<Case> = ["101%", "0.00001%", "ten", "[1]", "-1%"]
+        .into_iter()
+        .map(|bad| {
+            (
+                "a bad percentage",
+                mirror(&format!("{{ service: users, percent: {bad} }}")),
+                vec![(17, bad, hint)],
+            )
+        })
+        .chain([
+            (
+                "a percentage without its sign",
+                mirror("{ service: users, percent: 10 }"),
+                vec![(17, "10 }", "(write the `%`)")],
+            ),
+            (
+                "an unknown mirror service",
+                mirror("{ service: userz, percent: 10% }"),
+                vec![(
+                    17,
+                    "userz",
+                    "route `r`: mirror.service: unknown service `userz` (did you mean `users`?)",
+                )],
+            ),
+            (
+                "a mirror without a service",
+                mirror("{ percent: 10% }"),
+                vec![(17, "{", "route `r`: mirror: missing required key `service`")],
+            ),
+            (
+                "a mirror on a route that answers itself",
+                with_routes("      - name: r\n        match: { prefix: / }\n        respond: { status: 200 }\n        auth: none\n        mirror: { service: users }\n"),
+                vec![(17, "mirror", "`mirror` only applies to routes that forward")],
+            ),
+        ])
+        .collect();
+    check(cases);
+}
+
+#[test]
+fn affinity_hashes_a_header_or_a_cookie_on_hashed_services_only() {
+    let src = with_hash_services(
+        "      - { name: h, match: { prefix: /h }, service: hashed, auth: none, affinity: { header: X-User-Id } }\n      - { name: c, match: { prefix: /c }, services: { hashed: 1, maglev: 1 }, auth: none, affinity: { cookie: route, ttl: 1h } }\n      - { name: s, match: { prefix: /s }, service: maglev, auth: none, affinity: { cookie: route, ttl: 0s } }\n",
+    );
+    let config = parse(&src, file()).unwrap_or_else(|e| panic!("{e}\nin:\n{src}"));
+    let got: Vec<Option<Affinity>> = config.gateways["edge"]
+        .routes
+        .iter()
+        .map(|r| r.affinity.clone())
+        .collect();
+    let cookie = |secs| {
+        Some(Affinity::Cookie {
+            name: "route".to_string(),
+            ttl: Duration::from_secs(secs),
+        })
+    };
+    assert_eq!(
+        got,
+        [
+            Some(Affinity::Header("x-user-id".to_string())),
+            cookie(3600),
+            cookie(0)
+        ]
+    );
+
+    let route = |action: &str, affinity: &str| {
+        with_hash_services(&format!(
+            "      - name: r\n        match: {{ prefix: / }}\n        {action}\n        auth: none\n        affinity: {affinity}\n"
+        ))
+    };
+    // Three more service lines: the route starts on line 16, `affinity` is on line 20.
+    let cases: Vec<Case> = vec![
+        (
+            "affinity on a round-robin service",
+            route("service: users", "{ header: x-user-id }"),
+            vec![(
+                20,
+                "affinity",
+                "route `r`: affinity: needs `lb: ring_hash` or `lb: maglev` on every service of the route, but `users` (`lb: round_robin`) balances otherwise",
+            )],
+        ),
+        (
+            "affinity on a split with one round-robin service",
+            route("services: { hashed: 9, shadow: 1 }", "{ header: x-user-id }"),
+            vec![(20, "affinity", "but `shadow` (`lb: round_robin`) balances otherwise")],
+        ),
+        (
+            "a cookie without ttl",
+            route("service: hashed", "{ cookie: route }"),
+            vec![(20, "{", "route `r`: affinity: a `cookie` needs `ttl`")],
+        ),
+        (
+            "ttl with a header",
+            route("service: hashed", "{ header: x-a, ttl: 1h }"),
+            vec![(20, "ttl", "`ttl` is the lifetime of the cookie Envoy sets")],
+        ),
+        (
+            "both a header and a cookie",
+            route("service: hashed", "{ header: x-a, cookie: b }"),
+            vec![(20, "cookie", "`cookie` cannot be combined with `header`")],
+        ),
+        (
+            "neither",
+            route("service: hashed", "{}"),
+            vec![(20, "{}", "give exactly one of `header` or `cookie`")],
+        ),
+        (
+            "a bad header name",
+            route("service: hashed", "{ header: \"x a\" }"),
+            vec![(20, "\"x a\"", "is not a valid HTTP header name")],
+        ),
+        (
+            "a bad cookie name",
+            route("service: hashed", "{ cookie: \"a;b\", ttl: 1h }"),
+            vec![(20, "\"a;b\"", "expected a cookie name")],
+        ),
+        (
+            "a bad ttl",
+            route("service: hashed", "{ cookie: route, ttl: 1.5h }"),
+            vec![(20, "1.5h", "affinity.ttl: expected a duration")],
+        ),
+        (
+            "affinity on a route that answers itself",
+            route("respond: { status: 200 }", "{ header: x-a }"),
+            vec![(20, "affinity", "`affinity` only applies to routes that forward")],
+        ),
+    ];
+    check(cases);
+}
+
 #[test]
 fn client_ip_and_ip_lists_decode_and_bad_cidrs_are_positioned() {
     // Defaults: the TCP peer, and no lists.
@@ -1083,7 +1242,7 @@ fn warning_lines(src: &str) -> Vec<String> {
     warnings.iter().map(ToString::to_string).collect()
 }
 
-const ROUTE_KEYS: &str = "name, match, service, services, respond, rewrite, auth, require, allow_ips, deny_ips, rate_limit, timeout, retries, max_body, websocket, request_headers, response_headers";
+const ROUTE_KEYS: &str = "name, match, service, services, respond, rewrite, auth, require, allow_ips, deny_ips, rate_limit, timeout, retries, max_body, websocket, request_headers, response_headers, mirror, affinity";
 
 #[test]
 fn a_misspelt_key_or_name_gets_did_you_mean() {

@@ -660,6 +660,44 @@ fn the_string_grammars_agree_with_the_decoder() {
     });
     agree(&v, &allow, "SLOT", &cidr_looser, &cidrs);
 
+    let percents = [
+        "0%",
+        "10%",
+        "0.5%",
+        "100%",
+        "100.0%",
+        "100.0000%",
+        "0.0001%",
+        "99.9999%",
+        "007%",
+        "05%",
+        "100.0001%",
+        "100.00000%",
+        "101%",
+        "1000%",
+        "0100%",
+        "0.00001%",
+        "10",
+        "10 %",
+        " 10%",
+        ".5%",
+        "5.%",
+        "-1%",
+        "+1%",
+        "1e1%",
+        "%",
+        "",
+        "10%%",
+        "1,5%",
+    ];
+    let mirror = json!({
+        "version": 1,
+        "services": { "a": { "endpoints": ["127.0.0.1:1"] } },
+        "gateways": { "g": { "listeners": [{ "name": "h", "port": 1 }], "routes": [{
+            "name": "r", "match": { "prefix": "/" }, "service": "a", "auth": "none",
+            "mirror": { "service": "a", "percent": "SLOT" } }] } }
+    });
+    agree(&v, &mirror, "SLOT", &[], &percents);
     // A size may be a plain integer too.
     for (bytes, ok) in [(1, true), (65_536, true), (0, false), (-1, false)] {
         let mut config = gateway.clone();

@@ -36,6 +36,8 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 struct Shared {
     name: String,
     hits: AtomicU64,
+    /// The description of the last request received (what it answered with).
+    last: std::sync::Mutex<Option<Value>>,
 }
 
 /// The echo application, for embedding (`echo-upstream` binary) or serving by [`EchoUpstream`].
@@ -43,6 +45,7 @@ pub fn router(name: &str) -> Router {
     router_with(Arc::new(Shared {
         name: name.to_string(),
         hits: AtomicU64::new(0),
+        last: std::sync::Mutex::new(None),
     }))
 }
 
@@ -92,6 +95,9 @@ async fn echo(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         "headers": headers,
         "body": String::from_utf8_lossy(&body),
     });
+    if let Ok(mut last) = shared.last.lock() {
+        *last = Some(doc.clone());
+    }
     let mut resp = (status, Json(doc)).into_response();
     if let Ok(v) = HeaderValue::from_str(&shared.name) {
         resp.headers_mut().insert(UPSTREAM_HEADER, v);
@@ -135,6 +141,7 @@ impl EchoUpstream {
         let shared = Arc::new(Shared {
             name: name.to_string(),
             hits: AtomicU64::new(0),
+            last: std::sync::Mutex::new(None),
         });
         let mut up = EchoUpstream {
             shared,
@@ -178,6 +185,11 @@ impl EchoUpstream {
     /// Requests received so far (including ones answered with an error status).
     pub fn hits(&self) -> u64 {
         self.shared.hits.load(Ordering::SeqCst)
+    }
+
+    /// The last request received, as the JSON it answered with (`headers`, `path`, …).
+    pub fn last_request(&self) -> Option<Value> {
+        self.shared.last.lock().ok().and_then(|l| l.clone())
     }
 
     pub fn is_running(&self) -> bool {

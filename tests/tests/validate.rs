@@ -143,7 +143,8 @@ gateways:
     );
     let p = path.display();
     let keys = "name, match, service, services, respond, rewrite, auth, require, allow_ips, deny_ips, \
-                rate_limit, timeout, retries, max_body, websocket, request_headers, response_headers";
+                rate_limit, timeout, retries, max_body, websocket, request_headers, response_headers, \
+                mirror, affinity";
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         format!(

@@ -17,7 +17,7 @@ use proto::pb::envoy::config::endpoint::v3::{
 };
 use proto::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context, subject_alt_name_matcher, CertificateValidationContext, CommonTlsContext,
-    SubjectAltNameMatcher, TlsCertificate, UpstreamTlsContext,
+    SdsSecretConfig, Secret, SubjectAltNameMatcher, UpstreamTlsContext,
 };
 use proto::pb::envoy::extensions::upstreams::http::v3::{
     http_protocol_options::{explicit_http_config, ExplicitHttpConfig, UpstreamProtocolOptions},
@@ -46,6 +46,7 @@ pub const UPSTREAM_CONNECTION_WINDOW: u32 = 1024 * 1024;
 /// One cluster per service, named after it. Returns the ClusterLoadAssignment to serve over EDS
 /// when the cluster uses EDS.
 pub(super) fn cluster(
+    gateway: &str,
     name: &str,
     svc: &Service,
     files: &BTreeMap<PathBuf, Vec<u8>>,
@@ -119,7 +120,7 @@ pub(super) fn cluster(
     }
 
     if let Some(tls) = &svc.tls {
-        c.transport_socket = Some(upstream_tls(tls, http2, files)?);
+        c.transport_socket = Some(upstream_tls(gateway, name, tls, http2, files)?);
     }
 
     if http2 {
@@ -209,6 +210,8 @@ pub(super) fn socket_address(host: &str, port: u16) -> Address {
 }
 
 fn upstream_tls(
+    gateway: &str,
+    cluster: &str,
     tls: &UpstreamTls,
     http2: bool,
     files: &BTreeMap<PathBuf, Vec<u8>>,
@@ -246,27 +249,19 @@ fn upstream_tls(
         }
         None => None,
     };
-    // Envoy's client certificate (mTLS), inline like the CA: the policy services require one
-    // when started with `--client-ca`.
-    let inline = |bytes: &[u8]| DataSource {
-        specifier: Some(Specifier::InlineBytes(bytes.to_vec())),
-        ..Default::default()
-    };
-    let tls_certificates = match &tls.client_cert {
-        Some(c) => vec![TlsCertificate {
-            certificate_chain: Some(inline(file(
-                files,
-                &c.cert_file,
-                "client certificate file",
-            )?)),
-            private_key: Some(inline(file(files, &c.key_file, "client key file")?)),
-            ..Default::default()
+    // Envoy's client certificate (mTLS) travels over SDS, like the listeners' certificates: a
+    // renewed certificate is then a Secret update that Envoy swaps in for new connections,
+    // not a changed cluster that Envoy would drain and re-create.
+    let tls_certificate_sds_secret_configs = match &tls.client_cert {
+        Some(_) => vec![SdsSecretConfig {
+            name: client_cert_secret_name(gateway, cluster),
+            sds_config: Some(ads()),
         }],
         None => Vec::new(),
     };
     let ctx = UpstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
-            tls_certificates,
+            tls_certificate_sds_secret_configs,
             // Many servers (Go's among them) only speak HTTP/2 over TLS when ALPN negotiated it.
             alpn_protocols: vec![if http2 { "h2" } else { "http/1.1" }.to_string()],
             validation_context_type: validation,
@@ -282,6 +277,30 @@ fn upstream_tls(
             &ctx,
         ))),
     })
+}
+
+/// The SDS name of the client certificate a cluster presents; gateway-qualified like the
+/// listeners' (see [`crate::secret_name`]).
+pub(super) fn client_cert_secret_name(gateway: &str, cluster: &str) -> String {
+    format!("{gateway}/services/{cluster}/client-cert")
+}
+
+/// The Secret holding a service's client certificate, when its `tls` has one.
+pub(super) fn client_cert_secret(
+    gateway: &str,
+    cluster: &str,
+    svc: &Service,
+    files: &BTreeMap<PathBuf, Vec<u8>>,
+) -> Result<Option<Secret>, TranslateError> {
+    let Some(c) = svc.tls.as_ref().and_then(|t| t.client_cert.as_ref()) else {
+        return Ok(None);
+    };
+    crate::secret::certificate_secret(
+        client_cert_secret_name(gateway, cluster),
+        file(files, &c.cert_file, "client certificate file")?,
+        file(files, &c.key_file, "client key file")?,
+    )
+    .map(Some)
 }
 
 #[cfg(test)]
@@ -318,6 +337,7 @@ gateways:
             .collect();
         vec![
             cluster(
+                "edge",
                 "authz",
                 &crate::authz::service(config.auth.as_ref().unwrap()),
                 &files,
@@ -325,6 +345,7 @@ gateways:
             .unwrap()
             .0,
             cluster(
+                "edge",
                 "rls",
                 &crate::ratelimit::service(config.rate_limits.as_ref().unwrap()),
                 &files,
@@ -351,15 +372,13 @@ gateways:
             assert_eq!(ctx.sni, "policy");
             let common = ctx.common_tls_context.unwrap();
             assert_eq!(common.alpn_protocols, ["h2"], "{}: gRPC", c.name);
-            let [cert] = common.tls_certificates.as_slice() else {
+            // Over SDS, never inline: replacing the files rotates it without a cluster drain.
+            assert!(common.tls_certificates.is_empty(), "{}", c.name);
+            let [sds] = common.tls_certificate_sds_secret_configs.as_slice() else {
                 panic!("{}: one client certificate", c.name)
             };
-            let bytes = |d: &Option<DataSource>| match d.as_ref().and_then(|d| d.specifier.clone()) {
-                Some(Specifier::InlineBytes(b)) => String::from_utf8(b).unwrap(),
-                other => panic!("not inline: {other:?}"),
-            };
-            assert_eq!(bytes(&cert.certificate_chain), "contents of /etc/gw/pki/edge.pem");
-            assert_eq!(bytes(&cert.private_key), "contents of /etc/gw/pki/edge.key");
+            assert_eq!(sds.name, format!("edge/services/{}/client-cert", c.name));
+            assert_eq!(sds.sds_config, Some(ads()));
             assert!(common.validation_context_type.is_some(), "{}: CA", c.name);
         }
     }
@@ -377,7 +396,7 @@ gateways:
         );
         let config = config::parse(&yaml, Path::new(FILE))
             .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
-        cluster("a", &config.services["a"], &BTreeMap::new())
+        cluster("edge", "a", &config.services["a"], &BTreeMap::new())
             .unwrap()
             .0
     }

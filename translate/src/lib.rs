@@ -3,7 +3,8 @@
 //! Each gateway becomes one self-contained resource set ([`GatewayResources`]): its listeners,
 //! one RouteConfiguration named after the gateway (shared by its listeners over RDS), the clusters
 //! its routes use (plus a ClusterLoadAssignment for every EDS cluster) and a Secret per TLS
-//! listener (served over SDS so a renewed certificate is swapped without a listener drain).
+//! listener and per cluster that presents a client certificate (served over SDS so a renewed
+//! certificate is swapped without a listener or cluster drain).
 //!
 //! Determinism: versions are content hashes, so every resource here must encode to the same bytes
 //! in every process. prost encodes `map` fields from randomly seeded `HashMap`s, so no resource
@@ -55,11 +56,14 @@ pub struct GatewayResources {
     /// Exactly one, named after the gateway.
     pub routes: Vec<RouteConfiguration>,
     /// One per TLS listener, in listener order, each followed by its client CAs when it has
-    /// `client_ca_file`.
+    /// `client_ca_file`; then one per cluster that presents a client certificate, by cluster name.
     pub secrets: Vec<Secret>,
     /// What each listener refers to, in listener order, as translation built it (before the
     /// HCM and TLS context were packed into `Any`s): [`GatewayResources::check`] reads these.
     pub listener_refs: Vec<ListenerRefs>,
+    /// (cluster, SDS secret) for every cluster that presents a client certificate, as
+    /// translation built them: [`GatewayResources::check`] reads these.
+    pub cluster_secrets: Vec<(String, String)>,
 }
 
 /// The resources one listener makes Envoy fetch by name.
@@ -87,6 +91,8 @@ pub enum Inconsistency {
     },
     #[error("listener {listener} references missing secret {secret}")]
     MissingSecret { listener: String, secret: String },
+    #[error("cluster {cluster} references missing secret {secret}")]
+    MissingClusterSecret { cluster: String, secret: String },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -208,22 +214,28 @@ fn translate_gateway(
         }
     }
     let mut res = GatewayResources::default();
+    // Every cluster built, for the client-certificate Secrets they need.
+    let mut client_certs: Vec<(&str, config::Service)> = Vec::new();
     // The rate-limit filter and its cluster, only where some route has a limit.
     let limits = cfg
         .rate_limits
         .as_ref()
         .filter(|_| ratelimit::gateway_uses(cfg, gw));
     if let Some(l) = limits {
-        let (c, cla) = cluster::cluster(ratelimit::CLUSTER, &ratelimit::service(l), &loaded.files)?;
+        let svc = ratelimit::service(l);
+        let (c, cla) = cluster::cluster(name, ratelimit::CLUSTER, &svc, &loaded.files)?;
         res.clusters.push(c);
         res.endpoints.extend(cla);
+        client_certs.push((ratelimit::CLUSTER, svc));
     }
     // ext_authz and its cluster, only where some route requires authentication.
     let auth = cfg.auth.as_ref().filter(|_| authz::gateway_uses(gw));
     if let Some(a) = auth {
-        let (c, cla) = cluster::cluster(authz::CLUSTER, &authz::service(a), &loaded.files)?;
+        let svc = authz::service(a);
+        let (c, cla) = cluster::cluster(name, authz::CLUSTER, &svc, &loaded.files)?;
         res.clusters.push(c);
         res.endpoints.extend(cla);
+        client_certs.push((authz::CLUSTER, svc));
     }
     // Clusters are sorted by name (see `GatewayResources`).
     res.clusters.sort_by(|a, b| a.name.cmp(&b.name));
@@ -251,9 +263,10 @@ fn translate_gateway(
                 route: route_name.to_string(),
                 service: svc_name.to_string(),
             })?;
-        let (c, cla) = cluster::cluster(svc_name, svc, &loaded.files)?;
+        let (c, cla) = cluster::cluster(name, svc_name, svc, &loaded.files)?;
         res.clusters.push(c);
         res.endpoints.extend(cla);
+        client_certs.push((svc_name, svc.clone()));
     }
     for l in &gw.listeners {
         let secret_name = l.tls.as_ref().map(|_| secret_name(name, &l.name));
@@ -285,6 +298,15 @@ fn translate_gateway(
                 .push(secret::client_ca_secret(sn, certs, &loaded.files)?);
         }
     }
+    // Client certificates after the listeners' (see `GatewayResources::secrets`).
+    client_certs.sort_by(|a, b| a.0.cmp(b.0));
+    for (cluster_name, svc) in &client_certs {
+        if let Some(secret) = cluster::client_cert_secret(name, cluster_name, svc, &loaded.files)? {
+            res.cluster_secrets
+                .push((cluster_name.to_string(), secret.name.clone()));
+            res.secrets.push(secret);
+        }
+    }
     res.routes.push(route::route_configuration(
         name,
         gw,
@@ -295,11 +317,14 @@ fn translate_gateway(
 }
 
 fn route_services(r: &config::Route) -> Vec<&str> {
-    match &r.action {
+    let mut services = match &r.action {
         RouteAction::Service(s) => vec![s.as_str()],
         RouteAction::Weighted(ws) => ws.iter().map(|(s, _)| s.as_str()).collect(),
         RouteAction::Respond(_) => vec![],
-    }
+    };
+    // The mirror's cluster must be on the Envoy too.
+    services.extend(r.mirror.as_ref().map(|m| m.service.as_str()));
+    services
 }
 
 /// The SDS name of a TLS listener's certificate. Gateway-qualified so two gateways sharing one
@@ -317,7 +342,7 @@ impl GatewayResources {
     /// Checks the cross-references inside this resource set, so a snapshot never makes Envoy
     /// wait forever for (or reject) a resource we forgot to send: every cluster a route names
     /// exists, every EDS cluster has endpoints, every listener's RDS route configuration exists
-    /// and every SDS secret a listener names exists.
+    /// and every SDS secret a listener or cluster names exists.
     pub fn check(&self) -> Result<(), Inconsistency> {
         let clusters: BTreeSet<&str> = self.clusters.iter().map(|c| c.name.as_str()).collect();
         let endpoints: BTreeSet<&str> = self
@@ -342,6 +367,14 @@ impl GatewayResources {
                         cluster: c.name.clone(),
                     });
                 }
+            }
+        }
+        for (cluster, secret) in &self.cluster_secrets {
+            if !secrets.contains(secret.as_str()) {
+                return Err(Inconsistency::MissingClusterSecret {
+                    cluster: cluster.clone(),
+                    secret: secret.clone(),
+                });
             }
         }
         for rc in &self.routes {
@@ -386,8 +419,13 @@ fn route_clusters(rt: &proto::pb::envoy::config::route::v3::Route) -> impl Itera
         },
         _ => (None, None),
     };
+    let mirrors = match &rt.action {
+        Some(envoy_route::Action::Route(ra)) => ra.request_mirror_policies.as_slice(),
+        _ => &[],
+    };
     one.into_iter()
         .chain(weighted.into_iter().flatten().map(|c| c.name.as_str()))
+        .chain(mirrors.iter().map(|m| m.cluster.as_str()))
 }
 
 // ---- Small shared builders ----

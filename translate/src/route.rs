@@ -4,13 +4,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use proto::pb::envoy::config::core::v3::{
     data_source, header_value_option::HeaderAppendAction, DataSource, HeaderValue,
-    HeaderValueOption,
+    HeaderValueOption, RuntimeFractionalPercent,
 };
 use proto::pb::envoy::config::route::v3::{
     header_matcher::HeaderMatchSpecifier,
     query_parameter_matcher::QueryParameterMatchSpecifier,
     route,
-    route_action::{hash_policy, ClusterSpecifier, HashPolicy, UpgradeConfig},
+    route_action::{hash_policy, ClusterSpecifier, HashPolicy, RequestMirrorPolicy, UpgradeConfig},
     route_match::PathSpecifier,
     weighted_cluster::ClusterWeight,
     DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RetryPolicy, Route,
@@ -30,6 +30,7 @@ use proto::pb::envoy::extensions::filters::http::lua::v3::{
 use proto::pb::envoy::r#type::matcher::v3::{
     string_matcher::MatchPattern, RegexMatchAndSubstitute, RegexMatcher, StringMatcher,
 };
+use proto::pb::envoy::r#type::v3::{fractional_percent, FractionalPercent};
 use proto::pb::google::protobuf::BoolValue;
 
 use super::listener::{
@@ -37,8 +38,8 @@ use super::listener::{
 };
 use super::{duration, regex_escape, u32v, Policies};
 use config::{
-    Cors, Gateway, HeaderChanges, LbPolicy, PathMatch, RateLimits, RespondBody, Retries, RetryOn,
-    Route as RouteCfg, RouteAction, RouteMatch, Service, StringMatch,
+    Affinity, Cors, Gateway, HeaderChanges, LbPolicy, Mirror, PathMatch, RateLimits, RespondBody,
+    Retries, RetryOn, Route as RouteCfg, RouteAction, RouteMatch, Service, StringMatch,
 };
 
 /// The one RouteConfiguration of a gateway, named after it: a single catch-all virtual host whose
@@ -455,14 +456,70 @@ fn forward_action(
             .is_some_and(|svc| matches!(svc.lb, LbPolicy::RingHash | LbPolicy::Maglev))
     });
     if hashed {
-        a.hash_policy = vec![HashPolicy {
-            policy_specifier: Some(hash_policy::PolicySpecifier::ConnectionProperties(
-                hash_policy::ConnectionProperties { source_ip: true },
-            )),
-            ..Default::default()
-        }];
+        a.hash_policy = hash_policies(r.affinity.as_ref());
+    }
+    if let Some(m) = &r.mirror {
+        a.request_mirror_policies = vec![mirror_policy(m)];
     }
     a
+}
+
+/// The hash keys of a route on consistent-hash services. An `affinity` header is terminal: when
+/// the request has it, only its value counts (combined with the client IP, the same value from
+/// two clients would land apart); without it, the client IP decides, as on any hashed route.
+/// An affinity cookie always yields a value (Envoy makes one up and sets the cookie when the
+/// request has none), so it is the only key.
+fn hash_policies(affinity: Option<&Affinity>) -> Vec<HashPolicy> {
+    let source_ip = HashPolicy {
+        policy_specifier: Some(hash_policy::PolicySpecifier::ConnectionProperties(
+            hash_policy::ConnectionProperties { source_ip: true },
+        )),
+        ..Default::default()
+    };
+    match affinity {
+        None => vec![source_ip],
+        Some(Affinity::Header(name)) => vec![
+            HashPolicy {
+                policy_specifier: Some(hash_policy::PolicySpecifier::Header(hash_policy::Header {
+                    header_name: name.clone(),
+                    regex_rewrite: None,
+                })),
+                terminal: true,
+            },
+            source_ip,
+        ],
+        Some(Affinity::Cookie { name, ttl }) => vec![HashPolicy {
+            policy_specifier: Some(hash_policy::PolicySpecifier::Cookie(hash_policy::Cookie {
+                name: name.clone(),
+                // With a ttl Envoy sets the cookie when the request has none; zero makes it a
+                // session cookie.
+                ttl: Some(duration(*ttl)),
+                // One cookie for the whole site, whatever path the route matched first.
+                path: "/".to_string(),
+                attributes: vec![hash_policy::CookieAttribute {
+                    name: "SameSite".to_string(),
+                    value: "Lax".to_string(),
+                }],
+            })),
+            terminal: true,
+        }],
+    }
+}
+
+/// Envoy's shadowing: the copy is sent without waiting for its answer (which is discarded), to
+/// the mirror's cluster with `-shadow` appended to the Host, for a random share of requests.
+fn mirror_policy(m: &Mirror) -> RequestMirrorPolicy {
+    RequestMirrorPolicy {
+        cluster: m.service.clone(),
+        runtime_fraction: Some(RuntimeFractionalPercent {
+            default_value: Some(FractionalPercent {
+                numerator: m.per_million,
+                denominator: fractional_percent::DenominatorType::Million as i32,
+            }),
+            runtime_key: String::new(),
+        }),
+        ..Default::default()
+    }
 }
 
 /// Replaces the matched prefix. Envoy's `prefix_rewrite` splices strings, so rewriting `/api` to

@@ -1,4 +1,5 @@
-//! TLS listener certificates → SDS Secrets with inline bytes.
+//! TLS certificates (listeners', and the client certificates Envoy presents to upstreams) → SDS
+//! Secrets with inline bytes.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,6 +22,16 @@ pub(super) fn tls_secret(
 ) -> Result<Secret, TranslateError> {
     let chain = file(files, &tls.cert_file, "TLS certificate file")?;
     let key = file(files, &tls.key_file, "TLS key file")?;
+    certificate_secret(name, chain, key)
+}
+
+/// A certificate chain and its key as a Secret (a listener's, or a client certificate Envoy
+/// presents to an upstream).
+pub(super) fn certificate_secret(
+    name: String,
+    chain: &[u8],
+    key: &[u8],
+) -> Result<Secret, TranslateError> {
     Ok(Secret {
         name,
         r#type: Some(secret::Type::TlsCertificate(TlsCertificate {

@@ -61,6 +61,10 @@ fn load(yaml: &str) -> Loaded {
         if let Some(ca) = svc.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
             add(ca);
         }
+        if let Some(c) = svc.tls.as_ref().and_then(|t| t.client_cert.as_ref()) {
+            add(&c.cert_file);
+            add(&c.key_file);
+        }
     }
     for gw in config.gateways.values() {
         for l in &gw.listeners {
@@ -607,6 +611,106 @@ fn consistent_hash_services_get_a_hash_policy() {
     }
 }
 
+#[test]
+fn affinity_hashes_the_header_or_the_cookie() {
+    let yaml = with_routes(
+        "  users: { endpoints: [127.0.0.1:3001, 127.0.0.1:3002, 127.0.0.1:3003], lb: ring_hash }\n  v2: { endpoints: [127.0.0.1:3004], lb: maglev }",
+        "      - { name: h, match: { prefix: /h }, service: users, auth: none, affinity: { header: X-User-Id } }\n      - { name: c, match: { prefix: /c }, services: { users: 1, v2: 1 }, auth: none, affinity: { cookie: route, ttl: 1h } }\n      - { name: s, match: { prefix: /s }, service: users, auth: none, affinity: { cookie: sid, ttl: 0s } }\n",
+    );
+    let r = edge(&yaml);
+    let source_ip =
+        hash_policy::PolicySpecifier::ConnectionProperties(hash_policy::ConnectionProperties {
+            source_ip: true,
+        });
+    // The header alone decides when present (terminal); without it, the client IP.
+    let hp = &action(route_named(&r, "h")).hash_policy;
+    assert_eq!(hp.len(), 2);
+    assert_eq!(
+        hp[0].policy_specifier,
+        Some(hash_policy::PolicySpecifier::Header(hash_policy::Header {
+            header_name: "x-user-id".to_string(),
+            regex_rewrite: None,
+        }))
+    );
+    assert!(hp[0].terminal);
+    assert_eq!(hp[1].policy_specifier, Some(source_ip));
+    // A cookie always yields a value: it is the only key.
+    for (route, name, secs) in [("c", "route", 3600), ("s", "sid", 0)] {
+        let hp = &action(route_named(&r, route)).hash_policy;
+        let [only] = hp.as_slice() else {
+            panic!("{route}: one hash policy, got {hp:?}")
+        };
+        let Some(hash_policy::PolicySpecifier::Cookie(c)) = &only.policy_specifier else {
+            panic!("{route}: a cookie policy, got {only:?}")
+        };
+        assert_eq!(c.name, name);
+        assert_eq!(
+            c.ttl,
+            Some(protobuf::Duration {
+                seconds: secs,
+                nanos: 0
+            }),
+            "{route}"
+        );
+        assert_eq!(c.path, "/");
+        assert_eq!(
+            c.attributes
+                .iter()
+                .map(|a| (a.name.as_str(), a.value.as_str()))
+                .collect::<Vec<_>>(),
+            [("SameSite", "Lax")]
+        );
+    }
+}
+
+#[test]
+fn mirror_sends_its_share_to_the_mirror_cluster() {
+    use proto::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
+    let yaml = with_routes(
+        "  users: { endpoints: [127.0.0.1:3001] }\n  shadow: { endpoints: [127.0.0.1:3002] }\n  unused: { endpoints: [127.0.0.1:3003] }",
+        "      - { name: r, match: { prefix: /r }, service: users, auth: none, mirror: { service: shadow, percent: 0.5% } }\n      - { name: all, match: { prefix: /all }, service: users, auth: none, mirror: { service: shadow } }\n      - { name: plain, match: { prefix: /p }, service: users, auth: none }\n",
+    );
+    let r = edge(&yaml);
+    // The mirror's cluster is on this Envoy (a service no route uses is not).
+    let names: Vec<&str> = r.clusters.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["shadow", "users"]);
+    for (route, numerator) in [("r", 5_000), ("all", 1_000_000)] {
+        let [m] = action(route_named(&r, route))
+            .request_mirror_policies
+            .as_slice()
+        else {
+            panic!("{route}: one mirror policy")
+        };
+        assert_eq!(m.cluster, "shadow");
+        let f = m
+            .runtime_fraction
+            .as_ref()
+            .and_then(|f| f.default_value.as_ref());
+        assert_eq!(f.map(|f| f.numerator), Some(numerator), "{route}");
+        assert_eq!(
+            f.map(|f| f.denominator),
+            Some(DenominatorType::Million as i32)
+        );
+        // The spec's `-shadow` Host suffix: Envoy's default.
+        assert!(!m.disable_shadow_host_suffix_append);
+    }
+    assert!(action(route_named(&r, "plain"))
+        .request_mirror_policies
+        .is_empty());
+
+    // A route naming a mirror cluster that is missing is an inconsistency `check` catches.
+    let mut broken = r.clone();
+    broken.clusters.retain(|c| c.name != "shadow");
+    broken.endpoints.retain(|e| e.cluster_name != "shadow");
+    assert_eq!(
+        broken.check(),
+        Err(Inconsistency::MissingCluster {
+            route: "r".to_string(),
+            cluster: "shadow".to_string()
+        })
+    );
+}
+
 const CORS_GATEWAY: &str = r#"
 version: 1
 services:
@@ -777,6 +881,64 @@ fn upstream_tls(c: &Cluster) -> UpstreamTlsContext {
         panic!()
     };
     unpack(any, proto::type_url::UPSTREAM_TLS_CONTEXT)
+}
+
+#[test]
+fn upstream_client_certificates_travel_over_sds() {
+    let yaml = with_routes(
+        "  users: { endpoints: [10.0.0.1:443], tls: { sni: users.internal, ca_file: certs/ca.pem, cert_file: certs/gw.crt, key_file: certs/gw.key } }\n  plain: { endpoints: [10.0.0.2:80] }",
+        "      - { name: r, match: { prefix: / }, service: users, auth: none }\n      - { name: p, match: { prefix: /p }, service: plain, auth: none }\n",
+    );
+    let r = edge(&yaml);
+    let users = r.clusters.iter().find(|c| c.name == "users").unwrap();
+    let common = upstream_tls(users).common_tls_context.unwrap();
+    assert!(
+        common.tls_certificates.is_empty(),
+        "the client certificate is not inline in the cluster"
+    );
+    let [sds] = common.tls_certificate_sds_secret_configs.as_slice() else {
+        panic!("one SDS certificate")
+    };
+    assert_eq!(sds.name, "edge/services/users/client-cert");
+    assert_eq!(sds.sds_config, Some(ads()));
+    // The CA and the SAN check stay in the cluster.
+    assert!(common.validation_context_type.is_some());
+
+    let [secret] = r.secrets.as_slice() else {
+        panic!("one secret: {:?}", r.secrets)
+    };
+    assert_eq!(secret.name, sds.name);
+    let Some(secret::Type::TlsCertificate(cert)) = &secret.r#type else {
+        panic!()
+    };
+    let inline = |s: &str| {
+        Some(DataSource {
+            specifier: Some(data_source::Specifier::InlineBytes(s.as_bytes().to_vec())),
+            ..Default::default()
+        })
+    };
+    assert_eq!(
+        cert.certificate_chain,
+        inline("contents of /etc/gw/certs/gw.crt")
+    );
+    assert_eq!(cert.private_key, inline("contents of /etc/gw/certs/gw.key"));
+    assert_eq!(
+        r.cluster_secrets,
+        [(
+            "users".to_string(),
+            "edge/services/users/client-cert".to_string()
+        )]
+    );
+
+    let mut broken = r.clone();
+    broken.secrets.clear();
+    assert_eq!(
+        broken.check(),
+        Err(Inconsistency::MissingClusterSecret {
+            cluster: "users".to_string(),
+            secret: "edge/services/users/client-cert".to_string()
+        })
+    );
 }
 
 #[test]
