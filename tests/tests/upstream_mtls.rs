@@ -24,7 +24,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use tests::{sotw_and_delta, wait_for, Stack, XdsMode, CONVERGE_TIMEOUT};
+use tests::{sotw_and_delta, wait_for, wait_for_route, Stack, XdsMode, CONVERGE_TIMEOUT};
 
 sotw_and_delta!(upstream_requires_the_gateways_client_certificate_and_sees_it_rotate);
 
@@ -213,23 +213,7 @@ gateways:
     let stack = Stack::start_in(dir, mode, &yaml).await;
     let client = stack.client(port);
 
-    let r = wait_for(
-        "the mTLS upstream to answer through Envoy",
-        CONVERGE_TIMEOUT,
-        async || {
-            let r = client
-                .get("/mesh")
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            if r.status == 200 {
-                Ok(r)
-            } else {
-                Err(format!("status {}", r.status))
-            }
-        },
-    )
-    .await;
+    let r = wait_for_route(&client, "/mesh", 200).await;
     assert_eq!(
         r.body,
         hex(&first.der),
@@ -323,23 +307,7 @@ gateways:
         );
     let start = std::time::Instant::now();
     stack.config.write(&added);
-    let r = wait_for(
-        "the added mTLS service to answer",
-        CONVERGE_TIMEOUT,
-        async || {
-            let r = client
-                .get("/mesh-3")
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            if r.status == 200 {
-                Ok(r)
-            } else {
-                Err(format!("status {}", r.status))
-            }
-        },
-    )
-    .await;
+    let r = wait_for_route(&client, "/mesh-3", 200).await;
     let took = start.elapsed();
     eprintln!("a service with a client certificate added in {took:?}");
     assert_eq!(r.body, hex(&third.der));
