@@ -2284,6 +2284,37 @@ impl<'a> Ctx<'a> {
                 }
             }
         };
+        let cache = match f.entry("cache") {
+            None => Some(None),
+            Some(e) => {
+                let w = format!("{what}: cache");
+                let c = self.fields(e.value, &w, &d::CACHE).and_then(|cf| {
+                    let ttl = self.positive_duration(cf.get("ttl")?, &format!("{w}.ttl"))?;
+                    Some(Cache { ttl })
+                });
+                let mut ok = true;
+                if !forwards {
+                    // Envoy's own answer needs no cache, and there is no upstream to fill it.
+                    self.problem(
+                        e.key_pos,
+                        format!(
+                            "{w}: only routes that forward to `service` or `services` can \
+                                cache answers, but this route has `respond`"
+                        ),
+                    );
+                    ok = false;
+                }
+                if websocket == Some(true) {
+                    // An upgrade's answer is a connection, not a body that could be replayed.
+                    self.problem(
+                        e.key_pos,
+                        format!("{w}: cannot be combined with `websocket: true`"),
+                    );
+                    ok = false;
+                }
+                c.filter(|_| ok).map(Some)
+            }
+        };
         Some(Route {
             name: name?,
             matcher: matcher?,
@@ -2302,6 +2333,7 @@ impl<'a> Ctx<'a> {
             response_headers: response_headers?,
             mirror: mirror?,
             affinity: affinity?,
+            cache: cache?,
         })
     }
 

@@ -954,6 +954,7 @@ pub(crate) static ROUTE: Object = Object {
         key("response_headers", Ty::Obj(&HEADER_CHANGES), Optional, "Headers set or removed on the response before it reaches the client."),
         key("mirror", Ty::Obj(&MIRROR), Optional, "Also sends a share of the route's requests to another service (shadowing); the client only ever gets the route's own answer."),
         key("affinity", Ty::Obj(&AFFINITY), Optional, "Keeps a client on one endpoint by hashing a header or cookie; every service of the route needs `lb: ring_hash` or `maglev`."),
+        key("cache", Ty::Obj(&CACHE), Optional, "Envoy keeps the route's `200` answers to `GET` and `HEAD` and replays them (with `age`) until `ttl` runs out; omitted, nothing is cached."),
     ],
     one_of: &["service", "services", "respond"],
 };
@@ -966,6 +967,17 @@ pub(crate) static MIRROR: Object = Object {
     keys: &[
         key("service", NONEMPTY, Required, "Service that receives the copies."),
         key("percent", Ty::Fmt(&PERCENT), Is("100%"), "Share of the route's requests copied."),
+    ],
+    one_of: &[],
+};
+
+#[rustfmt::skip]
+pub(crate) static CACHE: Object = Object {
+    name: "cache",
+    title: "gateways.<name>.routes[].cache",
+    doc: "A response cache in each Envoy, for a forwarding route without `websocket`. Envoy stores `200` answers to `GET` and `HEAD` for `ttl`, or for the upstream's shorter `Cache-Control: max-age` (or `s-maxage`), and replays them with an `age` header; an answer with `Cache-Control: no-store` or `private`, or with a `Vary` header, is never stored, and a request with `Cache-Control: no-cache` is always sent to the upstream. The key is method, host, path and query; on an authenticated route also the verified client (`x-auth-provider` and `x-client-id` as authz-service set them), so no client is ever served another client's answer. Auth and rate limits run before the cache, on hits too. A request sent with `Authorization` (a provider with `forward_token`) or a conditional header (`If-Modified-Since`, `If-Range`) is never cached. Upstream requests that fill the cache carry no client address in `x-forwarded-for`.",
+    keys: &[
+        key("ttl", Ty::Fmt(&POSITIVE_DURATION), Required, "The longest an answer is replayed."),
     ],
     one_of: &[],
 };

@@ -466,6 +466,15 @@ pub struct Route {
     pub mirror: Option<Mirror>,
     /// Only with a forwarding action whose services all use `ring_hash` or `maglev`.
     pub affinity: Option<Affinity>,
+    /// `GET`/`HEAD` answers kept by Envoy (only on forwarding routes without `websocket`).
+    pub cache: Option<Cache>,
+}
+
+/// `cache`: Envoy keeps cacheable `GET`/`HEAD` answers of the route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cache {
+    /// The longest an answer is replayed; an upstream's shorter `max-age` wins.
+    pub ttl: Duration,
 }
 
 /// `mirror`: a share of the route's requests is also sent to another service, whose answers

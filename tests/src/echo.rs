@@ -3,7 +3,9 @@
 //!
 //! Request headers steer it: `x-echo-status: 503` answers with that status, `x-echo-delay-ms: 300`
 //! waits that long before answering, `x-echo-content-type` and `x-echo-content-encoding` label the
-//! (unchanged) JSON body with that type or encoding. Every answer carries `x-upstream: <name>`.
+//! (unchanged) JSON body with that type or encoding, `x-echo-cache-control` sets the answer's
+//! `Cache-Control`. Every answer carries `x-upstream: <name>` and `x-echo-hit: <n>`, the count
+//! of requests this upstream received so far (so a replayed answer shows an old count).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +29,10 @@ pub const DELAY_HEADER: &str = "x-echo-delay-ms";
 pub const CONTENT_TYPE_HEADER: &str = "x-echo-content-type";
 /// Request header: label the answer with this content-encoding (the body stays as it is).
 pub const CONTENT_ENCODING_HEADER: &str = "x-echo-content-encoding";
+/// Request header: the answer's `Cache-Control`.
+pub const CACHE_CONTROL_HEADER: &str = "x-echo-cache-control";
+/// Response header: how many requests this upstream had received when it answered.
+pub const HIT_HEADER: &str = "x-echo-hit";
 /// Response header naming the upstream that answered.
 pub const UPSTREAM_HEADER: &str = "x-upstream";
 
@@ -54,7 +60,7 @@ fn router_with(shared: Arc<Shared>) -> Router {
 }
 
 async fn echo(State(shared): State<Arc<Shared>>, req: Request) -> Response {
-    shared.hits.fetch_add(1, Ordering::SeqCst);
+    let hit = shared.hits.fetch_add(1, Ordering::SeqCst) + 1;
     let (parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
@@ -102,7 +108,10 @@ async fn echo(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     if let Ok(v) = HeaderValue::from_str(&shared.name) {
         resp.headers_mut().insert(UPSTREAM_HEADER, v);
     }
+    resp.headers_mut()
+        .insert(HIT_HEADER, HeaderValue::from(hit));
     for (steer, name) in [
+        (CACHE_CONTROL_HEADER, axum::http::header::CACHE_CONTROL),
         (CONTENT_TYPE_HEADER, axum::http::header::CONTENT_TYPE),
         (
             CONTENT_ENCODING_HEADER,

@@ -12,6 +12,7 @@
 //! formats) are pre-encoded canonically inside `Any` values with `proto::encode_struct`.
 
 pub mod authz;
+pub mod cache;
 mod cluster;
 mod ip_lists;
 mod listener;
@@ -51,9 +52,10 @@ pub struct GatewayResources {
     pub clusters: Vec<Cluster>,
     /// One per EDS cluster, sorted by cluster name.
     pub endpoints: Vec<ClusterLoadAssignment>,
-    /// In file order.
+    /// In file order; then, with a cached route, the cache's internal listener.
     pub listeners: Vec<Listener>,
-    /// Exactly one, named after the gateway.
+    /// The gateway's, named after it; then, with a cached route, the cache's internal
+    /// listener's ([`cache::ROUTE_CONFIG`]).
     pub routes: Vec<RouteConfiguration>,
     /// One per TLS listener, in listener order, each followed by its client CAs when it has
     /// `client_ca_file`; then one per cluster that presents a client certificate, by cluster name.
@@ -313,6 +315,23 @@ fn translate_gateway(
         &cfg.services,
         &policies,
     ));
+    // `cache`: the internal listener the cache fills itself through, its cluster and routes.
+    if cache::used(gw) {
+        res.listeners.push(cache::listener());
+        res.listener_refs.push(ListenerRefs {
+            listener: cache::LISTENER.to_string(),
+            route_config: Some(cache::ROUTE_CONFIG.to_string()),
+            secrets: Vec::new(),
+        });
+        res.clusters.push(cache::cluster());
+        res.clusters.sort_by(|a, b| a.name.cmp(&b.name));
+        res.routes
+            .push(cache::route_configuration(route::cached_routes(
+                gw,
+                &cfg.services,
+                &policies,
+            )));
+    }
     Ok(res)
 }
 

@@ -509,6 +509,12 @@ fn http_filters(gw: &Gateway, policies: &Policies<'_>) -> Vec<HttpFilter> {
             &lua(max_body_script(bytes)),
         ));
     }
+    // `cache` last before the router: auth, limits and body checks run on hits too, and the
+    // cache keeps the body uncompressed (the compressors, closer to the client, compress each
+    // answer for its client).
+    if super::cache::used(gw) {
+        filters.extend(super::cache::http_filters());
+    }
     filters.push(http_filter(
         ROUTER_FILTER,
         proto::type_url::ROUTER,

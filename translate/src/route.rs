@@ -54,7 +54,7 @@ pub(super) fn route_configuration(
 ) -> RouteConfiguration {
     // First: no route of the file may see a path whose meaning depends on the upstream.
     let mut routes = vec![ambiguous_path_route(policies)];
-    for r in &gw.routes {
+    for (index, r) in gw.routes.iter().enumerate() {
         let mut rt = route(r, services, policies);
         if let Some((limit, count)) = body_limit(gw, r) {
             rt.typed_per_filter_config.insert(
@@ -75,6 +75,11 @@ pub(super) fn route_configuration(
         }
         if gw.cors.is_some() {
             routes.extend(preflight_route(r, &rt));
+        }
+        // After the preflight twin is made: a preflight is never cached.
+        if r.cache.is_some() {
+            rt.typed_per_filter_config
+                .extend(super::cache::route_configs(index, r));
         }
         routes.push(rt);
     }
@@ -97,6 +102,23 @@ pub(super) fn route_configuration(
         }],
         ..Default::default()
     }
+}
+
+/// The routes of the cache's internal listener (`cache::route_configuration`): every cached
+/// route of the gateway with its position and `ttl`, as the gateway's chain routes it.
+pub(super) fn cached_routes(
+    gw: &Gateway,
+    services: &BTreeMap<String, Service>,
+    policies: &Policies<'_>,
+) -> Vec<(usize, std::time::Duration, Route)> {
+    gw.routes
+        .iter()
+        .enumerate()
+        .filter_map(|(index, r)| {
+            let ttl = r.cache?.ttl;
+            Some((index, ttl, route(r, services, policies)))
+        })
+        .collect()
 }
 
 /// The name of the route that refuses ambiguous paths (see [`ambiguous_path_route`]); a local
@@ -762,7 +784,7 @@ fn string_matcher(m: &StringMatch) -> StringMatcher {
     }
 }
 
-fn exact(v: &str) -> StringMatcher {
+pub(super) fn exact(v: &str) -> StringMatcher {
     StringMatcher {
         match_pattern: Some(MatchPattern::Exact(v.to_string())),
         ..Default::default()

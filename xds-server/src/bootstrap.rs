@@ -58,6 +58,14 @@ pub fn render(o: &BootstrapOptions) -> String {
             "cds_config": config_source,
             "lds_config": config_source
         },
+        // Internal listeners (in-process, no socket): a route's `cache` sends the requests
+        // that fill the cache through one (`translate::cache`). Only the bootstrap enables them.
+        "bootstrap_extensions": [{
+            "name": "envoy.bootstrap.internal_listener",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener"
+            }
+        }],
         // An edge proxy needs a ceiling on open client connections, or a connection flood
         // exhausts file descriptors and takes every route down with it; and one on memory, or
         // many slow or large requests get it killed, dropping every connection at once. The
