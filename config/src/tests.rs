@@ -1619,3 +1619,58 @@ fn impossible_tls_combinations_are_errors_with_positions() {
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(errs[0].2.contains("is already used on line 6"), "{errs:?}");
 }
+
+#[test]
+fn cache_decodes_and_refuses_impossible_combinations() {
+    let route = |extra: &str| {
+        with_routes(&format!(
+            "      - name: r\n        match: {{ prefix: /api }}\n{extra}        auth: none\n        cache: {{ ttl: 30s }}\n"
+        ))
+    };
+    let config =
+        parse(&route("        service: users\n"), file()).unwrap_or_else(|e| panic!("{e}"));
+    let r = &config.gateways["edge"].routes[0];
+    assert_eq!(
+        r.cache,
+        Some(Cache {
+            ttl: Duration::from_secs(30)
+        })
+    );
+    let start = BASE.lines().count() + 1;
+    let cases: Vec<Case> = vec![
+        (
+            "cache on a route that answers itself",
+            route("        respond: { status: 200 }\n"),
+            vec![(
+                start + 4,
+                "cache",
+                "route `r`: cache: only routes that forward",
+            )],
+        ),
+        (
+            "cache with websocket",
+            route("        service: users\n        websocket: true\n"),
+            vec![(
+                start + 5,
+                "cache",
+                "cannot be combined with `websocket: true`",
+            )],
+        ),
+        (
+            "a zero ttl",
+            route("        service: users\n").replace("ttl: 30s", "ttl: 0s"),
+            vec![(start + 4, "0s", "cache.ttl")],
+        ),
+        (
+            "no ttl",
+            route("        service: users\n").replace("{ ttl: 30s }", "{}"),
+            vec![(start + 4, "{}", "`ttl`")],
+        ),
+        (
+            "an unknown key",
+            route("        service: users\n").replace("{ ttl: 30s }", "{ ttl: 30s, vary: x }"),
+            vec![(start + 4, "vary", "unknown key `vary`")],
+        ),
+    ];
+    check(cases);
+}

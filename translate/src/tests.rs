@@ -2614,3 +2614,112 @@ fn websocket_routes_enable_the_upgrade_the_listener_disables() {
         assert_eq!(struct_strings(s)["error"], "forbidden");
     }
 }
+
+const CACHED: &str = "      - { name: plain, match: { prefix: /plain }, service: users, auth: none }\n      - { name: public, match: { prefix: /public, hosts: [api.example.com] }, rewrite: { prefix: /p }, service: users, auth: none, cache: { ttl: 30s } }\n";
+
+#[test]
+fn cache_adds_the_filters_the_internal_listener_and_its_routes() {
+    use proto::pb::envoy::config::listener::v3::listener::ListenerSpecifier;
+    use proto::pb::envoy::extensions::filters::http::cache_v2::v3::CacheV2Config;
+    use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter;
+
+    let r = edge(&with_routes(USERS, CACHED));
+    // The gateway's chain: key, cache (off by default), restore, router, in that order.
+    let chain = hcm(&r.listeners[0]).http_filters;
+    let names: Vec<&str> = chain.iter().map(|f| f.name.as_str()).collect();
+    let at = names
+        .iter()
+        .position(|n| *n == cache::FILTER)
+        .expect("the cache filter");
+    assert_eq!(
+        &names[at - 1..],
+        [
+            cache::KEY_FILTER,
+            cache::FILTER,
+            cache::RESTORE_FILTER,
+            "envoy.filters.http.router"
+        ]
+    );
+    assert!(chain[at].disabled, "off unless a route turns it on");
+    let Some(http_filter::ConfigType::TypedConfig(any)) = &chain[at].config_type else {
+        panic!("typed config");
+    };
+    let c: CacheV2Config = unpack(
+        any,
+        "type.googleapis.com/envoy.extensions.filters.http.cache_v2.v3.CacheV2Config",
+    );
+    assert_eq!(c.override_upstream_cluster, cache::CLUSTER);
+
+    // The cached route turns it on; the plain one does not.
+    let public = route_named(&r, "public");
+    for f in [cache::FILTER, cache::KEY_FILTER, cache::RESTORE_FILTER] {
+        assert!(public.typed_per_filter_config.contains_key(f), "{f}");
+    }
+    assert!(!route_named(&r, "plain")
+        .typed_per_filter_config
+        .contains_key(cache::FILTER));
+
+    // The internal listener, its cluster and its routes.
+    let inner = r
+        .listeners
+        .iter()
+        .find(|l| l.name == cache::LISTENER)
+        .expect("internal listener");
+    assert!(matches!(
+        inner.listener_specifier,
+        Some(ListenerSpecifier::InternalListener(_))
+    ));
+    let inner_names: Vec<String> = hcm(inner)
+        .http_filters
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(
+        inner_names,
+        [cache::INNER_FILTER, "envoy.filters.http.router"]
+    );
+    assert!(r.clusters.iter().any(|c| c.name == cache::CLUSTER));
+    let rc = r
+        .routes
+        .iter()
+        .find(|rc| rc.name == cache::ROUTE_CONFIG)
+        .expect("internal routes");
+    let routes = &rc.virtual_hosts[0].routes;
+    assert_eq!(routes.len(), 1, "only the cached route");
+    let m = routes[0].r#match.as_ref().expect("match");
+    // Selected by its position among the file's routes, never by the Host the key changed.
+    assert_eq!(m.headers, vec![header(cache::ROUTE_HEADER, exact("1"))]);
+    assert_eq!(action(&routes[0]).prefix_rewrite, "/p");
+    assert_eq!(
+        routes[0].typed_per_filter_config.keys().collect::<Vec<_>>(),
+        [cache::INNER_FILTER]
+    );
+}
+
+#[test]
+fn cache_scripts_key_by_client_only_on_authenticated_routes() {
+    let public = cache::key_script(3, false);
+    assert!(public.contains(r#"h:replace("x-gateway-cache-route", "3")"#));
+    assert!(public.contains(r#"h:remove("x-gateway-cache-host")"#));
+    assert!(!public.contains(":authority"));
+    let private = cache::key_script(0, true);
+    assert!(private.contains("x-client-id") && private.contains("x-auth-provider"));
+    assert!(private.contains(r#"h:replace(":authority""#));
+    let inner = cache::inner_script(Duration::from_secs(90));
+    assert!(inner.contains("local ttl = 90"));
+}
+
+#[test]
+fn gateways_without_cache_get_none_of_it() {
+    let r = edge(&with_routes(
+        USERS,
+        "      - { name: plain, match: { prefix: /plain }, service: users, auth: none }\n",
+    ));
+    assert_eq!(r.listeners.len(), 1);
+    assert_eq!(r.routes.len(), 1);
+    assert!(!r.clusters.iter().any(|c| c.name == cache::CLUSTER));
+    assert!(!hcm(&r.listeners[0])
+        .http_filters
+        .iter()
+        .any(|f| f.name == cache::FILTER));
+}
