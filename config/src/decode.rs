@@ -1610,7 +1610,7 @@ impl<'a> Ctx<'a> {
     /// of that name would receive their policy) and the clusters Envoy reaches them through (a
     /// service of that name would collide with it). Reports and returns true for such a name.
     fn reserved_name(&mut self, name: &str, pos: Pos, section: &str) -> bool {
-        let reserved = [proto::group::AUTHZ, proto::group::RATELIMIT].contains(&name);
+        let reserved = d::RESERVED.contains(&name);
         if reserved {
             self.problem(
                 pos,
@@ -2636,14 +2636,11 @@ impl<'a> Ctx<'a> {
                     .and_then(|n| self.part_path(n, &format!("{w}.path")));
                 Some((service?, path?))
             });
-            all.push(
-                part.filter(|_| name_ok)
-                    .map(|(service, path)| ComposePart {
-                        name: e.key.to_string(),
-                        service,
-                        path,
-                    }),
-            );
+            all.push(part.filter(|_| name_ok).map(|(service, path)| ComposePart {
+                name: e.key.to_string(),
+                service,
+                path,
+            }));
         }
         all.finish()
     }

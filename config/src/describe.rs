@@ -12,9 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use super::model::{
-    COMPOSE_FALLBACK_CLUSTER,
     AccessLog, Algorithm, CertField, CompressionAlgorithm, JwtAlgorithm, LbPolicy, OnError, Per,
-    Protocol,
+    Protocol, COMPOSE_FALLBACK_CLUSTER,
 };
 use super::yaml::{self, Node};
 
@@ -598,7 +597,7 @@ pub(crate) const MAX_CLOCK_SKEW: &str = "5m";
 
 /// Names no service or gateway may take: the policy services' xDS node groups and clusters, and
 /// the cluster of `compose` routes.
-const RESERVED: &[&str] = &[
+pub(crate) const RESERVED: &[&str] = &[
     proto::group::AUTHZ,
     proto::group::RATELIMIT,
     COMPOSE_FALLBACK_CLUSTER,

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use proto::pb::envoy::config::core::v3::{data_source, DataSource};
 use proto::pb::envoy::config::cluster::v3::{cluster, Cluster};
+use proto::pb::envoy::config::core::v3::{data_source, DataSource};
 use proto::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use proto::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
 use proto::pb::envoy::config::route::v3::RouteAction as EnvoyAction;
@@ -15,8 +15,8 @@ use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3:
     http_filter, HttpFilter,
 };
 
-use super::{boolv, duration};
 use super::listener::lua_string;
+use super::{boolv, duration};
 use config::{ComposePart, Gateway, Route, RouteAction, COMPOSE_FALLBACK_CLUSTER};
 
 /// The Lua filter of `compose` routes, off by default and turned on by each compose route's
@@ -25,7 +25,6 @@ pub(super) const FILTER: &str = "envoy.filters.http.lua.compose";
 
 /// The script; see its header for the values filled in.
 const SCRIPT: &str = include_str!("compose.lua");
-
 
 /// Envoy's own route timeout, which a compose route without `timeout` keeps.
 pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);

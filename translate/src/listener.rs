@@ -694,10 +694,12 @@ fn local_reply_config_bytes(gw: &Gateway) -> Vec<u8> {
     // The CEL mappers first: first match wins, and they select replies that carry no flag.
     let mappers: Vec<(u32, Vec<u8>)> = compose_failed
         .into_iter()
-        .chain(cel_replies()
-        .into_iter()
-        .chain(ip_lists::refused_reply(gw))
-        .map(|r| mapper_bytes(cel_filter(r.expression), r.status, r.error, r.message)))
+        .chain(
+            cel_replies()
+                .into_iter()
+                .chain(ip_lists::refused_reply(gw))
+                .map(|r| mapper_bytes(cel_filter(r.expression), r.status, r.error, r.message)),
+        )
         .chain(LOCAL_REPLIES.iter().chain(body_limit).map(|r| {
             let by_flag = AccessLogFilter {
                 filter_specifier: Some(FilterSpecifier::ResponseFlagFilter(ResponseFlagFilter {
