@@ -3,7 +3,7 @@
 //! timeout while the answer still arrives in time, a failing part, non-JSON parts (a table of
 //! valid and invalid JSON texts), the identity headers and `x-request-id` on every part call
 //! (never a client's copy), no part call for a request auth or a limit refuses, 405 for other
-//! methods, and parts added and removed by a hot reload.
+//! methods, HEAD answered without a body, and parts added and removed by a hot reload.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -418,6 +418,13 @@ async fn refused_requests_call_no_part_and_other_methods_get_405() {
         assert_eq!(r.header("allow"), Some("GET, HEAD"), "{method}");
     }
     assert_eq!(parts.seen("/html").hits, 0, "a 405 called a part");
+
+    // HEAD is answered like GET, without the body.
+    let r = client.request(reqwest::Method::HEAD, "/shapes").ok().await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-compose-complete"), Some("false"));
+    assert_eq!(r.body, "");
+    assert_eq!(parts.seen("/html").hits, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
