@@ -1610,7 +1610,7 @@ impl<'a> Ctx<'a> {
     /// of that name would receive their policy) and the clusters Envoy reaches them through (a
     /// service of that name would collide with it). Reports and returns true for such a name.
     fn reserved_name(&mut self, name: &str, pos: Pos, section: &str) -> bool {
-        let reserved = [proto::group::AUTHZ, proto::group::RATELIMIT].contains(&name);
+        let reserved = d::RESERVED.contains(&name);
         if reserved {
             self.problem(
                 pos,
@@ -2091,7 +2091,10 @@ impl<'a> Ctx<'a> {
                     );
                     ok = false;
                 }
-                if matches!(action, Some(RouteAction::Respond(_))) {
+                if matches!(
+                    action,
+                    Some(RouteAction::Respond(_) | RouteAction::Compose(_))
+                ) {
                     self.problem(
                         e.key_pos,
                         format!(
@@ -2160,9 +2163,29 @@ impl<'a> Ctx<'a> {
             Some(n) => self.route_rate_limit(n, &format!("{what}: rate_limit")),
         };
 
-        let forwards = !matches!(action, Some(RouteAction::Respond(_)));
+        // An action that failed to decode counts as forwarding: its own error is the one to fix.
+        let composes = matches!(action, Some(RouteAction::Compose(_)));
+        let forwards = !composes && !matches!(action, Some(RouteAction::Respond(_)));
+        if composes {
+            self.compose_route(&f, &what);
+        }
         let timeout = match f.entry("timeout") {
             None => Some(None),
+            Some(e) if composes => self
+                .duration(e.value, &format!("{what}: timeout"))
+                .and_then(|t| {
+                    if t.is_zero() {
+                        self.problem(
+                            e.value.pos,
+                            format!(
+                                "{what}: timeout: a `compose` route needs a bounded answer; \
+                                    `0s` (no timeout) is only for forwarding routes"
+                            ),
+                        );
+                        return None;
+                    }
+                    Some(Some(t))
+                }),
             Some(e) if !forwards => {
                 self.problem(
                     e.key_pos,
@@ -2591,7 +2614,120 @@ impl<'a> Ctx<'a> {
                 }
                 all.finish().map(RouteAction::Weighted)
             }
+            "compose" => self.compose(e.value, &w).map(RouteAction::Compose),
             _ => self.respond(e.value, &w).map(RouteAction::Respond),
+        }
+    }
+
+    /// `compose:` the parts, in file order.
+    fn compose(&mut self, node: &Node, what: &str) -> Option<Vec<ComposePart>> {
+        let entries = self.map(node, what)?;
+        if entries.is_empty() {
+            self.expected(node, what, "at least one `<part>: { service, path }` entry");
+            return None;
+        }
+        let mut all = All::new();
+        for e in entries {
+            let w = format!("{what}.{}", e.key);
+            let name_ok = if d::COMPOSE_RESERVED.contains(&e.key) {
+                self.problem(
+                    e.key_pos,
+                    format!(
+                        "{w}: `{}` is the answer's own member (failed parts are listed \
+                            under it); give the part another name",
+                        e.key
+                    ),
+                );
+                false
+            } else if e.key.is_empty()
+                || !e
+                    .key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                self.problem(
+                    e.key_pos,
+                    format!(
+                        "{what}: part name `{}`: expected letters, digits, `_` and `-` \
+                            (it becomes a member name of the JSON answer)",
+                        e.key
+                    ),
+                );
+                false
+            } else {
+                true
+            };
+            let part = self.fields(e.value, &w, &d::COMPOSE_PART).and_then(|pf| {
+                let service = pf.get("service").and_then(|n| {
+                    let sw = format!("{w}.service");
+                    let name = self.nonempty(n, &sw)?;
+                    self.check_service(&name, n.pos, &sw).then_some(name)
+                });
+                let path = pf
+                    .get("path")
+                    .and_then(|n| self.part_path(n, &format!("{w}.path")));
+                Some((service?, path?))
+            });
+            all.push(part.filter(|_| name_ok).map(|(service, path)| ComposePart {
+                name: e.key.to_string(),
+                service,
+                path,
+            }));
+        }
+        all.finish()
+    }
+
+    /// A part's path: absolute, as Envoy sends it (printable ASCII, no space or `#`), and not
+    /// `//…`, which many servers read as a host.
+    fn part_path(&mut self, node: &Node, what: &str) -> Option<String> {
+        let s = self.string(node, what)?;
+        let printable = s.bytes().all(|b| b.is_ascii_graphic() && b != b'#');
+        if !s.starts_with('/') || s.starts_with("//") || !printable {
+            self.expected(
+                node,
+                what,
+                "an absolute path like /users/me or /orders?limit=5 (printable ASCII, \
+                    percent-encoded where needed, no spaces, no `#`, not starting with `//`)",
+            );
+            return None;
+        }
+        Some(s)
+    }
+
+    /// The keys a `compose` route cannot have besides those only forwarding routes take: its
+    /// answer is made in Envoy's Lua filter, before the router that would apply them, and it
+    /// answers only `GET` (and `HEAD`).
+    fn compose_route(&mut self, f: &Fields<'_>, what: &str) {
+        for key in ["request_headers", "response_headers"] {
+            if let Some(e) = f.entry(key) {
+                self.problem(
+                    e.key_pos,
+                    format!(
+                        "{what}: `{key}` cannot be combined with `compose` (the answer is \
+                            made before the router that applies it; parts get the identity \
+                            headers and `x-request-id`)"
+                    ),
+                );
+            }
+        }
+        let methods = f
+            .get("match")
+            .and_then(|m| child(m, "methods"))
+            .and_then(|m| match &m.value {
+                Value::Seq(items) => Some(items),
+                _ => None,
+            });
+        for item in methods.into_iter().flatten() {
+            let Some(m) = item.as_text() else { continue };
+            if !m.eq_ignore_ascii_case("GET") && !m.eq_ignore_ascii_case("HEAD") {
+                self.problem(
+                    item.pos,
+                    format!(
+                        "{what}: match.methods: a `compose` route answers only GET and HEAD, \
+                            but `{m}` is listed"
+                    ),
+                );
+            }
         }
     }
 

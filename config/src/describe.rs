@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 
 use super::model::{
     AccessLog, Algorithm, CertField, CompressionAlgorithm, JwtAlgorithm, LbPolicy, OnError, Per,
-    Protocol,
+    Protocol, COMPOSE_FALLBACK_CLUSTER,
 };
 use super::yaml::{self, Node};
 
@@ -595,8 +595,13 @@ pub(crate) const RETRY_CONDITIONS: [&str; 11] = [
 /// it is a mistake). Written as a duration and read by the decoder's grammar.
 pub(crate) const MAX_CLOCK_SKEW: &str = "5m";
 
-/// Names no service or gateway may take: the policy services' xDS node groups and clusters.
-const RESERVED: &[&str] = &[proto::group::AUTHZ, proto::group::RATELIMIT];
+/// Names no service or gateway may take: the policy services' xDS node groups and clusters, and
+/// the cluster of `compose` routes.
+pub(crate) const RESERVED: &[&str] = &[
+    proto::group::AUTHZ,
+    proto::group::RATELIMIT,
+    COMPOSE_FALLBACK_CLUSTER,
+];
 
 // ---- objects ----------------------------------------------------------------------------------
 
@@ -933,13 +938,14 @@ pub(crate) static CORS: Object = Object {
 pub(crate) static ROUTE: Object = Object {
     name: "route",
     title: "gateways.<name>.routes[]",
-    doc: "A route: a match, exactly one action ({one_of}), and an explicit `auth`. `timeout`, `retries` and `rewrite` apply only to routes that forward to `service` or `services`.",
+    doc: "A route: a match, exactly one action ({one_of}), and an explicit `auth`. `timeout`, `retries` and `rewrite` apply only to routes that forward to `service` or `services` (`timeout` also to `compose`).",
     keys: &[
         key("name", NONEMPTY, Required, "Route name, unique across all gateways."),
         key("match", Ty::Obj(&ROUTE_MATCH), Required, "Which requests the route takes."),
         key("service", NONEMPTY, Optional, "Forwards to this service."),
         key("services", Ty::Map { names: Names::Any, value: &int(1), nonempty: true }, Optional, "Splits traffic across services by weight, e.g. for a canary."),
         key("respond", Ty::Obj(&RESPOND), Optional, "Answers from Envoy itself, without an upstream."),
+        key("compose", Ty::Map { names: Names::Except(COMPOSE_RESERVED), value: &Ty::Obj(&COMPOSE_PART), nonempty: true }, Optional, "Answers `GET` with one JSON object built by Envoy from several upstream calls, one member per part (file order); see `compose part`."),
         key("rewrite", Ty::Obj(&REWRITE), Optional, "Rewrites the matched path prefix before forwarding."),
         key("auth", Ty::AnyOf(&[Ty::Enum(&["none"]), NONEMPTY, nonempty_list(&NONEMPTY)]), Absent::RequiredExplained, "`none` for a public route, or the provider (or list of providers, any one of which must accept) that authenticates it."),
         key("require", Ty::Obj(&REQUIRE), Optional, "Roles and scopes the authenticated client must all have."),
@@ -956,7 +962,22 @@ pub(crate) static ROUTE: Object = Object {
         key("affinity", Ty::Obj(&AFFINITY), Optional, "Keeps a client on one endpoint by hashing a header or cookie; every service of the route needs `lb: ring_hash` or `maglev`."),
         key("cache", Ty::Obj(&CACHE), Optional, "Envoy keeps the route's `200` answers to `GET` and `HEAD` and replays them (with `age`) until `ttl` runs out; omitted, nothing is cached."),
     ],
-    one_of: &["service", "services", "respond"],
+    one_of: &["service", "services", "respond", "compose"],
+};
+
+/// Part names no `compose` part may take: the answer's own member.
+pub(crate) const COMPOSE_RESERVED: &[&str] = &["errors"];
+
+#[rustfmt::skip]
+pub(crate) static COMPOSE_PART: Object = Object {
+    name: "composePart",
+    title: "gateways.<name>.routes[].compose.<part>",
+    doc: "One call of a `compose` route. Envoy calls the parts one after another with `GET`, the part's `path` (the client's own path and query are not passed on), `:authority` the service name, and the request's `x-request-id` and verified identity headers (`x-client-id`, `x-client-plan`, `x-auth-provider`, every `auth.jwt.*.headers` entry; never a client's copy), after auth and rate limits have admitted the request. A part name is letters, digits, `_` and `-`, and not `errors`. A part whose answer is a 2xx with a valid JSON body (at most 1MiB, `content-type` JSON or absent) is embedded byte for byte; any other part becomes `null` and is listed under `errors` with `status`: its own status when not 2xx, `504` when the route's `timeout` ran out before or during the call (a part is not started with less than 5ms left), `503` when the service could not be reached, `502` when a 2xx body is not JSON or too large. Then the answer carries `x-compose-complete: false` (`true` otherwise). The route's `timeout` (default 15s, never `0s`) bounds the whole answer. Other methods get 405 JSON; a failure of the composition itself gets 502 JSON, never a partial body.",
+    keys: &[
+        key("service", NONEMPTY, Required, "Service the part is fetched from."),
+        key("path", Ty::Fmt(&URL_PATH), Required, "Absolute path of the call, with its query string if any (`/orders?limit=5`)."),
+    ],
+    one_of: &[],
 };
 
 #[rustfmt::skip]

@@ -541,6 +541,25 @@ pub enum RouteAction {
     Weighted(Vec<(String, u32)>),
     /// `respond:` answered by Envoy itself.
     Respond(Respond),
+    /// `compose:` one JSON answer built by Envoy from several upstream calls.
+    Compose(Vec<ComposePart>),
+}
+
+/// The Envoy cluster a `compose` route's router would forward to: it has no endpoints, so a
+/// request the route's script did not answer is never forwarded anywhere. No service or gateway
+/// may take the name.
+pub const COMPOSE_FALLBACK_CLUSTER: &str = "gateway-compose-fallback";
+
+/// One part of a `compose` route: its member name in the answer and the call that fills it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComposePart {
+    /// Letters, digits, `_` and `-`, never `errors` (the answer's own member); file order.
+    pub name: String,
+    /// A key of `Config::services`.
+    pub service: String,
+    /// An absolute path, query string included when written (`/orders?limit=5`): printable
+    /// ASCII without spaces or `#`, not starting with `//`.
+    pub path: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -344,7 +344,7 @@ fn route_cases() -> Vec<Case> {
         (
             "no action",
             r("      - name: r\n        match: { prefix: /a }\n        auth: main\n"),
-            vec![(13, "name", "missing the action; give exactly one of `service`, `services` or `respond`")],
+            vec![(13, "name", "missing the action; give exactly one of `service`, `services`, `respond` or `compose`")],
         ),
         (
             "two actions",
@@ -1242,7 +1242,7 @@ fn warning_lines(src: &str) -> Vec<String> {
     warnings.iter().map(ToString::to_string).collect()
 }
 
-const ROUTE_KEYS: &str = "name, match, service, services, respond, rewrite, auth, require, allow_ips, deny_ips, rate_limit, timeout, retries, max_body, websocket, request_headers, response_headers, mirror, affinity, cache";
+const ROUTE_KEYS: &str = "name, match, service, services, respond, compose, rewrite, auth, require, allow_ips, deny_ips, rate_limit, timeout, retries, max_body, websocket, request_headers, response_headers, mirror, affinity, cache";
 
 #[test]
 fn a_misspelt_key_or_name_gets_did_you_mean() {
@@ -1367,7 +1367,7 @@ fn an_unknown_key_without_a_close_match_leaves_the_missing_one_reported() {
     assert_eq!(
         error_lines(&src),
         [
-            "/etc/gateway/gateway.yaml:13:9: route `r`: missing the action; give exactly one of `service`, `services` or `respond`".to_string(),
+            "/etc/gateway/gateway.yaml:13:9: route `r`: missing the action; give exactly one of `service`, `services`, `respond` or `compose`".to_string(),
             format!("/etc/gateway/gateway.yaml:15:9: route `r`: unknown key `backend`; expected one of: {ROUTE_KEYS}"),
         ]
     );
@@ -1673,4 +1673,131 @@ fn cache_decodes_and_refuses_impossible_combinations() {
         ),
     ];
     check(cases);
+}
+
+#[test]
+fn compose_routes_and_their_impossible_combinations() {
+    let compose = "      - name: home\n        match: { path: /home, methods: [GET, HEAD] }\n        auth: main\n        timeout: 2s\n        compose:\n          user: { service: users, path: /users/me }\n          orders: { service: users, path: \"/orders?limit=5\" }\n";
+    let config = parse(&with_routes(compose), file()).unwrap_or_else(|e| panic!("{e}"));
+    let r = &config.gateways["edge"].routes[0];
+    assert_eq!(
+        r.action,
+        RouteAction::Compose(vec![
+            ComposePart {
+                name: "user".into(),
+                service: "users".into(),
+                path: "/users/me".into()
+            },
+            ComposePart {
+                name: "orders".into(),
+                service: "users".into(),
+                path: "/orders?limit=5".into()
+            },
+        ])
+    );
+    assert_eq!(r.timeout, Some(Duration::from_secs(2)));
+
+    let head = "      - name: home\n        match: { path: /home }\n        auth: none\n";
+    let with = |rest: &str| with_routes(&format!("{head}{rest}"));
+    let part = "        compose: { a: { service: users, path: /a } }\n";
+    check(vec![
+        (
+            "compose with service",
+            with(&format!("        service: users\n{part}")),
+            vec![(17, "compose", "`compose` cannot be combined with `service`")],
+        ),
+        (
+            "compose with respond",
+            with(&format!("{part}        respond: {{ status: 200 }}\n")),
+            vec![(17, "respond", "`respond` cannot be combined with `compose`")],
+        ),
+        (
+            "compose with websocket",
+            with(&format!("{part}        websocket: true\n")),
+            vec![(17, "websocket", "`websocket` only applies to routes that forward")],
+        ),
+        (
+            "compose with retries",
+            with(&format!("{part}        retries: {{ attempts: 2 }}\n")),
+            vec![(17, "retries", "`retries` only applies to routes that forward")],
+        ),
+        (
+            "compose with mirror",
+            with(&format!("{part}        mirror: {{ service: users }}\n")),
+            vec![(17, "mirror", "`mirror` only applies to routes that forward")],
+        ),
+        (
+            "compose with rewrite",
+            with(&format!("{part}        rewrite: {{ prefix: /x }}\n")),
+            vec![
+                (17, "rewrite", "a prefix rewrite needs a `prefix` match"),
+                (17, "rewrite", "only routes that forward"),
+            ],
+        ),
+        (
+            "compose with request headers",
+            with(&format!("{part}        request_headers: {{ set: {{ x-a: b }} }}\n")),
+            vec![(17, "request_headers", "`request_headers` cannot be combined with `compose`")],
+        ),
+        (
+            "compose without a timeout",
+            with(&format!("{part}        timeout: 0s\n")),
+            vec![(17, "0s", "a `compose` route needs a bounded answer")],
+        ),
+        (
+            "compose on a POST route",
+            with_routes(&format!(
+                "      - name: home\n        match: {{ path: /home, methods: [GET, POST] }}\n        auth: none\n{part}"
+            )),
+            vec![(14, "POST", "answers only GET and HEAD, but `POST` is listed")],
+        ),
+        (
+            "a part naming an unknown service",
+            with("        compose: { a: { service: user, path: /a } }\n"),
+            vec![(16, "user,", "unknown service `user` (did you mean `users`?)")],
+        ),
+        (
+            "a relative part path",
+            with("        compose: { a: { service: users, path: a/b } }\n"),
+            vec![(16, "a/b", "expected an absolute path")],
+        ),
+        (
+            "a part path starting with //",
+            with("        compose: { a: { service: users, path: //evil.example/x } }\n"),
+            vec![(16, "//evil", "expected an absolute path")],
+        ),
+        (
+            "a part path with a space",
+            with("        compose: { a: { service: users, path: \"/a b\" } }\n"),
+            vec![(16, "\"/a b\"", "expected an absolute path")],
+        ),
+        (
+            "a part named errors",
+            with("        compose: { errors: { service: users, path: /a } }\n"),
+            vec![(16, "errors", "`errors` is the answer's own member")],
+        ),
+        (
+            "a part name that is not a plain word",
+            with("        compose: { \"a b\": { service: users, path: /a } }\n"),
+            vec![(16, "\"a b\"", "expected letters, digits")],
+        ),
+        (
+            "a part without a path",
+            with("        compose: { a: { service: users } }\n"),
+            vec![(16, "{ service", "missing required key `path`")],
+        ),
+        (
+            "an empty compose",
+            with("        compose: {}\n"),
+            vec![(16, "{}", "at least one")],
+        ),
+        (
+            "a service named like the compose cluster",
+            BASE.replace(
+                "  users: { endpoints: [127.0.0.1:3001] }\n",
+                "  users: { endpoints: [127.0.0.1:3001] }\n  gateway-compose-fallback: { endpoints: [127.0.0.1:3002] }\n",
+            ) + OK_ROUTE,
+            vec![(4, "gateway-compose-fallback", "reserved")],
+        ),
+    ]);
 }

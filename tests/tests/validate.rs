@@ -142,7 +142,7 @@ gateways:
         text(&out)
     );
     let p = path.display();
-    let keys = "name, match, service, services, respond, rewrite, auth, require, allow_ips, deny_ips, \
+    let keys = "name, match, service, services, respond, compose, rewrite, auth, require, allow_ips, deny_ips, \
                 rate_limit, timeout, retries, max_body, websocket, request_headers, response_headers, \
                 mirror, affinity, cache";
     assert_eq!(

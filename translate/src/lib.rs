@@ -14,6 +14,7 @@
 pub mod authz;
 pub mod cache;
 mod cluster;
+mod compose;
 mod ip_lists;
 mod listener;
 pub mod ratelimit;
@@ -239,6 +240,10 @@ fn translate_gateway(
         res.endpoints.extend(cla);
         client_certs.push((authz::CLUSTER, svc));
     }
+    // `compose` routes' router target (it forwards nothing).
+    if compose::used(gw) {
+        res.clusters.push(compose::fallback_cluster());
+    }
     // Clusters are sorted by name (see `GatewayResources`).
     res.clusters.sort_by(|a, b| a.name.cmp(&b.name));
     res.endpoints
@@ -340,6 +345,8 @@ fn route_services(r: &config::Route) -> Vec<&str> {
         RouteAction::Service(s) => vec![s.as_str()],
         RouteAction::Weighted(ws) => ws.iter().map(|(s, _)| s.as_str()).collect(),
         RouteAction::Respond(_) => vec![],
+        // The script calls the parts' clusters by name.
+        RouteAction::Compose(parts) => parts.iter().map(|p| p.service.as_str()).collect(),
     };
     // The mirror's cluster must be on the Envoy too.
     services.extend(r.mirror.as_ref().map(|m| m.service.as_str()));

@@ -44,7 +44,7 @@ use proto::pb::envoy::extensions::transport_sockets::tls::v3::{
 use proto::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
 
 use super::cluster::socket_address;
-use super::{ads, authz, boolv, duration, ip_lists, ratelimit, u32v, Policies};
+use super::{ads, authz, boolv, compose, duration, ip_lists, ratelimit, u32v, Policies};
 use config::{
     AccessLog as AccessLogMode, Compression, CompressionAlgorithm, Gateway, Listener as ListenerCfg,
 };
@@ -509,7 +509,13 @@ fn http_filters(gw: &Gateway, policies: &Policies<'_>) -> Vec<HttpFilter> {
             &lua(max_body_script(bytes)),
         ));
     }
-    // `cache` last before the router: auth, limits and body checks run on hits too, and the
+    // `compose`: after auth, limits and body limits, so they have judged the request before
+    // any part is called, and its answer passes the compressors. (A compose route is never
+    // cached, so the cache's filters below never see its requests.)
+    if compose::used(gw) {
+        filters.push(compose::http_filter());
+    }
+    // `cache` just before the router: auth, limits and body checks run on hits too, and the
     // cache keeps the body uncompressed (the compressors, closer to the client, compress each
     // answer for its client).
     if super::cache::used(gw) {
@@ -637,7 +643,7 @@ pub(super) fn strip_query(names: &[String]) -> Lua {
 
 /// A Lua string literal for any text: bytes other than letters, digits, `_`, `-` and `.` are
 /// written as decimal escapes, so no name can end the literal or the script.
-fn lua_string(s: &str) -> String {
+pub(super) fn lua_string(s: &str) -> String {
     let mut out = String::from("\"");
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.') {
@@ -672,25 +678,35 @@ fn hcm_bytes(gateway: &str, gw: &Gateway, l: &ListenerCfg, policies: &Policies<'
 /// [`PAYLOAD_TOO_LARGE`] on a gateway that limits bodies.
 fn local_reply_config_bytes(gw: &Gateway) -> Vec<u8> {
     let body_limit = limits_bodies(gw).then_some(&PAYLOAD_TOO_LARGE);
+    // A compose route whose script failed, first: its cluster's "no healthy upstream" would
+    // otherwise read as an upstream being down.
+    let compose_failed = compose::used(gw).then(|| {
+        let filter = AccessLogFilter {
+            filter_specifier: Some(FilterSpecifier::AndFilter(AndFilter {
+                filters: vec![
+                    AccessLogFilter {
+                        filter_specifier: Some(FilterSpecifier::ResponseFlagFilter(
+                            ResponseFlagFilter {
+                                flags: vec!["UH".to_string()],
+                            },
+                        )),
+                    },
+                    cel_filter(compose::fallback_expression()),
+                ],
+            })),
+        };
+        let (error, message) = compose::FALLBACK_ERROR;
+        mapper_bytes(filter, Some(502), error, message)
+    });
     // The CEL mappers first: first match wins, and they select replies that carry no flag.
-    let mappers: Vec<(u32, Vec<u8>)> = cel_replies()
+    let mappers: Vec<(u32, Vec<u8>)> = compose_failed
         .into_iter()
-        .chain(ip_lists::refused_reply(gw))
-        .map(|r| {
-            let filter = AccessLogFilter {
-                filter_specifier: Some(FilterSpecifier::ExtensionFilter(ExtensionFilter {
-                    name: CEL_FILTER.to_string(),
-                    config_type: Some(extension_filter::ConfigType::TypedConfig(proto::pack(
-                        proto::type_url::CEL_ACCESS_LOG_FILTER,
-                        &ExpressionFilter {
-                            expression: r.expression,
-                            ..Default::default()
-                        },
-                    ))),
-                })),
-            };
-            mapper_bytes(filter, r.status, r.error, r.message)
-        })
+        .chain(
+            cel_replies()
+                .into_iter()
+                .chain(ip_lists::refused_reply(gw))
+                .map(|r| mapper_bytes(cel_filter(r.expression), r.status, r.error, r.message)),
+        )
         .chain(LOCAL_REPLIES.iter().chain(body_limit).map(|r| {
             let by_flag = AccessLogFilter {
                 filter_specifier: Some(FilterSpecifier::ResponseFlagFilter(ResponseFlagFilter {
@@ -734,6 +750,22 @@ fn mapper_bytes(
         LOCAL_REPLY_MAPPERS,
         proto::encode_with_fields(&mapper, &[(MAPPER_BODY_FORMAT_OVERRIDE, format)]),
     )
+}
+
+/// An access-log filter selecting what a CEL expression over Envoy's attributes holds for.
+fn cel_filter(expression: String) -> AccessLogFilter {
+    AccessLogFilter {
+        filter_specifier: Some(FilterSpecifier::ExtensionFilter(ExtensionFilter {
+            name: CEL_FILTER.to_string(),
+            config_type: Some(extension_filter::ConfigType::TypedConfig(proto::pack(
+                proto::type_url::CEL_ACCESS_LOG_FILTER,
+                &ExpressionFilter {
+                    expression,
+                    ..Default::default()
+                },
+            ))),
+        })),
+    }
 }
 
 /// An access-log filter matching one response status.

@@ -56,6 +56,15 @@ pub(super) fn route_configuration(
     let mut routes = vec![ambiguous_path_route(policies)];
     for (index, r) in gw.routes.iter().enumerate() {
         let mut rt = route(r, services, policies);
+        if let RouteAction::Compose(parts) = &r.action {
+            rt.typed_per_filter_config.insert(
+                super::compose::FILTER.to_string(),
+                proto::pack(
+                    proto::type_url::LUA_PER_ROUTE,
+                    &super::compose::per_route(r, parts, &policies.early_remove),
+                ),
+            );
+        }
         if let Some((limit, count)) = body_limit(gw, r) {
             rt.typed_per_filter_config.insert(
                 BUFFER_FILTER.to_string(),
@@ -402,6 +411,20 @@ fn route_action(
         RouteAction::Service(s) => {
             forward_action(r, ClusterSpecifier::Cluster(s.clone()), &[s], services)
         }
+        // The Lua filter answers; the route matches every method, so that it can answer the
+        // ones it does not take with 405 (only GET and HEAD validate in `methods`).
+        RouteAction::Compose(_) => {
+            let mut action = super::compose::action();
+            if let Some(limits) = limits {
+                action.rate_limits = super::ratelimit::envoy_rate_limits(limits, r);
+            }
+            let mut rt = base_route(r);
+            if let Some(m) = rt.r#match.as_mut() {
+                m.headers.retain(|h| h.name != ":method");
+            }
+            rt.action = Some(route::Action::Route(action));
+            return rt;
+        }
         RouteAction::Weighted(ws) => {
             let names: Vec<&String> = ws.iter().map(|(s, _)| s).collect();
             let spec = ClusterSpecifier::WeightedClusters(WeightedCluster {
@@ -692,7 +715,7 @@ fn hosts_matcher(hosts: &[String]) -> Option<HeaderMatcher> {
 ///
 /// `respond:` routes get no twin: Envoy's CORS filter ignores direct-response routes entirely.
 fn preflight_route(r: &RouteCfg, rt: &Route) -> Option<Route> {
-    if matches!(r.action, RouteAction::Respond(_))
+    if matches!(r.action, RouteAction::Respond(_) | RouteAction::Compose(_))
         || r.matcher.methods.is_empty()
         || r.matcher.methods.iter().any(|m| m == "OPTIONS")
     {

@@ -2723,3 +2723,178 @@ fn gateways_without_cache_get_none_of_it() {
         .iter()
         .any(|f| f.name == cache::FILTER));
 }
+
+const COMPOSE: &str = r#"
+version: 1
+services:
+  users: { endpoints: [127.0.0.1:3001] }
+  orders: { endpoints: [127.0.0.1:3002] }
+  unused: { endpoints: [127.0.0.1:3003] }
+auth:
+  jwt:
+    main:
+      issuer: https://id.example.com
+      algorithms: [HS256]
+      secret_env: JWT_SECRET
+      headers: { x-user-id: sub }
+rate_limits:
+  plans: { free: 10/minute }
+  default_plan: free
+gateways:
+  edge:
+    listeners: [{ name: http, port: 8080 }]
+    routes:
+      - name: home
+        match: { path: /home, methods: [GET] }
+        auth: main
+        timeout: 2s
+        compose:
+          user: { service: users, path: /users/me }
+          orders: { service: orders, path: "/orders?limit=5" }
+      - { name: plain, match: { prefix: /p }, service: users, auth: none }
+"#;
+
+#[test]
+fn compose_routes_are_answered_by_their_lua_script() {
+    use proto::pb::envoy::extensions::filters::http::lua::v3::{lua_per_route, LuaPerRoute};
+    let r = edge(COMPOSE);
+    // The parts' clusters and the fallback cluster, which has no endpoints.
+    let names: Vec<&str> = r.clusters.iter().map(|c| c.name.as_str()).collect();
+    for want in [config::COMPOSE_FALLBACK_CLUSTER, "users", "orders"] {
+        assert!(names.contains(&want), "{want} in {names:?}");
+    }
+    assert!(!names.contains(&"unused"));
+    let fallback = r
+        .clusters
+        .iter()
+        .find(|c| c.name == config::COMPOSE_FALLBACK_CLUSTER)
+        .expect("fallback cluster");
+    assert_eq!(
+        fallback.cluster_discovery_type,
+        Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32
+        ))
+    );
+    let cla = fallback.load_assignment.as_ref().expect("inline endpoints");
+    assert!(cla.endpoints.is_empty(), "nothing may be forwarded");
+
+    let home = route_named(&r, "home");
+    let a = action(home);
+    assert_eq!(
+        a.cluster_specifier,
+        Some(ClusterSpecifier::Cluster(
+            config::COMPOSE_FALLBACK_CLUSTER.to_string()
+        ))
+    );
+    // Auth and the plan limit apply like on any route.
+    assert!(!a.rate_limits.is_empty());
+    assert!(home.typed_per_filter_config.contains_key(authz::FILTER));
+    // Every method reaches the script (which answers 405 to all but GET).
+    let m = home.r#match.as_ref().expect("match");
+    assert!(m.headers.iter().all(|h| h.name != ":method"), "{m:?}");
+
+    let per: LuaPerRoute = unpack(
+        &home.typed_per_filter_config[super::compose::FILTER],
+        proto::type_url::LUA_PER_ROUTE,
+    );
+    let Some(lua_per_route::Override::SourceCode(src)) = per.r#override else {
+        panic!("an inline script")
+    };
+    let Some(data_source::Specifier::InlineString(script)) = src.specifier else {
+        panic!("inline")
+    };
+    let line = |prefix: &str| {
+        script
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` in the script"))
+            .to_string()
+    };
+    assert_eq!(
+        line("local parts ="),
+        // Lua's decimal escapes take three digits at most: `\0615` is `=` then `5`.
+        r#"local parts = { { name = "user", cluster = "users", path = "\047users\047me" }, { name = "orders", cluster = "orders", path = "\047orders\063limit\0615" } }"#
+    );
+    assert_eq!(
+        line("local methods ="),
+        r#"local methods = { ["GET"] = true }"#
+    );
+    assert_eq!(line("local timeout_ms ="), "local timeout_ms = 2000");
+    assert_eq!(line("local max_body ="), "local max_body = 1048576");
+    let forward = line("local forward =");
+    for h in [
+        "x-request-id",
+        "x-user-id",
+        "x-client-id",
+        "x-client-plan",
+        "x-auth-provider",
+    ] {
+        assert!(forward.contains(&format!("\"{h}\"")), "{h}: {forward}");
+    }
+    assert!(!forward.contains("authorization"), "{forward}");
+
+    // The filter: off by default, last before the router.
+    let h = hcm(&r.listeners[0]);
+    let n = h.http_filters.len();
+    assert_eq!(h.http_filters[n - 2].name, super::compose::FILTER);
+    assert!(h.http_filters[n - 2].disabled);
+    assert_eq!(h.http_filters[n - 1].name, "envoy.filters.http.router");
+    // Other routes do not run it.
+    assert!(!route_named(&r, "plain")
+        .typed_per_filter_config
+        .contains_key(super::compose::FILTER));
+    // A script failure that reaches the router is a 502 JSON, not an upstream being down.
+    let lrc = h.local_reply_config.expect("local reply config");
+    assert_eq!(
+        lrc.mappers[0].status_code.as_ref().map(|s| s.value),
+        Some(502)
+    );
+
+    // No compose route: no filter, no fallback cluster, no extra mapper.
+    let plain = edge(&with_routes(
+        USERS,
+        "      - { name: plain, match: { prefix: /p }, service: users, auth: none }\n",
+    ));
+    let h = hcm(&plain.listeners[0]);
+    assert!(h
+        .http_filters
+        .iter()
+        .all(|f| f.name != super::compose::FILTER));
+    assert!(plain
+        .clusters
+        .iter()
+        .all(|c| c.name != config::COMPOSE_FALLBACK_CLUSTER));
+}
+
+#[test]
+fn compose_scripts_fill_every_value_and_keep_names_inert() {
+    let loaded = load(COMPOSE);
+    let gw = &loaded.config.gateways["edge"];
+    let home = &gw.routes[0];
+    let config::RouteAction::Compose(parts) = &home.action else {
+        panic!("compose")
+    };
+    let script = super::compose::script(home, parts, &[]);
+    for placeholder in [
+        "PARTS",
+        "METHODS",
+        "FORWARD",
+        "TIMEOUT_MS",
+        "MAX_BODY",
+        "ALLOW",
+    ] {
+        assert!(
+            !script.contains(&format!("= {placeholder}\n")),
+            "{placeholder} left in the script"
+        );
+    }
+    // A route without `methods` answers GET and HEAD, and says so in `allow`; without a
+    // `timeout` it has Envoy's 15 s.
+    let mut open = home.clone();
+    open.matcher.methods.clear();
+    open.timeout = None;
+    let script = super::compose::script(&open, parts, &[]);
+    assert!(script.contains(r#"local methods = { ["GET"] = true, ["HEAD"] = true }"#));
+    assert!(script.contains("local allow = \"GET\\044\\032HEAD\"\n"));
+    assert!(script.contains("local timeout_ms = 15000\n"));
+}
