@@ -110,8 +110,6 @@ impl World {
     async fn refused(&self, from: [u8; 4], xffs: &[Option<&str>], why: &str) {
         let (decisions, hits) = (self.authz_decisions().await, self.gw.upstream.hits());
         for (i, xff) in xffs.iter().enumerate() {
-            // Shorter than 36 characters: Envoy rewrites the 15th character of a 36-character
-            // x-request-id (where a UUID keeps its version) to record its tracing decision.
             let what: String = why.replace(' ', "-").chars().take(24).collect();
             let id = format!("refused-{i}-{what}");
             let r = self.get(addr(from), "/admin", *xff, &id).await;
@@ -362,7 +360,6 @@ async fn the_client_ip_decides_ip_lists_and_per_ip_limits_and_only_trusted_hops_
 /// IP lists and `trusted_hops` turned on and off by live edits while clients keep requesting an
 /// allowed route: every edit applies (a request naming 10.1.1.1 in `x-forwarded-for` is
 /// refused exactly when both are on) and not one of the clients' requests fails.
-///
 ///
 /// Both edits change the listener's HTTP connection manager (the RBAC filter comes and goes,
 /// `xff_num_trusted_hops` changes), so Envoy drains the old filter chain in place; the

@@ -34,9 +34,11 @@ use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3:
         CodecType, ForwardClientCertDetails, PathWithEscapedSlashesAction, RouteSpecifier,
         SetCurrentClientCertDetails, StripPortMode, UpgradeConfig,
     },
-    http_filter, HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds, ResponseMapper,
+    http_filter, HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds, RequestIdExtension,
+    ResponseMapper,
 };
 use proto::pb::envoy::extensions::http::early_header_mutation::header_mutation::v3::HeaderMutation;
+use proto::pb::envoy::extensions::request_id::uuid::v3::UuidRequestIdConfig;
 use proto::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context::ValidationContextType, CommonTlsContext, DownstreamTlsContext,
     SdsSecretConfig,
@@ -328,6 +330,7 @@ pub(super) fn hcm_base(
         generate_request_id: Some(boolv(true)),
         preserve_external_request_id: true,
         always_set_request_id_in_response: true,
+        request_id_extension: Some(request_id_extension()),
         // Route matching must see the same path the upstream will: `/a/../admin`, `//admin` and
         // `/%2Fadmin` must not dodge a route (or an auth rule attached to it).
         normalize_path: Some(boolv(true)),
@@ -391,6 +394,23 @@ fn redirect_hcm(
         )],
         strip_port_mode: Some(StripPortMode::StripAnyHostPort(true)),
         ..hcm_base(gateway, gw, &plain, policies)
+    }
+}
+
+/// Envoy's UUID request ids, told to keep a client's id as it came: by default Envoy writes
+/// its tracing decision into the 15th character of any 36-character id (where a UUID keeps its
+/// version), so a client's UUID would reach the upstream and the access log changed (spec §3
+/// keeps a client-sent id). Sampling does not hash the id either: a client choosing its id
+/// would choose whether its requests are sampled.
+fn request_id_extension() -> RequestIdExtension {
+    RequestIdExtension {
+        typed_config: Some(proto::pack(
+            proto::type_url::UUID_REQUEST_ID,
+            &UuidRequestIdConfig {
+                pack_trace_reason: Some(boolv(false)),
+                use_request_id_for_trace_sampling: Some(boolv(false)),
+            },
+        )),
     }
 }
 

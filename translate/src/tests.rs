@@ -1180,6 +1180,25 @@ fn connection_manager_settings() {
         );
         assert!(h.preserve_external_request_id);
         assert!(h.always_set_request_id_in_response);
+        // A client's UUID is kept as it came: no tracing decision packed into it.
+        let ext = h
+            .request_id_extension
+            .as_ref()
+            .expect("request_id_extension");
+        let any = ext.typed_config.as_ref().expect("typed_config");
+        assert_eq!(any.type_url, proto::type_url::UUID_REQUEST_ID);
+        let uuid = proto::pb::envoy::extensions::request_id::uuid::v3::UuidRequestIdConfig::decode(
+            any.value.as_slice(),
+        )
+        .expect("UuidRequestIdConfig");
+        assert_eq!(
+            uuid.pack_trace_reason,
+            Some(protobuf::BoolValue { value: false })
+        );
+        assert_eq!(
+            uuid.use_request_id_for_trace_sampling,
+            Some(protobuf::BoolValue { value: false })
+        );
         assert_eq!(h.normalize_path, Some(protobuf::BoolValue { value: true }));
         assert!(h.merge_slashes);
         assert_eq!(
