@@ -962,7 +962,7 @@ pub(crate) static ROUTE: Object = Object {
 pub(crate) static MIRROR: Object = Object {
     name: "mirror",
     title: "gateways.<name>.routes[].mirror",
-    doc: "Request mirroring (Envoy shadowing) on a forwarding route: the copy goes to `service` with `-shadow` appended to its Host (`api.example.com-shadow`), carries the same body and `x-request-id`, and its answer is discarded. The copy is sent without waiting for it, so a slow, failing or stopped mirror never delays or changes the client's answer; a copy times out with the route's `timeout` (Envoy's 15s when the route sets none). Which requests are copied is drawn at random per request: a client cannot choose to be mirrored or not.",
+    doc: "Request mirroring (Envoy shadowing) on a forwarding route: the copy goes to `service` with `-shadow` appended to its Host (`api.example.com-shadow`), carries the same body and `x-request-id`, and its answer is discarded. The copy is sent without waiting for it, so a slow, failing or stopped mirror never delays or changes the client's answer; a copy times out with the route's `timeout` (Envoy's 15s when the route sets none), so a mirrored route may not set `timeout: 0s`. Which requests are copied is drawn at random per request: a client cannot choose to be mirrored or not.",
     keys: &[
         key("service", NONEMPTY, Required, "Service that receives the copies."),
         key("percent", Ty::Fmt(&PERCENT), Is("100%"), "Share of the route's requests copied."),
