@@ -977,7 +977,7 @@ pub(crate) static AFFINITY: Object = Object {
     doc: "Session affinity: the consistent-hash balancer (`lb: ring_hash` or `maglev`, required on every service of the route) hashes {one_of}, so requests with the same value land on the same endpoint while it is healthy; when endpoints change, about 1/N of the values move. A client chooses its value, so it can move between endpoints only as the hash spreads values, never name one. Without the header the request is balanced as on any hashed route (by client IP).",
     keys: &[
         key("header", Ty::Fmt(&HEADER_NAME), Optional, "Request header whose value is hashed."),
-        key("cookie", Ty::Fmt(&COOKIE_NAME), Optional, "Cookie whose value is hashed; when a request has none, Envoy picks a value and sets the cookie (HttpOnly, Path=/, SameSite=Lax) on the response."),
+        key("cookie", Ty::Fmt(&COOKIE_NAME), Optional, "Cookie whose value is hashed; when a request has none, Envoy picks a value and sets the cookie (HttpOnly, Path=/, SameSite=Lax, and Secure on TLS listeners) on the response."),
         key("ttl", Ty::Fmt(&DURATION), Optional, "Max-Age of the cookie Envoy sets, required with `cookie`; `0s` makes it a session cookie."),
     ],
     one_of: &["header", "cookie"],

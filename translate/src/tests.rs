@@ -2633,3 +2633,43 @@ fn websocket_routes_enable_the_upgrade_the_listener_disables() {
         assert_eq!(struct_strings(s)["error"], "forbidden");
     }
 }
+
+#[test]
+fn affinity_cookies_are_marked_secure_on_tls_listeners_only() {
+    let yaml = TLS_GATEWAY
+        .replace(
+            "users: { endpoints: [127.0.0.1:3001] }",
+            "users: { endpoints: [127.0.0.1:3001], lb: maglev }",
+        )
+        .replace(
+            "      - { name: r, match: { prefix: / }, service: users, auth: none }",
+            "      - { name: r, match: { prefix: / }, service: users, auth: none, affinity: { cookie: a|b, ttl: 1h } }\n      - { name: s, match: { prefix: /s }, service: users, auth: none, affinity: { cookie: sid, ttl: 0s } }",
+        );
+    use proto::pb::envoy::extensions::filters::http::lua::v3::Lua;
+    use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter;
+    let r = edge(&yaml);
+    let lua_of = |l: &Listener| -> Option<String> {
+        let h = hcm(l);
+        let f = h
+            .http_filters
+            .iter()
+            .find(|f| f.name == "envoy.filters.http.lua.secure_cookie")?;
+        let Some(http_filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+            panic!("typed config")
+        };
+        let lua: Lua = unpack(any, proto::type_url::LUA);
+        match lua.default_source_code?.specifier? {
+            data_source::Specifier::InlineString(s) => Some(s),
+            _ => None,
+        }
+    };
+    assert_eq!(lua_of(&r.listeners[0]), None, "the plain listener");
+    let source = lua_of(&r.listeners[1]).expect("the TLS listener marks cookies Secure");
+    // Every cookie name once, escaped so that no name can end the literal.
+    assert!(
+        source.contains("local names = { [\"a\\124b\"] = true, [\"sid\"] = true }"),
+        "{source}"
+    );
+    // Without cookie affinity the filter is not there.
+    assert_eq!(lua_of(&edge(TLS_GATEWAY).listeners[1]), None);
+}
