@@ -259,7 +259,10 @@ struct Features {
     websocket: bool,
 }
 
-const FEATURES: [(&str, fn(&mut Features) -> &mut bool); 7] = [
+/// A feature's name and its switch in [`Features`].
+type Switch = (&'static str, fn(&mut Features) -> &mut bool);
+
+const FEATURES: [Switch; 7] = [
     ("ip_lists", |f| &mut f.ip_lists),
     ("trusted_hops", |f| &mut f.trusted_hops),
     ("compression", |f| &mut f.compression),
