@@ -2270,7 +2270,25 @@ impl<'a> Ctx<'a> {
                 );
                 None
             }
-            Some(e) => self.mirror(e.value, &format!("{what}: mirror")).map(Some),
+            Some(e) => {
+                let m = self.mirror(e.value, &format!("{what}: mirror"));
+                match (f.entry("timeout"), &timeout) {
+                    // Envoy gives a shadow request the route's timeout: without one, a mirror
+                    // that never answers keeps every copy (and its buffered request) forever.
+                    (Some(t), Some(Some(d))) if d.is_zero() => {
+                        self.problem(
+                            t.key_pos,
+                            format!(
+                                "{what}: `timeout: 0s` cannot be combined with `mirror` (a \
+                                    shadow request would never end when the mirror does not \
+                                    answer); give the route a timeout"
+                            ),
+                        );
+                        None
+                    }
+                    _ => m.map(Some),
+                }
+            }
         };
         let affinity = match f.entry("affinity") {
             None => Some(None),

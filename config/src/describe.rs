@@ -984,7 +984,7 @@ pub(crate) static COMPOSE_PART: Object = Object {
 pub(crate) static MIRROR: Object = Object {
     name: "mirror",
     title: "gateways.<name>.routes[].mirror",
-    doc: "Request mirroring (Envoy shadowing) on a forwarding route: the copy goes to `service` with `-shadow` appended to its Host (`api.example.com-shadow`), carries the same body and `x-request-id`, and its answer is discarded. The copy is sent without waiting for it, so a slow, failing or stopped mirror never delays or changes the client's answer; a copy times out with the route's `timeout` (Envoy's 15s when the route sets none). Which requests are copied is drawn at random per request: a client cannot choose to be mirrored or not.",
+    doc: "Request mirroring (Envoy shadowing) on a forwarding route: the copy goes to `service` with `-shadow` appended to its Host (`api.example.com-shadow`), carries the same body and `x-request-id`, and its answer is discarded. The copy is sent without waiting for it, so a slow, failing or stopped mirror never delays or changes the client's answer; a copy times out with the route's `timeout` (Envoy's 15s when the route sets none), so a mirrored route may not set `timeout: 0s`. Which requests are copied is drawn at random per request: a client cannot choose to be mirrored or not.",
     keys: &[
         key("service", NONEMPTY, Required, "Service that receives the copies."),
         key("percent", Ty::Fmt(&PERCENT), Is("100%"), "Share of the route's requests copied."),
@@ -1010,7 +1010,7 @@ pub(crate) static AFFINITY: Object = Object {
     doc: "Session affinity: the consistent-hash balancer (`lb: ring_hash` or `maglev`, required on every service of the route) hashes {one_of}, so requests with the same value land on the same endpoint while it is healthy; when endpoints change, about 1/N of the values move. A client chooses its value, so it can move between endpoints only as the hash spreads values, never name one. Without the header the request is balanced as on any hashed route (by client IP).",
     keys: &[
         key("header", Ty::Fmt(&HEADER_NAME), Optional, "Request header whose value is hashed."),
-        key("cookie", Ty::Fmt(&COOKIE_NAME), Optional, "Cookie whose value is hashed; when a request has none, Envoy picks a value and sets the cookie (HttpOnly, Path=/, SameSite=Lax) on the response."),
+        key("cookie", Ty::Fmt(&COOKIE_NAME), Optional, "Cookie whose value is hashed; when a request has none, Envoy picks a value and sets the cookie (HttpOnly, Path=/, SameSite=Lax, and Secure on TLS listeners) on the response."),
         key("ttl", Ty::Fmt(&DURATION), Optional, "Max-Age of the cookie Envoy sets, required with `cookie`; `0s` makes it a session cookie."),
     ],
     one_of: &["header", "cookie"],

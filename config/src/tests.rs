@@ -882,6 +882,11 @@ fn mirror_takes_a_service_and_a_percentage() {
                 vec![(17, "{", "route `r`: mirror: missing required key `service`")],
             ),
             (
+                "a mirror on a route without a timeout",
+                with_routes(&format!("{OK_ROUTE}        timeout: 0s\n        mirror: {{ service: users }}\n")),
+                vec![(17, "timeout", "route `r`: `timeout: 0s` cannot be combined with `mirror`")],
+            ),
+            (
                 "a mirror on a route that answers itself",
                 with_routes("      - name: r\n        match: { prefix: / }\n        respond: { status: 200 }\n        auth: none\n        mirror: { service: users }\n"),
                 vec![(17, "mirror", "`mirror` only applies to routes that forward")],

@@ -72,6 +72,8 @@ pub mod type_url {
     pub const RBAC: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
     pub const RBAC_PER_ROUTE: &str =
         "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
+    pub const UUID_REQUEST_ID: &str =
+        "type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig";
     pub const HTTP_PROTOCOL_OPTIONS: &str =
         "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 }

@@ -65,7 +65,7 @@ impl Load {
                     match req.send().await {
                         Ok(r) if r.status == p.expect => {}
                         Ok(r) => bad.push(format!("{}: {} {}", p.path, r.status, r.body)),
-                        Err(e) => bad.push(format!("{}: {e}", p.path)),
+                        Err(e) => bad.push(format!("{}: {}", p.path, error_chain(&e))),
                     }
                     sent.fetch_add(1, Ordering::SeqCst);
                 }
@@ -114,6 +114,19 @@ impl Load {
         }
         (self.sent(), bad)
     }
+}
+
+/// An error with every source under it (reqwest's own text alone hides whether the connection
+/// was reset, closed before the response, or refused).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// Fails with the first unexpected answers of a finished [`Load`], and when it sent fewer than

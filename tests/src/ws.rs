@@ -42,32 +42,7 @@ impl WsEchoUpstream {
         let addr = listener.local_addr().expect("local_addr");
         let upgrades = Arc::new(Mutex::new(Vec::new()));
         let seen = upgrades.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let seen = seen.clone();
-                tokio::spawn(async move {
-                    // tungstenite's callback type; see `record`.
-                    #[allow(clippy::result_large_err)]
-                    let callback = |req: &Request, resp: Response| record(&seen, req, resp);
-                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await
-                    else {
-                        return;
-                    };
-                    while let Some(Ok(msg)) = ws.next().await {
-                        match msg {
-                            Message::Close(_) => return,
-                            // Pings are answered by the library.
-                            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-                            text_or_binary => {
-                                if ws.send(text_or_binary).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                });
-            }
-        });
+        let task = tokio::spawn(serve(listener, seen));
         WsEchoUpstream {
             addr,
             upgrades,
@@ -83,6 +58,50 @@ impl WsEchoUpstream {
     /// Every upgrade accepted so far.
     pub fn upgrades(&self) -> Vec<Upgrade> {
         self.upgrades.lock().expect("lock").clone()
+    }
+}
+
+/// Accepts WebSocket upgrades on `listener` until it fails, echoing every text and binary frame
+/// back on each socket and recording each upgrade in `seen` (the demo's `echo-upstream
+/// --ws-listen` and [`WsEchoUpstream`]).
+pub async fn serve(listener: TcpListener, seen: Arc<Mutex<Vec<Upgrade>>>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            // tungstenite's callback type; see `record`.
+            #[allow(clippy::result_large_err)]
+            let callback = |req: &Request, resp: Response| record(&seen, req, resp);
+            if let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await {
+                echo(ws).await;
+            }
+        });
+    }
+}
+
+/// [`serve`] without recording upgrades (a long-running demo would keep them forever).
+pub async fn serve_forever(listener: TcpListener) {
+    while let Ok((stream, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            if let Ok(ws) = tokio_tungstenite::accept_async(stream).await {
+                echo(ws).await;
+            }
+        });
+    }
+}
+
+/// Sends every text and binary frame back until the client closes (pings are answered by the
+/// library).
+async fn echo(mut ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>) {
+    while let Some(Ok(msg)) = ws.next().await {
+        match msg {
+            Message::Close(_) => return,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            text_or_binary => {
+                if ws.send(text_or_binary).await.is_err() {
+                    return;
+                }
+            }
+        }
     }
 }
 

@@ -110,8 +110,6 @@ impl World {
     async fn refused(&self, from: [u8; 4], xffs: &[Option<&str>], why: &str) {
         let (decisions, hits) = (self.authz_decisions().await, self.gw.upstream.hits());
         for (i, xff) in xffs.iter().enumerate() {
-            // Shorter than 36 characters: Envoy rewrites the 15th character of a 36-character
-            // x-request-id (where a UUID keeps its version) to record its tracing decision.
             let what: String = why.replace(' ', "-").chars().take(24).collect();
             let id = format!("refused-{i}-{what}");
             let r = self.get(addr(from), "/admin", *xff, &id).await;
@@ -363,13 +361,11 @@ async fn the_client_ip_decides_ip_lists_and_per_ip_limits_and_only_trusted_hops_
 /// allowed route: every edit applies (a request naming 10.1.1.1 in `x-forwarded-for` is
 /// refused exactly when both are on) and not one of the clients' requests fails.
 ///
-/// Ignored for now: both edits change the listener's HTTP connection manager (the RBAC filter
-/// comes and goes, `xff_num_trusted_hops` changes), Envoy drains the old filter chain's
-/// connections, and a few keep-alive requests racing the drain fail (3 of 2810 over 6 edits
-/// when this was written). Edits of other HCM-level keys share the cause: this test toggling
-/// `cors` instead failed 5 of 4354; the existing reload tests edit routes only.
+/// Both edits change the listener's HTTP connection manager (the RBAC filter comes and goes,
+/// `xff_num_trusted_hops` changes), so Envoy drains the old filter chain in place; the
+/// bootstrap's polled drain decision closes each keep-alive connection between requests
+/// (`xds_server::bootstrap::DRAIN_BY_EVENT`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "listener (HCM) edits under load fail a few requests racing Envoy's drain; see the doc comment"]
 async fn ip_lists_and_trusted_hops_reload_under_load_without_a_failed_request() {
     const RELOADS: usize = 6;
     let echo = tests::EchoUpstream::start("api").await;

@@ -237,6 +237,59 @@ async fn the_access_log_never_holds_an_api_key() {
     );
 }
 
+/// Spec §3: a client-sent `x-request-id` is kept. A UUID is the id clients send most, and Envoy
+/// by default rewrites its 15th character (the version nibble) to record a tracing decision;
+/// the id must reach the upstream, the response, the access log and an error body unchanged,
+/// whatever that character is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_uuid_request_id_is_kept_unchanged() {
+    let gw = start().await;
+    let c = gw.stack.client(gw.ports.http);
+    // A version-4 UUID, one whose version nibble is what Envoy would write for "sampled", and
+    // one that is not a version-4 UUID at all.
+    let ids = [
+        "3f2b8c1e-9a7d-4c5e-b1f0-6d2e8a4c9b70",
+        "3f2b8c1e-9a7d-9c5e-b1f0-6d2e8a4c9b71",
+        "3f2b8c1e-9a7d-1c5e-b1f0-6d2e8a4c9b72",
+    ];
+    for id in ids {
+        let r = c.get("/public/x").header("x-request-id", id).ok().await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(
+            r.upstream_header("x-request-id"),
+            Some(id),
+            "upstream: {r:?}"
+        );
+        assert_eq!(r.header("x-request-id"), Some(id), "response: {r:?}");
+        // An error body built by Envoy carries the same id.
+        let r = c
+            .get("/api/admin/users")
+            .header("x-request-id", id)
+            .ok()
+            .await;
+        assert_eq!(r.status, 401, "{r:?}");
+        assert_eq!(r.json()["request_id"], id, "{r:?}");
+    }
+    let log_path = gw
+        .stack
+        .dir()
+        .join(format!("envoy-{}.stdout.log", gw.stack.envoy.node_id()));
+    for id in ids {
+        let needle = format!("\"request_id\":\"{id}\"");
+        let lines = tests::wait_for(
+            "the access log lines",
+            Duration::from_secs(10),
+            async || {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let n = log.lines().filter(|l| l.contains(&needle)).count();
+                (n == 2).then_some(n)
+            },
+        )
+        .await;
+        assert_eq!(lines, 2, "both requests with {id} are logged under it");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_sending_headers_slowly_is_cut_off() {
     let gw = start().await;

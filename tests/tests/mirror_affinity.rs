@@ -368,3 +368,77 @@ gateways:
     assert!(st["last_error"].is_null(), "{st}");
     stack.wait_converged().await;
 }
+
+/// An affinity cookie set over TLS carries `Secure` (a browser never sends it back over plain
+/// HTTP, where it could be read); over the same gateway's plain listener it does not, or the
+/// browser would never return it there and affinity would not hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn affinity_cookies_are_secure_on_tls_listeners_only() {
+    let up = EchoUpstream::start("a").await;
+    let (http, https) = (free_port(), free_port());
+    let dir = tempfile::Builder::new()
+        .prefix("gateway-e2e-")
+        .tempdir()
+        .expect("temp dir");
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs).expect("mkdir certs");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .expect("generate certificate");
+    std::fs::write(certs.join("api.crt"), ck.cert.pem()).expect("write cert");
+    std::fs::write(certs.join("api.key"), ck.signing_key.serialize_pem()).expect("write key");
+    let yaml = format!(
+        r#"version: 1
+services:
+  maglev: {{ endpoints: [{}], lb: maglev }}
+gateways:
+  edge:
+    listeners:
+      - {{ name: http, port: {http} }}
+      - {{ name: https, port: {https}, tls: {{ cert_file: certs/api.crt, key_file: certs/api.key }} }}
+    routes:
+      - name: by-cookie
+        match: {{ prefix: /c }}
+        service: maglev
+        auth: none
+        affinity: {{ cookie: gw-route, ttl: 1h }}
+"#,
+        up.endpoint()
+    );
+    let stack = Stack::start_in(dir, XdsMode::Sotw, &yaml).await;
+    let plain = stack.client(http);
+    wait_for_route(&plain, "/c", 200).await;
+    let tls = HttpClient::https("localhost", https, &ck.cert.pem());
+    wait_for_route(&tls, "/c", 200).await;
+
+    let cookies = |r: &tests::Reply| -> Vec<String> {
+        r.headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().expect("set-cookie text").to_string())
+            .collect()
+    };
+    let secure = |c: &str| {
+        c.split(';')
+            .any(|a| a.trim().eq_ignore_ascii_case("secure"))
+    };
+
+    let over_tls = cookies(&tls.get("/c").ok().await);
+    let ours: Vec<&String> = over_tls
+        .iter()
+        .filter(|c| c.starts_with("gw-route="))
+        .collect();
+    assert_eq!(ours.len(), 1, "{over_tls:?}");
+    assert!(secure(ours[0]), "over TLS: {over_tls:?}");
+    assert!(
+        ours[0].contains("Max-Age=3600"),
+        "the rest is kept: {over_tls:?}"
+    );
+
+    let over_plain = cookies(&plain.get("/c").ok().await);
+    let ours: Vec<&String> = over_plain
+        .iter()
+        .filter(|c| c.starts_with("gw-route="))
+        .collect();
+    assert_eq!(ours.len(), 1, "{over_plain:?}");
+    assert!(!secure(ours[0]), "over plain HTTP: {over_plain:?}");
+}

@@ -10,7 +10,8 @@ use tests::{
 sotw_and_delta!(
     hot_reload_valid_invalid_and_fixed,
     reload_adds_a_service,
-    no_errors_under_load_across_reloads
+    no_errors_under_load_across_reloads,
+    no_errors_under_load_across_listener_edits
 );
 
 const REJECTED: &str = r#"xds_config_reloads_total{result="rejected"}"#;
@@ -240,6 +241,223 @@ async fn no_errors_under_load_across_reloads(mode: XdsMode) {
     load.wait_more(200, "after the last reload").await;
     let (sent, bad) = load.finish().await;
     assert_clean(sent, &bad, 500);
+    let st = stack.xds.status().await;
+    assert!(st["last_error"].is_null(), "{st}");
+    stack.wait_converged().await;
+}
+
+/// One edit's worth of listener-level features (each changes the listener's HTTP connection
+/// manager, so Envoy drains the old filter chain in place).
+#[derive(Clone, Copy, Default)]
+struct Features {
+    ip_lists: bool,
+    trusted_hops: bool,
+    compression: bool,
+    max_body: bool,
+    https_redirect: bool,
+    cors: bool,
+    websocket: bool,
+}
+
+/// A feature's name and its switch in [`Features`].
+type Switch = (&'static str, fn(&mut Features) -> &mut bool);
+
+const FEATURES: [Switch; 7] = [
+    ("ip_lists", |f| &mut f.ip_lists),
+    ("trusted_hops", |f| &mut f.trusted_hops),
+    ("compression", |f| &mut f.compression),
+    ("max_body", |f| &mut f.max_body),
+    ("https_redirect", |f| &mut f.https_redirect),
+    ("cors", |f| &mut f.cors),
+    ("websocket", |f| &mut f.websocket),
+];
+
+struct Ports {
+    http: u16,
+    https: u16,
+    redirect: u16,
+}
+
+fn features_config(p: &Ports, api: &str, ws: &str, f: Features) -> String {
+    let mut gw = String::new();
+    if f.trusted_hops {
+        gw.push_str("    client_ip: { trusted_hops: 1 }\n");
+    }
+    if f.compression {
+        gw.push_str("    compression: { algorithms: [gzip], min_bytes: 16 }\n");
+    }
+    if f.max_body {
+        gw.push_str("    max_body: 1KiB\n");
+    }
+    if f.cors {
+        gw.push_str("    cors: { origins: [https://app.example.com], methods: [GET] }\n");
+    }
+    let lists = if f.ip_lists {
+        ", allow_ips: [127.0.0.0/8], deny_ips: [10.0.0.0/8, 127.0.0.9]"
+    } else {
+        ""
+    };
+    let ws_route = if f.websocket {
+        "      - { name: ws, match: { prefix: /ws }, service: ws, auth: none, websocket: true, timeout: 0s }\n"
+    } else {
+        ""
+    };
+    format!(
+        "version: 1\nservices:\n  api: {{ endpoints: [{api}] }}\n  ws: {{ endpoints: [{ws}] }}\n\
+         gateways:\n  edge:\n{gw}    listeners:\n\
+         \x20     - {{ name: http, port: {} }}\n\
+         \x20     - {{ name: redirect, port: {}, https_redirect: {} }}\n\
+         \x20     - {{ name: https, port: {}, tls: {{ cert_file: certs/api.crt, key_file: certs/api.key }} }}\n\
+         \x20   routes:\n{ws_route}\
+         \x20     - {{ name: base, match: {{ prefix: / }}, service: api, auth: none{lists} }}\n",
+        p.http, p.redirect, f.https_redirect, p.https
+    )
+}
+
+/// True when `feature` is seen on (`on`) or off (each probe is a request the load does not
+/// send).
+async fn shows(c: &tests::HttpClient, p: &Ports, feature: &str, on: bool) -> bool {
+    let status = |r: Result<tests::Reply, _>| r.map(|r: tests::Reply| r.status).unwrap_or(0);
+    match feature {
+        // A denied direct peer (deny_ips names 127.0.0.9): refused whatever the hops.
+        "ip_lists" => {
+            let from = std::net::IpAddr::from([127, 0, 0, 9]);
+            let r = tests::HttpClient::from_source(p.http, from)
+                .get("/base")
+                .send()
+                .await;
+            (status(r) == 403) == on
+        }
+        // A denied address named by the balancer's entry: refused only with the lists and one
+        // trusted hop (the caller passes `on` for both).
+        "trusted_hops" => {
+            let r = c
+                .get("/base")
+                .header("x-forwarded-for", "10.1.1.1")
+                .send()
+                .await;
+            (status(r) == 403) == on
+        }
+        "compression" => {
+            let r = c
+                .get("/base")
+                .header("accept-encoding", "gzip")
+                .send()
+                .await;
+            let gz = r
+                .ok()
+                .is_some_and(|r| r.header("content-encoding") == Some("gzip"));
+            gz == on
+        }
+        "max_body" => {
+            let r = c.post("/base").body("x".repeat(4096)).send().await;
+            (status(r) == 413) == on
+        }
+        "https_redirect" => {
+            let r = tests::HttpClient::new(p.redirect).get("/base").send().await;
+            let got = status(r);
+            // Off, the plain listener serves the route itself.
+            if on {
+                got == 301
+            } else {
+                got == 200
+            }
+        }
+        "cors" => {
+            let r = c
+                .request(reqwest::Method::OPTIONS, "/base")
+                .header("origin", "https://app.example.com")
+                .header("access-control-request-method", "GET")
+                .send()
+                .await;
+            let allowed = r.ok().is_some_and(|r| {
+                r.header("access-control-allow-origin") == Some("https://app.example.com")
+            });
+            allowed == on
+        }
+        "websocket" => {
+            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+            let req = format!("ws://127.0.0.1:{}/ws", p.http)
+                .into_client_request()
+                .expect("request");
+            let opened = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                tokio_tungstenite::connect_async(req),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok());
+            opened == on
+        }
+        other => unreachable!("no probe for {other}"),
+    }
+}
+
+/// Four clients keep requesting the plain listener (with and without `Accept-Encoding`) while
+/// live edits turn every listener-level feature of spec §8 on, one edit each, and then off
+/// again in the reverse order:
+/// IP lists, trusted hops, compression, max_body, https_redirect (on another listener), CORS,
+/// WebSocket routes. Each edit is seen to apply, and not one of the clients' requests fails.
+async fn no_errors_under_load_across_listener_edits(mode: XdsMode) {
+    const CLIENTS: usize = 4;
+    let api = EchoUpstream::start("api").await;
+    let ws = tests::ws::WsEchoUpstream::start().await;
+    let ports = Ports {
+        http: free_port(),
+        https: free_port(),
+        redirect: free_port(),
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("gateway-e2e-")
+        .tempdir()
+        .expect("temp dir");
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs).expect("mkdir certs");
+    let ck = rcgen::generate_simple_self_signed(vec!["api.example.com".to_string()])
+        .expect("generate certificate");
+    std::fs::write(certs.join("api.crt"), ck.cert.pem()).expect("write cert");
+    std::fs::write(certs.join("api.key"), ck.signing_key.serialize_pem()).expect("write key");
+    let cfg = |f: Features| features_config(&ports, &api.endpoint(), &ws.endpoint(), f);
+    let stack = Stack::start_in(dir, mode, &cfg(Features::default())).await;
+    let c = stack.client(ports.http);
+    wait_for_route(&c, "/base", 200).await;
+
+    let load = Load::start(
+        &c,
+        vec![
+            Probe::new("/base", 200),
+            Probe::new("/base/other?q=1", 200).header("accept-encoding", "gzip"),
+        ],
+        CLIENTS,
+    );
+    let mut f = Features::default();
+    let mut edits = 0;
+    let order: Vec<_> = FEATURES
+        .iter()
+        .map(|x| (true, *x))
+        .chain(FEATURES.iter().rev().map(|x| (false, *x)))
+        .collect();
+    for (on, (name, field)) in order {
+        *field(&mut f) = on;
+        stack.config.write(&cfg(f));
+        edits += 1;
+        let expect = match name {
+            "trusted_hops" => f.ip_lists && f.trusted_hops,
+            _ => on,
+        };
+        wait_for(
+            &format!(
+                "edit {edits} ({name} {}) to apply",
+                if on { "on" } else { "off" }
+            ),
+            CONVERGE_TIMEOUT,
+            async || shows(&c, &ports, name, expect).await,
+        )
+        .await;
+        load.wait_more(100, &format!("after edit {edits}")).await;
+    }
+    load.wait_more(200, "after the last edit").await;
+    let (sent, bad) = load.finish().await;
+    assert_clean(sent, &bad, 1000);
     let st = stack.xds.status().await;
     assert!(st["last_error"].is_null(), "{st}");
     stack.wait_converged().await;

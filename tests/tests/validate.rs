@@ -74,6 +74,12 @@ gateways:
         service: users
         timeout: 5 parsecs
         auth: none
+      - name: shadowed
+        match: { prefix: /shadowed }
+        service: users
+        auth: none
+        timeout: 0s
+        mirror: { service: users, percent: 10% }
 ";
     std::fs::write(&path, yaml).expect("write config");
     let out = validate(&path);
@@ -85,6 +91,10 @@ gateways:
             .expect("needle")
             + 1
     };
+    assert!(
+        all.contains("`timeout: 0s` cannot be combined with `mirror`"),
+        "a mirror on a route without a timeout is refused:\n{all}"
+    );
     // Each error names the file and the line it is about; a route without `auth` is reported
     // somewhere within that route.
     for (what, lines) in [
@@ -96,6 +106,7 @@ gateways:
         ),
         ("unknown service", vec![line_of("service: nowhere")]),
         ("bad duration", vec![line_of("5 parsecs")]),
+        ("mirror without a timeout", vec![line_of("timeout: 0s")]),
     ] {
         let found = all
             .lines()

@@ -34,9 +34,11 @@ use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3:
         CodecType, ForwardClientCertDetails, PathWithEscapedSlashesAction, RouteSpecifier,
         SetCurrentClientCertDetails, StripPortMode, UpgradeConfig,
     },
-    http_filter, HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds, ResponseMapper,
+    http_filter, HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds, RequestIdExtension,
+    ResponseMapper,
 };
 use proto::pb::envoy::extensions::http::early_header_mutation::header_mutation::v3::HeaderMutation;
+use proto::pb::envoy::extensions::request_id::uuid::v3::UuidRequestIdConfig;
 use proto::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context::ValidationContextType, CommonTlsContext, DownstreamTlsContext,
     SdsSecretConfig,
@@ -63,6 +65,11 @@ pub(super) const MAX_BODY_LUA: &str = include_str!("max_body.lua");
 const ACCEPT_ENCODING_FILTER: &str = "envoy.filters.http.lua.accept_encoding";
 /// `OFFERED` stands for the table of the gateway's algorithms, in order.
 const ACCEPT_ENCODING_LUA: &str = include_str!("accept_encoding.lua");
+/// The Lua filter on TLS listeners that marks affinity cookies `Secure` (see
+/// [`SECURE_COOKIE_LUA`]).
+pub(super) const SECURE_COOKIE_FILTER: &str = "envoy.filters.http.lua.secure_cookie";
+/// `NAMES` stands for the table of affinity cookie names.
+const SECURE_COOKIE_LUA: &str = include_str!("secure_cookie.lua");
 /// The script of [`strip_query`], with `NAMES` standing for the table of parameter names.
 const STRIP_QUERY_LUA: &str = include_str!("strip_query.lua");
 const STDOUT_ACCESS_LOG: &str = "envoy.access_loggers.stdout";
@@ -314,7 +321,7 @@ pub(super) fn hcm_base(
             config_source: Some(ads()),
             route_config_name: gateway.to_string(),
         })),
-        http_filters: http_filters(gw, policies),
+        http_filters: http_filters(gw, l, policies),
         access_log: access_log(gw.access_log).into_iter().collect(),
         // An edge proxy: the peer address is the client, and x-forwarded-for is appended to,
         // not trusted, unless `client_ip.trusted_hops` says how many proxies in front of Envoy
@@ -328,6 +335,7 @@ pub(super) fn hcm_base(
         generate_request_id: Some(boolv(true)),
         preserve_external_request_id: true,
         always_set_request_id_in_response: true,
+        request_id_extension: Some(request_id_extension()),
         // Route matching must see the same path the upstream will: `/a/../admin`, `//admin` and
         // `/%2Fadmin` must not dodge a route (or an auth rule attached to it).
         normalize_path: Some(boolv(true)),
@@ -394,6 +402,23 @@ fn redirect_hcm(
     }
 }
 
+/// Envoy's UUID request ids, told to keep a client's id as it came: by default Envoy writes
+/// its tracing decision into the 15th character of any 36-character id (where a UUID keeps its
+/// version), so a client's UUID would reach the upstream and the access log changed (spec §3
+/// keeps a client-sent id). Sampling does not hash the id either: a client choosing its id
+/// would choose whether its requests are sampled.
+fn request_id_extension() -> RequestIdExtension {
+    RequestIdExtension {
+        typed_config: Some(proto::pack(
+            proto::type_url::UUID_REQUEST_ID,
+            &UuidRequestIdConfig {
+                pack_trace_reason: Some(boolv(false)),
+                use_request_id_for_trace_sampling: Some(boolv(false)),
+            },
+        )),
+    }
+}
+
 /// WebSocket upgrades are off on the listener and turned on by each `websocket: true` route (a
 /// route can only enable an upgrade type the listener names). Without any such route the list is
 /// empty, and Envoy refuses every upgrade all the same.
@@ -443,7 +468,7 @@ fn early_header_removal(identity: &[String]) -> TypedExtensionConfig {
 /// parameters from every request (ext_authz has read them by then), so they reach no upstream,
 /// `auth: none` routes included. (Envoy's header-mutation filter can remove query parameters
 /// too, but it decodes and re-serializes the whole query string of every request it sees.)
-fn http_filters(gw: &Gateway, policies: &Policies<'_>) -> Vec<HttpFilter> {
+fn http_filters(gw: &Gateway, l: &ListenerCfg, policies: &Policies<'_>) -> Vec<HttpFilter> {
     let mut filters = Vec::new();
     // IP lists first: a refused address is answered before CORS and before authz-service.
     if ip_lists::used(gw) {
@@ -509,6 +534,21 @@ fn http_filters(gw: &Gateway, policies: &Policies<'_>) -> Vec<HttpFilter> {
             &lua(max_body_script(bytes)),
         ));
     }
+    // Affinity cookies set on a TLS listener are `Secure` (routes are shared with the plain
+    // listeners, so the route's cookie attributes cannot say it).
+    let cookies = affinity_cookies(gw);
+    if l.tls.is_some() && !cookies.is_empty() {
+        let table: Vec<String> = cookies
+            .iter()
+            .map(|n| format!("[{}] = true", lua_string(n)))
+            .collect();
+        let source = SECURE_COOKIE_LUA.replacen("NAMES", &format!("{{ {} }}", table.join(", ")), 1);
+        filters.push(http_filter(
+            SECURE_COOKIE_FILTER,
+            proto::type_url::LUA,
+            &lua(source),
+        ));
+    }
     // `compose`: after auth, limits and body limits, so they have judged the request before
     // any part is called, and its answer passes the compressors. (A compose route is never
     // cached, so the cache's filters below never see its requests.)
@@ -527,6 +567,21 @@ fn http_filters(gw: &Gateway, policies: &Policies<'_>) -> Vec<HttpFilter> {
         &Router::default(),
     ));
     filters
+}
+
+/// The names of the gateway's affinity cookies, sorted, each once.
+fn affinity_cookies(gw: &Gateway) -> Vec<String> {
+    let mut names: Vec<String> = gw
+        .routes
+        .iter()
+        .filter_map(|r| match &r.affinity {
+            Some(config::Affinity::Cookie { name, .. }) => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// The [`MAX_BODY_LUA`] script for a limit of `bytes`.

@@ -1180,6 +1180,25 @@ fn connection_manager_settings() {
         );
         assert!(h.preserve_external_request_id);
         assert!(h.always_set_request_id_in_response);
+        // A client's UUID is kept as it came: no tracing decision packed into it.
+        let ext = h
+            .request_id_extension
+            .as_ref()
+            .expect("request_id_extension");
+        let any = ext.typed_config.as_ref().expect("typed_config");
+        assert_eq!(any.type_url, proto::type_url::UUID_REQUEST_ID);
+        let uuid = proto::pb::envoy::extensions::request_id::uuid::v3::UuidRequestIdConfig::decode(
+            any.value.as_slice(),
+        )
+        .expect("UuidRequestIdConfig");
+        assert_eq!(
+            uuid.pack_trace_reason,
+            Some(protobuf::BoolValue { value: false })
+        );
+        assert_eq!(
+            uuid.use_request_id_for_trace_sampling,
+            Some(protobuf::BoolValue { value: false })
+        );
         assert_eq!(h.normalize_path, Some(protobuf::BoolValue { value: true }));
         assert!(h.merge_slashes);
         assert_eq!(
@@ -2897,4 +2916,44 @@ fn compose_scripts_fill_every_value_and_keep_names_inert() {
     assert!(script.contains(r#"local methods = { ["GET"] = true, ["HEAD"] = true }"#));
     assert!(script.contains("local allow = \"GET\\044\\032HEAD\"\n"));
     assert!(script.contains("local timeout_ms = 15000\n"));
+}
+
+#[test]
+fn affinity_cookies_are_marked_secure_on_tls_listeners_only() {
+    let yaml = TLS_GATEWAY
+        .replace(
+            "users: { endpoints: [127.0.0.1:3001] }",
+            "users: { endpoints: [127.0.0.1:3001], lb: maglev }",
+        )
+        .replace(
+            "      - { name: r, match: { prefix: / }, service: users, auth: none }",
+            "      - { name: r, match: { prefix: / }, service: users, auth: none, affinity: { cookie: a|b, ttl: 1h } }\n      - { name: s, match: { prefix: /s }, service: users, auth: none, affinity: { cookie: sid, ttl: 0s } }",
+        );
+    use proto::pb::envoy::extensions::filters::http::lua::v3::Lua;
+    use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter;
+    let r = edge(&yaml);
+    let lua_of = |l: &Listener| -> Option<String> {
+        let h = hcm(l);
+        let f = h
+            .http_filters
+            .iter()
+            .find(|f| f.name == "envoy.filters.http.lua.secure_cookie")?;
+        let Some(http_filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+            panic!("typed config")
+        };
+        let lua: Lua = unpack(any, proto::type_url::LUA);
+        match lua.default_source_code?.specifier? {
+            data_source::Specifier::InlineString(s) => Some(s),
+            _ => None,
+        }
+    };
+    assert_eq!(lua_of(&r.listeners[0]), None, "the plain listener");
+    let source = lua_of(&r.listeners[1]).expect("the TLS listener marks cookies Secure");
+    // Every cookie name once, escaped so that no name can end the literal.
+    assert!(
+        source.contains("local names = { [\"a\\124b\"] = true, [\"sid\"] = true }"),
+        "{source}"
+    );
+    // Without cookie affinity the filter is not there.
+    assert_eq!(lua_of(&edge(TLS_GATEWAY).listeners[1]), None);
 }

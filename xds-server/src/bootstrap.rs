@@ -25,6 +25,8 @@ pub struct BootstrapOptions {
 /// the system, then answer new requests with 503 rather than be killed for running out.
 const SHRINK_HEAP_AT: f64 = 0.95;
 const STOP_ACCEPTING_REQUESTS_AT: f64 = 0.98;
+/// Envoy's runtime flag for drain decisions pushed to connections as events (see `render`).
+pub const DRAIN_BY_EVENT: &str = "envoy.reloadable_features.use_connection_event_drain";
 
 /// Renders the bootstrap as JSON (which Envoy also accepts as YAML).
 pub fn render(o: &BootstrapOptions) -> String {
@@ -104,6 +106,20 @@ pub fn render(o: &BootstrapOptions) -> String {
                     }]
                 }
             ]
+        },
+        // Hot reload without a failed request (spec §6): an edit of a listener's HTTP
+        // connection manager (IP lists, trusted hops, CORS, compression, body limits,
+        // WebSockets) makes Envoy drain the old filter chain in place. With Envoy's
+        // event-driven drain (1.40's default) the connections on that chain are not told: they
+        // keep their keep-alive until `--drain-time-s` ends and are then closed under requests
+        // in flight (reset, or closed before the response). The polled drain decision answers
+        // each of them at its next response with `Connection: close` (HTTP/1.1) or GOAWAY
+        // (HTTP/2), so clients move to the new chain between requests.
+        "layered_runtime": {
+            "layers": [{
+                "name": "static",
+                "static_layer": { DRAIN_BY_EVENT: false }
+            }]
         },
         "static_resources": {
             "clusters": [{
