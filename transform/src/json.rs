@@ -185,7 +185,9 @@ impl Parser<'_> {
         };
         let mut v = 0u32;
         for c in h {
-            let d = (*c as char).to_digit(16).ok_or(ParseError::Invalid(self.i))?;
+            let d = (*c as char)
+                .to_digit(16)
+                .ok_or(ParseError::Invalid(self.i))?;
             v = v * 16 + d;
         }
         self.i += 4;
@@ -314,7 +316,9 @@ fn write_string(s: &str, out: &mut Vec<u8>) {
             '\t' => out.extend_from_slice(b"\\t"),
             '\u{8}' => out.extend_from_slice(b"\\b"),
             '\u{c}' => out.extend_from_slice(b"\\f"),
-            c if (c as u32) < 0x20 => out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes()),
+            c if (c as u32) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
+            }
             c => {
                 let mut buf = [0u8; 4];
                 out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
@@ -342,7 +346,10 @@ mod tests {
             r#""plain""#,
         ];
         for c in cases {
-            assert_eq!(String::from_utf8(parse(c.as_bytes()).unwrap().to_bytes()).unwrap(), c);
+            assert_eq!(
+                String::from_utf8(parse(c.as_bytes()).unwrap().to_bytes()).unwrap(),
+                c
+            );
         }
     }
 
@@ -358,11 +365,33 @@ mod tests {
     #[test]
     fn refuses_what_rfc_8259_refuses() {
         for bad in [
-            "", " ", "{", "[1,]", "{\"a\":1,}", "01", "1.", ".5", "-", "1e", "+1", "nul",
-            "\"\\x\"", "\"\u{1}\"", "\"\\ud800\"", "\"\\udc00\"", "\"\\ud800\\u0041\"", "[1] 2",
-            "{'a':1}", "{\"a\" 1}", "NaN", "\"abc",
+            "",
+            " ",
+            "{",
+            "[1,]",
+            "{\"a\":1,}",
+            "01",
+            "1.",
+            ".5",
+            "-",
+            "1e",
+            "+1",
+            "nul",
+            "\"\\x\"",
+            "\"\u{1}\"",
+            "\"\\ud800\"",
+            "\"\\udc00\"",
+            "\"\\ud800\\u0041\"",
+            "[1] 2",
+            "{'a':1}",
+            "{\"a\" 1}",
+            "NaN",
+            "\"abc",
         ] {
-            assert!(matches!(parse(bad.as_bytes()), Err(ParseError::Invalid(_))), "{bad:?}");
+            assert!(
+                matches!(parse(bad.as_bytes()), Err(ParseError::Invalid(_))),
+                "{bad:?}"
+            );
         }
         assert!(parse(b"\"\xff\"").is_err());
     }
@@ -379,7 +408,14 @@ mod tests {
 
     #[test]
     fn agrees_with_serde_json_on_what_is_json() {
-        for s in ["[1,2]", "{\"a\":[true,false,null]}", " 1 ", "\"\\u0000\"", "[1,2", "{\"a\":}"] {
+        for s in [
+            "[1,2]",
+            "{\"a\":[true,false,null]}",
+            " 1 ",
+            "\"\\u0000\"",
+            "[1,2",
+            "{\"a\":}",
+        ] {
             assert_eq!(
                 parse(s.as_bytes()).is_ok(),
                 serde_json::from_str::<serde_json::Value>(s).is_ok(),

@@ -197,7 +197,9 @@ mod tests {
     }
 
     fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     fn spec_example() -> JsonEdits {
@@ -263,7 +265,10 @@ mod tests {
             &[],
             &[],
             &[],
-            Some(("data", &pairs(&[("v", "2"), ("request_id", "\"spoof\""), ("data", "0")]))),
+            Some((
+                "data",
+                &pairs(&[("v", "2"), ("request_id", "\"spoof\""), ("data", "0")]),
+            )),
         )
         .unwrap();
         assert_eq!(
@@ -271,7 +276,10 @@ mod tests {
             r#"{"data":[],"v":2,"request_id":null}"#
         );
         let xml = body(e.apply_to_body(b"[1]", Some("application/json"), Some("r"), true));
-        assert!(xml.ends_with("<response><data>1</data><v>2</v><request_id>r</request_id></response>"), "{xml}");
+        assert!(
+            xml.ends_with("<response><data>1</data><v>2</v><request_id>r</request_id></response>"),
+            "{xml}"
+        );
     }
 
     #[test]

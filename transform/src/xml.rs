@@ -198,7 +198,10 @@ mod tests {
             format!("{DECL}<response><item>1</item><item><item>2</item><item>3</item></item><item><a>&lt;&amp;&gt;</a></item></response>")
         );
         assert_eq!(xml("\"x\""), format!("{DECL}<response>x</response>"));
-        assert_eq!(xml(r#""a\r\u0001b""#), format!("{DECL}<response>a&#13;\u{FFFD}b</response>"));
+        assert_eq!(
+            xml(r#""a\r\u0001b""#),
+            format!("{DECL}<response>a&#13;\u{FFFD}b</response>")
+        );
     }
 
     #[test]
