@@ -14,13 +14,16 @@ use serde_json::Value;
 use tests::transform::TransformService;
 use tests::{free_port, wait_for, wait_for_route, Stack, XdsMode, CONVERGE_TIMEOUT};
 
+/// A request as the upstream received it: headers (name, value) and body.
+type Received = (Vec<(String, String)>, Vec<u8>);
+
 /// What the test upstream answers next, and what it last received.
 #[derive(Default)]
 struct Upstream {
     /// (content-type, content-encoding, body, chunked).
     answer: Mutex<(String, Option<String>, Vec<u8>, bool)>,
     /// (headers as `name: value` lines, body) of the last request.
-    received: Mutex<Option<(Vec<(String, String)>, Vec<u8>)>>,
+    received: Mutex<Option<Received>>,
 }
 
 async fn serve(State(up): State<Arc<Upstream>>, req: Request) -> Response {
