@@ -238,12 +238,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let rt = rt.build()?;
     let tls = args.tls.load()?;
     let xds_tls = args.xds_tls.load()?;
-    let node_id = args.node_id.unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "localhost".into());
-        format!("authz-service-{host}-{}", std::process::id())
-    });
+    let node_id = args
+        .node_id
+        .unwrap_or_else(|| xds_client::side::default_node_id("authz-service"));
     rt.block_on(async move {
         let running = server::start(ServeOptions {
             xds: args.xds,

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use jsonwebtoken::Algorithm;
-use prost::Message;
 use proto::authz::AuthPolicy;
 use proto::pb::google::protobuf::Any;
 use tracing::info;
@@ -48,21 +47,9 @@ impl Applier {
 
 impl xds_client::Apply for Applier {
     fn apply(&mut self, version: &str, resources: &[Any]) -> Result<(), String> {
-        let result = (|| {
-            let [any] = resources else {
-                return Err(format!(
-                    "expected exactly one {} resource, got {}",
-                    proto::type_url::AUTH_POLICY,
-                    resources.len()
-                ));
-            };
-            if any.type_url != proto::type_url::AUTH_POLICY {
-                return Err(format!("unexpected resource type {}", any.type_url));
-            }
-            let policy = AuthPolicy::decode(any.value.as_slice())
-                .map_err(|e| format!("undecodable AuthPolicy: {e}"))?;
-            self.install(&policy)
-        })();
+        let result =
+            xds_client::single_resource::<AuthPolicy>(resources, proto::type_url::AUTH_POLICY)
+                .and_then(|policy| self.install(&policy));
         let m = &self.shared.metrics;
         match &result {
             Ok(()) => {

@@ -912,12 +912,35 @@ impl<'a> Ctx<'a> {
             None => Some(BTreeMap::new()),
             Some(n) => self.gateways(n),
         };
+        let transform_service = f.value("transforms").and_then(|n| {
+            let tf = self.fields(n, "transforms", &d::TRANSFORMS)?;
+            let s = tf.value("service")?;
+            self.transform_service(s, "transforms.service")
+        });
         Some(Config {
             version: version?,
             services: services?,
             auth: auth?,
             rate_limits: rate_limits?,
             gateways: gateways?,
+            transform_service: transform_service?,
+        })
+    }
+
+    fn transform_service(&mut self, node: &Node, what: &str) -> Option<TransformService> {
+        let f = self.fields(node, what, &d::TRANSFORM_SERVICE)?;
+        let address = f
+            .value("address")
+            .and_then(|n| self.host_port(n, &format!("{what}.address")));
+        let timeout = self.duration_key(&f, "timeout", what);
+        let tls = match f.get("tls") {
+            None => Some(None),
+            Some(n) => self.upstream_tls(n, &format!("{what}.tls")).map(Some),
+        };
+        Some(TransformService {
+            address: address?,
+            timeout: timeout?,
+            tls: tls?,
         })
     }
 
@@ -2356,6 +2379,22 @@ impl<'a> Ctx<'a> {
                 c.filter(|_| ok).map(Some)
             }
         };
+        let transform = match f.entry("transform") {
+            None => Some(None),
+            Some(e) if !forwards => {
+                self.problem(
+                    e.key_pos,
+                    format!(
+                        "{what}: `transform` only applies to routes that \
+                            forward to `service` or `services`"
+                    ),
+                );
+                None
+            }
+            Some(e) => self
+                .transform(e.value, &format!("{what}: transform"))
+                .map(Some),
+        };
         Some(Route {
             name: name?,
             matcher: matcher?,
@@ -2375,7 +2414,290 @@ impl<'a> Ctx<'a> {
             mirror: mirror?,
             affinity: affinity?,
             cache: cache?,
+            transform: transform?,
         })
+    }
+
+    fn transform(&mut self, node: &Node, what: &str) -> Option<Transform> {
+        let f = self.fields(node, what, &d::TRANSFORM)?;
+        if f.get("request").is_none() && f.get("response").is_none() && f.misspelt.is_empty() {
+            self.problem(
+                f.pos,
+                format!("{what}: nothing to transform; give `request`, `response` or both"),
+            );
+            return None;
+        }
+        let request = match f.get("request") {
+            None => Some(None),
+            Some(n) => {
+                let w = format!("{what}.request");
+                self.fields(n, &w, &d::TRANSFORM_REQUEST).and_then(|rf| {
+                    // Absent, `fields` reported it.
+                    let json = rf.get("json")?;
+                    self.json_edits(json, &format!("{w}.json")).map(Some)
+                })
+            }
+        };
+        let (response, xml) = match f.get("response") {
+            None => (Some(None), Some(false)),
+            Some(n) => {
+                let w = format!("{what}.response");
+                match self.fields(n, &w, &d::TRANSFORM_RESPONSE) {
+                    None => (None, None),
+                    Some(rf) => {
+                        let json = match rf.get("json") {
+                            None => Some(None),
+                            Some(j) => self.json_edits(j, &format!("{w}.json")).map(Some),
+                        };
+                        let xml = rf
+                            .value("xml")
+                            .and_then(|x| self.boolean(x, &format!("{w}.xml")));
+                        (json, xml)
+                    }
+                }
+            }
+        };
+        Some(Transform {
+            request: request?,
+            response: response?,
+            xml: xml?,
+        })
+    }
+
+    /// `remove`, `set`, `rename`, `envelope`: pointers checked (RFC 6901, by the parser
+    /// transform-service uses), values as JSON text.
+    fn json_edits(&mut self, node: &Node, what: &str) -> Option<JsonEdits> {
+        let f = self.fields(node, what, &d::JSON_EDITS)?;
+        let remove = match f.get("remove") {
+            None => Some(Vec::new()),
+            Some(n) => self.seq(n, &format!("{what}.remove")).and_then(|items| {
+                let w = format!("{what}.remove");
+                if items.is_empty() {
+                    self.expected(n, &w, "a non-empty list of JSON Pointers");
+                    return None;
+                }
+                let mut all = All::new();
+                for item in items {
+                    let p = self.pointer(item, &w);
+                    all.push(p.map(|p| (p, item.pos)));
+                }
+                all.finish()
+            }),
+        };
+        let set = match f.get("set") {
+            None => Some(Vec::new()),
+            Some(n) => {
+                let w = format!("{what}.set");
+                self.pointer_map(n, &w).and_then(|entries| {
+                    let mut all = All::new();
+                    for (p, pos, value) in entries {
+                        let v = self.json_text(value, &format!("{w}.{p}"));
+                        all.push(v.map(|v| (p, pos, v)));
+                    }
+                    all.finish()
+                })
+            }
+        };
+        let rename = match f.get("rename") {
+            None => Some(Vec::new()),
+            Some(n) => {
+                let w = format!("{what}.rename");
+                self.pointer_map(n, &w).and_then(|entries| {
+                    let mut all = All::new();
+                    for (from, pos, value) in entries {
+                        let to = self.pointer(value, &format!("{w}.{from}"));
+                        all.push(to.map(|to| (from, pos, to, value.pos)));
+                    }
+                    all.finish()
+                })
+            }
+        };
+        let envelope = match f.get("envelope") {
+            None => Some(None),
+            Some(n) => self.envelope(n, &format!("{what}.envelope")).map(Some),
+        };
+        let (remove, set, rename, envelope) = (remove?, set?, rename?, envelope?);
+        let under = |p: &str, q: &str| p == q || p.starts_with(&format!("{q}/"));
+        let mut ok = true;
+        for (to_set, pos, _) in &set {
+            if let Some((r, _)) = remove.iter().find(|(r, _)| under(to_set, r)) {
+                // Removal runs first: the set would bring back (part of) what was removed.
+                self.problem(
+                    *pos,
+                    format!(
+                        "{what}.set: `{to_set}` is inside `{r}`, which `remove` deletes first \
+                            (remove, set, rename, envelope is the order): setting it would bring \
+                            `{r}` back; set it elsewhere or stop removing `{r}`"
+                    ),
+                );
+                ok = false;
+            }
+        }
+        for (from, pos, to, to_pos) in &rename {
+            if let Some((r, _)) = remove.iter().find(|(r, _)| under(from, r)) {
+                self.problem(
+                    *pos,
+                    format!(
+                        "{what}.rename: `{from}` is inside `{r}`, which `remove` deletes first, \
+                            so there is nothing left to rename"
+                    ),
+                );
+                ok = false;
+            }
+            if under(to, from) {
+                self.problem(
+                    *to_pos,
+                    format!("{what}.rename.{from}: the new place `{to}` is the member itself or inside it"),
+                );
+                ok = false;
+            }
+        }
+        ok.then(|| JsonEdits {
+            remove: remove.into_iter().map(|(p, _)| p).collect(),
+            set: set.into_iter().map(|(p, _, v)| (p, v)).collect(),
+            rename: rename.into_iter().map(|(a, _, b, _)| (a, b)).collect(),
+            envelope,
+        })
+    }
+
+    fn envelope(&mut self, node: &Node, what: &str) -> Option<Envelope> {
+        let f = self.fields(node, what, &d::ENVELOPE)?;
+        let field = f
+            .get("field")
+            .and_then(|n| self.nonempty(n, &format!("{what}.field")));
+        let with = match f.get("with") {
+            None => Some(Vec::new()),
+            Some(n) => {
+                let w = format!("{what}.with");
+                self.map(n, &w).and_then(|entries| {
+                    let mut all = All::new();
+                    for e in entries {
+                        let reserved = [d::ENVELOPE_REQUEST_ID]
+                            .into_iter()
+                            .chain(field.as_deref())
+                            .find(|r| *r == e.key);
+                        if let Some(r) = reserved {
+                            self.problem(
+                                e.key_pos,
+                                format!(
+                                    "{w}: `{r}` is already a member of the envelope (the body's \
+                                        `field`, or the request id Envoy sets); choose another name"
+                                ),
+                            );
+                            all.push(None);
+                            continue;
+                        }
+                        let v = self.json_text(e.value, &format!("{w}.{}", e.key));
+                        all.push(v.map(|v| (e.key.to_string(), v)));
+                    }
+                    all.finish()
+                })
+            }
+        };
+        Some(Envelope {
+            field: field?,
+            with: with?,
+        })
+    }
+
+    /// A JSON Pointer (RFC 6901) to a member, checked by transform-service's own parser.
+    fn pointer(&mut self, node: &Node, what: &str) -> Option<String> {
+        let text = self.string(node, what)?;
+        match transform::pointer::Pointer::parse(&text) {
+            Ok(_) => Some(text),
+            Err(e) => {
+                self.problem(
+                    node.pos,
+                    format!("{what}: `{text}` is not a JSON Pointer: {e}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A mapping whose keys are JSON Pointers: (pointer, its position, value node).
+    fn pointer_map<'n>(
+        &mut self,
+        node: &'n Node,
+        what: &str,
+    ) -> Option<Vec<(String, Pos, &'n Node)>> {
+        let entries = self.map(node, what)?;
+        if entries.is_empty() {
+            self.expected(node, what, "a non-empty mapping of JSON Pointers");
+            return None;
+        }
+        let mut all = All::new();
+        for e in entries {
+            let ok = match transform::pointer::Pointer::parse(e.key) {
+                Ok(_) => true,
+                Err(err) => {
+                    self.problem(
+                        e.key_pos,
+                        format!("{what}: `{}` is not a JSON Pointer: {err}", e.key),
+                    );
+                    false
+                }
+            };
+            all.push(ok.then(|| (e.key.to_string(), e.key_pos, e.value)));
+        }
+        all.finish()
+    }
+
+    /// Any YAML value as compact JSON text, keeping the mapping order and a number's text as
+    /// written (a YAML integer beyond 64 bits, `1.10`), so the body gets exactly what the file
+    /// says. The tree's depth is bounded by the YAML builder, so recursion here is safe.
+    fn json_text(&mut self, node: &Node, what: &str) -> Option<String> {
+        self.json_tree(node, what)
+            .map(|v| String::from_utf8_lossy(&v.to_bytes()).into_owned())
+    }
+
+    fn json_tree(&mut self, node: &Node, what: &str) -> Option<transform::json::Value> {
+        use transform::json::Value as J;
+        match &node.value {
+            Value::Scalar { text, kind } => match kind {
+                Scalar::Null => Some(J::Null),
+                Scalar::Bool(b) => Some(J::Bool(*b)),
+                Scalar::Int(_) | Scalar::Float(_) => {
+                    let as_written =
+                        matches!(transform::json::parse(text.as_bytes()), Ok(J::Number(_)));
+                    let canonical = match kind {
+                        Scalar::Int(i) => Some(i.to_string()),
+                        Scalar::Float(f) => serde_json::Number::from_f64(*f).map(|n| n.to_string()),
+                        _ => None,
+                    };
+                    match (as_written, canonical) {
+                        (true, _) => Some(J::Number(text.clone())),
+                        (false, Some(c)) => Some(J::Number(c)),
+                        (false, None) => {
+                            self.expected(
+                                node,
+                                what,
+                                "a value JSON can represent (no .inf or .nan)",
+                            );
+                            None
+                        }
+                    }
+                }
+                Scalar::Str | Scalar::Quoted => Some(J::String(text.clone())),
+            },
+            Value::Seq(items) => {
+                let mut all = All::new();
+                for item in items {
+                    let v = self.json_tree(item, what);
+                    all.push(v);
+                }
+                all.finish().map(J::Array)
+            }
+            Value::Map(_) => {
+                let entries = self.map(node, what)?;
+                let mut all = All::new();
+                for e in entries {
+                    let v = self.json_tree(e.value, what);
+                    all.push(v.map(|v| (e.key.to_string(), v)));
+                }
+                all.finish().map(J::Object)
+            }
+        }
     }
 
     fn mirror(&mut self, node: &Node, what: &str) -> Option<Mirror> {

@@ -236,6 +236,16 @@ pub(crate) const COOKIE_NAME: Format = Format {
     examples: &["route", "gw_affinity"],
 };
 
+// RFC 6901, never the whole document: `~` only as `~0` or `~1`.
+pub(crate) const JSON_POINTER: Format = Format {
+    name: "jsonPointer",
+    title: "JSON Pointer",
+    description: "A JSON Pointer (RFC 6901) to a member or array element: `/`-separated names, `~1` for a `/` and `~0` for a `~` inside a name, a decimal index or `-` (one past the end) in an array.",
+    pattern: "^(/([^~/]|~[01])*)+$",
+    scalars: Scalars::Text,
+    examples: &["/internal_id", "/user/full_name", "/items/0", "/a~1b"],
+};
+
 pub(crate) const FORMATS: &[&Format] = &[
     &DURATION,
     &POSITIVE_DURATION,
@@ -256,6 +266,7 @@ pub(crate) const FORMATS: &[&Format] = &[
     &MEDIA_TYPE,
     &PERCENT,
     &COOKIE_NAME,
+    &JSON_POINTER,
 ];
 
 // ---- types ------------------------------------------------------------------------------------
@@ -595,11 +606,12 @@ pub(crate) const RETRY_CONDITIONS: [&str; 11] = [
 /// it is a mistake). Written as a duration and read by the decoder's grammar.
 pub(crate) const MAX_CLOCK_SKEW: &str = "5m";
 
-/// Names no service or gateway may take: the policy services' xDS node groups and clusters, and
-/// the cluster of `compose` routes.
+/// Names no service or gateway may take: the policy services' xDS node groups and clusters
+/// (`proto::group::ALL`), and the cluster of `compose` routes.
 pub(crate) const RESERVED: &[&str] = &[
     proto::group::AUTHZ,
     proto::group::RATELIMIT,
+    proto::group::TRANSFORM,
     COMPOSE_FALLBACK_CLUSTER,
 ];
 
@@ -616,6 +628,32 @@ pub(crate) static TOP: Object = Object {
         key("auth", Ty::Obj(&AUTH), Optional, "Where Envoy finds authz-service, and the JWT and API-key providers that routes name in `auth`."),
         key("rate_limits", Ty::Obj(&RATE_LIMITS), Optional, "Where Envoy finds ratelimit-service, and the plans and limits it enforces; routes with a `limit` need this section."),
         key("gateways", map(Names::Except(RESERVED), &Ty::Obj(&GATEWAY)), Optional, "One entry per group of Envoy proxies; an Envoy whose bootstrap node.cluster is the entry's name gets it."),
+        key("transforms", Ty::Obj(&TRANSFORMS), Is("{}"), "Where Envoy finds transform-service, which runs the routes' `transform`s; used only by gateways with such a route."),
+    ],
+    one_of: &[],
+};
+
+#[rustfmt::skip]
+pub(crate) static TRANSFORMS: Object = Object {
+    name: "transforms",
+    title: "transforms",
+    doc: "transform-service, which edits the bodies of routes with `transform` (Envoy's ext_proc). It fails closed: there is no `on_error`, a transform that cannot run is never skipped.",
+    keys: &[
+        key("service", Ty::Obj(&TRANSFORM_SERVICE), Is("{}"), "Where Envoy finds transform-service."),
+    ],
+    one_of: &[],
+};
+
+/// The service's own default listen address (spec §7).
+#[rustfmt::skip]
+pub(crate) static TRANSFORM_SERVICE: Object = Object {
+    name: "transformService",
+    title: "transforms.service",
+    doc: "Where Envoy finds transform-service (its ext_proc gRPC service).",
+    keys: &[
+        key("address", Ty::Fmt(&HOST_PORT), Is("127.0.0.1:9003"), "Address of transform-service as host:port."),
+        key("timeout", Ty::Fmt(&POSITIVE_DURATION), Is("1s"), "How long Envoy waits for each answer of transform-service (headers, then body, per direction); on a route whose `timeout` is shorter, the answers of one request together never take longer than that `timeout`. Late: 504 JSON."),
+        key("tls", Ty::Obj(&UPSTREAM_TLS), Optional, "TLS from Envoy to transform-service; with `cert_file` and `key_file`, for a transform-service started with `--tls-cert --tls-key --client-ca`."),
     ],
     one_of: &[],
 };
@@ -961,6 +999,7 @@ pub(crate) static ROUTE: Object = Object {
         key("mirror", Ty::Obj(&MIRROR), Optional, "Also sends a share of the route's requests to another service (shadowing); the client only ever gets the route's own answer."),
         key("affinity", Ty::Obj(&AFFINITY), Optional, "Keeps a client on one endpoint by hashing a header or cookie; every service of the route needs `lb: ring_hash` or `maglev`."),
         key("cache", Ty::Obj(&CACHE), Optional, "Envoy keeps the route's `200` answers to `GET` and `HEAD` and replays them (with `age`) until `ttl` runs out; omitted, nothing is cached."),
+        key("transform", Ty::Obj(&TRANSFORM), Optional, "Edits JSON request and response bodies (and turns JSON responses into XML for clients that prefer it), in transform-service, which Envoy calls on this route only."),
     ],
     one_of: &["service", "services", "respond", "compose"],
 };
@@ -1015,6 +1054,70 @@ pub(crate) static AFFINITY: Object = Object {
     ],
     one_of: &["header", "cookie"],
 };
+
+#[rustfmt::skip]
+pub(crate) static TRANSFORM: Object = Object {
+    name: "transform",
+    title: "gateways.<name>.routes[].transform",
+    doc: "Body transforms on a forwarding route, done by transform-service (Envoy's ext_proc filter, on this route only). Only JSON bodies are edited (`application/json` or `application/*+json`, any letter case and parameters); other bodies, and bodies that are not valid JSON, pass unchanged; `content-length` always matches the body sent. Bodies up to 4 MiB are transformed: a larger request body gets 413, a larger response 502. A transform that cannot run (transform-service down, late or without its policy) answers 502 or 503 JSON, never the untransformed body. `Accept-Encoding` and `Range` are not forwarded on a route that transforms responses, so the upstream sends a whole, uncompressed body to transform (gateway `compression` still compresses the result); a compressed or partial JSON answer is refused with 502.",
+    keys: &[
+        key("request", Ty::Obj(&TRANSFORM_REQUEST), Optional, "Edits of the request body before the upstream sees it."),
+        key("response", Ty::Obj(&TRANSFORM_RESPONSE), Optional, "Edits of the response body before the client sees it."),
+    ],
+    one_of: &[],
+};
+
+#[rustfmt::skip]
+pub(crate) static TRANSFORM_REQUEST: Object = Object {
+    name: "transformRequest",
+    title: "gateways.<name>.routes[].transform.request",
+    doc: "Request body transforms.",
+    keys: &[
+        key("json", Ty::Obj(&JSON_EDITS), Required, "Edits of a JSON request body."),
+    ],
+    one_of: &[],
+};
+
+#[rustfmt::skip]
+pub(crate) static TRANSFORM_RESPONSE: Object = Object {
+    name: "transformResponse",
+    title: "gateways.<name>.routes[].transform.response",
+    doc: "Response body transforms: the JSON edits first, then XML.",
+    keys: &[
+        key("json", Ty::Obj(&JSON_EDITS), Optional, "Edits of a JSON response body."),
+        key("xml", Ty::Bool, Is("false"), "A client whose `Accept` gives `application/xml` a higher q-value than `application/json` gets the (edited) JSON as XML (`content-type: application/xml`): root element `response`, object members as elements, an array's items each as its member's element (`item` inside another array or at the top), names that are not XML names escaped `_xHHHH_`. Equal q-values, `*/*` and no `Accept` keep JSON."),
+    ],
+    one_of: &[],
+};
+
+#[rustfmt::skip]
+pub(crate) static JSON_EDITS: Object = Object {
+    name: "jsonEdits",
+    title: "gateways.<name>.routes[].transform.{request,response}.json",
+    doc: "Edits of a JSON body, applied in this order whatever the order written: `remove`, `set`, `rename`, `envelope`. A member whose name appears twice in a body counts as one: `remove` deletes every copy, `set` replaces the first and drops the rest, `rename` moves the last. An edit whose path is absent, or runs through a string, number or null, changes nothing. Numbers, member order and text the edits do not touch are kept exactly (`9223372036854775809` stays that, `1.10` too); the body is sent compact (no whitespace). JSON nested deeper than 128 levels is refused: 400 for a request, 502 for a response.",
+    keys: &[
+        key("remove", nonempty_list(&Ty::Fmt(&JSON_POINTER)), Optional, "Members or elements deleted."),
+        key("set", Ty::Map { names: Names::Any, value: &Ty::Any, nonempty: true }, Optional, "JSON Pointer → value (any YAML value, as JSON): set, creating missing parent objects; an array element by index, or appended with `-`."),
+        key("rename", Ty::Map { names: Names::Any, value: &Ty::Fmt(&JSON_POINTER), nonempty: true }, Optional, "JSON Pointer → JSON Pointer: the member moves (its parents created as with `set`)."),
+        key("envelope", Ty::Obj(&ENVELOPE), Optional, "Wraps the edited body: `{\"<field>\": <body>, <with…>, \"request_id\": \"<x-request-id>\"}`."),
+    ],
+    one_of: &[],
+};
+
+#[rustfmt::skip]
+pub(crate) static ENVELOPE: Object = Object {
+    name: "envelope",
+    title: "gateways.<name>.routes[].transform.{request,response}.json.envelope",
+    doc: "The object the edited body is wrapped in.",
+    keys: &[
+        key("field", NONEMPTY, Required, "The member that holds the body."),
+        key("with", Ty::Map { names: Names::Except(&[ENVELOPE_REQUEST_ID]), value: &Ty::Any, nonempty: false }, Optional, "Members added after the body, in this order (`request_id` is always added last, from the request's `x-request-id`)."),
+    ],
+    one_of: &[],
+};
+
+/// The member every envelope ends with.
+pub(crate) const ENVELOPE_REQUEST_ID: &str = "request_id";
 
 #[rustfmt::skip]
 pub(crate) static ROUTE_MATCH: Object = Object {

@@ -20,6 +20,18 @@ pub struct Config {
     pub auth: Option<Auth>,
     pub rate_limits: Option<RateLimits>,
     pub gateways: BTreeMap<String, Gateway>,
+    /// `transforms.service`.
+    pub transform_service: TransformService,
+}
+
+/// Where Envoy finds transform-service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransformService {
+    pub address: HostPort,
+    /// Envoy's wait for each ext_proc answer (further bounded by a route's `timeout`).
+    pub timeout: Duration,
+    /// TLS from Envoy to the service; `None`: plain text.
+    pub tls: Option<UpstreamTls>,
 }
 
 /// `host:port`. `host` is an IP literal or a DNS name (resolved by Envoy, never by us).
@@ -468,6 +480,8 @@ pub struct Route {
     pub affinity: Option<Affinity>,
     /// `GET`/`HEAD` answers kept by Envoy (only on forwarding routes without `websocket`).
     pub cache: Option<Cache>,
+    /// Only with a forwarding action.
+    pub transform: Option<Transform>,
 }
 
 /// `cache`: Envoy keeps cacheable `GET`/`HEAD` answers of the route.
@@ -475,6 +489,43 @@ pub struct Route {
 pub struct Cache {
     /// The longest an answer is replayed; an upstream's shorter `max-age` wins.
     pub ttl: Duration,
+}
+
+/// `transform` (spec §9): body edits done by transform-service.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Transform {
+    /// `request.json`.
+    pub request: Option<JsonEdits>,
+    /// `response.json`.
+    pub response: Option<JsonEdits>,
+    /// `response.xml`.
+    pub xml: bool,
+}
+
+impl Transform {
+    /// Whether responses go through transform-service.
+    pub fn edits_responses(&self) -> bool {
+        self.response.is_some() || self.xml
+    }
+}
+
+/// One direction's JSON edits: pointers as written (checked RFC 6901 pointers), values as
+/// compact JSON text that keeps the YAML's member order and number text.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JsonEdits {
+    pub remove: Vec<String>,
+    /// (pointer, JSON text), in file order.
+    pub set: Vec<(String, String)>,
+    /// (from, to), in file order.
+    pub rename: Vec<(String, String)>,
+    pub envelope: Option<Envelope>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    pub field: String,
+    /// (member name, JSON text), in file order.
+    pub with: Vec<(String, String)>,
 }
 
 /// `mirror`: a share of the route's requests is also sent to another service, whose answers

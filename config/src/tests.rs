@@ -1247,7 +1247,7 @@ fn warning_lines(src: &str) -> Vec<String> {
     warnings.iter().map(ToString::to_string).collect()
 }
 
-const ROUTE_KEYS: &str = "name, match, service, services, respond, compose, rewrite, auth, require, allow_ips, deny_ips, rate_limit, timeout, retries, max_body, websocket, request_headers, response_headers, mirror, affinity, cache";
+const ROUTE_KEYS: &str = "name, match, service, services, respond, compose, rewrite, auth, require, allow_ips, deny_ips, rate_limit, timeout, retries, max_body, websocket, request_headers, response_headers, mirror, affinity, cache, transform";
 
 #[test]
 fn a_misspelt_key_or_name_gets_did_you_mean() {
@@ -1675,6 +1675,141 @@ fn cache_decodes_and_refuses_impossible_combinations() {
             "an unknown key",
             route("        service: users\n").replace("{ ttl: 30s }", "{ ttl: 30s, vary: x }"),
             vec![(start + 4, "vary", "unknown key `vary`")],
+        ),
+    ];
+    check(cases);
+}
+
+#[test]
+fn transform_keeps_edit_order_values_and_number_text() {
+    let src = with_routes(
+        "      - name: r
+        match: { prefix: /m }
+        service: users
+        auth: none
+        transform:
+          request:
+            json: { remove: [/debug], set: { /source: mobile } }
+          response:
+            json:
+              remove: [/internal_id, /audit, /a~1b]
+              set: { /meta/z: 1, /meta/a: { big: 9223372036854775809, d: 1.10, h: 0x10, l: [true, null, x] } }
+              rename: { /full_name: /name }
+              envelope: { field: data, with: { z: 1, api_version: \"1.0\" } }
+            xml: true
+",
+    );
+    let config = parse(&src, file()).unwrap_or_else(|e| panic!("{e}\nin:\n{src}"));
+    let t = config.gateways["edge"].routes[0].transform.clone().unwrap();
+    assert_eq!(
+        t.request,
+        Some(JsonEdits {
+            remove: vec!["/debug".into()],
+            set: vec![("/source".into(), "\"mobile\"".into())],
+            ..Default::default()
+        })
+    );
+    let r = t.response.unwrap();
+    assert_eq!(r.remove, ["/internal_id", "/audit", "/a~1b"]);
+    assert_eq!(
+        r.set,
+        [
+            ("/meta/z".to_string(), "1".to_string()),
+            (
+                "/meta/a".to_string(),
+                r#"{"big":9223372036854775809,"d":1.10,"h":16,"l":[true,null,"x"]}"#.to_string()
+            )
+        ]
+    );
+    assert_eq!(r.rename, [("/full_name".to_string(), "/name".to_string())]);
+    assert_eq!(
+        r.envelope,
+        Some(Envelope {
+            field: "data".into(),
+            with: vec![
+                ("z".into(), "1".into()),
+                ("api_version".into(), "\"1.0\"".into())
+            ],
+        })
+    );
+    assert!(t.xml);
+    // XML alone is a transform too.
+    let xml_only = with_routes(
+        "      - { name: r, match: { prefix: /m }, service: users, auth: none, transform: { response: { xml: true } } }\n",
+    );
+    let config = parse(&xml_only, file()).unwrap_or_else(|e| panic!("{e}"));
+    let t = config.gateways["edge"].routes[0].transform.clone().unwrap();
+    assert!(t.xml && t.response.is_none() && t.request.is_none());
+}
+
+#[test]
+fn transform_errors_are_reported_at_the_offending_node() {
+    let route = |transform: &str| {
+        with_routes(&format!(
+            "      - name: r\n        match: {{ prefix: /m }}\n        service: users\n        auth: none\n        transform:\n{transform}"
+        ))
+    };
+    // The route starts on line 13; `transform:` is line 17, its first inner line 18.
+    let cases: Vec<Case> = vec![
+        (
+            "a pointer without a slash",
+            route("          response: { json: { remove: [internal_id] } }\n"),
+            vec![(18, "internal_id", "`internal_id` is not a JSON Pointer: a JSON Pointer starts with `/`")],
+        ),
+        (
+            "a bad escape",
+            route("          response: { json: { rename: { /a~2: /b } } }\n"),
+            vec![(18, "/a~2", "`~` must be followed by `0`")],
+        ),
+        (
+            "the whole body",
+            route("          request: { json: { set: { \"\": 1 } } }\n"),
+            vec![(18, "\"\"", "names the whole body")],
+        ),
+        (
+            "a set inside a removed member",
+            route("          response: { json: { remove: [/a], set: { /a/b: 1 } } }\n"),
+            vec![(18, "/a/b", "`/a/b` is inside `/a`, which `remove` deletes first")],
+        ),
+        (
+            "a rename of a removed member",
+            route("          response: { json: { remove: [/a], rename: { /a: /b } } }\n"),
+            vec![(18, "/a:", "nothing left to rename")],
+        ),
+        (
+            "a rename into itself",
+            route("          response: { json: { rename: { /a: /a/b } } }\n"),
+            vec![(18, "/a/b", "is the member itself or inside it")],
+        ),
+        (
+            "an envelope member that the envelope already has",
+            route("          response: { json: { envelope: { field: data, with: { request_id: x } } } }\n"),
+            vec![(18, "request_id", "`request_id` is already a member")],
+        ),
+        (
+            "an envelope without a field",
+            route("          response: { json: { envelope: { with: { a: 1 } } } }\n"),
+            vec![(18, "{ with", "missing required key `field`")],
+        ),
+        (
+            "xml on a request",
+            route("          request: { xml: true }\n"),
+            vec![(18, "{ xml", "missing required key `json`"), (18, "xml", "unknown key `xml`")],
+        ),
+        (
+            "nothing to do",
+            route("          {}\n"),
+            vec![(18, "{}", "nothing to transform")],
+        ),
+        (
+            "an infinite number",
+            route("          request: { json: { set: { /n: .inf } } }\n"),
+            vec![(18, ".inf", "a value JSON can represent")],
+        ),
+        (
+            "a transform on a route that answers itself",
+            with_routes("      - name: r\n        match: { prefix: / }\n        respond: { status: 200 }\n        auth: none\n        transform: { response: { xml: true } }\n"),
+            vec![(17, "transform", "`transform` only applies to routes that forward")],
         ),
     ];
     check(cases);

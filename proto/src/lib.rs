@@ -20,6 +20,7 @@ pub use envoy_types::pb;
 pub mod authz;
 pub mod error;
 pub mod ratelimit;
+pub mod transform;
 
 use pb::google::protobuf::{value::Kind, Any, ListValue, Struct, Value};
 use prost::encoding::{encode_key, encode_varint, WireType};
@@ -36,6 +37,7 @@ pub mod type_url {
     // Our own policy resources, served to the policy services on the same ADS server.
     pub const AUTH_POLICY: &str = "type.googleapis.com/gateway.policy.v1.AuthPolicy";
     pub const RATELIMIT_POLICY: &str = "type.googleapis.com/gateway.policy.v1.RateLimitPolicy";
+    pub const TRANSFORM_POLICY: &str = "type.googleapis.com/gateway.policy.v1.TransformPolicy";
 
     // Extension configs packed into `typed_config` fields.
     pub const HTTP_CONNECTION_MANAGER: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -74,6 +76,10 @@ pub mod type_url {
         "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
     pub const UUID_REQUEST_ID: &str =
         "type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig";
+    pub const EXT_PROC: &str =
+        "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor";
+    pub const EXT_PROC_PER_ROUTE: &str =
+        "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute";
     pub const HTTP_PROTOCOL_OPTIONS: &str =
         "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 }
@@ -83,6 +89,10 @@ pub mod type_url {
 pub mod group {
     pub const AUTHZ: &str = "authz-service";
     pub const RATELIMIT: &str = "ratelimit-service";
+    pub const TRANSFORM: &str = "transform-service";
+    /// Every policy group, for the places that must know them all (reserved gateway names,
+    /// certificates to issue).
+    pub const ALL: [&str; 3] = [AUTHZ, RATELIMIT, TRANSFORM];
 }
 
 /// The most characters of a request's `x-request-id` either policy service echoes into a denial's

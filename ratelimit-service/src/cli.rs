@@ -81,12 +81,9 @@ pub fn main() -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let node_id = args.node_id.unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "local".into());
-        format!("ratelimit-{host}-{}", std::process::id())
-    });
+    let node_id = args
+        .node_id
+        .unwrap_or_else(|| xds_client::side::default_node_id("ratelimit"));
     let opts = Options {
         xds: args.xds,
         node_id,

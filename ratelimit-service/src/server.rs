@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwapOption;
-use prost::Message;
 use proto::pb::google::protobuf::Any;
 use proto::ratelimit::RateLimitPolicy;
 use tokio::sync::watch;
@@ -46,17 +45,8 @@ pub struct PolicyApplier {
 impl PolicyApplier {
     /// Decodes and validates a complete resource set (one `RateLimitPolicy`).
     pub fn compile(resources: &[Any]) -> Result<Policy, String> {
-        let [any] = resources else {
-            return Err(format!(
-                "expected exactly one RateLimitPolicy, got {}",
-                resources.len()
-            ));
-        };
-        if any.type_url != proto::type_url::RATELIMIT_POLICY {
-            return Err(format!("unexpected resource type {:?}", any.type_url));
-        }
-        let pb = RateLimitPolicy::decode(any.value.as_slice())
-            .map_err(|e| format!("cannot decode RateLimitPolicy: {e}"))?;
+        let pb: RateLimitPolicy =
+            xds_client::single_resource(resources, proto::type_url::RATELIMIT_POLICY)?;
         Policy::compile(&pb).map_err(|e| e.to_string())
     }
 }

@@ -14,6 +14,7 @@ pub mod load;
 pub mod ratelimit;
 pub mod redis;
 pub mod stack;
+pub mod transform;
 pub mod ws;
 pub mod xds;
 

@@ -23,6 +23,7 @@ mod secret;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+pub mod transform;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -148,6 +149,8 @@ pub(crate) struct Policies<'a> {
     pub route_remove: BTreeMap<String, Vec<String>>,
     /// API-key query parameters, removed from every request after ext_authz has read them.
     pub credential_query: Vec<String>,
+    /// Set when some route of the gateway has a `transform`.
+    pub transforms: Option<&'a config::Config>,
 }
 
 /// Translates every gateway of a loaded config. Keys are gateway names (the `node.cluster` of the
@@ -173,12 +176,13 @@ pub struct PolicyResources {
 }
 
 /// Each policy service's node group and the one type it subscribes to.
-pub const POLICY_GROUPS: [(&str, &str); 2] = [
+pub const POLICY_GROUPS: [(&str, &str); 3] = [
     (proto::group::AUTHZ, proto::type_url::AUTH_POLICY),
     (proto::group::RATELIMIT, proto::type_url::RATELIMIT_POLICY),
+    (proto::group::TRANSFORM, proto::type_url::TRANSFORM_POLICY),
 ];
 
-/// The policy sets of both services. Always present (possibly empty), so a service connected to
+/// The policy sets of every policy service. Always present (possibly empty), so a service connected to
 /// a config without `auth` or `rate_limits` still receives a version and becomes ready.
 pub fn policies(loaded: &config::Loaded) -> Result<Vec<PolicyResources>, TranslateError> {
     Ok(vec![
@@ -196,6 +200,14 @@ pub fn policies(loaded: &config::Loaded) -> Result<Vec<PolicyResources>, Transla
             resources: vec![(
                 proto::ratelimit::RESOURCE_NAME.to_string(),
                 ratelimit::policy(&loaded.config).encode_to_vec(),
+            )],
+        },
+        PolicyResources {
+            group: proto::group::TRANSFORM,
+            type_url: proto::type_url::TRANSFORM_POLICY,
+            resources: vec![(
+                proto::transform::RESOURCE_NAME.to_string(),
+                transform::policy(&loaded.config).encode_to_vec(),
             )],
         },
     ])
@@ -244,6 +256,15 @@ fn translate_gateway(
     if compose::used(gw) {
         res.clusters.push(compose::fallback_cluster());
     }
+    // ext_proc and its cluster, only where some route transforms a body.
+    let transforms = transform::gateway_uses(gw).then_some(cfg);
+    if transforms.is_some() {
+        let svc = transform::service(cfg);
+        let (c, cla) = cluster::cluster(name, transform::CLUSTER, &svc, &loaded.files)?;
+        res.clusters.push(c);
+        res.endpoints.extend(cla);
+        client_certs.push((transform::CLUSTER, svc));
+    }
     // Clusters are sorted by name (see `GatewayResources`).
     res.clusters.sort_by(|a, b| a.name.cmp(&b.name));
     res.endpoints
@@ -261,6 +282,7 @@ fn translate_gateway(
             .map(|r| (r.name.clone(), authz::route_credentials(cfg, r)))
             .collect(),
         credential_query: authz::credential_query(cfg),
+        transforms,
     };
     for (svc_name, route_name) in used {
         let svc = cfg

@@ -46,7 +46,7 @@ use proto::pb::envoy::extensions::transport_sockets::tls::v3::{
 use proto::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
 
 use super::cluster::socket_address;
-use super::{ads, authz, boolv, compose, duration, ip_lists, ratelimit, u32v, Policies};
+use super::{ads, authz, boolv, compose, duration, ip_lists, ratelimit, transform, u32v, Policies};
 use config::{
     AccessLog as AccessLogMode, Compression, CompressionAlgorithm, Gateway, Listener as ListenerCfg,
 };
@@ -561,6 +561,19 @@ fn http_filters(gw: &Gateway, l: &ListenerCfg, policies: &Policies<'_>) -> Vec<H
     if super::cache::used(gw) {
         filters.extend(super::cache::http_filters());
     }
+    // `transform`: before the cache's filters (a cached route's hits are transformed per request; the cache keeps the upstream's answer), so on the way back it is the first filter to see
+    // the upstream's response, before the compressors (response filters run in reverse); and
+    // a request refused by policy or `max_body` never reaches transform-service. Disabled by
+    // default: only routes with a transform enable it (`transform::per_route`).
+    if let Some(cfg) = policies.transforms {
+        let mut f = http_filter(
+            transform::FILTER,
+            proto::type_url::EXT_PROC,
+            &transform::http_filter(cfg, gw),
+        );
+        f.disabled = true;
+        filters.push(f);
+    }
     filters.push(http_filter(
         ROUTER_FILTER,
         proto::type_url::ROUTER,
@@ -760,6 +773,7 @@ fn local_reply_config_bytes(gw: &Gateway) -> Vec<u8> {
             cel_replies()
                 .into_iter()
                 .chain(ip_lists::refused_reply(gw))
+                .chain(transform::error_replies(gw))
                 .map(|r| mapper_bytes(cel_filter(r.expression), r.status, r.error, r.message)),
         )
         .chain(LOCAL_REPLIES.iter().chain(body_limit).map(|r| {

@@ -374,6 +374,23 @@ fn route(r: &RouteCfg, services: &BTreeMap<String, Service>, policies: &Policies
             rt.request_headers_to_remove.push(h.clone());
         }
     }
+    if let (Some(t), Some(per_route)) = (&r.transform, super::transform::per_route(r)) {
+        rt.typed_per_filter_config.insert(
+            super::transform::FILTER.to_string(),
+            proto::pack(proto::type_url::EXT_PROC_PER_ROUTE, &per_route),
+        );
+        if t.edits_responses() {
+            for h in super::transform::RESPONSE_ROUTE_REMOVES {
+                if !rt.request_headers_to_remove.iter().any(|x| x == h) {
+                    rt.request_headers_to_remove.push(h.to_string());
+                }
+            }
+        }
+        // ext_proc buffers whole bodies; beyond the listener's connection buffer, up to this.
+        rt.request_body_buffer_limit = Some(proto::pb::google::protobuf::UInt64Value {
+            value: u64::from(proto::transform::MAX_BODY_BYTES),
+        });
+    }
     rt
 }
 

@@ -2957,3 +2957,113 @@ fn affinity_cookies_are_marked_secure_on_tls_listeners_only() {
     // Without cookie affinity the filter is not there.
     assert_eq!(lua_of(&edge(TLS_GATEWAY).listeners[1]), None);
 }
+
+#[test]
+fn transform_routes_enable_ext_proc_with_their_phases_only() {
+    use proto::pb::envoy::extensions::filters::http::ext_proc::v3::{
+        ext_proc_per_route, processing_mode::BodySendMode, processing_mode::HeaderSendMode,
+        ExtProcPerRoute, ExternalProcessor,
+    };
+    use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter;
+    let yaml = with_routes(
+        USERS,
+        "      - { name: out, match: { prefix: /o }, service: users, auth: none, timeout: 2s, transform: { response: { xml: true } } }
+      - { name: in, match: { prefix: /i }, service: users, auth: none, transform: { request: { json: { remove: [/debug] } } } }
+      - { name: plain, match: { prefix: /p }, service: users, auth: none }
+",
+    );
+    let r = edge(&yaml);
+    assert!(r.clusters.iter().any(|c| c.name == transform::CLUSTER));
+    let filters = hcm(&r.listeners[0]).http_filters;
+    let names: Vec<&str> = filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names[names.len() - 2..],
+        [transform::FILTER, "envoy.filters.http.router"]
+    );
+    let f = &filters[filters.len() - 2];
+    assert!(f.disabled, "enabled per route only");
+    let Some(http_filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+        panic!("typed config")
+    };
+    let ep: ExternalProcessor = unpack(any, proto::type_url::EXT_PROC);
+    assert!(!ep.failure_mode_allow);
+    assert_eq!(ep.status_on_error.map(|s| s.code), Some(502));
+    // `out`: request headers, response headers and body fit in its 2 s: 666 ms each (below
+    // the service's 1 s default).
+    assert_eq!(ep.message_timeout, dur(0, 666_666_666));
+
+    let per_route = |name: &str| {
+        let rt = route_named(&r, name);
+        rt.typed_per_filter_config
+            .get(transform::FILTER)
+            .map(|any| {
+                let p: ExtProcPerRoute = unpack(any, proto::type_url::EXT_PROC_PER_ROUTE);
+                let Some(ext_proc_per_route::Override::Overrides(o)) = p.r#override else {
+                    panic!("overrides")
+                };
+                let m = o.processing_mode.unwrap();
+                let route = o.grpc_initial_metadata[0].value.clone();
+                (
+                    route,
+                    m.request_body_mode,
+                    m.response_header_mode,
+                    m.response_body_mode,
+                )
+            })
+    };
+    let (b, s, k) = (
+        BodySendMode::Buffered as i32,
+        HeaderSendMode::Send as i32,
+        HeaderSendMode::Skip as i32,
+    );
+    let none = BodySendMode::None as i32;
+    assert_eq!(per_route("out"), Some(("out".to_string(), none, s, b)));
+    assert_eq!(per_route("in"), Some(("in".to_string(), b, k, none)));
+    assert_eq!(per_route("plain"), None);
+    // Responses to transform come whole and uncompressed.
+    let out = route_named(&r, "out");
+    for h in transform::RESPONSE_ROUTE_REMOVES {
+        assert!(out.request_headers_to_remove.iter().any(|x| x == h), "{h}");
+    }
+    assert!(!route_named(&r, "in")
+        .request_headers_to_remove
+        .iter()
+        .any(|x| x == "range"));
+    assert_eq!(
+        out.request_body_buffer_limit.as_ref().map(|v| v.value),
+        Some(u64::from(proto::transform::MAX_BODY_BYTES))
+    );
+    // No transform anywhere: no filter, no cluster.
+    let r = edge(&with_routes(
+        USERS,
+        "      - { name: plain, match: { prefix: /p }, service: users, auth: none }\n",
+    ));
+    assert!(!r.clusters.iter().any(|c| c.name == transform::CLUSTER));
+    assert!(!hcm(&r.listeners[0])
+        .http_filters
+        .iter()
+        .any(|f| f.name == transform::FILTER));
+}
+
+#[test]
+fn the_transform_policy_lists_every_route() {
+    let yaml = with_routes(
+        USERS,
+        "      - { name: z, match: { prefix: /z }, service: users, auth: none }
+      - name: a
+        match: { prefix: /a }
+        service: users
+        auth: none
+        transform:
+          response:
+            json: { set: { /n: 9223372036854775809 }, envelope: { field: d, with: { v: \"1.0\" } } }
+",
+    );
+    let p = transform::policy(&load(&yaml).config);
+    let names: Vec<&str> = p.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["a", "z"]);
+    let a = p.routes[0].response.as_ref().unwrap();
+    assert_eq!(a.set[0].json, "9223372036854775809");
+    assert_eq!(a.envelope.as_ref().unwrap().with[0].json, "\"1.0\"");
+    assert!(p.routes[1].request.is_none() && p.routes[1].response.is_none() && !p.routes[1].xml);
+}

@@ -72,6 +72,24 @@ pub trait Apply: Send + 'static {
     fn apply(&mut self, version: &str, resources: &[Any]) -> Result<(), String>;
 }
 
+/// The one resource a policy service's set holds (every policy is a single resource), decoded:
+/// the shared first step of every [`Apply`]. An error names what was wrong, for the NACK.
+pub fn single_resource<M: prost::Message + Default>(
+    resources: &[Any],
+    type_url: &str,
+) -> Result<M, String> {
+    let [any] = resources else {
+        return Err(format!(
+            "expected exactly one {type_url} resource, got {}",
+            resources.len()
+        ));
+    };
+    if any.type_url != type_url {
+        return Err(format!("unexpected resource type {:?}", any.type_url));
+    }
+    M::decode(any.value.as_slice()).map_err(|e| format!("undecodable {type_url}: {e}"))
+}
+
 /// The client's view, for readiness and `/metrics` of the service using it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {

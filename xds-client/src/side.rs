@@ -35,6 +35,15 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
+/// A process's default `node.id` towards xds-server: `<service>-<hostname>-<pid>`, unique per
+/// process so `/status` tells replicas apart.
+pub fn default_node_id(service: &str) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{service}-{host}-{}", std::process::id())
+}
+
 /// A registry in Prometheus' text exposition format.
 pub fn render(registry: &Registry) -> String {
     let mut buf = Vec::new();

@@ -217,7 +217,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 return Ok(0);
             }
             let mut groups = gateways;
-            for g in [proto::group::AUTHZ, proto::group::RATELIMIT] {
+            for g in proto::group::ALL {
                 if !groups.iter().any(|x| x == g) {
                     groups.push(g.to_string());
                 }
