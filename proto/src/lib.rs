@@ -72,6 +72,8 @@ pub mod type_url {
     pub const RBAC: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
     pub const RBAC_PER_ROUTE: &str =
         "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
+    pub const OPENTELEMETRY_TRACER: &str =
+        "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig";
     pub const HTTP_PROTOCOL_OPTIONS: &str =
         "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 }
@@ -82,6 +84,10 @@ pub mod group {
     pub const AUTHZ: &str = "authz-service";
     pub const RATELIMIT: &str = "ratelimit-service";
 }
+
+/// The cluster through which Envoy sends its spans to a gateway's `tracing.collector`; reserved
+/// like the policy services' names, so no `services` entry can take it.
+pub const TRACING_CLUSTER: &str = "tracing-collector";
 
 /// The most characters of a request's `x-request-id` either policy service echoes into a denial's
 /// JSON body or writes into a log line. Envoy keeps a client-sent id (`preserve_external_request_id`),

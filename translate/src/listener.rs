@@ -44,7 +44,7 @@ use proto::pb::envoy::extensions::transport_sockets::tls::v3::{
 use proto::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
 
 use super::cluster::socket_address;
-use super::{ads, authz, boolv, duration, ip_lists, ratelimit, u32v, Policies};
+use super::{ads, authz, boolv, duration, ip_lists, ratelimit, trace, u32v, Policies};
 use config::{
     AccessLog as AccessLogMode, Compression, CompressionAlgorithm, Gateway, Listener as ListenerCfg,
 };
@@ -356,6 +356,7 @@ pub(super) fn hcm_base(
         stream_idle_timeout: Some(duration(gw.timeouts.stream_idle)),
         early_header_mutation_extensions: vec![early_header_removal(&policies.early_remove)],
         upgrade_configs: upgrade_configs(gw),
+        tracing: gw.tracing.as_ref().map(trace::hcm),
         ..Default::default()
     }
 }
