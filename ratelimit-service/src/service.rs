@@ -237,17 +237,28 @@ pub fn respond(decision: Decision) -> Result<RateLimitResponse, Status> {
         ],
         ..Default::default()
     };
+    // The outcome for Envoy's access log (`proto::ratelimit::metadata`).
+    let with_outcome = |mut r: RateLimitResponse, outcome: &str| {
+        r.dynamic_metadata = Some(proto::string_struct([(
+            proto::ratelimit::metadata::OUTCOME,
+            outcome,
+        )]));
+        r
+    };
     match decision {
         Decision::Unlimited { descriptors } => Ok(all_ok(descriptors)),
         Decision::StoreFailed {
             fail_open: true,
             descriptors,
             ..
-        } => Ok(all_ok(descriptors)),
+        } => Ok(with_outcome(all_ok(descriptors), "error")),
         Decision::StoreFailed { error, .. } => Err(Status::unavailable(format!(
             "rate-limit store failed: {error}"
         ))),
-        Decision::Decided { plan, outcome } => Ok(decided(&plan, &outcome)),
+        Decision::Decided { plan, outcome } => {
+            let label = if outcome.admitted { "ok" } else { "over_limit" };
+            Ok(with_outcome(decided(&plan, &outcome), label))
+        }
     }
 }
 

@@ -328,3 +328,90 @@ async fn sample_0_exports_no_request_spans_and_services_without_the_variable_exp
         "a service without OTEL_EXPORTER_OTLP_ENDPOINT exported: {services:#?} (Envoy: {spans:#?})"
     );
 }
+
+/// The access log line of the request with id `id`, as JSON.
+async fn log_line(gw: &Full, id: &str) -> serde_json::Value {
+    let path = gw
+        .stack
+        .dir()
+        .join(format!("envoy-{}.stdout.log", gw.stack.envoy.node_id()));
+    // Envoy flushes its access log about once a second.
+    wait_for("the access log line", Duration::from_secs(10), async || {
+        let log = std::fs::read_to_string(&path).unwrap_or_default();
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["request_id"] == id)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_carries_trace_client_plan_provider_and_rate_limit_outcome() {
+    let collector = Collector::start().await;
+    let shape = Shape::new(
+        "{ free: 1/minute, pro: 1/minute }",
+        &routes(&collector, "100%"),
+    );
+    let gw = Full::start(&shape, None).await;
+    let c = gw.stack.client(gw.ports.http);
+    wait_for_route(&c, "/public", 200).await;
+    let bearer = format!("Bearer {}", token("carol", "pro"));
+
+    let r = c
+        .get("/api/a")
+        .header("authorization", &bearer)
+        .header("x-request-id", "allowed-1")
+        .ok()
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let (trace, _) = traceparent(r.upstream_header("traceparent").expect("traceparent"))
+        .expect("a valid traceparent");
+    let l = log_line(&gw, "allowed-1").await;
+    assert_eq!(l["trace_id"], trace.as_str(), "{l}");
+    assert_eq!(l["client_id"], "carol", "{l}");
+    assert_eq!(l["plan"], "pro", "{l}");
+    assert_eq!(l["auth_provider"], "main", "{l}");
+    assert_eq!(l["rate_limit"], "ok", "{l}");
+
+    let r = c
+        .get("/api/a")
+        .header("authorization", &bearer)
+        .header("x-request-id", "limited-1")
+        .ok()
+        .await;
+    assert_eq!(r.status, 429, "{r:?}");
+    let l = log_line(&gw, "limited-1").await;
+    assert_eq!(l["client_id"], "carol", "{l}");
+    assert_eq!(l["rate_limit"], "over_limit", "{l}");
+
+    let r = c
+        .get("/api/a")
+        .header("authorization", "Bearer not-a-token")
+        .header("x-request-id", "refused-1")
+        .ok()
+        .await;
+    assert_eq!(r.status, 401, "{r:?}");
+    let l = log_line(&gw, "refused-1").await;
+    assert!(l["client_id"].is_null(), "{l}");
+    assert!(l["plan"].is_null(), "{l}");
+    assert!(
+        l["rate_limit"].is_null(),
+        "a refused request is not counted: {l}"
+    );
+
+    // Abuse: identity headers on an `auth: none` route reach neither the upstream nor the log.
+    let r = c
+        .get("/public/x")
+        .header("x-request-id", "spoofed-1")
+        .header("x-client-id", "mallory")
+        .header("x-client-plan", "pro")
+        .header("x-auth-provider", "main")
+        .ok()
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let l = log_line(&gw, "spoofed-1").await;
+    assert!(l["client_id"].is_null(), "{l}");
+    assert!(l["plan"].is_null(), "{l}");
+    assert!(l["auth_provider"].is_null(), "{l}");
+    assert_eq!(l["rate_limit"], "ok", "anonymous limits still count: {l}");
+}

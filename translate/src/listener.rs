@@ -121,6 +121,27 @@ pub(super) const JSON_ACCESS_LOG: &[(&str, &str)] = &[
     ("response_flags", "%RESPONSE_FLAGS%"),
     ("bytes_received", "%BYTES_RECEIVED%"),
     ("bytes_sent", "%BYTES_SENT%"),
+    // Spec §10. Envoy's trace id (empty without `tracing`).
+    ("trace_id", "%TRACE_ID%"),
+    // Set by authz-service's allowing Check response (dynamic metadata, never a client
+    // header), so a client on an `auth: none` route cannot write them.
+    (
+        "client_id",
+        "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:client_id)%",
+    ),
+    (
+        "plan",
+        "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:plan)%",
+    ),
+    (
+        "auth_provider",
+        "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:provider)%",
+    ),
+    // Set by ratelimit-service's answer (`proto::ratelimit::metadata`): ok, over_limit, error.
+    (
+        "rate_limit",
+        "%DYNAMIC_METADATA(envoy.filters.http.ratelimit:outcome)%",
+    ),
 ];
 
 /// The `text` access log line: the same information in Envoy's classic layout.
