@@ -196,3 +196,40 @@ fn heading_anchors_follow_the_github_rules() {
         .collect();
     assert_eq!(got, want);
 }
+
+/// The README's metric table names exactly the metrics our processes declare: every name
+/// string in the four metrics modules (one `Opts::new` or helper call per metric there).
+#[test]
+fn the_readme_lists_every_metric_the_services_declare() {
+    let root = root();
+    let mut declared = BTreeSet::new();
+    for file in [
+        "ads/src/metrics.rs",
+        "authz-service/src/metrics.rs",
+        "ratelimit-service/src/metrics.rs",
+        "xds-server/src/metrics.rs",
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).expect(file);
+        for quoted in text.split('"').skip(1).step_by(2) {
+            let ours = ["xds_", "authz_", "ratelimit_"]
+                .iter()
+                .any(|p| quoted.starts_with(p));
+            if ours && quoted.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                declared.insert(quoted.to_string());
+            }
+        }
+    }
+    assert!(declared.len() >= 15, "the scan found too few: {declared:?}");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let listed: BTreeSet<String> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`').map(|(name, _)| name.to_string()))
+        .filter(|n| {
+            ["xds_", "authz_", "ratelimit_"]
+                .iter()
+                .any(|p| n.starts_with(p))
+        })
+        .collect();
+    assert_eq!(listed, declared, "README metrics table vs the code");
+}
