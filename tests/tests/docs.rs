@@ -233,3 +233,44 @@ fn the_readme_lists_every_metric_the_services_declare() {
         .collect();
     assert_eq!(listed, declared, "README metrics table vs the code");
 }
+
+/// The Grafana dashboard parses, and every metric its queries name is one the README documents
+/// (our metric table, checked against the code above, and Envoy's per-route metrics, checked
+/// against a real Envoy's scrape in `route_metrics.rs`).
+#[test]
+fn every_metric_the_dashboard_queries_is_documented() {
+    let root = root();
+    let text = std::fs::read_to_string(root.join("deploy/grafana/dashboards/gateway.json"))
+        .expect("dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 8, "{} panels", panels.len());
+    let mut names = BTreeSet::new();
+    for p in panels {
+        for t in p["targets"].as_array().expect("targets") {
+            let expr = t["expr"].as_str().expect("expr");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if ["envoy_", "authz_", "ratelimit_", "xds_"]
+                    .iter()
+                    .any(|p| word.starts_with(p))
+                    && !word.starts_with("envoy_route")
+                    && !word.starts_with("envoy_response_code")
+                {
+                    let base = ["_bucket", "_count", "_sum"]
+                        .iter()
+                        .find_map(|s| word.strip_suffix(s))
+                        .unwrap_or(word);
+                    names.insert(base.to_string());
+                }
+            }
+        }
+    }
+    assert!(names.len() >= 8, "{names:?}");
+    for n in &names {
+        assert!(
+            readme.contains(&format!("`{n}`")),
+            "the dashboard queries {n}, which the README does not document"
+        );
+    }
+}
