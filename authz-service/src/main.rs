@@ -4,9 +4,10 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = authz_service::cli::Cli::parse();
-    if cli.command.is_none() || matches!(cli.command, Some(authz_service::cli::Command::Serve(_))) {
-        authz_service::cli::init_logging(cli.log_format);
-    }
+    // Held until exit: dropping it flushes the spans not yet exported.
+    let _telemetry = (cli.command.is_none()
+        || matches!(cli.command, Some(authz_service::cli::Command::Serve(_))))
+    .then(|| authz_service::cli::init_logging(cli.log_format, "authz-service"));
     match authz_service::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

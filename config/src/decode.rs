@@ -1662,6 +1662,10 @@ impl<'a> Ctx<'a> {
             Some(ClientIp { trusted_hops })
         });
         let access_log = self.choice_key(&f, "access_log", &what, &d::ACCESS_LOGS);
+        let tracing = match f.get("tracing") {
+            None => Some(None),
+            Some(n) => self.tracing(name, n, &format!("{what}.tracing")).map(Some),
+        };
         let max_body = match f.get("max_body") {
             None => Some(None),
             Some(n) => self.size(n, &format!("{what}.max_body")).map(Some),
@@ -1701,11 +1705,31 @@ impl<'a> Ctx<'a> {
             cors: cors?,
             client_ip: client_ip?,
             access_log: access_log?,
+            tracing: tracing?,
             max_body: max_body?,
             compression: compression?,
             timeouts: timeouts?,
             limits: limits?,
             routes: routes?,
+        })
+    }
+
+    fn tracing(&mut self, gateway: &str, node: &Node, what: &str) -> Option<Tracing> {
+        let f = self.fields(node, what, &d::TRACING)?;
+        let collector = f
+            .get("collector")
+            .and_then(|n| self.host_port(n, &format!("{what}.collector")));
+        let sample = f
+            .value("sample")
+            .and_then(|n| self.percent(n, &format!("{what}.sample")));
+        let service_name = match f.get("service_name") {
+            None => Some(gateway.to_string()),
+            Some(n) => self.nonempty(n, &format!("{what}.service_name")),
+        };
+        Some(Tracing {
+            collector: collector?,
+            sample_per_million: sample?,
+            service_name: service_name?,
         })
     }
 

@@ -613,6 +613,7 @@ pub(crate) const RESERVED: &[&str] = &[
     proto::group::RATELIMIT,
     proto::group::TRANSFORM,
     COMPOSE_FALLBACK_CLUSTER,
+    proto::TRACING_CLUSTER,
 ];
 
 // ---- objects ----------------------------------------------------------------------------------
@@ -860,11 +861,25 @@ pub(crate) static GATEWAY: Object = Object {
         key("cors", Ty::Obj(&CORS), Optional, "CORS policy for every route of the gateway; omitted, Envoy does not answer CORS requests."),
         key("client_ip", Ty::Obj(&CLIENT_IP), Is("{}"), "Which address is the client's, for per-IP limits, `allow_ips` / `deny_ips` and the access log."),
         key("access_log", Ty::Enum(&ACCESS_LOGS), Is("json"), "Format of Envoy's access log on stdout, or `off`; the path is logged without its query (which may carry an API key), whatever the status."),
+        key("tracing", Ty::Obj(&TRACING), Optional, "OpenTelemetry traces of the gateway's requests, exported by Envoy over OTLP/gRPC; omitted, Envoy traces nothing (a client's `traceparent` still reaches the upstream unchanged)."),
         key("max_body", Ty::Fmt(&SIZE), Optional, "Largest request body of every route without its own `max_body` (`websocket` routes excepted): Envoy buffers the body and answers a larger one, with a content-length or chunked, over HTTP/1.1 or HTTP/2, with 413 before the upstream sees the request; omitted, bodies are streamed and not limited."),
         key("compression", Ty::Obj(&COMPRESSION), Optional, "Compresses responses for clients that accept it; omitted, responses pass as the upstream sent them."),
         key("timeouts", Ty::Obj(&CLIENT_TIMEOUTS), Is("{}"), "How long Envoy waits on a client before it gives up on the request or connection."),
         key("limits", Ty::Obj(&CONNECTION_LIMITS), Is("{}"), "What one client connection may hold in Envoy: buffered bytes, HTTP/2 streams and windows."),
         key("routes", list(&Ty::Obj(&ROUTE)), Optional, "Routes, tried in file order; the first that matches wins."),
+    ],
+    one_of: &[],
+};
+
+#[rustfmt::skip]
+pub(crate) static TRACING: Object = Object {
+    name: "tracing",
+    title: "gateways.<name>.tracing",
+    doc: "Envoy starts a W3C trace (`traceparent`, `tracestate`) for a sampled share of the requests, or continues the one a client sent (its sampled flag is kept), exports its spans over OTLP/gRPC to `collector`, and sends the upstream a `traceparent` of the same trace; authz-service and ratelimit-service continue it in their own spans (exported where `OTEL_EXPORTER_OTLP_ENDPOINT` is set).",
+    keys: &[
+        key("collector", Ty::Fmt(&HOST_PORT), Required, "OTLP/gRPC address (host:port, plain HTTP/2) of the OpenTelemetry collector Envoy sends its spans to."),
+        key("sample", Ty::Fmt(&PERCENT), Is("100%"), "Share of the requests without a client-sent `traceparent` that start a sampled trace; `0%` starts none."),
+        key("service_name", NONEMPTY, Optional, "`service.name` of Envoy's spans; omitted, the gateway's name."),
     ],
     one_of: &[],
 };

@@ -312,6 +312,8 @@ pub struct Gateway {
     /// Which address is the client's: the TCP peer, or what trusted proxies in front saw.
     pub client_ip: ClientIp,
     pub access_log: AccessLog,
+    /// OpenTelemetry tracing by Envoy; `None`: Envoy traces nothing.
+    pub tracing: Option<Tracing>,
     /// The request-body limit, in bytes, of every route without its own; `None`: no limit.
     pub max_body: Option<u32>,
     /// Response compression; `None`: responses pass as the upstream sent them.
@@ -323,6 +325,17 @@ pub struct Gateway {
     pub limits: ConnectionLimits,
     /// First match wins, in file order. Names unique within the whole file.
     pub routes: Vec<Route>,
+}
+
+/// Spec §10 `tracing`: Envoy's OpenTelemetry tracer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracing {
+    /// The OTLP/gRPC collector.
+    pub collector: HostPort,
+    /// Share of requests without a client-sent trace that start a sampled one, in millionths.
+    pub sample_per_million: u32,
+    /// `service.name` of Envoy's spans (the gateway's name when the key is absent).
+    pub service_name: String,
 }
 
 /// How the client's address is found (spec §8 `client_ip`): per-IP limits, IP lists and the

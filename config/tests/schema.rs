@@ -105,6 +105,7 @@ gateways:
     cors: { origins: ["*", "http://[::1]:3000"], max_age: 0s }
     access_log: off
     client_ip: { trusted_hops: 1 }
+    tracing: { collector: "otel.internal:4317", sample: 0.5%, service_name: edge-gw }
     timeouts: { request_headers: 0s, stream_idle: 1h }
     limits: { connection_buffer: 65536, max_concurrent_streams: 10, initial_stream_window: 1MiB }
     routes:
@@ -288,6 +289,31 @@ fn invalid_configs_are_rejected_by_both() {
             "bad access_log",
             "version: 1\ngateways:\n  g: { listeners: [{ name: h, port: 1 }], access_log: xml }\n".into(),
             "expected one of json",
+        ),
+        (
+            "tracing without a collector",
+            "version: 1\ngateways:\n  g: { listeners: [{ name: h, port: 1 }], tracing: { sample: 10% } }\n".into(),
+            "missing required key `collector`",
+        ),
+        (
+            "tracing collector without a port",
+            "version: 1\ngateways:\n  g: { listeners: [{ name: h, port: 1 }], tracing: { collector: otel } }\n".into(),
+            "expected host:port",
+        ),
+        (
+            "tracing sample over 100%",
+            "version: 1\ngateways:\n  g: { listeners: [{ name: h, port: 1 }], tracing: { collector: otel:4317, sample: 150% } }\n".into(),
+            "gateways.g.tracing.sample",
+        ),
+        (
+            "tracing sample without %",
+            "version: 1\ngateways:\n  g: { listeners: [{ name: h, port: 1 }], tracing: { collector: otel:4317, sample: 10 } }\n".into(),
+            "write the `%`",
+        ),
+        (
+            "the tracing collector's cluster name taken by a service",
+            "version: 1\nservices:\n  tracing-collector: { endpoints: [127.0.0.1:1] }\n".into(),
+            "reserved",
         ),
         (
             "bad rate",

@@ -80,6 +80,8 @@ pub mod type_url {
         "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor";
     pub const EXT_PROC_PER_ROUTE: &str =
         "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute";
+    pub const OPENTELEMETRY_TRACER: &str =
+        "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig";
     pub const HTTP_PROTOCOL_OPTIONS: &str =
         "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 }
@@ -94,6 +96,10 @@ pub mod group {
     /// certificates to issue).
     pub const ALL: [&str; 3] = [AUTHZ, RATELIMIT, TRANSFORM];
 }
+
+/// The cluster through which Envoy sends its spans to a gateway's `tracing.collector`; reserved
+/// like the policy services' names, so no `services` entry can take it.
+pub const TRACING_CLUSTER: &str = "tracing-collector";
 
 /// The most characters of a request's `x-request-id` either policy service echoes into a denial's
 /// JSON body or writes into a log line. Envoy keeps a client-sent id (`preserve_external_request_id`),

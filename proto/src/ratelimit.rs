@@ -58,6 +58,16 @@ pub mod key {
 /// The RLS `domain` every gateway Envoy uses.
 pub const DOMAIN: &str = "gateway";
 
+/// The dynamic metadata a ShouldRateLimit answer carries, which Envoy's rate-limit filter
+/// stores under [`metadata::NAMESPACE`] for the access log (spec §10).
+pub mod metadata {
+    /// Envoy's rate-limit HTTP filter name, under which it files the response's metadata.
+    pub const NAMESPACE: &str = "envoy.filters.http.ratelimit";
+    /// `ok`, `over_limit`, or `error` (the store failed and `on_error: allow` let the request
+    /// through); absent when no limit applied or the service did not answer.
+    pub const OUTCOME: &str = "outcome";
+}
+
 #[derive(Clone, PartialEq, Message)]
 pub struct RateLimitPolicy {
     /// RLS domain; requests for any other domain are answered OK without counting.

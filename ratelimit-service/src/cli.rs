@@ -73,7 +73,8 @@ pub struct ServeArgs {
 
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    xds_client::side::init_logging(cli.log_format);
+    // Held until exit: dropping it flushes the spans not yet exported.
+    let _telemetry = xds_client::side::init_logging(cli.log_format, "ratelimit-service");
     serve(match cli.command {
         Some(Command::Serve(args)) => args,
         None => cli.serve,

@@ -11,6 +11,7 @@ use proto::pb::envoy::service::ratelimit::v3::rate_limit_response::{
 };
 use proto::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::cache::OverLimitCache;
 use crate::limiter::Check;
@@ -82,10 +83,12 @@ impl<S: CounterStore> RateLimiter<S> {
         let result = tokio::time::timeout(budget, self.store.check(&plan.hits))
             .await
             .unwrap_or(Err(StoreError::Timeout));
+        let store_seconds = started.elapsed().as_secs_f64();
         self.metrics
             .store_seconds
             .with_label_values(&[self.store.kind()])
-            .observe(started.elapsed().as_secs_f64());
+            .observe(store_seconds);
+        tracing::Span::current().record("store_ms", store_seconds * 1000.0);
         match result {
             Ok(outcome) => {
                 self.record(&plan, &outcome, "denied");
@@ -234,17 +237,28 @@ pub fn respond(decision: Decision) -> Result<RateLimitResponse, Status> {
         ],
         ..Default::default()
     };
+    // The outcome for Envoy's access log (`proto::ratelimit::metadata`).
+    let with_outcome = |mut r: RateLimitResponse, outcome: &str| {
+        r.dynamic_metadata = Some(proto::string_struct([(
+            proto::ratelimit::metadata::OUTCOME,
+            outcome,
+        )]));
+        r
+    };
     match decision {
         Decision::Unlimited { descriptors } => Ok(all_ok(descriptors)),
         Decision::StoreFailed {
             fail_open: true,
             descriptors,
             ..
-        } => Ok(all_ok(descriptors)),
+        } => Ok(with_outcome(all_ok(descriptors), "error")),
         Decision::StoreFailed { error, .. } => Err(Status::unavailable(format!(
             "rate-limit store failed: {error}"
         ))),
-        Decision::Decided { plan, outcome } => Ok(decided(&plan, &outcome)),
+        Decision::Decided { plan, outcome } => {
+            let label = if outcome.admitted { "ok" } else { "over_limit" };
+            Ok(with_outcome(decided(&plan, &outcome), label))
+        }
     }
 }
 
@@ -408,13 +422,46 @@ fn sf_string(s: &str) -> String {
 impl<S: CounterStore> RateLimiter<S> {
     /// One `ShouldRateLimit` call, as the gRPC endpoint in `grpc` hands it over (already decoded
     /// and repaired): the decision, its answer and its latency.
-    #[tracing::instrument(skip_all, fields(descriptors = request.get_ref().descriptors.len()))]
+    ///
+    /// Its span (`ratelimit.should_rate_limit`) continues the trace Envoy sent and carries the
+    /// decision, the rule or plan that refused, the store and its latency: never a counter key,
+    /// which holds the client id, IP or header value counted.
     pub async fn handle(
+        &self,
+        request: Request<RateLimitRequest>,
+    ) -> Result<Response<RateLimitResponse>, Status> {
+        let span = tracing::info_span!(
+            "ratelimit.should_rate_limit",
+            otel.kind = "server",
+            descriptors = request.get_ref().descriptors.len(),
+            decision = tracing::field::Empty,
+            rule = tracing::field::Empty,
+            store = self.store.kind(),
+            store_ms = tracing::field::Empty,
+        );
+        xds_client::telemetry::continue_trace(&span, request.metadata());
+        self.handle_traced(request).instrument(span).await
+    }
+
+    async fn handle_traced(
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
         let started = Instant::now();
         let decision = self.decide(request.get_ref()).await;
+        let span = tracing::Span::current();
+        match &decision {
+            Decision::Unlimited { .. } => span.record("decision", "unlimited"),
+            Decision::Decided { outcome, .. } if outcome.admitted => span.record("decision", "ok"),
+            Decision::Decided { plan, outcome } => {
+                let refused = outcome.checks.iter().position(|c| !c.admitted);
+                if let Some(name) = refused.and_then(|i| plan.names.get(i)) {
+                    span.record("rule", name.as_str());
+                }
+                span.record("decision", "over_limit")
+            }
+            Decision::StoreFailed { .. } => span.record("decision", "error"),
+        };
         let answer = respond(decision).map(Response::new);
         self.metrics
             .request_seconds

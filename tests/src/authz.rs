@@ -27,8 +27,23 @@ impl AuthzService {
     /// Starts it against xds-server at `xds` (host:port) listening on `grpc_port` (the port the
     /// gateway.yaml names in `auth.service.address`), and waits until it has a policy (`/readyz`).
     pub async fn start_on(name: &str, xds: &str, grpc_port: u16, log_dir: &Path) -> Self {
+        Self::start_with_env(name, xds, grpc_port, &[], log_dir).await
+    }
+
+    /// Like [`start_on`](Self::start_on) with more environment variables (such as
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`); one the test runner has and `env` does not name is not
+    /// passed on, so spans are exported only where a test asks for it.
+    pub async fn start_with_env(
+        name: &str,
+        xds: &str,
+        grpc_port: u16,
+        env: &[(String, String)],
+        log_dir: &Path,
+    ) -> Self {
         let admin_port = free_port();
         let mut cmd = Command::new(workspace_bin("authz-service"));
+        cmd.env_remove(xds_client::telemetry::ENDPOINT_ENV)
+            .envs(env.iter().map(|(k, v)| (k, v)));
         cmd.env(SECRET_ENV, SECRET)
             .args(["--xds", xds, "--node-id", name])
             .args(["--listen", &format!("127.0.0.1:{grpc_port}")])

@@ -37,6 +37,9 @@ pub struct Shape {
     pub jwt_extra: String,
     /// More services (entries under `services`, indented by two spaces).
     pub services_extra: String,
+    /// Environment of authz-service and ratelimit-service (such as
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub service_env: Vec<(String, String)>,
 }
 
 impl Shape {
@@ -50,6 +53,7 @@ impl Shape {
             routes: routes.to_string(),
             jwt_extra: String::new(),
             services_extra: String::new(),
+            service_env: Vec::new(),
         }
     }
 }
@@ -85,8 +89,19 @@ impl Full {
         let yaml = Self::render(&upstream.endpoint(), &ports, &keys_file, shape);
         let stack = Stack::start_in(dir, XdsMode::Sotw, &yaml).await;
         let xds = stack.xds.grpc_addr();
-        let authz = AuthzService::start_on("authz-full", &xds, ports.authz, stack.dir()).await;
-        let rls = RateLimitService::start_on("rls-full", &xds, redis, ports.rls, stack.dir()).await;
+        let env = &shape.service_env;
+        let authz =
+            AuthzService::start_with_env("authz-full", &xds, ports.authz, env, stack.dir()).await;
+        let rls = RateLimitService::start_with_env(
+            "rls-full",
+            &xds,
+            redis,
+            ports.rls,
+            &[],
+            env,
+            stack.dir(),
+        )
+        .await;
         stack.wait_converged().await;
         Full {
             stack,
@@ -119,6 +134,7 @@ impl Full {
             routes,
             jwt_extra,
             services_extra,
+            service_env: _,
         } = shape;
         format!(
             r#"version: 1

@@ -11,6 +11,7 @@ pub mod echo;
 pub mod envoy;
 pub mod gateway;
 pub mod load;
+pub mod otlp;
 pub mod ratelimit;
 pub mod redis;
 pub mod stack;

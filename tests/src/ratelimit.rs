@@ -52,8 +52,25 @@ impl RateLimitService {
         args: &[&str],
         log_dir: &Path,
     ) -> Self {
+        Self::start_with_env(name, xds, redis, grpc_port, args, &[], log_dir).await
+    }
+
+    /// Like [`start_with`](Self::start_with) with more environment variables (such as
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`); one the test runner has and `env` does not name is not
+    /// passed on.
+    pub async fn start_with_env(
+        name: &str,
+        xds: &str,
+        redis: Option<&str>,
+        grpc_port: u16,
+        args: &[&str],
+        env: &[(String, String)],
+        log_dir: &Path,
+    ) -> Self {
         let admin_port = free_port();
         let mut cmd = Command::new(workspace_bin("ratelimit-service"));
+        cmd.env_remove(xds_client::telemetry::ENDPOINT_ENV)
+            .envs(env.iter().map(|(k, v)| (k, v)));
         cmd.args(["--xds", xds])
             .args(["--listen", &format!("127.0.0.1:{grpc_port}")])
             .args(["--admin", &format!("127.0.0.1:{admin_port}")])

@@ -196,3 +196,81 @@ fn heading_anchors_follow_the_github_rules() {
         .collect();
     assert_eq!(got, want);
 }
+
+/// The README's metric table names exactly the metrics our processes declare: every name
+/// string in the four metrics modules (one `Opts::new` or helper call per metric there).
+#[test]
+fn the_readme_lists_every_metric_the_services_declare() {
+    let root = root();
+    let mut declared = BTreeSet::new();
+    for file in [
+        "ads/src/metrics.rs",
+        "authz-service/src/metrics.rs",
+        "ratelimit-service/src/metrics.rs",
+        "xds-server/src/metrics.rs",
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).expect(file);
+        for quoted in text.split('"').skip(1).step_by(2) {
+            let ours = ["xds_", "authz_", "ratelimit_"]
+                .iter()
+                .any(|p| quoted.starts_with(p));
+            if ours && quoted.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                declared.insert(quoted.to_string());
+            }
+        }
+    }
+    assert!(declared.len() >= 15, "the scan found too few: {declared:?}");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let listed: BTreeSet<String> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`').map(|(name, _)| name.to_string()))
+        .filter(|n| {
+            ["xds_", "authz_", "ratelimit_"]
+                .iter()
+                .any(|p| n.starts_with(p))
+        })
+        .collect();
+    assert_eq!(listed, declared, "README metrics table vs the code");
+}
+
+/// The Grafana dashboard parses, and every metric its queries name is one the README documents
+/// (our metric table, checked against the code above, and Envoy's per-route metrics, checked
+/// against a real Envoy's scrape in `route_metrics.rs`).
+#[test]
+fn every_metric_the_dashboard_queries_is_documented() {
+    let root = root();
+    let text = std::fs::read_to_string(root.join("deploy/grafana/dashboards/gateway.json"))
+        .expect("dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 8, "{} panels", panels.len());
+    let mut names = BTreeSet::new();
+    for p in panels {
+        for t in p["targets"].as_array().expect("targets") {
+            let expr = t["expr"].as_str().expect("expr");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if ["envoy_", "authz_", "ratelimit_", "xds_"]
+                    .iter()
+                    .any(|p| word.starts_with(p))
+                    && !word.starts_with("envoy_route")
+                    && !word.starts_with("envoy_response_code")
+                {
+                    let base = ["_bucket", "_count", "_sum"]
+                        .iter()
+                        .find_map(|s| word.strip_suffix(s))
+                        .unwrap_or(word);
+                    names.insert(base.to_string());
+                }
+            }
+        }
+    }
+    assert!(names.len() >= 8, "{names:?}");
+    for n in &names {
+        assert!(
+            readme.contains(&format!("`{n}`")),
+            "the dashboard queries {n}, which the README does not document"
+        );
+    }
+}

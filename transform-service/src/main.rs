@@ -4,7 +4,8 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = transform_service::cli::Cli::parse();
-    xds_client::side::init_logging(cli.log_format);
+    // Held until exit: dropping it flushes the spans not yet exported.
+    let _telemetry = xds_client::side::init_logging(cli.log_format, "transform-service");
     match transform_service::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -23,6 +23,7 @@ mod secret;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+pub mod trace;
 pub mod transform;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -264,6 +265,13 @@ fn translate_gateway(
         res.clusters.push(c);
         res.endpoints.extend(cla);
         client_certs.push((transform::CLUSTER, svc));
+    }
+    // The collector's cluster, on gateways that trace.
+    if let Some(t) = &gw.tracing {
+        let svc = trace::service(t);
+        let (c, cla) = cluster::cluster(name, trace::CLUSTER, &svc, &loaded.files)?;
+        res.clusters.push(c);
+        res.endpoints.extend(cla);
     }
     // Clusters are sorted by name (see `GatewayResources`).
     res.clusters.sort_by(|a, b| a.name.cmp(&b.name));

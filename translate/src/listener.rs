@@ -46,7 +46,9 @@ use proto::pb::envoy::extensions::transport_sockets::tls::v3::{
 use proto::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
 
 use super::cluster::socket_address;
-use super::{ads, authz, boolv, compose, duration, ip_lists, ratelimit, transform, u32v, Policies};
+use super::{
+    ads, authz, boolv, compose, duration, ip_lists, ratelimit, trace, transform, u32v, Policies,
+};
 use config::{
     AccessLog as AccessLogMode, Compression, CompressionAlgorithm, Gateway, Listener as ListenerCfg,
 };
@@ -128,6 +130,27 @@ pub(super) const JSON_ACCESS_LOG: &[(&str, &str)] = &[
     ("response_flags", "%RESPONSE_FLAGS%"),
     ("bytes_received", "%BYTES_RECEIVED%"),
     ("bytes_sent", "%BYTES_SENT%"),
+    // Spec §10. Envoy's trace id (empty without `tracing`).
+    ("trace_id", "%TRACE_ID%"),
+    // Set by authz-service's allowing Check response (dynamic metadata, never a client
+    // header), so a client on an `auth: none` route cannot write them.
+    (
+        "client_id",
+        "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:client_id)%",
+    ),
+    (
+        "plan",
+        "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:plan)%",
+    ),
+    (
+        "auth_provider",
+        "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:provider)%",
+    ),
+    // Set by ratelimit-service's answer (`proto::ratelimit::metadata`): ok, over_limit, error.
+    (
+        "rate_limit",
+        "%DYNAMIC_METADATA(envoy.filters.http.ratelimit:outcome)%",
+    ),
 ];
 
 /// The `text` access log line: the same information in Envoy's classic layout.
@@ -364,6 +387,7 @@ pub(super) fn hcm_base(
         stream_idle_timeout: Some(duration(gw.timeouts.stream_idle)),
         early_header_mutation_extensions: vec![early_header_removal(&policies.early_remove)],
         upgrade_configs: upgrade_configs(gw),
+        tracing: gw.tracing.as_ref().map(trace::hcm),
         ..Default::default()
     }
 }

@@ -471,6 +471,9 @@ fn route_action(
 fn base_route(r: &RouteCfg) -> Route {
     Route {
         name: r.name.clone(),
+        // Spec §10: per-route request counts and latency, under
+        // `vhost.<gateway>.route.<name>.` in Envoy's stats.
+        stat_prefix: r.name.clone(),
         r#match: Some(route_match(&r.matcher)),
         request_headers_to_add: header_adds(&r.request_headers),
         request_headers_to_remove: r.request_headers.remove.clone(),

@@ -3067,3 +3067,51 @@ fn the_transform_policy_lists_every_route() {
     assert_eq!(a.envelope.as_ref().unwrap().with[0].json, "\"1.0\"");
     assert!(p.routes[1].request.is_none() && p.routes[1].response.is_none() && !p.routes[1].xml);
 }
+
+#[test]
+fn tracing_is_envoys_opentelemetry_tracer_exporting_to_its_own_cluster() {
+    use proto::pb::envoy::config::core::v3::grpc_service;
+    use proto::pb::envoy::config::trace::v3::{tracing::http::ConfigType, OpenTelemetryConfig};
+
+    let yaml = |tracing: &str| {
+        format!(
+            "version: 1\nservices:\n{USERS}\ngateways:\n  edge:\n    listeners: [{{ name: http, port: 8080 }}]\n{tracing}    routes:\n      - {{ name: r, match: {{ prefix: / }}, service: users, auth: none }}\n"
+        )
+    };
+    let r = edge(&yaml(
+        "    tracing: { collector: otel.internal:4317, sample: 12.5% }\n",
+    ));
+    let t = hcm(&r.listeners[0]).tracing.expect("HCM tracing");
+    assert_eq!(t.random_sampling.map(|p| p.value), Some(12.5));
+    // Only `sample` and a client's `traceparent` decide: `x-client-trace-id` forces nothing.
+    assert_eq!(t.client_sampling.map(|p| p.value), Some(0.0));
+    assert_eq!(t.spawn_upstream_span, Some(boolv(true)));
+    let p = t.provider.expect("provider");
+    assert_eq!(p.name, "envoy.tracers.opentelemetry");
+    let Some(ConfigType::TypedConfig(any)) = &p.config_type else {
+        panic!("{p:?}")
+    };
+    let otel: OpenTelemetryConfig = unpack(any, proto::type_url::OPENTELEMETRY_TRACER);
+    // The service name defaults to the gateway's.
+    assert_eq!(otel.service_name, "edge");
+    let grpc = otel.grpc_service.expect("OTLP/gRPC");
+    assert!(
+        matches!(&grpc.target_specifier, Some(grpc_service::TargetSpecifier::EnvoyGrpc(g)) if g.cluster_name == proto::TRACING_CLUSTER),
+        "{grpc:?}"
+    );
+    let c = r
+        .clusters
+        .iter()
+        .find(|c| c.name == proto::TRACING_CLUSTER)
+        .expect("the collector's cluster");
+    assert!(
+        c.typed_extension_protocol_options
+            .contains_key("envoy.extensions.upstreams.http.v3.HttpProtocolOptions"),
+        "OTLP/gRPC needs HTTP/2: {c:?}"
+    );
+
+    // Without `tracing`, neither.
+    let r = edge(&yaml(""));
+    assert!(hcm(&r.listeners[0]).tracing.is_none());
+    assert!(r.clusters.iter().all(|c| c.name != proto::TRACING_CLUSTER));
+}

@@ -9,6 +9,7 @@
 
 pub mod grpc;
 pub mod side;
+pub mod telemetry;
 pub mod tls;
 
 use std::time::Duration;

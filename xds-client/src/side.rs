@@ -19,20 +19,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global `tracing` subscriber of every binary: `RUST_LOG` filter (default `info`),
-/// stderr. Text is coloured only when stderr is a terminal: a log file, a pipe or `docker logs`
-/// would otherwise be full of ANSI escape codes that break `grep` and log shippers.
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+/// Installs the global `tracing` subscriber of every binary, and the span exporter where
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set (see [`crate::telemetry::install`]). Keep the returned
+/// guard until the process ends: dropping it flushes the spans not yet exported.
+pub fn init_logging(format: LogFormat, service: &str) -> crate::telemetry::Telemetry {
+    crate::telemetry::install(format, service)
 }
 
 /// A process's default `node.id` towards xds-server: `<service>-<hostname>-<pid>`, unique per

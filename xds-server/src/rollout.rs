@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 use ads::error::{Classify, ErrorSource, RetryType};
 use ads::snapshot::Snapshots;
@@ -69,6 +69,7 @@ impl Classify for RolloutError {
 /// NACKs, so going back costs it at most one re-apply of the same policy. The refused version is
 /// never offered again to a connection that refused it: a later reload producing it again is
 /// rejected at once.
+#[tracing::instrument(name = "config.rollout", skip_all, fields(policy_groups = tracing::field::Empty))]
 pub async fn rollout(
     tx: &watch::Sender<Arc<Snapshots>>,
     next: Snapshots,
@@ -88,7 +89,14 @@ pub async fn rollout(
             }
         }
         tx.send_replace(Arc::new(Snapshots::from_shared(groups)));
-        match registry.settled(&changed, POLICY_FIRST_TIMEOUT).await {
+        let names: Vec<&str> = changed.iter().map(|t| t.group.as_str()).collect();
+        tracing::Span::current().record("policy_groups", names.join(",").as_str());
+        // The wait for the policy groups' ACKs, one span per group in the trace.
+        let settled = registry
+            .settled(&changed, POLICY_FIRST_TIMEOUT)
+            .instrument(tracing::info_span!("config.policy_ack", groups = %names.join(",")))
+            .await;
+        match settled {
             Settled::Acked => {}
             Settled::TimedOut(pending) => {
                 let pending: Vec<&str> = pending.iter().map(|p| p.node_id.as_str()).collect();
@@ -101,7 +109,8 @@ pub async fn rollout(
             }
         }
     }
-    tx.send_replace(Arc::new(next));
+    tracing::info_span!("config.publish", groups = next.groups.len())
+        .in_scope(|| tx.send_replace(Arc::new(next)));
     Ok(())
 }
 

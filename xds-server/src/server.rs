@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
-use tracing::{error, info, warn};
+use tracing::{error, info, warn, Instrument};
 
 use ads::error::{Classify, ErrorSource, RetryType};
 
@@ -86,11 +86,13 @@ impl Classify for BuildError {
 
 /// Loads, validates and translates `path`.
 pub fn build(path: &Path) -> Result<Built, BuildError> {
-    let loaded = config::load(path)?;
-    let snapshots = translate::snapshots(&loaded).map_err(|source| BuildError::Translate {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let loaded = tracing::info_span!("config.load").in_scope(|| config::load(path))?;
+    let snapshots = tracing::info_span!("config.translate")
+        .in_scope(|| translate::snapshots(&loaded))
+        .map_err(|source| BuildError::Translate {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let mut files: BTreeSet<PathBuf> = loaded.files.keys().cloned().collect();
     files.insert(absolute(path));
     let mut warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
@@ -255,14 +257,24 @@ async fn reload_loop(
                 Err(_) => break,
             }
         }
+        // One trace per reload: `config.reload`, with `config.load`, `config.translate` and
+        // `config.rollout` under it.
+        let reload = tracing::info_span!(
+            "config.reload",
+            version = tracing::field::Empty,
+            outcome = tracing::field::Empty
+        );
         let path = config.clone();
-        let result = match tokio::task::spawn_blocking(move || build(&path)).await {
-            Ok(r) => r,
-            Err(e) => Err(BuildError::Task(e.to_string())),
-        };
+        let in_build = reload.clone();
+        let result =
+            match tokio::task::spawn_blocking(move || in_build.in_scope(|| build(&path))).await {
+                Ok(r) => r,
+                Err(e) => Err(BuildError::Task(e.to_string())),
+            };
         let built = match result {
             Ok(built) => built,
             Err(e) => {
+                reload.record("outcome", "rejected");
                 let errors = e.lines();
                 error!(errors = %errors.join("\n"), "config rejected; keeping the previous configuration");
                 app.rejected(LastError {
@@ -285,13 +297,26 @@ async fn reload_loop(
             watch_dirs(&mut watcher, &files, &mut dirs);
         }
         let version = built.snapshots.version.clone();
+        reload.record("version", version.as_str());
         if snapshots.borrow().version == version {
+            reload.record("outcome", "unchanged");
             info!(%version, "config reloaded; nothing changed");
             app.accepted(&version, now());
             continue;
         }
         info!(%version, "config reloaded; pushing to connected clients");
-        match rollout(&snapshots, built.snapshots, &app.registry).await {
+        let rolled_out = rollout(&snapshots, built.snapshots, &app.registry)
+            .instrument(reload.clone())
+            .await;
+        reload.record(
+            "outcome",
+            if rolled_out.is_ok() {
+                "applied"
+            } else {
+                "refused"
+            },
+        );
+        match rolled_out {
             Ok(()) => app.accepted(&version, now()),
             Err(e) => {
                 let errors = e.lines();
