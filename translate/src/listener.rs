@@ -429,15 +429,17 @@ fn redirect_hcm(
 /// Envoy's UUID request ids, told to keep a client's id as it came: by default Envoy writes
 /// its tracing decision into the 15th character of any 36-character id (where a UUID keeps its
 /// version), so a client's UUID would reach the upstream and the access log changed (spec §3
-/// keeps a client-sent id). Sampling does not hash the id either: a client choosing its id
-/// would choose whether its requests are sampled.
+/// keeps a client-sent id). Sampling still hashes the id (Envoy's default): without it the
+/// tracer follows the sampled flag of a client's `traceparent`, so `sample: 0%` would export
+/// every request a client flags. (A client choosing its id can land in a partial sample; it
+/// cannot move `0%`.)
 fn request_id_extension() -> RequestIdExtension {
     RequestIdExtension {
         typed_config: Some(proto::pack(
             proto::type_url::UUID_REQUEST_ID,
             &UuidRequestIdConfig {
                 pack_trace_reason: Some(boolv(false)),
-                use_request_id_for_trace_sampling: Some(boolv(false)),
+                use_request_id_for_trace_sampling: Some(boolv(true)),
             },
         )),
     }

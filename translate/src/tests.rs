@@ -1197,7 +1197,7 @@ fn connection_manager_settings() {
         );
         assert_eq!(
             uuid.use_request_id_for_trace_sampling,
-            Some(protobuf::BoolValue { value: false })
+            Some(protobuf::BoolValue { value: true })
         );
         assert_eq!(h.normalize_path, Some(protobuf::BoolValue { value: true }));
         assert!(h.merge_slashes);
