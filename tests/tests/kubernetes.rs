@@ -570,3 +570,48 @@ fn images_are_the_ones_compose_runs_each_program_with() {
         }
     }
 }
+
+/// Every manifest against the Kubernetes API schemas (strict: an unknown field is an error),
+/// with the validator scripts/ensure-kubernetes-validate installs into the project's .venv.
+#[test]
+fn manifests_validate_against_the_kubernetes_schemas() {
+    let ensure = Command::new(repo_root().join("scripts/ensure-kubernetes-validate"))
+        .output()
+        .expect("run scripts/ensure-kubernetes-validate");
+    assert!(
+        ensure.status.success(),
+        "scripts/ensure-kubernetes-validate: {}",
+        String::from_utf8_lossy(&ensure.stderr)
+    );
+    let bin = String::from_utf8_lossy(&ensure.stdout).trim().to_string();
+    let files: BTreeSet<String> = docs().into_iter().map(|d| d.file).collect();
+    assert!(files.len() >= 5, "{files:?}");
+    let out = Command::new(&bin)
+        .args(["--strict", "--quiet"])
+        .args(files.iter().map(|f| repo_root().join(DIR).join(f)))
+        .output()
+        .expect("run kubernetes-validate");
+    assert!(
+        out.status.success(),
+        "kubernetes-validate:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The validator refuses what it should: a manifest with a wrongly typed field.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        read(&format!("{DIR}/redis.yaml")).replacen("replicas: 1", "replicas: one", 1),
+    )
+    .expect("write");
+    let out = Command::new(&bin)
+        .args(["--strict", "--quiet"])
+        .arg(&bad)
+        .output()
+        .expect("run kubernetes-validate");
+    assert!(
+        !out.status.success(),
+        "kubernetes-validate accepts `replicas: one`"
+    );
+}
