@@ -16,8 +16,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 # Same Debian release as the build image, so the binaries find the glibc they were linked against.
 FROM debian:bookworm-slim
-# curl runs the compose healthchecks; CA certificates let authz-service fetch `jwks_url` over https.
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
+# curl (and bash, for the WebSocket echo's upgrade check) runs the compose healthchecks; CA certificates let authz-service fetch `jwks_url` over https.
+RUN apt-get update && apt-get install -y --no-install-recommends bash ca-certificates curl \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/xds-server /out/authz-service /out/ratelimit-service /out/echo-upstream /usr/local/bin/
 # The mount point of compose's `tls` volume, owned by the user everything runs as: an empty

@@ -1,5 +1,5 @@
 # The two commands of the quick start (README.md). Everything else lives in scripts/.
-.PHONY: up test lint bench
+.PHONY: up test test-docker lint bench
 
 ## Build everything, install Envoy if needed, start the demo gateway (Ctrl-C stops it).
 up:
@@ -8,6 +8,11 @@ up:
 ## Run every test: unit, translation, protocol, and end-to-end against a real Envoy.
 test:
 	scripts/test
+
+## Build the images and run docker-compose.yml for real, then test the running stack and remove it
+## (installs and starts a Docker engine if needed; see README, Tested in containers).
+test-docker:
+	scripts/test-docker
 
 ## Check formatting and lints (cargo fmt --check, clippy with warnings as errors).
 lint:

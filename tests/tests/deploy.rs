@@ -1,6 +1,6 @@
-//! The container files agree with the code and with each other. No Docker engine runs here, so
-//! the stack is never started; instead each fact `docker compose up` relies on is checked
-//! statically: the committed Envoy bootstraps are exactly what `xds-server bootstrap` prints and
+//! The container files agree with the code and with each other, checked without a Docker engine
+//! (tests/tests/docker_stack.rs runs the stack for real: `make test-docker`); each fact `docker
+//! compose up` relies on is checked statically: the committed Envoy bootstraps are exactly what `xds-server bootstrap` prints and
 //! Envoy accepts them; every image is built by our Dockerfile (and contains the binaries the
 //! service runs) or is a pinned public image; every address in the compose gateway config names
 //! a compose service and the port that service listens on; every mounted file exists and the
@@ -697,13 +697,21 @@ fn dependencies_exist_and_healthchecks_back_them() {
                 s.name
             );
         }
-        // A healthcheck of our side port must probe the port the service serves it on.
+        // A healthcheck of our side port must probe the port the service serves it on (a demo
+        // upstream has none; its one port answers /health).
         if let Some(url) = s.healthcheck.iter().find(|a| a.starts_with("http://")) {
-            let admin = s.flag("--admin").expect("a probed service sets --admin");
-            let port = admin.rsplit(':').next().unwrap_or_default();
-            assert!(
-                url.starts_with(&format!("http://127.0.0.1:{port}/")),
-                "{}: the healthcheck probes {url}, but --admin is {admin}",
+            let (flag, path) = match s.flag("--admin") {
+                Some(_) => ("--admin", "/readyz"),
+                None => ("--listen", "/health"),
+            };
+            let addr = s
+                .flag(flag)
+                .unwrap_or_else(|| panic!("{}: probed, but sets no {flag}", s.name));
+            let port = addr.rsplit(':').next().unwrap_or_default();
+            assert_eq!(
+                url,
+                &format!("http://127.0.0.1:{port}{path}"),
+                "{}: the healthcheck probes {url}, but {flag} is {addr}",
                 s.name
             );
         }
