@@ -223,6 +223,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     }
     errors.extend(check_referenced(path, &config, &refs, &files));
     errors.extend(check_pem(path, &config, &refs, &files));
+    errors.extend(check_descriptors(path, &refs, &files));
     if !errors.is_empty() {
         // gateway.yaml's own problems first, in source order, then each referenced file's.
         errors.sort_by(|a, b| {
@@ -242,6 +243,94 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
         files,
         warnings,
     })
+}
+
+/// Decodes every `grpc.transcode.descriptor` as a `FileDescriptorSet` and checks that each
+/// service its route names is defined in it.
+fn check_descriptors(
+    config_path: &Path,
+    refs: &[decode::FileRef],
+    files: &BTreeMap<PathBuf, Vec<u8>>,
+) -> Vec<ConfigError> {
+    use prost::Message as _;
+    let mut errors = Vec::new();
+    let at = |pos: yaml::Pos, kind: ErrorKind, message: String| ConfigError {
+        file: config_path.to_path_buf(),
+        line: pos.line,
+        column: pos.column,
+        kind,
+        message,
+    };
+    for r in refs.iter().filter(|r| r.key == "descriptor") {
+        let Some(bytes) = files.get(&r.path) else {
+            continue;
+        };
+        let set = match prost_types::FileDescriptorSet::decode(bytes.as_slice()) {
+            Ok(set) if !set.file.is_empty() => set,
+            Ok(_) => {
+                errors.push(at(
+                    r.pos,
+                    ErrorKind::InvalidReferencedFile,
+                    format!(
+                        "descriptor: {} holds no .proto file (an empty or non-descriptor file)",
+                        r.path.display()
+                    ),
+                ));
+                continue;
+            }
+            Err(e) => {
+                errors.push(at(
+                    r.pos,
+                    ErrorKind::InvalidReferencedFile,
+                    format!(
+                        "descriptor: {} is not a binary FileDescriptorSet: {e}",
+                        r.path.display()
+                    ),
+                ));
+                continue;
+            }
+        };
+        let defined: Vec<String> = set
+            .file
+            .iter()
+            .flat_map(|f| {
+                let package = f.package().to_string();
+                f.service.iter().map(move |s| {
+                    if package.is_empty() {
+                        s.name().to_string()
+                    } else {
+                        format!("{package}.{}", s.name())
+                    }
+                })
+            })
+            .collect();
+        for (name, pos) in &r.services {
+            if defined.contains(name) {
+                continue;
+            }
+            let suggestion =
+                suggest::did_you_mean(suggest::closest(name, defined.iter().map(String::as_str)));
+            let known = if defined.is_empty() {
+                "none".to_string()
+            } else {
+                defined
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            errors.push(at(
+                *pos,
+                ErrorKind::UnknownReference,
+                format!(
+                    "grpc.transcode.services: unknown service `{name}`{suggestion} in {}; \
+                        it defines: {known}",
+                    r.path.display()
+                ),
+            ));
+        }
+    }
+    errors
 }
 
 /// Parses every JWKS file (for its provider's algorithms) and every API-key file that was read,

@@ -1242,7 +1242,7 @@ fn warning_lines(src: &str) -> Vec<String> {
     warnings.iter().map(ToString::to_string).collect()
 }
 
-const ROUTE_KEYS: &str = "name, match, service, services, respond, rewrite, auth, require, allow_ips, deny_ips, rate_limit, timeout, retries, max_body, websocket, request_headers, response_headers, mirror, affinity, cache";
+const ROUTE_KEYS: &str = "name, match, service, services, respond, rewrite, auth, require, allow_ips, deny_ips, rate_limit, timeout, retries, max_body, websocket, request_headers, response_headers, mirror, affinity, cache, grpc";
 
 #[test]
 fn a_misspelt_key_or_name_gets_did_you_mean() {

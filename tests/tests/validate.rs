@@ -144,7 +144,7 @@ gateways:
     let p = path.display();
     let keys = "name, match, service, services, respond, rewrite, auth, require, allow_ips, deny_ips, \
                 rate_limit, timeout, retries, max_body, websocket, request_headers, response_headers, \
-                mirror, affinity, cache";
+                mirror, affinity, cache, grpc";
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         format!(

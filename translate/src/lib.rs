@@ -14,6 +14,7 @@
 pub mod authz;
 pub mod cache;
 mod cluster;
+mod grpc;
 mod ip_lists;
 mod listener;
 pub mod ratelimit;
@@ -147,6 +148,8 @@ pub(crate) struct Policies<'a> {
     pub route_remove: BTreeMap<String, Vec<String>>,
     /// API-key query parameters, removed from every request after ext_authz has read them.
     pub credential_query: Vec<String>,
+    /// The `grpc.transcode` routes' transcoder configs (`grpc::transcoders`).
+    pub transcoders: grpc::Transcoders,
 }
 
 /// Translates every gateway of a loaded config. Keys are gateway names (the `node.cluster` of the
@@ -256,6 +259,7 @@ fn translate_gateway(
             .map(|r| (r.name.clone(), authz::route_credentials(cfg, r)))
             .collect(),
         credential_query: authz::credential_query(cfg),
+        transcoders: grpc::transcoders(gw, &loaded.files)?,
     };
     for (svc_name, route_name) in used {
         let svc = cfg

@@ -509,6 +509,9 @@ fn http_filters(gw: &Gateway, policies: &Policies<'_>) -> Vec<HttpFilter> {
             &lua(max_body_script(bytes)),
         ));
     }
+    // gRPC bridges after every check of the client's request, before the cache (which a
+    // `grpc` route never uses) and the router.
+    filters.extend(super::grpc::http_filters(gw, &policies.transcoders));
     // `cache` last before the router: auth, limits and body checks run on hits too, and the
     // cache keeps the body uncompressed (the compressors, closer to the client, compress each
     // answer for its client).
