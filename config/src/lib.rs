@@ -816,4 +816,72 @@ mod referenced_file_tests {
             assert_eq!(e.source_kind(), ErrorSource::Config);
         }
     }
+
+    /// A config with one transcoded route naming `services` of `descriptor`'s bytes.
+    fn load_grpc(
+        descriptor: &[u8],
+        services: &str,
+    ) -> (tempfile::TempDir, Result<Loaded, ConfigErrors>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("gateway.yaml");
+        std::fs::write(
+            &config,
+            format!("version: 1\nservices:\n  greeter: {{ endpoints: [127.0.0.1:50051], protocol: grpc }}\ngateways:\n  edge:\n    listeners: [{{ name: http, port: 8080 }}]\n    routes:\n      - name: r\n        match: {{ prefix: / }}\n        service: greeter\n        auth: none\n        grpc:\n          transcode:\n            descriptor: demo.pb\n            services: {services}\n"),
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("demo.pb"), descriptor).expect("write");
+        let result = load(&config);
+        (dir, result)
+    }
+
+    fn demo_descriptor() -> Vec<u8> {
+        use prost::Message as _;
+        prost_types::FileDescriptorSet {
+            file: vec![prost_types::FileDescriptorProto {
+                name: Some("demo.proto".into()),
+                package: Some("demo".into()),
+                service: vec![prost_types::ServiceDescriptorProto {
+                    name: Some("Greeter".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn a_transcode_descriptor_is_read_and_checked() {
+        let good = demo_descriptor();
+        let (dir, loaded) = load_grpc(&good, "[demo.Greeter]");
+        let loaded = loaded.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(loaded.files.get(&dir.path().join("demo.pb")), Some(&good));
+
+        // An unknown service, at its entry in gateway.yaml, with the ones the file defines.
+        let (_dir, result) = load_grpc(&good, "[demo.Greeter, demo.Greter]");
+        let errs = result.expect_err("unknown service").0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!((errs[0].line, errs[0].column), (15, 38), "{errs:?}");
+        assert_eq!(errs[0].kind, ErrorKind::UnknownReference);
+        assert!(
+            errs[0]
+                .message
+                .contains("unknown service `demo.Greter` (did you mean `demo.Greeter`?)"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[0].message.contains("it defines: `demo.Greeter`"),
+            "{errs:?}"
+        );
+
+        // Bytes that are no FileDescriptorSet, and an empty file, at the `descriptor` value.
+        for bytes in [&b"not a descriptor set"[..], b""] {
+            let (_dir, result) = load_grpc(bytes, "[demo.Greeter]");
+            let errs = result.expect_err("a broken descriptor").0;
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            assert_eq!((errs[0].line, errs[0].column), (14, 25), "{errs:?}");
+            assert_eq!(errs[0].kind, ErrorKind::InvalidReferencedFile);
+            assert!(errs[0].message.starts_with("descriptor: "), "{errs:?}");
+        }
+    }
 }

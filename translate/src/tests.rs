@@ -67,6 +67,13 @@ fn load(yaml: &str) -> Loaded {
         }
     }
     for gw in config.gateways.values() {
+        for t in gw
+            .routes
+            .iter()
+            .filter_map(|r| r.grpc.as_ref()?.transcode.as_ref())
+        {
+            add(&t.descriptor);
+        }
         for l in &gw.listeners {
             if let Some(tls) = &l.tls {
                 add(&tls.cert_file);
@@ -2722,4 +2729,99 @@ fn gateways_without_cache_get_none_of_it() {
         .http_filters
         .iter()
         .any(|f| f.name == cache::FILTER));
+}
+
+const GRPC_ROUTES: &str = "      - { name: plain, match: { prefix: /plain }, service: users, auth: none }\n      - { name: rest, match: { prefix: /v1/ }, service: greeter, auth: none, grpc: { transcode: { descriptor: demo.pb, services: [demo.Greeter, demo.Admin] } } }\n      - { name: other, match: { prefix: /v2/ }, service: greeter, auth: none, grpc: { transcode: { descriptor: other.pb, services: [other.Api] }, web: true } }\n      - { name: web, match: { prefix: /demo.Greeter/ }, service: greeter, auth: none, grpc: { web: true } }\n";
+
+#[test]
+fn grpc_routes_turn_on_the_transcoder_and_grpc_web_the_chain_has_off() {
+    use proto::pb::envoy::config::route::v3::FilterConfig;
+    use proto::pb::envoy::extensions::filters::http::grpc_json_transcoder::v3::{
+        grpc_json_transcoder::DescriptorSet, GrpcJsonTranscoder,
+    };
+    use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter;
+
+    const TRANSCODER_URL: &str =
+        "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder";
+    const FILTER_CONFIG_URL: &str = "type.googleapis.com/envoy.config.route.v3.FilterConfig";
+    let services =
+        format!("{USERS}\n  greeter: {{ endpoints: [127.0.0.1:50051], protocol: grpc }}");
+    let r = edge(&with_routes(&services, GRPC_ROUTES));
+
+    // The chain: transcoder then gRPC-Web, both off, just before the router.
+    let chain = hcm(&r.listeners[0]).http_filters;
+    let names: Vec<&str> = chain.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        &names[names.len() - 3..],
+        [
+            grpc::TRANSCODER_FILTER,
+            grpc::WEB_FILTER,
+            "envoy.filters.http.router"
+        ]
+    );
+    let transcoder = &chain[names.len() - 3];
+    assert!(
+        transcoder.disabled && chain[names.len() - 2].disabled,
+        "off unless a route turns them on"
+    );
+    let Some(http_filter::ConfigType::TypedConfig(any)) = &transcoder.config_type else {
+        panic!("typed config");
+    };
+    let first: GrpcJsonTranscoder = unpack(any, TRANSCODER_URL);
+    assert_eq!(
+        first.services,
+        ["demo.Greeter", "demo.Admin"],
+        "the first transcoded route's"
+    );
+
+    // Each route carries its own descriptor bytes and services.
+    let per_route = |route: &str, filter: &str| -> Option<Any> {
+        let cfg = route_named(&r, route).typed_per_filter_config.get(filter)?;
+        let fc: FilterConfig = unpack(cfg, FILTER_CONFIG_URL);
+        assert!(!fc.disabled);
+        Some(fc.config.expect("a config turns the filter on"))
+    };
+    for (route, file, services) in [
+        (
+            "rest",
+            "/etc/gw/demo.pb",
+            vec!["demo.Greeter", "demo.Admin"],
+        ),
+        ("other", "/etc/gw/other.pb", vec!["other.Api"]),
+    ] {
+        let t: GrpcJsonTranscoder = unpack(
+            &per_route(route, grpc::TRANSCODER_FILTER).expect("transcoder on"),
+            TRANSCODER_URL,
+        );
+        assert_eq!(
+            t.descriptor_set,
+            Some(DescriptorSet::ProtoDescriptorBin(
+                format!("contents of {file}").into_bytes()
+            )),
+            "{route}"
+        );
+        assert_eq!(t.services, services);
+        assert!(t.convert_grpc_status, "gRPC errors become HTTP statuses");
+        let v = t.request_validation_options.expect("validation options");
+        assert!(v.reject_unknown_method && v.reject_unknown_query_parameters);
+    }
+    assert!(per_route("other", grpc::WEB_FILTER).is_some());
+    assert!(per_route("web", grpc::WEB_FILTER).is_some());
+    assert!(per_route("web", grpc::TRANSCODER_FILTER).is_none());
+    assert!(per_route("rest", grpc::WEB_FILTER).is_none());
+    for f in [grpc::TRANSCODER_FILTER, grpc::WEB_FILTER] {
+        assert!(per_route("plain", f).is_none(), "{f}");
+    }
+
+    // Without a grpc route the chain has neither filter.
+    let plain = edge(&with_routes(
+        USERS,
+        "      - { name: plain, match: { prefix: / }, service: users, auth: none }\n",
+    ));
+    let names: Vec<String> = hcm(&plain.listeners[0])
+        .http_filters
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert!(!names.iter().any(|n| n.contains("grpc")), "{names:?}");
 }
