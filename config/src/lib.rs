@@ -290,6 +290,30 @@ fn check_descriptors(
                 continue;
             }
         };
+        // Without `--include_imports` Envoy cannot build the descriptor pool and refuses the
+        // whole listener update; say so here, at the key.
+        let names: Vec<&str> = set.file.iter().map(|f| f.name()).collect();
+        let missing: Vec<String> = set
+            .file
+            .iter()
+            .flat_map(|f| f.dependency.iter())
+            .filter(|d| !names.contains(&d.as_str()))
+            .map(|d| format!("`{d}`"))
+            .collect();
+        if !missing.is_empty() {
+            errors.push(at(
+                r.pos,
+                ErrorKind::InvalidReferencedFile,
+                format!(
+                    "descriptor: {} imports {} but does not include {}; build it with \
+                        `protoc --include_imports`",
+                    r.path.display(),
+                    missing.join(", "),
+                    if missing.len() == 1 { "it" } else { "them" }
+                ),
+            ));
+            continue;
+        }
         let defined: Vec<String> = set
             .file
             .iter()
@@ -834,20 +858,35 @@ mod referenced_file_tests {
         (dir, result)
     }
 
-    fn demo_descriptor() -> Vec<u8> {
+    /// A descriptor set of `demo.proto` (service `demo.Greeter`, importing `imports`) and of
+    /// `included`.
+    fn demo_descriptor_with(imports: &[&str], included: &[&str]) -> Vec<u8> {
         use prost::Message as _;
-        prost_types::FileDescriptorSet {
-            file: vec![prost_types::FileDescriptorProto {
-                name: Some("demo.proto".into()),
-                package: Some("demo".into()),
-                service: vec![prost_types::ServiceDescriptorProto {
-                    name: Some("Greeter".into()),
-                    ..Default::default()
-                }],
+        let mut file: Vec<prost_types::FileDescriptorProto> = included
+            .iter()
+            .map(|name| prost_types::FileDescriptorProto {
+                name: Some(name.to_string()),
+                ..Default::default()
+            })
+            .collect();
+        file.push(prost_types::FileDescriptorProto {
+            name: Some("demo.proto".into()),
+            package: Some("demo".into()),
+            dependency: imports.iter().map(|d| d.to_string()).collect(),
+            service: vec![prost_types::ServiceDescriptorProto {
+                name: Some("Greeter".into()),
                 ..Default::default()
             }],
-        }
-        .encode_to_vec()
+            ..Default::default()
+        });
+        prost_types::FileDescriptorSet { file }.encode_to_vec()
+    }
+
+    fn demo_descriptor() -> Vec<u8> {
+        demo_descriptor_with(
+            &["google/api/annotations.proto"],
+            &["google/api/annotations.proto"],
+        )
     }
 
     #[test]
@@ -883,5 +922,20 @@ mod referenced_file_tests {
             assert_eq!(errs[0].kind, ErrorKind::InvalidReferencedFile);
             assert!(errs[0].message.starts_with("descriptor: "), "{errs:?}");
         }
+
+        // A set built without its imports.
+        let (_dir, result) = load_grpc(
+            &demo_descriptor_with(&["google/api/annotations.proto"], &[]),
+            "[demo.Greeter]",
+        );
+        let errs = result.expect_err("a set without its imports").0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!((errs[0].line, errs[0].column), (14, 25), "{errs:?}");
+        assert!(
+            errs[0]
+                .message
+                .contains("imports `google/api/annotations.proto` but does not include it"),
+            "{errs:?}"
+        );
     }
 }

@@ -238,7 +238,34 @@ async fn an_edited_descriptor_file_is_applied() {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["message"], "hello, ada");
-    drop(s.gw);
+
+    // A descriptor file that no longer decodes is refused like a broken gateway.yaml: the
+    // last good config keeps serving.
+    let version = s.gw.stack.xds.status().await["version"].clone();
+    std::fs::write(&s.descriptor, b"\x0a\xffnot a descriptor set").expect("break the file");
+    let st = wait_for(
+        "the broken descriptor to be refused",
+        CONVERGE_TIMEOUT,
+        async || {
+            let st = s.gw.stack.xds.try_status().await.ok()?;
+            (!st["last_error"].is_null()).then_some(st)
+        },
+    )
+    .await;
+    assert!(
+        st["last_error"]
+            .to_string()
+            .contains("is not a binary FileDescriptorSet"),
+        "{st}"
+    );
+    assert_eq!(st["version"], version, "a refused file changes nothing");
+    let r = s
+        .client
+        .get("/v1/bye/ada")
+        .header("authorization", &alice)
+        .ok()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
 }
 
 /// One gRPC(-Web) frame: flag, big-endian length, payload.
