@@ -23,12 +23,14 @@ fn routes(descriptor: &Path) -> String {
         service: greeter
         auth: main
         rate_limit: none
+        request_headers: {{ set: {{ x-route: rest }} }}
         grpc: {{ transcode: {{ descriptor: {}, services: [demo.Greeter] }} }}
       - name: web
         match: {{ prefix: /demo.Greeter/ }}
         service: greeter
         auth: main
         rate_limit: none
+        request_headers: {{ set: {{ x-route: web }} }}
         grpc: {{ web: true }}
 "#,
         descriptor.display()
@@ -104,6 +106,12 @@ async fn rest_json_is_transcoded_to_grpc_and_errors_to_http_statuses() {
     assert!(
         !seen.iter().any(|h| h == "x-client-id=mallory"),
         "a client's identity header never does: {seen:?}"
+    );
+    // The transcoded call (path `/demo.Greeter/SayHello`) stays on the REST route, whose
+    // policies applied, instead of being matched again (to the gRPC-Web route here).
+    assert!(
+        seen.iter().any(|h| h == "x-route=rest"),
+        "the REST route's own work is done: {seen:?}"
     );
 
     // POST with the whole body as the request message.
@@ -390,6 +398,11 @@ async fn grpc_web_frames_reach_the_grpc_upstream_and_come_back() {
     assert_eq!(messages.len(), 1, "one reply message: {:?}", r.frames);
     let reply = pb::HelloReply::decode(messages[0]).expect("a HelloReply");
     assert_eq!(reply.message, "hi, ada");
+    assert!(
+        reply.seen_headers.iter().any(|h| h == "x-route=web"),
+        "{:?}",
+        reply.seen_headers
+    );
     assert!(
         r.frames.last().is_some_and(|(flag, _)| flag & 0x80 != 0),
         "the trailers come as the last frame: {:?}",

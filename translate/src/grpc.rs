@@ -60,6 +60,10 @@ pub(super) fn transcoder(bytes: &[u8], services: &[String]) -> GrpcJsonTranscode
         // A gRPC error becomes its HTTP status with the status as JSON, not a 200 with
         // grpc-status trailers a REST client does not read.
         convert_grpc_status: true,
+        // The transcoded request (now `POST /package.Service/Method`) stays on the route that
+        // matched the REST request, whose policies the filters before already applied; by
+        // default Envoy would match it again, possibly to another route or none.
+        match_incoming_request_route: true,
         print_options: Some(PrintOptions {
             always_print_primitive_fields: true,
             ..Default::default()

@@ -2802,6 +2802,10 @@ fn grpc_routes_turn_on_the_transcoder_and_grpc_web_the_chain_has_off() {
         );
         assert_eq!(t.services, services);
         assert!(t.convert_grpc_status, "gRPC errors become HTTP statuses");
+        assert!(
+            t.match_incoming_request_route,
+            "the transcoded call keeps its route"
+        );
         let v = t.request_validation_options.expect("validation options");
         assert!(v.reject_unknown_method && v.reject_unknown_query_parameters);
     }
