@@ -36,6 +36,9 @@ pub struct FileRef {
     pub pos: Pos,
     /// The key that named it, e.g. `cert_file`.
     pub key: &'static str,
+    /// For a `grpc.transcode.descriptor`: the services the route names in it, and where, so
+    /// the loader can check each against the file.
+    pub services: Vec<(String, Pos)>,
 }
 
 /// A problem, before the file name is attached.
@@ -99,6 +102,8 @@ struct Ctx<'a> {
     /// The `lb` of every service that decoded (services decode before gateways); `affinity`
     /// is checked against it.
     service_lbs: BTreeMap<String, LbPolicy>,
+    /// The `protocol` of every service that decoded; `grpc` is checked against it.
+    service_protocols: BTreeMap<String, Protocol>,
 }
 
 /// A mapping's entries with string keys, duplicates and unknown keys already reported.
@@ -268,6 +273,7 @@ impl<'a> Ctx<'a> {
             route_names: HashMap::new(),
             claim_headers: BTreeSet::new(),
             service_lbs: BTreeMap::new(),
+            service_protocols: BTreeMap::new(),
         }
     }
 
@@ -776,6 +782,7 @@ impl<'a> Ctx<'a> {
             path: path.clone(),
             pos: node.pos,
             key,
+            services: Vec::new(),
         });
         Some(path)
     }
@@ -899,6 +906,10 @@ impl<'a> Ctx<'a> {
         };
         if let Some(services) = &services {
             self.service_lbs = services.iter().map(|(n, s)| (n.clone(), s.lb)).collect();
+            self.service_protocols = services
+                .iter()
+                .map(|(n, s)| (n.clone(), s.protocol))
+                .collect();
         }
         let auth = match auth_node {
             None => Some(None),
@@ -2419,6 +2430,49 @@ impl<'a> Ctx<'a> {
                 .transform(e.value, &format!("{what}: transform"))
                 .map(Some),
         };
+        let grpc = match f.entry("grpc") {
+            None => Some(None),
+            Some(e) => {
+                let w = format!("{what}: grpc");
+                let g = self.grpc(e.value, &w);
+                let mut ok = true;
+                let mut refuse = |cx: &mut Self, message: String| {
+                    cx.problem(e.key_pos, message);
+                    ok = false;
+                };
+                if !forwards {
+                    refuse(
+                        self,
+                        format!(
+                            "{w}: only routes that forward to `service` or `services` can \
+                                bridge gRPC, but this route has `respond`"
+                        ),
+                    );
+                }
+                if websocket == Some(true) {
+                    refuse(
+                        self,
+                        format!("{w}: cannot be combined with `websocket: true`"),
+                    );
+                }
+                if f.entry("cache").is_some() {
+                    // The cache fills itself past the filters that would translate the request.
+                    refuse(self, format!("{w}: cannot be combined with `cache`"));
+                }
+                let http1 = self.http1_services(action.as_ref());
+                if !http1.is_empty() {
+                    refuse(
+                        self,
+                        format!(
+                            "{w}: gRPC needs HTTP/2 to the upstream, but {} \
+                                (set `protocol: grpc` or `http2` on the service)",
+                            list(http1.iter().map(|s| format!("`{s}` has `protocol: http1`")))
+                        ),
+                    );
+                }
+                g.filter(|_| ok).map(Some)
+            }
+        };
         Some(Route {
             name: name?,
             matcher: matcher?,
@@ -2439,6 +2493,7 @@ impl<'a> Ctx<'a> {
             affinity: affinity?,
             cache: cache?,
             transform: transform?,
+            grpc: grpc?,
         })
     }
 
@@ -2722,6 +2777,72 @@ impl<'a> Ctx<'a> {
                 all.finish().map(J::Object)
             }
         }
+    }
+
+    fn grpc(&mut self, node: &Node, what: &str) -> Option<Grpc> {
+        let f = self.fields(node, what, &d::GRPC)?;
+        let transcode = match f.get("transcode") {
+            None => Some(None),
+            Some(n) => self.transcode(n, &format!("{what}.transcode")).map(Some),
+        };
+        let web = f
+            .value("web")
+            .and_then(|n| self.boolean(n, &format!("{what}.web")));
+        let (transcode, web) = (transcode?, web?);
+        if transcode.is_none() && !web {
+            self.problem(
+                f.pos,
+                format!("{what}: does nothing; set `transcode` or `web: true`, or remove it"),
+            );
+            return None;
+        }
+        Some(Grpc { transcode, web })
+    }
+
+    fn transcode(&mut self, node: &Node, what: &str) -> Option<Transcode> {
+        let f = self.fields(node, what, &d::TRANSCODE)?;
+        let descriptor = f
+            .get("descriptor")
+            .and_then(|n| self.file_path(n, &format!("{what}.descriptor"), "descriptor"));
+        let services = f.get("services").and_then(|n| {
+            let w = format!("{what}.services");
+            let items = self.seq(n, &w)?;
+            if items.is_empty() {
+                self.expected(n, &w, "a non-empty list");
+                return None;
+            }
+            let mut all = All::new();
+            for item in items {
+                all.push(
+                    self.nonempty(item, &format!("an entry of {w}"))
+                        .map(|s| (s, item.pos)),
+                );
+            }
+            all.finish()
+        });
+        let (descriptor, services) = (descriptor?, services?);
+        // The loader checks each service against the descriptor set it reads.
+        if let Some(r) = self.files.iter_mut().rev().find(|r| r.path == descriptor) {
+            r.services.extend(services.iter().cloned());
+        }
+        Some(Transcode {
+            descriptor,
+            services: services.into_iter().map(|(s, _)| s).collect(),
+        })
+    }
+
+    /// The services of a forwarding action that speak HTTP/1.1 to their endpoints.
+    fn http1_services(&self, action: Option<&RouteAction>) -> Vec<String> {
+        let names: Vec<&str> = match action {
+            Some(RouteAction::Service(s)) => vec![s.as_str()],
+            Some(RouteAction::Weighted(ws)) => ws.iter().map(|(s, _)| s.as_str()).collect(),
+            _ => Vec::new(),
+        };
+        names
+            .into_iter()
+            .filter(|s| self.service_protocols.get(*s) == Some(&Protocol::Http1))
+            .map(str::to_string)
+            .collect()
     }
 
     fn mirror(&mut self, node: &Node, what: &str) -> Option<Mirror> {

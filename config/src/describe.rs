@@ -1015,6 +1015,7 @@ pub(crate) static ROUTE: Object = Object {
         key("affinity", Ty::Obj(&AFFINITY), Optional, "Keeps a client on one endpoint by hashing a header or cookie; every service of the route needs `lb: ring_hash` or `maglev`."),
         key("cache", Ty::Obj(&CACHE), Optional, "Envoy keeps the route's `200` answers to `GET` and `HEAD` and replays them (with `age`) until `ttl` runs out; omitted, nothing is cached."),
         key("transform", Ty::Obj(&TRANSFORM), Optional, "Edits JSON request and response bodies (and turns JSON responses into XML for clients that prefer it), in transform-service, which Envoy calls on this route only."),
+        key("grpc", Ty::Obj(&GRPC), Optional, "gRPC bridges done by Envoy on this route: REST/JSON transcoding and gRPC-Web. Every service of the route must have `protocol: http2` or `grpc`."),
     ],
     one_of: &["service", "services", "respond", "compose"],
 };
@@ -1053,6 +1054,30 @@ pub(crate) static CACHE: Object = Object {
     doc: "A response cache in each Envoy, for a forwarding route without `websocket`. Envoy stores `200` answers to `GET` and `HEAD` for `ttl`, or for the upstream's shorter `Cache-Control: max-age` (or `s-maxage`), and replays them with an `age` header; an answer with `Cache-Control: no-store` or `private`, or with a `Vary` header, is never stored, and a request with `Cache-Control: no-cache` is always sent to the upstream. The key is method, host, path and query; on an authenticated route also the verified client (`x-auth-provider` and `x-client-id` as authz-service set them), so no client is ever served another client's answer. Auth and rate limits run before the cache, on hits too. A request sent with `Authorization` (a provider with `forward_token`) or a conditional header (`If-Modified-Since`, `If-Range`) is never cached. Upstream requests that fill the cache carry no client address in `x-forwarded-for`.",
     keys: &[
         key("ttl", Ty::Fmt(&POSITIVE_DURATION), Required, "The longest an answer is replayed."),
+    ],
+    one_of: &[],
+};
+
+#[rustfmt::skip]
+pub(crate) static GRPC: Object = Object {
+    name: "grpc",
+    title: "gateways.<name>.routes[].grpc",
+    doc: "Envoy's gRPC bridges for a forwarding route to a gRPC upstream, without `websocket`, `cache` or `respond`. `transcode` maps REST/JSON requests to gRPC methods by their `google.api.http` annotations: a gRPC error becomes its HTTP status with the status as a JSON body; a REST request that maps to no method is a `404`, and bad JSON, a value of the wrong type or a query parameter that names no field a `400`, none of them sent upstream; a JSON body field the method's message does not define is dropped (Envoy's transcoder has no option to refuse it); gRPC requests pass unchanged. `web: true` turns gRPC-Web requests (`application/grpc-web`, `application/grpc-web+proto`, `application/grpc-web-text`) into gRPC and the answer back. Auth and rate limits run first, on the client's request.",
+    keys: &[
+        key("transcode", Ty::Obj(&TRANSCODE), Optional, "REST/JSON to gRPC transcoding; omitted, none."),
+        key("web", Ty::Bool, Is("false"), "Accept gRPC-Web requests on this route."),
+    ],
+    one_of: &[],
+};
+
+#[rustfmt::skip]
+pub(crate) static TRANSCODE: Object = Object {
+    name: "transcode",
+    title: "gateways.<name>.routes[].grpc.transcode",
+    doc: "The gRPC-JSON transcoder. The descriptor set is read with gateway.yaml and sent to Envoy; editing it is applied like an edit of gateway.yaml. Build it with `protoc --include_imports --descriptor_set_out=FILE` (or any compiler that writes a `FileDescriptorSet`).",
+    keys: &[
+        key("descriptor", NONEMPTY, Required, "A binary `google.protobuf.FileDescriptorSet`, relative to this file; it must hold every service of `services` and the `google.api.http` annotations of their methods."),
+        key("services", list(&NONEMPTY), Required, "The fully qualified gRPC services (`package.Service`) transcoded on this route."),
     ],
     one_of: &[],
 };

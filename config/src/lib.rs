@@ -223,6 +223,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     }
     errors.extend(check_referenced(path, &config, &refs, &files));
     errors.extend(check_pem(path, &config, &refs, &files));
+    errors.extend(check_descriptors(path, &refs, &files));
     if !errors.is_empty() {
         // gateway.yaml's own problems first, in source order, then each referenced file's.
         errors.sort_by(|a, b| {
@@ -242,6 +243,118 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
         files,
         warnings,
     })
+}
+
+/// Decodes every `grpc.transcode.descriptor` as a `FileDescriptorSet` and checks that each
+/// service its route names is defined in it.
+fn check_descriptors(
+    config_path: &Path,
+    refs: &[decode::FileRef],
+    files: &BTreeMap<PathBuf, Vec<u8>>,
+) -> Vec<ConfigError> {
+    use prost::Message as _;
+    let mut errors = Vec::new();
+    let at = |pos: yaml::Pos, kind: ErrorKind, message: String| ConfigError {
+        file: config_path.to_path_buf(),
+        line: pos.line,
+        column: pos.column,
+        kind,
+        message,
+    };
+    for r in refs.iter().filter(|r| r.key == "descriptor") {
+        let Some(bytes) = files.get(&r.path) else {
+            continue;
+        };
+        let set = match prost_types::FileDescriptorSet::decode(bytes.as_slice()) {
+            Ok(set) if !set.file.is_empty() => set,
+            Ok(_) => {
+                errors.push(at(
+                    r.pos,
+                    ErrorKind::InvalidReferencedFile,
+                    format!(
+                        "descriptor: {} holds no .proto file (an empty or non-descriptor file)",
+                        r.path.display()
+                    ),
+                ));
+                continue;
+            }
+            Err(e) => {
+                errors.push(at(
+                    r.pos,
+                    ErrorKind::InvalidReferencedFile,
+                    format!(
+                        "descriptor: {} is not a binary FileDescriptorSet: {e}",
+                        r.path.display()
+                    ),
+                ));
+                continue;
+            }
+        };
+        // Without `--include_imports` Envoy cannot build the descriptor pool and refuses the
+        // whole listener update; say so here, at the key.
+        let names: Vec<&str> = set.file.iter().map(|f| f.name()).collect();
+        let missing: Vec<String> = set
+            .file
+            .iter()
+            .flat_map(|f| f.dependency.iter())
+            .filter(|d| !names.contains(&d.as_str()))
+            .map(|d| format!("`{d}`"))
+            .collect();
+        if !missing.is_empty() {
+            errors.push(at(
+                r.pos,
+                ErrorKind::InvalidReferencedFile,
+                format!(
+                    "descriptor: {} imports {} but does not include {}; build it with \
+                        `protoc --include_imports`",
+                    r.path.display(),
+                    missing.join(", "),
+                    if missing.len() == 1 { "it" } else { "them" }
+                ),
+            ));
+            continue;
+        }
+        let defined: Vec<String> = set
+            .file
+            .iter()
+            .flat_map(|f| {
+                let package = f.package().to_string();
+                f.service.iter().map(move |s| {
+                    if package.is_empty() {
+                        s.name().to_string()
+                    } else {
+                        format!("{package}.{}", s.name())
+                    }
+                })
+            })
+            .collect();
+        for (name, pos) in &r.services {
+            if defined.contains(name) {
+                continue;
+            }
+            let suggestion =
+                suggest::did_you_mean(suggest::closest(name, defined.iter().map(String::as_str)));
+            let known = if defined.is_empty() {
+                "none".to_string()
+            } else {
+                defined
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            errors.push(at(
+                *pos,
+                ErrorKind::UnknownReference,
+                format!(
+                    "grpc.transcode.services: unknown service `{name}`{suggestion} in {}; \
+                        it defines: {known}",
+                    r.path.display()
+                ),
+            ));
+        }
+    }
+    errors
 }
 
 /// Parses every JWKS file (for its provider's algorithms) and every API-key file that was read,
@@ -726,5 +839,103 @@ mod referenced_file_tests {
             assert_eq!(e.retry(), RetryType::AfterChange, "{kind:?}");
             assert_eq!(e.source_kind(), ErrorSource::Config);
         }
+    }
+
+    /// A config with one transcoded route naming `services` of `descriptor`'s bytes.
+    fn load_grpc(
+        descriptor: &[u8],
+        services: &str,
+    ) -> (tempfile::TempDir, Result<Loaded, ConfigErrors>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("gateway.yaml");
+        std::fs::write(
+            &config,
+            format!("version: 1\nservices:\n  greeter: {{ endpoints: [127.0.0.1:50051], protocol: grpc }}\ngateways:\n  edge:\n    listeners: [{{ name: http, port: 8080 }}]\n    routes:\n      - name: r\n        match: {{ prefix: / }}\n        service: greeter\n        auth: none\n        grpc:\n          transcode:\n            descriptor: demo.pb\n            services: {services}\n"),
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("demo.pb"), descriptor).expect("write");
+        let result = load(&config);
+        (dir, result)
+    }
+
+    /// A descriptor set of `demo.proto` (service `demo.Greeter`, importing `imports`) and of
+    /// `included`.
+    fn demo_descriptor_with(imports: &[&str], included: &[&str]) -> Vec<u8> {
+        use prost::Message as _;
+        let mut file: Vec<prost_types::FileDescriptorProto> = included
+            .iter()
+            .map(|name| prost_types::FileDescriptorProto {
+                name: Some(name.to_string()),
+                ..Default::default()
+            })
+            .collect();
+        file.push(prost_types::FileDescriptorProto {
+            name: Some("demo.proto".into()),
+            package: Some("demo".into()),
+            dependency: imports.iter().map(|d| d.to_string()).collect(),
+            service: vec![prost_types::ServiceDescriptorProto {
+                name: Some("Greeter".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        prost_types::FileDescriptorSet { file }.encode_to_vec()
+    }
+
+    fn demo_descriptor() -> Vec<u8> {
+        demo_descriptor_with(
+            &["google/api/annotations.proto"],
+            &["google/api/annotations.proto"],
+        )
+    }
+
+    #[test]
+    fn a_transcode_descriptor_is_read_and_checked() {
+        let good = demo_descriptor();
+        let (dir, loaded) = load_grpc(&good, "[demo.Greeter]");
+        let loaded = loaded.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(loaded.files.get(&dir.path().join("demo.pb")), Some(&good));
+
+        // An unknown service, at its entry in gateway.yaml, with the ones the file defines.
+        let (_dir, result) = load_grpc(&good, "[demo.Greeter, demo.Greter]");
+        let errs = result.expect_err("unknown service").0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!((errs[0].line, errs[0].column), (15, 38), "{errs:?}");
+        assert_eq!(errs[0].kind, ErrorKind::UnknownReference);
+        assert!(
+            errs[0]
+                .message
+                .contains("unknown service `demo.Greter` (did you mean `demo.Greeter`?)"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[0].message.contains("it defines: `demo.Greeter`"),
+            "{errs:?}"
+        );
+
+        // Bytes that are no FileDescriptorSet, and an empty file, at the `descriptor` value.
+        for bytes in [&b"not a descriptor set"[..], b""] {
+            let (_dir, result) = load_grpc(bytes, "[demo.Greeter]");
+            let errs = result.expect_err("a broken descriptor").0;
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            assert_eq!((errs[0].line, errs[0].column), (14, 25), "{errs:?}");
+            assert_eq!(errs[0].kind, ErrorKind::InvalidReferencedFile);
+            assert!(errs[0].message.starts_with("descriptor: "), "{errs:?}");
+        }
+
+        // A set built without its imports.
+        let (_dir, result) = load_grpc(
+            &demo_descriptor_with(&["google/api/annotations.proto"], &[]),
+            "[demo.Greeter]",
+        );
+        let errs = result.expect_err("a set without its imports").0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!((errs[0].line, errs[0].column), (14, 25), "{errs:?}");
+        assert!(
+            errs[0]
+                .message
+                .contains("imports `google/api/annotations.proto` but does not include it"),
+            "{errs:?}"
+        );
     }
 }

@@ -495,6 +495,27 @@ pub struct Route {
     pub cache: Option<Cache>,
     /// Only with a forwarding action.
     pub transform: Option<Transform>,
+    /// `grpc`: Envoy's gRPC-JSON transcoder and/or gRPC-Web filter on this route (only on
+    /// forwarding routes whose services all speak HTTP/2).
+    pub grpc: Option<Grpc>,
+}
+
+/// `grpc` on a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grpc {
+    /// REST/JSON requests mapped to gRPC methods by their `google.api.http` annotations.
+    pub transcode: Option<Transcode>,
+    /// gRPC-Web (`application/grpc-web*`) requests turned into gRPC.
+    pub web: bool,
+}
+
+/// `grpc.transcode`: the descriptor set (read by the loader into `Loaded::files`) and the
+/// services of it the route transcodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transcode {
+    pub descriptor: PathBuf,
+    /// Fully qualified (`package.Service`); each is in the descriptor set. Never empty.
+    pub services: Vec<String>,
 }
 
 /// `cache`: Envoy keeps cacheable `GET`/`HEAD` answers of the route.

@@ -1247,7 +1247,7 @@ fn warning_lines(src: &str) -> Vec<String> {
     warnings.iter().map(ToString::to_string).collect()
 }
 
-const ROUTE_KEYS: &str = "name, match, service, services, respond, compose, rewrite, auth, require, allow_ips, deny_ips, rate_limit, timeout, retries, max_body, websocket, request_headers, response_headers, mirror, affinity, cache, transform";
+const ROUTE_KEYS: &str = "name, match, service, services, respond, compose, rewrite, auth, require, allow_ips, deny_ips, rate_limit, timeout, retries, max_body, websocket, request_headers, response_headers, mirror, affinity, cache, transform, grpc";
 
 #[test]
 fn a_misspelt_key_or_name_gets_did_you_mean() {
@@ -1810,6 +1810,105 @@ fn transform_errors_are_reported_at_the_offending_node() {
             "a transform on a route that answers itself",
             with_routes("      - name: r\n        match: { prefix: / }\n        respond: { status: 200 }\n        auth: none\n        transform: { response: { xml: true } }\n"),
             vec![(17, "transform", "`transform` only applies to routes that forward")],
+        ),
+    ];
+    check(cases);
+}
+
+#[test]
+fn grpc_decodes_and_refuses_impossible_combinations() {
+    let base = BASE.replace(
+        "  users: { endpoints: [127.0.0.1:3001] }\n",
+        "  users: { endpoints: [127.0.0.1:3001] }\n  greeter: { endpoints: [127.0.0.1:50051], protocol: grpc }\n",
+    );
+    let route = |extra: &str, grpc: &str| {
+        format!(
+            "{base}      - name: r\n        match: {{ prefix: /v1 }}\n{extra}        auth: none\n        grpc: {grpc}\n"
+        )
+    };
+    const BOTH: &str =
+        "{ transcode: { descriptor: demo.pb, services: [demo.Greeter] }, web: true }";
+    let config =
+        parse(&route("        service: greeter\n", BOTH), file()).unwrap_or_else(|e| panic!("{e}"));
+    let r = &config.gateways["edge"].routes[0];
+    assert_eq!(
+        r.grpc,
+        Some(Grpc {
+            transcode: Some(Transcode {
+                descriptor: PathBuf::from("/etc/gateway/demo.pb"),
+                services: vec!["demo.Greeter".to_string()],
+            }),
+            web: true,
+        })
+    );
+    let web_only = parse(
+        &route("        service: greeter\n", "{ web: true }"),
+        file(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        web_only.gateways["edge"].routes[0].grpc,
+        Some(Grpc {
+            transcode: None,
+            web: true
+        })
+    );
+    let start = base.lines().count() + 1;
+    let cases: Vec<Case> = vec![
+        (
+            "grpc on a route that answers itself",
+            route("        respond: { status: 200 }\n", BOTH),
+            vec![(
+                start + 4,
+                "grpc",
+                "route `r`: grpc: only routes that forward",
+            )],
+        ),
+        (
+            "grpc.web with websocket",
+            route(
+                "        service: greeter\n        websocket: true\n",
+                "{ web: true }",
+            ),
+            vec![(
+                start + 5,
+                "grpc",
+                "cannot be combined with `websocket: true`",
+            )],
+        ),
+        (
+            "grpc with cache",
+            route(
+                "        service: greeter\n        cache: { ttl: 5s }\n",
+                "{ web: true }",
+            ),
+            vec![(start + 5, "grpc", "cannot be combined with `cache`")],
+        ),
+        (
+            "grpc to an HTTP/1.1 service",
+            route("        service: users\n", "{ web: true }"),
+            vec![(start + 4, "grpc", "`users` has `protocol: http1`")],
+        ),
+        (
+            "grpc that does nothing",
+            route("        service: greeter\n", "{ web: false }"),
+            vec![(start + 4, "{ web", "does nothing")],
+        ),
+        (
+            "no services to transcode",
+            route(
+                "        service: greeter\n",
+                "{ transcode: { descriptor: demo.pb, services: [] } }",
+            ),
+            vec![(start + 4, "[]", "a non-empty list")],
+        ),
+        (
+            "no descriptor",
+            route(
+                "        service: greeter\n",
+                "{ transcode: { services: [demo.Greeter] } }",
+            ),
+            vec![(start + 4, "{ services", "`descriptor`")],
         ),
     ];
     check(cases);

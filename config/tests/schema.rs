@@ -136,6 +136,11 @@ gateways:
         auth: none
         allow_ips: [10.0.0.0/8, 192.168.1.7, "2001:db8::/32", "::1"]
         deny_ips: [10.9.0.0/16]
+      - name: w
+        match: { prefix: /demo. }
+        service: a
+        auth: none
+        grpc: { transcode: { descriptor: demo.pb, services: [demo.Greeter] }, web: true }
 "#;
 
 /// The example configs and the decoder's test data, by path.

@@ -10,6 +10,7 @@ pub mod client;
 pub mod echo;
 pub mod envoy;
 pub mod gateway;
+pub mod grpc_demo;
 pub mod load;
 pub mod otlp;
 pub mod ratelimit;

@@ -155,7 +155,7 @@ gateways:
     let p = path.display();
     let keys = "name, match, service, services, respond, compose, rewrite, auth, require, allow_ips, deny_ips, \
                 rate_limit, timeout, retries, max_body, websocket, request_headers, response_headers, \
-                mirror, affinity, cache, transform";
+                mirror, affinity, cache, transform, grpc";
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         format!(

@@ -15,6 +15,7 @@ pub mod authz;
 pub mod cache;
 mod cluster;
 mod compose;
+mod grpc;
 mod ip_lists;
 mod listener;
 pub mod ratelimit;
@@ -152,6 +153,8 @@ pub(crate) struct Policies<'a> {
     pub credential_query: Vec<String>,
     /// Set when some route of the gateway has a `transform`.
     pub transforms: Option<&'a config::Config>,
+    /// The `grpc.transcode` routes' transcoder configs (`grpc::transcoders`).
+    pub transcoders: grpc::Transcoders,
 }
 
 /// Translates every gateway of a loaded config. Keys are gateway names (the `node.cluster` of the
@@ -291,6 +294,7 @@ fn translate_gateway(
             .collect(),
         credential_query: authz::credential_query(cfg),
         transforms,
+        transcoders: grpc::transcoders(gw, &loaded.files)?,
     };
     for (svc_name, route_name) in used {
         let svc = cfg

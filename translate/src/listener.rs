@@ -581,14 +581,10 @@ fn http_filters(gw: &Gateway, l: &ListenerCfg, policies: &Policies<'_>) -> Vec<H
     if compose::used(gw) {
         filters.push(compose::http_filter());
     }
-    // `cache` just before the router: auth, limits and body checks run on hits too, and the
-    // cache keeps the body uncompressed (the compressors, closer to the client, compress each
-    // answer for its client).
-    if super::cache::used(gw) {
-        filters.extend(super::cache::http_filters());
-    }
-    // `transform`: before the cache's filters (a cached route's hits are transformed per request; the cache keeps the upstream's answer), so on the way back it is the first filter to see
-    // the upstream's response, before the compressors (response filters run in reverse); and
+    // `transform`: before the gRPC bridges and the cache's filters (the cache sends a miss
+    // straight to its internal listener, past every filter after it, and keeps the upstream's
+    // answer, so each hit is transformed for its own request), so on the way back it sees the
+    // upstream's (or the cache's) response before the compressors (response filters run in reverse); and
     // a request refused by policy or `max_body` never reaches transform-service. Disabled by
     // default: only routes with a transform enable it (`transform::per_route`).
     if let Some(cfg) = policies.transforms {
@@ -599,6 +595,15 @@ fn http_filters(gw: &Gateway, l: &ListenerCfg, policies: &Policies<'_>) -> Vec<H
         );
         f.disabled = true;
         filters.push(f);
+    }
+    // gRPC bridges after every check of the client's request, before the cache (which a
+    // `grpc` route never uses) and the router.
+    filters.extend(super::grpc::http_filters(gw, &policies.transcoders));
+    // `cache` just before the router: auth, limits and body checks run on hits too, and the
+    // cache keeps the body uncompressed (the compressors, closer to the client, compress each
+    // answer for its client).
+    if super::cache::used(gw) {
+        filters.extend(super::cache::http_filters());
     }
     filters.push(http_filter(
         ROUTER_FILTER,

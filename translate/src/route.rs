@@ -85,6 +85,8 @@ pub(super) fn route_configuration(
         if gw.cors.is_some() {
             routes.extend(preflight_route(r, &rt));
         }
+        rt.typed_per_filter_config
+            .extend(super::grpc::route_configs(r, &policies.transcoders));
         // After the preflight twin is made: a preflight is never cached.
         if r.cache.is_some() {
             rt.typed_per_filter_config

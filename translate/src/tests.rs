@@ -67,6 +67,13 @@ fn load(yaml: &str) -> Loaded {
         }
     }
     for gw in config.gateways.values() {
+        for t in gw
+            .routes
+            .iter()
+            .filter_map(|r| r.grpc.as_ref()?.transcode.as_ref())
+        {
+            add(&t.descriptor);
+        }
         for l in &gw.listeners {
             if let Some(tls) = &l.tls {
                 add(&tls.cert_file);
@@ -3114,4 +3121,130 @@ fn tracing_is_envoys_opentelemetry_tracer_exporting_to_its_own_cluster() {
     let r = edge(&yaml(""));
     assert!(hcm(&r.listeners[0]).tracing.is_none());
     assert!(r.clusters.iter().all(|c| c.name != proto::TRACING_CLUSTER));
+}
+
+const GRPC_ROUTES: &str = "      - { name: plain, match: { prefix: /plain }, service: users, auth: none }\n      - { name: rest, match: { prefix: /v1/ }, service: greeter, auth: none, grpc: { transcode: { descriptor: demo.pb, services: [demo.Greeter, demo.Admin] } } }\n      - { name: other, match: { prefix: /v2/ }, service: greeter, auth: none, grpc: { transcode: { descriptor: other.pb, services: [other.Api] }, web: true } }\n      - { name: web, match: { prefix: /demo.Greeter/ }, service: greeter, auth: none, grpc: { web: true } }\n";
+
+#[test]
+fn grpc_routes_turn_on_the_transcoder_and_grpc_web_the_chain_has_off() {
+    use proto::pb::envoy::config::route::v3::FilterConfig;
+    use proto::pb::envoy::extensions::filters::http::grpc_json_transcoder::v3::{
+        grpc_json_transcoder::DescriptorSet, GrpcJsonTranscoder,
+    };
+    use proto::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter;
+
+    const TRANSCODER_URL: &str =
+        "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder";
+    const FILTER_CONFIG_URL: &str = "type.googleapis.com/envoy.config.route.v3.FilterConfig";
+    let services =
+        format!("{USERS}\n  greeter: {{ endpoints: [127.0.0.1:50051], protocol: grpc }}");
+    let r = edge(&with_routes(&services, GRPC_ROUTES));
+
+    // The chain: transcoder then gRPC-Web, both off, just before the router.
+    let chain = hcm(&r.listeners[0]).http_filters;
+    let names: Vec<&str> = chain.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        &names[names.len() - 3..],
+        [
+            grpc::TRANSCODER_FILTER,
+            grpc::WEB_FILTER,
+            "envoy.filters.http.router"
+        ]
+    );
+    let transcoder = &chain[names.len() - 3];
+    assert!(
+        transcoder.disabled && chain[names.len() - 2].disabled,
+        "off unless a route turns them on"
+    );
+    let Some(http_filter::ConfigType::TypedConfig(any)) = &transcoder.config_type else {
+        panic!("typed config");
+    };
+    let first: GrpcJsonTranscoder = unpack(any, TRANSCODER_URL);
+    assert_eq!(
+        first.services,
+        ["demo.Greeter", "demo.Admin"],
+        "the first transcoded route's"
+    );
+
+    // Each route carries its own descriptor bytes and services.
+    let per_route = |route: &str, filter: &str| -> Option<Any> {
+        let cfg = route_named(&r, route).typed_per_filter_config.get(filter)?;
+        let fc: FilterConfig = unpack(cfg, FILTER_CONFIG_URL);
+        assert!(!fc.disabled);
+        Some(fc.config.expect("a config turns the filter on"))
+    };
+    for (route, file, services) in [
+        (
+            "rest",
+            "/etc/gw/demo.pb",
+            vec!["demo.Greeter", "demo.Admin"],
+        ),
+        ("other", "/etc/gw/other.pb", vec!["other.Api"]),
+    ] {
+        let t: GrpcJsonTranscoder = unpack(
+            &per_route(route, grpc::TRANSCODER_FILTER).expect("transcoder on"),
+            TRANSCODER_URL,
+        );
+        assert_eq!(
+            t.descriptor_set,
+            Some(DescriptorSet::ProtoDescriptorBin(
+                format!("contents of {file}").into_bytes()
+            )),
+            "{route}"
+        );
+        assert_eq!(t.services, services);
+        assert!(t.convert_grpc_status, "gRPC errors become HTTP statuses");
+        assert!(
+            t.match_incoming_request_route,
+            "the transcoded call keeps its route"
+        );
+        let v = t.request_validation_options.expect("validation options");
+        assert!(v.reject_unknown_method && v.reject_unknown_query_parameters);
+    }
+    assert!(per_route("other", grpc::WEB_FILTER).is_some());
+    assert!(per_route("web", grpc::WEB_FILTER).is_some());
+    assert!(per_route("web", grpc::TRANSCODER_FILTER).is_none());
+    assert!(per_route("rest", grpc::WEB_FILTER).is_none());
+    for f in [grpc::TRANSCODER_FILTER, grpc::WEB_FILTER] {
+        assert!(per_route("plain", f).is_none(), "{f}");
+    }
+
+    // Without a grpc route the chain has neither filter.
+    let plain = edge(&with_routes(
+        USERS,
+        "      - { name: plain, match: { prefix: / }, service: users, auth: none }\n",
+    ));
+    let names: Vec<String> = hcm(&plain.listeners[0])
+        .http_filters
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert!(!names.iter().any(|n| n.contains("grpc")), "{names:?}");
+}
+
+/// The cache answers a hit itself and sends a miss straight to its internal listener, past every
+/// filter after it: a transform placed after the cache would never see a cached route's body,
+/// and the cache would replay one client's envelope (with its request id) to the next. So the
+/// ext_proc filter comes before the cache's filters.
+#[test]
+fn transforms_run_before_the_cache() {
+    let yaml = with_routes(
+        USERS,
+        "      - { name: t, match: { prefix: /t }, service: users, auth: none, transform: { response: { xml: true } }, cache: { ttl: 30s } }
+      - { name: c, match: { prefix: /c }, service: users, auth: none, cache: { ttl: 30s } }
+",
+    );
+    let r = edge(&yaml);
+    let names: Vec<String> = hcm(&r.listeners[0])
+        .http_filters
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    let at = |n: &str| {
+        names
+            .iter()
+            .position(|x| x == n)
+            .unwrap_or_else(|| panic!("{n} in {names:?}"))
+    };
+    assert!(at(transform::FILTER) < at(cache::FILTER), "{names:?}");
 }
