@@ -142,7 +142,7 @@ fn pad(bytes: usize) -> Value {
             "id": i,
             "name": format!("item {i}"),
             "price": (i * 7919) % 10_000,
-            "in_stock": i % 3 != 0,
+            "in_stock": !i.is_multiple_of(3),
             "tags": [format!("t{}", i % 17), format!("c{}", (i * 31) % 101)],
         });
         size += item.to_string().len() + 1;
