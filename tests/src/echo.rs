@@ -4,7 +4,8 @@
 //! Request headers steer it: `x-echo-status: 503` answers with that status, `x-echo-delay-ms: 300`
 //! waits that long before answering, `x-echo-content-type` and `x-echo-content-encoding` label the
 //! (unchanged) JSON body with that type or encoding, `x-echo-cache-control` sets the answer's
-//! `Cache-Control`. Every answer carries `x-upstream: <name>` and `x-echo-hit: <n>`, the count
+//! `Cache-Control`, `x-echo-pad-bytes: 16384` adds a `"pad"` array of JSON records of about that
+//! many bytes (a body of a realistic size and make-up, for compression). Every answer carries `x-upstream: <name>` and `x-echo-hit: <n>`, the count
 //! of requests this upstream received so far (so a replayed answer shows an old count).
 
 use std::net::SocketAddr;
@@ -31,6 +32,8 @@ pub const CONTENT_TYPE_HEADER: &str = "x-echo-content-type";
 pub const CONTENT_ENCODING_HEADER: &str = "x-echo-content-encoding";
 /// Request header: the answer's `Cache-Control`.
 pub const CACHE_CONTROL_HEADER: &str = "x-echo-cache-control";
+/// Request header: add a `"pad"` array of records to the answer, of about this many bytes.
+pub const PAD_HEADER: &str = "x-echo-pad-bytes";
 /// Response header: how many requests this upstream had received when it answered.
 pub const HIT_HEADER: &str = "x-echo-hit";
 /// Response header naming the upstream that answered.
@@ -93,7 +96,7 @@ async fn echo(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .and_then(|v| v.parse::<u16>().ok())
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
-    let doc = json!({
+    let mut doc = json!({
         "upstream": shared.name,
         "method": parts.method.as_str(),
         "path": parts.uri.path(),
@@ -101,6 +104,9 @@ async fn echo(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         "headers": headers,
         "body": String::from_utf8_lossy(&body),
     });
+    if let Some(n) = header(PAD_HEADER).and_then(|v| v.parse::<usize>().ok()) {
+        doc["pad"] = pad(n.min(MAX_BODY));
+    }
     if let Ok(mut last) = shared.last.lock() {
         *last = Some(doc.clone());
     }
@@ -123,6 +129,27 @@ async fn echo(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         }
     }
     resp
+}
+
+/// Records like a catalogue page (`{"id":7,"name":"item 7",…}`) until about `bytes` of JSON:
+/// repetitive in its keys, varied in its values, as API answers are.
+fn pad(bytes: usize) -> Value {
+    let mut items = Vec::new();
+    let mut size = 2;
+    let mut i: u64 = 0;
+    while size < bytes {
+        let item = json!({
+            "id": i,
+            "name": format!("item {i}"),
+            "price": (i * 7919) % 10_000,
+            "in_stock": !i.is_multiple_of(3),
+            "tags": [format!("t{}", i % 17), format!("c{}", (i * 31) % 101)],
+        });
+        size += item.to_string().len() + 1;
+        items.push(item);
+        i += 1;
+    }
+    Value::Array(items)
 }
 
 struct Running {

@@ -7,6 +7,13 @@
 //! (p50/p90/p99/max, and what the gateway adds to the baseline's p50/p99 at that rate). The
 //! baseline runs first and last in both phases, so the report shows how far the machine drifted.
 //!
+//! Compression rows: a JSON answer of `--body-bytes` (16 KiB of catalogue-like records) on the
+//! plain route asked with `Accept-Encoding: identity`, and asked for gzip or zstd, which the
+//! gateway's `compression` (on for every row; the other rows' answers are under its `min_bytes`)
+//! then applies, every answer checked for its `content-encoding`. WebSocket rows: `--ws-sockets`
+//! open sockets to a WebSocket echo-upstream, each with one message in flight, reached directly,
+//! through a `websocket: true` route without policy and through one with the JWT on the upgrade.
+//!
 //! `scripts/bench gateway` builds release binaries and runs it; `--help` lists the knobs.
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,7 +27,7 @@ use clap::Parser;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{HeaderValue, AUTHORIZATION, HOST};
+use hyper::header::{HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, HOST};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tests::authz::{api_key, bearer, token, AuthzService, ISSUER, SECRET_ENV};
@@ -76,6 +83,18 @@ struct Args {
     /// without a key on every request: compare Envoy's CPU per request with a run without it.
     #[arg(long, env = "BENCH_QUERY_KEYS")]
     query_keys: bool,
+    /// Size of the JSON answer of the compression rows (`x-echo-pad-bytes`).
+    #[arg(long, env = "BENCH_BODY_BYTES", default_value_t = 16 * 1024)]
+    body_bytes: usize,
+    /// Open WebSockets in the WebSocket runs, each with one message in flight.
+    #[arg(long, env = "BENCH_WS_SOCKETS", default_value_t = 16)]
+    ws_sockets: usize,
+    /// Bytes of each WebSocket text message.
+    #[arg(long, env = "BENCH_WS_BYTES", default_value_t = 256)]
+    ws_bytes: usize,
+    /// Seconds of each WebSocket run (after a one-second warm-up).
+    #[arg(long, env = "BENCH_WS_SECONDS", default_value_t = 3)]
+    ws_seconds: u64,
 }
 
 /// One row of the report.
@@ -85,27 +104,39 @@ enum Scenario {
     Jwt,
     FullMemory,
     FullRedis,
+    /// `--body-bytes` of JSON on the plain route, as the upstream sent it.
+    Json,
+    /// The same answer compressed by the gateway's `compression`, gzip.
+    Gzip,
+    /// The same, zstd.
+    Zstd,
     BaselineAgain,
 }
 
 impl Scenario {
     /// The order of the report's rows.
-    const REPORT_ORDER: [Scenario; 5] = [
+    const REPORT_ORDER: [Scenario; 8] = [
         Scenario::Baseline,
         Scenario::Jwt,
         Scenario::FullMemory,
         Scenario::FullRedis,
+        Scenario::Json,
+        Scenario::Gzip,
+        Scenario::Zstd,
         Scenario::BaselineAgain,
     ];
     /// Saturation runs: the baseline first and last, to show how far the machine drifted.
-    const SATURATION_ORDER: [Scenario; 5] = Scenario::REPORT_ORDER;
+    const SATURATION_ORDER: [Scenario; 8] = Scenario::REPORT_ORDER;
     /// Fixed-rate runs: baseline first and last again; Redis next to it, since it is the store
     /// the saturation runs left running (one store switch fewer).
-    const PACED_ORDER: [Scenario; 5] = [
+    const PACED_ORDER: [Scenario; 8] = [
         Scenario::Baseline,
         Scenario::FullRedis,
         Scenario::FullMemory,
         Scenario::Jwt,
+        Scenario::Json,
+        Scenario::Gzip,
+        Scenario::Zstd,
         Scenario::BaselineAgain,
     ];
 
@@ -124,20 +155,46 @@ impl Scenario {
             Scenario::Jwt => "JWT (ext_authz)",
             Scenario::FullMemory => "JWT + plan limit, memory",
             Scenario::FullRedis => "JWT + plan limit, Redis",
+            Scenario::Json => "JSON answer, uncompressed",
+            Scenario::Gzip => "JSON answer, gzip",
+            Scenario::Zstd => "JSON answer, zstd",
             Scenario::BaselineAgain => "baseline again (drift)",
         }
     }
 
     fn path(self) -> &'static str {
         match self {
-            Scenario::Baseline | Scenario::BaselineAgain => "/plain",
+            Scenario::Baseline
+            | Scenario::BaselineAgain
+            | Scenario::Json
+            | Scenario::Gzip
+            | Scenario::Zstd => "/plain",
             Scenario::Jwt => "/jwt",
             Scenario::FullMemory | Scenario::FullRedis => "/full",
         }
     }
 
     fn authenticated(self) -> bool {
-        !matches!(self, Scenario::Baseline | Scenario::BaselineAgain)
+        matches!(
+            self,
+            Scenario::Jwt | Scenario::FullMemory | Scenario::FullRedis
+        )
+    }
+
+    /// The `Accept-Encoding` sent and the `Content-Encoding` every answer must have; `None`
+    /// for the rows without a large body.
+    fn encoding(self) -> Option<(&'static str, Option<&'static str>)> {
+        match self {
+            Scenario::Json => Some(("identity", None)),
+            Scenario::Gzip => Some(("gzip", Some("gzip"))),
+            Scenario::Zstd => Some(("zstd", Some("zstd"))),
+            _ => None,
+        }
+    }
+
+    /// Served by the gateway with `compression`.
+    fn compressing(self) -> bool {
+        matches!(self, Scenario::Gzip | Scenario::Zstd)
     }
 
     /// The full gateway: the rows the target applies to.
@@ -155,12 +212,16 @@ struct Target {
     query: &'static str,
     /// `Bearer <token>` per client; empty for the baseline.
     auth: Vec<HeaderValue>,
+    /// `x-echo-pad-bytes`, `Accept-Encoding` and the `Content-Encoding` every answer must have.
+    body: Option<(HeaderValue, &'static str, Option<&'static str>)>,
 }
 
 /// Answers other than 200, and transport failures.
 #[derive(Debug, Default)]
 struct Tally {
     ok: u64,
+    /// Body bytes of the 200 answers, as received (compressed where they were).
+    body_bytes: u64,
     statuses: BTreeMap<u16, u64>,
     errors: u64,
     first_errors: Vec<String>,
@@ -169,6 +230,7 @@ struct Tally {
 impl Tally {
     fn merge(&mut self, other: Tally) {
         self.ok += other.ok;
+        self.body_bytes += other.body_bytes;
         for (s, n) in other.statuses {
             *self.statuses.entry(s).or_default() += n;
         }
@@ -184,10 +246,13 @@ impl Tally {
         self.statuses.values().sum::<u64>() + self.errors
     }
 
-    fn record(&mut self, answer: Result<u16, String>) {
+    fn record(&mut self, answer: Result<(u16, usize), String>) {
         match answer {
-            Ok(200) => self.ok += 1,
-            Ok(s) => *self.statuses.entry(s).or_default() += 1,
+            Ok((200, bytes)) => {
+                self.ok += 1;
+                self.body_bytes += bytes as u64;
+            }
+            Ok((s, _)) => *self.statuses.entry(s).or_default() += 1,
             Err(e) => {
                 self.errors += 1;
                 if self.first_errors.len() < ERRORS_SHOWN {
@@ -336,8 +401,16 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(args))
 }
 
-/// The gateway.yaml: one upstream, three routes that differ only in policy.
-fn config(echo: u16, http: u16, authz: u16, rls: u16, keys_file: Option<&Path>) -> String {
+/// The gateway.yaml: one upstream, three routes that differ only in policy, `compression` (only
+/// the compression rows ask for it); WebSocket routes to the WebSocket echo.
+fn config(ports: &Ports, keys_file: Option<&Path>) -> String {
+    let Ports {
+        echo,
+        ws,
+        http,
+        authz,
+        rls,
+    } = *ports;
     let api_keys = keys_file.map_or(String::new(), |f| {
         format!(
             "  api_keys:\n    partners: {{ query: api_key, keys_file: {} }}\n",
@@ -352,6 +425,7 @@ fn config(echo: u16, http: u16, authz: u16, rls: u16, keys_file: Option<&Path>) 
         r#"version: 1
 services:
   echo: {{ endpoints: [127.0.0.1:{echo}] }}
+  ws: {{ endpoints: [127.0.0.1:{ws}] }}
 auth:
   service: {{ address: 127.0.0.1:{authz}, timeout: 1s, on_error: deny }}
   jwt:
@@ -368,6 +442,7 @@ gateways:
   edge:
     listeners: [{{ name: http, port: {http} }}]
     access_log: off
+    compression: {{ algorithms: [gzip, zstd] }}
     routes:
       - name: plain
         match: {{ prefix: /plain }}
@@ -384,8 +459,43 @@ gateways:
         service: echo
         auth: main
         rate_limit: plan
+      - {{ name: ws, match: {{ prefix: /ws }}, service: ws, auth: none, rate_limit: none, websocket: true, timeout: 0s }}
+      - {{ name: ws-jwt, match: {{ prefix: /jwt-ws }}, service: ws, auth: main, rate_limit: none, websocket: true, timeout: 0s }}
 "#
     )
+}
+
+/// The ports of one run.
+#[derive(Clone, Copy)]
+struct Ports {
+    echo: u16,
+    ws: u16,
+    http: u16,
+    authz: u16,
+    rls: u16,
+}
+
+/// Starts an `echo-upstream` process and waits until it accepts connections.
+async fn start_echo(name: &str, port: u16, websocket: bool, dir: &Path) -> Proc {
+    let mut cmd = Command::new(workspace_bin("echo-upstream"));
+    cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--name", name]);
+    if websocket {
+        cmd.arg("--websocket");
+    }
+    let mut echo = Proc::spawn(name, cmd, dir);
+    wait_for(
+        "echo-upstream to accept connections",
+        Duration::from_secs(10),
+        async || {
+            echo.assert_running();
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    echo
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -393,27 +503,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .prefix("gateway-bench-")
         .tempdir()
         .context("temp dir")?;
-    let (echo_port, http, authz_port, rls_port) =
-        (free_port(), free_port(), free_port(), free_port());
+    let ports = Ports {
+        echo: free_port(),
+        ws: free_port(),
+        http: free_port(),
+        authz: free_port(),
+        rls: free_port(),
+    };
+    let (echo_port, http, authz_port, rls_port) = (ports.echo, ports.http, ports.authz, ports.rls);
 
     // The upstream is the `echo-upstream` binary in its own process, not an in-process server:
     // sharing this runtime would make the generator's timing depend on the upstream's work and
     // the other way round. It is the same upstream for every scenario.
-    let mut cmd = Command::new(workspace_bin("echo-upstream"));
-    cmd.args(["--listen", &format!("127.0.0.1:{echo_port}")])
-        .args(["--name", "echo"]);
-    let mut echo = Proc::spawn("echo-upstream", cmd, dir.path());
-    wait_for(
-        "echo-upstream to accept connections",
-        Duration::from_secs(10),
-        async || {
-            echo.assert_running();
-            tokio::net::TcpStream::connect(("127.0.0.1", echo_port))
-                .await
-                .is_ok()
-        },
-    )
-    .await;
+    let echo = start_echo("echo", echo_port, false, dir.path()).await;
+    let ws_echo = start_echo("ws-echo", ports.ws, true, dir.path()).await;
 
     let keys_file = dir.path().join("api-keys.yaml");
     if args.query_keys {
@@ -423,13 +526,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut stack = Stack::start_in(
         dir,
         XdsMode::Sotw,
-        &config(
-            echo_port,
-            http,
-            authz_port,
-            rls_port,
-            args.query_keys.then_some(keys_file.as_path()),
-        ),
+        &config(&ports, args.query_keys.then_some(keys_file.as_path())),
     )
     .await;
     let xds = stack.xds.grpc_addr();
@@ -444,10 +541,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .context("token as a header value")
         })
         .collect::<anyhow::Result<_>>()?;
-    let client = stack.client(http);
-    let addr = SocketAddr::from(([127, 0, 0, 1], http));
+    let pad = HeaderValue::from(args.body_bytes);
     let target = |s: Scenario| Target {
-        addr,
+        addr: SocketAddr::from(([127, 0, 0, 1], http)),
         path: s.path(),
         query: if args.query_keys {
             "?page=1&sort=asc"
@@ -459,7 +555,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         } else {
             Vec::new()
         },
+        body: s
+            .encoding()
+            .map(|(accept, want)| (pad.clone(), accept, want)),
     };
+    let client = HttpClient::new(http);
 
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
@@ -522,6 +622,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let slowest = rows
         .iter()
+        .filter(|r| r.scenario.full())
         .filter_map(|r| r.saturation.as_ref().map(|s| s.rps))
         .fold(f64::INFINITY, f64::min);
     let rate = args.rate.unwrap_or((slowest / 2.0).max(1.0));
@@ -550,11 +651,34 @@ async fn run(args: Args) -> anyhow::Result<()> {
             anyhow::ensure!(keys > 0, "Redis holds no counters after the Redis run");
         }
     }
+    let ws_pids = [
+        ("envoy", stack.envoy.proc().pid()),
+        ("echo", ws_echo.pid()),
+        ("authz", authz.proc().pid()),
+        ("loadgen", Some(std::process::id())),
+    ];
+    let mut ws_rows = Vec::new();
+    for ws in WsScenario::ORDER {
+        let port = if ws == WsScenario::Direct {
+            ports.ws
+        } else {
+            http
+        };
+        let url = format!("ws://127.0.0.1:{port}{}", ws.path());
+        let bearer = (ws == WsScenario::Jwt).then(|| auth[0].clone());
+        eprintln!(
+            "gateway-bench: WebSocket {} — {} s",
+            ws.label(),
+            args.ws_seconds
+        );
+        ws_rows.push((ws, ws_run(&url, bearer.as_ref(), &args, &ws_pids).await?));
+    }
     // Everything stops here, before the report, so a failing run leaves no process behind.
-    drop((stack, rls, authz, redis, echo));
+    drop((stack, rls, authz, redis, echo, ws_echo));
 
     let rows: Vec<Finished> = rows.into_iter().filter_map(Row::finish).collect();
     report(&rows, &args);
+    ws_report(&ws_rows, &args);
     Ok(())
 }
 
@@ -628,7 +752,11 @@ async fn check_route(
     let limit = reply.header("x-ratelimit-limit");
     let want_limit = PLAN_RATE.split('/').next();
     let fine = match scenario {
-        Scenario::Baseline | Scenario::BaselineAgain => identity.is_none() && limit.is_none(),
+        Scenario::Baseline
+        | Scenario::BaselineAgain
+        | Scenario::Json
+        | Scenario::Gzip
+        | Scenario::Zstd => identity.is_none() && limit.is_none(),
         Scenario::Jwt => identity == Some("bench-client-0") && limit.is_none(),
         Scenario::FullMemory | Scenario::FullRedis => {
             identity == Some("bench-client-0") && limit == want_limit
@@ -677,7 +805,7 @@ impl Conn {
     }
 
     /// Sends one GET and reads the whole answer; returns the status.
-    async fn get(&mut self) -> Result<u16, String> {
+    async fn get(&mut self) -> Result<(u16, usize), String> {
         match tokio::time::timeout(REQUEST_TIMEOUT, self.exchange()).await {
             Ok(Ok(status)) => Ok(status),
             Ok(Err(e)) => {
@@ -691,7 +819,7 @@ impl Conn {
         }
     }
 
-    async fn exchange(&mut self) -> Result<u16, String> {
+    async fn exchange(&mut self) -> Result<(u16, usize), String> {
         if self.sender.as_ref().is_none_or(SendRequest::is_closed) {
             self.sender = Some(connect(self.target.addr).await?);
         }
@@ -704,17 +832,33 @@ impl Conn {
             self.next += 1;
             req = req.header(AUTHORIZATION, auth.clone());
         }
+        if let Some((pad, accept, _)) = &self.target.body {
+            req = req
+                .header(tests::echo::PAD_HEADER, pad.clone())
+                .header(ACCEPT_ENCODING, *accept);
+        }
         let req = req.body(Empty::new()).map_err(|e| e.to_string())?;
         let resp = sender
             .send_request(req)
             .await
             .map_err(|e| format!("send: {e}"))?;
         let status = resp.status().as_u16();
-        resp.into_body()
+        let encoding = resp
+            .headers()
+            .get(CONTENT_ENCODING)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        if let Some((_, _, want)) = &self.target.body {
+            if status == 200 && encoding.as_deref() != *want {
+                return Err(format!("content-encoding {encoding:?}, expected {want:?}"));
+            }
+        }
+        let body = resp
+            .into_body()
             .collect()
             .await
-            .map_err(|e| format!("body: {e}"))?;
-        Ok(status)
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        Ok((status, body.len()))
     }
 }
 
@@ -1092,4 +1236,181 @@ fn report(rows: &[Finished], args: &Args) {
         BUDGET.as_millis(),
         if met { "MET" } else { "MISSED" },
     );
+    let json = rows.iter().find(|r| r.scenario == Scenario::Json);
+    let envoy_cpu = |r: &Finished| {
+        r.saturation
+            .cpu_per_request
+            .iter()
+            .find(|(n, _)| *n == "envoy")
+            .map_or(0.0, |(_, d)| d.as_secs_f64() * 1e6)
+    };
+    let answer = |r: &Finished| {
+        let t = &r.saturation.tally;
+        t.body_bytes as f64 / t.ok.max(1) as f64
+    };
+    if let Some(json) = json {
+        let parts: Vec<String> = rows
+            .iter()
+            .filter(|r| r.scenario.compressing())
+            .map(|r| {
+                format!(
+                    "{} answers {:.0} of {:.0} bytes, {:.2}× plain Envoy's throughput ({:.2}× the \
+                     uncompressed answer's), Envoy {:.0} µs per request ({:+.0} µs on the uncompressed)",
+                    r.scenario.label().trim_start_matches("JSON answer, "),
+                    answer(r),
+                    answer(json),
+                    r.saturation.rps / base.saturation.rps,
+                    r.saturation.rps / json.saturation.rps,
+                    envoy_cpu(r),
+                    envoy_cpu(r) - envoy_cpu(json),
+                )
+            })
+            .collect();
+        println!(
+            "compression ({} bytes of JSON asked): {}; the uncompressed answer {:.2}× plain Envoy's throughput",
+            args.body_bytes,
+            parts.join("; "),
+            json.saturation.rps / base.saturation.rps
+        );
+    }
+}
+
+/// The WebSocket rows: the same WebSocket echo-upstream, reached three ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WsScenario {
+    Direct,
+    Envoy,
+    Jwt,
+}
+
+impl WsScenario {
+    const ORDER: [WsScenario; 3] = [WsScenario::Direct, WsScenario::Envoy, WsScenario::Jwt];
+
+    fn label(self) -> &'static str {
+        match self {
+            WsScenario::Direct => "direct → WebSocket echo",
+            WsScenario::Envoy => "Envoy, websocket route",
+            WsScenario::Jwt => "websocket route + JWT",
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            WsScenario::Direct | WsScenario::Envoy => "/ws",
+            WsScenario::Jwt => "/jwt-ws",
+        }
+    }
+}
+
+/// A closed-loop WebSocket run.
+struct WsRun {
+    per_second: f64,
+    latency: Percentiles,
+    /// CPU time per echoed message of each process, by name.
+    cpu_per_message: Vec<(&'static str, Duration)>,
+}
+
+/// `--ws-sockets` open sockets, each sending its next text message when the last one came back,
+/// for a warm-up second and then `--ws-seconds`; every echo must equal what was sent.
+async fn ws_run(
+    url: &str,
+    bearer: Option<&HeaderValue>,
+    args: &Args,
+    pids: &[(&'static str, Option<u32>)],
+) -> anyhow::Result<WsRun> {
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mut sockets = Vec::with_capacity(args.ws_sockets);
+    for _ in 0..args.ws_sockets {
+        let mut req = url.into_client_request().context("WebSocket request")?;
+        if let Some(b) = bearer {
+            req.headers_mut().insert(AUTHORIZATION, b.clone());
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .with_context(|| format!("WebSocket upgrade at {url}"))?;
+        sockets.push(ws);
+    }
+    let text: String = "x".repeat(args.ws_bytes);
+    let cpu =
+        || -> Vec<Option<Duration>> { pids.iter().map(|(_, p)| p.and_then(cpu_time)).collect() };
+    let warm_until = Instant::now() + WARM_UP;
+    let deadline = warm_until + Duration::from_secs(args.ws_seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut ws in sockets {
+        let text = text.clone();
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                ws.send(Message::text(text.clone()))
+                    .await
+                    .map_err(|e| format!("send: {e}"))?;
+                match ws.next().await {
+                    Some(Ok(Message::Text(back))) if back.as_str() == text => {}
+                    other => return Err(format!("echo: {other:?}")),
+                }
+                if t >= warm_until {
+                    latencies.push(t.elapsed());
+                }
+            }
+            let _ = ws.close(None).await;
+            Ok::<_, String>(latencies)
+        });
+    }
+    tokio::time::sleep_until(warm_until.into()).await;
+    let before = cpu();
+    let mut latencies = Vec::new();
+    while let Some(res) = tasks.join_next().await {
+        latencies.extend(res.context("WebSocket task")?.map_err(anyhow::Error::msg)?);
+    }
+    let after = cpu();
+    let took = Duration::from_secs(args.ws_seconds);
+    let done = latencies.len().max(1) as u32;
+    let cpu_per_message = pids
+        .iter()
+        .zip(before.iter().zip(&after))
+        .filter_map(|((name, _), (b, a))| {
+            Some((*name, a.as_ref()?.saturating_sub(*b.as_ref()?) / done))
+        })
+        .collect();
+    Ok(WsRun {
+        per_second: latencies.len() as f64 / took.as_secs_f64(),
+        latency: Percentiles::of(latencies),
+        cpu_per_message,
+    })
+}
+
+fn ws_report(rows: &[(WsScenario, WsRun)], args: &Args) {
+    let Some((_, direct)) = rows.iter().find(|(s, _)| *s == WsScenario::Direct) else {
+        return;
+    };
+    println!();
+    println!(
+        "WebSocket echo (closed loop, {} open sockets, one {}-byte text message in flight each, {} s)",
+        args.ws_sockets, args.ws_bytes, args.ws_seconds
+    );
+    println!(
+        "{:<27} {:>9} {:>11} {:>9} {:>9}   CPU per message, µs",
+        "scenario", "msg/s", "vs direct", "p50 ms", "p99 ms"
+    );
+    for (s, r) in rows {
+        let cpu: Vec<String> = r
+            .cpu_per_message
+            .iter()
+            .filter(|(_, d)| *d >= Duration::from_micros(1))
+            .map(|(name, d)| format!("{name} {:.0}", d.as_secs_f64() * 1e6))
+            .collect();
+        println!(
+            "{:<27} {:>9.0} {:>10.2}× {:>9} {:>9}   {}",
+            s.label(),
+            r.per_second,
+            r.per_second / direct.per_second,
+            ms(r.latency.p50),
+            ms(r.latency.p99),
+            cpu.join(", ")
+        );
+    }
 }
