@@ -230,30 +230,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    rt.enable_all();
-    if let Some(n) = args.workers {
-        rt.worker_threads(n.max(1));
-    }
-    let rt = rt.build()?;
-    let tls = args.tls.load()?;
-    let xds_tls = args.xds_tls.load()?;
-    let node_id = args
-        .node_id
-        .unwrap_or_else(|| xds_client::side::default_node_id("authz-service"));
-    rt.block_on(async move {
-        let running = server::start(ServeOptions {
-            xds: args.xds,
-            listen: args.listen,
-            admin: args.admin,
-            node_id,
-            tls,
-            xds_tls,
-        })
-        .await?;
-        xds_client::side::shutdown_signal().await;
-        tracing::info!("shutting down");
-        running.stop().await;
-        anyhow::Ok(())
-    })
+    let opts = ServeOptions::from_flags(
+        "authz-service",
+        args.xds,
+        args.listen,
+        args.admin,
+        args.node_id,
+        &args.tls,
+        &args.xds_tls,
+    )?;
+    Ok(xds_client::service::run_until_signal(args.workers, || {
+        server::start(opts)
+    })?)
 }

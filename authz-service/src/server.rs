@@ -1,112 +1,31 @@
-//! Wiring: the ext_authz gRPC listener, the admin port and the xDS policy client, started
-//! together and stopped by one signal.
+//! Wiring: the ext_authz gRPC service, the side port and the xDS policy client
+//! ([`xds_client::service`]), started together and stopped by one signal.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+pub use xds_client::service::ServeOptions;
 
 use crate::grpc::AuthzServer;
 use crate::service::{AuthzService, Shared};
 use crate::xds::Applier;
 
-#[derive(Debug, Clone)]
-pub struct ServeOptions {
-    /// xds-server's gRPC address (`host:port`).
-    pub xds: String,
-    pub listen: SocketAddr,
-    pub admin: SocketAddr,
-    /// `node.id` towards xds-server.
-    pub node_id: String,
-    /// TLS requiring client certificates on the ext_authz port; `None` serves plain text.
-    pub tls: Option<tonic::transport::ServerTlsConfig>,
-    /// TLS with a client certificate towards xds-server; `None` connects in plain text.
-    pub xds_tls: Option<xds_client::tls::ClientTls>,
-}
-
-/// A started service.
-pub struct Running {
-    pub grpc_addr: SocketAddr,
-    pub admin_addr: SocketAddr,
-    pub shared: Arc<Shared>,
-    pub xds_state: watch::Receiver<xds_client::State>,
-    shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Running {
-    /// Stops every task and waits for them.
-    pub async fn stop(self) {
-        let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            let _ = t.await;
-        }
-    }
-}
+/// A started authz-service.
+pub type Running = xds_client::service::Running<Arc<Shared>>;
 
 /// Binds both listeners (port 0 picks a free port) and starts serving.
 pub async fn start(opts: ServeOptions) -> std::io::Result<Running> {
     let shared = Shared::new();
-    let grpc = tokio::net::TcpListener::bind(opts.listen).await?;
-    let admin = tokio::net::TcpListener::bind(opts.admin).await?;
-    let grpc_addr = grpc.local_addr()?;
-    let admin_addr = admin.local_addr()?;
-    let (shutdown, sd) = watch::channel(false);
-    let wait = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
-    };
-
-    let (state_tx, xds_state) = watch::channel(xds_client::State::default());
-    let xds_opts = xds_client::Options::new(
-        opts.xds.clone(),
-        opts.node_id.clone(),
-        proto::group::AUTHZ,
-        proto::type_url::AUTH_POLICY,
-    )
-    .with_tls(opts.xds_tls.clone());
-    let xds_task = tokio::spawn(xds_client::run(
-        xds_opts,
-        Applier::new(shared.clone()),
-        state_tx,
-        sd.clone(),
-    ));
-
-    let svc = AuthzService::new(shared.clone());
-    let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
-    let grpc_sd = wait(sd.clone());
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = opts.tls.clone() {
-        builder = builder.tls_config(tls).map_err(std::io::Error::other)?;
-    }
-    let grpc_task = tokio::spawn(async move {
-        let r = builder
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .add_service(AuthzServer::new(svc))
-            .serve_with_incoming_shutdown(incoming, grpc_sd)
-            .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "gRPC server failed");
-        }
-    });
     // Ready after the first policy (and the first fetch of every `jwks_url` it uses): before
     // that every Check would be refused.
     let ready_shared = shared.clone();
-    let ready = Arc::new(move || ready_shared.is_ready());
-    let admin_task = tokio::spawn(xds_client::side::serve_admin(
-        admin,
-        ready,
-        shared.metrics.registry.clone(),
-        wait(sd),
-    ));
-    tracing::info!(grpc = %grpc_addr, admin = %admin_addr, xds = %opts.xds, mtls = opts.tls.is_some(), xds_tls = opts.xds_tls.is_some(), "authz-service listening");
-    Ok(Running {
-        grpc_addr,
-        admin_addr,
-        shared,
-        xds_state,
-        shutdown,
-        tasks: vec![xds_task, grpc_task, admin_task],
-    })
+    let parts = xds_client::service::Parts {
+        name: "authz-service",
+        group: proto::group::AUTHZ,
+        type_url: proto::type_url::AUTH_POLICY,
+        applier: Applier::new(shared.clone()),
+        routes: tonic::service::Routes::new(AuthzServer::new(AuthzService::new(shared.clone()))),
+        ready: Arc::new(move || ready_shared.is_ready()),
+        registry: shared.metrics.registry.clone(),
+    };
+    xds_client::service::start(&opts, parts, shared).await
 }

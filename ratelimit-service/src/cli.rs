@@ -7,6 +7,8 @@ use std::num::NonZeroUsize;
 use clap::{Args, Parser, Subcommand};
 use xds_client::side::LogFormat;
 
+use xds_client::service::ServeOptions;
+
 use crate::server::{self, Options};
 
 #[derive(Debug, Parser)]
@@ -62,6 +64,9 @@ pub struct ServeArgs {
     /// node.id reported to xds-server; defaults to `ratelimit-<hostname>-<pid>`.
     #[arg(long, env = "RATELIMIT_NODE_ID")]
     pub node_id: Option<String>,
+    /// Tokio worker threads; defaults to the number of CPUs.
+    #[arg(long, env = "RATELIMIT_WORKERS")]
+    pub workers: Option<usize>,
     /// mTLS on the RLS port: only Envoys with a certificate signed by --client-ca.
     #[command(flatten)]
     pub tls: xds_client::tls::ServerTlsArgs,
@@ -82,18 +87,20 @@ pub fn main() -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let node_id = args
-        .node_id
-        .unwrap_or_else(|| xds_client::side::default_node_id("ratelimit"));
     let opts = Options {
-        xds: args.xds,
-        node_id,
-        listen: args.listen,
-        admin: args.admin,
+        serve: ServeOptions::from_flags(
+            "ratelimit",
+            args.xds,
+            args.listen,
+            args.admin,
+            args.node_id,
+            &args.tls,
+            &args.xds_tls,
+        )?,
         redis: args.redis,
         memory_max_counters: args.memory_max_counters.get(),
-        tls: args.tls.load()?,
-        xds_tls: args.xds_tls.load()?,
     };
-    tokio::runtime::Runtime::new()?.block_on(server::serve(opts))
+    Ok(xds_client::service::run_until_signal(args.workers, || {
+        server::start(opts)
+    })?)
 }

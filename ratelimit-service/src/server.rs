@@ -1,16 +1,14 @@
-//! `ratelimit-service`: the xDS policy subscription, the RLS gRPC server, the side port, and
-//! their shutdown.
+//! `ratelimit-service`: the counter store and the RLS gRPC service, wired to the side port and
+//! the xDS policy subscription ([`xds_client::service`]).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use arc_swap::ArcSwapOption;
 use proto::pb::google::protobuf::Any;
 use proto::ratelimit::RateLimitPolicy;
-use tokio::sync::watch;
 use tracing::info;
+use xds_client::service::ServeOptions;
 
 use crate::cache::OverLimitCache;
 use crate::grpc::RlsServer;
@@ -21,20 +19,16 @@ use crate::store::{CounterStore, MemoryStore, RedisStore};
 
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// xds-server's gRPC address.
-    pub xds: String,
-    pub node_id: String,
-    pub listen: SocketAddr,
-    pub admin: SocketAddr,
+    /// Ports, TLS and the way to xds-server, as every policy service has them.
+    pub serve: ServeOptions,
     /// `None`: the embedded in-memory store.
     pub redis: Option<String>,
     /// The in-memory store's bound on counters (unused with Redis).
     pub memory_max_counters: usize,
-    /// TLS requiring client certificates on the RLS port; `None` serves plain text.
-    pub tls: Option<tonic::transport::ServerTlsConfig>,
-    /// TLS with a client certificate towards xds-server; `None` connects in plain text.
-    pub xds_tls: Option<xds_client::tls::ClientTls>,
 }
+
+/// A started ratelimit-service; its state is the installed policy.
+pub type Running = xds_client::service::Running<Arc<ArcSwapOption<Policy>>>;
 
 /// Installs each policy xds-server sends, or refuses it (NACK) and keeps the previous one.
 pub struct PolicyApplier {
@@ -67,8 +61,8 @@ impl xds_client::Apply for PolicyApplier {
     }
 }
 
-/// Runs until Ctrl-C / SIGTERM.
-pub async fn serve(opts: Options) -> anyhow::Result<()> {
+/// Binds both listeners (port 0 picks a free port), opens the store and starts serving.
+pub async fn start(opts: Options) -> std::io::Result<Running> {
     let metrics = Arc::new(Metrics::new());
     match &opts.redis {
         None => {
@@ -84,11 +78,13 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
                 }
             });
             info!(max_counters = store.max_counters(), "counters in memory");
-            serve_with(opts, SharedMemory(store), metrics).await
+            start_with(&opts.serve, SharedMemory(store), metrics).await
         }
         Some(url) => {
-            let store = RedisStore::from_url(url).map_err(|e| anyhow::anyhow!("--redis: {e}"))?;
-            serve_with(opts, store, metrics).await
+            let store = RedisStore::from_url(url).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--redis: {e}"))
+            })?;
+            start_with(&opts.serve, store, metrics).await
         }
     }
 }
@@ -109,85 +105,33 @@ impl CounterStore for SharedMemory {
     }
 }
 
-async fn serve_with<S: CounterStore>(
-    opts: Options,
+async fn start_with<S: CounterStore>(
+    opts: &ServeOptions,
     store: S,
     metrics: Arc<Metrics>,
-) -> anyhow::Result<()> {
+) -> std::io::Result<Running> {
     let policy = Arc::new(ArcSwapOption::empty());
     let cache = Arc::new(OverLimitCache::default());
-    let kind = store.kind();
+    info!(store = store.kind(), "ratelimit store");
     let limiter = Arc::new(RateLimiter::new(
         store,
         policy.clone(),
         cache.clone(),
         metrics.clone(),
     ));
-
-    let grpc = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .with_context(|| format!("binding gRPC {}", opts.listen))?;
-    let admin = tokio::net::TcpListener::bind(opts.admin)
-        .await
-        .with_context(|| format!("binding admin {}", opts.admin))?;
-    info!(grpc = %opts.listen, admin = %opts.admin, xds = %opts.xds, store = kind, mtls = opts.tls.is_some(), xds_tls = opts.xds_tls.is_some(), "ratelimit-service listening");
-
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (state_tx, state_rx) = watch::channel(xds_client::State::default());
-    let xds = tokio::spawn(xds_client::run(
-        xds_client::Options::new(
-            opts.xds.clone(),
-            opts.node_id.clone(),
-            proto::group::RATELIMIT,
-            proto::type_url::RATELIMIT_POLICY,
-        )
-        .with_tls(opts.xds_tls.clone()),
-        PolicyApplier {
+    // Ready once a policy is installed: before that every request would be admitted unchecked.
+    let ready_policy = policy.clone();
+    let parts = xds_client::service::Parts {
+        name: "ratelimit-service",
+        group: proto::group::RATELIMIT,
+        type_url: proto::type_url::RATELIMIT_POLICY,
+        applier: PolicyApplier {
             policy: policy.clone(),
             cache,
         },
-        state_tx,
-        shutdown_rx.clone(),
-    ));
-
-    // Ready once a policy is installed: before that every request would be admitted unchecked.
-    let ready_policy = policy.clone();
-    let ready: Arc<dyn Fn() -> bool + Send + Sync> =
-        Arc::new(move || ready_policy.load().is_some());
-    let mut sd = shutdown_rx.clone();
-    let admin_task = tokio::spawn(xds_client::side::serve_admin(
-        admin,
-        ready,
-        metrics.registry.clone(),
-        async move {
-            let _ = sd.wait_for(|v| *v).await;
-        },
-    ));
-
-    let mut sd = shutdown_rx.clone();
-    // Without TCP_NODELAY a 429 (headers, body, trailers) waits ~40 ms on Nagle's algorithm and
-    // delayed ACKs: longer than the whole RLS timeout.
-    let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = opts.tls.clone() {
-        builder = builder
-            .tls_config(tls)
-            .context("--tls-cert/--tls-key/--client-ca")?;
-    }
-    let grpc_task = tokio::spawn(
-        builder
-            .add_service(RlsServer::new(limiter))
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = sd.wait_for(|v| *v).await;
-            }),
-    );
-
-    xds_client::side::shutdown_signal().await;
-    info!("shutting down");
-    drop(state_rx);
-    let _ = shutdown_tx.send(true);
-    let _ = xds.await;
-    let _ = admin_task.await;
-    grpc_task.await?.context("gRPC server")?;
-    Ok(())
+        routes: tonic::service::Routes::new(RlsServer::new(limiter)),
+        ready: Arc::new(move || ready_policy.load().is_some()),
+        registry: metrics.registry.clone(),
+    };
+    xds_client::service::start(opts, parts, policy).await
 }

@@ -8,6 +8,7 @@
 //! tells the new server which version it holds.
 
 pub mod grpc;
+pub mod service;
 pub mod side;
 pub mod telemetry;
 pub mod tls;

@@ -1,0 +1,181 @@
+//! The wiring every policy service shares (authz-service, ratelimit-service,
+//! transform-service): its gRPC port towards Envoy, its side port, and its xDS policy
+//! subscription to xds-server, started together and stopped by one signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::Registry;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::tls::ClientTls;
+use crate::{Apply, State};
+
+/// Where a policy service listens and how it reaches xds-server.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// xds-server's gRPC address (`host:port`).
+    pub xds: String,
+    /// The gRPC port Envoy calls.
+    pub listen: SocketAddr,
+    /// The side port: `/healthz`, `/readyz`, `/metrics`.
+    pub admin: SocketAddr,
+    /// `node.id` towards xds-server.
+    pub node_id: String,
+    /// TLS requiring client certificates on the gRPC port; `None` serves plain text.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// TLS with a client certificate towards xds-server; `None` connects in plain text.
+    pub xds_tls: Option<ClientTls>,
+}
+
+impl ServeOptions {
+    /// The options of a service's `serve` flags: the TLS files read, and the default `node.id`
+    /// (`<service>-<hostname>-<pid>`) where none is given.
+    pub fn from_flags(
+        service: &str,
+        xds: String,
+        listen: SocketAddr,
+        admin: SocketAddr,
+        node_id: Option<String>,
+        tls: &crate::tls::ServerTlsArgs,
+        xds_tls: &crate::tls::XdsTlsArgs,
+    ) -> Result<Self, crate::tls::TlsError> {
+        Ok(Self {
+            xds,
+            listen,
+            admin,
+            node_id: node_id.unwrap_or_else(|| crate::side::default_node_id(service)),
+            tls: tls.load()?,
+            xds_tls: xds_tls.load()?,
+        })
+    }
+}
+
+/// What one service plugs into the shared wiring.
+pub struct Parts<A> {
+    /// The service's name in log lines.
+    pub name: &'static str,
+    /// Its node group and the policy type it subscribes to (see `proto::group`, `proto::type_url`).
+    pub group: &'static str,
+    pub type_url: &'static str,
+    /// Installs each policy xds-server sends.
+    pub applier: A,
+    /// The gRPC service Envoy calls (`tonic::service::Routes::new(server)`).
+    pub routes: tonic::service::Routes,
+    /// `/readyz` answers 200 while this is true.
+    pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// What `/metrics` renders.
+    pub registry: Registry,
+}
+
+/// A started service; `shared` is the service's own state (its policy, metrics, caches).
+pub struct Running<S> {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub shared: S,
+    pub xds_state: watch::Receiver<State>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl<S> Running<S> {
+    /// Stops every task and waits for them.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Binds both ports (port 0 picks a free one) and starts the gRPC server, the side port and the
+/// policy subscription.
+pub async fn start<A, S>(
+    opts: &ServeOptions,
+    parts: Parts<A>,
+    shared: S,
+) -> std::io::Result<Running<S>>
+where
+    A: Apply + Send + 'static,
+{
+    let grpc = tokio::net::TcpListener::bind(opts.listen).await?;
+    let admin = tokio::net::TcpListener::bind(opts.admin).await?;
+    let grpc_addr = grpc.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    let (shutdown, sd) = watch::channel(false);
+    let wait = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+
+    let (state_tx, xds_state) = watch::channel(State::default());
+    let xds_opts = crate::Options::new(
+        opts.xds.clone(),
+        opts.node_id.clone(),
+        parts.group,
+        parts.type_url,
+    )
+    .with_tls(opts.xds_tls.clone());
+    let xds_task = tokio::spawn(crate::run(xds_opts, parts.applier, state_tx, sd.clone()));
+
+    // Without TCP_NODELAY a small answer (headers, body, trailers) waits ~40 ms on Nagle's
+    // algorithm and delayed ACKs: longer than a whole ext_authz or RLS timeout.
+    let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = opts.tls.clone() {
+        builder = builder.tls_config(tls).map_err(std::io::Error::other)?;
+    }
+    let grpc_sd = wait(sd.clone());
+    let routes = parts.routes;
+    let name = parts.name;
+    let grpc_task = tokio::spawn(async move {
+        let r = builder
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, grpc_sd)
+            .await;
+        if let Err(e) = r {
+            tracing::error!(service = name, error = %e, "gRPC server failed");
+        }
+    });
+    let admin_task = tokio::spawn(crate::side::serve_admin(
+        admin,
+        parts.ready,
+        parts.registry,
+        wait(sd),
+    ));
+    tracing::info!(grpc = %grpc_addr, admin = %admin_addr, xds = %opts.xds, mtls = opts.tls.is_some(), xds_tls = opts.xds_tls.is_some(), "{name} listening");
+    Ok(Running {
+        grpc_addr,
+        admin_addr,
+        shared,
+        xds_state,
+        shutdown,
+        tasks: vec![xds_task, grpc_task, admin_task],
+    })
+}
+
+/// A binary's `serve`: a runtime of `workers` threads (one per CPU by default), the service
+/// started by `start`, and run until Ctrl-C or SIGTERM, then stopped.
+pub fn run_until_signal<S, Fut>(
+    workers: Option<usize>,
+    start: impl FnOnce() -> Fut,
+) -> std::io::Result<()>
+where
+    Fut: Future<Output = std::io::Result<Running<S>>>,
+{
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = workers {
+        rt.worker_threads(n.max(1));
+    }
+    rt.build()?.block_on(async move {
+        let running = start().await?;
+        crate::side::shutdown_signal().await;
+        tracing::info!("shutting down");
+        running.stop().await;
+        Ok(())
+    })
+}
