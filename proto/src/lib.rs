@@ -63,6 +63,8 @@ pub mod type_url {
         "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy";
     pub const STDOUT_ACCESS_LOG: &str =
         "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
+    pub const STATS_ACCESS_LOG: &str =
+        "type.googleapis.com/envoy.extensions.access_loggers.stats.v3.Config";
     pub const UPSTREAM_TLS_CONTEXT: &str =
         "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
     pub const DOWNSTREAM_TLS_CONTEXT: &str =

@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod grpc_demo;
 pub mod load;
 pub mod otlp;
+pub mod prometheus;
 pub mod ratelimit;
 pub mod redis;
 pub mod stack;

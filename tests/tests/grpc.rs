@@ -4,7 +4,7 @@
 //! with a JSON body; auth applies to the transcoded request; bad JSON, an unknown JSON field or
 //! query parameter and an unmapped path are refused without a call; an edit of the descriptor
 //! file (a new method) is applied. `web: true` carries gRPC-Web frames over HTTP/1.1 to the
-//! same upstream and back, trailers included.
+//! same upstream and back, trailers included, in binary mode and in text mode (base64 frames).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -345,11 +345,52 @@ impl WebReply {
     }
 }
 
-/// POSTs a gRPC-Web call over HTTP/1.1.
-async fn grpc_web(
+/// The two gRPC-Web encodings of the frames on the wire.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    /// `application/grpc-web+proto`: the frames as they are.
+    Binary,
+    /// `application/grpc-web-text`: the frames in base64, both ways (for browsers that cannot
+    /// read a binary streaming body).
+    Text,
+}
+
+/// A `grpc-web-text` body back into bytes. The answer may be several base64 chunks one after
+/// another, each padded on its own (Envoy encodes the trailer frame apart from the messages),
+/// so it is decoded chunk by chunk: a chunk ends at its padding or at the end.
+fn decode_text(body: &[u8]) -> Vec<u8> {
+    use base64::Engine as _;
+    let mut out = Vec::new();
+    let mut rest: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    while !rest.is_empty() {
+        let end = match rest.iter().position(|&b| b == b'=') {
+            Some(i) => i + rest[i..].iter().take_while(|&&b| b == b'=').count(),
+            None => rest.len(),
+        };
+        let chunk = base64::engine::general_purpose::STANDARD
+            .decode(&rest[..end])
+            .unwrap_or_else(|e| {
+                panic!(
+                    "a base64 chunk {:?}: {e}",
+                    String::from_utf8_lossy(&rest[..end])
+                )
+            });
+        out.extend(chunk);
+        rest.drain(..end);
+    }
+    out
+}
+
+/// POSTs a gRPC-Web call over HTTP/1.1 (`body`, when given, replaces the encoded frame).
+async fn grpc_web_call(
     port: u16,
+    mode: Mode,
     method: &str,
-    message: &[u8],
+    body: Vec<u8>,
     authorization: Option<&str>,
 ) -> WebReply {
     let client = reqwest::Client::builder()
@@ -357,11 +398,16 @@ async fn grpc_web(
         .timeout(Duration::from_secs(10))
         .build()
         .expect("a client");
+    let content_type = match mode {
+        Mode::Binary => "application/grpc-web+proto",
+        Mode::Text => "application/grpc-web-text",
+    };
     let mut req = client
         .post(format!("http://127.0.0.1:{port}/demo.Greeter/{method}"))
-        .header("content-type", "application/grpc-web+proto")
+        .header("content-type", content_type)
+        .header("accept", content_type)
         .header("x-grpc-web", "1")
-        .body(frame(0, message));
+        .body(body);
     if let Some(a) = authorization {
         req = req.header("authorization", a);
     }
@@ -369,15 +415,50 @@ async fn grpc_web(
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.bytes().await.expect("a body");
-    let grpc_web = headers
+    let ct = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/grpc-web"));
+        .unwrap_or_default();
+    let frames = if ct.starts_with("application/grpc-web-text") {
+        frames(&decode_text(&body))
+    } else if ct.starts_with("application/grpc-web") {
+        frames(&body)
+    } else {
+        Vec::new()
+    };
     WebReply {
         status,
         headers,
-        frames: if grpc_web { frames(&body) } else { Vec::new() },
+        frames,
     }
+}
+
+/// One gRPC-Web call of `method` with `message`, framed and encoded for `mode`.
+async fn grpc_web_in(
+    port: u16,
+    mode: Mode,
+    method: &str,
+    message: &[u8],
+    authorization: Option<&str>,
+) -> WebReply {
+    use base64::Engine as _;
+    let framed = frame(0, message);
+    let body = match mode {
+        Mode::Binary => framed,
+        Mode::Text => base64::engine::general_purpose::STANDARD
+            .encode(framed)
+            .into_bytes(),
+    };
+    grpc_web_call(port, mode, method, body, authorization).await
+}
+
+async fn grpc_web(
+    port: u16,
+    method: &str,
+    message: &[u8],
+    authorization: Option<&str>,
+) -> WebReply {
+    grpc_web_in(port, Mode::Binary, method, message, authorization).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -430,5 +511,74 @@ async fn grpc_web_frames_reach_the_grpc_upstream_and_come_back() {
     let before = s.grpc.calls();
     let r = grpc_web(port, "SayHello", &hello, None).await;
     assert_eq!(r.status, 401);
+    assert_eq!(s.grpc.calls(), before);
+}
+
+/// The same calls in text mode: a base64 request body, base64 answer frames (decoded here) with
+/// the reply message and then the trailers; a gRPC error in the trailers; auth first. Abuse: a
+/// body that is not base64 is refused by Envoy without a call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_text_frames_are_base64_both_ways() {
+    let s = start().await;
+    let alice = alice();
+    let port = s.gw.ports.http;
+    let hello = pb::HelloRequest {
+        name: "ada".into(),
+        greeting: "hi".into(),
+    }
+    .encode_to_vec();
+
+    let r = grpc_web_in(port, Mode::Text, "SayHello", &hello, Some(&alice)).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.content_type().starts_with("application/grpc-web-text"),
+        "{}",
+        r.content_type()
+    );
+    let messages = r.messages();
+    assert_eq!(messages.len(), 1, "one reply message: {:?}", r.frames);
+    let reply = pb::HelloReply::decode(messages[0]).expect("a HelloReply");
+    assert_eq!(reply.message, "hi, ada");
+    assert!(
+        reply.seen_headers.iter().any(|h| h == "x-route=web"),
+        "{:?}",
+        reply.seen_headers
+    );
+    assert!(
+        r.frames.last().is_some_and(|(flag, _)| flag & 0x80 != 0),
+        "the trailers come as the last frame: {:?}",
+        r.frames
+    );
+    assert_eq!(r.trailer("grpc-status").as_deref(), Some("0"));
+
+    let fail = pb::Item {
+        name: "fail".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let r = grpc_web_in(port, Mode::Text, "CreateItem", &fail, Some(&alice)).await;
+    assert_eq!(r.status, 200);
+    assert!(r.messages().is_empty(), "{:?}", r.frames);
+    assert_eq!(r.trailer("grpc-status").as_deref(), Some("5"));
+    assert_eq!(
+        r.trailer("grpc-message").as_deref(),
+        Some("no%20such%20item:%20fail")
+    );
+
+    let before = s.grpc.calls();
+    let r = grpc_web_in(port, Mode::Text, "SayHello", &hello, None).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(s.grpc.calls(), before);
+
+    // Not base64 (and not a frame either): refused, the upstream never called.
+    let r = grpc_web_call(
+        port,
+        Mode::Text,
+        "SayHello",
+        b"%%% not base64 %%%".to_vec(),
+        Some(&alice),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{:?} {:?}", r.headers, r.frames);
     assert_eq!(s.grpc.calls(), before);
 }

@@ -15,6 +15,10 @@ use proto::pb::envoy::config::core::v3::{
 };
 use proto::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
 use proto::pb::envoy::extensions::access_loggers::filters::cel::v3::ExpressionFilter;
+use proto::pb::envoy::extensions::access_loggers::stats::v3::{
+    config::{histogram::Unit, Counter, Histogram, Stat, Tag},
+    Config as StatsLog,
+};
 use proto::pb::envoy::extensions::access_loggers::stream::v3::{
     stdout_access_log, StdoutAccessLog,
 };
@@ -75,6 +79,7 @@ const SECURE_COOKIE_LUA: &str = include_str!("secure_cookie.lua");
 /// The script of [`strip_query`], with `NAMES` standing for the table of parameter names.
 const STRIP_QUERY_LUA: &str = include_str!("strip_query.lua");
 const STDOUT_ACCESS_LOG: &str = "envoy.access_loggers.stdout";
+const STATS_ACCESS_LOG: &str = "envoy.access_loggers.stats";
 const TLS_TRANSPORT_SOCKET: &str = "envoy.transport_sockets.tls";
 const EARLY_HEADER_MUTATION: &str = "envoy.http.early_header_mutation.header_mutation";
 
@@ -345,7 +350,9 @@ pub(super) fn hcm_base(
             route_config_name: gateway.to_string(),
         })),
         http_filters: http_filters(gw, l, policies),
-        access_log: access_log(gw.access_log).into_iter().collect(),
+        access_log: std::iter::once(route_stats())
+            .chain(access_log(gw.access_log))
+            .collect(),
         // An edge proxy: the peer address is the client, and x-forwarded-for is appended to,
         // not trusted, unless `client_ip.trusted_hops` says how many proxies in front of Envoy
         // appended entries; the client is then the entry the farthest of them wrote. Rate
@@ -895,6 +902,76 @@ fn json_format_bytes(body: &proto::pb::google::protobuf::Struct) -> Vec<u8> {
         ..Default::default()
     };
     proto::encode_with_fields(&base, &[(FORMAT_JSON, proto::encode_struct(body))])
+}
+
+/// The prefix of the per-route stats [`route_stats`] makes: `envoy_gateway_…` on
+/// `/stats/prometheus`.
+const ROUTE_STATS_PREFIX: &str = "gateway";
+/// Requests per route and status class (`envoy_gateway_route_requests`).
+const ROUTE_REQUESTS: &str = "route_requests";
+/// The histogram of whole-request durations per route, in milliseconds
+/// (`envoy_gateway_route_request_ms`).
+const ROUTE_REQUEST_MS: &str = "route_request_ms";
+/// The label naming the route (Envoy's own name for it in its router stats).
+const ROUTE_LABEL: &str = "envoy_route";
+/// The label holding the first digit of the status (Envoy's own name for it).
+const STATUS_CLASS_LABEL: &str = "envoy_response_code_class";
+
+/// Spec §10's per-route counts and latency, for every request the listener answers: Envoy's
+/// router counts only the requests it sends upstream (`vhost.<gateway>.route.<name>.upstream_rq_*`),
+/// so a `respond:` route, an ext_authz refusal and a rate-limit 429 would be missing from them.
+/// An access logger runs once per request whoever answered it, so these series hold forwarded
+/// requests and local answers alike, under one name and the same labels.
+///
+/// Every label value is Envoy's, never the client's: `%ROUTE_NAME%` is the name of the route
+/// Envoy matched (empty when none did), and the class is the final status divided by 100 (0
+/// when no response was sent). A client can pick which route it hits, not what the series of a
+/// route is called, and the number of series is bounded by the routes times ten classes.
+fn route_stats() -> AccessLog {
+    let route = || Tag {
+        name: ROUTE_LABEL.to_string(),
+        value_format: "%ROUTE_NAME%".to_string(),
+        rules: None,
+    };
+    let config = StatsLog {
+        stats_scope: Some(proto::pb::envoy::r#type::v3::Scope {
+            prefix: ROUTE_STATS_PREFIX.to_string(),
+            ..Default::default()
+        }),
+        counters: vec![Counter {
+            stat: Some(Stat {
+                name: ROUTE_REQUESTS.to_string(),
+                tags: vec![
+                    route(),
+                    Tag {
+                        name: STATUS_CLASS_LABEL.to_string(),
+                        value_format: "%CEL(response.code / 100)%".to_string(),
+                        rules: None,
+                    },
+                ],
+            }),
+            value_fixed: Some(proto::pb::google::protobuf::UInt64Value { value: 1 }),
+            ..Default::default()
+        }],
+        histograms: vec![Histogram {
+            stat: Some(Stat {
+                name: ROUTE_REQUEST_MS.to_string(),
+                tags: vec![route()],
+            }),
+            unit: Unit::Milliseconds as i32,
+            // From the first byte received to the last byte sent, as the client sees it.
+            value_format: "%DURATION%".to_string(),
+        }],
+        ..Default::default()
+    };
+    AccessLog {
+        name: STATS_ACCESS_LOG.to_string(),
+        filter: None,
+        config_type: Some(access_log::ConfigType::TypedConfig(proto::pack(
+            proto::type_url::STATS_ACCESS_LOG,
+            &config,
+        ))),
+    }
 }
 
 fn access_log(mode: AccessLogMode) -> Option<AccessLog> {

@@ -1335,8 +1335,10 @@ fn access_log_of(mode: &str) -> Option<StdoutAccessLog> {
         "version: 1\nservices:\n{USERS}\ngateways:\n  edge:\n    listeners: [{{ name: http, port: 8080 }}]\n    access_log: {mode}\n    routes:\n      - {{ name: r, match: {{ prefix: / }}, service: users, auth: none }}\n"
     );
     let h = hcm(&edge(&yaml).listeners[0]);
-    assert!(h.access_log.len() <= 1);
-    h.access_log.first().map(|al| {
+    // The per-route stats logger comes first on every listener, whatever the mode.
+    assert_eq!(h.access_log[0].name, "envoy.access_loggers.stats");
+    assert!(h.access_log.len() <= 2);
+    h.access_log.get(1).map(|al| {
         assert_eq!(al.name, "envoy.access_loggers.stdout");
         let Some(proto::pb::envoy::config::accesslog::v3::access_log::ConfigType::TypedConfig(any)) = &al.config_type
         else {
@@ -1393,6 +1395,78 @@ fn access_log_modes() {
     );
 
     assert_eq!(access_log_of("off"), None);
+}
+
+/// Spec §10: one stats access logger on every gateway listener (the redirecting one too) counts
+/// each request by route and status class, whoever answered it; its labels are Envoy's values
+/// only (the matched route's name, the status), never a header or the path a client chose; and
+/// the cache's internal listener has none, so a cached route's request is counted once.
+#[test]
+fn every_listener_counts_requests_per_route_from_envoys_values_only() {
+    use proto::pb::envoy::extensions::access_loggers::stats::v3::Config as StatsLog;
+    let yaml = format!(
+        "version: 1\nservices:\n{USERS}\ngateways:\n  edge:\n    listeners:\n      - {{ name: http, port: 8080, https_redirect: true }}\n      - {{ name: https, port: 8443, tls: {{ cert_file: certs/api.crt, key_file: certs/api.key }} }}\n    routes:\n      - {{ name: r, match: {{ prefix: / }}, service: users, auth: none, cache: {{ ttl: 10s }} }}\n"
+    );
+    let r = edge(&yaml);
+    let mut gateway_listeners = 0;
+    for l in &r.listeners {
+        let h = hcm(l);
+        let stats: Vec<StatsLog> = h
+            .access_log
+            .iter()
+            .filter(|al| al.name == "envoy.access_loggers.stats")
+            .map(|al| {
+                let Some(
+                    proto::pb::envoy::config::accesslog::v3::access_log::ConfigType::TypedConfig(
+                        any,
+                    ),
+                ) = &al.config_type
+                else {
+                    panic!("typed config")
+                };
+                unpack(any, proto::type_url::STATS_ACCESS_LOG)
+            })
+            .collect();
+        if l.name == crate::cache::LISTENER {
+            assert!(stats.is_empty(), "the cache's listener counts nothing");
+            continue;
+        }
+        gateway_listeners += 1;
+        assert_eq!(stats.len(), 1, "{}", l.name);
+        let s = &stats[0];
+        assert_eq!(
+            s.stats_scope.as_ref().map(|sc| sc.prefix.as_str()),
+            Some("gateway")
+        );
+        let [counter] = &s.counters[..] else {
+            panic!("one counter")
+        };
+        let stat = counter.stat.as_ref().unwrap();
+        assert_eq!(stat.name, "route_requests");
+        let tags: Vec<(&str, &str)> = stat
+            .tags
+            .iter()
+            .map(|t| (t.name.as_str(), t.value_format.as_str()))
+            .collect();
+        assert_eq!(
+            tags,
+            [
+                ("envoy_route", "%ROUTE_NAME%"),
+                ("envoy_response_code_class", "%CEL(response.code / 100)%")
+            ]
+        );
+        assert_eq!(counter.value_fixed.map(|v| v.value), Some(1));
+        let [histogram] = &s.histograms[..] else {
+            panic!("one histogram")
+        };
+        let stat = histogram.stat.as_ref().unwrap();
+        assert_eq!(stat.name, "route_request_ms");
+        assert_eq!(stat.tags.len(), 1);
+        assert_eq!(stat.tags[0].value_format, "%ROUTE_NAME%");
+        assert_eq!(histogram.value_format, "%DURATION%");
+        assert!(s.gauges.is_empty());
+    }
+    assert_eq!(gateway_listeners, 2);
 }
 
 const BIG: &str = r#"
