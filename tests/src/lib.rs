@@ -15,6 +15,7 @@ pub mod load;
 pub mod otlp;
 pub mod ratelimit;
 pub mod redis;
+pub mod soak;
 pub mod stack;
 pub mod transform;
 pub mod ws;
