@@ -16,6 +16,7 @@ pub mod otlp;
 pub mod prometheus;
 pub mod ratelimit;
 pub mod redis;
+pub mod soak;
 pub mod stack;
 pub mod transform;
 pub mod ws;

@@ -84,6 +84,11 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// The running server's process id (for the soak's memory and descriptor samples).
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
     /// SIGKILL.
     pub fn kill(&mut self) {
         self.proc.kill();
