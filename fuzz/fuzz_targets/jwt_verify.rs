@@ -10,8 +10,9 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use libfuzzer_sys::fuzz_target;
 
 static VERIFIERS: LazyLock<[Verifier; 2]> = LazyLock::new(|| {
-    let set = authz_service::jwks::parse(&gateway_fuzz::JWKS, &[Algorithm::RS256, Algorithm::ES256])
-        .expect("the fixture JWKS");
+    let set =
+        authz_service::jwks::parse(&gateway_fuzz::JWKS, &[Algorithm::RS256, Algorithm::ES256])
+            .expect("the fixture JWKS");
     [
         Verifier::new(
             "https://hs.fuzz.test".into(),

@@ -34,7 +34,11 @@ fuzz_target!(|data: &[u8]| {
     for (n, hit) in plan.hits.iter().enumerate() {
         assert!(hit.cost >= 1, "cost {}", hit.cost);
         assert!(hit.key.starts_with("rl:{"), "key {:?}", hit.key);
-        assert!(hit.key.len() <= MAX_KEY_BYTES, "key of {} bytes", hit.key.len());
+        assert!(
+            hit.key.len() <= MAX_KEY_BYTES,
+            "key of {} bytes",
+            hit.key.len()
+        );
         assert!(
             !plan.hits[..n].iter().any(|h| h.key == hit.key),
             "counter {:?} twice",
