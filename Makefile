@@ -1,5 +1,5 @@
 # The two commands of the quick start (README.md). Everything else lives in scripts/.
-.PHONY: up test test-docker lint bench
+.PHONY: up test test-docker lint bench fuzz-smoke
 
 ## Build everything, install Envoy if needed, start the demo gateway (Ctrl-C stops it).
 up:
@@ -21,3 +21,7 @@ lint:
 ## Print control-plane benchmark figures.
 bench:
 	scripts/bench
+
+## Run every fuzz target for 30 s (fails on any crash, leak, OOM or hang; see README, Fuzzing).
+fuzz-smoke:
+	scripts/fuzz --smoke

@@ -219,6 +219,89 @@ impl AdsServer {
     }
 }
 
+/// One ADS stream's protocol state machine without its transport: what [`AdsServer`] runs for
+/// each stream, fed requests by the caller instead of a gRPC stream, with the time passed in.
+/// The fuzz targets drive it; it does everything a served stream does except the check of a
+/// peer certificate (there is no peer), and registers its client in its own [`Registry`].
+pub struct StreamMachine {
+    mode: Mode,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    snapshots: Arc<Snapshots>,
+    /// `None` until the first request named the node.
+    stream: Option<Stream>,
+}
+
+impl StreamMachine {
+    pub fn new(mode: Mode, snapshots: Arc<Snapshots>) -> Self {
+        Self {
+            mode,
+            registry: Arc::default(),
+            metrics: Arc::new(Metrics::new()),
+            snapshots,
+            stream: None,
+        }
+    }
+
+    /// Publishes a new set of snapshots, as a config reload does.
+    pub fn set_snapshots(&mut self, snapshots: Arc<Snapshots>) {
+        if let Some(stream) = &mut self.stream {
+            stream.set_snapshots(&snapshots.groups);
+        }
+        self.snapshots = snapshots;
+    }
+
+    /// Handles one State-of-the-World request (on a [`Mode::Sotw`] machine) and returns what the
+    /// stream sends after it. The first request must carry `node.cluster`, as on the wire.
+    pub fn sotw(&mut self, r: DiscoveryRequest, now: Instant) -> Result<Vec<Encoded>, Status> {
+        let (node, req) = sotw_request(r);
+        self.request(node, req, now)
+    }
+
+    /// [`StreamMachine::sotw`] for Delta requests (on a [`Mode::Delta`] machine).
+    pub fn delta(
+        &mut self,
+        r: DeltaDiscoveryRequest,
+        now: Instant,
+    ) -> Result<Vec<Encoded>, Status> {
+        let (node, req) = delta_request(r);
+        self.request(node, req, now)
+    }
+
+    /// What the stream sends at `now` with no new request (its ordering gates' grace periods).
+    pub fn advance(&mut self, now: Instant) -> Vec<Encoded> {
+        self.stream
+            .as_mut()
+            .map_or_else(Vec::new, |s| s.advance(now))
+    }
+
+    fn request(
+        &mut self,
+        node: Option<(String, String)>,
+        req: Request,
+        now: Instant,
+    ) -> Result<Vec<Encoded>, Status> {
+        let stream = match &mut self.stream {
+            Some(stream) => stream,
+            None => {
+                let Some((node_id, cluster)) = node else {
+                    return Err(Status::invalid_argument(
+                        "the first request must carry node.cluster",
+                    ));
+                };
+                let id = self.registry.add(self.mode.as_str());
+                let mut stream =
+                    Stream::new(self.mode, id, self.registry.clone(), self.metrics.clone());
+                stream.set_node(&node_id, &cluster);
+                stream.set_snapshots(&self.snapshots.groups);
+                self.stream.insert(stream)
+            }
+        };
+        stream.handle(req);
+        Ok(stream.advance(now))
+    }
+}
+
 fn node_of(node: &Option<proto::pb::envoy::config::core::v3::Node>) -> Option<(String, String)> {
     node.as_ref().map(|n| (n.id.clone(), n.cluster.clone()))
 }

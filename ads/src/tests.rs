@@ -669,3 +669,41 @@ mod settled {
         assert_eq!(start.elapsed(), TIMEOUT, "waits out the bound, no more");
     }
 }
+
+#[test]
+fn stream_machine_needs_a_node_first_then_serves_its_group() {
+    use proto::pb::envoy::config::core::v3::Node;
+    use proto::pb::envoy::service::discovery::v3::DiscoveryRequest;
+
+    let snapshots = Arc::new(crate::snapshot::Snapshots::from_shared(BTreeMap::from([(
+        "edge".to_string(),
+        base(),
+    )])));
+    let now = Instant::now();
+    let cds = |node: Option<Node>, nonce: &str| DiscoveryRequest {
+        node,
+        type_url: CLUSTER.into(),
+        response_nonce: nonce.into(),
+        ..Default::default()
+    };
+    let mut m = super::StreamMachine::new(Mode::Sotw, snapshots.clone());
+    let refused = m.sotw(cds(None, ""), now).unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+
+    let node = Node {
+        id: "n1".into(),
+        cluster: "edge".into(),
+        ..Default::default()
+    };
+    let mut m = super::StreamMachine::new(Mode::Sotw, snapshots);
+    let out = m.sotw(cds(Some(node), ""), now).unwrap();
+    let sent: Vec<DiscoveryResponse> = out
+        .iter()
+        .map(|e| DiscoveryResponse::decode(e.0.clone()).unwrap())
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].type_url, CLUSTER);
+    // Later requests need no node; the ACK of the clusters is not answered again.
+    assert!(m.sotw(cds(None, &sent[0].nonce), now).unwrap().is_empty());
+    assert!(m.advance(now + Duration::from_secs(10)).is_empty());
+}

@@ -200,7 +200,20 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
         )
     })?;
     let base_dir = absolute.parent().unwrap_or_else(|| Path::new("/"));
-    let (config, refs, warnings) = parse_with_refs(&src, path, base_dir)?;
+    load_text(path, &src, base_dir, &mut |p| std::fs::read(p))
+}
+
+/// What [`load`] does once gateway.yaml is read: decodes `src` as the text of `path` (relative
+/// references resolved against `base_dir`), reads every referenced file through `read`, and
+/// checks them as [`load`] does. [`load`] passes `std::fs::read`; the fuzz targets pass a fixed
+/// in-memory set of files, so no input can make them read the machine's files.
+pub fn load_text(
+    path: &Path,
+    src: &str,
+    base_dir: &Path,
+    read: &mut dyn FnMut(&Path) -> std::io::Result<Vec<u8>>,
+) -> Result<Loaded, ConfigErrors> {
+    let (config, refs, warnings) = parse_with_refs(src, path, base_dir)?;
 
     let mut files = BTreeMap::new();
     let mut errors = Vec::new();
@@ -208,7 +221,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
         if files.contains_key(&r.path) {
             continue;
         }
-        match std::fs::read(&r.path) {
+        match read(&r.path) {
             Ok(contents) => {
                 files.insert(r.path.clone(), contents);
             }
