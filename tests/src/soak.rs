@@ -521,7 +521,7 @@ fn shape(ws_upstream: &str, n: u64) -> Shape {
 
 /// The limited route's requests per second after edit `n`; the probe sends more than that.
 fn limited_rate(n: u64) -> u64 {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         10
     } else {
         12
