@@ -17,38 +17,39 @@ use tests::soak::{run, Options};
 )]
 struct Args {
     /// How long to run, in minutes (fractions allowed).
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, env = "SOAK_MINUTES", default_value_t = 5.0)]
     minutes: f64,
     /// Warm-up in seconds (default: a fifth of the run, at most 60): no restarts, and the
     /// memory and fd tolerance applies only to samples after it.
-    #[arg(long)]
+    #[arg(long, env = "SOAK_WARMUP")]
     warmup: Option<u64>,
     /// Seconds between config edits.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "SOAK_EDIT_EVERY", default_value_t = 30)]
     edit_every: u64,
     /// Seconds between restarts (default: spaced so each of the four restarted components goes
     /// down once after warm-up, 20 s to 180 s apart).
-    #[arg(long)]
+    #[arg(long, env = "SOAK_RESTART_EVERY")]
     restart_every: Option<u64>,
     /// Seconds a killed component stays down.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, env = "SOAK_DOWN", default_value_t = 5)]
     down: u64,
     /// HTTP requests per second over all HTTP probes.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, env = "SOAK_RPS", default_value_t = 100)]
     rps: u32,
     /// WebSocket sessions per second.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, env = "SOAK_WS_PER_SECOND", default_value_t = 4)]
     ws_per_second: u32,
     /// Seconds between memory and fd samples.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, env = "SOAK_SAMPLE_EVERY", default_value_t = 10)]
     sample_every: u64,
     /// Allowed growth of resident memory after warm-up, in percent (plus --rss-slack-mib).
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, env = "SOAK_RSS_TOLERANCE", default_value_t = 20.0)]
     rss_tolerance: f64,
-    #[arg(long, default_value_t = 8)]
+    /// Allowed growth of resident memory after warm-up, in MiB, on top of --rss-tolerance.
+    #[arg(long, env = "SOAK_RSS_SLACK_MIB", default_value_t = 8)]
     rss_slack_mib: u64,
     /// Allowed growth of open file descriptors after warm-up.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, env = "SOAK_FD_SLACK", default_value_t = 16)]
     fd_slack: u64,
 }
 
