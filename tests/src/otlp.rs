@@ -1,6 +1,8 @@
 //! An OpenTelemetry collector for tests: a real OTLP/gRPC `TraceService` on a free port that
-//! keeps every span it is sent, for the tracing tests to read back (spec §10).
+//! keeps every span it is sent, for the tracing tests to read back (spec §10), or only counts
+//! them by service, for the gateway benchmark's long runs.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -38,7 +40,13 @@ impl Span {
 }
 
 #[derive(Default, Clone)]
-struct Received(Arc<Mutex<Vec<Span>>>);
+struct Received {
+    /// Every span, unless the collector only counts.
+    spans: Arc<Mutex<Vec<Span>>>,
+    /// Spans received, by the resource's `service.name`.
+    counts: Arc<Mutex<BTreeMap<String, u64>>>,
+    keep: bool,
+}
 
 #[tonic::async_trait]
 impl TraceService for Received {
@@ -46,7 +54,8 @@ impl TraceService for Received {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = self.spans.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         for rs in request.into_inner().resource_spans {
             let service = rs
                 .resource
@@ -54,6 +63,11 @@ impl TraceService for Received {
                 .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
                 .map(|a| text(a.value.as_ref()))
                 .unwrap_or_default();
+            let n: usize = rs.scope_spans.iter().map(|ss| ss.spans.len()).sum();
+            *counts.entry(service.clone()).or_default() += n as u64;
+            if !self.keep {
+                continue;
+            }
             for s in rs.scope_spans.into_iter().flat_map(|ss| ss.spans) {
                 all.push(Span {
                     service: service.clone(),
@@ -92,12 +106,26 @@ pub struct Collector {
 }
 
 impl Collector {
+    /// A collector that keeps every span ([`spans`](Self::spans)).
     pub async fn start() -> Collector {
+        Self::start_keeping(true).await
+    }
+
+    /// A collector that only counts the spans it is sent ([`count`](Self::count)): a long
+    /// benchmark run at `sample: 100%` would otherwise hold every span in memory.
+    pub async fn start_counting() -> Collector {
+        Self::start_keeping(false).await
+    }
+
+    async fn start_keeping(keep: bool) -> Collector {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the OTLP collector");
         let addr = listener.local_addr().expect("collector address");
-        let received = Received::default();
+        let received = Received {
+            keep,
+            ..Received::default()
+        };
         let service = TraceServiceServer::new(received.clone());
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
@@ -121,10 +149,21 @@ impl Collector {
         format!("http://{}", self.addr)
     }
 
-    /// Every span received so far.
+    /// Spans received so far from `service` (the resource's `service.name`), kept or not.
+    pub fn count(&self, service: &str) -> u64 {
+        self.received
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(service)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Every span received so far (none from a [`start_counting`](Self::start_counting) one).
     pub fn spans(&self) -> Vec<Span> {
         self.received
-            .0
+            .spans
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()

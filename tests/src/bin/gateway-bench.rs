@@ -14,7 +14,20 @@
 //! open sockets to a WebSocket echo-upstream, each with one message in flight, reached directly,
 //! through a `websocket: true` route without policy and through one with the JWT on the upgrade.
 //!
-//! `scripts/bench gateway` builds release binaries and runs it; `--help` lists the knobs.
+//! Shaping and tracing rows, each on an Envoy of its own gateway with the same routes as the
+//! baseline's (`--concurrency 1` each, only the measured one busy), every answer checked: the
+//! plain route of a gateway whose chain also holds the cache, ext_proc and compose filters; a
+//! `cache` route warmed by one request, every measured answer a hit (`age`), the echo upstream's
+//! request count unchanged over the run; `--transform-bytes` (10 KiB) of JSON as sent and through
+//! a `transform.response.json` route (remove, set, rename, envelope; transform-service's CPU
+//! counted), every answer enveloped; a three-part `compose` route on the echo upstream, every
+//! answer `x-compose-complete: true`; the plain route of a gateway with `tracing` at
+//! `sample: 100%` (every span Envoy sent received by an OTLP collector on a thread of this
+//! process, at least one per answer) and at `sample: 0%` (none). Their ratios are to the same
+//! baseline as the other rows.
+//!
+//! A default run takes about six minutes. `scripts/bench gateway` builds release binaries and
+//! runs it; `--help` lists the knobs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -33,7 +46,8 @@ use hyper_util::rt::TokioIo;
 use tests::authz::{api_key, bearer, token, AuthzService, ISSUER, SECRET_ENV};
 use tests::ratelimit::RateLimitService;
 use tests::redis::{raw_command, RedisServer};
-use tests::{free_port, wait_for, workspace_bin, HttpClient, Proc, Stack, XdsMode};
+use tests::transform::TransformService;
+use tests::{free_port, wait_for, workspace_bin, Envoy, HttpClient, Proc, Stack, XdsMode};
 
 /// The target from the issue: at a moderate rate the full gateway adds less than this to p99.
 const TARGET_ADDED_P99: Duration = Duration::from_millis(1);
@@ -54,7 +68,7 @@ const ERRORS_SHOWN: usize = 5;
 #[derive(Debug, Parser)]
 #[command(
     name = "gateway-bench",
-    about = "Benchmarks plain Envoy against the full gateway (JWT + plan rate limit, memory and Redis)"
+    about = "Benchmarks plain Envoy against the full gateway (JWT + plan rate limit, memory and Redis), compression, cache, transforms, compose, tracing and WebSocket routes"
 )]
 struct Args {
     /// Seconds of closed-loop saturation per scenario (after a one-second warm-up).
@@ -86,6 +100,14 @@ struct Args {
     /// Size of the JSON answer of the compression rows (`x-echo-pad-bytes`).
     #[arg(long, env = "BENCH_BODY_BYTES", default_value_t = 16 * 1024)]
     body_bytes: usize,
+    /// Only these rows (comma-separated: jwt, full-memory, full-redis, json, gzip, zstd,
+    /// shaped, cache, transform-base, transform, compose, trace-100, trace-0, ws), besides the
+    /// baseline and its repeat, which every run has; default: all of them.
+    #[arg(long, env = "BENCH_ROWS", value_delimiter = ',')]
+    rows: Vec<String>,
+    /// Size of the JSON answer of the transform rows (`x-echo-pad-bytes`).
+    #[arg(long, env = "BENCH_TRANSFORM_BYTES", default_value_t = 10 * 1024)]
+    transform_bytes: usize,
     /// Open WebSockets in the WebSocket runs, each with one message in flight.
     #[arg(long, env = "BENCH_WS_SOCKETS", default_value_t = 16)]
     ws_sockets: usize,
@@ -110,12 +132,27 @@ enum Scenario {
     Gzip,
     /// The same, zstd.
     Zstd,
+    /// The plain route of the shaping gateway, whose chain also holds the cache, ext_proc and
+    /// compose filters (off on this route): what those cost a route that does not use them.
+    ShapedPlain,
+    /// A `cache` route, every measured answer a hit.
+    Cached,
+    /// `--transform-bytes` of JSON on the shaping gateway's plain route, as the upstream sent it.
+    ShapedJson,
+    /// The same answer through a `transform.response.json` route (transform-service, ext_proc).
+    Transformed,
+    /// A `compose` route of three parts on the echo upstream.
+    Composed,
+    /// The plain route of a gateway that traces at `sample: 100%`.
+    Traced,
+    /// The same gateway config at `sample: 0%`.
+    Unsampled,
     BaselineAgain,
 }
 
 impl Scenario {
     /// The order of the report's rows.
-    const REPORT_ORDER: [Scenario; 8] = [
+    const REPORT_ORDER: [Scenario; 15] = [
         Scenario::Baseline,
         Scenario::Jwt,
         Scenario::FullMemory,
@@ -123,13 +160,20 @@ impl Scenario {
         Scenario::Json,
         Scenario::Gzip,
         Scenario::Zstd,
+        Scenario::ShapedPlain,
+        Scenario::Cached,
+        Scenario::ShapedJson,
+        Scenario::Transformed,
+        Scenario::Composed,
+        Scenario::Traced,
+        Scenario::Unsampled,
         Scenario::BaselineAgain,
     ];
     /// Saturation runs: the baseline first and last, to show how far the machine drifted.
-    const SATURATION_ORDER: [Scenario; 8] = Scenario::REPORT_ORDER;
+    const SATURATION_ORDER: [Scenario; 15] = Scenario::REPORT_ORDER;
     /// Fixed-rate runs: baseline first and last again; Redis next to it, since it is the store
     /// the saturation runs left running (one store switch fewer).
-    const PACED_ORDER: [Scenario; 8] = [
+    const PACED_ORDER: [Scenario; 15] = [
         Scenario::Baseline,
         Scenario::FullRedis,
         Scenario::FullMemory,
@@ -137,8 +181,40 @@ impl Scenario {
         Scenario::Json,
         Scenario::Gzip,
         Scenario::Zstd,
+        Scenario::ShapedPlain,
+        Scenario::Cached,
+        Scenario::ShapedJson,
+        Scenario::Transformed,
+        Scenario::Composed,
+        Scenario::Traced,
+        Scenario::Unsampled,
         Scenario::BaselineAgain,
     ];
+
+    /// The name `--rows` selects the scenario by; `None` for the baseline, which always runs.
+    fn id(self) -> Option<&'static str> {
+        Some(match self {
+            Scenario::Baseline | Scenario::BaselineAgain => return None,
+            Scenario::Jwt => "jwt",
+            Scenario::FullMemory => "full-memory",
+            Scenario::FullRedis => "full-redis",
+            Scenario::Json => "json",
+            Scenario::Gzip => "gzip",
+            Scenario::Zstd => "zstd",
+            Scenario::ShapedPlain => "shaped",
+            Scenario::Cached => "cache",
+            Scenario::ShapedJson => "transform-base",
+            Scenario::Transformed => "transform",
+            Scenario::Composed => "compose",
+            Scenario::Traced => "trace-100",
+            Scenario::Unsampled => "trace-0",
+        })
+    }
+
+    /// Whether `--rows` asks for the scenario.
+    fn selected(self, args: &Args) -> bool {
+        args.rows.is_empty() || self.id().is_none_or(|id| args.rows.iter().any(|r| r == id))
+    }
 
     /// The rate-limit store the scenario needs; `None` when it makes no rate-limit call.
     fn store(self) -> Option<Store> {
@@ -158,7 +234,28 @@ impl Scenario {
             Scenario::Json => "JSON answer, uncompressed",
             Scenario::Gzip => "JSON answer, gzip",
             Scenario::Zstd => "JSON answer, zstd",
+            Scenario::ShapedPlain => "shaping gateway, plain",
+            Scenario::Cached => "cache hit",
+            Scenario::ShapedJson => "JSON answer, as sent",
+            Scenario::Transformed => "JSON answer, transformed",
+            Scenario::Composed => "compose, 3 parts",
+            Scenario::Traced => "tracing, sample 100%",
+            Scenario::Unsampled => "tracing, sample 0%",
             Scenario::BaselineAgain => "baseline again (drift)",
+        }
+    }
+
+    /// The gateway (and so the Envoy) that serves the scenario.
+    fn gateway(self) -> Gw {
+        match self {
+            Scenario::ShapedPlain
+            | Scenario::Cached
+            | Scenario::ShapedJson
+            | Scenario::Transformed
+            | Scenario::Composed => Gw::Shaped,
+            Scenario::Traced => Gw::Traced,
+            Scenario::Unsampled => Gw::Unsampled,
+            _ => Gw::Edge,
         }
     }
 
@@ -168,9 +265,16 @@ impl Scenario {
             | Scenario::BaselineAgain
             | Scenario::Json
             | Scenario::Gzip
-            | Scenario::Zstd => "/plain",
+            | Scenario::Zstd
+            | Scenario::ShapedPlain
+            | Scenario::ShapedJson
+            | Scenario::Traced
+            | Scenario::Unsampled => "/plain",
             Scenario::Jwt => "/jwt",
             Scenario::FullMemory | Scenario::FullRedis => "/full",
+            Scenario::Cached => "/cached",
+            Scenario::Transformed => "/transformed",
+            Scenario::Composed => "/composed",
         }
     }
 
@@ -181,14 +285,34 @@ impl Scenario {
         )
     }
 
-    /// The `Accept-Encoding` sent and the `Content-Encoding` every answer must have; `None`
-    /// for the rows without a large body.
-    fn encoding(self) -> Option<(&'static str, Option<&'static str>)> {
+    /// `x-echo-pad-bytes` and `Accept-Encoding` of the rows with a large body.
+    fn body(self, args: &Args) -> Option<(usize, &'static str)> {
         match self {
-            Scenario::Json => Some(("identity", None)),
-            Scenario::Gzip => Some(("gzip", Some("gzip"))),
-            Scenario::Zstd => Some(("zstd", Some("zstd"))),
+            Scenario::Json => Some((args.body_bytes, "identity")),
+            Scenario::Gzip => Some((args.body_bytes, "gzip")),
+            Scenario::Zstd => Some((args.body_bytes, "zstd")),
+            Scenario::ShapedJson | Scenario::Transformed => {
+                Some((args.transform_bytes, "identity"))
+            }
             _ => None,
+        }
+    }
+
+    /// What every answer of the scenario must show besides its 200: proof that it got the
+    /// treatment the row is named after.
+    fn expect(self) -> Expect {
+        match self {
+            Scenario::Json | Scenario::ShapedJson => Expect::Encoding(None),
+            Scenario::Gzip => Expect::Encoding(Some("gzip")),
+            Scenario::Zstd => Expect::Encoding(Some("zstd")),
+            Scenario::Cached => Expect::Header("age", None),
+            Scenario::Transformed => Expect::Body {
+                starts: ENVELOPE_START,
+                tail: ENVELOPE_WITH,
+            },
+            Scenario::Composed => Expect::Header("x-compose-complete", Some("true")),
+            Scenario::Traced => Expect::Contains(SAMPLED_TRACEPARENT),
+            _ => Expect::Nothing,
         }
     }
 
@@ -203,6 +327,116 @@ impl Scenario {
     }
 }
 
+/// The gateways of gateway.yaml, each served by its own Envoy. All four have the same routes
+/// and filters as `edge`; `shaped` adds the cache, transform and compose routes, `traced` and
+/// `unsampled` add `tracing` at 100% and 0%.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gw {
+    Edge,
+    Shaped,
+    Traced,
+    Unsampled,
+}
+
+impl Gw {
+    const ALL: [Gw; 4] = [Gw::Edge, Gw::Shaped, Gw::Traced, Gw::Unsampled];
+
+    fn name(self) -> &'static str {
+        match self {
+            Gw::Edge => tests::stack::GATEWAY,
+            Gw::Shaped => "shaped",
+            Gw::Traced => "traced",
+            Gw::Unsampled => "unsampled",
+        }
+    }
+
+    /// `tracing.sample` and `service_name` of the gateway's spans.
+    fn tracing(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Gw::Traced => Some(("100%", TRACED_SERVICE)),
+            Gw::Unsampled => Some(("0%", UNSAMPLED_SERVICE)),
+            Gw::Edge | Gw::Shaped => None,
+        }
+    }
+}
+
+/// The start of every transformed answer: the envelope's field (`envelope.field: data`).
+const ENVELOPE_START: &str = r#"{"data":"#;
+/// In the last bytes of every transformed answer: the envelope's `with` member.
+const ENVELOPE_WITH: &str = r#""api_version":"bench""#;
+/// In the echo's description of a traced request: the `traceparent` Envoy sent the upstream,
+/// of a sampled trace (version 00, the flags `01` checked from the answer in `check_route`).
+const SAMPLED_TRACEPARENT: &str = r#""traceparent":"00-"#;
+
+/// What every answer of a scenario must show, besides its 200.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    Nothing,
+    /// This `Content-Encoding`, or none.
+    Encoding(Option<&'static str>),
+    /// This response header, with this value when one is given.
+    Header(&'static str, Option<&'static str>),
+    /// A body that starts with `starts` and has `tail` in its last [`TAIL_BYTES`].
+    Body {
+        starts: &'static str,
+        tail: &'static str,
+    },
+    /// A body that contains this.
+    Contains(&'static str),
+}
+
+/// How far from the end of a transformed body the envelope's `with` member must be.
+const TAIL_BYTES: usize = 256;
+
+impl Expect {
+    /// `Err` with what was wrong when the answer does not show what it must.
+    fn check(self, headers: &hyper::HeaderMap, body: &[u8]) -> Result<(), String> {
+        let header = |n: &str| {
+            headers
+                .get(n)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        let contains =
+            |hay: &[u8], needle: &str| hay.windows(needle.len()).any(|w| w == needle.as_bytes());
+        match self {
+            Expect::Nothing => Ok(()),
+            Expect::Encoding(want) => {
+                let got = header(CONTENT_ENCODING.as_str());
+                if got.as_deref() == want {
+                    Ok(())
+                } else {
+                    Err(format!("content-encoding {got:?}, expected {want:?}"))
+                }
+            }
+            Expect::Header(name, want) => match (header(name), want) {
+                (Some(got), Some(want)) if got != want => {
+                    Err(format!("{name}: {got}, expected {want}"))
+                }
+                (Some(_), _) => Ok(()),
+                (None, _) => Err(format!("no {name} header")),
+            },
+            Expect::Body { starts, tail } => {
+                let end = &body[body.len().saturating_sub(TAIL_BYTES)..];
+                if body.starts_with(starts.as_bytes()) && contains(end, tail) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "body is not transformed: {:?}",
+                        String::from_utf8_lossy(&body[..body.len().min(120)])
+                    ))
+                }
+            }
+            Expect::Contains(needle) => {
+                if contains(body, needle) {
+                    Ok(())
+                } else {
+                    Err(format!("no {needle} in the body"))
+                }
+            }
+        }
+    }
+}
+
 /// What every request of a scenario carries: the Envoy listener, path and credentials.
 #[derive(Clone)]
 struct Target {
@@ -212,8 +446,10 @@ struct Target {
     query: &'static str,
     /// `Bearer <token>` per client; empty for the baseline.
     auth: Vec<HeaderValue>,
-    /// `x-echo-pad-bytes`, `Accept-Encoding` and the `Content-Encoding` every answer must have.
-    body: Option<(HeaderValue, &'static str, Option<&'static str>)>,
+    /// `x-echo-pad-bytes` and `Accept-Encoding`, for the rows with a large body.
+    body: Option<(HeaderValue, &'static str)>,
+    /// What every answer must show.
+    expect: Expect,
 }
 
 /// Answers other than 200, and transport failures.
@@ -333,6 +569,8 @@ struct Row {
     paced: Option<Paced>,
     /// Envoy counters of the ext_authz and rate-limit filters that moved during its runs.
     envoy: BTreeMap<String, u64>,
+    /// What the runs' checks beyond the answers found (one line per run).
+    notes: Vec<String>,
 }
 
 impl Row {
@@ -342,6 +580,7 @@ impl Row {
             saturation: None,
             paced: None,
             envoy: BTreeMap::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -360,6 +599,7 @@ impl Row {
             saturation: self.saturation?,
             paced: self.paced?,
             envoy: self.envoy,
+            notes: self.notes,
         })
     }
 }
@@ -370,6 +610,7 @@ struct Finished {
     saturation: Saturation,
     paced: Paced,
     envoy: BTreeMap<String, u64>,
+    notes: Vec<String>,
 }
 
 /// Where ratelimit-service keeps its counters.
@@ -392,6 +633,15 @@ fn main() -> anyhow::Result<()> {
     if let Some(rate) = args.rate {
         anyhow::ensure!(rate > 0.0 && rate.is_finite(), "--rate must be positive");
     }
+    for r in &args.rows {
+        anyhow::ensure!(
+            r == "ws"
+                || Scenario::REPORT_ORDER
+                    .iter()
+                    .any(|s| s.id() == Some(r.as_str())),
+            "--rows: no row {r:?}"
+        );
+    }
     // The load generator gets one thread: it must not compete with Envoy and the services for
     // more of the two cores than it needs, and a single thread keeps its timing predictable.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -402,14 +652,18 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// The gateway.yaml: one upstream, three routes that differ only in policy, `compression` (only
-/// the compression rows ask for it); WebSocket routes to the WebSocket echo.
+/// the compression rows ask for it); WebSocket routes to the WebSocket echo. The same routes
+/// make four gateways, each served by its own Envoy ([`Gw`]): `edge` as they are, `shaped` with
+/// the cache, transform and compose routes added, `traced` and `unsampled` with `tracing`.
 fn config(ports: &Ports, keys_file: Option<&Path>) -> String {
     let Ports {
         echo,
         ws,
-        http,
         authz,
         rls,
+        transform,
+        otlp,
+        ..
     } = *ports;
     let api_keys = keys_file.map_or(String::new(), |f| {
         format!(
@@ -417,6 +671,76 @@ fn config(ports: &Ports, keys_file: Option<&Path>) -> String {
             f.display()
         )
     });
+    let routes = r#"      - name: plain
+        match: { prefix: /plain }
+        service: echo
+        auth: none
+        rate_limit: none
+      - name: jwt
+        match: { prefix: /jwt }
+        service: echo
+        auth: main
+        rate_limit: none
+      - name: full
+        match: { prefix: /full }
+        service: echo
+        auth: main
+        rate_limit: plan
+      - { name: ws, match: { prefix: /ws }, service: ws, auth: none, rate_limit: none, websocket: true, timeout: 0s }
+      - { name: ws-jwt, match: { prefix: /jwt-ws }, service: ws, auth: main, rate_limit: none, websocket: true, timeout: 0s }
+"#;
+    // The cache keeps its entry for longer than any run; the transform does each kind of edit
+    // (the echo's description has `headers`, `query` and `upstream` members); the three parts
+    // are three calls to the echo upstream.
+    let shaping = format!(
+        r#"      - name: cached
+        match: {{ prefix: /cached }}
+        service: echo
+        auth: none
+        rate_limit: none
+        cache: {{ ttl: 3600s }}
+      - name: transformed
+        match: {{ prefix: /transformed }}
+        service: echo
+        auth: none
+        rate_limit: none
+        transform:
+          response:
+            json:
+              remove: [/headers, /query]
+              set: {{ /meta/source: gateway }}
+              rename: {{ /upstream: /served_by }}
+              envelope: {{ field: data, with: {{ {} }} }}
+      - name: composed
+        match: {{ path: /composed, methods: [GET] }}
+        auth: none
+        rate_limit: none
+        compose:
+          user: {{ service: echo, path: /users/me }}
+          orders: {{ service: echo, path: "/orders?limit=5" }}
+          stock: {{ service: echo, path: /stock }}
+"#,
+        ENVELOPE_WITH.replace('"', "")
+    );
+    let mut gateways = String::new();
+    for gw in Gw::ALL {
+        let tracing = gw.tracing().map_or(String::new(), |(sample, service)| {
+            format!(
+                "    tracing: {{ collector: 127.0.0.1:{otlp}, sample: {sample}, service_name: {service} }}\n"
+            )
+        });
+        let extra = if gw == Gw::Shaped {
+            shaping.as_str()
+        } else {
+            ""
+        };
+        gateways.push_str(&format!(
+            "  {name}:\n    listeners: [{{ name: {name}-http, port: {port} }}]\n    access_log: off\n    \
+             compression: {{ algorithms: [gzip, zstd] }}\n{tracing}    routes:\n{routes}{extra}",
+            name = gw.name(),
+            port = ports.http(gw),
+        ));
+    }
     // `on_error: deny` on both services: a failed check must show up as a non-200 answer that
     // fails the run, never as a request that silently skipped its policy and looks cheap.
     // Access logging is off so the runs measure policy, not disk writes (it costs the same on
@@ -438,30 +762,10 @@ auth:
   service: {{ address: 127.0.0.1:{rls}, timeout: 1s, on_error: deny }}
   plans: {{ bench: {PLAN_RATE} }}
   default_plan: bench
+transforms:
+  service: {{ address: 127.0.0.1:{transform}, timeout: 1s }}
 gateways:
-  edge:
-    listeners: [{{ name: http, port: {http} }}]
-    access_log: off
-    compression: {{ algorithms: [gzip, zstd] }}
-    routes:
-      - name: plain
-        match: {{ prefix: /plain }}
-        service: echo
-        auth: none
-        rate_limit: none
-      - name: jwt
-        match: {{ prefix: /jwt }}
-        service: echo
-        auth: main
-        rate_limit: none
-      - name: full
-        match: {{ prefix: /full }}
-        service: echo
-        auth: main
-        rate_limit: plan
-      - {{ name: ws, match: {{ prefix: /ws }}, service: ws, auth: none, rate_limit: none, websocket: true, timeout: 0s }}
-      - {{ name: ws-jwt, match: {{ prefix: /jwt-ws }}, service: ws, auth: main, rate_limit: none, websocket: true, timeout: 0s }}
-"#
+{gateways}"#
     )
 }
 
@@ -470,9 +774,23 @@ gateways:
 struct Ports {
     echo: u16,
     ws: u16,
-    http: u16,
+    /// The listener of each gateway, in [`Gw::ALL`]'s order.
+    http: [u16; 4],
     authz: u16,
     rls: u16,
+    transform: u16,
+    /// The OTLP collector the tracing gateways export to.
+    otlp: u16,
+}
+
+impl Ports {
+    fn http(&self, gw: Gw) -> u16 {
+        let i = Gw::ALL
+            .iter()
+            .position(|&g| g == gw)
+            .expect("every gateway");
+        self.http[i]
+    }
 }
 
 /// Starts an `echo-upstream` process and waits until it accepts connections.
@@ -499,18 +817,24 @@ async fn start_echo(name: &str, port: u16, websocket: bool, dir: &Path) -> Proc 
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let started = Instant::now();
     let dir = tempfile::Builder::new()
         .prefix("gateway-bench-")
         .tempdir()
         .context("temp dir")?;
+    // The tracing gateways' collector, on a thread of its own so that receiving spans does not
+    // delay the load generator's requests (its CPU is reported apart from the generator's).
+    let collector = CollectorThread::start()?;
     let ports = Ports {
         echo: free_port(),
         ws: free_port(),
-        http: free_port(),
+        http: [free_port(), free_port(), free_port(), free_port()],
         authz: free_port(),
         rls: free_port(),
+        transform: free_port(),
+        otlp: collector.collector.addr().port(),
     };
-    let (echo_port, http, authz_port, rls_port) = (ports.echo, ports.http, ports.authz, ports.rls);
+    let (echo_port, authz_port, rls_port) = (ports.echo, ports.authz, ports.rls);
 
     // The upstream is the `echo-upstream` binary in its own process, not an in-process server:
     // sharing this runtime would make the generator's timing depend on the upstream's work and
@@ -533,7 +857,40 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut authz = AuthzService::start_on("authz-bench", &xds, authz_port, stack.dir()).await;
     let mut rls = RateLimitService::start_on("rls-memory", &xds, None, rls_port, stack.dir()).await;
     let redis = RedisServer::start(stack.dir()).await;
+    let mut transform =
+        TransformService::start_on("transform-bench", &xds, ports.transform, stack.dir(), true)
+            .await;
+    // One Envoy per gateway, all fed by the same xds-server; only the scenario's is busy.
+    let mut others: Vec<(Gw, Envoy)> = Vec::new();
+    for gw in [Gw::Shaped, Gw::Traced, Gw::Unsampled] {
+        let envoy = Envoy::start(&stack.xds, gw.name(), XdsMode::Sotw, stack.dir()).await;
+        others.push((gw, envoy));
+    }
     stack.wait_converged().await;
+    for (gw, envoy) in &others {
+        wait_for(
+            &format!("the {} Envoy to ACK everything", gw.name()),
+            tests::CONVERGE_TIMEOUT,
+            async || {
+                stack
+                    .xds
+                    .client(envoy.node_id())
+                    .await
+                    .is_some_and(|c| tests::stack::client_converged(&c))
+            },
+        )
+        .await;
+    }
+    let mut envoy_pids = [stack.envoy.proc().pid(), None, None, None];
+    for (gw, envoy) in &mut others {
+        envoy_pids[Gw::ALL.iter().position(|g| g == gw).expect("a gateway")] = envoy.proc().pid();
+    }
+    let envoy_of = |gw: Gw| -> &Envoy {
+        others
+            .iter()
+            .find(|(g, _)| *g == gw)
+            .map_or(&stack.envoy, |(_, e)| e)
+    };
 
     let auth: Vec<HeaderValue> = (0..args.clients)
         .map(|i| {
@@ -541,9 +898,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .context("token as a header value")
         })
         .collect::<anyhow::Result<_>>()?;
-    let pad = HeaderValue::from(args.body_bytes);
     let target = |s: Scenario| Target {
-        addr: SocketAddr::from(([127, 0, 0, 1], http)),
+        addr: SocketAddr::from(([127, 0, 0, 1], ports.http(s.gateway()))),
         path: s.path(),
         query: if args.query_keys {
             "?page=1&sort=asc"
@@ -556,15 +912,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Vec::new()
         },
         body: s
-            .encoding()
-            .map(|(accept, want)| (pad.clone(), accept, want)),
+            .body(&args)
+            .map(|(bytes, accept)| (HeaderValue::from(bytes), accept)),
+        expect: s.expect(),
     };
-    let client = HttpClient::new(http);
+    let client = |s: Scenario| HttpClient::new(ports.http(s.gateway()));
+    let watch = Watch {
+        echo: HttpClient::new(echo_port),
+        collector: &collector.collector,
+        traced: envoy_of(Gw::Traced),
+    };
 
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "gateway-bench: one Envoy (--concurrency 1, one worker) → echo-upstream, {cpus} CPUs shared by \
-         Envoy, echo-upstream, authz-service, ratelimit-service, Redis and this load generator (one thread)"
+        "gateway-bench: Envoy (--concurrency 1, one worker) → echo-upstream, {cpus} CPUs shared by \
+         Envoy, echo-upstream, authz-service, ratelimit-service, Redis, transform-service and this \
+         load generator (one thread, and one for the OTLP collector)"
     );
     println!(
         "  saturation: {} keep-alive HTTP/1.1 connections, one request in flight each, {} s per scenario after {} s warm-up",
@@ -582,6 +945,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
          failed check is a non-200 and fails the run; access log off",
         args.clients
     );
+    println!(
+        "  one Envoy per gateway, every gateway with the same routes: `shaped` adds a `cache` route, a \
+         `transform.response.json` route ({} bytes of JSON) and a three-part `compose` route; `traced` and \
+         `unsampled` trace at 100% and 0% to an OTLP collector in this process; the other rows are `edge`'s",
+        args.transform_bytes
+    );
     if args.query_keys {
         println!(
             "  --query-keys: an API-key provider reads `api_key` from the query, so every route \
@@ -592,12 +961,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!();
 
     let mut pids = Pids {
-        envoy: stack.envoy.proc().pid(),
+        envoy: envoy_pids[0],
         echo: echo.pid(),
         authz: authz.proc().pid(),
         rls: rls.proc().pid(),
         redis: redis_pid(redis.port()),
+        transform: transform.proc().pid(),
+        collector: collector.thread,
     };
+    let envoy_pid = |gw: Gw| envoy_pids[Gw::ALL.iter().position(|&g| g == gw).expect("a gateway")];
     let mut store = Store::Memory;
     let mut rows: Vec<Row> = Scenario::REPORT_ORDER
         .iter()
@@ -605,45 +977,65 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .collect();
 
     // Saturation first, for every scenario: the fixed rate is derived from the slowest one.
-    for scenario in Scenario::SATURATION_ORDER {
+    for scenario in Scenario::SATURATION_ORDER
+        .into_iter()
+        .filter(|s| s.selected(&args))
+    {
         if let Some(want) = scenario.store().filter(|&w| w != store) {
             switch_store(&mut rls, want, &xds, &redis.url(), rls_port, stack.dir()).await;
             pids.rls = rls.proc().pid();
             store = want;
         }
-        check_route(&client, scenario, &auth[0]).await?;
+        check_route(&client(scenario), scenario, &auth[0]).await?;
         eprintln!("gateway-bench: {} — saturating", scenario.label());
-        let before = envoy_counters(&stack).await;
+        pids.envoy = envoy_pid(scenario.gateway());
+        let envoy = envoy_of(scenario.gateway());
+        let before = envoy_counters(envoy).await;
+        let seen = watch.before(scenario).await?;
         let saturation = saturate(&target(scenario), &args, &pids).await?;
         ensure_clean(scenario, "saturation", &saturation.tally)?;
+        let note = watch.after(scenario, seen, saturation.tally.ok).await?;
         let row = row_of(&mut rows, scenario);
-        row.add_counters(&before, &envoy_counters(&stack).await);
+        row.add_counters(&before, &envoy_counters(envoy).await);
         row.saturation = Some(saturation);
+        row.notes.extend(note);
     }
-    let slowest = rows
-        .iter()
-        .filter(|r| r.scenario.full())
-        .filter_map(|r| r.saturation.as_ref().map(|s| s.rps))
-        .fold(f64::INFINITY, f64::min);
+    // The full gateway's; without those rows (`--rows`), the slowest row's.
+    let saturating = |full: bool| {
+        rows.iter()
+            .filter(|r| r.scenario.full() || !full)
+            .filter_map(|r| r.saturation.as_ref().map(|s| s.rps))
+            .fold(f64::INFINITY, f64::min)
+    };
+    let slowest = Some(saturating(true))
+        .filter(|r| r.is_finite())
+        .unwrap_or_else(|| saturating(false));
     let rate = args.rate.unwrap_or((slowest / 2.0).max(1.0));
 
-    for scenario in Scenario::PACED_ORDER {
+    for scenario in Scenario::PACED_ORDER
+        .into_iter()
+        .filter(|s| s.selected(&args))
+    {
         if let Some(want) = scenario.store().filter(|&w| w != store) {
             switch_store(&mut rls, want, &xds, &redis.url(), rls_port, stack.dir()).await;
             store = want;
         }
-        check_route(&client, scenario, &auth[0]).await?;
+        check_route(&client(scenario), scenario, &auth[0]).await?;
         eprintln!(
             "gateway-bench: {} — {rate:.0} req/s for {} s",
             scenario.label(),
             args.rate_seconds
         );
-        let before = envoy_counters(&stack).await;
+        let envoy = envoy_of(scenario.gateway());
+        let before = envoy_counters(envoy).await;
+        let seen = watch.before(scenario).await?;
         let paced = paced(&target(scenario), rate, &args).await?;
         ensure_clean(scenario, "fixed-rate", &paced.tally)?;
+        let note = watch.after(scenario, seen, paced.tally.ok).await?;
         let row = row_of(&mut rows, scenario);
-        row.add_counters(&before, &envoy_counters(&stack).await);
+        row.add_counters(&before, &envoy_counters(envoy).await);
         row.paced = Some(paced);
+        row.notes.extend(note);
         if scenario == Scenario::FullRedis {
             // Proof that the Redis rows counted in Redis (counters live for about one window).
             let keys = raw_command(redis.port(), "DBSIZE").context("DBSIZE")?;
@@ -652,17 +1044,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let ws_pids = [
-        ("envoy", stack.envoy.proc().pid()),
+        ("envoy", envoy_pids[0]),
         ("echo", ws_echo.pid()),
         ("authz", authz.proc().pid()),
         ("loadgen", Some(std::process::id())),
     ];
     let mut ws_rows = Vec::new();
-    for ws in WsScenario::ORDER {
+    let ws_selected = args.rows.is_empty() || args.rows.iter().any(|r| r == "ws");
+    for ws in WsScenario::ORDER.into_iter().filter(|_| ws_selected) {
         let port = if ws == WsScenario::Direct {
             ports.ws
         } else {
-            http
+            ports.http(Gw::Edge)
         };
         let url = format!("ws://127.0.0.1:{port}{}", ws.path());
         let bearer = (ws == WsScenario::Jwt).then(|| auth[0].clone());
@@ -673,13 +1066,189 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
         ws_rows.push((ws, ws_run(&url, bearer.as_ref(), &args, &ws_pids).await?));
     }
+    // The sampled-out gateway never exported a span, over the whole run.
+    let unsampled = watch.collector.count(UNSAMPLED_SERVICE);
+    anyhow::ensure!(
+        unsampled == 0,
+        "the `sample: 0%` gateway exported {unsampled} spans"
+    );
     // Everything stops here, before the report, so a failing run leaves no process behind.
-    drop((stack, rls, authz, redis, echo, ws_echo));
+    drop(watch);
+    drop(others);
+    drop((
+        stack, rls, authz, redis, transform, echo, ws_echo, collector,
+    ));
 
     let rows: Vec<Finished> = rows.into_iter().filter_map(Row::finish).collect();
     report(&rows, &args);
     ws_report(&ws_rows, &args);
+    println!();
+    println!("(whole run: {:.0} s)", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The sampled gateway's `service_name`, as its spans name it.
+const TRACED_SERVICE: &str = "bench-traced";
+/// The sampled-out gateway's.
+const UNSAMPLED_SERVICE: &str = "bench-unsampled";
+
+/// What a run proves beyond its answers: that cache hits never reached the upstream, that the
+/// traced gateway exported spans for its requests and the sampled-out one none.
+struct Watch<'a> {
+    /// The echo upstream, asked directly: its `x-echo-hit` counts every request it received.
+    echo: HttpClient,
+    collector: &'a tests::otlp::Collector,
+    /// The `sample: 100%` gateway's Envoy, whose `spans_sent` the collector must catch up with.
+    traced: &'a Envoy,
+}
+
+impl Watch<'_> {
+    /// The count the scenario's check compares against after its run.
+    async fn before(&self, scenario: Scenario) -> anyhow::Result<u64> {
+        Ok(match scenario {
+            Scenario::Cached => self.echo_hits().await?,
+            Scenario::Traced => self.collector.count(TRACED_SERVICE),
+            _ => 0,
+        })
+    }
+
+    /// Fails the run when the scenario's side effects are not what its row claims; returns a
+    /// line for the report.
+    async fn after(
+        &self,
+        scenario: Scenario,
+        before: u64,
+        answers: u64,
+    ) -> anyhow::Result<Option<String>> {
+        match scenario {
+            Scenario::Cached => {
+                // This probe is the one request the upstream gets between the two counts.
+                let reached = self.echo_hits().await?.saturating_sub(before + 1);
+                anyhow::ensure!(
+                    reached == 0,
+                    "cache hit: {reached} of {answers} requests reached the echo upstream"
+                );
+                Ok(Some(format!(
+                    "{answers} answers, all hits (`age`); the upstream received none of them"
+                )))
+            }
+            Scenario::Traced => {
+                // Envoy exports in batches (every 5 spans or 5 s): wait until everything it says
+                // it sent has arrived, and that is at least one span per answer.
+                let got = wait_for(
+                    "the collector to receive every span Envoy sent",
+                    Duration::from_secs(30),
+                    async || {
+                        let sent = self
+                            .traced
+                            .stat("tracing.opentelemetry.spans_sent")
+                            .await
+                            .unwrap_or(0);
+                        let got = self.collector.count(TRACED_SERVICE);
+                        let new = got.saturating_sub(before);
+                        if got >= sent && new >= answers {
+                            Ok(new)
+                        } else {
+                            Err(format!(
+                                "{new} spans for {answers} answers; Envoy sent {sent}, collector has {got}"
+                            ))
+                        }
+                    },
+                )
+                .await;
+                Ok(Some(format!(
+                    "{answers} answers, {got} spans received ({:.1} per answer)",
+                    got as f64 / answers.max(1) as f64
+                )))
+            }
+            Scenario::Unsampled => {
+                let got = self.collector.count(UNSAMPLED_SERVICE);
+                anyhow::ensure!(got == 0, "the `sample: 0%` gateway exported {got} spans");
+                Ok(Some(format!("{answers} answers, no span exported")))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The echo upstream's request count, including this request.
+    async fn echo_hits(&self) -> anyhow::Result<u64> {
+        let r = self
+            .echo
+            .get("/count")
+            .send()
+            .await
+            .context("ask the echo upstream")?;
+        r.header(tests::echo::HIT_HEADER)
+            .and_then(|h| h.parse().ok())
+            .context("the echo upstream's x-echo-hit")
+    }
+}
+
+/// [`tests::otlp::Collector`] served by a runtime on its own thread; stops when dropped.
+struct CollectorThread {
+    collector: tests::otlp::Collector,
+    /// `(pid, tid)` of the thread, for its CPU time.
+    thread: Option<(u32, u32)>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CollectorThread {
+    fn start() -> anyhow::Result<CollectorThread> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = std::thread::Builder::new()
+            .name("otlp-collector".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let collector = tests::otlp::Collector::start_counting().await;
+                    let _ = ready_tx.send(Ok((collector, thread_id())));
+                    let _ = stop_rx.await;
+                });
+            })
+            .context("start the collector's thread")?;
+        let (collector, thread) = ready_rx
+            .recv()
+            .context("the collector's thread ended")?
+            .map_err(anyhow::Error::msg)?;
+        Ok(CollectorThread {
+            collector,
+            thread: thread.map(|tid| (std::process::id(), tid)),
+            stop: Some(stop),
+            handle: Some(handle),
+        })
+    }
+}
+
+impl Drop for CollectorThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The calling thread's id, from `/proc/thread-self` (Linux; `None` elsewhere).
+fn thread_id() -> Option<u32> {
+    std::fs::read_link("/proc/thread-self")
+        .ok()?
+        .file_name()?
+        .to_str()?
+        .parse()
+        .ok()
 }
 
 /// Fails the run on the first non-200 answer or transport error: figures from a run in which
@@ -751,21 +1320,69 @@ async fn check_route(
     let identity = reply.upstream_header("x-client-id");
     let limit = reply.header("x-ratelimit-limit");
     let want_limit = PLAN_RATE.split('/').next();
+    let untouched = identity.is_none() && limit.is_none();
     let fine = match scenario {
         Scenario::Baseline
         | Scenario::BaselineAgain
         | Scenario::Json
         | Scenario::Gzip
-        | Scenario::Zstd => identity.is_none() && limit.is_none(),
+        | Scenario::Zstd
+        | Scenario::ShapedPlain
+        | Scenario::ShapedJson => untouched,
         Scenario::Jwt => identity == Some("bench-client-0") && limit.is_none(),
         Scenario::FullMemory | Scenario::FullRedis => {
             identity == Some("bench-client-0") && limit == want_limit
         }
+        Scenario::Cached => {
+            // The first answer filled the cache (or was a hit already): the next one is a
+            // replay of it, the upstream's request count unchanged.
+            let again = client
+                .get(scenario.path())
+                .send()
+                .await
+                .context("GET /cached")?;
+            let hit = |r: &tests::Reply| r.header(tests::echo::HIT_HEADER).map(str::to_string);
+            untouched && again.header("age").is_some() && hit(&again) == hit(&reply)
+        }
+        Scenario::Transformed => {
+            // Every edit of the route, on the echo's description of the request.
+            let j = reply
+                .json
+                .as_ref()
+                .context("the transformed answer is JSON")?;
+            let data = &j["data"];
+            j["api_version"] == "bench"
+                && j["request_id"].is_string()
+                && data["served_by"] == "echo"
+                && data["meta"]["source"] == "gateway"
+                && data["method"] == "GET"
+                && data.get("upstream").is_none()
+                && data.get("headers").is_none()
+                && data.get("query").is_none()
+        }
+        Scenario::Composed => {
+            let j = reply.json.as_ref().context("the composed answer is JSON")?;
+            reply.header("x-compose-complete") == Some("true")
+                && j["user"]["path"] == "/users/me"
+                && j["orders"]["path"] == "/orders"
+                && j["stock"]["path"] == "/stock"
+                && j.get("errors").is_none()
+        }
+        // The upstream sees a trace from the gateway: sampled at 100%, not at 0%.
+        Scenario::Traced => reply
+            .upstream_header("traceparent")
+            .is_some_and(|t| t.starts_with("00-") && t.ends_with("-01")),
+        Scenario::Unsampled => reply
+            .upstream_header("traceparent")
+            .is_none_or(|t| t.ends_with("-00")),
     };
     anyhow::ensure!(
         fine,
-        "{} does not run the policy it should: upstream x-client-id {identity:?}, x-ratelimit-limit {limit:?}",
-        scenario.path()
+        "{} does not do what its row measures: {} {:?} {}",
+        scenario.path(),
+        reply.status,
+        reply.headers,
+        reply.body.chars().take(600).collect::<String>()
     );
     Ok(())
 }
@@ -832,7 +1449,7 @@ impl Conn {
             self.next += 1;
             req = req.header(AUTHORIZATION, auth.clone());
         }
-        if let Some((pad, accept, _)) = &self.target.body {
+        if let Some((pad, accept)) = &self.target.body {
             req = req
                 .header(tests::echo::PAD_HEADER, pad.clone())
                 .header(ACCEPT_ENCODING, *accept);
@@ -843,21 +1460,15 @@ impl Conn {
             .await
             .map_err(|e| format!("send: {e}"))?;
         let status = resp.status().as_u16();
-        let encoding = resp
-            .headers()
-            .get(CONTENT_ENCODING)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        if let Some((_, _, want)) = &self.target.body {
-            if status == 200 && encoding.as_deref() != *want {
-                return Err(format!("content-encoding {encoding:?}, expected {want:?}"));
-            }
-        }
-        let body = resp
-            .into_body()
+        let (parts, body) = resp.into_parts();
+        let body = body
             .collect()
             .await
             .map_err(|e| format!("body: {e}"))?
             .to_bytes();
+        if status == 200 {
+            self.target.expect.check(&parts.headers, &body)?;
+        }
         Ok((status, body.len()))
     }
 }
@@ -993,30 +1604,47 @@ async fn paced(target: &Target, rate: f64, args: &Args) -> anyhow::Result<Paced>
 
 /// The processes whose CPU time the saturation runs divide by requests served.
 struct Pids {
+    /// The Envoy of the scenario's gateway.
     envoy: Option<u32>,
     echo: Option<u32>,
     authz: Option<u32>,
     rls: Option<u32>,
     redis: Option<u32>,
+    transform: Option<u32>,
+    /// `(pid, tid)` of the OTLP collector's thread in this process.
+    collector: Option<(u32, u32)>,
 }
 
 impl Pids {
-    /// User + system CPU time so far of each process (and of this one), where readable.
+    /// User + system CPU time so far of each process (and of this one, without the collector's
+    /// thread, which is listed apart), where readable.
     fn cpu(&self) -> Vec<(&'static str, Option<Duration>)> {
+        let collector = self
+            .collector
+            .and_then(|(pid, tid)| cpu_time_of(&format!("/proc/{pid}/task/{tid}/stat")));
+        let loadgen = cpu_time(std::process::id())
+            .map(|all| all.saturating_sub(collector.unwrap_or_default()));
         vec![
             ("envoy", self.envoy.and_then(cpu_time)),
             ("echo", self.echo.and_then(cpu_time)),
             ("authz", self.authz.and_then(cpu_time)),
             ("ratelimit", self.rls.and_then(cpu_time)),
             ("redis", self.redis.and_then(cpu_time)),
-            ("loadgen", cpu_time(std::process::id())),
+            ("transform", self.transform.and_then(cpu_time)),
+            ("collector", collector),
+            ("loadgen", loadgen),
         ]
     }
 }
 
 /// utime + stime of a process from `/proc/<pid>/stat` (Linux; `None` elsewhere).
 fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    cpu_time_of(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime from a `stat` file of `/proc` (a process's or one thread's).
+fn cpu_time_of(path: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name (which may hold spaces, so split after its closing paren);
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the paren.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -1053,9 +1681,9 @@ fn redis_pid(port: u16) -> Option<u32> {
 /// own count of the checks it made and how they ended. (Its latency timers are not shown:
 /// `downstream_rq_time` and `upstream_rq_time` record whole milliseconds, too coarse for what
 /// this benchmark compares.)
-async fn envoy_counters(stack: &Stack) -> HashMap<String, u64> {
+async fn envoy_counters(envoy: &Envoy) -> HashMap<String, u64> {
     let mut counters = HashMap::new();
-    for line in stack.envoy.stats().await.lines() {
+    for line in envoy.stats().await.lines() {
         let Some((name, value)) = line.split_once(": ") else {
             continue;
         };
@@ -1272,6 +1900,98 @@ fn report(rows: &[Finished], args: &Args) {
             parts.join("; "),
             json.saturation.rps / base.saturation.rps
         );
+    }
+    shaping_report(rows, base, args);
+}
+
+/// Summary lines of the cache, transform, compose and tracing rows, and what their checks found.
+fn shaping_report(rows: &[Finished], base: &Finished, args: &Args) {
+    let find = |s: Scenario| rows.iter().find(|r| r.scenario == s);
+    let cpu = |r: &Finished, name: &str| {
+        r.saturation
+            .cpu_per_request
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0.0, |(_, d)| d.as_secs_f64() * 1e6)
+    };
+    let vs = |r: &Finished, of: &Finished| r.saturation.rps / of.saturation.rps;
+    let b99 = base.paced.latency.p99;
+    let added99 = |r: &Finished| added_ms(r.paced.latency.p99, b99);
+    let envoy = |r: &Finished| cpu(r, "envoy");
+    if let Some(shaped) = find(Scenario::ShapedPlain) {
+        println!(
+            "shaping gateway (cache, ext_proc and compose filters in its chain, off on its plain route): \
+             plain route {:.2}× plain Envoy's throughput, Envoy {:.0} µs per request (edge: {:.0} µs)",
+            vs(shaped, base),
+            envoy(shaped),
+            envoy(base)
+        );
+        if let Some(c) = find(Scenario::Cached) {
+            println!(
+                "cache hit: {:.2}× plain Envoy's throughput ({:.2}× its own gateway's plain route), Envoy \
+                 {:.0} µs per request ({:+.0} µs on the baseline), echo {:.0} µs, {} ms p99 added at the fixed rate",
+                vs(c, base),
+                vs(c, shaped),
+                envoy(c),
+                envoy(c) - envoy(base),
+                cpu(c, "echo"),
+                added99(c)
+            );
+        }
+    }
+    if let (Some(t), Some(j)) = (find(Scenario::Transformed), find(Scenario::ShapedJson)) {
+        println!(
+            "JSON transform ({} bytes asked, remove + set + rename + envelope): {:.2}× plain Envoy's \
+             throughput, {:.2}× the same answer untransformed; Envoy {:.0} µs per request ({:+.0} µs on \
+             the untransformed), transform-service {:.0} µs, {} ms p99 added at the fixed rate",
+            args.transform_bytes,
+            vs(t, base),
+            vs(t, j),
+            envoy(t),
+            envoy(t) - envoy(j),
+            cpu(t, "transform"),
+            added99(t)
+        );
+    }
+    if let Some(c) = find(Scenario::Composed) {
+        println!(
+            "compose (3 parts on the echo upstream): {:.2}× plain Envoy's throughput; Envoy {:.0} µs per \
+             request ({:+.0} µs on the baseline), echo {:.0} µs (baseline {:.0}), {} ms p99 added at the fixed rate",
+            vs(c, base),
+            envoy(c),
+            envoy(c) - envoy(base),
+            cpu(c, "echo"),
+            cpu(base, "echo"),
+            added99(c)
+        );
+    }
+    let tracing: Vec<String> = [Scenario::Traced, Scenario::Unsampled]
+        .into_iter()
+        .filter_map(find)
+        .map(|r| {
+            format!(
+                "{} {:.2}× its throughput, Envoy {:+.0} µs per request, collector {:.0} µs, {} ms p99 added",
+                r.scenario.label().trim_start_matches("tracing, "),
+                vs(r, base),
+                envoy(r) - envoy(base),
+                cpu(r, "collector"),
+                added99(r)
+            )
+        })
+        .collect();
+    if !tracing.is_empty() {
+        println!(
+            "tracing vs the same routes untraced (the baseline): {}",
+            tracing.join("; ")
+        );
+    }
+    let notes: Vec<&Finished> = rows.iter().filter(|r| !r.notes.is_empty()).collect();
+    if !notes.is_empty() {
+        println!();
+        println!("Checks beyond the answers (saturation run; fixed-rate run)");
+        for r in notes {
+            println!("{:<27} {}", r.scenario.label(), r.notes.join("; "));
+        }
     }
 }
 
