@@ -305,7 +305,7 @@ impl Scenario {
             Scenario::Json | Scenario::ShapedJson => Expect::Encoding(None),
             Scenario::Gzip => Expect::Encoding(Some("gzip")),
             Scenario::Zstd => Expect::Encoding(Some("zstd")),
-            Scenario::Cached => Expect::Header("age", None),
+            Scenario::Cached => Expect::CacheHit,
             Scenario::Transformed => Expect::Body {
                 starts: ENVELOPE_START,
                 tail: ENVELOPE_WITH,
@@ -383,7 +383,17 @@ enum Expect {
     },
     /// A body that contains this.
     Contains(&'static str),
+    /// Replayed by Envoy's cache (`age` set). A miss is counted apart from the errors: Envoy's
+    /// cache refills an entry now and then under concurrent load (seen: once per run, 1 in 60,000 to 240,000 hits).
+    CacheHit,
 }
+
+/// What [`Expect::check`] returns for an answer that [`Expect::CacheHit`] wanted replayed but
+/// the upstream served.
+const CACHE_MISS: &str = "cache miss (no age header)";
+/// Misses allowed per 10,000 answers of the cache row before the run fails: more would make the
+/// row measure the upstream, not the replay.
+const MISSES_PER_10K: u64 = 1;
 
 /// How far from the end of a transformed body the envelope's `with` member must be.
 const TAIL_BYTES: usize = 256;
@@ -400,6 +410,9 @@ impl Expect {
             |hay: &[u8], needle: &str| hay.windows(needle.len()).any(|w| w == needle.as_bytes());
         match self {
             Expect::Nothing => Ok(()),
+            Expect::CacheHit => header("age")
+                .map(drop)
+                .ok_or_else(|| CACHE_MISS.to_string()),
             Expect::Encoding(want) => {
                 let got = header(CONTENT_ENCODING.as_str());
                 if got.as_deref() == want {
@@ -461,6 +474,8 @@ struct Tally {
     statuses: BTreeMap<u16, u64>,
     errors: u64,
     first_errors: Vec<String>,
+    /// Answers of the cache row that the upstream served ([`CACHE_MISS`]).
+    misses: u64,
 }
 
 impl Tally {
@@ -471,6 +486,7 @@ impl Tally {
             *self.statuses.entry(s).or_default() += n;
         }
         self.errors += other.errors;
+        self.misses += other.misses;
         for e in other.first_errors {
             if self.first_errors.len() < ERRORS_SHOWN {
                 self.first_errors.push(e);
@@ -489,6 +505,10 @@ impl Tally {
                 self.body_bytes += bytes as u64;
             }
             Ok((s, _)) => *self.statuses.entry(s).or_default() += 1,
+            Err(e) if e == CACHE_MISS => {
+                self.ok += 1;
+                self.misses += 1;
+            }
             Err(e) => {
                 self.errors += 1;
                 if self.first_errors.len() < ERRORS_SHOWN {
@@ -504,6 +524,9 @@ impl Tally {
             .iter()
             .map(|(s, n)| format!("{n} × {s}"))
             .collect();
+        if self.misses > 0 {
+            parts.push(format!("{} cache misses", self.misses));
+        }
         if self.errors > 0 {
             parts.push(format!(
                 "{} transport errors (first: {:?})",
@@ -720,7 +743,7 @@ fn config(ports: &Ports, keys_file: Option<&Path>) -> String {
           orders: {{ service: echo, path: "/orders?limit=5" }}
           stock: {{ service: echo, path: /stock }}
 "#,
-        ENVELOPE_WITH.replace('"', "")
+        ENVELOPE_WITH.replace('"', "").replace(':', ": ")
     );
     let mut gateways = String::new();
     for gw in Gw::ALL {
@@ -733,6 +756,12 @@ fn config(ports: &Ports, keys_file: Option<&Path>) -> String {
             shaping.as_str()
         } else {
             ""
+        };
+        // Route names are unique across gateways: every gateway but `edge` prefixes its own.
+        let routes = if gw == Gw::Edge {
+            routes.to_string()
+        } else {
+            routes.replace("name: ", &format!("name: {}-", gw.name()))
         };
         gateways.push_str(&format!(
             "  {name}:\n    listeners: [{{ name: {name}-http, port: {port} }}]\n    access_log: off\n    \
@@ -1125,11 +1154,12 @@ impl Watch<'_> {
                 // This probe is the one request the upstream gets between the two counts.
                 let reached = self.echo_hits().await?.saturating_sub(before + 1);
                 anyhow::ensure!(
-                    reached == 0,
+                    reached * 10_000 <= answers * MISSES_PER_10K,
                     "cache hit: {reached} of {answers} requests reached the echo upstream"
                 );
                 Ok(Some(format!(
-                    "{answers} answers, all hits (`age`); the upstream received none of them"
+                    "{answers} answers; the upstream received {reached} of them (cache refills), \
+                     every other one a hit with `age`"
                 )))
             }
             Scenario::Traced => {
@@ -1254,7 +1284,15 @@ fn thread_id() -> Option<u32> {
 /// Fails the run on the first non-200 answer or transport error: figures from a run in which
 /// some requests were turned away (or skipped their policy) would compare different work.
 fn ensure_clean(scenario: Scenario, phase: &str, tally: &Tally) -> anyhow::Result<()> {
-    if tally.bad() > 0 {
+    if tally.misses > 0 {
+        eprintln!(
+            "gateway-bench: {} ({phase} run): {} of {} answers were cache misses",
+            scenario.label(),
+            tally.misses,
+            tally.ok
+        );
+    }
+    if tally.bad() > 0 || tally.misses * 10_000 > tally.ok * MISSES_PER_10K {
         bail!(
             "{} ({phase} run): {} of {} answers were not 200: {}",
             scenario.label(),
@@ -1857,13 +1895,17 @@ fn report(rows: &[Finished], args: &Args) {
         .iter()
         .filter(|r| r.scenario.full())
         .all(|r| r.paced.latency.p99.saturating_sub(b.p99) < TARGET_ADDED_P99);
-    println!(
-        "summary: full gateway vs plain Envoy at {rate:.0} req/s: {}; target (added p99 < {} ms of a {} ms budget) {}{again}",
-        full.join("; "),
-        TARGET_ADDED_P99.as_millis(),
-        BUDGET.as_millis(),
-        if met { "MET" } else { "MISSED" },
-    );
+    if full.is_empty() {
+        println!("summary: no full-gateway row in this run (--rows){again}");
+    } else {
+        println!(
+            "summary: full gateway vs plain Envoy at {rate:.0} req/s: {}; target (added p99 < {} ms of a {} ms budget) {}{again}",
+            full.join("; "),
+            TARGET_ADDED_P99.as_millis(),
+            BUDGET.as_millis(),
+            if met { "MET" } else { "MISSED" },
+        );
+    }
     let json = rows.iter().find(|r| r.scenario == Scenario::Json);
     let envoy_cpu = |r: &Finished| {
         r.saturation
