@@ -593,7 +593,9 @@ impl World {
     }
 
     /// Kills `c`, keeps it down for `down_for`, starts it again; returns when it is ready.
-    async fn kill_and_restart(&mut self, c: Component, down_for: Duration) {
+    /// Kills `c`, enters its `Down` phase in `rec` once the process is gone (a request sent
+    /// before that may still have been decided by it), waits `down_for` and starts it again.
+    async fn kill_and_restart(&mut self, c: Component, down_for: Duration, rec: &Recorder) {
         self.restarts += 1;
         let n = self.restarts;
         let xds = self.gw.stack.xds.grpc_addr();
@@ -603,6 +605,7 @@ impl World {
             Component::RateLimitService => {
                 let port = self.gw.rls.grpc_port;
                 self.gw.rls.proc().kill();
+                rec.enter(Phase::Down(c));
                 tokio::time::sleep(down_for).await;
                 self.rls_node = format!("rls-soak-{n}");
                 let redis = self.redis.url();
@@ -613,17 +616,20 @@ impl World {
             Component::AuthzService => {
                 let port = self.gw.authz.grpc_port;
                 self.gw.authz.kill();
+                rec.enter(Phase::Down(c));
                 tokio::time::sleep(down_for).await;
                 self.authz_node = format!("authz-soak-{n}");
                 self.gw.authz = AuthzService::start_on(&self.authz_node, &xds, port, &dir).await;
             }
             Component::XdsServer => {
                 self.gw.stack.xds.kill();
+                rec.enter(Phase::Down(c));
                 tokio::time::sleep(down_for).await;
                 self.gw.stack.xds.restart().await;
             }
             Component::Redis => {
                 self.redis.kill();
+                rec.enter(Phase::Down(c));
                 tokio::time::sleep(down_for).await;
                 self.redis.restart(&dir).await;
             }
@@ -787,8 +793,7 @@ pub async fn run(o: &Options) -> Outcome {
         }
         if !warm && now >= next_restart && next_restart + o.down_for < end {
             let c = RESTARTED[recoveries.len() % RESTARTED.len()];
-            rec.enter(Phase::Down(c));
-            world.kill_and_restart(c, o.down_for).await;
+            world.kill_and_restart(c, o.down_for, &rec).await;
             let back = Instant::now();
             rec.enter(Phase::Recovering(c));
             match world.recovered(c, o.recover_within).await {
