@@ -2,17 +2,26 @@
 --
 -- KEYS: one hash per counter; fields are bucket indices, values the cost admitted in them, and
 --   for the sliding window `t`, the time of the latest admission (limiter.rs `Counter::last_ms`).
--- ARGV[1] = "check" or "refund"; then four values per key:
+-- ARGV[1] = "check" or "refund" (or "check@<now_ms>": decide at that instant instead of Redis's
+--   TIME, and set no expiry, which would run on Redis's clock; only tests send it, to step
+--   time); then four values per key:
 --   check:  algorithm ("s" | "a" | "f"), limit, window_ms, cost
 --   refund: bucket, cost, unused, unused      (undoes an admission whose sibling group failed)
 -- check returns {now_ms, all_admitted, then per key: admitted, used, reset_ms, retry_ms, bucket}.
 -- A request is admitted only if every counter admits it; only then is any counter incremented,
 -- so rejected requests consume nothing.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local op, at = string.match(ARGV[1], '^(%a+)@?(%d*)$')
+local stepped = at ~= nil and at ~= ''
+local now
+if stepped then
+  now = tonumber(at)
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local floor = math.floor
 
-if ARGV[1] == 'refund' then
+if op == 'refund' then
   for k = 1, #KEYS do
     local b, cost = ARGV[2 + (k - 1) * 4], tonumber(ARGV[3 + (k - 1) * 4])
     if redis.call('HINCRBY', KEYS[k], b, -cost) <= 0 then redis.call('HDEL', KEYS[k], b) end
@@ -129,7 +138,7 @@ if all then
     local c = commits[k]
     redis.call('HINCRBY', KEYS[k], tostring(c[1]), c[2])
     if c[4] == 's' then redis.call('HSET', KEYS[k], 't', now) end
-    redis.call('PEXPIRE', KEYS[k], c[3])
+    if not stepped then redis.call('PEXPIRE', KEYS[k], c[3]) end
   end
 else
   out[2] = 0

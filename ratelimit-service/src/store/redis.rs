@@ -17,6 +17,7 @@ use ::redis::cluster_async::ClusterConnection;
 use ::redis::{RedisError, Script};
 use tokio::sync::Mutex;
 
+use super::memory::Clock;
 use super::{CounterStore, Hit, Outcome, StoreError};
 use crate::limiter::Check;
 
@@ -40,6 +41,8 @@ enum Backend {
 pub struct RedisStore {
     backend: Backend,
     script: Script,
+    /// Decides on this clock instead of Redis's `TIME` ([`RedisStore::with_clock`]).
+    clock: Option<Clock>,
 }
 
 impl RedisStore {
@@ -58,6 +61,7 @@ impl RedisStore {
         Ok(Self {
             backend: Backend::Single(conn),
             script: Script::new(SCRIPT),
+            clock: None,
         })
     }
 
@@ -75,6 +79,7 @@ impl RedisStore {
                 conn: Mutex::new(None),
             },
             script: Script::new(SCRIPT),
+            clock: None,
         })
     }
 
@@ -94,6 +99,14 @@ impl RedisStore {
             return Self::cluster(&nodes);
         }
         Self::single(spec)
+    }
+
+    /// Decides on `clock` (milliseconds since the epoch) instead of Redis's own `TIME`, so a
+    /// test can step time. Only for tests: instances sharing one Redis must share its clock,
+    /// which is why a deployment never sets one (no flag reaches this).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
     }
 
     async fn cluster_conn(
@@ -118,7 +131,10 @@ impl RedisStore {
         for h in hits {
             inv.key(&h.key);
         }
-        inv.arg("check");
+        match &self.clock {
+            Some(clock) => inv.arg(format!("check@{}", clock())),
+            None => inv.arg("check"),
+        };
         for h in hits {
             inv.arg(h.algorithm.code())
                 .arg(h.limit.requests)
