@@ -108,13 +108,14 @@ impl Stack {
         HttpClient::new(port)
     }
 
-    /// True when xds-server reports this Envoy connected with every type it was sent acked and
-    /// nothing NACKed.
-    pub async fn converged(&self) -> bool {
-        self.xds
-            .client(self.envoy.node_id())
-            .await
-            .is_some_and(|c| client_converged(&c))
+    /// `Ok` when xds-server reports this Envoy connected with every type it was sent acked and
+    /// nothing NACKed; otherwise what it reports (shown when a wait times out).
+    pub async fn converged(&self) -> Result<(), String> {
+        match self.xds.client(self.envoy.node_id()).await {
+            Some(c) if client_converged(&c) => Ok(()),
+            Some(c) => Err(format!("xds-server reports {c}")),
+            None => Err(format!("{} is not connected", self.envoy.node_id())),
+        }
     }
 
     /// Waits until [`converged`](Self::converged).
