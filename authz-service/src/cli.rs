@@ -55,9 +55,11 @@ pub struct ServeArgs {
     /// node.id towards xds-server; defaults to `authz-service-<hostname>-<pid>`.
     #[arg(long, env = "AUTHZ_NODE_ID")]
     pub node_id: Option<String>,
-    /// Tokio worker threads; defaults to the number of CPUs.
-    #[arg(long, env = "AUTHZ_WORKERS")]
-    pub workers: Option<usize>,
+    /// Tokio worker threads. One (the default) runs every call on one thread: Envoy sends all
+    /// of a worker's calls over one HTTP/2 connection and each decision takes microseconds, so
+    /// more threads add cross-thread wake-ups, not throughput. Raise it for many Envoys.
+    #[arg(long, env = "AUTHZ_WORKERS", default_value_t = 1)]
+    pub workers: usize,
     /// mTLS on the ext_authz port: only Envoys with a certificate signed by --client-ca.
     #[command(flatten)]
     pub tls: xds_client::tls::ServerTlsArgs,
@@ -239,7 +241,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         &args.tls,
         &args.xds_tls,
     )?;
-    Ok(xds_client::service::run_until_signal(args.workers, || {
-        server::start(opts)
-    })?)
+    Ok(xds_client::service::run_until_signal(
+        Some(args.workers),
+        || server::start(opts),
+    )?)
 }

@@ -78,7 +78,7 @@ impl AuthzService {
             },
             None => &empty,
         };
-        let request_id = match headers.get("x-request-id") {
+        let request_id = match headers.get(proto::authz::header::REQUEST_ID) {
             Some(Ok(id)) => id.chars().take(proto::MAX_REQUEST_ID_CHARS).collect(),
             _ => String::new(),
         };

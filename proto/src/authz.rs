@@ -48,6 +48,8 @@ pub mod header {
     /// the request was not authenticated. Like the identity headers, a client's copy is removed
     /// before any filter, so only Envoy can set it.
     pub const FAILURE_MODE_ALLOWED: &str = "x-envoy-auth-failure-mode-allowed";
+    /// Envoy's request id: in authz-service's log lines and denial bodies.
+    pub const REQUEST_ID: &str = "x-request-id";
 }
 
 /// The claim a JWT's tenant comes from when no header maps [`header::TENANT_ID`].

@@ -64,9 +64,11 @@ pub struct ServeArgs {
     /// node.id reported to xds-server; defaults to `ratelimit-<hostname>-<pid>`.
     #[arg(long, env = "RATELIMIT_NODE_ID")]
     pub node_id: Option<String>,
-    /// Tokio worker threads; defaults to the number of CPUs.
-    #[arg(long, env = "RATELIMIT_WORKERS")]
-    pub workers: Option<usize>,
+    /// Tokio worker threads. One (the default) runs every call on one thread: Envoy sends all
+    /// of a worker's calls over one HTTP/2 connection and each decision takes microseconds, so
+    /// more threads add cross-thread wake-ups, not throughput. Raise it for many Envoys.
+    #[arg(long, env = "RATELIMIT_WORKERS", default_value_t = 1)]
+    pub workers: usize,
     /// mTLS on the RLS port: only Envoys with a certificate signed by --client-ca.
     #[command(flatten)]
     pub tls: xds_client::tls::ServerTlsArgs,
@@ -100,7 +102,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         redis: args.redis,
         memory_max_counters: args.memory_max_counters.get(),
     };
-    Ok(xds_client::service::run_until_signal(args.workers, || {
-        server::start(opts)
-    })?)
+    Ok(xds_client::service::run_until_signal(
+        Some(args.workers),
+        || server::start(opts),
+    )?)
 }

@@ -295,3 +295,63 @@ async fn api_keys_roles_and_rate_limit_answers() {
     let r = client.get("/admin").header(API_KEY_HEADER, key).ok().await;
     assert_eq!(r.status, 401, "{}", r.body);
 }
+
+/// Envoy copies into each Check only the headers authz-service reads (`allowed_headers`:
+/// `authorization`, the API-key headers, `x-request-id`). What a client tries with that: a
+/// credential under another header name counts for nothing, two copies of one are still refused
+/// as ambiguous (Envoy sends both), and a browser's worth of other headers changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_carries_only_credential_headers_and_still_refuses_doubled_ones() {
+    let shape = Shape::new(
+        "{ free: 100/minute, pro: 100/minute }",
+        r#"      - name: orders
+        match: { prefix: /orders }
+        service: api
+        auth: [main, partners]
+"#,
+    );
+    let gw = Full::start(&shape, None).await;
+    let client = gw.stack.client(gw.ports.http);
+    let key = gw.partner_key.as_str();
+    let jwt = bearer(&token("alice", "free"));
+    wait_for_route(&client, "/orders", 401).await;
+
+    let r = client
+        .get("/orders")
+        .header(API_KEY_HEADER, key)
+        .header("cookie", "session=1; theme=dark")
+        .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64)")
+        .header("accept-language", "en-GB,en;q=0.9")
+        .ok()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.upstream_header("x-client-id"), Some("partner-1"));
+    assert_eq!(r.upstream_header("cookie"), Some("session=1; theme=dark"));
+
+    for (what, headers) in [
+        (
+            "the key twice",
+            vec![(API_KEY_HEADER, key), (API_KEY_HEADER, key)],
+        ),
+        (
+            "the token twice",
+            vec![
+                ("authorization", jwt.as_str()),
+                ("authorization", jwt.as_str()),
+            ],
+        ),
+        ("the key under another name", vec![("x-partner-key", key)]),
+        (
+            "the token under another name",
+            vec![("x-authorization", jwt.as_str())],
+        ),
+    ] {
+        let mut req = client.get("/orders");
+        for (name, value) in headers {
+            req = req.header(name, value);
+        }
+        let r = req.ok().await;
+        assert_eq!(r.status, 401, "{what}: {}", r.body);
+        assert_eq!(r.upstream_header("x-client-id"), None, "{what}");
+    }
+}

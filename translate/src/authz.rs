@@ -16,6 +16,9 @@ use proto::pb::envoy::config::core::v3::{grpc_service, ApiVersion, GrpcService};
 use proto::pb::envoy::extensions::filters::http::ext_authz::v3::{
     ext_authz, ext_authz_per_route, CheckSettings, ExtAuthz, ExtAuthzPerRoute,
 };
+use proto::pb::envoy::r#type::matcher::v3::{
+    string_matcher::MatchPattern, ListStringMatcher, StringMatcher,
+};
 use proto::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
 use proto::pb::google::protobuf;
 
@@ -283,8 +286,33 @@ pub fn http_filter(auth: &config::Auth) -> ExtAuthz {
         encode_raw_headers: true,
         // Envoy refuses header mutations that are not valid HTTP.
         validate_mutations: true,
+        allowed_headers: Some(ListStringMatcher {
+            patterns: check_headers(auth)
+                .into_iter()
+                .map(|h| StringMatcher {
+                    match_pattern: Some(MatchPattern::Exact(h)),
+                    ignore_case: true,
+                })
+                .collect(),
+        }),
         ..Default::default()
     }
+}
+
+/// The request headers Envoy copies into each Check, sorted: the ones authz-service reads
+/// (`authorization`, every API-key provider's header, `x-request-id` for its log lines), and no
+/// other. Envoy's default is every header, cookies and user agents included, which it would
+/// encode and the service decode on every request for nothing. A header left out cannot change
+/// a decision: the policy never looks at one.
+pub fn check_headers(auth: &config::Auth) -> Vec<String> {
+    let mut out: BTreeSet<String> = auth
+        .api_keys
+        .values()
+        .map(|k| k.header.to_ascii_lowercase())
+        .collect();
+    out.insert(proto::authz::header::AUTHORIZATION.to_string());
+    out.insert(proto::authz::header::REQUEST_ID.to_string());
+    out.into_iter().collect()
 }
 
 /// The route's per-filter config: `auth: none` disables the filter; otherwise the route's name
@@ -395,6 +423,30 @@ gateways:
             files,
             warnings: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_check_carries_only_the_headers_the_service_reads() {
+        let loaded = load(YAML);
+        let auth = loaded.config.auth.as_ref().unwrap();
+        assert_eq!(
+            check_headers(auth),
+            ["authorization", "x-partner-key", "x-request-id"]
+        );
+        let allowed = http_filter(auth).allowed_headers.expect("allowed_headers");
+        let names: Vec<(&MatchPattern, bool)> = allowed
+            .patterns
+            .iter()
+            .map(|m| (m.match_pattern.as_ref().unwrap(), m.ignore_case))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (&MatchPattern::Exact("authorization".into()), true),
+                (&MatchPattern::Exact("x-partner-key".into()), true),
+                (&MatchPattern::Exact("x-request-id".into()), true),
+            ]
+        );
     }
 
     #[test]

@@ -157,8 +157,11 @@ where
     })
 }
 
-/// A binary's `serve`: a runtime of `workers` threads (one per CPU by default), the service
-/// started by `start`, and run until Ctrl-C or SIGTERM, then stopped.
+/// A binary's `serve`: a runtime of `workers` threads (`None`: one per CPU), the service
+/// started by `start`, and run until Ctrl-C or SIGTERM, then stopped. One worker is a
+/// current-thread runtime: every task on the thread that accepted the connection, so a call
+/// costs no cross-thread wake-up, and the answers of the calls that finish together leave in one
+/// write on the HTTP/2 connection Envoy multiplexes them onto.
 pub fn run_until_signal<S, Fut>(
     workers: Option<usize>,
     start: impl FnOnce() -> Fut,
@@ -166,11 +169,16 @@ pub fn run_until_signal<S, Fut>(
 where
     Fut: Future<Output = std::io::Result<Running<S>>>,
 {
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    let mut rt = match workers {
+        Some(n) if n <= 1 => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     rt.enable_all();
-    if let Some(n) = workers {
-        rt.worker_threads(n.max(1));
-    }
     rt.build()?.block_on(async move {
         let running = start().await?;
         crate::side::shutdown_signal().await;

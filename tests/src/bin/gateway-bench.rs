@@ -126,6 +126,17 @@ enum Scenario {
     Jwt,
     FullMemory,
     FullRedis,
+    /// The peer shape: Envoy's own `jwt_authn` verifies the token and one RLS call to
+    /// ratelimit-service (memory store) applies the plan limit; no ext_authz.
+    Peer,
+    /// The same on the Redis store.
+    PeerRedis,
+    /// The baseline with [`REALISTIC_HEADERS`] on every request.
+    BaselineHeaders,
+    /// The full gateway (memory) with [`REALISTIC_HEADERS`].
+    FullHeaders,
+    /// The peer shape (memory) with [`REALISTIC_HEADERS`].
+    PeerHeaders,
     /// `--body-bytes` of JSON on the plain route, as the upstream sent it.
     Json,
     /// The same answer compressed by the gateway's `compression`, gzip.
@@ -152,11 +163,16 @@ enum Scenario {
 
 impl Scenario {
     /// The order of the report's rows.
-    const REPORT_ORDER: [Scenario; 15] = [
+    const REPORT_ORDER: [Scenario; 20] = [
         Scenario::Baseline,
         Scenario::Jwt,
         Scenario::FullMemory,
+        Scenario::Peer,
         Scenario::FullRedis,
+        Scenario::PeerRedis,
+        Scenario::BaselineHeaders,
+        Scenario::FullHeaders,
+        Scenario::PeerHeaders,
         Scenario::Json,
         Scenario::Gzip,
         Scenario::Zstd,
@@ -170,14 +186,19 @@ impl Scenario {
         Scenario::BaselineAgain,
     ];
     /// Saturation runs: the baseline first and last, to show how far the machine drifted.
-    const SATURATION_ORDER: [Scenario; 15] = Scenario::REPORT_ORDER;
+    const SATURATION_ORDER: [Scenario; 20] = Scenario::REPORT_ORDER;
     /// Fixed-rate runs: baseline first and last again; Redis next to it, since it is the store
     /// the saturation runs left running (one store switch fewer).
-    const PACED_ORDER: [Scenario; 15] = [
+    const PACED_ORDER: [Scenario; 20] = [
         Scenario::Baseline,
         Scenario::FullRedis,
+        Scenario::PeerRedis,
+        Scenario::Peer,
         Scenario::FullMemory,
         Scenario::Jwt,
+        Scenario::BaselineHeaders,
+        Scenario::FullHeaders,
+        Scenario::PeerHeaders,
         Scenario::Json,
         Scenario::Gzip,
         Scenario::Zstd,
@@ -198,6 +219,11 @@ impl Scenario {
             Scenario::Jwt => "jwt",
             Scenario::FullMemory => "full-memory",
             Scenario::FullRedis => "full-redis",
+            Scenario::Peer => "peer",
+            Scenario::PeerRedis => "peer-redis",
+            Scenario::BaselineHeaders => "headers-base",
+            Scenario::FullHeaders => "headers-full",
+            Scenario::PeerHeaders => "headers-peer",
             Scenario::Json => "json",
             Scenario::Gzip => "gzip",
             Scenario::Zstd => "zstd",
@@ -219,8 +245,11 @@ impl Scenario {
     /// The rate-limit store the scenario needs; `None` when it makes no rate-limit call.
     fn store(self) -> Option<Store> {
         match self {
-            Scenario::FullMemory => Some(Store::Memory),
-            Scenario::FullRedis => Some(Store::Redis),
+            Scenario::FullMemory
+            | Scenario::Peer
+            | Scenario::FullHeaders
+            | Scenario::PeerHeaders => Some(Store::Memory),
+            Scenario::FullRedis | Scenario::PeerRedis => Some(Store::Redis),
             _ => None,
         }
     }
@@ -231,6 +260,11 @@ impl Scenario {
             Scenario::Jwt => "JWT (ext_authz)",
             Scenario::FullMemory => "JWT + plan limit, memory",
             Scenario::FullRedis => "JWT + plan limit, Redis",
+            Scenario::Peer => "peer: jwt_authn + RLS, memory",
+            Scenario::PeerRedis => "peer: jwt_authn + RLS, Redis",
+            Scenario::BaselineHeaders => "baseline, 15 headers",
+            Scenario::FullHeaders => "JWT + limit, 15 headers",
+            Scenario::PeerHeaders => "peer, 15 headers",
             Scenario::Json => "JSON answer, uncompressed",
             Scenario::Gzip => "JSON answer, gzip",
             Scenario::Zstd => "JSON answer, zstd",
@@ -248,13 +282,17 @@ impl Scenario {
     /// The gateway (and so the Envoy) that serves the scenario.
     fn gateway(self) -> Gw {
         match self {
-            Scenario::ShapedPlain
+            Scenario::Json
+            | Scenario::Gzip
+            | Scenario::Zstd
+            | Scenario::ShapedPlain
             | Scenario::Cached
             | Scenario::ShapedJson
             | Scenario::Transformed
             | Scenario::Composed => Gw::Shaped,
             Scenario::Traced => Gw::Traced,
             Scenario::Unsampled => Gw::Unsampled,
+            Scenario::Peer | Scenario::PeerRedis | Scenario::PeerHeaders => Gw::Peer,
             _ => Gw::Edge,
         }
     }
@@ -263,6 +301,7 @@ impl Scenario {
         match self {
             Scenario::Baseline
             | Scenario::BaselineAgain
+            | Scenario::BaselineHeaders
             | Scenario::Json
             | Scenario::Gzip
             | Scenario::Zstd
@@ -271,7 +310,12 @@ impl Scenario {
             | Scenario::Traced
             | Scenario::Unsampled => "/plain",
             Scenario::Jwt => "/jwt",
-            Scenario::FullMemory | Scenario::FullRedis => "/full",
+            Scenario::FullMemory
+            | Scenario::FullRedis
+            | Scenario::FullHeaders
+            | Scenario::Peer
+            | Scenario::PeerRedis
+            | Scenario::PeerHeaders => "/full",
             Scenario::Cached => "/cached",
             Scenario::Transformed => "/transformed",
             Scenario::Composed => "/composed",
@@ -281,8 +325,42 @@ impl Scenario {
     fn authenticated(self) -> bool {
         matches!(
             self,
-            Scenario::Jwt | Scenario::FullMemory | Scenario::FullRedis
+            Scenario::Jwt
+                | Scenario::FullMemory
+                | Scenario::FullRedis
+                | Scenario::FullHeaders
+                | Scenario::Peer
+                | Scenario::PeerRedis
+                | Scenario::PeerHeaders
         )
+    }
+
+    /// Whether every request carries [`REALISTIC_HEADERS`].
+    fn realistic_headers(self) -> bool {
+        matches!(
+            self,
+            Scenario::BaselineHeaders | Scenario::FullHeaders | Scenario::PeerHeaders
+        )
+    }
+
+    /// The row this one is compared with in the summary: each full-gateway row with the peer
+    /// shape on the same store and headers.
+    fn peer(self) -> Option<Scenario> {
+        match self {
+            Scenario::FullMemory => Some(Scenario::Peer),
+            Scenario::FullRedis => Some(Scenario::PeerRedis),
+            Scenario::FullHeaders => Some(Scenario::PeerHeaders),
+            _ => None,
+        }
+    }
+
+    /// The baseline of the same headers.
+    fn baseline(self) -> Scenario {
+        if self.realistic_headers() {
+            Scenario::BaselineHeaders
+        } else {
+            Scenario::Baseline
+        }
     }
 
     /// `x-echo-pad-bytes` and `Accept-Encoding` of the rows with a large body.
@@ -323,7 +401,10 @@ impl Scenario {
 
     /// The full gateway: the rows the target applies to.
     fn full(self) -> bool {
-        matches!(self, Scenario::FullMemory | Scenario::FullRedis)
+        matches!(
+            self,
+            Scenario::FullMemory | Scenario::FullRedis | Scenario::FullHeaders
+        )
     }
 }
 
@@ -336,9 +417,12 @@ enum Gw {
     Shaped,
     Traced,
     Unsampled,
+    /// Not in gateway.yaml: the peer shape's Envoy, from a static bootstrap ([`peer_bootstrap`]).
+    Peer,
 }
 
 impl Gw {
+    /// The gateways of gateway.yaml (all but [`Gw::Peer`]).
     const ALL: [Gw; 4] = [Gw::Edge, Gw::Shaped, Gw::Traced, Gw::Unsampled];
 
     fn name(self) -> &'static str {
@@ -347,6 +431,7 @@ impl Gw {
             Gw::Shaped => "shaped",
             Gw::Traced => "traced",
             Gw::Unsampled => "unsampled",
+            Gw::Peer => "peer",
         }
     }
 
@@ -355,7 +440,7 @@ impl Gw {
         match self {
             Gw::Traced => Some(("100%", TRACED_SERVICE)),
             Gw::Unsampled => Some(("0%", UNSAMPLED_SERVICE)),
-            Gw::Edge | Gw::Shaped => None,
+            Gw::Edge | Gw::Shaped | Gw::Peer => None,
         }
     }
 }
@@ -463,7 +548,46 @@ struct Target {
     body: Option<(HeaderValue, &'static str)>,
     /// What every answer must show.
     expect: Expect,
+    /// Sent on every request besides the above: [`REALISTIC_HEADERS`] or nothing.
+    extra: &'static [(&'static str, &'static str)],
 }
+
+/// What a browser sends besides `Host` and `Authorization`: 15 headers, 1.3 KiB with the
+/// cookies. None of them is read by the gateway's policy; all of them reach the upstream.
+const REALISTIC_HEADERS: &[(&str, &str)] = &[
+    (
+        "user-agent",
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+    ),
+    (
+        "accept",
+        "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8",
+    ),
+    ("accept-language", "en-GB,en;q=0.9,de;q=0.8,fr;q=0.7"),
+    ("accept-encoding", "gzip, deflate, br, zstd"),
+    (
+        "cookie",
+        "session=3f9a1c27e4b84d0c9a2f6e51b7d8c403; csrftoken=Jm2kq8Vx0sLr7Tn4Pz6Wc1Yb9Hd3Fg5A; \
+         _ga=GA1.2.1234567890.1733040000; _gid=GA1.2.987654321.1733040000; theme=dark; \
+         consent=analytics%3Dtrue%26marketing%3Dfalse%26functional%3Dtrue; \
+         recently_viewed=sku-10023%2Csku-20931%2Csku-33810%2Csku-41277%2Csku-58002; \
+         ab_bucket=checkout-v2-b; locale=en_GB; tz=Europe%2FLondon; \
+         cart=eyJpdGVtcyI6W3sic2t1Ijoic2t1LTEwMDIzIiwicXR5IjoyfSx7InNrdSI6InNrdS0yMDkzMSIsInF0eSI6MX1dfQ",
+    ),
+    ("referer", "https://shop.example.com/catalogue/outdoor/tents?page=2&sort=price"),
+    ("origin", "https://shop.example.com"),
+    (
+        "sec-ch-ua",
+        "\"Google Chrome\";v=\"131\", \"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\"",
+    ),
+    ("sec-ch-ua-mobile", "?0"),
+    ("sec-ch-ua-platform", "\"Linux\""),
+    ("sec-fetch-dest", "empty"),
+    ("sec-fetch-mode", "cors"),
+    ("sec-fetch-site", "same-origin"),
+    ("cache-control", "no-cache"),
+    ("priority", "u=1, i"),
+];
 
 /// Answers other than 200, and transport failures.
 #[derive(Debug, Default)]
@@ -752,10 +876,15 @@ fn config(ports: &Ports, keys_file: Option<&Path>) -> String {
                 "    tracing: {{ collector: 127.0.0.1:{otlp}, sample: {sample}, service_name: {service} }}\n"
             )
         });
-        let extra = if gw == Gw::Shaped {
-            shaping.as_str()
+        // Only the shaping gateway compresses: the others' rows compare policy, and the peer
+        // shape's Envoy has no compressor either.
+        let (extra, compression) = if gw == Gw::Shaped {
+            (
+                shaping.as_str(),
+                "    compression: { algorithms: [gzip, zstd] }\n",
+            )
         } else {
-            ""
+            ("", "")
         };
         // Route names are unique across gateways: every gateway but `edge` prefixes its own.
         let routes = if gw == Gw::Edge {
@@ -764,8 +893,8 @@ fn config(ports: &Ports, keys_file: Option<&Path>) -> String {
             routes.replace("name: ", &format!("name: {}-", gw.name()))
         };
         gateways.push_str(&format!(
-            "  {name}:\n    listeners: [{{ name: {name}-http, port: {port} }}]\n    access_log: off\n    \
-             compression: {{ algorithms: [gzip, zstd] }}\n{tracing}    routes:\n{routes}{extra}",
+            "  {name}:\n    listeners: [{{ name: {name}-http, port: {port} }}]\n    access_log: off\n\
+             {compression}{tracing}    routes:\n{routes}{extra}",
             name = gw.name(),
             port = ports.http(gw),
         ));
@@ -798,6 +927,119 @@ gateways:
     )
 }
 
+/// The peer shape, as Envoy Gateway builds it: a static Envoy whose own `jwt_authn` filter
+/// verifies the bench's HS256 tokens (issuer, signature, expiry; the subject to `x-user-id` and
+/// the payload to dynamic metadata) and whose rate-limit filter makes one RLS call to the same
+/// ratelimit-service, with the plan rule's descriptor built from the payload. `/full` needs the
+/// token; `/plain` is open. No ext_authz, no compressor, access log off, as in `edge`.
+fn peer_bootstrap(ports: &Ports, admin: u16) -> String {
+    use base64::Engine as _;
+    use proto::ratelimit::{key, DOMAIN};
+    use serde_json::json;
+    let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tests::authz::SECRET);
+    let jwks = json!({ "keys": [{ "kty": "oct", "alg": "HS256", "k": k }] }).to_string();
+    let socket =
+        |port: u16| json!({ "socket_address": { "address": "127.0.0.1", "port_value": port } });
+    let claim = |descriptor: &str, claim: &str| {
+        json!({ "metadata": {
+            "descriptor_key": descriptor,
+            "metadata_key": {
+                "key": "envoy.filters.http.jwt_authn",
+                "path": [{ "key": "jwt_payload" }, { "key": claim }]
+            },
+            "source": "DYNAMIC"
+        } })
+    };
+    let generic = |descriptor: &str, value: &str| json!({ "generic_key": { "descriptor_key": descriptor, "descriptor_value": value } });
+    let static_cluster = |name: &str, port: u16| {
+        json!({
+            "name": name,
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": { "cluster_name": name, "endpoints": [{ "lb_endpoints": [
+                { "endpoint": { "address": socket(port) } }
+            ] }] }
+        })
+    };
+    let mut rls = static_cluster("ratelimit", ports.rls);
+    rls["typed_extension_protocol_options"] = json!({
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": { "http2_protocol_options": {} }
+        }
+    });
+    json!({
+        "node": { "id": "peer", "cluster": "peer" },
+        "admin": { "address": socket(admin) },
+        "static_resources": {
+            "listeners": [{
+                "name": "peer-http",
+                "address": socket(ports.peer),
+                "filter_chains": [{ "filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "peer",
+                        "route_config": { "virtual_hosts": [{
+                            "name": "all",
+                            "domains": ["*"],
+                            "routes": [
+                                {
+                                    "match": { "prefix": "/full" },
+                                    "route": {
+                                        "cluster": "echo",
+                                        "rate_limits": [{ "actions": [
+                                            generic(key::RULE, &translate::ratelimit::rule_id("full", 0)),
+                                            claim(key::CLIENT, "sub"),
+                                            generic(key::PROVIDER, "main"),
+                                            claim(key::PLAN, "plan"),
+                                        ] }]
+                                    }
+                                },
+                                { "match": { "prefix": "/plain" }, "route": { "cluster": "echo" } }
+                            ]
+                        }] },
+                        "http_filters": [
+                            {
+                                "name": "envoy.filters.http.jwt_authn",
+                                "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+                                    "providers": { "main": {
+                                        "issuer": ISSUER,
+                                        "local_jwks": { "inline_string": jwks },
+                                        "payload_in_metadata": "jwt_payload",
+                                        "claim_to_headers": [{ "header_name": "x-user-id", "claim_name": "sub" }]
+                                    } },
+                                    "rules": [{ "match": { "prefix": "/full" }, "requires": { "provider_name": "main" } }]
+                                }
+                            },
+                            {
+                                "name": "envoy.filters.http.ratelimit",
+                                "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+                                    "domain": DOMAIN,
+                                    "timeout": "1s",
+                                    "failure_mode_deny": true,
+                                    "rate_limit_service": {
+                                        "transport_api_version": "V3",
+                                        "grpc_service": { "envoy_grpc": { "cluster_name": "ratelimit" } }
+                                    }
+                                }
+                            },
+                            {
+                                "name": "envoy.filters.http.router",
+                                "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
+                            }
+                        ]
+                    }
+                }] }]
+            }],
+            "clusters": [static_cluster("echo", ports.echo), rls]
+        }
+    })
+    .to_string()
+}
+
 /// The ports of one run.
 #[derive(Clone, Copy)]
 struct Ports {
@@ -805,6 +1047,8 @@ struct Ports {
     ws: u16,
     /// The listener of each gateway, in [`Gw::ALL`]'s order.
     http: [u16; 4],
+    /// The peer shape's listener.
+    peer: u16,
     authz: u16,
     rls: u16,
     transform: u16,
@@ -814,6 +1058,9 @@ struct Ports {
 
 impl Ports {
     fn http(&self, gw: Gw) -> u16 {
+        if gw == Gw::Peer {
+            return self.peer;
+        }
         let i = Gw::ALL
             .iter()
             .position(|&g| g == gw)
@@ -858,6 +1105,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         echo: free_port(),
         ws: free_port(),
         http: [free_port(), free_port(), free_port(), free_port()],
+        peer: free_port(),
         authz: free_port(),
         rls: free_port(),
         transform: free_port(),
@@ -910,9 +1158,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         )
         .await;
     }
-    let mut envoy_pids = [stack.envoy.proc().pid(), None, None, None];
+    // The peer shape's Envoy: no xDS, the same echo upstream and ratelimit-service.
+    let peer_admin = free_port();
+    let peer = Envoy::start_with_bootstrap(
+        "peer",
+        &peer_bootstrap(&ports, peer_admin),
+        peer_admin,
+        stack.dir(),
+    )
+    .await;
+    others.push((Gw::Peer, peer));
+    let mut envoy_pids: Vec<(Gw, Option<u32>)> = vec![(Gw::Edge, stack.envoy.proc().pid())];
     for (gw, envoy) in &mut others {
-        envoy_pids[Gw::ALL.iter().position(|g| g == gw).expect("a gateway")] = envoy.proc().pid();
+        envoy_pids.push((*gw, envoy.proc().pid()));
     }
     let envoy_of = |gw: Gw| -> &Envoy {
         others
@@ -944,6 +1202,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .body(&args)
             .map(|(bytes, accept)| (HeaderValue::from(bytes), accept)),
         expect: s.expect(),
+        extra: if s.realistic_headers() {
+            REALISTIC_HEADERS
+        } else {
+            &[]
+        },
     };
     let client = |s: Scenario| HttpClient::new(ports.http(s.gateway()));
     let watch = Watch {
@@ -990,7 +1253,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!();
 
     let mut pids = Pids {
-        envoy: envoy_pids[0],
+        envoy: envoy_pids[0].1,
         echo: echo.pid(),
         authz: authz.proc().pid(),
         rls: rls.proc().pid(),
@@ -998,7 +1261,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         transform: transform.proc().pid(),
         collector: collector.thread,
     };
-    let envoy_pid = |gw: Gw| envoy_pids[Gw::ALL.iter().position(|&g| g == gw).expect("a gateway")];
+    let envoy_pid = |gw: Gw| {
+        envoy_pids
+            .iter()
+            .find(|(g, _)| *g == gw)
+            .and_then(|(_, pid)| *pid)
+    };
     let mut store = Store::Memory;
     let mut rows: Vec<Row> = Scenario::REPORT_ORDER
         .iter()
@@ -1073,7 +1341,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let ws_pids = [
-        ("envoy", envoy_pids[0]),
+        ("envoy", envoy_pids[0].1),
         ("echo", ws_echo.pid()),
         ("authz", authz.proc().pid()),
         ("loadgen", Some(std::process::id())),
@@ -1362,14 +1630,27 @@ async fn check_route(
     let fine = match scenario {
         Scenario::Baseline
         | Scenario::BaselineAgain
+        | Scenario::BaselineHeaders
         | Scenario::Json
         | Scenario::Gzip
         | Scenario::Zstd
         | Scenario::ShapedPlain
         | Scenario::ShapedJson => untouched,
         Scenario::Jwt => identity == Some("bench-client-0") && limit.is_none(),
-        Scenario::FullMemory | Scenario::FullRedis => {
+        Scenario::FullMemory | Scenario::FullRedis | Scenario::FullHeaders => {
             identity == Some("bench-client-0") && limit == want_limit
+        }
+        Scenario::Peer | Scenario::PeerRedis | Scenario::PeerHeaders => {
+            // jwt_authn verified the token (and refuses a request without one); the limiter
+            // answered.
+            let anonymous = client
+                .get(scenario.path())
+                .send()
+                .await
+                .context("GET without a token")?;
+            reply.upstream_header("x-user-id") == Some("bench-client-0")
+                && limit == want_limit
+                && anonymous.status == 401
         }
         Scenario::Cached => {
             // The first answer filled the cache (or was a hit already): the next one is a
@@ -1486,6 +1767,9 @@ impl Conn {
             let auth = &self.target.auth[self.next % self.target.auth.len()];
             self.next += 1;
             req = req.header(AUTHORIZATION, auth.clone());
+        }
+        for (name, value) in self.target.extra {
+            req = req.header(*name, *value);
         }
         if let Some((pad, accept)) = &self.target.body {
             req = req
@@ -1862,6 +2146,8 @@ fn report(rows: &[Finished], args: &Args) {
     }
     println!();
 
+    peer_report(rows);
+
     let again = rows
         .iter()
         .find(|r| r.scenario == Scenario::BaselineAgain)
@@ -1944,6 +2230,91 @@ fn report(rows: &[Finished], args: &Args) {
         );
     }
     shaping_report(rows, base, args);
+}
+
+/// CPU per request of the processes that serve the gateway (Envoy, authz-service,
+/// ratelimit-service, Redis): the echo upstream and the load generator are the same for every
+/// row and are left out.
+const GATEWAY_PROCESSES: [&str; 4] = ["envoy", "authz", "ratelimit", "redis"];
+
+/// A process's CPU per request in a row's saturation run, µs (0 when idle or unread).
+fn cpu_us(r: &Finished, name: &str) -> f64 {
+    r.saturation
+        .cpu_per_request
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(0.0, |(_, d)| d.as_secs_f64() * 1e6)
+}
+
+/// Each full-gateway row against the peer shape on the same store and headers, and against
+/// plain Envoy at the fixed rate: the issue's targets, each with its verdict.
+fn peer_report(rows: &[Finished]) {
+    let find = |s: Scenario| rows.iter().find(|r| r.scenario == s);
+    let gateway_cpu = |r: &Finished| GATEWAY_PROCESSES.iter().map(|p| cpu_us(r, p)).sum::<f64>();
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let compared: Vec<(&Finished, &Finished)> = rows
+        .iter()
+        .filter_map(|r| Some((r, find(r.scenario.peer()?)?)))
+        .collect();
+    if compared.is_empty() {
+        return;
+    }
+    println!(
+        "Against the peer shape (Envoy's jwt_authn + one RLS call to ratelimit-service, same store \
+         and headers), CPU µs per request of {} (echo and load generator left out)",
+        GATEWAY_PROCESSES.join(" + ")
+    );
+    println!(
+        "{:<27} {:>8} {:>8} {:>7} {:>10} {:>9} {:>9} {:>9} {:>9}  targets",
+        "row", "ours", "peer", "ratio", "req/s ×", "authz", "ratelimit", "added p50", "added p99"
+    );
+    for (ours, peer) in compared {
+        let ratio = gateway_cpu(ours) / gateway_cpu(peer).max(f64::MIN_POSITIVE);
+        let rps = ours.saturation.rps / peer.saturation.rps;
+        let (authz, rls) = (cpu_us(ours, "authz"), cpu_us(ours, "ratelimit"));
+        let rls_target = if ours.scenario == Scenario::FullRedis {
+            40.0
+        } else {
+            25.0
+        };
+        let base = find(ours.scenario.baseline());
+        let added = base.map(|b| {
+            (
+                ours.paced.latency.p50.saturating_sub(b.paced.latency.p50),
+                ours.paced.latency.p99.saturating_sub(b.paced.latency.p99),
+            )
+        });
+        let targets = [
+            format!("CPU ≤ 1.0× peer {}", verdict(ratio <= 1.0)),
+            format!("req/s ≥ peer {}", verdict(rps >= 1.0)),
+            format!("authz ≤ 20 µs {}", verdict(authz <= 20.0)),
+            format!(
+                "ratelimit ≤ {rls_target:.0} µs {}",
+                verdict(rls <= rls_target)
+            ),
+            added.map_or("no baseline row".to_string(), |(p50, p99)| {
+                format!(
+                    "added p50 < 1 ms, p99 < 2 ms {}",
+                    verdict(p50 < Duration::from_millis(1) && p99 < Duration::from_millis(2))
+                )
+            }),
+        ];
+        let (a50, a99) = added.map_or(("-".into(), "-".into()), |(p50, p99)| (ms(p50), ms(p99)));
+        println!(
+            "{:<27} {:>8.0} {:>8.0} {:>6.2}× {:>9.2}× {:>9.0} {:>9.0} {:>9} {:>9}  {}",
+            ours.scenario.label(),
+            gateway_cpu(ours),
+            gateway_cpu(peer),
+            ratio,
+            rps,
+            authz,
+            rls,
+            a50,
+            a99,
+            targets.join("; ")
+        );
+    }
+    println!();
 }
 
 /// Summary lines of the cache, transform, compose and tracing rows, and what their checks found.
