@@ -133,16 +133,20 @@ impl Authorization for AuthzService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        let span = tracing::info_span!(
-            "authz.check",
-            otel.kind = "server",
-            route = tracing::field::Empty,
-            provider = tracing::field::Empty,
-            decision = tracing::field::Empty,
-            reason = tracing::field::Empty,
-            plan = tracing::field::Empty,
+        let span = xds_client::telemetry::call_span(
+            || {
+                tracing::info_span!(
+                    "authz.check",
+                    otel.kind = "server",
+                    route = tracing::field::Empty,
+                    provider = tracing::field::Empty,
+                    decision = tracing::field::Empty,
+                    reason = tracing::field::Empty,
+                    plan = tracing::field::Empty,
+                )
+            },
+            request.metadata(),
         );
-        xds_client::telemetry::continue_trace(&span, request.metadata());
         self.check_traced(request).instrument(span).await
     }
 }

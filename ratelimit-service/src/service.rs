@@ -430,16 +430,21 @@ impl<S: CounterStore> RateLimiter<S> {
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
-        let span = tracing::info_span!(
-            "ratelimit.should_rate_limit",
-            otel.kind = "server",
-            descriptors = request.get_ref().descriptors.len(),
-            decision = tracing::field::Empty,
-            rule = tracing::field::Empty,
-            store = self.store.kind(),
-            store_ms = tracing::field::Empty,
+        let descriptors = request.get_ref().descriptors.len();
+        let span = xds_client::telemetry::call_span(
+            || {
+                tracing::info_span!(
+                    "ratelimit.should_rate_limit",
+                    otel.kind = "server",
+                    descriptors,
+                    decision = tracing::field::Empty,
+                    rule = tracing::field::Empty,
+                    store = self.store.kind(),
+                    store_ms = tracing::field::Empty,
+                )
+            },
+            request.metadata(),
         );
-        xds_client::telemetry::continue_trace(&span, request.metadata());
         self.handle_traced(request).instrument(span).await
     }
 

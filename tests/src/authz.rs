@@ -41,7 +41,7 @@ impl AuthzService {
         log_dir: &Path,
     ) -> Self {
         let admin_port = free_port();
-        let mut cmd = Command::new(workspace_bin("authz-service"));
+        let mut cmd = crate::service_command("authz-service");
         cmd.env_remove(xds_client::telemetry::ENDPOINT_ENV)
             .envs(env.iter().map(|(k, v)| (k, v)));
         cmd.env(SECRET_ENV, SECRET)

@@ -35,3 +35,20 @@ pub use xds::XdsServer;
 // `tests::free_port` and the rest keep their paths.
 pub use test_support::{envoy_bin, free_addr, free_port, repo_root, target_dir, workspace_bin};
 pub use test_support::{process, wait};
+
+/// The command that starts one of our services' binaries: the binary itself, or the binary under
+/// the program named by `GATEWAY_SERVICE_WRAPPER` (whitespace-separated, such as `valgrind
+/// --tool=callgrind`), which `policy-callgrind` uses to count instructions per call.
+pub fn service_command(bin: &str) -> std::process::Command {
+    let path = workspace_bin(bin);
+    let wrapper = std::env::var("GATEWAY_SERVICE_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut cmd = std::process::Command::new(program);
+            cmd.args(words).arg(path);
+            cmd
+        }
+        None => std::process::Command::new(path),
+    }
+}

@@ -1,7 +1,6 @@
 //! A real `ratelimit-service` process, and helpers to ask it ShouldRateLimit over gRPC.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use proto::pb::envoy::extensions::common::ratelimit::v3::{
@@ -11,7 +10,7 @@ use proto::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLim
 use proto::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use tonic::transport::Channel;
 
-use crate::{free_port, workspace_bin, Proc};
+use crate::{free_port, Proc};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -68,7 +67,7 @@ impl RateLimitService {
         log_dir: &Path,
     ) -> Self {
         let admin_port = free_port();
-        let mut cmd = Command::new(workspace_bin("ratelimit-service"));
+        let mut cmd = crate::service_command("ratelimit-service");
         cmd.env_remove(xds_client::telemetry::ENDPOINT_ENV)
             .envs(env.iter().map(|(k, v)| (k, v)));
         cmd.args(["--xds", xds])

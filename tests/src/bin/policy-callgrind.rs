@@ -1,0 +1,208 @@
+//! policy-callgrind: instructions per call of authz-service and ratelimit-service, counted by
+//! valgrind's callgrind: a figure that does not move with the machine's load, beside
+//! gateway-bench's CPU times.
+//!
+//! The whole gateway runs as in the end-to-end tests (xds-server, a real Envoy, an echo
+//! upstream), with both services under `valgrind --tool=callgrind`. Every request to `/full`
+//! carries a cached HS256 token and passes a plan limit, so each one is one ext_authz Check and
+//! one RLS call, as Envoy sends them. After a warm-up, the counters of both services are zeroed,
+//! `--calls` requests are sent, and the counters are dumped: their totals divided by the calls
+//! are the instructions each service spends per call (gRPC server, decoding, decision,
+//! encoding; everything but the kernel). Run once with ratelimit-service on its memory store and
+//! once on a real Redis (the Redis server itself is not counted). The dumps stay in the
+//! directory printed at the end, for `callgrind_annotate`.
+//!
+//! `scripts/bench callgrind` builds release binaries and runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context as _};
+use clap::Parser;
+use tests::authz::{bearer, token};
+use tests::gateway::{Full, Shape};
+use tests::redis::RedisServer;
+use tests::wait_for_route;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "policy-callgrind",
+    about = "Instructions per call of authz-service and ratelimit-service under callgrind"
+)]
+struct Args {
+    /// Requests counted per store (each one Check and one RLS call).
+    #[arg(long, default_value_t = 2000)]
+    calls: usize,
+    /// Requests before the counters are zeroed (connections, caches and code paths warm).
+    #[arg(long, default_value_t = 300)]
+    warm_up: usize,
+    /// Distinct JWT subjects the requests rotate over (each its own counter).
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+}
+
+/// One route with a JWT and the plan limit; the plan never limits.
+const ROUTES: &str = r#"      - name: full
+        match: { prefix: /full }
+        service: api
+        auth: main
+        rate_limit: plan
+"#;
+
+#[derive(Debug, Clone, Copy)]
+enum Store {
+    Memory,
+    Redis,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let version = Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .context("valgrind is needed (Debian package `valgrind`)")?;
+    ensure!(version.status.success(), "valgrind --version failed");
+    let out = std::env::temp_dir().join(format!("policy-callgrind-{}", std::process::id()));
+    std::fs::create_dir_all(&out).context("callgrind output directory")?;
+    println!(
+        "policy-callgrind: {} requests per store through Envoy to /full (cached HS256 token, plan \
+         limit), each one ext_authz Check and one RLS call; {} (instructions counted in user \
+         space, the kernel's not)",
+        args.calls,
+        String::from_utf8_lossy(&version.stdout).trim(),
+    );
+    let mut rows = Vec::new();
+    for store in [Store::Memory, Store::Redis] {
+        rows.push((store, measure(&args, store, &out).await?));
+    }
+    println!();
+    println!(
+        "{:<10} {:>22} {:>26}",
+        "store", "authz-service Ir/call", "ratelimit-service Ir/call"
+    );
+    for (store, (authz, rls)) in &rows {
+        println!("{:<10} {:>22.0} {:>26.0}", format!("{store:?}"), authz, rls);
+    }
+    println!();
+    println!(
+        "(dumps in {}; `callgrind_annotate <file>` shows where the instructions go)",
+        out.display()
+    );
+    Ok(())
+}
+
+/// Instructions per call of (authz-service, ratelimit-service) with ratelimit-service on `store`.
+async fn measure(args: &Args, store: Store, out: &Path) -> anyhow::Result<(f64, f64)> {
+    let prefix = format!("{store:?}").to_lowercase();
+    // %p: one file per process; each dump adds a numbered file beside it.
+    let wrapper = format!(
+        "valgrind --tool=callgrind --callgrind-out-file={}/{prefix}.%p.out",
+        out.display()
+    );
+    // Read by the harness when it starts the two services, and by nothing else.
+    std::env::set_var("GATEWAY_SERVICE_WRAPPER", &wrapper);
+    let redis_dir = tempfile::tempdir().context("temp dir")?;
+    let redis = match store {
+        Store::Memory => None,
+        Store::Redis => Some(RedisServer::start(redis_dir.path()).await),
+    };
+    let mut shape = Shape::new("{ free: 100000000/minute, pro: 100000000/minute }", ROUTES);
+    // A late or failed answer must fail the run, never pass uncounted.
+    shape.rls_on_error = "deny";
+    eprintln!("policy-callgrind: starting the gateway ({store:?} store) under callgrind");
+    let mut gw = Full::start(&shape, redis.as_ref().map(|r| r.url()).as_deref()).await;
+    std::env::remove_var("GATEWAY_SERVICE_WRAPPER");
+    let client = gw.stack.client(gw.ports.http);
+    wait_for_route(&client, "/full", 401).await;
+    let tokens: Vec<String> = (0..args.clients.max(1))
+        .map(|i| bearer(&token(&format!("client-{i}"), "free")))
+        .collect();
+    let send = async |n: usize| -> anyhow::Result<()> {
+        for i in 0..n {
+            let r = client
+                .get("/full")
+                .header("authorization", &tokens[i % tokens.len()])
+                .ok()
+                .await;
+            if r.status != 200 || r.header("x-ratelimit-limit").is_none() {
+                bail!(
+                    "request {i}: {} {:?} {}",
+                    r.status,
+                    r.headers,
+                    r.body.chars().take(300).collect::<String>()
+                );
+            }
+        }
+        Ok(())
+    };
+    send(args.warm_up).await?;
+    let pids = [
+        gw.authz.proc().pid().context("authz-service pid")?,
+        gw.rls.proc().pid().context("ratelimit-service pid")?,
+    ];
+    for pid in pids {
+        callgrind_control("-z", pid)?;
+    }
+    let started = Instant::now();
+    send(args.calls).await?;
+    let elapsed = started.elapsed();
+    for pid in pids {
+        callgrind_control("-d", pid)?;
+    }
+    let per_call = |pid: u32| -> anyhow::Result<f64> {
+        Ok(totals(&last_dump(out, &prefix, pid)?)? as f64 / args.calls as f64)
+    };
+    let figures = (per_call(pids[0])?, per_call(pids[1])?);
+    eprintln!(
+        "policy-callgrind: {store:?}: {} requests in {:.1} s under callgrind",
+        args.calls,
+        elapsed.as_secs_f64()
+    );
+    drop(gw);
+    drop(redis);
+    Ok(figures)
+}
+
+/// `callgrind_control <flag> <pid>`: `-z` zeroes the counters, `-d` dumps them.
+fn callgrind_control(flag: &str, pid: u32) -> anyhow::Result<()> {
+    let status = Command::new("callgrind_control")
+        .args([flag, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .context("callgrind_control")?;
+    ensure!(status.success(), "callgrind_control {flag} {pid} failed");
+    Ok(())
+}
+
+/// The newest dump of `pid` (`<prefix>.<pid>.out.<n>`).
+fn last_dump(dir: &Path, prefix: &str, pid: u32) -> anyhow::Result<PathBuf> {
+    let stem = format!("{prefix}.{pid}.out.");
+    let mut dumps: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let n = name.strip_prefix(&stem)?.parse().ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    dumps.sort();
+    dumps
+        .pop()
+        .map(|(_, p)| p)
+        .with_context(|| format!("no dump {stem}* in {}", dir.display()))
+}
+
+/// The instruction total of a callgrind dump (`totals:`, or `summary:` in older formats).
+fn totals(path: &Path) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("totals:")
+                .or_else(|| l.strip_prefix("summary:"))
+        })
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("no totals in {}", path.display()))
+}
