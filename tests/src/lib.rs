@@ -7,6 +7,7 @@
 
 pub mod authz;
 pub mod client;
+pub mod cpu;
 pub mod echo;
 pub mod envoy;
 pub mod gateway;

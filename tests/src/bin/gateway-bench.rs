@@ -44,6 +44,7 @@ use hyper::header::{HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODIN
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tests::authz::{api_key, bearer, token, AuthzService, ISSUER, SECRET_ENV};
+use tests::cpu::{cpu_time, cpu_time_of, redis_pid};
 use tests::ratelimit::RateLimitService;
 use tests::redis::{raw_command, RedisServer};
 use tests::transform::TransformService;
@@ -1283,6 +1284,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             pids.rls = rls.proc().pid();
             store = want;
         }
+        fresh_counters(scenario, redis.port())?;
         check_route(&client(scenario), scenario, &auth[0]).await?;
         eprintln!("gateway-bench: {} — saturating", scenario.label());
         pids.envoy = envoy_pid(scenario.gateway());
@@ -1317,6 +1319,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             switch_store(&mut rls, want, &xds, &redis.url(), rls_port, stack.dir()).await;
             store = want;
         }
+        fresh_counters(scenario, redis.port())?;
         check_route(&client(scenario), scenario, &auth[0]).await?;
         eprintln!(
             "gateway-bench: {} — {rate:.0} req/s for {} s",
@@ -1580,6 +1583,16 @@ fn row_of(rows: &mut [Row], scenario: Scenario) -> &mut Row {
 
 /// Replaces the running ratelimit-service with one on `store`, on the same port (the one
 /// gateway.yaml names), so Envoy, the upstream and authz-service stay exactly as they were.
+/// Empties Redis before a row on the Redis store: the full gateway and the peer shape count on
+/// the same keys (rule, client, provider), so the row after another would find the first's
+/// sub-buckets still in the window and pay Redis for reading them.
+fn fresh_counters(scenario: Scenario, redis_port: u16) -> anyhow::Result<()> {
+    if scenario.store() == Some(Store::Redis) {
+        raw_command(redis_port, "FLUSHALL").context("FLUSHALL")?;
+    }
+    Ok(())
+}
+
 async fn switch_store(
     rls: &mut RateLimitService,
     store: Store,
@@ -1957,45 +1970,6 @@ impl Pids {
             ("loadgen", loadgen),
         ]
     }
-}
-
-/// utime + stime of a process from `/proc/<pid>/stat` (Linux; `None` elsewhere).
-fn cpu_time(pid: u32) -> Option<Duration> {
-    cpu_time_of(&format!("/proc/{pid}/stat"))
-}
-
-/// utime + stime from a `stat` file of `/proc` (a process's or one thread's).
-fn cpu_time_of(path: &str) -> Option<Duration> {
-    let stat = std::fs::read_to_string(path).ok()?;
-    // Fields after the command name (which may hold spaces, so split after its closing paren);
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the paren.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
-}
-
-/// `getconf CLK_TCK` (the unit of `/proc/<pid>/stat` times), 100 when it cannot be asked.
-fn clock_ticks() -> u64 {
-    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .filter(|&t| t > 0)
-            .unwrap_or(100)
-    })
-}
-
-/// redis-server's pid, from `INFO server`.
-fn redis_pid(port: u16) -> Option<u32> {
-    let info = raw_command(port, "INFO server").ok()?;
-    info.lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Envoy's counters of the ext_authz filter (`http.<listener>.ext_authz.*`) and the rate-limit

@@ -1,7 +1,9 @@
 //! ratelimit-bench: ShouldRateLimit over real gRPC (loopback HTTP/2), closed loop, for the
 //! in-memory store and a real Redis with 1, 3 and 10 limits per request, next to a baseline that
 //! names no limit (the same gRPC round trip without any counting). Then Redis memory per active
-//! counter. The service runs in this process on release code; Redis is a real `redis-server`.
+//! counter. Then Redis's own CPU per decision (from `/proc`): the sliding-window script against
+//! the fixed-window script and against the simplest fixed-window decision, `INCR` + `EXPIRE`.
+//! The service runs in this process on release code; Redis is a real `redis-server`.
 //!
 //! `scripts/bench ratelimit` runs it; `--help` lists the knobs.
 
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use clap::Parser;
-use proto::ratelimit::{Per, Rate, RateLimitPolicy, Rule, DOMAIN};
+use proto::ratelimit::{Algorithm, Per, Rate, RateLimitPolicy, Rule, DOMAIN};
 use ratelimit_service::cache::OverLimitCache;
 use ratelimit_service::grpc::RlsServer;
 use ratelimit_service::metrics::Metrics;
@@ -35,6 +37,10 @@ struct Args {
     /// Distinct clients the requests are spread over.
     #[arg(long, env = "BENCH_KEYS", default_value_t = 1000)]
     keys: usize,
+    /// Counters (clients) of the Redis CPU rows: as many as gateway-bench's JWT subjects, so
+    /// each counter is busy, as a plan limit's is.
+    #[arg(long, env = "BENCH_CPU_CLIENTS", default_value_t = 16)]
+    cpu_clients: usize,
     /// Counters created for the memory-per-key figure.
     #[arg(long, env = "BENCH_MEMORY_KEYS", default_value_t = 10_000)]
     memory_keys: usize,
@@ -43,9 +49,14 @@ struct Args {
 /// A policy with `limits` rules (`bench#0..`), all per client header, all high enough that every
 /// request is admitted: the admitted path is the expensive one (it writes).
 fn policy(limits: usize) -> Policy {
+    policy_of(limits, Algorithm::SlidingWindow, 1_000)
+}
+
+/// `limits` rules per client header on `algorithm`, rule `n`'s window `(n + 1) × window_ms`.
+fn policy_of(limits: usize, algorithm: Algorithm, window_ms: u64) -> Policy {
     let pb = RateLimitPolicy {
         domain: DOMAIN.into(),
-        algorithm: 0,
+        algorithm: algorithm as i32,
         fail_open: true,
         timeout_ms: 1_000,
         plans: vec![],
@@ -57,7 +68,7 @@ fn policy(limits: usize) -> Policy {
                 // Different windows, so each rule is its own counter with its own bucket layout.
                 rate: Some(Rate {
                     requests: 1_000_000_000,
-                    window_ms: 1_000 * (i as u64 + 1),
+                    window_ms: window_ms * (i as u64 + 1),
                 }),
                 header: "x-client".into(),
             })
@@ -208,6 +219,8 @@ async fn main() {
         );
     }
 
+    redis_cpu(&redis, &args).await;
+
     // Memory: fresh counters, one sliding-window limit each, written through the real script.
     let before = used_memory(redis.port());
     raw_command(redis.port(), "FLUSHALL").expect("FLUSHALL");
@@ -262,4 +275,111 @@ async fn main() {
         usage as f64 / 100.0,
         after.saturating_sub(before) as f64 / 100.0
     );
+}
+
+/// Redis's CPU per decision for one limit of a minute (a plan's), `--cpu-clients` counters, 16
+/// in flight, `--seconds` each: the store's script on the sliding and the fixed window, and a
+/// fixed window the simplest way (`INCR` + `EXPIRE`, pipelined, no script).
+async fn redis_cpu(redis: &RedisServer, args: &Args) {
+    let Some(pid) = tests::cpu::redis_pid(redis.port()) else {
+        println!("redis CPU per decision: redis-server's pid is unknown; not measured");
+        return;
+    };
+    let run = Duration::from_secs(args.seconds);
+    let clients = args.cpu_clients.max(1);
+    let mut rows = Vec::new();
+    for (name, algorithm) in [
+        ("sliding window (limit.lua)", Some(Algorithm::SlidingWindow)),
+        ("fixed window (limit.lua)", Some(Algorithm::Fixed)),
+        ("INCR + EXPIRE (no script)", None),
+    ] {
+        raw_command(redis.port(), "FLUSHALL").expect("FLUSHALL");
+        // One second of traffic first, so a sliding window's counters hold sub-buckets.
+        decide(redis, algorithm, clients, Duration::from_secs(1)).await;
+        let before = tests::cpu::cpu_time(pid).expect("redis CPU time");
+        let decisions = decide(redis, algorithm, clients, run).await;
+        let used = tests::cpu::cpu_time(pid).expect("redis CPU time") - before;
+        rows.push((name, used.as_secs_f64() * 1e6 / decisions as f64, decisions));
+    }
+    println!(
+        "redis CPU per decision (one limit per minute, {clients} counters, 16 in flight, {} s each):",
+        args.seconds
+    );
+    for (name, us, n) in &rows {
+        println!("  {name:<28} {us:>6.1} µs  ({n} decisions)");
+    }
+    let (sliding, simplest) = (rows[0].1, rows[2].1);
+    println!(
+        "  sliding window / INCR + EXPIRE: {:.2}× (target ≤ 1.5×)",
+        sliding / simplest
+    );
+}
+
+/// Decisions made in `run` by 16 tasks on `algorithm` through the store (or by `INCR` +
+/// `EXPIRE` when `None`), rotating over `clients` counters.
+async fn decide(
+    redis: &RedisServer,
+    algorithm: Option<Algorithm>,
+    clients: usize,
+    run: Duration,
+) -> u64 {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    match algorithm {
+        Some(algorithm) => {
+            let store = Arc::new(RedisStore::from_url(&redis.url()).expect("url"));
+            let p = Arc::new(policy_of(1, algorithm, 60_000));
+            for w in 0..16 {
+                let (store, p) = (store.clone(), p.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while start.elapsed() < run {
+                        let client = format!("cpu-client-{}", (w + n as usize) % clients);
+                        let plan = p.plan(&request(vec![descriptor(&[
+                            ("rule", "bench#0"),
+                            ("header", &client),
+                        ])]));
+                        store.check(&plan.hits).await.expect("check");
+                        n += 1;
+                    }
+                    n
+                }));
+            }
+        }
+        None => {
+            let conn = redis::Client::open(redis.url())
+                .expect("url")
+                .get_multiplexed_async_connection()
+                .await
+                .expect("connect to Redis");
+            for w in 0..16 {
+                let mut conn = conn.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while start.elapsed() < run {
+                        let minute = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs() / 60);
+                        let key = format!("fw:cpu-client-{}:{minute}", (w + n as usize) % clients);
+                        let (_count, _set): (i64, i64) = redis::pipe()
+                            .cmd("INCR")
+                            .arg(&key)
+                            .cmd("EXPIRE")
+                            .arg(&key)
+                            .arg(60)
+                            .query_async(&mut conn)
+                            .await
+                            .expect("INCR + EXPIRE");
+                        n += 1;
+                    }
+                    n
+                }));
+            }
+        }
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("worker");
+    }
+    total
 }
