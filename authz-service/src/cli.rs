@@ -57,7 +57,8 @@ pub struct ServeArgs {
     pub node_id: Option<String>,
     /// Tokio worker threads. One (the default) runs every call on one thread: Envoy sends all
     /// of a worker's calls over one HTTP/2 connection and each decision takes microseconds, so
-    /// more threads add cross-thread wake-ups, not throughput. Raise it for many Envoys.
+    /// more threads add cross-thread wake-ups, not throughput. One thread is one core at most:
+    /// raise it when Envoys with several workers, or several Envoys, share this instance.
     #[arg(long, env = "AUTHZ_WORKERS", default_value_t = 1)]
     pub workers: usize,
     /// mTLS on the ext_authz port: only Envoys with a certificate signed by --client-ca.

@@ -160,12 +160,13 @@ impl AuthzService {
         let req = request.into_inner();
         let (decision, request_id) = self.decide(&req).await;
         let span = tracing::Span::current();
-        if let Some(route) = req
+        let route = req
             .attributes
             .as_ref()
             .and_then(|a| a.context_extensions.get(ROUTE_EXTENSION))
-        {
-            span.record("route", route.as_str());
+            .map_or("", String::as_str);
+        if !route.is_empty() {
+            span.record("route", route);
         }
         let m = &self.shared.metrics;
         let (provider, verdict, reason) = match &decision {
@@ -184,6 +185,7 @@ impl AuthzService {
                 // §3). Never the credential: neither the token, nor the key, nor a claim of it.
                 tracing::debug!(
                     request_id = request_id.as_str(),
+                    route,
                     status = d.status.code(),
                     reason = d.reason,
                     provider = d.provider.as_str(),

@@ -171,3 +171,62 @@ async fn applies_acks_nacks_and_survives_a_server_restart() {
     client.await.unwrap();
     server.stop.send_replace(true);
 }
+
+/// Compiling a big policy must not stop the calls a service answers: on a current-thread
+/// runtime (the policy services' default) an apply that takes a second runs on a blocking
+/// thread while a task on the runtime keeps ticking, and the set is still applied and ACKed.
+#[tokio::test(flavor = "current_thread")]
+async fn a_slow_apply_does_not_stall_a_current_thread_runtime() {
+    struct Slow(Arc<Mutex<Option<std::time::Instant>>>);
+    impl Apply for Slow {
+        fn apply(&mut self, _version: &str, _resources: &[Any]) -> Result<(), String> {
+            let started = std::time::Instant::now();
+            // Blocking on purpose, as parsing a large keys file does.
+            std::thread::sleep(Duration::from_secs(1));
+            *self.0.lock().unwrap() = Some(started);
+            Ok(())
+        }
+    }
+    let addr = tests::free_addr();
+    let server = start(addr, snapshots(&["a"])).await;
+    let started = Arc::new(Mutex::new(None));
+    let (state_tx, state) = watch::channel(State::default());
+    let (stop_client, client_sd) = watch::channel(false);
+    let opts = Options::new(addr.to_string(), "svc-slow", "policy", TYPE);
+    let client = tokio::spawn(xds_client::run(
+        opts,
+        Slow(started.clone()),
+        state_tx,
+        client_sd,
+    ));
+    // Ticks every 10 ms on this runtime's only thread; records the longest gap between ticks.
+    let longest = Arc::new(Mutex::new(Duration::ZERO));
+    let ticker = {
+        let longest = longest.clone();
+        tokio::spawn(async move {
+            let mut last = std::time::Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let gap = last.elapsed();
+                last = std::time::Instant::now();
+                let mut l = longest.lock().unwrap();
+                *l = (*l).max(gap);
+            }
+        })
+    };
+    wait_for("the slow set to be applied", WAIT, async || {
+        state.borrow().version.is_some()
+    })
+    .await;
+    ticker.abort();
+    assert!(started.lock().unwrap().is_some(), "the set was applied");
+    let longest = *longest.lock().unwrap();
+    assert!(
+        longest < Duration::from_millis(500),
+        "the runtime stalled for {longest:?} during a 1 s apply"
+    );
+    stop_client.send_replace(true);
+    client.await.unwrap();
+    server.stop.send_replace(true);
+    server.task.await.unwrap();
+}

@@ -106,10 +106,12 @@ pub struct State {
 /// visible in `state`.
 pub async fn run<A: Apply>(
     opts: Options,
-    mut applier: A,
+    applier: A,
     state: watch::Sender<State>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Lent to a blocking thread for each apply, and back after it.
+    let mut applier = Some(applier);
     let mut version = String::new();
     let mut delay = opts.min_backoff;
     loop {
@@ -146,9 +148,37 @@ pub async fn run<A: Apply>(
     }
 }
 
+/// Runs `applier.apply` on a blocking thread: compiling a policy (parsing every key file it
+/// carries) can take long, and the service's calls must not wait for it, also on a
+/// current-thread runtime (`--workers 1`). A panic in `apply` is re-raised here, as if it had
+/// run in place.
+async fn apply<A: Apply>(
+    applier: &mut Option<A>,
+    version: &str,
+    resources: &[Any],
+) -> Result<(), String> {
+    let Some(mut a) = applier.take() else {
+        return Err("the policy applier was lost when the runtime stopped".into());
+    };
+    let (version, resources) = (version.to_string(), resources.to_vec());
+    match tokio::task::spawn_blocking(move || {
+        let outcome = a.apply(&version, &resources);
+        (a, outcome)
+    })
+    .await
+    {
+        Ok((a, outcome)) => {
+            *applier = Some(a);
+            outcome
+        }
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(format!("applying the policy: {e}")),
+    }
+}
+
 async fn session<A: Apply>(
     opts: &Options,
-    applier: &mut A,
+    applier: &mut Option<A>,
     version: &mut String,
     state: &watch::Sender<State>,
     shutdown: &mut watch::Receiver<bool>,
@@ -210,7 +240,7 @@ async fn session<A: Apply>(
                 response.type_url, opts.type_url
             ))
         } else {
-            applier.apply(&response.version_info, &response.resources)
+            apply(applier, &response.version_info, &response.resources).await
         };
         let ack = match outcome {
             Ok(()) => {

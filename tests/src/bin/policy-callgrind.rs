@@ -32,13 +32,13 @@ use tests::wait_for_route;
 )]
 struct Args {
     /// Requests counted per store (each one Check and one RLS call).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, env = "BENCH_CALLS", default_value_t = 2000)]
     calls: usize,
     /// Requests before the counters are zeroed (connections, caches and code paths warm).
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, env = "BENCH_WARM_UP", default_value_t = 300)]
     warm_up: usize,
     /// Distinct JWT subjects the requests rotate over (each its own counter).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, env = "BENCH_CLIENTS", default_value_t = 16)]
     clients: usize,
 }
 
@@ -56,8 +56,7 @@ enum Store {
     Redis,
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let version = Command::new("valgrind")
         .arg("--version")
@@ -66,16 +65,35 @@ async fn main() -> anyhow::Result<()> {
     ensure!(version.status.success(), "valgrind --version failed");
     let out = std::env::temp_dir().join(format!("policy-callgrind-{}", std::process::id()));
     std::fs::create_dir_all(&out).context("callgrind output directory")?;
+    // The harness starts authz-service and ratelimit-service under this (and nothing else: the
+    // echo upstream is in process, xds-server and Envoy are not ours to count). Set before any
+    // thread exists; %p gives each process its own file, and each dump a numbered one beside it.
+    std::env::set_var(
+        "GATEWAY_SERVICE_WRAPPER",
+        format!(
+            "valgrind --tool=callgrind --callgrind-out-file={}/callgrind.%p.out",
+            out.display()
+        ),
+    );
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("runtime")?
+        .block_on(run(args, &out, &version.stdout))
+}
+
+async fn run(args: Args, out: &Path, version: &[u8]) -> anyhow::Result<()> {
     println!(
         "policy-callgrind: {} requests per store through Envoy to /full (cached HS256 token, plan \
          limit), each one ext_authz Check and one RLS call; {} (instructions counted in user \
          space, the kernel's not)",
         args.calls,
-        String::from_utf8_lossy(&version.stdout).trim(),
+        String::from_utf8_lossy(version).trim(),
     );
     let mut rows = Vec::new();
     for store in [Store::Memory, Store::Redis] {
-        rows.push((store, measure(&args, store, &out).await?));
+        rows.push((store, measure(&args, store, out).await?));
     }
     println!();
     println!(
@@ -95,14 +113,6 @@ async fn main() -> anyhow::Result<()> {
 
 /// Instructions per call of (authz-service, ratelimit-service) with ratelimit-service on `store`.
 async fn measure(args: &Args, store: Store, out: &Path) -> anyhow::Result<(f64, f64)> {
-    let prefix = format!("{store:?}").to_lowercase();
-    // %p: one file per process; each dump adds a numbered file beside it.
-    let wrapper = format!(
-        "valgrind --tool=callgrind --callgrind-out-file={}/{prefix}.%p.out",
-        out.display()
-    );
-    // Read by the harness when it starts the two services, and by nothing else.
-    std::env::set_var("GATEWAY_SERVICE_WRAPPER", &wrapper);
     let redis_dir = tempfile::tempdir().context("temp dir")?;
     let redis = match store {
         Store::Memory => None,
@@ -113,7 +123,6 @@ async fn measure(args: &Args, store: Store, out: &Path) -> anyhow::Result<(f64, 
     shape.rls_on_error = "deny";
     eprintln!("policy-callgrind: starting the gateway ({store:?} store) under callgrind");
     let mut gw = Full::start(&shape, redis.as_ref().map(|r| r.url()).as_deref()).await;
-    std::env::remove_var("GATEWAY_SERVICE_WRAPPER");
     let client = gw.stack.client(gw.ports.http);
     wait_for_route(&client, "/full", 401).await;
     let tokens: Vec<String> = (0..args.clients.max(1))
@@ -152,7 +161,7 @@ async fn measure(args: &Args, store: Store, out: &Path) -> anyhow::Result<(f64, 
         callgrind_control("-d", pid)?;
     }
     let per_call = |pid: u32| -> anyhow::Result<f64> {
-        Ok(totals(&last_dump(out, &prefix, pid)?)? as f64 / args.calls as f64)
+        Ok(totals(&last_dump(out, pid)?)? as f64 / args.calls as f64)
     };
     let figures = (per_call(pids[0])?, per_call(pids[1])?);
     eprintln!(
@@ -177,9 +186,9 @@ fn callgrind_control(flag: &str, pid: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The newest dump of `pid` (`<prefix>.<pid>.out.<n>`).
-fn last_dump(dir: &Path, prefix: &str, pid: u32) -> anyhow::Result<PathBuf> {
-    let stem = format!("{prefix}.{pid}.out.");
+/// The newest dump of `pid` (`callgrind.<pid>.out.<n>`).
+fn last_dump(dir: &Path, pid: u32) -> anyhow::Result<PathBuf> {
+    let stem = format!("callgrind.{pid}.out.");
     let mut dumps: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .filter_map(|e| {
