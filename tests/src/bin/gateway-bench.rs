@@ -2171,13 +2171,7 @@ fn report(rows: &[Finished], args: &Args) {
         );
     }
     let json = rows.iter().find(|r| r.scenario == Scenario::Json);
-    let envoy_cpu = |r: &Finished| {
-        r.saturation
-            .cpu_per_request
-            .iter()
-            .find(|(n, _)| *n == "envoy")
-            .map_or(0.0, |(_, d)| d.as_secs_f64() * 1e6)
-    };
+    let envoy_cpu = |r: &Finished| cpu_us(r, "envoy");
     let answer = |r: &Finished| {
         let t = &r.saturation.tally;
         t.body_bytes as f64 / t.ok.max(1) as f64
@@ -2213,12 +2207,14 @@ fn report(rows: &[Finished], args: &Args) {
 /// Whether `r`'s fixed-rate run adds less than the targets to the baseline with the same
 /// headers; `None` without that baseline row.
 fn latency_met(rows: &[Finished], r: &Finished) -> Option<bool> {
+    added_latency(rows, r).map(|(p50, p99)| p50 < TARGET_ADDED_P50 && p99 < TARGET_ADDED_P99)
+}
+
+/// What `r`'s fixed-rate run adds at p50 and p99 to the baseline with the same headers.
+fn added_latency(rows: &[Finished], r: &Finished) -> Option<(Duration, Duration)> {
     let base = rows.iter().find(|x| x.scenario == r.scenario.baseline())?;
     let (l, b) = (r.paced.latency, base.paced.latency);
-    Some(
-        l.p50.saturating_sub(b.p50) < TARGET_ADDED_P50
-            && l.p99.saturating_sub(b.p99) < TARGET_ADDED_P99,
-    )
+    Some((l.p50.saturating_sub(b.p50), l.p99.saturating_sub(b.p99)))
 }
 
 /// CPU per request of the processes that serve the gateway (Envoy, authz-service,
@@ -2266,13 +2262,7 @@ fn peer_report(rows: &[Finished]) {
         } else {
             25.0
         };
-        let base = find(ours.scenario.baseline());
-        let added = base.map(|b| {
-            (
-                ours.paced.latency.p50.saturating_sub(b.paced.latency.p50),
-                ours.paced.latency.p99.saturating_sub(b.paced.latency.p99),
-            )
-        });
+        let added = added_latency(rows, ours);
         let targets = [
             format!("CPU ≤ 1.0× peer {}", verdict(ratio <= 1.0)),
             format!("req/s ≥ peer {}", verdict(rps >= 1.0)),
@@ -2311,13 +2301,7 @@ fn peer_report(rows: &[Finished]) {
 /// Summary lines of the cache, transform, compose and tracing rows, and what their checks found.
 fn shaping_report(rows: &[Finished], base: &Finished, args: &Args) {
     let find = |s: Scenario| rows.iter().find(|r| r.scenario == s);
-    let cpu = |r: &Finished, name: &str| {
-        r.saturation
-            .cpu_per_request
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map_or(0.0, |(_, d)| d.as_secs_f64() * 1e6)
-    };
+    let cpu = cpu_us;
     let vs = |r: &Finished, of: &Finished| r.saturation.rps / of.saturation.rps;
     let b99 = base.paced.latency.p99;
     let added99 = |r: &Finished| added_ms(r.paced.latency.p99, b99);
