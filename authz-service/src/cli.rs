@@ -2,6 +2,7 @@
 //! an environment variable.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -61,6 +62,21 @@ pub struct ServeArgs {
     /// raise it when Envoys with several workers, or several Envoys, share this instance.
     #[arg(long, env = "AUTHZ_WORKERS", default_value_t = 1)]
     pub workers: usize,
+    /// Redis for the counters of the limits this service counts itself
+    /// (`rate_limits.counted_by: authz-service`): give it the same value as ratelimit-service's
+    /// `--redis`, so every instance of both counts in one place. `redis://host:port/db` or
+    /// `redis+cluster://host1:port1,host2:port2`. Absent: the in-memory store, exact for this
+    /// one instance.
+    #[arg(long, env = "AUTHZ_REDIS")]
+    pub redis: Option<String>,
+    /// Without --redis: the most counters the in-memory store holds (at least 1); as
+    /// ratelimit-service's `--memory-max-counters`.
+    #[arg(
+        long,
+        env = "AUTHZ_MEMORY_MAX_COUNTERS",
+        default_value_t = NonZeroUsize::new(ratelimit::store::DEFAULT_MAX_COUNTERS).expect("non-zero")
+    )]
+    pub memory_max_counters: NonZeroUsize,
     /// mTLS on the ext_authz port: only Envoys with a certificate signed by --client-ca.
     #[command(flatten)]
     pub tls: xds_client::tls::ServerTlsArgs,
@@ -244,6 +260,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )?;
     Ok(xds_client::service::run_until_signal(
         Some(args.workers),
-        || server::start(opts),
+        || {
+            server::start_with(
+                opts,
+                server::StoreOptions {
+                    redis: args.redis,
+                    memory_max_counters: args.memory_max_counters.get(),
+                },
+            )
+        },
     )?)
 }

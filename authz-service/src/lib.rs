@@ -11,6 +11,7 @@ pub mod cli;
 pub mod grpc;
 pub mod jwks;
 pub mod jwt;
+pub mod limits;
 pub mod metrics;
 pub mod mtls;
 pub mod policy;

@@ -44,6 +44,25 @@ pub enum PolicyError {
     /// plan would read as unknown and every client would be demoted.
     #[error("the default plan {default:?} is not one of the policy's plans {plans:?}")]
     Plans { default: String, plans: Vec<String> },
+    /// The rate limits sent along (`rate_limits.counted_by: authz-service`) do not compile.
+    #[error("rate limits: {0}")]
+    RateLimits(String),
+    /// A route names a limit authz-service cannot count: unknown, keyed on something other
+    /// than the identity, or sent without the rate limits themselves.
+    #[error("route {route}: limit {rule:?} {message}")]
+    RouteLimit {
+        route: String,
+        rule: String,
+        message: &'static str,
+    },
+}
+
+/// One limit authz-service counts for a route: its rule id and the descriptor entries the
+/// identity fills in ([`proto::ratelimit::Per::identity_entries`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteLimit {
+    pub rule: String,
+    pub entries: &'static [(&'static str, &'static str)],
 }
 
 /// What compiling a policy needs from its surroundings (so tests can supply their own).
@@ -92,11 +111,15 @@ struct RouteRule {
     mtls: Vec<Arc<MtlsProvider>>,
     roles: Vec<String>,
     scopes: Vec<String>,
+    /// Counted here after the credential is accepted (`RoutePolicy::limits`).
+    limits: Vec<RouteLimit>,
 }
 
 /// A compiled `AuthPolicy`.
 pub struct Policy {
     routes: HashMap<String, RouteRule>,
+    /// `AuthPolicy::rate_limits`, compiled: the limits of every route's [`RouteLimit`]s.
+    pub rate_limits: Option<Arc<ratelimit::policy::Policy>>,
     /// `AuthPolicy.identity_headers`: removed on every allow unless set. Envoy has already
     /// removed client copies before the Check (see `proto::authz::AuthPolicy`); this is the
     /// second line.
@@ -374,8 +397,49 @@ impl Policy {
                 }),
             );
         }
+        let rate_limits = p
+            .rate_limits
+            .as_ref()
+            .map(|rl| ratelimit::policy::Policy::compile(rl).map(Arc::new))
+            .transpose()
+            .map_err(|e| PolicyError::RateLimits(e.to_string()))?;
+        let pers: HashMap<&str, i32> = p
+            .rate_limits
+            .iter()
+            .flat_map(|rl| &rl.rules)
+            .map(|r| (r.id.as_str(), r.per))
+            .collect();
         let mut routes = HashMap::new();
         for r in &p.routes {
+            let limits = r
+                .limits
+                .iter()
+                .map(|rule| {
+                    let err = |message| PolicyError::RouteLimit {
+                        route: r.name.clone(),
+                        rule: rule.clone(),
+                        message,
+                    };
+                    let per = pers.get(rule.as_str()).ok_or_else(|| {
+                        err("is not one of the rate limits sent with the policy")
+                    })?;
+                    let entries = proto::ratelimit::Per::try_from(*per)
+                        .ok()
+                        .and_then(proto::ratelimit::Per::identity_entries)
+                        .ok_or_else(|| err("is not keyed on the identity"))?;
+                    Ok(RouteLimit {
+                        rule: rule.clone(),
+                        entries,
+                    })
+                })
+                .collect::<Result<Vec<_>, PolicyError>>()?;
+            if r.public && !limits.is_empty() {
+                return Err(PolicyError::RouteLimit {
+                    route: r.name.clone(),
+                    rule: limits[0].rule.clone(),
+                    message: "is on a public route, which has no identity to count",
+                });
+            }
             let mut rule = RouteRule {
                 public: r.public,
                 jwt: Vec::new(),
@@ -383,6 +447,7 @@ impl Policy {
                 mtls: Vec::new(),
                 roles: r.require_roles.clone(),
                 scopes: r.require_scopes.clone(),
+                limits,
             };
             for name in &r.providers {
                 if let Some(j) = jwt.get(name) {
@@ -420,6 +485,7 @@ impl Policy {
         }
         Ok(Policy {
             routes,
+            rate_limits,
             identity_headers: p.identity_headers.clone(),
             credential_headers: p.credential_headers.clone(),
             credential_query: p.credential_query.clone(),
@@ -432,6 +498,14 @@ impl Policy {
     /// True when every remote key set has been fetched once.
     pub fn keys_loaded(&self) -> bool {
         self.remotes.iter().all(|r| r.is_loaded())
+    }
+
+    /// The limits this service counts for `route` once its credential is accepted (none for an
+    /// unknown route, which is refused anyway).
+    pub fn route_limits(&self, route: Option<&str>) -> &[RouteLimit] {
+        route
+            .and_then(|r| self.routes.get(r))
+            .map_or(&[], |r| r.limits.as_slice())
     }
 
     /// Decides one request that arrived without a client certificate ([`Self::decide_with_peer`]).

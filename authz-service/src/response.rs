@@ -14,11 +14,13 @@ use proto::pb::envoy::service::auth::v3::{
 use proto::pb::google::protobuf::Struct;
 use proto::pb::google::rpc::Status;
 
+use crate::limits::Verdict;
 use crate::policy::{Allow, Decision, Deny, DenyStatus};
 
 /// google.rpc.Code values Envoy reads: OK lets the request through, anything else denies it.
 const RPC_OK: i32 = 0;
 const RPC_PERMISSION_DENIED: i32 = 7;
+const RPC_RESOURCE_EXHAUSTED: i32 = 8;
 const RPC_UNAVAILABLE: i32 = 14;
 const RPC_UNAUTHENTICATED: i32 = 16;
 
@@ -26,15 +28,81 @@ const RPC_UNAUTHENTICATED: i32 = 16;
 /// namespace; the rate-limit descriptors read them.
 pub use proto::authz::metadata;
 
-/// The response for `decision` on a request whose `x-request-id` is `request_id`.
-pub fn check_response(decision: &Decision, request_id: &str) -> CheckResponse {
-    match decision {
-        Decision::Allow(a) => allow(a),
-        Decision::Deny(d) => deny(d, request_id),
+/// The response for `decision` on a request whose `x-request-id` is `request_id`, and, when
+/// the route's limits are counted here, their `verdict` on the accepted request.
+pub fn check_response(
+    decision: &Decision,
+    request_id: &str,
+    verdict: Option<&Verdict>,
+) -> CheckResponse {
+    match (decision, verdict) {
+        (Decision::Deny(d), _) => deny(d, request_id),
+        (Decision::Allow(a), None) => allow(a, None, Vec::new()),
+        (Decision::Allow(a), Some(Verdict::Admit { headers, outcome })) => {
+            allow(a, Some(outcome), headers.iter().map(overwrite).collect())
+        }
+        (Decision::Allow(a), Some(Verdict::OverLimit { headers, body })) => CheckResponse {
+            status: Some(Status {
+                code: RPC_RESOURCE_EXHAUSTED,
+                message: "rate limit exceeded".into(),
+                ..Default::default()
+            }),
+            // The access log still names the client and the plan that was over its limit.
+            dynamic_metadata: Some(identity_metadata(a, Some("over_limit"))),
+            http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+                status: Some(HttpStatus {
+                    code: StatusCode::TooManyRequests as i32,
+                }),
+                headers: headers.iter().map(overwrite).collect(),
+                // The limiter's body is JSON it wrote itself.
+                body: String::from_utf8_lossy(body).into_owned(),
+            })),
+        },
+        (Decision::Allow(a), Some(Verdict::Unavailable)) => {
+            let mut r = deny(
+                &Deny {
+                    status: DenyStatus::Unavailable,
+                    message: "rate-limit service unavailable",
+                    reason: "ratelimit_store",
+                    provider: a.provider.clone(),
+                    challenge: None,
+                },
+                request_id,
+            );
+            r.dynamic_metadata = Some(identity_metadata(a, Some("error")));
+            r
+        }
     }
 }
 
-fn allow(a: &Allow) -> CheckResponse {
+/// The identity an allowed request carries into Envoy's metadata, and the rate-limit outcome
+/// when the limits were counted here. Empty values are left out: a rate-limit descriptor
+/// treats an absent key as "not set" (and falls back to its default), while an empty string
+/// would be a value of its own.
+fn identity_metadata(a: &Allow, outcome: Option<&str>) -> Struct {
+    let id = a.identity.as_ref();
+    proto::string_struct(
+        [
+            (metadata::CLIENT_ID, id.map_or("", |i| i.client_id.as_str())),
+            (metadata::PLAN, id.map_or("", |i| i.plan.as_str())),
+            (metadata::TENANT, id.map_or("", |i| i.tenant.as_str())),
+            (metadata::PROVIDER, a.provider.as_str()),
+            (metadata::RATE_LIMIT, outcome.unwrap_or("")),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty()),
+    )
+}
+
+fn overwrite(h: &HeaderValue) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(h.clone()),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    }
+}
+
+fn allow(a: &Allow, outcome: Option<&str>, response_headers: Vec<HeaderValueOption>) -> CheckResponse {
     let headers = a
         .set_headers
         .iter()
@@ -49,20 +117,8 @@ fn allow(a: &Allow) -> CheckResponse {
             ..Default::default()
         })
         .collect();
-    // Empty values are left out: a rate-limit descriptor treats an absent key as "not set"
-    // (and falls back to its default), while an empty string would be a value of its own.
-    let dynamic_metadata = a.identity.as_ref().map(|id| {
-        proto::string_struct(
-            [
-                (metadata::CLIENT_ID, id.client_id.as_str()),
-                (metadata::PLAN, id.plan.as_str()),
-                (metadata::TENANT, id.tenant.as_str()),
-                (metadata::PROVIDER, a.provider.as_str()),
-            ]
-            .into_iter()
-            .filter(|(_, v)| !v.is_empty()),
-        )
-    });
+    let dynamic_metadata =
+        (a.identity.is_some() || outcome.is_some()).then(|| identity_metadata(a, outcome));
     CheckResponse {
         status: Some(Status {
             code: RPC_OK,
@@ -73,6 +129,7 @@ fn allow(a: &Allow) -> CheckResponse {
             headers,
             headers_to_remove: a.remove_headers.clone(),
             query_parameters_to_remove: a.remove_query.clone(),
+            response_headers_to_add: response_headers,
             ..Default::default()
         })),
     }

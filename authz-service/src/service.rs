@@ -12,6 +12,9 @@ use proto::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use ratelimit::store::{MemoryMetrics, MemoryStore, Store, StoreError, DEFAULT_MAX_COUNTERS};
+
+use crate::limits::{Limits, Verdict};
 use crate::metrics::Metrics;
 use crate::policy::{Decision, Deny, DenyStatus, Headers, Malformed, Policy};
 use crate::response::check_response;
@@ -25,15 +28,33 @@ pub struct Shared {
     pub policy: ArcSwapOption<Policy>,
     pub metrics: Metrics,
     pub unknown_plans: UnknownPlans,
+    /// The limits this service counts itself (`rate_limits.counted_by: authz-service`).
+    pub limits: Limits,
 }
 
 impl Shared {
+    /// With counters in memory (and no task dropping idle ones: see [`Self::with_store`]).
     pub fn new() -> Arc<Self> {
-        Arc::new(Self {
-            policy: ArcSwapOption::empty(),
-            metrics: Metrics::new(),
-            unknown_plans: UnknownPlans::default(),
+        Self::with_store(|m| {
+            Ok(Store::Memory(Arc::new(
+                MemoryStore::new(DEFAULT_MAX_COUNTERS).with_metrics(m),
+            )))
         })
+        .expect("a memory store always opens")
+    }
+
+    /// With the counter store `open` returns (`Store::open` in a running service).
+    pub fn with_store(
+        open: impl FnOnce(MemoryMetrics) -> Result<Store, StoreError>,
+    ) -> Result<Arc<Self>, StoreError> {
+        let metrics = Metrics::new();
+        let limits = Limits::new(&metrics.registry, open)?;
+        Ok(Arc::new(Self {
+            policy: ArcSwapOption::empty(),
+            metrics,
+            unknown_plans: UnknownPlans::default(),
+            limits,
+        }))
     }
 
     /// Updates the `authz_ready` gauge (after a policy change or a key fetch).
@@ -57,8 +78,9 @@ impl AuthzService {
         Self { shared }
     }
 
-    /// Decides one request; never fails (see `response`).
-    pub async fn decide(&self, req: &CheckRequest) -> (Decision, String) {
+    /// Decides one request; never fails (see `response`). With a verdict when the request was
+    /// accepted and its route's limits are counted here.
+    pub async fn decide(&self, req: &CheckRequest) -> (Decision, String, Option<Verdict>) {
         let attrs = req.attributes.as_ref();
         let http = attrs
             .and_then(|a| a.request.as_ref())
@@ -92,6 +114,7 @@ impl AuthzService {
                     challenge: None,
                 }),
                 request_id,
+                None,
             );
         };
         let Some(http) = http else {
@@ -104,6 +127,7 @@ impl AuthzService {
                     challenge: None,
                 }),
                 request_id,
+                None,
             );
         };
         let now = SystemTime::now()
@@ -120,7 +144,23 @@ impl AuthzService {
         let decision = policy
             .decide_with_peer(route, headers, &http.path, peer.as_ref(), now)
             .await;
-        (decision, request_id)
+        let verdict = match (&decision, &policy.rate_limits) {
+            (Decision::Allow(a), Some(limits)) => {
+                let rules = policy.route_limits(route);
+                if rules.is_empty() {
+                    None
+                } else {
+                    Some(
+                        self.shared
+                            .limits
+                            .check(limits, rules, a, &request_id)
+                            .await,
+                    )
+                }
+            }
+            _ => None,
+        };
+        (decision, request_id, verdict)
     }
 }
 
@@ -158,7 +198,7 @@ impl AuthzService {
     ) -> Result<Response<CheckResponse>, Status> {
         let start = Instant::now();
         let req = request.into_inner();
-        let (decision, request_id) = self.decide(&req).await;
+        let (decision, request_id, limited) = self.decide(&req).await;
         let span = tracing::Span::current();
         let route = req
             .attributes
@@ -219,7 +259,7 @@ impl AuthzService {
                 }
             }
         }
-        let resp = check_response(&decision, &request_id);
+        let resp = check_response(&decision, &request_id, limited.as_ref());
         m.latency
             .with_label_values(&[verdict])
             .observe(start.elapsed().as_secs_f64());

@@ -40,6 +40,7 @@ impl Applier {
         let used = env.used;
         self.remotes.retain(|k, _| used.contains(k));
         self.shared.policy.store(Some(Arc::new(compiled)));
+        self.shared.limits.policy_changed();
         self.shared.refresh_ready();
         Ok(())
     }

@@ -95,6 +95,8 @@ struct Ctx<'a> {
     /// (true when its listeners did not decode, so their error is not repeated at every route).
     client_ca_listener: bool,
     has_rate_limits: bool,
+    /// `rate_limits.counted_by: authz-service` (known before the gateways are decoded).
+    counted_by_authz: bool,
     /// Route name → where it was first defined; names are unique across all gateways.
     route_names: HashMap<String, Pos>,
     /// Every JWT provider's claim header, known once `auth.jwt` is decoded.
@@ -270,6 +272,7 @@ impl<'a> Ctx<'a> {
             plan_names: BTreeSet::new(),
             client_ca_listener: true,
             has_rate_limits: false,
+            counted_by_authz: false,
             route_names: HashMap::new(),
             claim_headers: BTreeSet::new(),
             service_lbs: BTreeMap::new(),
@@ -1615,12 +1618,15 @@ impl<'a> Ctx<'a> {
             Some(n) => self.rate(n, "rate_limits.anonymous").map(Some),
         };
         let algorithm = self.choice_key(&f, "algorithm", "rate_limits", &d::ALGORITHMS);
+        let counted_by = self.choice_key(&f, "counted_by", "rate_limits", &d::COUNTED_BY);
+        self.counted_by_authz = counted_by == Some(CountedBy::AuthzService);
         Some(RateLimits {
             service: service?,
             plans: plans?,
             default_plan: default_plan?,
             anonymous: anonymous?,
             algorithm: algorithm?,
+            counted_by: counted_by?,
         })
     }
 
@@ -3394,7 +3400,31 @@ impl<'a> Ctx<'a> {
                     let l = self.limit_ref(item, what, expectation);
                     all.push(l);
                 }
-                all.finish().map(RouteRateLimit::Limits)
+                let limits = all.finish()?;
+                let by_address = limits.iter().any(|l| {
+                    matches!(
+                        l,
+                        LimitRef::Limit {
+                            per: Per::Ip | Per::Header(_),
+                            ..
+                        }
+                    )
+                });
+                if self.counted_by_authz && by_address && limits.contains(&LimitRef::Plan) {
+                    self.problem(
+                        node.pos,
+                        format!(
+                            "{what}: with `rate_limits.counted_by: authz-service` a route \
+                                cannot combine `plan` with a limit per ip or per header: \
+                                authz-service counts the plan and ratelimit-service the \
+                                other, so one request could be charged by one and refused \
+                                by the other; move the per-ip or per-header limit to its \
+                                own route, or count every limit in ratelimit-service"
+                        ),
+                    );
+                    return None;
+                }
+                Some(RouteRateLimit::Limits(limits))
             }
             _ => {
                 self.expected_word(node, what, expectation, &["plan", "none"]);

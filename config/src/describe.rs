@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use super::model::{
-    AccessLog, Algorithm, CertField, CompressionAlgorithm, JwtAlgorithm, LbPolicy, OnError, Per,
+    AccessLog, Algorithm, CertField, CountedBy, CompressionAlgorithm, JwtAlgorithm, LbPolicy, OnError, Per,
     Protocol, COMPOSE_FALLBACK_CLUSTER,
 };
 use super::yaml::{self, Node};
@@ -558,6 +558,10 @@ pub(crate) const ALGORITHMS: [(&str, Algorithm); 3] = [
     ("approximate", Algorithm::Approximate),
     ("fixed", Algorithm::Fixed),
 ];
+pub(crate) const COUNTED_BY: [(&str, CountedBy); 2] = [
+    ("ratelimit-service", CountedBy::RatelimitService),
+    ("authz-service", CountedBy::AuthzService),
+];
 pub(crate) const ACCESS_LOGS: [(&str, AccessLog); 3] = [
     ("json", AccessLog::Json),
     ("text", AccessLog::Text),
@@ -830,6 +834,7 @@ pub(crate) static RATE_LIMITS: Object = Object {
         key("default_plan", NONEMPTY, Optional, "Plan of clients whose credentials name none, or name a plan `plans` does not define; required when `plans` is not empty."),
         key("anonymous", Ty::Fmt(&RATE), Optional, "Limit per client IP on routes with `auth: none`; omitted, they are not limited."),
         key("algorithm", Ty::Enum(&ALGORITHMS), Is("sliding_window"), "How requests are counted: an exact sliding window, a two-window approximation, or clock-aligned fixed windows. A 429's `Retry-After` is at most the limit's window, except with `approximate`, where the previous window's count still weighs and the wait can be longer."),
+        key("counted_by", Ty::Enum(&COUNTED_BY), Is("ratelimit-service"), "Which service counts the limits of authenticated routes. `authz-service` counts them inside the ext_authz call and answers the 429 itself, which saves Envoy its second gRPC call per request; authz-service then needs the same `--redis` as ratelimit-service. Routes with a limit `per: ip` or `per: header:<name>` still ask ratelimit-service, and such a route cannot also carry `plan`, which would split the plan's counter between the two services."),
     ],
     one_of: &[],
 };

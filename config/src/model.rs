@@ -294,6 +294,16 @@ pub enum Algorithm {
     Fixed,
 }
 
+/// `rate_limits.counted_by`: which service counts the limits of authenticated routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountedBy {
+    /// Envoy asks ratelimit-service after authz-service accepted the request.
+    RatelimitService,
+    /// authz-service counts them inside its Check, with the same store and keys; routes with a
+    /// limit per client IP or per header still ask ratelimit-service.
+    AuthzService,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RateLimits {
     pub service: PolicyService,
@@ -302,6 +312,7 @@ pub struct RateLimits {
     pub default_plan: Option<String>,
     pub anonymous: Option<Rate>,
     pub algorithm: Algorithm,
+    pub counted_by: CountedBy,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -114,8 +114,8 @@ fuzz_target!(|data: &[u8]| {
             ..Default::default()
         }),
     };
-    let (decision, request_id) = futures::executor::block_on(SERVICE.decide(&req));
-    let _ = authz_service::response::check_response(&decision, &request_id);
+    let (decision, request_id, limited) = futures::executor::block_on(SERVICE.decide(&req));
+    let _ = authz_service::response::check_response(&decision, &request_id, limited.as_ref());
 
     if let Decision::Allow(allow) = &decision {
         let query = input.path.split_once('?').map_or("", |(_, q)| q);

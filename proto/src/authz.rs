@@ -63,6 +63,10 @@ pub mod metadata {
     pub const PLAN: &str = "plan";
     pub const TENANT: &str = "tenant";
     pub const PROVIDER: &str = "provider";
+    /// The rate-limit outcome when authz-service counted the route's limits itself
+    /// (`rate_limits.counted_by: authz-service`): `ok`, `over_limit` or `error`, as
+    /// ratelimit-service's `proto::ratelimit::metadata::OUTCOME`.
+    pub const RATE_LIMIT: &str = "rate_limit";
 }
 
 /// Everything authz-service enforces.
@@ -111,6 +115,12 @@ pub struct AuthPolicy {
     /// Sorted by name.
     #[prost(message, repeated, tag = "10")]
     pub mtls: Vec<MtlsProvider>,
+    /// `rate_limits.counted_by: authz-service`: the whole rate-limit policy (the same message
+    /// ratelimit-service receives), so authz-service can count the limits of
+    /// [`RoutePolicy::limits`] itself and answer a 429 in the Check. `None` otherwise: every
+    /// limit is Envoy's call to ratelimit-service.
+    #[prost(message, optional, tag = "11")]
+    pub rate_limits: Option<crate::ratelimit::RateLimitPolicy>,
 }
 
 impl AuthPolicy {
@@ -263,4 +273,10 @@ pub struct RoutePolicy {
     /// `require.scopes`: all must be present.
     #[prost(string, repeated, tag = "5")]
     pub require_scopes: Vec<String>,
+    /// Rule ids of [`AuthPolicy::rate_limits`] that authz-service counts for this route, in the
+    /// route's order, after it accepted the credential. Empty when Envoy asks ratelimit-service
+    /// instead (or the route has no limit); never split: a route's limits are all counted in one
+    /// place, so one request is admitted by all of them or charged to none.
+    #[prost(string, repeated, tag = "6")]
+    pub limits: Vec<String>,
 }

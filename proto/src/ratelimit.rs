@@ -148,6 +148,28 @@ pub enum Per {
     Anonymous = 6,
 }
 
+impl Per {
+    /// The entries after `rule` of this limit's descriptor when every one of them comes from
+    /// the identity authz-service verified (see the module table), as (descriptor key, field of
+    /// authz-service's dynamic metadata, [`crate::authz::metadata`]). `None` for the limits keyed
+    /// on something else (the client address, a header): only ratelimit-service counts those.
+    /// Envoy's descriptor actions and authz-service's own descriptors are both built from this.
+    pub fn identity_entries(self) -> Option<&'static [(&'static str, &'static str)]> {
+        use crate::authz::metadata as m;
+        Some(match self {
+            Per::Plan => &[
+                (key::CLIENT, m::CLIENT_ID),
+                (key::PROVIDER, m::PROVIDER),
+                (key::PLAN, m::PLAN),
+            ],
+            Per::Client => &[(key::CLIENT, m::CLIENT_ID), (key::PROVIDER, m::PROVIDER)],
+            Per::Tenant => &[(key::TENANT, m::TENANT), (key::PROVIDER, m::PROVIDER)],
+            Per::Route => &[],
+            Per::Ip | Per::Header | Per::Anonymous => return None,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,9 +82,17 @@ impl From<RawRequest> for RateLimitRequest {
 }
 
 /// The RLS endpoint tonic serves: `ShouldRateLimit`, decoded into [`RawRequest`] and repaired.
-pub type RlsServer<S> = OneMethod<RateLimiter<S>>;
+pub type RlsServer<S> = OneMethod<Rls<S>>;
 
-impl<S: CounterStore> UnaryMethod for RateLimiter<S> {
+/// The limiter as the RLS method's handler.
+pub struct Rls<S>(pub Arc<RateLimiter<S>>);
+
+/// The endpoint serving `limiter`.
+pub fn rls_server<S: CounterStore>(limiter: Arc<RateLimiter<S>>) -> RlsServer<S> {
+    OneMethod::new(Rls(limiter))
+}
+
+impl<S: CounterStore> UnaryMethod for Rls<S> {
     const SERVICE: &'static str = "envoy.service.ratelimit.v3.RateLimitService";
     const PATH: &'static str = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";
     type Codec = tonic_prost::ProstCodec<RateLimitResponse, RawRequest>;
@@ -95,7 +103,7 @@ impl<S: CounterStore> UnaryMethod for RateLimiter<S> {
     ) -> BoxFuture<tonic::Response<RateLimitResponse>, tonic::Status> {
         Box::pin(async move {
             let request = request.map(RateLimitRequest::from);
-            self.handle(request).await
+            self.0.handle(request).await
         })
     }
 }

@@ -1,17 +1,12 @@
 //! ratelimit-service: Envoy's rate-limit service (RLS) with exact sliding windows.
 //!
-//! Layers, inner to outer: [`limiter`] (the algorithms, pure), [`store`] (where counters live:
-//! memory or Redis, behind [`store::CounterStore`]), [`policy`] (limits from xds-server and the
-//! descriptor protocol), [`service`] (one request: cache, store, deadline, answer), and
-//! [`server`] (gRPC, xDS subscription, side port).
+//! The limiter itself (algorithms, stores, policy, the RLS answer) is the `ratelimit` crate,
+//! which authz-service links too; this crate is its gRPC endpoint ([`grpc`]), the process
+//! ([`server`]: xDS subscription, side port) and the command line ([`cli`]). The limiter's
+//! modules are re-exported under their old paths.
 
-pub mod cache;
 pub mod cli;
 pub mod grpc;
-pub mod limiter;
-pub mod metrics;
-pub mod policy;
 pub mod server;
-pub mod service;
-pub mod store;
-pub mod throttle;
+
+pub use ratelimit::{cache, limiter, metrics, policy, service, store, throttle};

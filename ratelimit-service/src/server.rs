@@ -2,7 +2,6 @@
 //! the xDS policy subscription ([`xds_client::service`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use proto::pb::google::protobuf::Any;
@@ -11,11 +10,11 @@ use tracing::info;
 use xds_client::service::ServeOptions;
 
 use crate::cache::OverLimitCache;
-use crate::grpc::RlsServer;
+use crate::grpc::rls_server;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::service::RateLimiter;
-use crate::store::{CounterStore, MemoryStore, RedisStore};
+use crate::store::{CounterStore, Store};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -64,45 +63,16 @@ impl xds_client::Apply for PolicyApplier {
 /// Binds both listeners (port 0 picks a free port), opens the store and starts serving.
 pub async fn start(opts: Options) -> std::io::Result<Running> {
     let metrics = Arc::new(Metrics::new());
-    match &opts.redis {
-        None => {
-            let store =
-                Arc::new(MemoryStore::new(opts.memory_max_counters).with_metrics(metrics.memory()));
-            let sweeper = store.clone();
-            // Idle counters are dropped once their window has passed.
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(5));
-                loop {
-                    tick.tick().await;
-                    sweeper.sweep();
-                }
-            });
-            info!(max_counters = store.max_counters(), "counters in memory");
-            start_with(&opts.serve, SharedMemory(store), metrics).await
-        }
-        Some(url) => {
-            let store = RedisStore::from_url(url).map_err(|e| {
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--redis: {e}"))
-            })?;
-            start_with(&opts.serve, store, metrics).await
-        }
+    let store = Store::open(
+        opts.redis.as_deref(),
+        opts.memory_max_counters,
+        metrics.memory(),
+    )
+    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--redis: {e}")))?;
+    if let Store::Memory(m) = &store {
+        info!(max_counters = m.max_counters(), "counters in memory");
     }
-}
-
-/// The memory store shared with its sweeper task.
-struct SharedMemory(Arc<MemoryStore>);
-
-impl CounterStore for SharedMemory {
-    async fn check(
-        &self,
-        hits: &[crate::store::Hit],
-    ) -> Result<crate::store::Outcome, crate::store::StoreError> {
-        self.0.check(hits).await
-    }
-
-    fn kind(&self) -> &'static str {
-        self.0.kind()
-    }
+    start_with(&opts.serve, store, metrics).await
 }
 
 async fn start_with<S: CounterStore>(
@@ -129,7 +99,7 @@ async fn start_with<S: CounterStore>(
             policy: policy.clone(),
             cache,
         },
-        routes: tonic::service::Routes::new(RlsServer::new(limiter)),
+        routes: tonic::service::Routes::new(rls_server(limiter)),
         ready: Arc::new(move || ready_policy.load().is_some()),
         registry: metrics.registry.clone(),
     };

@@ -129,10 +129,20 @@ pub fn policy(loaded: &config::Loaded) -> Result<AuthPolicy, TranslateError> {
                 providers,
                 require_roles: require.roles,
                 require_scopes: require.scopes,
+                limits: cfg
+                    .rate_limits
+                    .as_ref()
+                    .map(|l| crate::ratelimit::authz_rules(l, r))
+                    .unwrap_or_default(),
             });
         }
     }
     out.routes.sort_by(|a, b| a.name.cmp(&b.name));
+    out.rate_limits = cfg
+        .rate_limits
+        .as_ref()
+        .filter(|l| l.counted_by == config::CountedBy::AuthzService)
+        .map(|_| crate::ratelimit::policy(cfg));
     Ok(out)
 }
 
@@ -537,6 +547,7 @@ gateways:
                     providers: vec!["partners".into(), "main".into()],
                     require_roles: vec!["admin".into()],
                     require_scopes: vec!["read".into()],
+                    limits: vec![],
                 },
             ]
         );

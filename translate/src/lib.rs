@@ -143,6 +143,9 @@ pub(crate) struct Policies<'a> {
     pub auth: Option<&'a config::Auth>,
     /// Set when some route of the gateway has a rate limit.
     pub limits: Option<&'a config::RateLimits>,
+    /// `rate_limits.counted_by: authz-service`: the access log reads the rate-limit outcome
+    /// from ext_authz's metadata too.
+    pub limits_in_authz: bool,
     /// Headers removed from every client request before any filter: identity headers and the
     /// fail-open marker (`authz::early_removed_headers`).
     pub early_remove: Vec<String>,
@@ -283,6 +286,10 @@ fn translate_gateway(
     let policies = Policies {
         auth,
         limits,
+        limits_in_authz: cfg
+            .rate_limits
+            .as_ref()
+            .is_some_and(|l| l.counted_by == config::CountedBy::AuthzService),
         // Even without an `auth` section: an upstream behind this gateway may trust
         // `x-client-id` and friends, so a client never gets to set them; and no API key travels
         // upstream either (spec §4).

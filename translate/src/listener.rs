@@ -351,7 +351,7 @@ pub(super) fn hcm_base(
         })),
         http_filters: http_filters(gw, l, policies),
         access_log: std::iter::once(route_stats())
-            .chain(access_log(gw.access_log))
+            .chain(access_log(gw.access_log, policies.limits_in_authz))
             .collect(),
         // An edge proxy: the peer address is the client, and x-forwarded-for is appended to,
         // not trusted, unless `client_ip.trusted_hops` says how many proxies in front of Envoy
@@ -974,11 +974,26 @@ fn route_stats() -> AccessLog {
     }
 }
 
-fn access_log(mode: AccessLogMode) -> Option<AccessLog> {
+/// The `rate_limit` field when authz-service counts some routes' limits: its outcome from
+/// ext_authz's metadata, else ratelimit-service's. A route's limits are counted in one place
+/// only, so at most one is set; with neither the expression fails on the missing key, which
+/// Envoy logs as `null`, like a `DYNAMIC_METADATA` without a value.
+const RATE_LIMIT_EITHER: &str = "%CEL('envoy.filters.http.ext_authz' in metadata.filter_metadata && 'rate_limit' in metadata.filter_metadata['envoy.filters.http.ext_authz'] ? metadata.filter_metadata['envoy.filters.http.ext_authz'].rate_limit : metadata.filter_metadata['envoy.filters.http.ratelimit'].outcome)%";
+
+fn access_log(mode: AccessLogMode, limits_in_authz: bool) -> Option<AccessLog> {
     let value = match mode {
         AccessLogMode::Off => return None,
         AccessLogMode::Json => {
-            let fields = proto::string_struct(JSON_ACCESS_LOG.iter().copied());
+            let fields = proto::string_struct(JSON_ACCESS_LOG.iter().map(|&(k, v)| {
+                (
+                    k,
+                    if k == "rate_limit" && limits_in_authz {
+                        RATE_LIMIT_EITHER
+                    } else {
+                        v
+                    },
+                )
+            }));
             proto::encode_with_fields(
                 &StdoutAccessLog::default(),
                 &[(STDOUT_LOG_FORMAT, json_format_bytes(&fields))],

@@ -3,7 +3,6 @@
 //! Rule ids are `<route>#<n>`, `n` being the limit's position in the route's effective list; the
 //! same ids go into the descriptors Envoy sends (see `proto::ratelimit`).
 
-use proto::authz::metadata as authz_metadata;
 use proto::pb::envoy::config::route::v3::rate_limit::{self, action::ActionSpecifier};
 use proto::pb::envoy::config::route::v3::RateLimit as EnvoyRateLimit;
 use proto::pb::envoy::extensions::filters::http::ratelimit::v3::RateLimit as RateLimitFilter;
@@ -99,6 +98,36 @@ pub fn route_limits(
     }
 }
 
+/// True when authz-service counts `route`'s limits inside its Check
+/// (`rate_limits.counted_by: authz-service`): the route authenticates, has limits, and every
+/// one of them is keyed on the verified identity ([`Per::identity_entries`]). Its Envoy route
+/// then carries no descriptors, and its rule ids go into the route's `RoutePolicy::limits`.
+/// A route that also limits per ip or per header keeps all its limits on ratelimit-service
+/// (`config` refuses such a route with `plan`, whose counter is shared by every route).
+pub fn counted_in_authz(limits: &config::RateLimits, route: &config::Route) -> bool {
+    if limits.counted_by != config::CountedBy::AuthzService
+        || !matches!(route.auth, RouteAuth::Providers(_))
+        || matches!(route.action, config::RouteAction::Respond(_))
+    {
+        return false;
+    }
+    let effective = route_limits(limits, route);
+    !effective.is_empty()
+        && effective
+            .iter()
+            .all(|(per, _, _)| per.identity_entries().is_some())
+}
+
+/// The rule ids authz-service counts for `route` (empty unless [`counted_in_authz`]).
+pub fn authz_rules(limits: &config::RateLimits, route: &config::Route) -> Vec<String> {
+    if !counted_in_authz(limits, route) {
+        return vec![];
+    }
+    (0..route_limits(limits, route).len())
+        .map(|i| rule_id(&route.name, i))
+        .collect()
+}
+
 fn rate_pb(r: Rate) -> rl::Rate {
     rl::Rate {
         requests: r.requests,
@@ -116,12 +145,14 @@ pub const CLUSTER: &str = proto::group::RATELIMIT;
 /// Where ext_authz puts the identity (client id, plan, tenant) it verified.
 pub const AUTHZ_METADATA_NAMESPACE: &str = proto::authz::metadata::NAMESPACE;
 
-/// True when some route of `gw` carries a limit, so its Envoys need the filter and the cluster.
+/// True when some route of `gw` carries a limit that ratelimit-service counts, so its Envoys need
+/// the filter and the cluster.
 pub fn gateway_uses(cfg: &config::Config, gw: &config::Gateway) -> bool {
     cfg.rate_limits.as_ref().is_some_and(|limits| {
         gw.routes.iter().any(|r| {
             !matches!(r.action, config::RouteAction::Respond(_))
                 && !route_limits(limits, r).is_empty()
+                && !counted_in_authz(limits, r)
         })
     })
 }
@@ -165,13 +196,14 @@ pub fn service(limits: &config::RateLimits) -> config::Service {
 }
 
 /// The route's `rate_limits`: one descriptor per effective limit (see `proto::ratelimit`), and
-/// one carrying the request id for the 429 body. Empty when the route has no limit.
+/// one carrying the request id for the 429 body. Empty when the route has no limit, or when
+/// authz-service counts them ([`counted_in_authz`]).
 pub fn envoy_rate_limits(
     limits: &config::RateLimits,
     route: &config::Route,
 ) -> Vec<EnvoyRateLimit> {
     let effective = route_limits(limits, route);
-    if effective.is_empty() {
+    if effective.is_empty() || counted_in_authz(limits, route) {
         return vec![];
     }
     let mut out: Vec<EnvoyRateLimit> = effective
@@ -179,23 +211,14 @@ pub fn envoy_rate_limits(
         .enumerate()
         .map(|(i, (per, _, header))| {
             let mut actions = vec![generic_key(rl::key::RULE, &rule_id(&route.name, i))];
+            // Identity entries come from ext_authz's metadata (a tenant id is unique only
+            // within the provider that asserted it, so tenants carry the provider too; without
+            // a plan the service applies the default plan).
+            if let Some(entries) = per.identity_entries() {
+                actions.extend(entries.iter().map(|(k, field)| metadata(k, field)));
+            }
             match per {
-                Per::Plan => {
-                    actions.push(metadata(rl::key::CLIENT, authz_metadata::CLIENT_ID));
-                    actions.push(metadata(rl::key::PROVIDER, authz_metadata::PROVIDER));
-                    // Without a plan claim the service applies the default plan.
-                    actions.push(metadata(rl::key::PLAN, authz_metadata::PLAN));
-                }
-                Per::Client => {
-                    actions.push(metadata(rl::key::CLIENT, authz_metadata::CLIENT_ID));
-                    actions.push(metadata(rl::key::PROVIDER, authz_metadata::PROVIDER));
-                }
-                // A tenant id is unique only within the provider that asserted it: another
-                // issuer's `tenant: acme` is not acme.
-                Per::Tenant => {
-                    actions.push(metadata(rl::key::TENANT, authz_metadata::TENANT));
-                    actions.push(metadata(rl::key::PROVIDER, authz_metadata::PROVIDER));
-                }
+                Per::Plan | Per::Client | Per::Tenant => {}
                 Per::Ip | Per::Anonymous => actions.push(action(ActionSpecifier::RemoteAddress(
                     rate_limit::action::RemoteAddress {},
                 ))),

@@ -342,8 +342,8 @@ fn main() -> anyhow::Result<()> {
             let start = Instant::now();
             for i in 0..n {
                 let t = Instant::now();
-                let (d, rid) = svc.decide(&r[i % r.len()]).await;
-                std::hint::black_box(authz_service::response::check_response(&d, &rid));
+                let (d, rid, limited) = svc.decide(&r[i % r.len()]).await;
+                std::hint::black_box(authz_service::response::check_response(&d, &rid, limited.as_ref()));
                 lat.push(t.elapsed());
             }
             let wall = start.elapsed();

@@ -14,7 +14,7 @@ use arc_swap::ArcSwapOption;
 use clap::Parser;
 use proto::ratelimit::{Algorithm, Per, Rate, RateLimitPolicy, Rule, DOMAIN};
 use ratelimit_service::cache::OverLimitCache;
-use ratelimit_service::grpc::RlsServer;
+use ratelimit_service::grpc::rls_server;
 use ratelimit_service::metrics::Metrics;
 use ratelimit_service::policy::Policy;
 use ratelimit_service::service::RateLimiter;
@@ -97,7 +97,7 @@ async fn serve<S: CounterStore>(store: S, limits: usize) -> (String, tokio::task
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let task = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
-            .add_service(RlsServer::new(limiter))
+            .add_service(rls_server(limiter))
             .serve_with_incoming(incoming)
             .await;
     });

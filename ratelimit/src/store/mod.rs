@@ -67,3 +67,57 @@ pub trait CounterStore: Send + Sync + 'static {
     /// For logs and metrics: `memory`, `redis` or `redis-cluster`.
     fn kind(&self) -> &'static str;
 }
+
+/// The store a service runs with, chosen by its `--redis` flag.
+pub enum Store {
+    /// The embedded store, shared with the task that drops idle counters.
+    Memory(std::sync::Arc<MemoryStore>),
+    Redis(RedisStore),
+}
+
+impl Store {
+    /// `None`: counters in memory, at most `max_counters`, idle ones dropped every 5 s (this
+    /// spawns that task, so it must run inside a Tokio runtime). `Some(url)`: Redis (see
+    /// [`RedisStore::from_url`]); nothing is connected until the first check.
+    pub fn open(
+        redis: Option<&str>,
+        max_counters: usize,
+        metrics: MemoryMetrics,
+    ) -> Result<Self, StoreError> {
+        match redis {
+            Some(url) => RedisStore::from_url(url).map(Self::Redis),
+            None => {
+                let store =
+                    std::sync::Arc::new(MemoryStore::new(max_counters).with_metrics(metrics));
+                let sweeper = std::sync::Arc::downgrade(&store);
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+                    loop {
+                        tick.tick().await;
+                        let Some(store) = sweeper.upgrade() else {
+                            return;
+                        };
+                        store.sweep();
+                    }
+                });
+                Ok(Self::Memory(store))
+            }
+        }
+    }
+}
+
+impl CounterStore for Store {
+    async fn check(&self, hits: &[Hit]) -> Result<Outcome, StoreError> {
+        match self {
+            Self::Memory(m) => m.check(hits).await,
+            Self::Redis(r) => r.check(hits).await,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Memory(m) => m.kind(),
+            Self::Redis(r) => r.kind(),
+        }
+    }
+}

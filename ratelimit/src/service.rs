@@ -62,11 +62,20 @@ impl<S: CounterStore> RateLimiter<S> {
     }
 
     pub async fn decide(&self, req: &RateLimitRequest) -> Decision {
-        let descriptors = req.descriptors.len();
         let Some(policy) = self.policy.load_full() else {
             self.metrics.ignored.with_label_values(&["no_policy"]).inc();
-            return Decision::Unlimited { descriptors };
+            return Decision::Unlimited {
+                descriptors: req.descriptors.len(),
+            };
         };
+        self.decide_with(&policy, req).await
+    }
+
+    /// [`Self::decide`] under `policy` rather than the installed one: authz-service passes the
+    /// limits that arrived with its own policy, so a route's rules and their limits always come
+    /// from one snapshot.
+    pub async fn decide_with(&self, policy: &Policy, req: &RateLimitRequest) -> Decision {
+        let descriptors = req.descriptors.len();
         let plan = policy.plan(req);
         for reason in &plan.ignored {
             self.metrics.ignored.with_label_values(&[reason]).inc();
@@ -144,6 +153,16 @@ impl<S: CounterStore> RateLimiter<S> {
     }
 
     /// A denial without the store when any counter is known to be over its limit.
+    /// Forgets every cached "over limit until": call it when the limits change.
+    pub fn clear_cache(&self) {
+        self.cache.clear();
+    }
+
+    /// The store's kind, for logs and spans.
+    pub fn store_kind(&self) -> &'static str {
+        self.store.kind()
+    }
+
     fn cached_denial(&self, plan: &Plan) -> Option<Outcome> {
         let now = Instant::now();
         let blocked: Vec<Option<Duration>> = plan
