@@ -40,6 +40,8 @@ pub struct Shape {
     /// Environment of authz-service and ratelimit-service (such as
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub service_env: Vec<(String, String)>,
+    /// `rate_limits.counted_by`: `ratelimit-service` (the default) or `authz-service`.
+    pub counted_by: &'static str,
 }
 
 impl Shape {
@@ -54,6 +56,7 @@ impl Shape {
             jwt_extra: String::new(),
             services_extra: String::new(),
             service_env: Vec::new(),
+            counted_by: "ratelimit-service",
         }
     }
 }
@@ -90,8 +93,15 @@ impl Full {
         let stack = Stack::start_in(dir, XdsMode::Sotw, &yaml).await;
         let xds = stack.xds.grpc_addr();
         let env = &shape.service_env;
+        // authz-service counts in the same store as ratelimit-service (it counts only under
+        // `counted_by: authz-service`).
+        let mut authz_env = env.clone();
+        if let Some(url) = redis {
+            authz_env.push(("AUTHZ_REDIS".into(), url.to_string()));
+        }
         let authz =
-            AuthzService::start_with_env("authz-full", &xds, ports.authz, env, stack.dir()).await;
+            AuthzService::start_with_env("authz-full", &xds, ports.authz, &authz_env, stack.dir())
+                .await;
         let rls = RateLimitService::start_with_env(
             "rls-full",
             &xds,
@@ -135,6 +145,7 @@ impl Full {
             jwt_extra,
             services_extra,
             service_env: _,
+            counted_by,
         } = shape;
         format!(
             r#"version: 1
@@ -158,6 +169,7 @@ rate_limits:
   plans: {plans}
   default_plan: free
   anonymous: 1000/minute
+  counted_by: {counted_by}
 gateways:
   edge:
     listeners: [{{ name: http, port: {http} }}]
