@@ -98,6 +98,10 @@ struct Args {
     /// without a key on every request: compare Envoy's CPU per request with a run without it.
     #[arg(long, env = "BENCH_QUERY_KEYS")]
     query_keys: bool,
+    /// `rate_limits.counted_by` of the gateway: `authz-service` counts the plan limit inside
+    /// the ext_authz call (one gRPC call per request), `ratelimit-service` in a second call.
+    #[arg(long, env = "BENCH_COUNTED_BY", default_value = "authz-service")]
+    counted_by: String,
     /// Size of the JSON answer of the compression rows (`x-echo-pad-bytes`).
     #[arg(long, env = "BENCH_BODY_BYTES", default_value_t = 16 * 1024)]
     body_bytes: usize,
@@ -803,7 +807,7 @@ fn main() -> anyhow::Result<()> {
 /// the compression rows ask for it); WebSocket routes to the WebSocket echo. The same routes
 /// make four gateways, each served by its own Envoy ([`Gw`]): `edge` as they are, `shaped` with
 /// the cache, transform and compose routes added, `traced` and `unsampled` with `tracing`.
-fn config(ports: &Ports, keys_file: Option<&Path>) -> String {
+fn config(ports: &Ports, keys_file: Option<&Path>, counted_by: &str) -> String {
     let Ports {
         echo,
         ws,
@@ -921,6 +925,7 @@ auth:
   service: {{ address: 127.0.0.1:{rls}, timeout: 1s, on_error: deny }}
   plans: {{ bench: {PLAN_RATE} }}
   default_plan: bench
+  counted_by: {counted_by}
 transforms:
   service: {{ address: 127.0.0.1:{transform}, timeout: 1s }}
 gateways:
@@ -1128,7 +1133,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut stack = Stack::start_in(
         dir,
         XdsMode::Sotw,
-        &config(&ports, args.query_keys.then_some(keys_file.as_path())),
+        &config(
+            &ports,
+            args.query_keys.then_some(keys_file.as_path()),
+            &args.counted_by,
+        ),
     )
     .await;
     let xds = stack.xds.grpc_addr();
@@ -1280,8 +1289,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .filter(|s| s.selected(&args))
     {
         if let Some(want) = scenario.store().filter(|&w| w != store) {
-            switch_store(&mut rls, want, &xds, &redis.url(), rls_port, stack.dir()).await;
+            switch_store(&mut rls, &mut authz, want, &xds, &redis.url(), &ports, stack.dir())
+                .await;
             pids.rls = rls.proc().pid();
+            pids.authz = authz.proc().pid();
             store = want;
         }
         fresh_counters(scenario, redis.port())?;
@@ -1316,7 +1327,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .filter(|s| s.selected(&args))
     {
         if let Some(want) = scenario.store().filter(|&w| w != store) {
-            switch_store(&mut rls, want, &xds, &redis.url(), rls_port, stack.dir()).await;
+            switch_store(&mut rls, &mut authz, want, &xds, &redis.url(), &ports, stack.dir())
+                .await;
             store = want;
         }
         fresh_counters(scenario, redis.port())?;
@@ -1593,24 +1605,33 @@ fn fresh_counters(scenario: Scenario, redis_port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Replaces the running ratelimit-service with one on `store`, on the same port (the one
-/// gateway.yaml names), so Envoy, the upstream and authz-service stay exactly as they were.
+/// Replaces the running ratelimit-service and authz-service with ones on `store` (authz-service
+/// counts the plan under `counted_by: authz-service`), on the same ports (the ones gateway.yaml
+/// names), so Envoy and the upstream stay exactly as they were.
 async fn switch_store(
     rls: &mut RateLimitService,
+    authz: &mut AuthzService,
     store: Store,
     xds: &str,
     redis_url: &str,
-    port: u16,
+    ports: &Ports,
     dir: &std::path::Path,
 ) {
-    eprintln!("gateway-bench: ratelimit-service now on the {store:?} store");
-    // Stop the old one first: the new one needs its port.
+    eprintln!("gateway-bench: ratelimit-service and authz-service now on the {store:?} store");
+    // Stop the old ones first: the new ones need their ports.
     rls.proc().kill();
+    authz.proc().kill();
     let (name, redis) = match store {
-        Store::Memory => ("rls-memory", None),
-        Store::Redis => ("rls-redis", Some(redis_url)),
+        Store::Memory => ("memory", None),
+        Store::Redis => ("redis", Some(redis_url)),
     };
-    *rls = RateLimitService::start_on(name, xds, redis, port, dir).await;
+    *rls = RateLimitService::start_on(&format!("rls-{name}"), xds, redis, ports.rls, dir).await;
+    let env: Vec<(String, String)> = redis
+        .map(|url| ("AUTHZ_REDIS".to_string(), url.to_string()))
+        .into_iter()
+        .collect();
+    *authz =
+        AuthzService::start_with_env(&format!("authz-{name}"), xds, ports.authz, &env, dir).await;
 }
 
 /// One request through the scenario's route, checked for what proves its policy ran: identity
