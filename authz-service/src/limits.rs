@@ -133,7 +133,12 @@ pub fn metadata_value<'a>(allow: &'a Allow, field: &str) -> &'a str {
 /// The RLS request Envoy would send for `rules` on this request: one descriptor per rule,
 /// `rule = <id>` and then the identity entries that have a value (an empty value is left out,
 /// as Envoy's `skip_if_absent` does), and the `request_id` descriptor for the 429 body.
-fn request(domain: &str, rules: &[RouteLimit], allow: &Allow, request_id: &str) -> RateLimitRequest {
+fn request(
+    domain: &str,
+    rules: &[RouteLimit],
+    allow: &Allow,
+    request_id: &str,
+) -> RateLimitRequest {
     let entry = |key: &str, value: &str| Entry {
         key: key.to_string(),
         value: value.to_string(),

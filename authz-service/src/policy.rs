@@ -420,9 +420,9 @@ impl Policy {
                         rule: rule.clone(),
                         message,
                     };
-                    let per = pers.get(rule.as_str()).ok_or_else(|| {
-                        err("is not one of the rate limits sent with the policy")
-                    })?;
+                    let per = pers
+                        .get(rule.as_str())
+                        .ok_or_else(|| err("is not one of the rate limits sent with the policy"))?;
                     let entries = proto::ratelimit::Per::try_from(*per)
                         .ok()
                         .and_then(proto::ratelimit::Per::identity_entries)

@@ -102,7 +102,11 @@ fn overwrite(h: &HeaderValue) -> HeaderValueOption {
     }
 }
 
-fn allow(a: &Allow, outcome: Option<&str>, response_headers: Vec<HeaderValueOption>) -> CheckResponse {
+fn allow(
+    a: &Allow,
+    outcome: Option<&str>,
+    response_headers: Vec<HeaderValueOption>,
+) -> CheckResponse {
     let headers = a
         .set_headers
         .iter()

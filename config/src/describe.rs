@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use super::model::{
-    AccessLog, Algorithm, CertField, CountedBy, CompressionAlgorithm, JwtAlgorithm, LbPolicy, OnError, Per,
-    Protocol, COMPOSE_FALLBACK_CLUSTER,
+    AccessLog, Algorithm, CertField, CompressionAlgorithm, CountedBy, JwtAlgorithm, LbPolicy,
+    OnError, Per, Protocol, COMPOSE_FALLBACK_CLUSTER,
 };
 use super::yaml::{self, Node};
 

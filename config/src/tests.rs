@@ -2040,3 +2040,59 @@ fn compose_routes_and_their_impossible_combinations() {
         ),
     ]);
 }
+
+/// `counted_by: authz-service`: a route may not split `plan` and a per-ip or per-header limit
+/// between the two services; every other combination is accepted.
+#[test]
+fn counted_by_authz_refuses_plan_with_an_address_keyed_limit() {
+    let with = |counted_by: &str, limits: &str| {
+        format!(
+            "version: 1
+services:
+  users: {{ endpoints: [127.0.0.1:3001] }}
+auth:
+  jwt:
+    main: {{ issuer: https://id.example.com, algorithms: [RS256], jwks_file: jwks.json }}
+rate_limits:
+  plans: {{ free: 10/minute }}
+  default_plan: free
+  counted_by: {counted_by}
+gateways:
+  edge:
+    listeners: [{{ name: http, port: 8080 }}]
+    routes:
+      - name: r
+        match: {{ prefix: /a }}
+        service: users
+        auth: main
+        rate_limit: {limits}
+"
+        )
+    };
+    let mixed = "[plan, { limit: 5/second, per: ip }]";
+    let errs = errors(&with("authz-service", mixed));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].0, 21, "{errs:?}");
+    assert!(
+        errs[0]
+            .2
+            .contains("cannot combine `plan` with a limit per ip or per header"),
+        "{errs:?}"
+    );
+    let header = "[plan, { limit: 5/second, per: \"header:x-tenant\" }]";
+    assert_eq!(errors(&with("authz-service", header)).len(), 1);
+    for (counted_by, limits) in [
+        ("ratelimit-service", mixed),
+        ("authz-service", "[plan, { limit: 5/second, per: user }]"),
+        ("authz-service", "[{ limit: 5/second, per: ip }]"),
+        ("authz-service", "plan"),
+    ] {
+        assert_eq!(
+            errors(&with(counted_by, limits)),
+            vec![],
+            "{counted_by} {limits}"
+        );
+    }
+    let errs = errors(&with("authz", "plan"));
+    assert!(errs[0].2.contains("rate_limits.counted_by"), "{errs:?}");
+}

@@ -124,6 +124,26 @@ impl Full {
         }
     }
 
+    /// The JSON access log line of the request with id `id` (Envoy flushes its access log
+    /// about once a second).
+    pub async fn log_line(&self, id: &str) -> serde_json::Value {
+        let path = self
+            .stack
+            .dir()
+            .join(format!("envoy-{}.stdout.log", self.stack.envoy.node_id()));
+        crate::wait_for(
+            "the access log line",
+            std::time::Duration::from_secs(10),
+            async || {
+                let log = std::fs::read_to_string(&path).unwrap_or_default();
+                log.lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .find(|l| l["request_id"] == id)
+            },
+        )
+        .await
+    }
+
     /// The gateway.yaml for `shape` with this gateway's ports and files (for edits).
     pub fn yaml(&self, shape: &Shape) -> String {
         Self::render(

@@ -49,21 +49,6 @@ async fn decisions(admin_port: u16, limit: &str, outcome: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
-/// The access log line of the request with id `id`, as JSON.
-async fn log_line(gw: &Full, id: &str) -> serde_json::Value {
-    let path = gw
-        .stack
-        .dir()
-        .join(format!("envoy-{}.stdout.log", gw.stack.envoy.node_id()));
-    wait_for("the access log line", Duration::from_secs(10), async || {
-        let log = std::fs::read_to_string(&path).unwrap_or_default();
-        log.lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|l| l["request_id"] == id)
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authz_service_counts_the_plan_and_answers_the_429_itself() {
     let gw = Full::start(&shape("authz-service"), None).await;
@@ -84,7 +69,7 @@ async fn authz_service_counts_the_plan_and_answers_the_429_itself() {
         assert!(r.header("ratelimit-policy").is_some(), "{r:?}");
         assert_eq!(r.upstream_header("x-client-plan"), Some("free"), "{r:?}");
     }
-    let l = log_line(&gw, "alice-0").await;
+    let l = gw.log_line("alice-0").await;
     assert_eq!(l["rate_limit"], "ok", "{l}");
 
     // Abuse: a client-sent plan header, a forged quota header and a fresh request id change
@@ -109,7 +94,7 @@ async fn authz_service_counts_the_plan_and_answers_the_429_itself() {
     assert_eq!(body["retry_after"], retry, "{body}");
     assert_eq!(r.header("x-ratelimit-remaining"), Some("0"), "{r:?}");
     assert_eq!(r.header("content-type"), Some("application/json"), "{r:?}");
-    let l = log_line(&gw, "alice-over").await;
+    let l = gw.log_line("alice-over").await;
     assert_eq!(l["rate_limit"], "over_limit", "{l}");
     assert_eq!(l["client_id"], "alice", "{l}");
     assert_eq!(l["plan"], "free", "{l}");
@@ -128,7 +113,11 @@ async fn authz_service_counts_the_plan_and_answers_the_429_itself() {
         assert_eq!(r.status, 200, "{r:?}");
         assert_eq!(r.header("x-ratelimit-limit"), Some("3"), "{r:?}");
     }
-    let r = c.get("/api/a").header("authorization", "Bearer junk").ok().await;
+    let r = c
+        .get("/api/a")
+        .header("authorization", "Bearer junk")
+        .ok()
+        .await;
     assert_eq!(r.status, 401, "{r:?}");
     let r = c
         .get("/api/a")
@@ -138,14 +127,22 @@ async fn authz_service_counts_the_plan_and_answers_the_429_itself() {
     assert_eq!(r.status, 200, "{r:?}");
 
     // Every decision was authz-service's: Envoy never asked ratelimit-service.
-    assert_eq!(decisions(gw.authz.admin_port, "free", "admitted").await, 4.0);
+    assert_eq!(
+        decisions(gw.authz.admin_port, "free", "admitted").await,
+        4.0
+    );
     assert_eq!(decisions(gw.authz.admin_port, "free", "denied").await, 2.0);
     assert_eq!(decisions(gw.authz.admin_port, "pro", "admitted").await, 4.0);
     // (It only counted the anonymous limit of `/public`.)
     let rls = metrics(gw.rls.admin_port).await;
     for plan in ["free", "pro"] {
         assert_eq!(
-            sum(&parse(&rls), "ratelimit_decisions_total", &[("limit", plan)]).unwrap_or(0.0),
+            sum(
+                &parse(&rls),
+                "ratelimit_decisions_total",
+                &[("limit", plan)]
+            )
+            .unwrap_or(0.0),
             0.0,
             "ratelimit-service was asked about {plan}: {rls}"
         );

@@ -329,22 +329,6 @@ async fn sample_0_exports_no_request_spans_and_services_without_the_variable_exp
     );
 }
 
-/// The access log line of the request with id `id`, as JSON.
-async fn log_line(gw: &Full, id: &str) -> serde_json::Value {
-    let path = gw
-        .stack
-        .dir()
-        .join(format!("envoy-{}.stdout.log", gw.stack.envoy.node_id()));
-    // Envoy flushes its access log about once a second.
-    wait_for("the access log line", Duration::from_secs(10), async || {
-        let log = std::fs::read_to_string(&path).unwrap_or_default();
-        log.lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|l| l["request_id"] == id)
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_log_carries_trace_client_plan_provider_and_rate_limit_outcome() {
     let collector = Collector::start().await;
@@ -366,7 +350,7 @@ async fn the_access_log_carries_trace_client_plan_provider_and_rate_limit_outcom
     assert_eq!(r.status, 200, "{r:?}");
     let (trace, _) = traceparent(r.upstream_header("traceparent").expect("traceparent"))
         .expect("a valid traceparent");
-    let l = log_line(&gw, "allowed-1").await;
+    let l = gw.log_line("allowed-1").await;
     assert_eq!(l["trace_id"], trace.as_str(), "{l}");
     assert_eq!(l["client_id"], "carol", "{l}");
     assert_eq!(l["plan"], "pro", "{l}");
@@ -380,7 +364,7 @@ async fn the_access_log_carries_trace_client_plan_provider_and_rate_limit_outcom
         .ok()
         .await;
     assert_eq!(r.status, 429, "{r:?}");
-    let l = log_line(&gw, "limited-1").await;
+    let l = gw.log_line("limited-1").await;
     assert_eq!(l["client_id"], "carol", "{l}");
     assert_eq!(l["rate_limit"], "over_limit", "{l}");
 
@@ -391,7 +375,7 @@ async fn the_access_log_carries_trace_client_plan_provider_and_rate_limit_outcom
         .ok()
         .await;
     assert_eq!(r.status, 401, "{r:?}");
-    let l = log_line(&gw, "refused-1").await;
+    let l = gw.log_line("refused-1").await;
     assert!(l["client_id"].is_null(), "{l}");
     assert!(l["plan"].is_null(), "{l}");
     assert!(
@@ -409,7 +393,7 @@ async fn the_access_log_carries_trace_client_plan_provider_and_rate_limit_outcom
         .ok()
         .await;
     assert_eq!(r.status, 200, "{r:?}");
-    let l = log_line(&gw, "spoofed-1").await;
+    let l = gw.log_line("spoofed-1").await;
     assert!(l["client_id"].is_null(), "{l}");
     assert!(l["plan"].is_null(), "{l}");
     assert!(l["auth_provider"].is_null(), "{l}");

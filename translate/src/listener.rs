@@ -1107,3 +1107,29 @@ mod tests {
         assert_eq!(lua_string("é"), "\"\\195\\169\"");
     }
 }
+
+#[cfg(test)]
+mod rate_limit_log_tests {
+    use super::*;
+
+    /// The CEL expression names the very namespaces and keys the two services write.
+    #[test]
+    fn the_either_field_reads_what_both_services_write() {
+        let ext_authz = format!(
+            "metadata.filter_metadata['{}'].{}",
+            proto::authz::metadata::NAMESPACE,
+            proto::authz::metadata::RATE_LIMIT
+        );
+        let rls = format!(
+            "metadata.filter_metadata['{}'].{}",
+            proto::ratelimit::metadata::NAMESPACE,
+            proto::ratelimit::metadata::OUTCOME
+        );
+        assert!(
+            RATE_LIMIT_EITHER.contains(&ext_authz),
+            "{RATE_LIMIT_EITHER}"
+        );
+        assert!(RATE_LIMIT_EITHER.contains(&rls), "{RATE_LIMIT_EITHER}");
+        assert!(JSON_ACCESS_LOG.iter().any(|(k, _)| *k == "rate_limit"));
+    }
+}

@@ -1289,8 +1289,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .filter(|s| s.selected(&args))
     {
         if let Some(want) = scenario.store().filter(|&w| w != store) {
-            switch_store(&mut rls, &mut authz, want, &xds, &redis.url(), &ports, stack.dir())
-                .await;
+            switch_store(
+                &mut rls,
+                &mut authz,
+                want,
+                &xds,
+                &redis.url(),
+                &ports,
+                stack.dir(),
+            )
+            .await;
             pids.rls = rls.proc().pid();
             pids.authz = authz.proc().pid();
             store = want;
@@ -1327,8 +1335,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .filter(|s| s.selected(&args))
     {
         if let Some(want) = scenario.store().filter(|&w| w != store) {
-            switch_store(&mut rls, &mut authz, want, &xds, &redis.url(), &ports, stack.dir())
-                .await;
+            switch_store(
+                &mut rls,
+                &mut authz,
+                want,
+                &xds,
+                &redis.url(),
+                &ports,
+                stack.dir(),
+            )
+            .await;
             store = want;
         }
         fresh_counters(scenario, redis.port())?;
@@ -2288,10 +2304,20 @@ fn peer_report(rows: &[Finished]) {
             format!("CPU ≤ 1.0× peer {}", verdict(ratio <= 1.0)),
             format!("req/s ≥ peer {}", verdict(rps >= 1.0)),
             format!("authz ≤ 20 µs {}", verdict(authz <= 20.0)),
-            format!(
-                "ratelimit ≤ {rls_target:.0} µs {}",
-                verdict(rls <= rls_target)
-            ),
+            // Under `counted_by: authz-service` Envoy never calls ratelimit-service on this
+            // row: authz-service's figure then holds both jobs, judged on both budgets.
+            if rls < 0.5 {
+                format!(
+                    "no ratelimit calls; authz with the limit ≤ {:.0} µs {}",
+                    20.0 + rls_target,
+                    verdict(authz <= 20.0 + rls_target)
+                )
+            } else {
+                format!(
+                    "ratelimit ≤ {rls_target:.0} µs {}",
+                    verdict(rls <= rls_target)
+                )
+            },
             latency_met(rows, ours).map_or("no baseline row".to_string(), |ok| {
                 format!(
                     "added p50 < {} ms, p99 < {} ms {}",
