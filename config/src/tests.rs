@@ -2072,7 +2072,7 @@ gateways:
     let mixed = "[plan, { limit: 5/second, per: ip }]";
     let errs = errors(&with("authz-service", mixed));
     assert_eq!(errs.len(), 1, "{errs:?}");
-    assert_eq!(errs[0].0, 21, "{errs:?}");
+    assert_eq!(errs[0].0, 19, "{errs:?}");
     assert!(
         errs[0]
             .2
