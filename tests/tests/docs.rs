@@ -206,7 +206,7 @@ fn the_readme_lists_every_metric_the_services_declare() {
     for file in [
         "ads/src/metrics.rs",
         "authz-service/src/metrics.rs",
-        "ratelimit-service/src/metrics.rs",
+        "ratelimit/src/metrics.rs",
         "xds-server/src/metrics.rs",
     ] {
         let text = std::fs::read_to_string(root.join(file)).expect(file);
