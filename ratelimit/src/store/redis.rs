@@ -1,21 +1,26 @@
-//! Counters in Redis: one hash per counter, evaluated and charged by one Lua script
-//! (`limit.lua`, run by EVALSHA) per request, on Redis's own clock.
+//! Counters in Redis: one string per counter, evaluated and charged by one Lua script
+//! (`limit.lua`, run by EVALSHA) on Redis's own clock.
 //!
-//! Single node: every counter of a request goes into one script call, so a request costs one
-//! round trip however many limits apply. Redis Cluster: a script may only touch keys of one hash
-//! slot, so counters are grouped by their hash tag and each group runs its own script, all
-//! concurrently. When one group denies while another admitted, the admitted groups are refunded
-//! (a second round trip, only in that case): the limit is never exceeded, and for that short
-//! moment a concurrent request may see slightly less quota than it could have had.
+//! Single node: requests that wait at the same moment go into one script call (a batch, see
+//! [`Batcher`]), which decides them one after another, each atomically, exactly as separate
+//! calls would; every counter of a request is in the same call, so a request costs one round
+//! trip however many limits apply. A request waits for at most the one call in flight. Redis
+//! Cluster: a script may only touch keys of one hash slot, so counters are grouped by their
+//! hash tag and each group runs its own script, all concurrently. When one group denies while
+//! another admitted, the admitted groups are refunded (a second round trip, only in that
+//! case): the limit is never exceeded, and for that short moment a concurrent request may see
+//! slightly less quota than it could have had.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::ClusterClient;
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{RedisError, Script};
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::memory::Clock;
 use super::{CounterStore, Hit, Outcome, StoreError};
@@ -28,8 +33,15 @@ const SCRIPT: &str = include_str!("limit.lua");
 /// behind by requests that already gave up.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Requests decided by one script call at most; more wait for the next call.
+const MAX_BATCH: usize = 64;
+
 enum Backend {
-    Single(ConnectionManager),
+    Single {
+        conn: ConnectionManager,
+        /// The task that sends the batches, started by the first check (inside the runtime).
+        batcher: std::sync::Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    },
     Cluster {
         client: Box<ClusterClient>,
         /// Connected on first use (and again after a failed attempt), so the service starts
@@ -43,6 +55,14 @@ pub struct RedisStore {
     script: Script,
     /// Decides on this clock instead of Redis's `TIME` ([`RedisStore::with_clock`]).
     clock: Option<Clock>,
+    stats: Arc<BatchStats>,
+}
+
+/// Script calls and the requests they decided, since the store was opened.
+#[derive(Debug, Default)]
+pub struct BatchStats {
+    pub calls: AtomicU64,
+    pub requests: AtomicU64,
 }
 
 impl RedisStore {
@@ -58,11 +78,10 @@ impl RedisStore {
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(Self {
-            backend: Backend::Single(conn),
-            script: Script::new(SCRIPT),
-            clock: None,
-        })
+        Ok(Self::with_backend(Backend::Single {
+            conn,
+            batcher: std::sync::Mutex::new(None),
+        }))
     }
 
     /// A Redis Cluster reached through any of `nodes` (`redis://host:port` each).
@@ -73,14 +92,19 @@ impl RedisStore {
             .retries(1)
             .build()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(Self {
-            backend: Backend::Cluster {
-                client: Box::new(client),
-                conn: Mutex::new(None),
-            },
+        Ok(Self::with_backend(Backend::Cluster {
+            client: Box::new(client),
+            conn: Mutex::new(None),
+        }))
+    }
+
+    fn with_backend(backend: Backend) -> Self {
+        Self {
+            backend,
             script: Script::new(SCRIPT),
             clock: None,
-        })
+            stats: Arc::default(),
+        }
     }
 
     /// From the `--redis` value: `redis://…` for one node; `redis+cluster://h1:p1,h2:p2` (or
@@ -109,6 +133,11 @@ impl RedisStore {
         self
     }
 
+    /// How many script calls decided how many requests (for the benchmarks).
+    pub fn batch_stats(&self) -> &BatchStats {
+        &self.stats
+    }
+
     async fn cluster_conn(
         client: &ClusterClient,
         slot: &Mutex<Option<ClusterConnection>>,
@@ -122,30 +151,30 @@ impl RedisStore {
         Ok(c)
     }
 
-    async fn run(
+    /// The batch task's queue, starting the task when there is none (the first check, or the
+    /// runtime that ran it has gone).
+    fn queue(
         &self,
-        conn: &mut impl ConnectionLike,
-        hits: &[&Hit],
-    ) -> Result<ScriptReply, StoreError> {
-        let mut inv = self.script.prepare_invoke();
-        for h in hits {
-            inv.key(&h.key);
+        conn: &ConnectionManager,
+        slot: &std::sync::Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    ) -> mpsc::UnboundedSender<Job> {
+        let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = guard.as_ref().filter(|tx| !tx.is_closed()) {
+            return tx.clone();
         }
-        match &self.clock {
-            Some(clock) => inv.arg(format!("check@{}", clock())),
-            None => inv.arg("check"),
+        let (tx, rx) = mpsc::unbounded_channel();
+        let batcher = Batcher {
+            conn: conn.clone(),
+            script: self.script.clone(),
+            clock: self.clock.clone(),
+            stats: self.stats.clone(),
         };
-        for h in hits {
-            inv.arg(h.algorithm.code())
-                .arg(h.limit.requests)
-                .arg(h.limit.window_ms)
-                .arg(h.cost);
-        }
-        let reply: Vec<i64> = inv.invoke_async(conn).await.map_err(classify)?;
-        parse(&reply, hits.len())
+        tokio::spawn(batcher.run(rx));
+        *guard = Some(tx.clone());
+        tx
     }
 
-    async fn refund(&self, conn: &mut impl ConnectionLike, hits: &[&Hit], buckets: &[i64]) {
+    async fn refund(&self, conn: &mut impl ConnectionLike, hits: &[Hit], buckets: &[i64]) {
         let mut inv = self.script.prepare_invoke();
         for h in hits {
             inv.key(&h.key);
@@ -161,33 +190,127 @@ impl RedisStore {
     }
 }
 
-/// One script call's verdict: all admitted, per key (check, bucket charged), Redis time.
+/// One script call's verdict on one request: all admitted, per key (check, bucket charged),
+/// Redis time.
 type ScriptReply = (bool, Vec<(Check, i64)>, i64);
 
-/// Reads the script's reply: `{now, all, then (admitted, used, reset, retry, bucket) per key}`.
-fn parse(reply: &[i64], keys: usize) -> Result<ScriptReply, StoreError> {
-    if reply.len() != 2 + 5 * keys {
-        return Err(StoreError::BadReply(format!(
-            "expected {} integers, got {}",
-            2 + 5 * keys,
-            reply.len()
-        )));
+/// A request waiting for the batch task.
+struct Job {
+    hits: Vec<Hit>,
+    reply: oneshot::Sender<Result<ScriptReply, StoreError>>,
+}
+
+/// Sends what waits as one script call, waits for its reply, and does it again: under load a
+/// call carries every request that arrived during the previous one, which spares Redis a
+/// script invocation, a TIME call and a reply per request; alone, a request is sent at once.
+struct Batcher {
+    conn: ConnectionManager,
+    script: Script,
+    clock: Option<Clock>,
+    stats: Arc<BatchStats>,
+}
+
+impl Batcher {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
+        let mut jobs = Vec::with_capacity(MAX_BATCH);
+        while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+            // A caller past its deadline has gone: its request is not charged.
+            jobs.retain(|j| !j.reply.is_closed());
+            if jobs.is_empty() {
+                continue;
+            }
+            let requests: Vec<&[Hit]> = jobs.iter().map(|j| j.hits.as_slice()).collect();
+            let result = call(&self.script, self.clock.as_ref(), &mut self.conn, &requests).await;
+            self.stats.calls.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .requests
+                .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+            match result {
+                Ok(replies) => {
+                    for (job, r) in jobs.drain(..).zip(replies) {
+                        let _ = job.reply.send(r);
+                    }
+                }
+                Err(e) => {
+                    for job in jobs.drain(..) {
+                        let _ = job.reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
     }
+}
+
+/// One script call deciding `requests` in order; one result per request.
+async fn call(
+    script: &Script,
+    clock: Option<&Clock>,
+    conn: &mut impl ConnectionLike,
+    requests: &[&[Hit]],
+) -> Result<Vec<Result<ScriptReply, StoreError>>, StoreError> {
+    let mut inv = script.prepare_invoke();
+    for h in requests.iter().flat_map(|r| r.iter()) {
+        inv.key(&h.key);
+    }
+    match clock {
+        Some(clock) => inv.arg(format!("check@{}", clock())),
+        None => inv.arg("check"),
+    };
+    for r in requests {
+        inv.arg(r.len());
+        for h in r.iter() {
+            inv.arg(h.algorithm.code())
+                .arg(h.limit.requests)
+                .arg(h.limit.window_ms)
+                .arg(h.cost);
+        }
+    }
+    let reply: Vec<i64> = inv.invoke_async(conn).await.map_err(classify)?;
+    parse(&reply, requests.iter().map(|r| r.len()))
+}
+
+/// Reads the script's reply: `{now, then per request: status, then (admitted, used, reset,
+/// retry, bucket) per key}`.
+fn parse(
+    reply: &[i64],
+    keys: impl ExactSizeIterator<Item = usize> + Clone,
+) -> Result<Vec<Result<ScriptReply, StoreError>>, StoreError> {
+    let want = 1 + keys.clone().map(|k| 1 + 5 * k).sum::<usize>();
+    let (&now, mut rest) = reply
+        .split_first()
+        .filter(|_| reply.len() == want)
+        .ok_or_else(|| {
+            StoreError::BadReply(format!("expected {want} integers, got {}", reply.len()))
+        })?;
     let non_negative =
         |v: i64| u64::try_from(v).map_err(|_| StoreError::BadReply(format!("negative value {v}")));
-    let mut checks = Vec::with_capacity(keys);
-    for chunk in reply[2..].chunks_exact(5) {
-        checks.push((
-            Check {
-                admitted: chunk[0] == 1,
-                used: non_negative(chunk[1])?,
-                reset_ms: non_negative(chunk[2])?,
-                retry_after_ms: non_negative(chunk[3])?,
-            },
-            chunk[4],
-        ));
+    let mut out = Vec::with_capacity(keys.len());
+    for k in keys {
+        let (head, tail) = rest.split_at(1 + 5 * k);
+        rest = tail;
+        out.push(match head[0] {
+            -1 => Err(StoreError::BadReply(
+                "a counter's key holds a value that is not a counter".into(),
+            )),
+            status @ (0 | 1) => {
+                let mut checks = Vec::with_capacity(k);
+                for chunk in head[1..].chunks_exact(5) {
+                    checks.push((
+                        Check {
+                            admitted: chunk[0] == 1,
+                            used: non_negative(chunk[1])?,
+                            reset_ms: non_negative(chunk[2])?,
+                            retry_after_ms: non_negative(chunk[3])?,
+                        },
+                        chunk[4],
+                    ));
+                }
+                Ok((status == 1, checks, now))
+            }
+            other => return Err(StoreError::BadReply(format!("request status {other}"))),
+        });
     }
-    Ok((reply[1] == 1, checks, reply[0]))
+    Ok(out)
 }
 
 fn classify(e: RedisError) -> StoreError {
@@ -216,9 +339,15 @@ fn hash_tag(key: &str) -> &str {
 impl CounterStore for RedisStore {
     async fn check(&self, hits: &[Hit]) -> Result<Outcome, StoreError> {
         match &self.backend {
-            Backend::Single(conn) => {
-                let all: Vec<&Hit> = hits.iter().collect();
-                let (admitted, checks, now_ms) = self.run(&mut conn.clone(), &all).await?;
+            Backend::Single { conn, batcher } => {
+                let (reply, answer) = oneshot::channel();
+                let job = Job {
+                    hits: hits.to_vec(),
+                    reply,
+                };
+                let stopped = || StoreError::Unavailable("the Redis batch task stopped".into());
+                self.queue(conn, batcher).send(job).map_err(|_| stopped())?;
+                let (admitted, checks, now_ms) = answer.await.map_err(|_| stopped())??;
                 Ok(Outcome {
                     admitted,
                     checks: checks.into_iter().map(|(c, _)| c).collect(),
@@ -235,8 +364,14 @@ impl CounterStore for RedisStore {
                 let groups: Vec<Vec<usize>> = groups.into_values().collect();
                 let results = futures::future::join_all(groups.iter().map(|idx| {
                     let mut c = c.clone();
-                    let hs: Vec<&Hit> = idx.iter().map(|&i| &hits[i]).collect();
-                    async move { self.run(&mut c, &hs).await.map(|r| (hs, r)) }
+                    let hs: Vec<Hit> = idx.iter().map(|&i| hits[i].clone()).collect();
+                    async move {
+                        let mut r = call(&self.script, self.clock.as_ref(), &mut c, &[&hs]).await?;
+                        let one = r
+                            .pop()
+                            .ok_or_else(|| StoreError::BadReply("no reply".into()))?;
+                        one.map(|r| (hs, r))
+                    }
                 }))
                 .await;
                 let mut checks = vec![None; hits.len()];
@@ -289,7 +424,7 @@ impl CounterStore for RedisStore {
 
     fn kind(&self) -> &'static str {
         match self.backend {
-            Backend::Single(_) => "redis",
+            Backend::Single { .. } => "redis",
             Backend::Cluster { .. } => "redis-cluster",
         }
     }
@@ -308,15 +443,31 @@ mod tests {
 
     #[test]
     fn malformed_replies_are_errors_not_panics() {
-        assert!(matches!(parse(&[], 1), Err(StoreError::BadReply(_))));
+        let one = || [1usize].into_iter();
+        assert!(matches!(parse(&[], one()), Err(StoreError::BadReply(_))));
         assert!(matches!(
-            parse(&[1, 1, 1, -5, 0, 0, 0], 1),
+            parse(&[1, 1, 1, -5, 0, 0, 0], one()),
             Err(StoreError::BadReply(_))
         ));
-        let (ok, checks, now) = parse(&[9, 1, 1, 3, 10, 0, 7], 1).unwrap();
+        assert!(matches!(
+            parse(&[1, 7, 1, 1, 0, 0, 0], one()),
+            Err(StoreError::BadReply(_))
+        ));
+        let r = parse(&[9, 1, 1, 3, 10, 0, 7], one()).unwrap();
+        let (ok, checks, now) = r[0].clone().unwrap();
         assert!(ok);
         assert_eq!(now, 9);
         assert_eq!(checks[0].0.used, 3);
         assert_eq!(checks[0].1, 7);
+    }
+
+    #[test]
+    fn a_batch_reply_splits_per_request_and_a_bad_key_fails_only_its_own() {
+        // Two requests: one with two keys (admitted), one whose key is not a counter.
+        let reply = [5, 1, 1, 0, 9, 0, 3, 1, 2, 8, 0, 3, -1, 0, 0, 0, 0, 0];
+        let r = parse(&reply, [2usize, 1].into_iter()).unwrap();
+        let (ok, checks, now) = r[0].clone().unwrap();
+        assert!(ok && now == 5 && checks.len() == 2 && checks[1].0.used == 2);
+        assert!(matches!(r[1], Err(StoreError::BadReply(_))));
     }
 }

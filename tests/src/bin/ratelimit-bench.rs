@@ -44,6 +44,15 @@ struct Args {
     /// Counters created for the memory-per-key figure.
     #[arg(long, env = "BENCH_MEMORY_KEYS", default_value_t = 10_000)]
     memory_keys: usize,
+    /// Which parts to run: `grpc` (the service over gRPC), `cpu` (Redis CPU per decision),
+    /// `memory` (Redis bytes per counter), comma-separated.
+    #[arg(
+        long,
+        env = "BENCH_SECTIONS",
+        default_value = "grpc,cpu,memory",
+        value_delimiter = ','
+    )]
+    sections: Vec<String>,
 }
 
 /// A policy with `limits` rules (`bench#0..`), all per client header, all high enough that every
@@ -184,6 +193,20 @@ async fn main() {
     let args = Args::parse();
     let dir = tempfile::tempdir().expect("tempdir");
     let redis = RedisServer::start(dir.path()).await;
+    let run = |section: &str| args.sections.iter().any(|s| s == section);
+    if run("grpc") {
+        grpc_rows(&redis, &args).await;
+    }
+    if run("cpu") {
+        redis_cpu(&redis, &args).await;
+    }
+    if run("memory") {
+        redis_memory(&redis, &args).await;
+    }
+}
+
+/// ShouldRateLimit over gRPC: memory and Redis with 1 to 10 limits, against the round trip alone.
+async fn grpc_rows(redis: &RedisServer, args: &Args) {
     println!(
         "ratelimit-service: ShouldRateLimit over gRPC, {} in flight, {} clients, {} s per row",
         args.concurrency, args.keys, args.seconds
@@ -207,7 +230,7 @@ async fn main() {
         } else {
             serve(MemoryStore::default(), limits).await
         };
-        let f = drive(&url, limits, &args).await;
+        let f = drive(&url, limits, args).await;
         task.abort();
         let base = *baseline.get_or_insert(f.rps);
         println!(
@@ -218,9 +241,10 @@ async fn main() {
             f.rps / base
         );
     }
+}
 
-    redis_cpu(&redis, &args).await;
-
+/// Redis memory per counter, fresh and busy.
+async fn redis_memory(redis: &RedisServer, args: &Args) {
     // Memory: fresh counters, one sliding-window limit each, written through the real script.
     let before = used_memory(redis.port());
     raw_command(redis.port(), "FLUSHALL").expect("FLUSHALL");
@@ -265,8 +289,8 @@ async fn main() {
             .parse()
             .unwrap_or(0)
     };
-    // Every field but the latest admission (`t`) is a sub-bucket.
-    let fields = sum("'HLEN',k") - sum("'HEXISTS',k,'t'");
+    // A counter is a 24-byte header and 8 bytes per sub-bucket held (store/limit.lua).
+    let fields = sum("'STRLEN',k").saturating_sub(24 * 100) / 8;
     let usage = sum("'MEMORY','USAGE',k,'SAMPLES','0'");
     let after = used_memory(redis.port());
     println!(
@@ -297,16 +321,25 @@ async fn redis_cpu(redis: &RedisServer, args: &Args) {
         // One second of traffic first, so a sliding window's counters hold sub-buckets.
         decide(redis, algorithm, clients, Duration::from_secs(1)).await;
         let before = tests::cpu::cpu_time(pid).expect("redis CPU time");
-        let decisions = decide(redis, algorithm, clients, run).await;
+        let (decisions, calls) = decide(redis, algorithm, clients, run).await;
         let used = tests::cpu::cpu_time(pid).expect("redis CPU time") - before;
-        rows.push((name, used.as_secs_f64() * 1e6 / decisions as f64, decisions));
+        let per_call = calls.map_or_else(
+            || "one pipeline each".to_string(),
+            |c| format!("{:.1} per script call", decisions as f64 / c.max(1) as f64),
+        );
+        rows.push((
+            name,
+            used.as_secs_f64() * 1e6 / decisions as f64,
+            decisions,
+            per_call,
+        ));
     }
     println!(
         "redis CPU per decision (one limit per minute, {clients} counters, 16 in flight, {} s each):",
         args.seconds
     );
-    for (name, us, n) in &rows {
-        println!("  {name:<28} {us:>6.1} µs  ({n} decisions)");
+    for (name, us, n, per_call) in &rows {
+        println!("  {name:<28} {us:>6.1} µs  ({n} decisions, {per_call})");
     }
     let (sliding, simplest) = (rows[0].1, rows[2].1);
     println!(
@@ -316,18 +349,20 @@ async fn redis_cpu(redis: &RedisServer, args: &Args) {
 }
 
 /// Decisions made in `run` by 16 tasks on `algorithm` through the store (or by `INCR` +
-/// `EXPIRE` when `None`), rotating over `clients` counters.
+/// `EXPIRE` when `None`), rotating over `clients` counters; and the store's script calls.
 async fn decide(
     redis: &RedisServer,
     algorithm: Option<Algorithm>,
     clients: usize,
     run: Duration,
-) -> u64 {
+) -> (u64, Option<u64>) {
     let start = Instant::now();
     let mut tasks = Vec::new();
+    let mut store_of_run = None;
     match algorithm {
         Some(algorithm) => {
             let store = Arc::new(RedisStore::from_url(&redis.url()).expect("url"));
+            store_of_run = Some(store.clone());
             let p = Arc::new(policy_of(1, algorithm, 60_000));
             for w in 0..16 {
                 let (store, p) = (store.clone(), p.clone());
@@ -381,5 +416,10 @@ async fn decide(
     for t in tasks {
         total += t.await.expect("worker");
     }
-    total
+    let calls = store_of_run.map(|s| {
+        s.batch_stats()
+            .calls
+            .load(std::sync::atomic::Ordering::Relaxed)
+    });
+    (total, calls)
 }
