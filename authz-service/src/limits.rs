@@ -10,15 +10,14 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use proto::authz::metadata;
-use proto::pb::envoy::config::core::v3::HeaderValue;
 use proto::pb::envoy::extensions::common::ratelimit::v3::{
     rate_limit_descriptor::Entry, RateLimitDescriptor,
 };
-use proto::pb::envoy::service::ratelimit::v3::{rate_limit_response::Code, RateLimitRequest};
+use proto::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use ratelimit::cache::OverLimitCache;
 use ratelimit::metrics::Metrics;
 use ratelimit::policy::Policy as LimitPolicy;
-use ratelimit::service::{respond, RateLimiter};
+use ratelimit::service::{verdict, RateLimiter};
 use ratelimit::store::{MemoryMetrics, Store, StoreError};
 
 use crate::policy::{Allow, RouteLimit};
@@ -28,24 +27,8 @@ pub struct Limits {
     limiter: RateLimiter<Store>,
 }
 
-/// What the limits say about one accepted request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Admitted: Envoy adds `headers` (the remaining quota) to the client's response, and the
-    /// access log reads `outcome` (`ok`, or `error` when the store failed under `on_error:
-    /// allow`).
-    Admit {
-        headers: Vec<HeaderValue>,
-        outcome: &'static str,
-    },
-    /// Over a limit: a 429 with these headers and this body.
-    OverLimit {
-        headers: Vec<HeaderValue>,
-        body: Vec<u8>,
-    },
-    /// The store failed under `on_error: deny`: a 503.
-    Unavailable,
-}
+/// What the limits say about one accepted request (the limiter's in-process answer).
+pub use ratelimit::service::Verdict;
 
 impl Limits {
     /// `open` builds the store from the metrics the memory store reports to; the limiter's
@@ -88,32 +71,7 @@ impl Limits {
         request_id: &str,
     ) -> Verdict {
         let req = request(&policy.domain, rules, allow, request_id);
-        match respond(self.limiter.decide_with(policy, &req).await) {
-            Err(_) => Verdict::Unavailable,
-            Ok(answer) if answer.overall_code == Code::OverLimit as i32 => Verdict::OverLimit {
-                headers: answer.response_headers_to_add,
-                body: answer.raw_body,
-            },
-            Ok(answer) => {
-                let outcome = answer
-                    .dynamic_metadata
-                    .as_ref()
-                    .and_then(|m| m.fields.get(proto::ratelimit::metadata::OUTCOME))
-                    .and_then(|v| match &v.kind {
-                        Some(proto::pb::google::protobuf::value::Kind::StringValue(s)) => {
-                            Some(s.as_str())
-                        }
-                        _ => None,
-                    });
-                Verdict::Admit {
-                    headers: answer.response_headers_to_add,
-                    outcome: match outcome {
-                        Some("error") => "error",
-                        _ => "ok",
-                    },
-                }
-            }
-        }
+        verdict(self.limiter.decide_with(policy, &req).await)
     }
 }
 

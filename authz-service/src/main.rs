@@ -2,6 +2,10 @@
 
 use clap::Parser;
 
+/// Many small, short-lived allocations per call (see the workspace's `mimalloc` entry).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = authz_service::cli::Cli::parse();
     // Held until exit: dropping it flushes the spans not yet exported.

@@ -33,14 +33,16 @@ pub use proto::authz::metadata;
 pub fn check_response(
     decision: &Decision,
     request_id: &str,
-    verdict: Option<&Verdict>,
+    verdict: Option<Verdict>,
 ) -> CheckResponse {
     match (decision, verdict) {
         (Decision::Deny(d), _) => deny(d, request_id),
         (Decision::Allow(a), None) => allow(a, None, Vec::new()),
-        (Decision::Allow(a), Some(Verdict::Admit { headers, outcome })) => {
-            allow(a, Some(outcome), headers.iter().map(overwrite).collect())
-        }
+        (Decision::Allow(a), Some(Verdict::Admit { headers, outcome })) => allow(
+            a,
+            Some(outcome),
+            headers.into_iter().map(overwrite).collect(),
+        ),
         (Decision::Allow(a), Some(Verdict::OverLimit { headers, body })) => CheckResponse {
             status: Some(Status {
                 code: RPC_RESOURCE_EXHAUSTED,
@@ -53,9 +55,10 @@ pub fn check_response(
                 status: Some(HttpStatus {
                     code: StatusCode::TooManyRequests as i32,
                 }),
-                headers: headers.iter().map(overwrite).collect(),
+                headers: headers.into_iter().map(overwrite).collect(),
                 // The limiter's body is JSON it wrote itself.
-                body: String::from_utf8_lossy(body).into_owned(),
+                body: String::from_utf8(body)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
             })),
         },
         (Decision::Allow(a), Some(Verdict::Unavailable)) => {
@@ -94,9 +97,9 @@ fn identity_metadata(a: &Allow, outcome: Option<&str>) -> Struct {
     )
 }
 
-fn overwrite(h: &HeaderValue) -> HeaderValueOption {
+fn overwrite(h: HeaderValue) -> HeaderValueOption {
     HeaderValueOption {
-        header: Some(h.clone()),
+        header: Some(h),
         append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
         ..Default::default()
     }

@@ -259,7 +259,7 @@ impl AuthzService {
                 }
             }
         }
-        let resp = check_response(&decision, &request_id, limited.as_ref());
+        let resp = check_response(&decision, &request_id, limited);
         m.latency
             .with_label_values(&[verdict])
             .observe(start.elapsed().as_secs_f64());

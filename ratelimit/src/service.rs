@@ -1,6 +1,7 @@
 //! `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`: descriptors → counters →
 //! store → answer, with the over-limit cache in front of the store and a hard deadline around it.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -283,8 +284,6 @@ pub fn respond(decision: Decision) -> Result<RateLimitResponse, Status> {
 
 fn decided(plan: &Plan, outcome: &Outcome) -> RateLimitResponse {
     let admitted = outcome.admitted;
-    let remaining =
-        |i: usize| outcome.checks[i].remaining(plan.hits[i].limit, plan.hits[i].cost, admitted);
     let statuses = plan
         .descriptor_hits
         .iter()
@@ -306,7 +305,8 @@ fn decided(plan: &Plan, outcome: &Outcome) -> RateLimitResponse {
                         requests_per_unit: u32::try_from(hit.limit.requests).unwrap_or(u32::MAX),
                         unit: unit(hit.limit.window_ms) as i32,
                     }),
-                    limit_remaining: u32::try_from(remaining(*i)).unwrap_or(u32::MAX),
+                    limit_remaining: u32::try_from(remaining(plan, outcome, *i))
+                        .unwrap_or(u32::MAX),
                     duration_until_reset: Some(proto_duration(if check.admitted {
                         check.reset_ms
                     } else {
@@ -317,7 +317,74 @@ fn decided(plan: &Plan, outcome: &Outcome) -> RateLimitResponse {
             }
         })
         .collect();
+    let (headers, raw_body) = headers_and_body(plan, outcome);
+    RateLimitResponse {
+        overall_code: if admitted { Code::Ok } else { Code::OverLimit } as i32,
+        statuses,
+        response_headers_to_add: headers,
+        raw_body,
+        ..Default::default()
+    }
+}
 
+/// What a caller in the same process (authz-service under `rate_limits.counted_by:
+/// authz-service`) needs of a decision: the headers and body of the RLS answer, without the
+/// per-descriptor statuses and the metadata only Envoy reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Admitted: Envoy adds `headers` (the remaining quota) to the client's response, and the
+    /// access log reads `outcome` (`ok`, or `error` when the store failed under `on_error:
+    /// allow`).
+    Admit {
+        headers: Vec<HeaderValue>,
+        outcome: &'static str,
+    },
+    /// Over a limit: a 429 with these headers and this body.
+    OverLimit {
+        headers: Vec<HeaderValue>,
+        body: Vec<u8>,
+    },
+    /// The store failed under `on_error: deny`: a 503.
+    Unavailable,
+}
+
+/// [`respond`] for a caller in the same process: the same outcome, headers and body.
+pub fn verdict(decision: Decision) -> Verdict {
+    match decision {
+        Decision::Unlimited { .. } => Verdict::Admit {
+            headers: Vec::new(),
+            outcome: "ok",
+        },
+        Decision::StoreFailed {
+            fail_open: true, ..
+        } => Verdict::Admit {
+            headers: Vec::new(),
+            outcome: "error",
+        },
+        Decision::StoreFailed { .. } => Verdict::Unavailable,
+        Decision::Decided { plan, outcome } => {
+            let (headers, body) = headers_and_body(&plan, &outcome);
+            if outcome.admitted {
+                Verdict::Admit {
+                    headers,
+                    outcome: "ok",
+                }
+            } else {
+                Verdict::OverLimit { headers, body }
+            }
+        }
+    }
+}
+
+/// Quota left on counter `i` after this request.
+fn remaining(plan: &Plan, outcome: &Outcome, i: usize) -> u64 {
+    outcome.checks[i].remaining(plan.hits[i].limit, plan.hits[i].cost, outcome.admitted)
+}
+
+/// The headers of a decided request (spec §4) and, when it is denied, the 429's JSON body.
+fn headers_and_body(plan: &Plan, outcome: &Outcome) -> (Vec<HeaderValue>, Vec<u8>) {
+    let admitted = outcome.admitted;
+    let remaining = |i: usize| remaining(plan, outcome, i);
     // The counter the client should hear about: on a denial the one that blocks longest, on an
     // admission the one with the least quota left.
     let n = plan.hits.len();
@@ -336,21 +403,21 @@ fn decided(plan: &Plan, outcome: &Outcome) -> RateLimitResponse {
         b.retry_after_ms
     };
     let wait_s = ceil_secs(wait_ms);
-    let policy_field = plan
-        .hits
-        .iter()
-        .zip(&plan.names)
-        .map(|(h, name)| {
-            format!(
-                "{};q={};w={}",
-                sf_string(name),
-                h.limit.requests,
-                ceil_secs(h.limit.window_ms)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut headers = vec![
+    let mut policy_field = String::new();
+    for (i, (h, name)) in plan.hits.iter().zip(&plan.names).enumerate() {
+        if i > 0 {
+            policy_field.push_str(", ");
+        }
+        let _ = write!(
+            policy_field,
+            "{};q={};w={}",
+            sf_string(name),
+            h.limit.requests,
+            ceil_secs(h.limit.window_ms)
+        );
+    }
+    let mut headers = Vec::with_capacity(if admitted { 5 } else { 7 });
+    headers.extend([
         header("ratelimit-policy", policy_field),
         header(
             "ratelimit",
@@ -367,7 +434,7 @@ fn decided(plan: &Plan, outcome: &Outcome) -> RateLimitResponse {
         ),
         header("x-ratelimit-remaining", remaining(binding).to_string()),
         header("x-ratelimit-reset", wait_s.to_string()),
-    ];
+    ]);
     let mut raw_body = Vec::new();
     if !admitted {
         headers.push(header("retry-after", wait_s.to_string()));
@@ -381,13 +448,7 @@ fn decided(plan: &Plan, outcome: &Outcome) -> RateLimitResponse {
         .to_string()
         .into_bytes();
     }
-    RateLimitResponse {
-        overall_code: if admitted { Code::Ok } else { Code::OverLimit } as i32,
-        statuses,
-        response_headers_to_add: headers,
-        raw_body,
-        ..Default::default()
-    }
+    (headers, raw_body)
 }
 
 /// Whole seconds, rounded up, at least 1: a client told `0` would retry at once and be denied.
@@ -712,6 +773,47 @@ mod tests {
             let body: serde_json::Value = serde_json::from_slice(&over.raw_body).unwrap();
             assert_eq!(body["retry_after"], retry, "{alg:?}");
         }
+    }
+
+    /// The in-process answer carries what the RLS answer does: the same headers and body, and
+    /// the outcome its metadata names; a store failure maps to the same `on_error`.
+    #[tokio::test]
+    async fn the_in_process_verdict_is_the_rls_answer() {
+        let (a, b) = (limiter(false), limiter(false));
+        for _ in 0..2 {
+            let req = with_request_id(from("192.0.2.9"), "req-1");
+            let rls = respond(a.decide(&req).await).unwrap();
+            let (headers, body) = match verdict(b.decide(&req).await) {
+                Verdict::Admit { headers, outcome } => {
+                    assert_eq!(rls.overall_code, Code::Ok as i32);
+                    assert_eq!(outcome, "ok");
+                    (headers, Vec::new())
+                }
+                Verdict::OverLimit { headers, body } => {
+                    assert_eq!(rls.overall_code, Code::OverLimit as i32);
+                    (headers, body)
+                }
+                Verdict::Unavailable => panic!("the memory store answers"),
+            };
+            assert_eq!(headers, rls.response_headers_to_add);
+            assert_eq!(body, rls.raw_body);
+        }
+        // One counter's room, already taken: a new client is a store failure.
+        let open = limiter(true);
+        let _ = open.decide(&from("192.0.2.1")).await;
+        assert_eq!(
+            verdict(open.decide(&from("192.0.2.2")).await),
+            Verdict::Admit {
+                headers: Vec::new(),
+                outcome: "error"
+            }
+        );
+        let closed = limiter(false);
+        let _ = closed.decide(&from("192.0.2.1")).await;
+        assert_eq!(
+            verdict(closed.decide(&from("192.0.2.2")).await),
+            Verdict::Unavailable
+        );
     }
 
     #[test]

@@ -258,6 +258,57 @@ async fn redis_single_node() {
     suite(Arc::new(store)).await;
 }
 
+/// A counter's key that holds something else: a hash of the earlier layout (one hash field per
+/// bucket) starts again, once, as a counter; any other value (a list, a string that is not a
+/// counter) is an error for that request, never taken for an empty counter (which would admit
+/// without a count) and never overwritten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_keys_that_hold_something_else() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = RedisServer::start(dir.path()).await;
+    let store = RedisStore::from_url(&redis.url()).expect("redis url");
+    let port = redis.port();
+    let raw = |cmd: &str| tests::redis::raw_command(port, cmd).expect("raw command");
+
+    let old = key("old-layout");
+    raw(&format!("HSET {old} 29000000 7"));
+    let h = [hit(&old, Algorithm::SlidingWindow, 2, 60_000, 1)];
+    let first = check(&store, &h).await;
+    assert!(first.admitted);
+    // `used` is what the window held before this request: nothing of the old hash's 7.
+    assert_eq!(
+        first.checks[0].used, 0,
+        "the old hash's count is not carried over"
+    );
+    assert!(raw(&format!("TYPE {old}")).starts_with("+string"));
+    assert!(check(&store, &h).await.admitted);
+    assert!(!check(&store, &h).await.admitted, "the new counter counts");
+
+    for (name, setup) in [("list", "RPUSH {k} a b"), ("text", "SET {k} not-a-counter")] {
+        let k = key(name);
+        raw(&setup.replace("{k}", &k));
+        let before = raw(&format!("DUMP {k}"));
+        let h = [hit(&k, Algorithm::SlidingWindow, 100, 60_000, 1)];
+        let err = store
+            .check(&h)
+            .await
+            .expect_err("a key that is not a counter");
+        assert!(
+            matches!(err, ratelimit_service::store::StoreError::BadReply(_)),
+            "{name}: {err:?}"
+        );
+        assert_eq!(
+            raw(&format!("DUMP {k}")),
+            before,
+            "{name} is left as it was"
+        );
+        // A request on a counter next to it is decided as usual.
+        let fine = key("next-to-bad");
+        let both = [hit(&fine, Algorithm::Fixed, 1, 60_000, 1)];
+        assert!(check(&store, &both).await.admitted);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cluster() {
     let dir = tempfile::tempdir().expect("tempdir");

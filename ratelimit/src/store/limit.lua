@@ -1,17 +1,34 @@
 -- limit.lua: the limiter of src/limiter.rs for a batch of requests, each atomically and in
 -- order, on Redis time. One call decides every request the store had waiting (redis.rs).
 --
--- A counter is one string: a header of three doubles (the latest admission `t`, the `total` of
--- every count held, the index of the `first` bucket held) and then one double per bucket from
--- `first` on, consecutive. Buckets that no longer count are a prefix (limiter.rs `is_live`
--- only falls with the index), so dropping them and charging the current bucket touch the two
--- ends of the string: GET, a few bytes of arithmetic, SET with the expiry. Nothing is written
--- for a rejected request.
+-- A counter is one string: one double per bucket, consecutive from the index `base`, then a
+-- 36-byte trailer: the latest admission `t`, the `total` of the live buckets, `base`, and
+-- `expires`, the instant (Redis time, ms) the key expires, as doubles; then the first live
+-- bucket and the last bucket, as u16 offsets from `base` (so a counter of one bucket is 44
+-- bytes, which Redis keeps in one allocation with its key's object). Buckets that no longer
+-- count are a prefix (limiter.rs `is_live` only falls with the index), and the first live
+-- bucket is never empty.
+--
+-- Redis's Lua pays for every string it makes by its length (and its collector for it again),
+-- so the usual check never holds the whole counter: it reads the string's last 64 bytes
+-- (GETRANGE: the last two buckets and the trailer, 52 bytes), decides, and writes back only what changed
+-- (SETRANGE: the last bucket and the trailer, or a new bucket and the trailer at the end). A
+-- bucket that leaves the window only moves `first`; the string is rewritten whole (SET) once
+-- its dead prefix is longer than its live part, so it stays at most about twice the window.
+-- Only then, and for a denial's retry time, are the live buckets read. Nothing is written for
+-- a rejected request.
+--
+-- Expiry: a key must outlive its latest admission by the limit's TTL (limiter.rs `ttl_ms`).
+-- Setting it on every write would cost Redis about as much as the write itself, so a key is
+-- given a quarter of its TTL more than it needs, and the expiry is set again only once that
+-- margin is used up. An idle counter so lives at most 1.25 TTL.
 --
 -- ARGV[1] = "check" or "refund" (or "check@<now_ms>": decide at that instant instead of Redis's
 --   TIME, and set no expiry, which would run on Redis's clock; only tests send it, to step
---   time). Then, for check, per request: its number of keys, then four values per key:
---   algorithm ("s" | "a" | "f"), limit, window_ms, cost; the keys of every request are KEYS in
+--   time). For check, ARGV[2] holds every request, packed (one argument, not five per key:
+--   Redis spends more on an argument and its tonumber than on unpacking it): per request its
+--   number of keys (little-endian u16), then per key the algorithm (one byte: "s" | "a" | "f")
+--   and limit, window_ms, cost (little-endian doubles); the keys of every request are KEYS in
 --   order. For refund (one request): four values per key: bucket, cost, unused, unused (undoes
 --   an admission whose sibling group failed).
 -- check returns {now_ms, then per request: status, then per key: admitted, used, reset_ms,
@@ -27,29 +44,42 @@ else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local floor, max, pack, unpack, sub = math.floor, math.max, struct.pack, struct.unpack, string.sub
-local HEAD, SLOT = 24, 8
+local floor, max, pack, unpack, sub, rep = math.floor, math.max, struct.pack, struct.unpack, string.sub, string.rep
+local TAIL, SLOT, READ = 36, 8, 52
+-- Offsets of `first` and `last` from `base` are u16s.
+local MAX_OFFSET = 65535
+local ZERO = pack('<d', 0)
 -- Buckets a clock that went back may add in front of `first`; further back, the request is
 -- charged to `first` instead (later than it was: counted longer, never shorter).
 local MAX_GAP = 64
+-- What `read` answers for a key that holds something that is not a counter.
+local BAD = {}
 
--- A counter as read: {t, total, first, n (buckets held), raw string}, or nil when absent; and
--- whether the key holds something that is not a counter (which is never taken for empty).
+-- The end of counter `k` (at most READ bytes), nil when there is none, or BAD: a value that is
+-- not a counter is never taken for an empty one, nor overwritten. A hash is a counter of an
+-- earlier layout (one field per bucket): it starts again, once, at the upgrade.
 local function read(k)
-  local v = redis.pcall('GET', k)
-  if type(v) == 'table' and redis.call('TYPE', k).ok == 'hash' then
-    -- A counter of the earlier layout (a hash of buckets): it starts again, once, at the
-    -- upgrade.
+  local v = redis.pcall('GETRANGE', k, -READ, -1)
+  if type(v) ~= 'string' then
+    local kind = redis.call('TYPE', k).ok
+    if kind ~= 'hash' then return BAD end
     redis.call('DEL', k)
-    return nil, false
+    return nil
   end
-  if v == false then return nil, false end
-  if type(v) ~= 'string' or #v < HEAD or (#v - HEAD) % SLOT ~= 0 then return nil, true end
-  local t, total, first = unpack('<ddd', v)
-  return {t, total, first, (#v - HEAD) / SLOT, v}, false
+  if v == '' then
+    if redis.call('EXISTS', k) == 1 then return BAD end
+    return nil
+  end
+  if #v < TAIL + SLOT or (#v - TAIL) % SLOT ~= 0 then return BAD end
+  return v
 end
 
-local function count(c, j) return (unpack('<d', c[5], HEAD + 1 + j * SLOT)) end
+-- The counts of buckets `from`..`to` of counter `k` whose first bucket is `base`, as a string.
+local function counts(k, base, from, to)
+  return redis.call('GETRANGE', k, (from - base) * SLOT, (to - base + 1) * SLOT - 1)
+end
+
+local function count(s, j) return (unpack('<d', s, 1 + j * SLOT)) end
 
 -- A bucket's admissions are no later than its end, nor than the latest admission when that
 -- falls inside it; W after that instant none of them is in the window (limiter.rs).
@@ -58,97 +88,93 @@ local function leaves_at(i, t, g, w)
   return (i + 1) * g + w
 end
 
--- Drops the prefix of buckets that no longer count (or hold nothing): returns the number of
--- buckets dropped and what they held.
-local function dead_prefix(c, alg, cur, g, w)
-  local drop, gone = 0, 0
-  while drop < c[4] do
-    local i, n = c[3] + drop, count(c, drop)
-    local dead
-    if n <= 0 then
-      dead = true
-    elseif alg == 's' then
-      dead = leaves_at(i, c[1], g, w) <= now
-    elseif alg == 'a' then
-      dead = i < cur - 1
-    else
-      dead = i < cur
-    end
-    if not dead then break end
-    drop, gone = drop + 1, gone + n
-  end
-  return drop, gone
-end
-
--- The counter after charging `cost` to bucket `cur`, as the string to store.
-local function charged(c, drop, gone, cur, cost, t)
-  if c == nil or drop == c[4] then
-    return pack('<dddd', t, cost, cur, cost)
-  end
-  local v, first, n = c[5], c[3] + drop, c[4] - drop
-  local body = sub(v, HEAD + 1 + drop * SLOT)
-  local total = c[2] - gone + cost
-  local last = first + n - 1
-  if cur > last then
-    body = body .. string.rep(pack('<d', 0), cur - last - 1) .. pack('<d', cost)
-  elseif cur >= first then
-    local j = cur - first
-    body = sub(body, 1, j * SLOT) .. pack('<d', count(c, drop + j) + cost) .. sub(body, (j + 1) * SLOT + 1)
-  elseif first - cur <= MAX_GAP then
-    body = pack('<d', cost) .. string.rep(pack('<d', 0), first - cur - 1) .. body
-    first = cur
+-- Writes a whole counter, with the expiry when it changed.
+local function put(k, s, exp, changed)
+  if stepped then
+    redis.call('SET', k, s)
+  elseif changed then
+    redis.call('SET', k, s, 'PX', max(1, exp - now))
   else
-    body = pack('<d', count(c, drop) + cost) .. sub(body, SLOT + 1)
+    redis.call('SET', k, s, 'KEEPTTL')
   end
-  return pack('<ddd', t, total, first) .. body
 end
 
-if op == 'refund' then
-  for k = 1, #KEYS do
-    local b, cost = tonumber(ARGV[2 + (k - 1) * 4]), tonumber(ARGV[3 + (k - 1) * 4])
-    local c = read(KEYS[k])
-    if c ~= nil and b >= c[3] and b < c[3] + c[4] then
-      local j = b - c[3]
-      local n = max(0, count(c, j) - cost)
-      local v = c[5]
-      local total = max(0, c[2] - (count(c, j) - n))
-      v = pack('<ddd', c[1], total, c[3]) .. sub(v, HEAD + 1, HEAD + j * SLOT) .. pack('<d', n) .. sub(v, HEAD + (j + 1) * SLOT + 1)
-      redis.call('SET', KEYS[k], v, 'KEEPTTL')
+-- Decides counter `k` for a request of `cost` against `n` per `w` ms with algorithm `alg`:
+-- admitted, used, reset, retry, the bucket charged; and, when `charge` is set and the counter
+-- admits, charges it. BAD when `k` holds something else.
+-- (Integer division is written `(a - a % b) / b` and `max` as a comparison where it runs for
+-- every request: in Redis's Lua a call into C costs more than the arithmetic around it.)
+local function decide(k, alg, n, w, cost, charge)
+  local v = read(k)
+  if v == BAD then return BAD end
+  local g = w
+  if alg == 's' then
+    g = (w - w % 60) / 60
+    if g < 1 then g = 1 end
+  end
+  local cur = (now - now % g) / g
+  local prevc, lastc, t, total, first, last, base, expires
+  if v ~= nil then
+    local fo, lo
+    if #v == READ then
+      prevc, lastc, t, total, base, expires, fo, lo = unpack('<ddddddHH', v)
+    else
+      lastc, t, total, base, expires, fo, lo = unpack('<dddddHH', v)
+    end
+    if not (fo <= lo and (#v == READ or lo == 0)) or base ~= base then return BAD end
+    first, last = base + fo, base + lo
+  end
+  -- The dead prefix, by index alone; the counts are read only when one is dropped. `head` is
+  -- the first bucket kept, `gone` what the dropped ones held (sliding window only: the other
+  -- two algorithms read their buckets directly).
+  local head, gone, live = first, 0, nil
+  if v ~= nil then
+    while head <= last do
+      local dead
+      if alg == 's' then
+        -- W after the bucket's last possible admission (leaves_at, inline).
+        local last_in = (head + 1) * g
+        if t >= head * g and t < last_in then last_in = t end
+        dead = last_in + w <= now
+      elseif alg == 'a' then
+        dead = head < cur - 1
+      else
+        dead = head < cur
+      end
+      if not dead then break end
+      head = head + 1
+    end
+    if alg == 's' and head > first and head <= last then
+      -- Read the live buckets once: what the dead held, and the first non-empty one after.
+      live = counts(k, base, first, last)
+      for i = first, head - 1 do gone = gone + count(live, i - first) end
+      while head < last and count(live, head - first) <= 0 do head = head + 1 end
+      if count(live, head - first) <= 0 then head = last + 1 end
     end
   end
-  return {now}
-end
-
--- Evaluates one counter: admitted, used, reset, retry, and what to store if all admit.
-local function evaluate(c, alg, n, w, cost)
-  local g = w
-  if alg == 's' then g = max(1, floor(w / 60)) end
-  local cur = floor(now / g)
-  local drop, gone = 0, 0
-  if c ~= nil then drop, gone = dead_prefix(c, alg, cur, g, w) end
-  local held = c ~= nil and c[4] - drop or 0
-  local first = c ~= nil and c[3] + drop or cur
-  local last = c ~= nil and c[1] or nil
+  local held = v ~= nil and head <= last
   local admitted, used, reset, retry = 0, 0, 0, 0
   if alg == 's' then
-    used = c ~= nil and c[2] - gone or 0
+    if held then used = total - gone end
     if used + cost <= n then
       admitted = 1
       -- After the admission the latest admission is now.
-      local oldest = held > 0 and first or cur
-      reset = max(1, leaves_at(oldest, now, g, w) - now)
+      local oldest = held and head or cur
+      reset = leaves_at(oldest, now, g, w) - now
+      if reset < 1 then reset = 1 end
     else
       reset = w
-      if held > 0 then reset = max(1, leaves_at(first, last, g, w) - now) end
+      if held then reset = max(1, leaves_at(head, t, g, w) - now) end
       if cost > n then
         retry = w
       else
         local left, when = used, reset
-        for j = drop, c[4] - 1 do
-          local b = count(c, j)
+        if live == nil then live = counts(k, base, first, last) end
+        for i = head, last do
+          local b = count(live, i - first)
           if b > 0 then
             left = left - b
-            when = max(1, leaves_at(c[3] + j, last, g, w) - now)
+            when = max(1, leaves_at(i, t, g, w) - now)
             if left + cost <= n then break end
           end
         end
@@ -156,11 +182,21 @@ local function evaluate(c, alg, n, w, cost)
       end
     end
   else
-    -- Counts of bucket `cur - 1` (approximate only) and `cur`.
+    -- Counts of bucket `cur - 1` (approximate only) and `cur`: the last two held, as a rule.
     local prev, this = 0, 0
-    for j = drop, (c ~= nil and c[4] or 0) - 1 do
-      local i = c[3] + j
-      if i == cur - 1 then prev = prev + count(c, j) elseif i == cur then this = this + count(c, j) end
+    if held then
+      for i = cur - 1, cur do
+        local b = 0
+        if i == last then
+          b = lastc
+        elseif i == last - 1 and prevc ~= nil then
+          b = prevc
+        elseif i >= head and i < last then
+          if live == nil then live = counts(k, base, first, last) end
+          b = count(live, i - first)
+        end
+        if i == cur then this = b else prev = b end
+      end
     end
     if alg == 'a' then
       -- Integer arithmetic, as in limiter.rs: admitted iff prev*(W-e) <= (N-cur-cost)*W.
@@ -180,51 +216,119 @@ local function evaluate(c, alg, n, w, cost)
       end
     else
       used = this
-      reset = max(1, (cur + 1) * g - now)
+      reset = (cur + 1) * g - now
+      if reset < 1 then reset = 1 end
       if used + cost <= n then admitted = 1 elseif cost > n then retry = w else retry = reset end
     end
   end
+  if not charge or admitted == 0 then return admitted, used, reset, retry, cur end
+
   local ttl = w
   if alg == 's' then ttl = w + g elseif alg == 'a' then ttl = 2 * w end
-  local t = now
-  if alg ~= 's' and c ~= nil then t = c[1] end
-  return admitted, used, reset, retry, cur, function() return charged(c, drop, gone, cur, cost, t), ttl end
+  local newt = now
+  if alg ~= 's' and t ~= nil then newt = t end
+  -- The expiry: unchanged while it covers the TTL, else the TTL and a quarter from now.
+  local exp, changed = 0, false
+  if not stepped then
+    if v ~= nil and expires >= now + ttl then
+      exp = expires
+    else
+      exp, changed = now + ttl + (ttl - ttl % 4) / 4, true
+    end
+  end
+  if not held then
+    put(k, pack('<dddddHH', cost, newt, cost, cur, exp, 0, 0), exp, changed)
+    return admitted, used, reset, retry, cur
+  end
+  local newtotal = total - gone + cost
+  if alg ~= 's' then newtotal = 0 end
+  if cur >= last and head - base <= last - head + 1 and cur - base <= MAX_OFFSET then
+    -- The usual case: the current bucket is the last one, or a new one after it.
+    local at, s
+    if cur == last then
+      at, s = (last - base) * SLOT, pack('<dddddHH', lastc + cost, newt, newtotal, base, exp, head - base, last - base)
+    else
+      at = (last - base + 1) * SLOT
+      s = pack('<dddddHH', cost, newt, newtotal, base, exp, head - base, cur - base)
+      if cur > last + 1 then s = rep(ZERO, cur - last - 1) .. s end
+    end
+    redis.call('SETRANGE', k, at, s)
+    if changed then redis.call('PEXPIRE', k, max(1, exp - now)) end
+    return admitted, used, reset, retry, cur
+  end
+  -- Anything else (a long dead prefix, a clock that went back): the live buckets, rewritten.
+  if live == nil then live = counts(k, base, first, last) end
+  local body, newlast = sub(live, (head - first) * SLOT + 1), last
+  if cur > last then
+    body = body .. rep(ZERO, cur - last - 1) .. pack('<d', cost)
+    newlast = cur
+  elseif cur >= head then
+    local j = cur - head
+    body = sub(body, 1, j * SLOT) .. pack('<d', count(body, j) + cost) .. sub(body, (j + 1) * SLOT + 1)
+  elseif head - cur <= MAX_GAP then
+    body = pack('<d', cost) .. rep(ZERO, head - cur - 1) .. body
+    head = cur
+  else
+    body = pack('<d', count(body, 0) + cost) .. sub(body, SLOT + 1)
+  end
+  put(k, body .. pack('<ddddHH', newt, newtotal, head, exp, 0, newlast - head), exp, changed)
+  return admitted, used, reset, retry, cur
 end
 
-local out = {now}
-local arg, key = 2, 1
-while arg <= #ARGV do
-  local keys = tonumber(ARGV[arg])
-  arg = arg + 1
-  local at = #out + 1
+if op == 'refund' then
+  for k = 1, #KEYS do
+    local b, cost = tonumber(ARGV[2 + (k - 1) * 4]), tonumber(ARGV[3 + (k - 1) * 4])
+    local v = redis.pcall('GET', KEYS[k])
+    if type(v) == 'string' and #v >= TAIL + SLOT and (#v - TAIL) % SLOT == 0 then
+      local t, total, base, expires, fo, lo = unpack('<ddddHH', v, #v - TAIL + 1)
+      local first, last = base + fo, base + lo
+      if b >= first and b <= last and (lo + 1) * SLOT + TAIL == #v then
+        local j = b - base
+        local was = count(v, j)
+        local left = max(0, was - cost)
+        local body = sub(v, 1, j * SLOT) .. pack('<d', left) .. sub(v, (j + 1) * SLOT + 1, #v - TAIL)
+        -- The first live bucket is never empty.
+        while first < last and count(body, first - base) <= 0 do first = first + 1 end
+        local trailer = pack('<ddddHH', t, max(0, total - (was - left)), base, expires, first - base, lo)
+        redis.call('SET', KEYS[k], body .. trailer, 'KEEPTTL')
+      end
+    end
+  end
+  return {now}
+end
+
+local out, no = {now}, 1
+local spec, pos, key = ARGV[2], 1, 1
+while pos <= #spec do
+  local keys
+  keys, pos = unpack('<H', spec, pos)
+  local from = pos
+  no = no + 1
+  local at, status = no, 1
   out[at] = 1
-  local commits = {}
-  local status = 1
   for k = key, key + keys - 1 do
-    local alg, n, w, cost = ARGV[arg], tonumber(ARGV[arg + 1]), tonumber(ARGV[arg + 2]), tonumber(ARGV[arg + 3])
-    arg = arg + 4
-    local c, bad = read(KEYS[k])
-    if bad then
+    local alg, n, w, cost
+    alg, n, w, cost, pos = unpack('<c1ddd', spec, pos)
+    -- A request of one counter is charged as it is decided; one of several only once every
+    -- counter has admitted it (below).
+    local admitted, used, reset, retry, cur = decide(KEYS[k], alg, n, w, cost, keys == 1)
+    if admitted == BAD then
       status = -1
-      for _ = 1, 5 do out[#out + 1] = 0 end
+      out[no + 1], out[no + 2], out[no + 3], out[no + 4], out[no + 5] = 0, 0, 0, 0, 0
     else
-      local admitted, used, reset, retry, cur, commit = evaluate(c, alg, n, w, cost)
       if admitted == 0 and status == 1 then status = 0 end
-      commits[#commits + 1] = {KEYS[k], commit}
-      out[#out + 1] = admitted
-      out[#out + 1] = used
-      out[#out + 1] = reset
-      out[#out + 1] = retry
-      out[#out + 1] = cur
+      out[no + 1], out[no + 2], out[no + 3], out[no + 4], out[no + 5] = admitted, used, reset, retry, cur
+    end
+    no = no + 5
+  end
+  out[at] = status
+  if status == 1 and keys > 1 then
+    for k = key, key + keys - 1 do
+      local alg, n, w, cost
+      alg, n, w, cost, from = unpack('<c1ddd', spec, from)
+      decide(KEYS[k], alg, n, w, cost, true)
     end
   end
   key = key + keys
-  out[at] = status
-  if status == 1 then
-    for _, e in ipairs(commits) do
-      local v, ttl = e[2]()
-      if stepped then redis.call('SET', e[1], v) else redis.call('SET', e[1], v, 'PX', ttl) end
-    end
-  end
 end
 return out

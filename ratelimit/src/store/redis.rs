@@ -58,11 +58,10 @@ pub struct RedisStore {
     stats: Arc<BatchStats>,
 }
 
-/// Script calls and the requests they decided, since the store was opened.
+/// Script calls made since the store was opened (each deciding a batch of requests).
 #[derive(Debug, Default)]
 pub struct BatchStats {
     pub calls: AtomicU64,
-    pub requests: AtomicU64,
 }
 
 impl RedisStore {
@@ -133,7 +132,7 @@ impl RedisStore {
         self
     }
 
-    /// How many script calls decided how many requests (for the benchmarks).
+    /// How many script calls the store has made (for the benchmarks).
     pub fn batch_stats(&self) -> &BatchStats {
         &self.stats
     }
@@ -222,9 +221,6 @@ impl Batcher {
             let requests: Vec<&[Hit]> = jobs.iter().map(|j| j.hits.as_slice()).collect();
             let result = call(&self.script, self.clock.as_ref(), &mut self.conn, &requests).await;
             self.stats.calls.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .requests
-                .fetch_add(jobs.len() as u64, Ordering::Relaxed);
             match result {
                 Ok(replies) => {
                     for (job, r) in jobs.drain(..).zip(replies) {
@@ -256,17 +252,35 @@ async fn call(
         Some(clock) => inv.arg(format!("check@{}", clock())),
         None => inv.arg("check"),
     };
-    for r in requests {
-        inv.arg(r.len());
-        for h in r.iter() {
-            inv.arg(h.algorithm.code())
-                .arg(h.limit.requests)
-                .arg(h.limit.window_ms)
-                .arg(h.cost);
-        }
-    }
+    inv.arg(pack(requests)?);
     let reply: Vec<i64> = inv.invoke_async(conn).await.map_err(classify)?;
     parse(&reply, requests.iter().map(|r| r.len()))
+}
+
+/// The requests of one script call as its second argument (`limit.lua`): per request its number
+/// of keys (little-endian u16), then per key the algorithm's one-byte code and limit, window and
+/// cost as little-endian doubles (the script's numbers are doubles whatever form they arrive
+/// in).
+fn pack(requests: &[&[Hit]]) -> Result<Vec<u8>, StoreError> {
+    let keys: usize = requests.iter().map(|r| r.len()).sum();
+    let mut out = Vec::with_capacity(2 * requests.len() + 25 * keys);
+    for r in requests {
+        // One hit per limit of a route: a request is never near this.
+        let n = u16::try_from(r.len()).map_err(|_| {
+            StoreError::Unavailable(format!(
+                "a request of {} counters is more than one script call carries",
+                r.len()
+            ))
+        })?;
+        out.extend_from_slice(&n.to_le_bytes());
+        for h in r.iter() {
+            out.push(h.algorithm.code().as_bytes()[0]);
+            for v in [h.limit.requests, h.limit.window_ms, h.cost] {
+                out.extend_from_slice(&(v as f64).to_le_bytes());
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Reads the script's reply: `{now, then per request: status, then (admitted, used, reset,
@@ -433,6 +447,7 @@ impl CounterStore for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limiter::Algorithm;
 
     #[test]
     fn hash_tags() {
@@ -459,6 +474,34 @@ mod tests {
         assert_eq!(now, 9);
         assert_eq!(checks[0].0.used, 3);
         assert_eq!(checks[0].1, 7);
+    }
+
+    #[test]
+    fn requests_are_packed_as_the_script_unpacks_them() {
+        let hit = |alg, requests, window_ms, cost| Hit {
+            key: "k".into(),
+            algorithm: alg,
+            limit: crate::limiter::Limit {
+                requests,
+                window_ms,
+            },
+            cost,
+        };
+        let a = [
+            hit(Algorithm::SlidingWindow, 5, 60_000, 1),
+            hit(Algorithm::Fixed, 7, 1_000, 2),
+        ];
+        let b = [hit(Algorithm::Approximate, 9, 3_600_000, 3)];
+        let packed = pack(&[&a, &b]).unwrap();
+        assert_eq!(packed.len(), 2 + 2 * 25 + 2 + 25);
+        assert_eq!(&packed[..3], &[2, 0, b's']);
+        let double = |at: usize| f64::from_le_bytes(packed[at..at + 8].try_into().unwrap());
+        assert_eq!((double(3), double(11), double(19)), (5.0, 60_000.0, 1.0));
+        assert_eq!(packed[27], b'f');
+        assert_eq!(&packed[52..55], &[1, 0, b'a']);
+        assert_eq!(double(71), 3.0);
+        let many = vec![hit(Algorithm::Fixed, 1, 1, 1); 70_000];
+        assert!(matches!(pack(&[&many]), Err(StoreError::Unavailable(_))));
     }
 
     #[test]

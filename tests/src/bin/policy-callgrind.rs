@@ -5,11 +5,12 @@
 //! The whole gateway runs as in the end-to-end tests (xds-server, a real Envoy, an echo
 //! upstream), with both services under `valgrind --tool=callgrind`. Every request to `/full`
 //! carries a cached HS256 token and passes a plan limit, so each one is one ext_authz Check and
-//! one RLS call, as Envoy sends them. After a warm-up, the counters of both services are zeroed,
+//! one RLS call, as Envoy sends them (or, under `rate_limits.counted_by: authz-service`, one
+//! Check that also counts the limit). After a warm-up, the counters of both services are zeroed,
 //! `--calls` requests are sent, and the counters are dumped: their totals divided by the calls
 //! are the instructions each service spends per call (gRPC server, decoding, decision,
-//! encoding; everything but the kernel). Run once with ratelimit-service on its memory store and
-//! once on a real Redis (the Redis server itself is not counted). The dumps stay in the
+//! encoding; everything but the kernel). Run with both services on their memory store and on a
+//! real Redis (the Redis server itself is not counted), for each `counted_by`. The dumps stay in the
 //! directory printed at the end, for `callgrind_annotate`.
 //!
 //! `scripts/bench callgrind` builds release binaries and runs it.
@@ -40,6 +41,17 @@ struct Args {
     /// Distinct JWT subjects the requests rotate over (each its own counter).
     #[arg(long, env = "BENCH_CLIENTS", default_value_t = 16)]
     clients: usize,
+    /// `rate_limits.counted_by` of the runs, comma-separated: `ratelimit-service` (a Check and
+    /// an RLS call per request) and/or `authz-service` (the limit counted inside the Check, one
+    /// call per request).
+    #[arg(
+        long,
+        env = "BENCH_COUNTED_BY",
+        default_value = "ratelimit-service,authz-service",
+        value_delimiter = ',',
+        value_parser = ["ratelimit-service", "authz-service"]
+    )]
+    counted_by: Vec<String>,
 }
 
 /// One route with a JWT and the plan limit; the plan never limits.
@@ -86,22 +98,45 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: Args, out: &Path, version: &[u8]) -> anyhow::Result<()> {
     println!(
         "policy-callgrind: {} requests per store through Envoy to /full (cached HS256 token, plan \
-         limit), each one ext_authz Check and one RLS call; {} (instructions counted in user \
-         space, the kernel's not)",
+         limit), each one ext_authz Check and, unless authz-service counts the limit, one RLS \
+         call; {} (instructions counted in user space, the kernel's not)",
         args.calls,
         String::from_utf8_lossy(version).trim(),
     );
     let mut rows = Vec::new();
-    for store in [Store::Memory, Store::Redis] {
-        rows.push((store, measure(&args, store, out).await?));
+    for counted_by in &args.counted_by {
+        let counted_by: &'static str = if counted_by == "authz-service" {
+            "authz-service"
+        } else {
+            "ratelimit-service"
+        };
+        for store in [Store::Memory, Store::Redis] {
+            rows.push((
+                counted_by,
+                store,
+                measure(&args, store, counted_by, out).await?,
+            ));
+        }
     }
     println!();
     println!(
-        "{:<10} {:>22} {:>26}",
-        "store", "authz-service Ir/call", "ratelimit-service Ir/call"
+        "{:<18} {:<10} {:>22} {:>26}",
+        "counted by", "store", "authz-service Ir/call", "ratelimit-service Ir/call"
     );
-    for (store, (authz, rls)) in &rows {
-        println!("{:<10} {:>22.0} {:>26.0}", format!("{store:?}"), authz, rls);
+    for (counted_by, store, (authz, rls)) in &rows {
+        // With the limit inside the Check, ratelimit-service gets no call to divide by.
+        let rls = if *counted_by == "authz-service" {
+            "no calls".to_string()
+        } else {
+            format!("{rls:.0}")
+        };
+        println!(
+            "{:<18} {:<10} {:>22.0} {:>26}",
+            counted_by,
+            format!("{store:?}"),
+            authz,
+            rls
+        );
     }
     println!();
     println!(
@@ -111,8 +146,14 @@ async fn run(args: Args, out: &Path, version: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Instructions per call of (authz-service, ratelimit-service) with ratelimit-service on `store`.
-async fn measure(args: &Args, store: Store, out: &Path) -> anyhow::Result<(f64, f64)> {
+/// Instructions per call of (authz-service, ratelimit-service) with both services on `store` and
+/// the limit counted by `counted_by`.
+async fn measure(
+    args: &Args,
+    store: Store,
+    counted_by: &'static str,
+    out: &Path,
+) -> anyhow::Result<(f64, f64)> {
     let redis_dir = tempfile::tempdir().context("temp dir")?;
     let redis = match store {
         Store::Memory => None,
@@ -121,7 +162,11 @@ async fn measure(args: &Args, store: Store, out: &Path) -> anyhow::Result<(f64, 
     let mut shape = Shape::new("{ free: 100000000/minute, pro: 100000000/minute }", ROUTES);
     // A late or failed answer must fail the run, never pass uncounted.
     shape.rls_on_error = "deny";
-    eprintln!("policy-callgrind: starting the gateway ({store:?} store) under callgrind");
+    shape.counted_by = counted_by;
+    eprintln!(
+        "policy-callgrind: starting the gateway ({store:?} store, counted by {counted_by}) under \
+         callgrind"
+    );
     let mut gw = Full::start(&shape, redis.as_ref().map(|r| r.url()).as_deref()).await;
     let client = gw.stack.client(gw.ports.http);
     wait_for_route(&client, "/full", 401).await;

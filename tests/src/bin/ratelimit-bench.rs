@@ -289,8 +289,8 @@ async fn redis_memory(redis: &RedisServer, args: &Args) {
             .parse()
             .unwrap_or(0)
     };
-    // A counter is a 24-byte header and 8 bytes per sub-bucket held (store/limit.lua).
-    let fields = sum("'STRLEN',k").saturating_sub(24 * 100) / 8;
+    // A counter is 8 bytes per sub-bucket held and a 32-byte trailer (store/limit.lua).
+    let fields = sum("'STRLEN',k").saturating_sub(32 * 100) / 8;
     let usage = sum("'MEMORY','USAGE',k,'SAMPLES','0'");
     let after = used_memory(redis.port());
     println!(
