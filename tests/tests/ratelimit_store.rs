@@ -284,7 +284,16 @@ async fn redis_keys_that_hold_something_else() {
     assert!(check(&store, &h).await.admitted);
     assert!(!check(&store, &h).await.admitted, "the new counter counts");
 
-    for (name, setup) in [("list", "RPUSH {k} a b"), ("text", "SET {k} not-a-counter")] {
+    // The script reads only a counter's last 52 bytes: longer values must be refused by what
+    // those bytes say (a 100-byte text decodes to numbers far out of range; 51 zero bytes and an
+    // `a` to a bucket index 0 with 24,832 buckets), never looped over or overwritten.
+    let long_text = format!("SET {{k}} {}", "x".repeat(100));
+    for (name, setup) in [
+        ("list", "RPUSH {k} a b"),
+        ("text", "SET {k} not-a-counter"),
+        ("long-text", long_text.as_str()),
+        ("zero-padded", "SETRANGE {k} 51 a"),
+    ] {
         let k = key(name);
         raw(&setup.replace("{k}", &k));
         let before = raw(&format!("DUMP {k}"));
@@ -306,6 +315,49 @@ async fn redis_keys_that_hold_something_else() {
         let fine = key("next-to-bad");
         let both = [hit(&fine, Algorithm::Fixed, 1, 60_000, 1)];
         assert!(check(&store, &both).await.admitted);
+    }
+}
+
+/// A clock that goes back and forth across a window boundary (Redis's `TIME` after a failover,
+/// say): the Redis store keeps a dead bucket in its string until it rewrites it, and must answer
+/// as the memory store, which has deleted it, does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_answers_as_memory_when_the_clock_steps_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = RedisServer::start(dir.path()).await;
+    let now = Arc::new(AtomicU64::new(0));
+    let clock = |n: &Arc<AtomicU64>| -> Arc<dyn Fn() -> i64 + Send + Sync> {
+        let n = n.clone();
+        Arc::new(move || n.load(Ordering::SeqCst) as i64)
+    };
+    let memory = MemoryStore::with_clock(clock(&now));
+    let redis_store = RedisStore::from_url(&redis.url())
+        .expect("redis url")
+        .with_clock(clock(&now));
+    for alg in [
+        Algorithm::Fixed,
+        Algorithm::Approximate,
+        Algorithm::SlidingWindow,
+    ] {
+        let k = key(&format!("back-{}", alg.name()));
+        for (at, cost) in [
+            (2_000, 1),
+            (1_500, 1),
+            (2_100, 1),
+            (1_600, 1),
+            (2_200, 2),
+            (900, 1),
+        ] {
+            now.store(at, Ordering::SeqCst);
+            let h = [hit(&k, alg, 2, 1_000, cost)];
+            let (m, r) = (check(&memory, &h).await, check(&redis_store, &h).await);
+            assert_eq!(
+                (m.admitted, m.checks[0].used, m.checks[0].reset_ms),
+                (r.admitted, r.checks[0].used, r.checks[0].reset_ms),
+                "{} at {at} ms, cost {cost}",
+                alg.name()
+            );
+        }
     }
 }
 

@@ -10,7 +10,7 @@
 -- bucket is never empty.
 --
 -- Redis's Lua pays for every string it makes by its length (and its collector for it again),
--- so the usual check never holds the whole counter: it reads the string's last 64 bytes
+-- so the usual check never holds the whole counter: it reads the string's last 52 bytes
 -- (GETRANGE: the last two buckets and the trailer, 52 bytes), decides, and writes back only what changed
 -- (SETRANGE: the last bucket and the trailer, or a new bucket and the trailer at the end). A
 -- bucket that leaves the window only moves `first`; the string is rewritten whole (SET) once
@@ -48,6 +48,8 @@ local floor, max, pack, unpack, sub, rep = math.floor, math.max, struct.pack, st
 local TAIL, SLOT, READ = 36, 8, 52
 -- Offsets of `first` and `last` from `base` are u16s.
 local MAX_OFFSET = 65535
+-- Bucket indices, counts and instants are whole numbers below this (exact in a double).
+local LIMIT = 2 ^ 52
 local ZERO = pack('<d', 0)
 -- Buckets a clock that went back may add in front of `first`; further back, the request is
 -- charged to `first` instead (later than it was: counted longer, never shorter).
@@ -121,7 +123,15 @@ local function decide(k, alg, n, w, cost, charge)
     else
       lastc, t, total, base, expires, fo, lo = unpack('<dddddHH', v)
     end
-    if not (fo <= lo and (#v == READ or lo == 0)) or base ~= base then return BAD end
+    -- Only the end is read, so check all of it: a counter of one bucket is 44 bytes, of more
+    -- at least 52; every number is whole, in range and not NaN. Anything else is not ours
+    -- (and would send the loops below over nonsense).
+    if not (fo <= lo and (#v == READ) == (lo > 0) and base >= 1 and base < LIMIT and base % 1 == 0
+        and t >= 0 and t < LIMIT and total >= 0 and total < LIMIT and expires >= 0
+        and expires < LIMIT and lastc >= 0 and lastc < LIMIT
+        and (prevc == nil or (prevc >= 0 and prevc < LIMIT))) then
+      return BAD
+    end
     first, last = base + fo, base + lo
   end
   -- The dead prefix, by index alone; the counts are read only when one is dropped. `head` is
@@ -189,7 +199,7 @@ local function decide(k, alg, n, w, cost, charge)
         local b = 0
         if i == last then
           b = lastc
-        elseif i == last - 1 and prevc ~= nil then
+        elseif i == last - 1 and i >= head and prevc ~= nil then
           b = prevc
         elseif i >= head and i < last then
           if live == nil then live = counts(k, base, first, last) end
@@ -265,7 +275,7 @@ local function decide(k, alg, n, w, cost, charge)
   elseif cur >= head then
     local j = cur - head
     body = sub(body, 1, j * SLOT) .. pack('<d', count(body, j) + cost) .. sub(body, (j + 1) * SLOT + 1)
-  elseif head - cur <= MAX_GAP then
+  elseif head - cur <= MAX_GAP and newlast - cur <= MAX_OFFSET then
     body = pack('<d', cost) .. rep(ZERO, head - cur - 1) .. body
     head = cur
   else
@@ -287,10 +297,14 @@ if op == 'refund' then
         local was = count(v, j)
         local left = max(0, was - cost)
         local body = sub(v, 1, j * SLOT) .. pack('<d', left) .. sub(v, (j + 1) * SLOT + 1, #v - TAIL)
-        -- The first live bucket is never empty.
+        -- The first live bucket is never empty; a counter left with none holds nothing.
         while first < last and count(body, first - base) <= 0 do first = first + 1 end
-        local trailer = pack('<ddddHH', t, max(0, total - (was - left)), base, expires, first - base, lo)
-        redis.call('SET', KEYS[k], body .. trailer, 'KEEPTTL')
+        if count(body, first - base) <= 0 then
+          redis.call('DEL', KEYS[k])
+        else
+          local trailer = pack('<ddddHH', t, max(0, total - (was - left)), base, expires, first - base, lo)
+          redis.call('SET', KEYS[k], body .. trailer, 'KEEPTTL')
+        end
       end
     end
   end
