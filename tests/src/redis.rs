@@ -127,6 +127,10 @@ impl RedisCluster {
             let extra = vec![
                 "--cluster-enabled".into(),
                 "yes".into(),
+                // The bus port from the same band: its default, port + 10000, falls in the
+                // ephemeral range, where any outgoing connection may hold it.
+                "--cluster-port".into(),
+                free_port().to_string(),
                 "--cluster-config-file".into(),
                 format!("nodes-{port}.conf"),
                 "--cluster-node-timeout".into(),
