@@ -115,7 +115,7 @@ fuzz_target!(|data: &[u8]| {
         }),
     };
     let (decision, request_id, limited) = futures::executor::block_on(SERVICE.decide(&req));
-    let _ = authz_service::response::check_response(&decision, &request_id, limited.as_ref());
+    let _ = authz_service::response::check_response(&decision, &request_id, limited);
 
     if let Decision::Allow(allow) = &decision {
         let query = input.path.split_once('?').map_or("", |(_, q)| q);
