@@ -31,10 +31,11 @@
 --   and limit, window_ms, cost (little-endian doubles); the keys of every request are KEYS in
 --   order. For refund (one request): four values per key: bucket, cost, unused, unused (undoes
 --   an admission whose sibling group failed).
--- check returns {now_ms, then per request: status, then per key: admitted, used, reset_ms,
---   retry_ms, bucket}; status is 1 (every counter admitted it, and each was charged), 0 (not
---   admitted, nothing charged) or -1 (a key holds something that is not a counter; nothing
---   charged, its values are 0).
+-- check returns {now_ms, packed}: per request its status (i8), then per key admitted (u8) and
+--   used, reset_ms, retry_ms, bucket (little-endian doubles, whole numbers); status is 1 (every
+--   counter admitted it, and each was charged), 0 (not admitted, nothing charged) or -1 (a key
+--   holds something that is not a counter; nothing charged, its values are 0). One string, not
+--   six integers per key: Redis and the client's reply parser both pay per element.
 local op, at = string.match(ARGV[1], '^(%a+)@?(%d*)$')
 local stepped = at ~= nil and at ~= ''
 local now
@@ -313,7 +314,7 @@ if op == 'refund' then
   return {now}
 end
 
-local out, no = {now}, 1
+local out, no = {}, 0
 local spec, pos, key = ARGV[2], 1, 1
 while pos <= #spec do
   local keys
@@ -321,23 +322,22 @@ while pos <= #spec do
   local from = pos
   no = no + 1
   local at, status = no, 1
-  out[at] = 1
   for k = key, key + keys - 1 do
     local alg, n, w, cost
     alg, n, w, cost, pos = unpack('<c1ddd', spec, pos)
     -- A request of one counter is charged as it is decided; one of several only once every
     -- counter has admitted it (below).
     local admitted, used, reset, retry, cur = decide(KEYS[k], alg, n, w, cost, keys == 1)
+    no = no + 1
     if admitted == BAD then
       status = -1
-      out[no + 1], out[no + 2], out[no + 3], out[no + 4], out[no + 5] = 0, 0, 0, 0, 0
+      out[no] = pack('<Bdddd', 0, 0, 0, 0, 0)
     else
       if admitted == 0 and status == 1 then status = 0 end
-      out[no + 1], out[no + 2], out[no + 3], out[no + 4], out[no + 5] = admitted, used, reset, retry, cur
+      out[no] = pack('<Bdddd', admitted, used, reset, retry, cur)
     end
-    no = no + 5
   end
-  out[at] = status
+  out[at] = pack('<b', status)
   if status == 1 and keys > 1 then
     for k = key, key + keys - 1 do
       local alg, n, w, cost
@@ -347,4 +347,4 @@ while pos <= #spec do
   end
   key = key + keys
 end
-return out
+return {now, table.concat(out)}

@@ -253,8 +253,8 @@ async fn call(
         None => inv.arg("check"),
     };
     inv.arg(pack(requests)?);
-    let reply: Vec<i64> = inv.invoke_async(conn).await.map_err(classify)?;
-    parse(&reply, requests.iter().map(|r| r.len()))
+    let (now, packed): (i64, Vec<u8>) = inv.invoke_async(conn).await.map_err(classify)?;
+    parse(now, &packed, requests.iter().map(|r| r.len()))
 }
 
 /// The requests of one script call as its second argument (`limit.lua`): per request its number
@@ -283,40 +283,62 @@ fn pack(requests: &[&[Hit]]) -> Result<Vec<u8>, StoreError> {
     Ok(out)
 }
 
-/// Reads the script's reply: `{now, then per request: status, then (admitted, used, reset,
-/// retry, bucket) per key}`.
+/// Bytes of one key's verdict in the script's reply: admitted (u8), then used, reset, retry and
+/// bucket (little-endian doubles).
+const VERDICT_BYTES: usize = 1 + 4 * 8;
+
+/// Reads the script's reply, Redis time `now` and `packed`: per request its status (i8), then
+/// per key a verdict of [`VERDICT_BYTES`] (`limit.lua`).
 fn parse(
-    reply: &[i64],
+    now: i64,
+    packed: &[u8],
     keys: impl ExactSizeIterator<Item = usize> + Clone,
 ) -> Result<Vec<Result<ScriptReply, StoreError>>, StoreError> {
-    let want = 1 + keys.clone().map(|k| 1 + 5 * k).sum::<usize>();
-    let (&now, mut rest) = reply
-        .split_first()
-        .filter(|_| reply.len() == want)
-        .ok_or_else(|| {
-            StoreError::BadReply(format!("expected {want} integers, got {}", reply.len()))
-        })?;
-    let non_negative =
-        |v: i64| u64::try_from(v).map_err(|_| StoreError::BadReply(format!("negative value {v}")));
+    let want = keys.clone().map(|k| 1 + VERDICT_BYTES * k).sum::<usize>();
+    if packed.len() != want {
+        return Err(StoreError::BadReply(format!(
+            "expected {want} bytes, got {}",
+            packed.len()
+        )));
+    }
+    // A whole number in i64's range, as the script computes them; anything else is not its.
+    let whole = |b: &[u8]| -> Result<i64, StoreError> {
+        let v = f64::from_le_bytes(b.try_into().expect("eight bytes"));
+        if v.fract() == 0.0 && (-9.0e15..=9.0e15).contains(&v) {
+            Ok(v as i64)
+        } else {
+            Err(StoreError::BadReply(format!("not a whole number: {v}")))
+        }
+    };
+    let non_negative = |b: &[u8]| -> Result<u64, StoreError> {
+        let v = whole(b)?;
+        u64::try_from(v).map_err(|_| StoreError::BadReply(format!("negative value {v}")))
+    };
+    let mut rest = packed;
     let mut out = Vec::with_capacity(keys.len());
     for k in keys {
-        let (head, tail) = rest.split_at(1 + 5 * k);
+        let (head, tail) = rest.split_at(1 + VERDICT_BYTES * k);
         rest = tail;
-        out.push(match head[0] {
+        out.push(match head[0] as i8 {
             -1 => Err(StoreError::BadReply(
                 "a counter's key holds a value that is not a counter".into(),
             )),
             status @ (0 | 1) => {
                 let mut checks = Vec::with_capacity(k);
-                for chunk in head[1..].chunks_exact(5) {
+                for v in head[1..].chunks_exact(VERDICT_BYTES) {
+                    let admitted = match v[0] {
+                        0 => false,
+                        1 => true,
+                        other => return Err(StoreError::BadReply(format!("admitted {other}"))),
+                    };
                     checks.push((
                         Check {
-                            admitted: chunk[0] == 1,
-                            used: non_negative(chunk[1])?,
-                            reset_ms: non_negative(chunk[2])?,
-                            retry_after_ms: non_negative(chunk[3])?,
+                            admitted,
+                            used: non_negative(&v[1..9])?,
+                            reset_ms: non_negative(&v[9..17])?,
+                            retry_after_ms: non_negative(&v[17..25])?,
                         },
-                        chunk[4],
+                        whole(&v[25..33])?,
                     ));
                 }
                 Ok((status == 1, checks, now))
@@ -352,6 +374,13 @@ fn hash_tag(key: &str) -> &str {
 
 impl CounterStore for RedisStore {
     async fn check(&self, hits: &[Hit]) -> Result<Outcome, StoreError> {
+        // Refused here, before it joins a batch, so it fails alone (`pack` would fail the batch).
+        if hits.len() > usize::from(u16::MAX) {
+            return Err(StoreError::Unavailable(format!(
+                "a request of {} counters is more than one script call carries",
+                hits.len()
+            )));
+        }
         match &self.backend {
             Backend::Single { conn, batcher } => {
                 let (reply, answer) = oneshot::channel();
@@ -456,23 +485,42 @@ mod tests {
         assert_eq!(hash_tag("a{}b"), "a{}b");
     }
 
+    /// A reply's packed part as `limit.lua` writes it: per request its status, then per key
+    /// (admitted, used, reset, retry, bucket).
+    fn packed(requests: &[(i8, &[[f64; 5]])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (status, keys) in requests {
+            out.push(*status as u8);
+            for k in *keys {
+                out.push(k[0] as u8);
+                for v in &k[1..] {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+        out
+    }
+
     #[test]
     fn malformed_replies_are_errors_not_panics() {
         let one = || [1usize].into_iter();
-        assert!(matches!(parse(&[], one()), Err(StoreError::BadReply(_))));
-        assert!(matches!(
-            parse(&[1, 1, 1, -5, 0, 0, 0], one()),
-            Err(StoreError::BadReply(_))
-        ));
-        assert!(matches!(
-            parse(&[1, 7, 1, 1, 0, 0, 0], one()),
-            Err(StoreError::BadReply(_))
-        ));
-        let r = parse(&[9, 1, 1, 3, 10, 0, 7], one()).unwrap();
+        let bad = |p: Vec<u8>| matches!(parse(9, &p, one()), Err(StoreError::BadReply(_)));
+        assert!(bad(Vec::new()));
+        assert!(bad(packed(&[(1, &[[1.0, -5.0, 0.0, 0.0, 0.0]])])));
+        assert!(bad(packed(&[(7, &[[1.0, 1.0, 0.0, 0.0, 0.0]])])));
+        assert!(bad(packed(&[(1, &[[2.0, 1.0, 0.0, 0.0, 0.0]])])));
+        assert!(bad(packed(&[(1, &[[1.0, 1.5, 0.0, 0.0, 0.0]])])));
+        assert!(bad(packed(&[(1, &[[1.0, f64::NAN, 0.0, 0.0, 0.0]])])));
+        assert!(bad(packed(&[(1, &[[1.0, 1.0, 1e300, 0.0, 0.0]])])));
+        let mut long = packed(&[(1, &[[1.0, 3.0, 10.0, 0.0, 7.0]])]);
+        long.push(0);
+        assert!(bad(long));
+        let r = parse(9, &packed(&[(1, &[[1.0, 3.0, 10.0, 0.0, 7.0]])]), one()).unwrap();
         let (ok, checks, now) = r[0].clone().unwrap();
         assert!(ok);
         assert_eq!(now, 9);
         assert_eq!(checks[0].0.used, 3);
+        assert_eq!(checks[0].0.reset_ms, 10);
         assert_eq!(checks[0].1, 7);
     }
 
@@ -504,11 +552,35 @@ mod tests {
         assert!(matches!(pack(&[&many]), Err(StoreError::Unavailable(_))));
     }
 
+    #[tokio::test]
+    async fn a_request_too_large_for_a_script_call_fails_alone_before_any_io() {
+        // Nothing listens on port 1; a script call, even a failed one, would count in the stats.
+        let store = RedisStore::single("redis://127.0.0.1:1/0").unwrap();
+        let hit = Hit {
+            key: "k".into(),
+            algorithm: Algorithm::Fixed,
+            limit: crate::limiter::Limit {
+                requests: 1,
+                window_ms: 1,
+            },
+            cost: 1,
+        };
+        let many = vec![hit; 70_000];
+        assert!(matches!(
+            store.check(&many).await,
+            Err(StoreError::Unavailable(m)) if m.contains("70000 counters")
+        ));
+        assert_eq!(store.batch_stats().calls.load(Ordering::Relaxed), 0);
+    }
+
     #[test]
     fn a_batch_reply_splits_per_request_and_a_bad_key_fails_only_its_own() {
         // Two requests: one with two keys (admitted), one whose key is not a counter.
-        let reply = [5, 1, 1, 0, 9, 0, 3, 1, 2, 8, 0, 3, -1, 0, 0, 0, 0, 0];
-        let r = parse(&reply, [2usize, 1].into_iter()).unwrap();
+        let reply = packed(&[
+            (1, &[[1.0, 0.0, 9.0, 0.0, 3.0], [1.0, 2.0, 8.0, 0.0, 3.0]]),
+            (-1, &[[0.0; 5]]),
+        ]);
+        let r = parse(5, &reply, [2usize, 1].into_iter()).unwrap();
         let (ok, checks, now) = r[0].clone().unwrap();
         assert!(ok && now == 5 && checks.len() == 2 && checks[1].0.used == 2);
         assert!(matches!(r[1], Err(StoreError::BadReply(_))));
