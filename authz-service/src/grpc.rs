@@ -254,6 +254,8 @@ mod tests {
                                 header("x-request-id", "req-1"),
                             ],
                         }),
+                        // Envoy sends one or the other (`encode_raw_headers`); both are read.
+                        headers: [("x-api-key".to_string(), "key-1".to_string())].into(),
                         path: "/v1/orders?page=2".into(),
                         host: "api.example.com".into(),
                         scheme: "https".into(),
@@ -318,7 +320,14 @@ mod tests {
                 .unwrap()
                 .expect("one message")
         }
-        for read in [&b"orders?"[..], b"route", b"authorization", b"BEGIN"] {
+        for read in [
+            &b"orders?"[..],
+            b"route",
+            b"x-api",
+            b"key-1",
+            b"authorization",
+            b"BEGIN",
+        ] {
             assert_eq!(
                 spoiled(read, b"\xff\xfe").await,
                 CheckRequest::default(),

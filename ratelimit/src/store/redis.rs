@@ -314,37 +314,49 @@ fn parse(
         let v = whole(b)?;
         u64::try_from(v).map_err(|_| StoreError::BadReply(format!("negative value {v}")))
     };
+    // One request's verdicts; what is wrong in them fails that request only (the length check
+    // above already framed every request).
+    let request = |status: i8, verdicts: &[u8]| -> Result<ScriptReply, StoreError> {
+        if status == -1 {
+            return Err(StoreError::BadReply(
+                "a counter's key holds a value that is not a counter".into(),
+            ));
+        }
+        if status != 0 && status != 1 {
+            return Err(StoreError::BadReply(format!("request status {status}")));
+        }
+        let mut checks = Vec::with_capacity(verdicts.len() / VERDICT_BYTES);
+        for v in verdicts.chunks_exact(VERDICT_BYTES) {
+            let admitted = match v[0] {
+                0 => false,
+                1 => true,
+                other => return Err(StoreError::BadReply(format!("admitted {other}"))),
+            };
+            checks.push((
+                Check {
+                    admitted,
+                    used: non_negative(&v[1..9])?,
+                    reset_ms: non_negative(&v[9..17])?,
+                    retry_after_ms: non_negative(&v[17..25])?,
+                },
+                whole(&v[25..33])?,
+            ));
+        }
+        // Admitted exactly when every counter admitted it: a status that says otherwise is not
+        // the script's, and is never taken for an admission.
+        if (status == 1) != checks.iter().all(|(c, _)| c.admitted) {
+            return Err(StoreError::BadReply(format!(
+                "request status {status} disagrees with its counters"
+            )));
+        }
+        Ok((status == 1, checks, now))
+    };
     let mut rest = packed;
     let mut out = Vec::with_capacity(keys.len());
     for k in keys {
         let (head, tail) = rest.split_at(1 + VERDICT_BYTES * k);
         rest = tail;
-        out.push(match head[0] as i8 {
-            -1 => Err(StoreError::BadReply(
-                "a counter's key holds a value that is not a counter".into(),
-            )),
-            status @ (0 | 1) => {
-                let mut checks = Vec::with_capacity(k);
-                for v in head[1..].chunks_exact(VERDICT_BYTES) {
-                    let admitted = match v[0] {
-                        0 => false,
-                        1 => true,
-                        other => return Err(StoreError::BadReply(format!("admitted {other}"))),
-                    };
-                    checks.push((
-                        Check {
-                            admitted,
-                            used: non_negative(&v[1..9])?,
-                            reset_ms: non_negative(&v[9..17])?,
-                            retry_after_ms: non_negative(&v[17..25])?,
-                        },
-                        whole(&v[25..33])?,
-                    ));
-                }
-                Ok((status == 1, checks, now))
-            }
-            other => return Err(StoreError::BadReply(format!("request status {other}"))),
-        });
+        out.push(request(head[0] as i8, &head[1..]));
     }
     Ok(out)
 }
@@ -504,11 +516,18 @@ mod tests {
     #[test]
     fn malformed_replies_are_errors_not_panics() {
         let one = || [1usize].into_iter();
-        let bad = |p: Vec<u8>| matches!(parse(9, &p, one()), Err(StoreError::BadReply(_)));
+        let bad = |p: Vec<u8>| match parse(9, &p, one()) {
+            Err(StoreError::BadReply(_)) => true,
+            Ok(r) => matches!(r[..], [Err(StoreError::BadReply(_))]),
+            Err(_) => false,
+        };
         assert!(bad(Vec::new()));
         assert!(bad(packed(&[(1, &[[1.0, -5.0, 0.0, 0.0, 0.0]])])));
         assert!(bad(packed(&[(7, &[[1.0, 1.0, 0.0, 0.0, 0.0]])])));
         assert!(bad(packed(&[(1, &[[2.0, 1.0, 0.0, 0.0, 0.0]])])));
+        // A status that disagrees with the counters' verdicts is never an admission.
+        assert!(bad(packed(&[(1, &[[0.0, 1.0, 0.0, 0.0, 0.0]])])));
+        assert!(bad(packed(&[(0, &[[1.0, 1.0, 0.0, 0.0, 0.0]])])));
         assert!(bad(packed(&[(1, &[[1.0, 1.5, 0.0, 0.0, 0.0]])])));
         assert!(bad(packed(&[(1, &[[1.0, f64::NAN, 0.0, 0.0, 0.0]])])));
         assert!(bad(packed(&[(1, &[[1.0, 1.0, 1e300, 0.0, 0.0]])])));
@@ -565,10 +584,10 @@ mod tests {
             },
             cost: 1,
         };
-        let many = vec![hit; 70_000];
+        let many = vec![hit; usize::from(u16::MAX) + 1];
         assert!(matches!(
             store.check(&many).await,
-            Err(StoreError::Unavailable(m)) if m.contains("70000 counters")
+            Err(StoreError::Unavailable(m)) if m.contains("65536 counters")
         ));
         assert_eq!(store.batch_stats().calls.load(Ordering::Relaxed), 0);
     }
@@ -584,5 +603,12 @@ mod tests {
         let (ok, checks, now) = r[0].clone().unwrap();
         assert!(ok && now == 5 && checks.len() == 2 && checks[1].0.used == 2);
         assert!(matches!(r[1], Err(StoreError::BadReply(_))));
+        // A malformed verdict fails its own request, not the batch.
+        let reply = packed(&[
+            (1, &[[1.0, 0.0, 9.0, 0.0, 3.0]]),
+            (1, &[[1.0, 0.5, 9.0, 0.0, 3.0]]),
+        ]);
+        let r = parse(5, &reply, [1usize, 1].into_iter()).unwrap();
+        assert!(r[0].is_ok() && matches!(r[1], Err(StoreError::BadReply(_))));
     }
 }
