@@ -6,6 +6,7 @@
 //! build is a test failure, never a silently green run.
 
 pub mod authz;
+pub mod callgrind;
 pub mod client;
 pub mod cpu;
 pub mod echo;

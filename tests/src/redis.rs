@@ -33,12 +33,31 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     extra: Vec<String>,
+    /// What runs redis-server (`start_under`), empty for nothing.
+    wrapper: Vec<String>,
 }
 
 impl RedisServer {
     /// A standalone server without persistence, ready to answer PING.
     pub async fn start(log_dir: &Path) -> RedisServer {
         Self::start_with(log_dir, free_port(), vec![]).await
+    }
+
+    /// The same, run by `wrapper` (a program and its arguments, e.g. valgrind's), which is
+    /// given redis-server's command line.
+    pub async fn start_under(log_dir: &Path, wrapper: &[String]) -> RedisServer {
+        let port = free_port();
+        let dir = log_dir.join(format!("redis-{port}"));
+        std::fs::create_dir_all(&dir).expect("create redis dir");
+        let mut r = RedisServer {
+            proc: spawn_under(wrapper, &dir, log_dir, port, &[]),
+            port,
+            dir,
+            extra: vec![],
+            wrapper: wrapper.to_vec(),
+        };
+        r.wait_ready().await;
+        r
     }
 
     async fn start_with(log_dir: &Path, port: u16, extra: Vec<String>) -> RedisServer {
@@ -49,6 +68,7 @@ impl RedisServer {
             port,
             dir,
             extra,
+            wrapper: vec![],
         };
         r.wait_ready().await;
         r
@@ -97,13 +117,30 @@ impl RedisServer {
     /// Starts it again on the same port (empty: nothing was persisted) and waits for PING.
     pub async fn restart(&mut self, log_dir: &Path) {
         self.proc.kill();
-        self.proc = spawn(&self.dir, log_dir, self.port, &self.extra);
+        self.proc = spawn_under(&self.wrapper, &self.dir, log_dir, self.port, &self.extra);
         self.wait_ready().await;
     }
 }
 
 fn spawn(dir: &Path, log_dir: &Path, port: u16, extra: &[String]) -> Proc {
-    let mut cmd = Command::new(redis_bin());
+    spawn_under(&[], dir, log_dir, port, extra)
+}
+
+fn spawn_under(
+    wrapper: &[String],
+    dir: &Path,
+    log_dir: &Path,
+    port: u16,
+    extra: &[String],
+) -> Proc {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(redis_bin());
+            c
+        }
+        None => Command::new(redis_bin()),
+    };
     cmd.current_dir(dir)
         .args(["--port", &port.to_string()])
         .args(["--bind", "127.0.0.1"])

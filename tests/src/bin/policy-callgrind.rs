@@ -15,13 +15,14 @@
 //!
 //! `scripts/bench callgrind` builds release binaries and runs it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context as _};
 use clap::Parser;
 use tests::authz::{bearer, token};
+use tests::callgrind;
 use tests::gateway::{Full, Shape};
 use tests::redis::RedisServer;
 use tests::wait_for_route;
@@ -197,16 +198,16 @@ async fn measure(
         gw.rls.proc().pid().context("ratelimit-service pid")?,
     ];
     for pid in pids {
-        callgrind_control("-z", pid)?;
+        callgrind::control("-z", pid)?;
     }
     let started = Instant::now();
     send(args.calls).await?;
     let elapsed = started.elapsed();
     for pid in pids {
-        callgrind_control("-d", pid)?;
+        callgrind::control("-d", pid)?;
     }
     let per_call = |pid: u32| -> anyhow::Result<f64> {
-        Ok(totals(&last_dump(out, pid)?)? as f64 / args.calls as f64)
+        Ok(callgrind::totals(&callgrind::last_dump(out, pid)?)? as f64 / args.calls as f64)
     };
     let figures = (per_call(pids[0])?, per_call(pids[1])?);
     eprintln!(
@@ -217,46 +218,4 @@ async fn measure(
     drop(gw);
     drop(redis);
     Ok(figures)
-}
-
-/// `callgrind_control <flag> <pid>`: `-z` zeroes the counters, `-d` dumps them.
-fn callgrind_control(flag: &str, pid: u32) -> anyhow::Result<()> {
-    let status = Command::new("callgrind_control")
-        .args([flag, &pid.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .context("callgrind_control")?;
-    ensure!(status.success(), "callgrind_control {flag} {pid} failed");
-    Ok(())
-}
-
-/// The newest dump of `pid` (`callgrind.<pid>.out.<n>`).
-fn last_dump(dir: &Path, pid: u32) -> anyhow::Result<PathBuf> {
-    let stem = format!("callgrind.{pid}.out.");
-    let mut dumps: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)?
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let n = name.strip_prefix(&stem)?.parse().ok()?;
-            Some((n, e.path()))
-        })
-        .collect();
-    dumps.sort();
-    dumps
-        .pop()
-        .map(|(_, p)| p)
-        .with_context(|| format!("no dump {stem}* in {}", dir.display()))
-}
-
-/// The instruction total of a callgrind dump (`totals:`, or `summary:` in older formats).
-fn totals(path: &Path) -> anyhow::Result<u64> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix("totals:")
-                .or_else(|| l.strip_prefix("summary:"))
-        })
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .with_context(|| format!("no totals in {}", path.display()))
 }

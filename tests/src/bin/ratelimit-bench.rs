@@ -2,7 +2,9 @@
 //! in-memory store and a real Redis with 1, 3 and 10 limits per request, next to a baseline that
 //! names no limit (the same gRPC round trip without any counting). Then Redis memory per active
 //! counter. Then Redis's own CPU per decision (from `/proc`): the sliding-window script against
-//! the fixed-window script and against the simplest fixed-window decision, `INCR` + `EXPIRE`.
+//! the fixed-window script and against the simplest fixed-window decision, `INCR` + `EXPIRE`;
+//! and, as a noise-free second figure (`--sections callgrind`), the same three rows counted in
+//! instructions, on a redis-server run by valgrind's callgrind.
 //! The service runs in this process on release code; Redis is a real `redis-server`.
 //!
 //! `scripts/bench ratelimit` runs it; `--help` lists the knobs.
@@ -45,7 +47,8 @@ struct Args {
     #[arg(long, env = "BENCH_MEMORY_KEYS", default_value_t = 10_000)]
     memory_keys: usize,
     /// Which parts to run: `grpc` (the service over gRPC), `cpu` (Redis CPU per decision),
-    /// `memory` (Redis bytes per counter), comma-separated.
+    /// `memory` (Redis bytes per counter), `callgrind` (Redis instructions per decision, under
+    /// valgrind; not run unless named), comma-separated.
     #[arg(
         long,
         env = "BENCH_SECTIONS",
@@ -203,6 +206,9 @@ async fn main() {
     if run("memory") {
         redis_memory(&redis, &args).await;
     }
+    if run("callgrind") {
+        redis_instructions(&args).await;
+    }
 }
 
 /// ShouldRateLimit over gRPC: memory and Redis with 1 to 10 limits, against the round trip alone.
@@ -301,6 +307,22 @@ async fn redis_memory(redis: &RedisServer, args: &Args) {
     );
 }
 
+/// The rows of the Redis CPU and instruction figures: the store's script on the sliding and the
+/// fixed window, and a fixed window the simplest way (`decide` with `None`).
+const REDIS_ROWS: [(&str, Option<Algorithm>); 3] = [
+    ("sliding window (limit.lua)", Some(Algorithm::SlidingWindow)),
+    ("fixed window (limit.lua)", Some(Algorithm::Fixed)),
+    ("INCR + EXPIRE (no script)", None),
+];
+
+/// How many decisions one Redis call made: the script's batches, or one pipeline each.
+fn per_call(decisions: u64, calls: Option<u64>) -> String {
+    calls.map_or_else(
+        || "one pipeline each".to_string(),
+        |c| format!("{:.1} per script call", decisions as f64 / c.max(1) as f64),
+    )
+}
+
 /// Redis's CPU per decision for one limit of a minute (a plan's), `--cpu-clients` counters, 16
 /// in flight, `--seconds` each: the store's script on the sliding and the fixed window, and a
 /// fixed window the simplest way (`INCR` + `EXPIRE`, pipelined, no script).
@@ -312,21 +334,14 @@ async fn redis_cpu(redis: &RedisServer, args: &Args) {
     let run = Duration::from_secs(args.seconds);
     let clients = args.cpu_clients.max(1);
     let mut rows = Vec::new();
-    for (name, algorithm) in [
-        ("sliding window (limit.lua)", Some(Algorithm::SlidingWindow)),
-        ("fixed window (limit.lua)", Some(Algorithm::Fixed)),
-        ("INCR + EXPIRE (no script)", None),
-    ] {
+    for (name, algorithm) in REDIS_ROWS {
         raw_command(redis.port(), "FLUSHALL").expect("FLUSHALL");
         // One second of traffic first, so a sliding window's counters hold sub-buckets.
         decide(redis, algorithm, clients, Duration::from_secs(1)).await;
         let before = tests::cpu::cpu_time(pid).expect("redis CPU time");
         let (decisions, calls) = decide(redis, algorithm, clients, run).await;
         let used = tests::cpu::cpu_time(pid).expect("redis CPU time") - before;
-        let per_call = calls.map_or_else(
-            || "one pipeline each".to_string(),
-            |c| format!("{:.1} per script call", decisions as f64 / c.max(1) as f64),
-        );
+        let per_call = per_call(decisions, calls);
         rows.push((
             name,
             used.as_secs_f64() * 1e6 / decisions as f64,
@@ -345,6 +360,55 @@ async fn redis_cpu(redis: &RedisServer, args: &Args) {
     println!(
         "  sliding window / INCR + EXPIRE: {:.2}× (target ≤ 1.5×)",
         sliding / simplest
+    );
+}
+
+/// The rows of `redis_cpu` in redis-server's instructions per decision, counted by valgrind's
+/// callgrind (user space only): unlike CPU time, the figure does not move with the machine's load.
+async fn redis_instructions(args: &Args) {
+    if std::process::Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("redis instructions per decision: needs valgrind (Debian package `valgrind`)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("callgrind");
+    std::fs::create_dir_all(&out).expect("callgrind output directory");
+    let wrapper = [
+        "valgrind".to_string(),
+        "--tool=callgrind".to_string(),
+        format!("--callgrind-out-file={}/callgrind.%p.out", out.display()),
+    ];
+    let redis = RedisServer::start_under(dir.path(), &wrapper).await;
+    let pid = tests::cpu::redis_pid(redis.port()).expect("redis-server's pid");
+    let run = Duration::from_secs(args.seconds);
+    let clients = args.cpu_clients.max(1);
+    let mut rows = Vec::new();
+    for (name, algorithm) in REDIS_ROWS {
+        raw_command(redis.port(), "FLUSHALL").expect("FLUSHALL");
+        decide(&redis, algorithm, clients, Duration::from_secs(1)).await;
+        tests::callgrind::control("-z", pid).expect("zero the counters");
+        let (decisions, calls) = decide(&redis, algorithm, clients, run).await;
+        tests::callgrind::control("-d", pid).expect("dump the counters");
+        let dump = tests::callgrind::last_dump(&out, pid).expect("a dump");
+        let total = tests::callgrind::totals(&dump).expect("its total");
+        let per_call = per_call(decisions, calls);
+        rows.push((name, total as f64 / decisions as f64, decisions, per_call));
+    }
+    println!(
+        "redis instructions per decision under callgrind (one limit per minute, {clients} \
+         counters, 16 in flight, {} s each):",
+        args.seconds
+    );
+    for (name, ir, n, per_call) in &rows {
+        println!("  {name:<28} {ir:>8.0}  ({n} decisions, {per_call})");
+    }
+    println!(
+        "  sliding window / INCR + EXPIRE: {:.2}×",
+        rows[0].1 / rows[2].1
     );
 }
 
