@@ -21,7 +21,6 @@ use bytes::Buf;
 use prost::Message;
 use proto::pb::envoy::config::core::v3::HeaderMap;
 use proto::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
-use proto::pb::envoy::service::auth::v3::authorization_server::Authorization;
 use proto::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
 use tonic::codec::{Codec, DecodeBuf, Decoder};
 use tonic::codegen::BoxFuture;
@@ -149,7 +148,7 @@ impl UnaryMethod for AuthzService {
         self: Arc<Self>,
         request: tonic::Request<CheckRequest>,
     ) -> BoxFuture<tonic::Response<CheckResponse>, Status> {
-        Box::pin(async move { self.check(request).await })
+        Box::pin(async move { self.answer(request).await })
     }
 }
 
