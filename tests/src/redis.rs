@@ -40,35 +40,29 @@ pub struct RedisServer {
 impl RedisServer {
     /// A standalone server without persistence, ready to answer PING.
     pub async fn start(log_dir: &Path) -> RedisServer {
-        Self::start_with(log_dir, free_port(), vec![]).await
+        Self::start_with(log_dir, free_port(), vec![], vec![]).await
     }
 
     /// The same, run by `wrapper` (a program and its arguments, e.g. valgrind's), which is
     /// given redis-server's command line.
     pub async fn start_under(log_dir: &Path, wrapper: &[String]) -> RedisServer {
-        let port = free_port();
-        let dir = log_dir.join(format!("redis-{port}"));
-        std::fs::create_dir_all(&dir).expect("create redis dir");
-        let mut r = RedisServer {
-            proc: spawn_under(wrapper, &dir, log_dir, port, &[]),
-            port,
-            dir,
-            extra: vec![],
-            wrapper: wrapper.to_vec(),
-        };
-        r.wait_ready().await;
-        r
+        Self::start_with(log_dir, free_port(), vec![], wrapper.to_vec()).await
     }
 
-    async fn start_with(log_dir: &Path, port: u16, extra: Vec<String>) -> RedisServer {
+    async fn start_with(
+        log_dir: &Path,
+        port: u16,
+        extra: Vec<String>,
+        wrapper: Vec<String>,
+    ) -> RedisServer {
         let dir = log_dir.join(format!("redis-{port}"));
         std::fs::create_dir_all(&dir).expect("create redis dir");
         let mut r = RedisServer {
-            proc: spawn(&dir, log_dir, port, &extra),
+            proc: spawn(&wrapper, &dir, log_dir, port, &extra),
             port,
             dir,
             extra,
-            wrapper: vec![],
+            wrapper,
         };
         r.wait_ready().await;
         r
@@ -117,22 +111,13 @@ impl RedisServer {
     /// Starts it again on the same port (empty: nothing was persisted) and waits for PING.
     pub async fn restart(&mut self, log_dir: &Path) {
         self.proc.kill();
-        self.proc = spawn_under(&self.wrapper, &self.dir, log_dir, self.port, &self.extra);
+        self.proc = spawn(&self.wrapper, &self.dir, log_dir, self.port, &self.extra);
         self.wait_ready().await;
     }
 }
 
-fn spawn(dir: &Path, log_dir: &Path, port: u16, extra: &[String]) -> Proc {
-    spawn_under(&[], dir, log_dir, port, extra)
-}
-
-fn spawn_under(
-    wrapper: &[String],
-    dir: &Path,
-    log_dir: &Path,
-    port: u16,
-    extra: &[String],
-) -> Proc {
+/// redis-server on `port`, run by `wrapper` when it is not empty.
+fn spawn(wrapper: &[String], dir: &Path, log_dir: &Path, port: u16, extra: &[String]) -> Proc {
     let mut cmd = match wrapper.split_first() {
         Some((program, args)) => {
             let mut c = Command::new(program);
@@ -173,7 +158,7 @@ impl RedisCluster {
                 "--cluster-node-timeout".into(),
                 "2000".into(),
             ];
-            nodes.push(RedisServer::start_with(log_dir, port, extra).await);
+            nodes.push(RedisServer::start_with(log_dir, port, extra, vec![]).await);
         }
         let mut cmd = Command::new(redis_cli());
         cmd.arg("--cluster").arg("create");
