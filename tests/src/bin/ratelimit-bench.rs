@@ -315,12 +315,33 @@ const REDIS_ROWS: [(&str, Option<Algorithm>); 3] = [
     ("INCR + EXPIRE (no script)", None),
 ];
 
-/// How many decisions one Redis call made: the script's batches, or one pipeline each.
-fn per_call(decisions: u64, calls: Option<u64>) -> String {
-    calls.map_or_else(
-        || "one pipeline each".to_string(),
-        |c| format!("{:.1} per script call", decisions as f64 / c.max(1) as f64),
-    )
+/// One row's figure per decision, the decisions it made, and how many one Redis call made.
+type Row = (&'static str, f64, u64, String);
+
+/// The rows of `REDIS_ROWS` on `redis`, each after a FLUSHALL and a second of traffic (so a
+/// sliding window's counters hold sub-buckets): `meter(None)` is called as the measured run
+/// starts and `meter(Some(decisions))` as it ends, which answers the row's figure per decision.
+async fn redis_rows(
+    redis: &RedisServer,
+    args: &Args,
+    mut meter: impl FnMut(Option<u64>) -> f64,
+) -> Vec<Row> {
+    let run = Duration::from_secs(args.seconds);
+    let clients = args.cpu_clients.max(1);
+    let mut rows = Vec::new();
+    for (name, algorithm) in REDIS_ROWS {
+        raw_command(redis.port(), "FLUSHALL").expect("FLUSHALL");
+        decide(redis, algorithm, clients, Duration::from_secs(1)).await;
+        meter(None);
+        let (decisions, calls) = decide(redis, algorithm, clients, run).await;
+        let figure = meter(Some(decisions));
+        let per_call = calls.map_or_else(
+            || "one pipeline each".to_string(),
+            |c| format!("{:.1} per script call", decisions as f64 / c.max(1) as f64),
+        );
+        rows.push((name, figure, decisions, per_call));
+    }
+    rows
 }
 
 /// Redis's CPU per decision for one limit of a minute (a plan's), `--cpu-clients` counters, 16
@@ -331,24 +352,19 @@ async fn redis_cpu(redis: &RedisServer, args: &Args) {
         println!("redis CPU per decision: redis-server's pid is unknown; not measured");
         return;
     };
-    let run = Duration::from_secs(args.seconds);
+    let mut before = Duration::ZERO;
+    let rows = redis_rows(redis, args, |decisions| {
+        let now = tests::cpu::cpu_time(pid).expect("redis CPU time");
+        match decisions {
+            None => {
+                before = now;
+                0.0
+            }
+            Some(n) => (now - before).as_secs_f64() * 1e6 / n as f64,
+        }
+    })
+    .await;
     let clients = args.cpu_clients.max(1);
-    let mut rows = Vec::new();
-    for (name, algorithm) in REDIS_ROWS {
-        raw_command(redis.port(), "FLUSHALL").expect("FLUSHALL");
-        // One second of traffic first, so a sliding window's counters hold sub-buckets.
-        decide(redis, algorithm, clients, Duration::from_secs(1)).await;
-        let before = tests::cpu::cpu_time(pid).expect("redis CPU time");
-        let (decisions, calls) = decide(redis, algorithm, clients, run).await;
-        let used = tests::cpu::cpu_time(pid).expect("redis CPU time") - before;
-        let per_call = per_call(decisions, calls);
-        rows.push((
-            name,
-            used.as_secs_f64() * 1e6 / decisions as f64,
-            decisions,
-            per_call,
-        ));
-    }
     println!(
         "redis CPU per decision (one limit per minute, {clients} counters, 16 in flight, {} s each):",
         args.seconds
@@ -384,20 +400,19 @@ async fn redis_instructions(args: &Args) {
     ];
     let redis = RedisServer::start_under(dir.path(), &wrapper).await;
     let pid = tests::cpu::redis_pid(redis.port()).expect("redis-server's pid");
-    let run = Duration::from_secs(args.seconds);
+    let rows = redis_rows(&redis, args, |decisions| match decisions {
+        None => {
+            tests::callgrind::control("-z", pid).expect("zero the counters");
+            0.0
+        }
+        Some(n) => {
+            tests::callgrind::control("-d", pid).expect("dump the counters");
+            let dump = tests::callgrind::last_dump(&out, pid).expect("a dump");
+            tests::callgrind::totals(&dump).expect("its total") as f64 / n as f64
+        }
+    })
+    .await;
     let clients = args.cpu_clients.max(1);
-    let mut rows = Vec::new();
-    for (name, algorithm) in REDIS_ROWS {
-        raw_command(redis.port(), "FLUSHALL").expect("FLUSHALL");
-        decide(&redis, algorithm, clients, Duration::from_secs(1)).await;
-        tests::callgrind::control("-z", pid).expect("zero the counters");
-        let (decisions, calls) = decide(&redis, algorithm, clients, run).await;
-        tests::callgrind::control("-d", pid).expect("dump the counters");
-        let dump = tests::callgrind::last_dump(&out, pid).expect("a dump");
-        let total = tests::callgrind::totals(&dump).expect("its total");
-        let per_call = per_call(decisions, calls);
-        rows.push((name, total as f64 / decisions as f64, decisions, per_call));
-    }
     println!(
         "redis instructions per decision under callgrind (one limit per minute, {clients} \
          counters, 16 in flight, {} s each):",
