@@ -711,6 +711,19 @@ impl Policy {
                 return Ok((p.clone(), id, true));
             }
         }
+        // A miss parses and verifies the token and may wait for a key refetch. Its state lives
+        // in a box of its own, so the future of every Check (cache hits included) stays small:
+        // tonic and our endpoint move that future whole.
+        Box::pin(self.verify_uncached(rule, token, digest, now)).await
+    }
+
+    async fn verify_uncached(
+        &self,
+        rule: &RouteRule,
+        token: &str,
+        digest: [u8; 32],
+        now: u64,
+    ) -> Result<(Arc<JwtProvider>, Arc<Identity>, bool), (String, JwtError)> {
         let parsed = jwt::parse(token).map_err(|e| (String::new(), e))?;
         let iss = parsed.issuer();
         let mut last = (String::new(), JwtError::WrongIssuer);
