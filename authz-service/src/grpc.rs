@@ -17,16 +17,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Buf;
+use bytes::{Buf, BufMut};
 use prost::Message;
 use proto::pb::envoy::config::core::v3::HeaderMap;
 use proto::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
-use proto::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
-use tonic::codec::{Codec, DecodeBuf, Decoder};
+use proto::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::BoxFuture;
 use tonic::Status;
 use xds_client::grpc::{OneMethod, UnaryMethod};
 
+use crate::response::Answer;
 use crate::service::AuthzService;
 
 /// `envoy.service.auth.v3.CheckRequest` with only the fields a decision reads; the field numbers
@@ -121,14 +122,34 @@ impl Decoder for LenientDecoder {
     }
 }
 
+/// Encodes an [`Answer`]: a message as tonic's prost codec does, an encoded one as it is.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AnswerEncoder;
+
+impl Encoder for AnswerEncoder {
+    type Item = Answer;
+    type Error = Status;
+
+    fn encode(&mut self, item: Answer, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        match item {
+            // The buffer grows as it is written, so prost never runs out of room.
+            Answer::Message(m) => m.encode(dst).map_err(|e| Status::internal(e.to_string())),
+            Answer::Encoded(b) => {
+                dst.put_slice(&b);
+                Ok(())
+            }
+        }
+    }
+}
+
 impl Codec for LenientCodec {
-    type Encode = CheckResponse;
+    type Encode = Answer;
     type Decode = Box<CheckRequest>;
-    type Encoder = tonic_prost::ProstEncoder<CheckResponse>;
+    type Encoder = AnswerEncoder;
     type Decoder = LenientDecoder;
 
     fn encoder(&mut self) -> Self::Encoder {
-        tonic_prost::ProstEncoder::default()
+        AnswerEncoder
     }
 
     fn decoder(&mut self) -> Self::Decoder {
@@ -147,7 +168,7 @@ impl UnaryMethod for AuthzService {
     fn call(
         self: Arc<Self>,
         request: tonic::Request<Box<CheckRequest>>,
-    ) -> BoxFuture<tonic::Response<CheckResponse>, Status> {
+    ) -> BoxFuture<tonic::Response<Answer>, Status> {
         Box::pin(async move { self.answer(request).await })
     }
 }
@@ -199,7 +220,11 @@ mod tests {
 
         // tonic's own prost decoder refuses the frame: a gRPC error, which Envoy's
         // failure_mode_allow would turn into an allow.
-        let strict = tonic_prost::ProstCodec::<CheckResponse, CheckRequest>::default().decoder();
+        let strict = tonic_prost::ProstCodec::<
+            proto::pb::envoy::service::auth::v3::CheckResponse,
+            CheckRequest,
+        >::default()
+        .decoder();
         assert!(decode_frame(strict, &bytes).await.is_err());
 
         // The codec the endpoint serves with hands the service an empty request instead.

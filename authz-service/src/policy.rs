@@ -151,6 +151,52 @@ pub struct Identity {
     pub tenant: String,
     pub roles: Vec<String>,
     pub scopes: Vec<String>,
+    /// The encoded OK answer for this identity, made on its first Check (see [`OkAnswer`]).
+    pub ok_answer: OkAnswer,
+}
+
+/// The encoded `CheckResponse` that lets an identity's request through, kept with the identity
+/// so that a cached token's later Checks send the same bytes instead of building and encoding
+/// the same message again (a tenth of a Check's instructions).
+///
+/// Sound because everything in that answer is fixed once the identity exists: the headers it
+/// sets come from the identity and its provider, the headers removed from the policy and the
+/// provider, and a cached identity lives in its provider's token cache, inside the policy that
+/// compiled it, so a new policy starts with new identities. What varies per request is never
+/// in it: an answer that removes query parameters, counts a limit or denies is built afresh
+/// (`response::answer` decides which). Equality ignores it, and a clone starts empty.
+#[derive(Default)]
+pub struct OkAnswer(std::sync::OnceLock<bytes::Bytes>);
+
+impl OkAnswer {
+    /// The answer, encoded by `make` the first time it is asked for.
+    pub fn get_or_init(&self, make: impl FnOnce() -> bytes::Bytes) -> bytes::Bytes {
+        self.0.get_or_init(make).clone()
+    }
+}
+
+impl Clone for OkAnswer {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for OkAnswer {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for OkAnswer {}
+
+impl std::fmt::Debug for OkAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "OkAnswer(made)"
+        } else {
+            "OkAnswer(none)"
+        })
+    }
 }
 
 /// An unknown plan name is kept (for the log) up to this many characters: a token's claim can
@@ -786,6 +832,7 @@ impl Policy {
             tenant: rec.tenant.clone(),
             roles: rec.roles.clone(),
             scopes: rec.scopes.clone(),
+            ok_answer: OkAnswer::default(),
         }
     }
 }
@@ -861,6 +908,7 @@ impl JwtProvider {
                 s.extend(words(claims.get("scp")));
                 s
             },
+            ok_answer: OkAnswer::default(),
         })
     }
 }

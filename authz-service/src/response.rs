@@ -4,6 +4,8 @@
 //! OK or a denied *response*, never a gRPC error: Envoy treats an error like an unreachable
 //! service, and under `failure_mode_allow` (or `on_error: allow`) that lets the request through.
 
+use bytes::Bytes;
+use prost::Message;
 use proto::pb::envoy::config::core::v3::{
     header_value_option::HeaderAppendAction, HeaderValue, HeaderValueOption,
 };
@@ -27,6 +29,47 @@ const RPC_UNAUTHENTICATED: i32 = 16;
 /// Keys of the dynamic metadata Envoy stores under the `envoy.filters.http.ext_authz`
 /// namespace; the rate-limit descriptors read them.
 pub use proto::authz::metadata;
+
+/// What the endpoint sends for one Check: a message to encode, or an identity's OK answer
+/// encoded on an earlier Check ([`crate::policy::OkAnswer`]).
+// Boxing the message would cost every answer built afresh an allocation, to save copying 272
+// bytes into the encoder once.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Message(CheckResponse),
+    Encoded(Bytes),
+}
+
+impl Answer {
+    /// The message itself (decoding an encoded answer again).
+    pub fn into_message(self) -> Result<CheckResponse, tonic::Status> {
+        match self {
+            Answer::Message(m) => Ok(m),
+            Answer::Encoded(b) => CheckResponse::decode(b)
+                .map_err(|e| tonic::Status::internal(format!("a kept answer: {e}"))),
+        }
+    }
+}
+
+/// [`check_response`], taken from the identity's [`crate::policy::OkAnswer`] when it can be:
+/// a request let through on a cached token, with no query parameters to remove and no limit
+/// counted here. Only cached (JWT) identities keep one; an API key's or a certificate's
+/// identity is made for one request and would never send its answer twice.
+pub fn answer(decision: &Decision, request_id: &str, verdict: Option<Verdict>) -> Answer {
+    match (decision, verdict) {
+        (Decision::Allow(a), None) if a.token_cache_hit.is_some() && a.remove_query.is_empty() => {
+            match &a.identity {
+                Some(id) => Answer::Encoded(
+                    id.ok_answer
+                        .get_or_init(|| allow(a, None, Vec::new()).encode_to_vec().into()),
+                ),
+                None => Answer::Message(allow(a, None, Vec::new())),
+            }
+        }
+        (decision, verdict) => Answer::Message(check_response(decision, request_id, verdict)),
+    }
+}
 
 /// The response for `decision` on a request whose `x-request-id` is `request_id`, and, when
 /// the route's limits are counted here, their `verdict` on the accepted request.

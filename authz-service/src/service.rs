@@ -17,7 +17,7 @@ use ratelimit::store::{MemoryMetrics, MemoryStore, Store, StoreError, DEFAULT_MA
 use crate::limits::{Limits, Verdict};
 use crate::metrics::Metrics;
 use crate::policy::{Decision, Deny, DenyStatus, Headers, Malformed, Policy};
-use crate::response::check_response;
+use crate::response::{answer, Answer};
 use crate::unknown_plan::UnknownPlans;
 
 /// The per-route context extension (set on every route with `auth`) naming the route.
@@ -165,7 +165,11 @@ impl Authorization for AuthzService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        self.answer(request.map(Box::new)).await
+        self.answer(request.map(Box::new))
+            .await?
+            .into_inner()
+            .into_message()
+            .map(Response::new)
     }
 }
 
@@ -181,7 +185,7 @@ impl AuthzService {
     pub async fn answer(
         &self,
         request: Request<Box<CheckRequest>>,
-    ) -> Result<Response<CheckResponse>, Status> {
+    ) -> Result<Response<Answer>, Status> {
         let span = xds_client::telemetry::call_span(
             || {
                 tracing::info_span!(
@@ -201,10 +205,7 @@ impl AuthzService {
             .await
     }
 
-    async fn check_traced(
-        &self,
-        req: Box<CheckRequest>,
-    ) -> Result<Response<CheckResponse>, Status> {
+    async fn check_traced(&self, req: Box<CheckRequest>) -> Result<Response<Answer>, Status> {
         let start = Instant::now();
         let (decision, request_id, limited) = self.decide(&req).await;
         let span = tracing::Span::current();
@@ -267,7 +268,7 @@ impl AuthzService {
                 }
             }
         }
-        let resp = check_response(&decision, &request_id, limited);
+        let resp = answer(&decision, &request_id, limited);
         m.latency
             .with_label_values(&[verdict])
             .observe(start.elapsed().as_secs_f64());

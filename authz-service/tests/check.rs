@@ -993,3 +993,93 @@ fn a_policy_missing_a_removal_list_is_refused() {
         assert!(err.to_string().contains(name), "{err}");
     }
 }
+
+/// A cached token's OK answer is encoded once and kept with its identity. What a hostile
+/// client could hope for is an answer made for another request: someone else's identity, a
+/// query removal that is not its own, or headers from a policy that has since changed. None
+/// of it happens: the kept answer is exactly what a fresh one would be, for its own identity
+/// and policy, and an answer that depends on the request is never kept.
+#[tokio::test]
+async fn a_cached_tokens_kept_answer_is_exactly_a_fresh_one_and_never_another_requests() {
+    use authz_service::response::{check_response, Answer};
+
+    let (mut c, _, shared) = setup().await;
+    let svc = AuthzService::new(shared.clone());
+    let tok = |sub: &str| {
+        let claims = claims(json!({"sub": sub, "plan": "pro", "roles": ["user"]}));
+        format!(
+            "Bearer {}",
+            token("rsa2048.pem", Algorithm::RS256, "r1", &claims)
+        )
+    };
+    let (alice, bob) = (tok("alice"), tok("bob"));
+    let req = |auth: &str, path: &str| {
+        check_request(
+            Some("users"),
+            &[("authorization", auth), ("x-user-id", "mallory")],
+            path,
+        )
+    };
+    // The answer the endpoint sends, and the message it would have built afresh.
+    let both = |r: CheckRequest| {
+        let svc = svc.clone();
+        async move {
+            let fresh = {
+                let (d, id, limited) = svc.decide(&r).await;
+                check_response(&d, &id, limited)
+            };
+            let sent = svc
+                .answer(tonic::Request::new(Box::new(r)))
+                .await
+                .unwrap()
+                .into_inner();
+            (sent, fresh)
+        }
+    };
+
+    // The first Check verifies the token and keeps its answer; the later ones send it.
+    for _ in 0..3 {
+        let (sent, fresh) = both(req(&alice, "/users/1")).await;
+        assert!(matches!(sent, Answer::Encoded(_)), "{sent:?}");
+        assert_eq!(sent.into_message().unwrap(), fresh);
+        let a = allowed(&check(&mut c, req(&alice, "/users/1")).await);
+        assert_eq!(a.set["x-user-id"], "alice");
+        assert!(a.removed_query.is_empty(), "{a:?}");
+    }
+    // Another token has its own.
+    let a = allowed(&check(&mut c, req(&bob, "/users/1")).await);
+    assert_eq!(
+        (a.set["x-user-id"].as_str(), a.set["x-client-id"].as_str()),
+        ("bob", "bob")
+    );
+    assert_eq!(a.metadata["client_id"], "bob");
+
+    // A key in the query makes an answer of that request's own, built afresh, and the next
+    // request without one does not inherit its removal.
+    let (sent, fresh) = both(req(&alice, "/users/1?api_key=k&x=1")).await;
+    assert!(matches!(sent, Answer::Message(_)), "{sent:?}");
+    assert_eq!(sent.into_message().unwrap(), fresh);
+    let a = allowed(&check(&mut c, req(&alice, "/users/1?api_key=k")).await);
+    assert_eq!(a.removed_query, ["api_key"]);
+    let a = allowed(&check(&mut c, req(&alice, "/users/1")).await);
+    assert!(a.removed_query.is_empty(), "{a:?}");
+
+    // A denial is never a kept answer, even on a route the same token passes elsewhere.
+    let mut admin = req(&alice, "/admin");
+    admin.attributes.as_mut().unwrap().context_extensions =
+        HashMap::from([("route".into(), "admin".into())]);
+    let (sent, _) = both(admin.clone()).await;
+    assert!(matches!(sent, Answer::Message(_)), "{sent:?}");
+    assert_eq!(denied(&check(&mut c, admin).await).status, 403);
+
+    // A new policy (the claim header renamed) answers the same token with the new headers.
+    let (file, _) = keys_file();
+    let mut p = test_policy(file);
+    p.jwt[0].headers[0].header = "x-subject".into();
+    p.identity_headers = identity_headers(&p);
+    shared.policy.store(Some(Arc::new(compile(&p))));
+    let a = allowed(&check(&mut c, req(&alice, "/users/1")).await);
+    assert_eq!(a.set.get("x-subject").map(String::as_str), Some("alice"));
+    assert!(!a.set.contains_key("x-user-id"), "{a:?}");
+    assert!(a.removed.contains(&"x-user-id".to_string()), "{a:?}");
+}
