@@ -379,7 +379,8 @@ mod future_size {
         let request = tonic::Request::new(Box::<CheckRequest>::default());
         let size = std::mem::size_of_val(&svc.answer(request));
         eprintln!("answer future: {size} bytes");
-        // 1,016 bytes today; the budget leaves room for a field or two, not for a request.
-        assert!(size <= 1536, "a Check's future is {size} bytes");
+        // 1,016 bytes today. The budget leaves room for a field, not for a request by value
+        // (a kilobyte) nor for the token-miss path's state unboxed (a few hundred bytes).
+        assert!(size <= 1100, "a Check's future is {size} bytes");
     }
 }

@@ -152,7 +152,7 @@ pub struct Identity {
     pub roles: Vec<String>,
     pub scopes: Vec<String>,
     /// The encoded OK answer for this identity, made on its first Check (see [`OkAnswer`]).
-    pub ok_answer: OkAnswer,
+    pub(crate) ok_answer: OkAnswer,
 }
 
 /// The encoded `CheckResponse` that lets an identity's request through, kept with the identity
@@ -170,7 +170,7 @@ pub struct OkAnswer(std::sync::OnceLock<bytes::Bytes>);
 
 impl OkAnswer {
     /// The answer, encoded by `make` the first time it is asked for.
-    pub fn get_or_init(&self, make: impl FnOnce() -> bytes::Bytes) -> bytes::Bytes {
+    pub(crate) fn get_or_init(&self, make: impl FnOnce() -> bytes::Bytes) -> bytes::Bytes {
         self.0.get_or_init(make).clone()
     }
 }

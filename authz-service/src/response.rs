@@ -60,10 +60,19 @@ pub fn answer(decision: &Decision, request_id: &str, verdict: Option<Verdict>) -
     match (decision, verdict) {
         (Decision::Allow(a), None) if a.token_cache_hit.is_some() && a.remove_query.is_empty() => {
             match &a.identity {
-                Some(id) => Answer::Encoded(
-                    id.ok_answer
-                        .get_or_init(|| allow(a, None, Vec::new()).encode_to_vec().into()),
-                ),
+                Some(id) => {
+                    let kept = id
+                        .ok_answer
+                        .get_or_init(|| allow(a, None, Vec::new()).encode_to_vec().into());
+                    // In debug builds (every test) each kept answer sent is checked against the
+                    // one that would be built for this request.
+                    debug_assert_eq!(
+                        CheckResponse::decode(kept.clone()).ok(),
+                        Some(allow(a, None, Vec::new())),
+                        "a kept answer differs from a fresh one"
+                    );
+                    Answer::Encoded(kept)
+                }
                 None => Answer::Message(allow(a, None, Vec::new())),
             }
         }

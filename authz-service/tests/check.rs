@@ -1054,15 +1054,42 @@ async fn a_cached_tokens_kept_answer_is_exactly_a_fresh_one_and_never_another_re
     );
     assert_eq!(a.metadata["client_id"], "bob");
 
-    // A key in the query makes an answer of that request's own, built afresh, and the next
-    // request without one does not inherit its removal.
-    let (sent, fresh) = both(req(&alice, "/users/1?api_key=k&x=1")).await;
-    assert!(matches!(sent, Answer::Message(_)), "{sent:?}");
-    assert_eq!(sent.into_message().unwrap(), fresh);
-    let a = allowed(&check(&mut c, req(&alice, "/users/1?api_key=k")).await);
-    assert_eq!(a.removed_query, ["api_key"]);
-    let a = allowed(&check(&mut c, req(&alice, "/users/1")).await);
+    // A key in the query makes an answer of that request's own, built afresh: on a token
+    // whose answer is kept, and on one whose first Check carries it, whose next Check without
+    // one keeps an answer without the removal.
+    let carol = tok("carol");
+    for auth in [&alice, &carol] {
+        let (sent, fresh) = both(req(auth, "/users/1?api_key=k&x=1")).await;
+        assert!(matches!(sent, Answer::Message(_)), "{sent:?}");
+        assert_eq!(sent.into_message().unwrap(), fresh);
+        let a = allowed(&check(&mut c, req(auth, "/users/1?api_key=k")).await);
+        assert_eq!(a.removed_query, ["api_key"]);
+    }
+    let (sent, fresh) = both(req(&carol, "/users/1")).await;
+    assert!(matches!(sent, Answer::Encoded(_)), "{sent:?}");
+    let sent = sent.into_message().unwrap();
+    assert_eq!(sent, fresh);
+    let a = allowed(&sent);
     assert!(a.removed_query.is_empty(), "{a:?}");
+    assert_eq!(a.set["x-user-id"], "carol");
+
+    // A provider that forwards the token keeps an answer that does not remove it.
+    let fwd = format!(
+        "Bearer {}",
+        hs_token(
+            Algorithm::HS256,
+            &claims(json!({"iss": "https://fwd.test"}))
+        )
+    );
+    for _ in 0..2 {
+        let r = check_request(Some("fwd"), &[("authorization", &fwd)], "/");
+        let (sent, fresh) = both(r.clone()).await;
+        assert!(matches!(sent, Answer::Encoded(_)), "{sent:?}");
+        assert_eq!(sent.into_message().unwrap(), fresh);
+        let a = allowed(&check(&mut c, r).await);
+        assert!(!a.removed.contains(&"authorization".to_string()), "{a:?}");
+        assert_eq!(a.set["x-auth-provider"], "fwd");
+    }
 
     // A denial is never a kept answer, even on a route the same token passes elsewhere.
     let mut admin = req(&alice, "/admin");

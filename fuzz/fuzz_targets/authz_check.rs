@@ -115,7 +115,9 @@ fuzz_target!(|data: &[u8]| {
         }),
     };
     let (decision, request_id, limited) = futures::executor::block_on(SERVICE.decide(&req));
-    let _ = authz_service::response::check_response(&decision, &request_id, limited);
+    // The answer sent, kept for a cached token (checked against a fresh one under the fuzz
+    // build's debug assertions).
+    let _ = authz_service::response::answer(&decision, &request_id, limited);
 
     if let Decision::Allow(allow) = &decision {
         let query = input.path.split_once('?').map_or("", |(_, q)| q);

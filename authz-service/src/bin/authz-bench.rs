@@ -316,7 +316,7 @@ fn main() -> anyhow::Result<()> {
             );
         }
 
-        println!("\nin-process decision (decide + CheckResponse, no gRPC), one request at a time:");
+        println!("\nin-process decision (decide + the answer, kept for a cached token; no gRPC), one request at a time:");
         println!(
             "{:<30} {:>10} {:>10} {:>10} {:>12} {:>12}",
             "scenario", "req/s", "p50 µs", "p99 µs", "allocs/req", "bytes/req"
@@ -343,7 +343,7 @@ fn main() -> anyhow::Result<()> {
             for i in 0..n {
                 let t = Instant::now();
                 let (d, rid, limited) = svc.decide(&r[i % r.len()]).await;
-                std::hint::black_box(authz_service::response::check_response(&d, &rid, limited));
+                std::hint::black_box(authz_service::response::answer(&d, &rid, limited));
                 lat.push(t.elapsed());
             }
             let wall = start.elapsed();
