@@ -54,7 +54,9 @@ pub async fn start_with(opts: ServeOptions, store: StoreOptions) -> std::io::Res
         group: proto::group::AUTHZ,
         type_url: proto::type_url::AUTH_POLICY,
         applier: Applier::new(shared.clone()),
-        routes: tonic::service::Routes::new(AuthzServer::new(AuthzService::new(shared.clone()))),
+        endpoint: xds_client::grpc::Endpoint::new(AuthzServer::new(AuthzService::new(
+            shared.clone(),
+        ))),
         ready: Arc::new(move || ready_shared.is_ready()),
         registry: shared.metrics.registry.clone(),
     };

@@ -99,7 +99,7 @@ async fn start_with<S: CounterStore>(
             policy: policy.clone(),
             cache,
         },
-        routes: tonic::service::Routes::new(rls_server(limiter)),
+        endpoint: xds_client::grpc::Endpoint::new(rls_server(limiter)),
         ready: Arc::new(move || ready_policy.load().is_some()),
         registry: metrics.registry.clone(),
     };

@@ -81,7 +81,7 @@ pub async fn start(opts: ServeOptions) -> std::io::Result<Running> {
         applier: Applier {
             shared: shared.clone(),
         },
-        routes: tonic::service::Routes::new(svc),
+        endpoint: xds_client::grpc::Endpoint::new(svc),
         ready: Arc::new(move || ready_shared.is_ready()),
         registry: shared.metrics.registry.clone(),
     };

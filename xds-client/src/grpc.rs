@@ -87,3 +87,68 @@ where
         }
     }
 }
+
+/// A request Envoy sent on the plain-text gRPC port, as hyper hands it over.
+pub type PlainRequest = http::Request<hyper::body::Incoming>;
+type PlainCall = Arc<
+    dyn Fn(PlainRequest) -> BoxFuture<http::Response<tonic::body::Body>, std::convert::Infallible>
+        + Send
+        + Sync,
+>;
+
+/// The gRPC service a policy service serves, in the two forms the wiring needs: tonic's
+/// [`Routes`](tonic::service::Routes) for the TLS port, and a direct call for the plain-text
+/// one, which hyper's HTTP/2 server drives without tonic's transport layers (request
+/// extensions, timeouts, error recovery) and axum's router in front: a tenth of a call's
+/// instructions, for a port that serves one service and that Envoy alone calls.
+#[derive(Clone)]
+pub struct Endpoint {
+    routes: tonic::service::Routes,
+    plain: PlainCall,
+}
+
+impl Endpoint {
+    pub fn new<S>(service: S) -> Self
+    where
+        S: tower_service::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let prefix: Arc<str> = format!("/{}/", S::NAME).into();
+        let routes = tonic::service::Routes::new(service.clone());
+        let plain: PlainCall = Arc::new(move |req: PlainRequest| {
+            // As tonic's router answers a path it does not serve.
+            if !req.uri().path().starts_with(&*prefix) {
+                return Box::pin(async {
+                    Ok(Status::unimplemented("no such service").into_http())
+                });
+            }
+            let mut service = service.clone();
+            Box::pin(async move {
+                std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+                service.call(req.map(tonic::body::Body::new)).await
+            })
+        });
+        Self { routes, plain }
+    }
+
+    /// tonic's routes, for `tonic::transport::Server`.
+    pub fn routes(&self) -> tonic::service::Routes {
+        self.routes.clone()
+    }
+
+    /// Answers one request on the plain-text port.
+    pub fn call(
+        &self,
+        req: PlainRequest,
+    ) -> BoxFuture<http::Response<tonic::body::Body>, std::convert::Infallible> {
+        (self.plain)(req)
+    }
+}

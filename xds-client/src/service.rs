@@ -63,8 +63,8 @@ pub struct Parts<A> {
     pub type_url: &'static str,
     /// Installs each policy xds-server sends.
     pub applier: A,
-    /// The gRPC service Envoy calls (`tonic::service::Routes::new(server)`).
-    pub routes: tonic::service::Routes,
+    /// The gRPC service Envoy calls (`Endpoint::new(server)`).
+    pub endpoint: crate::grpc::Endpoint,
     /// `/readyz` answers 200 while this is true.
     pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
     /// What `/metrics` renders.
@@ -120,26 +120,31 @@ where
     .with_tls(opts.xds_tls.clone());
     let xds_task = tokio::spawn(crate::run(xds_opts, parts.applier, state_tx, sd.clone()));
 
-    // Without TCP_NODELAY a small answer (headers, body, trailers) waits ~40 ms on Nagle's
-    // algorithm and delayed ACKs: longer than a whole ext_authz or RLS timeout.
-    let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = opts.tls.clone() {
-        builder = builder.tls_config(tls).map_err(std::io::Error::other)?;
-    }
     let grpc_sd = wait(sd.clone());
-    let routes = parts.routes;
+    let endpoint = parts.endpoint;
     let name = parts.name;
-    let grpc_task = tokio::spawn(async move {
-        let r = builder
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming, grpc_sd)
-            .await;
-        if let Err(e) = r {
-            tracing::error!(service = name, error = %e, "gRPC server failed");
+    let grpc_task = match opts.tls.clone() {
+        Some(tls) => {
+            // Without TCP_NODELAY a small answer (headers, body, trailers) waits ~40 ms on
+            // Nagle's algorithm and delayed ACKs: longer than a whole ext_authz or RLS timeout.
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
+            let builder = tonic::transport::Server::builder()
+                .tls_config(tls)
+                .map_err(std::io::Error::other)?;
+            tokio::spawn(async move {
+                let r = builder
+                    .http2_keepalive_interval(Some(KEEPALIVE))
+                    .add_routes(endpoint.routes())
+                    .serve_with_incoming_shutdown(incoming, grpc_sd)
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(service = name, error = %e, "gRPC server failed");
+                }
+            })
         }
-    });
+        None => tokio::spawn(serve_plain(grpc, endpoint, grpc_sd)),
+    };
     let admin_task = tokio::spawn(crate::side::serve_admin(
         admin,
         parts.ready,
@@ -155,6 +160,56 @@ where
         shutdown,
         tasks: vec![xds_task, grpc_task, admin_task],
     })
+}
+
+/// HTTP/2 keep-alive pings towards Envoy on the gRPC port (hyper's default timeout, 20 s).
+const KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// The plain-text gRPC port: hyper's HTTP/2 server calling the endpoint directly (see
+/// [`crate::grpc::Endpoint`]), with what tonic's server set up before: TCP_NODELAY, keep-alive
+/// pings, HTTP/2 only, and on shutdown no new connections while the open ones finish their
+/// calls.
+async fn serve_plain(
+    listener: tokio::net::TcpListener,
+    endpoint: crate::grpc::Endpoint,
+    shutdown: impl Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(KEEPALIVE));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of descriptors, say: the port stays open and the next accept may work.
+                    tracing::warn!(error = %e, "gRPC accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Without TCP_NODELAY a small answer (headers, body, trailers) waits ~40 ms on Nagle's
+        // algorithm and delayed ACKs: longer than a whole ext_authz or RLS timeout.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+        let endpoint = endpoint.clone();
+        let service = hyper::service::service_fn(move |req| endpoint.call(req));
+        let conn = graceful.watch(http2.serve_connection(TokioIo::new(tcp), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "gRPC connection ended");
+            }
+        });
+    }
+    graceful.shutdown().await;
 }
 
 /// A binary's `serve`: a runtime of `workers` threads (`None`: one per CPU), the service
