@@ -1,7 +1,8 @@
 //! The plain-text gRPC port as Envoy and a hostile peer on the network reach it: hyper's HTTP/2
 //! server calling the endpoint directly (`xds_client::grpc::Endpoint`). The Check is answered;
 //! any other method or service is UNIMPLEMENTED; HTTP/1.1 gets no answer; none of it stops the
-//! port serving; and stopping the service does not wait for a client that keeps its connection.
+//! port serving; stopping the service does not wait for a client that keeps an idle
+//! connection, and closes the port.
 
 mod common;
 
@@ -31,10 +32,9 @@ async fn answers(c: &mut AuthorizationClient<Channel>) {
     }
 }
 
-#[tokio::test]
-async fn the_plain_grpc_port_serves_its_one_method_and_nothing_else() {
-    let running = server::start(ServeOptions {
-        // Nothing listens there: the service stays without a policy.
+/// authz-service on the plain-text port, with no xds-server to reach (so no policy).
+async fn start() -> server::Running {
+    server::start(ServeOptions {
         xds: test_support::free_addr().to_string(),
         listen: "127.0.0.1:0".parse().unwrap(),
         admin: "127.0.0.1:0".parse().unwrap(),
@@ -43,7 +43,12 @@ async fn the_plain_grpc_port_serves_its_one_method_and_nothing_else() {
         xds_tls: None,
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_plain_grpc_port_serves_its_one_method_and_nothing_else() {
+    let running = start().await;
     let addr = running.grpc_addr;
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
@@ -53,12 +58,22 @@ async fn the_plain_grpc_port_serves_its_one_method_and_nothing_else() {
     let mut c = AuthorizationClient::new(channel.clone());
     answers(&mut c).await;
 
-    // Another method of the service, another service, no service at all.
-    for path in [
-        "/envoy.service.auth.v3.Authorization/Report",
-        "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
-        "/envoy.service.auth.v3.AuthorizationX/Check",
-        "/",
+    // Another method of the service (refused by the endpoint), another service or none at all
+    // (refused before it, by the port's path check).
+    for (path, message) in [
+        (
+            "/envoy.service.auth.v3.Authorization/Report",
+            "no such method",
+        ),
+        (
+            "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit",
+            "no such service",
+        ),
+        (
+            "/envoy.service.auth.v3.AuthorizationX/Check",
+            "no such service",
+        ),
+        ("/", "no such service"),
     ] {
         let mut grpc = tonic::client::Grpc::new(channel.clone());
         grpc.ready().await.unwrap();
@@ -71,6 +86,7 @@ async fn the_plain_grpc_port_serves_its_one_method_and_nothing_else() {
             .await
             .expect_err(path);
         assert_eq!(e.code(), tonic::Code::Unimplemented, "{path}: {e}");
+        assert_eq!(e.message(), message, "{path}");
     }
 
     // HTTP/1.1 on the gRPC port: the connection is closed without an HTTP answer.
@@ -97,4 +113,47 @@ async fn the_plain_grpc_port_serves_its_one_method_and_nothing_else() {
     tokio::time::timeout(Duration::from_secs(10), running.stop())
         .await
         .expect("the service stops with a client connection open");
+    // Stopped, the port refuses connections instead of leaving them unanswered.
+    let refused = tokio::net::TcpStream::connect(addr).await;
+    assert!(
+        refused.is_err(),
+        "the stopped port still accepts connections"
+    );
+}
+
+/// A call left open (a Check whose body never ends) across a stop: the port closes at once, so
+/// a reconnecting Envoy is refused rather than left unanswered, the stop waits for the call,
+/// and it ends anyway once its grace is over.
+#[tokio::test]
+async fn a_stop_closes_the_port_at_once_and_does_not_wait_forever_for_an_open_call() {
+    let running = start().await;
+    let addr = running.grpc_addr;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let request = tonic::codegen::http::Request::post(format!(
+        "http://{addr}/envoy.service.auth.v3.Authorization/Check"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(())
+    .unwrap();
+    let (_answer, _body) = client.send_request(request, false).unwrap();
+
+    let stop = tokio::spawn(running.stop());
+    test_support::wait_for(
+        "the stopped port to refuse connections",
+        Duration::from_secs(5),
+        async || tokio::net::TcpStream::connect(addr).await.is_err(),
+    )
+    .await;
+    assert!(
+        !stop.is_finished(),
+        "the stop did not wait for the open call"
+    );
+    tokio::time::timeout(Duration::from_secs(30), stop)
+        .await
+        .expect("the stop ends once its grace is over")
+        .unwrap();
 }

@@ -100,7 +100,10 @@ type PlainCall = Arc<
 /// [`Routes`](tonic::service::Routes) for the TLS port, and a direct call for the plain-text
 /// one, which hyper's HTTP/2 server drives without tonic's transport layers (request
 /// extensions, timeouts, error recovery) and axum's router in front: a tenth of a call's
-/// instructions, for a port that serves one service and that Envoy alone calls.
+/// instructions, for a port that serves one service and that Envoy alone calls. What the plain
+/// port gives up: `tonic::Request::remote_addr` is `None` (no service reads it; the client's
+/// address and certificate arrive inside the Check), and tonic's `grpc-timeout` (Envoy resets
+/// a stream at its own deadline, which drops the call; each service keeps its own budget).
 #[derive(Clone)]
 pub struct Endpoint {
     routes: tonic::service::Routes,

@@ -132,14 +132,21 @@ where
             let builder = tonic::transport::Server::builder()
                 .tls_config(tls)
                 .map_err(std::io::Error::other)?;
+            let stopping = wait(sd.clone());
             tokio::spawn(async move {
-                let r = builder
+                let serve = builder
                     .http2_keepalive_interval(Some(KEEPALIVE))
+                    .max_concurrent_streams(Some(MAX_STREAMS))
+                    .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
                     .add_routes(endpoint.routes())
-                    .serve_with_incoming_shutdown(incoming, grpc_sd)
-                    .await;
-                if let Err(e) = r {
-                    tracing::error!(service = name, error = %e, "gRPC server failed");
+                    .serve_with_incoming_shutdown(incoming, grpc_sd);
+                tokio::select! {
+                    r = serve => if let Err(e) = r {
+                        tracing::error!(service = name, error = %e, "gRPC server failed");
+                    },
+                    () = async { stopping.await; tokio::time::sleep(GRACE).await } => {
+                        tracing::warn!(service = name, "calls still open {GRACE:?} after the stop; ending them");
+                    }
                 }
             })
         }
@@ -165,10 +172,25 @@ where
 /// HTTP/2 keep-alive pings towards Envoy on the gRPC port (hyper's default timeout, 20 s).
 const KEEPALIVE: Duration = Duration::from_secs(30);
 
+/// Streams at once on one connection: as many requests as Envoy's default circuit breaker
+/// lets a cluster have in flight, so one Envoy connection can carry them all (an ext_proc
+/// stream lasts as long as its HTTP request); past it Envoy opens another connection.
+const MAX_STREAMS: u32 = 1024;
+
+/// Streams a connection may make us reset for its errors before it is closed (h2's defence
+/// against a peer that provokes resets to keep streams coming; hyper's default).
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
+/// How long a stop waits for the calls in flight (a Check or an RLS call takes milliseconds;
+/// an ext_proc stream as long as its request), within the 10 s a container runtime gives
+/// before it kills the process.
+const GRACE: Duration = Duration::from_secs(8);
+
 /// The plain-text gRPC port: hyper's HTTP/2 server calling the endpoint directly (see
-/// [`crate::grpc::Endpoint`]), with what tonic's server set up before: TCP_NODELAY, keep-alive
-/// pings, HTTP/2 only, and on shutdown no new connections while the open ones finish their
-/// calls.
+/// [`crate::grpc::Endpoint`]), set up as the TLS port's tonic server is: TCP_NODELAY,
+/// keep-alive pings, HTTP/2 only, the same stream limits, and on a stop the port closed at
+/// once (a reconnecting Envoy is refused, not left waiting) while the open connections finish
+/// their calls, for up to [`GRACE`].
 async fn serve_plain(
     listener: tokio::net::TcpListener,
     endpoint: crate::grpc::Endpoint,
@@ -179,15 +201,25 @@ async fn serve_plain(
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())
-        .keep_alive_interval(Some(KEEPALIVE));
+        .keep_alive_interval(Some(KEEPALIVE))
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
         let tcp = tokio::select! {
             r = listener.accept() => match r {
                 Ok((tcp, _)) => tcp,
+                // One connection's own failure, handed over by accept: take the next one.
+                Err(e) if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionRefused
+                ) => continue,
                 Err(e) => {
-                    // Out of descriptors, say: the port stays open and the next accept may work.
+                    // Out of descriptors or memory: the port stays open, and a later accept
+                    // may work once some are free; meanwhile no busy loop.
                     tracing::warn!(error = %e, "gRPC accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -209,7 +241,13 @@ async fn serve_plain(
             }
         });
     }
-    graceful.shutdown().await;
+    drop(listener);
+    if tokio::time::timeout(GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("calls still open {GRACE:?} after the stop; ending them");
+    }
 }
 
 /// A binary's `serve`: a runtime of `workers` threads (`None`: one per CPU), the service
