@@ -258,6 +258,33 @@ async fn redis_single_node() {
     suite(Arc::new(store)).await;
 }
 
+/// `hits` is answered with a bad reply: a key holds something that is not a counter.
+async fn refused(store: &RedisStore, hits: &[Hit], what: &str) {
+    let err = store.check(hits).await.expect_err(what);
+    assert!(
+        matches!(err, ratelimit_service::store::StoreError::BadReply(_)),
+        "{what}: {err:?}"
+    );
+}
+
+/// `SET key value` with a binary value (the text protocol of `raw_command` cannot carry one).
+fn set_bytes(port: u16, key: &str, value: &[u8]) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut cmd = format!(
+        "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n",
+        key.len(),
+        value.len()
+    )
+    .into_bytes();
+    cmd.extend_from_slice(value);
+    cmd.extend_from_slice(b"\r\n");
+    s.write_all(&cmd).expect("write");
+    let mut ok = [0u8; 5];
+    s.read_exact(&mut ok).expect("read");
+    assert_eq!(&ok, b"+OK\r\n");
+}
+
 /// A counter's key that holds something else: a hash of the earlier layout (one hash field per
 /// bucket) starts again, once, as a counter; any other value (a list, a string that is not a
 /// counter) is an error for that request, never taken for an empty counter (which would admit
@@ -284,9 +311,10 @@ async fn redis_keys_that_hold_something_else() {
     assert!(check(&store, &h).await.admitted);
     assert!(!check(&store, &h).await.admitted, "the new counter counts");
 
-    // The script reads only a counter's last 52 bytes: longer values must be refused by what
-    // those bytes say (a 100-byte text decodes to numbers far out of range; 51 zero bytes and an
-    // `a` to a bucket index 0 with 24,832 buckets), never looped over or overwritten.
+    // The script reads a counter's first 56 bytes, then, when they are not of its layout, the
+    // whole value as one of the layout before: values must be refused by what those bytes say
+    // (a 100-byte text has no layout mark and decodes to numbers far out of range; 51 zero bytes
+    // and an `a` to a bucket index 0 with 24,832 buckets), never looped over or overwritten.
     let long_text = format!("SET {{k}} {}", "x".repeat(100));
     for (name, setup) in [
         ("list", "RPUSH {k} a b"),
@@ -298,14 +326,7 @@ async fn redis_keys_that_hold_something_else() {
         raw(&setup.replace("{k}", &k));
         let before = raw(&format!("DUMP {k}"));
         let h = [hit(&k, Algorithm::SlidingWindow, 100, 60_000, 1)];
-        let err = store
-            .check(&h)
-            .await
-            .expect_err("a key that is not a counter");
-        assert!(
-            matches!(err, ratelimit_service::store::StoreError::BadReply(_)),
-            "{name}: {err:?}"
-        );
+        refused(&store, &h, name).await;
         assert_eq!(
             raw(&format!("DUMP {k}")),
             before,
@@ -315,6 +336,104 @@ async fn redis_keys_that_hold_something_else() {
         let fine = key("next-to-bad");
         let both = [hit(&fine, Algorithm::Fixed, 1, 60_000, 1)];
         assert!(check(&store, &both).await.admitted);
+    }
+
+    // A header of this layout whose string is cut short (no buckets, no end mark) although it
+    // says it holds two buckets: a denial reads the buckets for its retry time and finds too few,
+    // a request in a new bucket would write after them. Either is refused, nothing is written,
+    // and a request naming it with a sound counter charges neither.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as f64;
+    let short = key("cut-short");
+    let mut header = Vec::new();
+    // prev, last, t, total, base, expires: buckets two and one seconds ago (sub-buckets of a
+    // second for a minute's window), the latest admission in the second.
+    for x in [
+        50.0,
+        50.0,
+        now - 1_500.0,
+        100.0,
+        (now / 1000.0).floor() - 2.0,
+        now + 120_000.0,
+    ] {
+        header.extend_from_slice(&f64::to_le_bytes(x));
+    }
+    header.extend_from_slice(&0u16.to_le_bytes());
+    header.extend_from_slice(&1u16.to_le_bytes());
+    header.extend_from_slice(&0x4c52_4753u32.to_le_bytes());
+    set_bytes(port, &short, &header);
+    let before = raw(&format!("DUMP {short}"));
+    let sound = key("next-to-short");
+    for limit in [10, 1_000] {
+        let h = [
+            hit(&sound, Algorithm::SlidingWindow, 1_000, 60_000, 1),
+            hit(&short, Algorithm::SlidingWindow, limit, 60_000, 1),
+        ];
+        refused(&store, &h, &format!("cut short, limit {limit}")).await;
+        assert_eq!(
+            raw(&format!("DUMP {short}")),
+            before,
+            "limit {limit}: left as it was"
+        );
+        assert_eq!(
+            raw(&format!("EXISTS {sound}")),
+            ":0\r\n",
+            "limit {limit}: nothing charged"
+        );
+    }
+}
+
+/// A counter kept by the layout before this one (its buckets, then a 36-byte trailer: latest
+/// admission, total, base index and expiry as doubles, the first and last bucket as u16 offsets)
+/// keeps its counts when the script first reads it, and is rewritten in the new layout (header,
+/// array, end mark): an upgrade never hands a client a fresh window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_counters_of_the_layout_before_keep_their_counts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = RedisServer::start(dir.path()).await;
+    let port = redis.port();
+    let now: i64 = 1_700_000_000_500;
+    let store = RedisStore::from_url(&redis.url())
+        .expect("redis url")
+        .with_clock(Arc::new(move || now));
+    // Sub-buckets of a second for a minute's window: `now` is in bucket `cur`.
+    let cur = (now / 1000) as f64;
+    let set = |key: &str, value: &[u8]| set_bytes(port, key, value);
+    let old = |buckets: &[f64], base: f64, first: u16| -> Vec<u8> {
+        let mut v: Vec<u8> = buckets.iter().flat_map(|b| b.to_le_bytes()).collect();
+        let total: f64 = buckets[first as usize..].iter().sum();
+        for x in [(now - 200) as f64, total, base, 0.0] {
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        v.extend_from_slice(&first.to_le_bytes());
+        v.extend_from_slice(&(buckets.len() as u16 - 1).to_le_bytes());
+        v
+    };
+    let raw = |cmd: &str| tests::redis::raw_command(port, cmd).expect("raw command");
+    // One bucket holding 3; and three buckets (a dead one, then 2 and 1) holding 3 live.
+    let one = key("old-string-one");
+    set(&one, &old(&[3.0], cur, 0));
+    let three = key("old-string-three");
+    set(&three, &old(&[4.0, 2.0, 1.0], cur - 2.0, 1));
+    for (k, len) in [(&one, 60), (&three, 76)] {
+        let h = [hit(k, Algorithm::SlidingWindow, 5, 60_000, 1)];
+        let first = check(&store, &h).await;
+        assert!(first.admitted, "{k}");
+        assert_eq!(first.checks[0].used, 3, "{k}: the old counts are kept");
+        assert_eq!(
+            raw(&format!("STRLEN {k}")),
+            format!(":{len}\r\n"),
+            "{k}: rewritten"
+        );
+        assert_eq!(check(&store, &h).await.checks[0].used, 4, "{k}");
+        let full = check(&store, &h).await;
+        assert!(
+            !full.admitted,
+            "{k}: 3 kept + 2 admitted reach the limit of 5"
+        );
+        assert_eq!(full.checks[0].used, 5, "{k}");
     }
 }
 

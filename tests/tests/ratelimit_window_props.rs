@@ -306,3 +306,82 @@ fn redis_store_admits_at_most_n_in_every_window() {
         panic!("{e}");
     }
 }
+
+/// The Redis store answers exactly as the memory store (which is `limiter.rs`) on the same
+/// stepped clock: every verdict, `used`, `reset` and `retry after`, for every algorithm, one or
+/// two counters per request, bursts, bucket steps and pauses longer than the window. The script
+/// has an inline path for the usual sliding-window admission and a general one for the rest;
+/// both must be the limiter.
+#[test]
+fn redis_store_answers_as_the_memory_store_on_a_stepped_clock() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = rt.block_on(RedisServer::start(dir.path()));
+    let counters = prop::collection::vec(
+        (
+            prop_oneof![
+                4 => Just(Algorithm::SlidingWindow),
+                1 => Just(Algorithm::Fixed),
+                1 => Just(Algorithm::Approximate)
+            ],
+            1..=8u64,
+            prop_oneof![1..=120u64, 60..=6_000u64, Just(60_000u64)],
+        ),
+        1..=2,
+    );
+    let cases = counters.prop_flat_map(|counters| {
+        let w = counters.iter().map(|c| c.2).min().unwrap_or(1);
+        let subsets = (1u8 << counters.len()) - 1;
+        let arrival = (
+            gap(w),
+            1..=subsets,
+            prop_oneof![6 => Just(1u64), 2 => 2..=3u64, 1 => 9..=10u64],
+        );
+        (
+            Just(counters),
+            prop::collection::vec(arrival, 1..=120),
+            0..120_000i64,
+        )
+    });
+    let result = runner(150).run(&cases, |(counters, arrivals, start)| {
+        let clock = Arc::new(AtomicI64::new(1_700_000_000_000 + start));
+        let (c, m) = (clock.clone(), clock.clone());
+        let memory = MemoryStore::with_clock(Arc::new(move || m.load(Ordering::SeqCst)));
+        let store = rt.block_on(async {
+            RedisStore::from_url(&redis.url())
+                .expect("redis url")
+                .with_clock(Arc::new(move || c.load(Ordering::SeqCst)))
+        });
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        rt.block_on(async {
+            for (step, (gap_ms, chosen, cost)) in arrivals.iter().enumerate() {
+                clock.fetch_add(*gap_ms as i64, Ordering::SeqCst);
+                let hits: Vec<Hit> = counters
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| chosen & (1 << i) != 0)
+                    .map(|(i, &(algorithm, requests, window_ms))| Hit {
+                        key: format!("rl:{{same-{}-{n}}}:{i}", std::process::id()),
+                        algorithm,
+                        limit: Limit {
+                            requests,
+                            window_ms,
+                        },
+                        cost: *cost,
+                    })
+                    .collect();
+                let want = memory.check(&hits).await.expect("the memory store");
+                let got = store
+                    .check(&hits)
+                    .await
+                    .map_err(|e| TestCaseError::fail(format!("store failed: {e}")))?;
+                prop_assert_eq!(got.admitted, want.admitted, "request {}", step);
+                prop_assert_eq!(&got.checks, &want.checks, "request {}", step);
+            }
+            Ok(())
+        })
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}

@@ -2,8 +2,9 @@
 //! in-memory store and a real Redis with 1, 3 and 10 limits per request, next to a baseline that
 //! names no limit (the same gRPC round trip without any counting). Then Redis memory per active
 //! counter. Then Redis's own CPU per decision (from `/proc`): the sliding-window script against
-//! the fixed-window script and against the simplest fixed-window decision, `INCR` + `EXPIRE`;
-//! and, as a noise-free second figure (`--sections callgrind`), the same three rows counted in
+//! the fixed-window script, a script floor (what any script that reads and writes a counter per
+//! decision costs, deciding nothing) and the simplest fixed-window decision, `INCR` + `EXPIRE`;
+//! and, as a noise-free second figure (`--sections callgrind`), the same rows counted in
 //! instructions, on a redis-server run by valgrind's callgrind.
 //! The service runs in this process on release code; Redis is a real `redis-server`.
 //!
@@ -295,8 +296,9 @@ async fn redis_memory(redis: &RedisServer, args: &Args) {
             .parse()
             .unwrap_or(0)
     };
-    // A counter is 8 bytes per sub-bucket held and a 32-byte trailer (store/limit.lua).
-    let fields = sum("'STRLEN',k").saturating_sub(32 * 100) / 8;
+    // A counter is a 56-byte header, 8 bytes per earlier sub-bucket held and a 4-byte end mark
+    // (store/limit.lua), the last sub-bucket's count in the header.
+    let fields = sum("'STRLEN',k").saturating_sub(60 * 100) / 8 + 100;
     let usage = sum("'MEMORY','USAGE',k,'SAMPLES','0'");
     let after = used_memory(redis.port());
     println!(
@@ -307,13 +309,49 @@ async fn redis_memory(redis: &RedisServer, args: &Args) {
     );
 }
 
-/// The rows of the Redis CPU and instruction figures: the store's script on the sliding and the
-/// fixed window, and a fixed window the simplest way (`decide` with `None`).
-const REDIS_ROWS: [(&str, Option<Algorithm>); 3] = [
-    ("sliding window (limit.lua)", Some(Algorithm::SlidingWindow)),
-    ("fixed window (limit.lua)", Some(Algorithm::Fixed)),
-    ("INCR + EXPIRE (no script)", None),
+/// What one row of the Redis CPU and instruction figures runs.
+#[derive(Clone, Copy)]
+enum Decider {
+    /// The store's script on this algorithm.
+    Store(Algorithm),
+    /// The least any script that reads and writes a counter per decision does ([`FLOOR`]).
+    Floor,
+    /// A fixed window the simplest way: `INCR` + `EXPIRE`, pipelined, no script.
+    IncrExpire,
+}
+
+/// The rows of the Redis CPU and instruction figures.
+const REDIS_ROWS: [(&str, Decider); 4] = [
+    (
+        "sliding window (limit.lua)",
+        Decider::Store(Algorithm::SlidingWindow),
+    ),
+    ("fixed window (limit.lua)", Decider::Store(Algorithm::Fixed)),
+    ("script floor (no decision)", Decider::Floor),
+    ("INCR + EXPIRE (no script)", Decider::IncrExpire),
 ];
+
+/// A script that decides nothing but does what any script deciding a counter per request must:
+/// takes the keys and the packed requests as `limit.lua` does, reads each counter's header
+/// (GETRANGE), unpacks it, packs it back with one number changed, writes it (SETRANGE) and
+/// answers one packed verdict per request.
+const FLOOR: &str = r"
+local pack, unpack = struct.pack, struct.unpack
+local HDR, out, spec, pos = '<ddddddHHI4', {}, ARGV[2], 1
+for k = 1, #KEYS do
+  local keys, alg, n, w, cost
+  keys, alg, n, w, cost, pos = unpack('<Hc1ddd', spec, pos)
+  local v = redis.call('GETRANGE', KEYS[k], '0', '55')
+  if #v < 56 then v = string.rep('\0', 56) end
+  local a, b, c, d, e, f, g, h, i = unpack(HDR, v)
+  redis.call('SETRANGE', KEYS[k], '0', pack(HDR, a + cost, b, c, d, e, f, g, h, i))
+  out[k] = pack('<bBdddd', 1, 1, a, 1, 0, 5)
+end
+return {1, table.concat(out)}
+";
+
+/// Requests per call of the [`FLOOR`] script: about what the store's batches carry here.
+const FLOOR_BATCH: usize = 14;
 
 /// One row's figure per decision, the decisions it made, and how many one Redis call made.
 type Row = (&'static str, f64, u64, String);
@@ -329,11 +367,11 @@ async fn redis_rows(
     let run = Duration::from_secs(args.seconds);
     let clients = args.cpu_clients.max(1);
     let mut rows = Vec::new();
-    for (name, algorithm) in REDIS_ROWS {
+    for (name, decider) in REDIS_ROWS {
         raw_command(redis.port(), "FLUSHALL").expect("FLUSHALL");
-        decide(redis, algorithm, clients, Duration::from_secs(1)).await;
+        decide(redis, decider, clients, Duration::from_secs(1)).await;
         meter(None);
-        let (decisions, calls) = decide(redis, algorithm, clients, run).await;
+        let (decisions, calls) = decide(redis, decider, clients, run).await;
         let figure = meter(Some(decisions));
         let per_call = calls.map_or_else(
             || "one pipeline each".to_string(),
@@ -345,8 +383,7 @@ async fn redis_rows(
 }
 
 /// Redis's CPU per decision for one limit of a minute (a plan's), `--cpu-clients` counters, 16
-/// in flight, `--seconds` each: the store's script on the sliding and the fixed window, and a
-/// fixed window the simplest way (`INCR` + `EXPIRE`, pipelined, no script).
+/// in flight, `--seconds` each: the rows of `REDIS_ROWS`.
 async fn redis_cpu(redis: &RedisServer, args: &Args) {
     let Some(pid) = tests::cpu::redis_pid(redis.port()) else {
         println!("redis CPU per decision: redis-server's pid is unknown; not measured");
@@ -372,10 +409,11 @@ async fn redis_cpu(redis: &RedisServer, args: &Args) {
     for (name, us, n, per_call) in &rows {
         println!("  {name:<28} {us:>6.1} µs  ({n} decisions, {per_call})");
     }
-    let (sliding, simplest) = (rows[0].1, rows[2].1);
+    let (sliding, floor, simplest) = (rows[0].1, rows[2].1, rows[3].1);
     println!(
-        "  sliding window / INCR + EXPIRE: {:.2}× (target ≤ 1.5×)",
-        sliding / simplest
+        "  sliding window / INCR + EXPIRE: {:.2}× (target ≤ 1.5×); script floor / INCR + EXPIRE: {:.2}×",
+        sliding / simplest,
+        floor / simplest
     );
 }
 
@@ -422,24 +460,54 @@ async fn redis_instructions(args: &Args) {
         println!("  {name:<28} {ir:>8.0}  ({n} decisions, {per_call})");
     }
     println!(
-        "  sliding window / INCR + EXPIRE: {:.2}×",
-        rows[0].1 / rows[2].1
+        "  sliding window / INCR + EXPIRE: {:.2}×; script floor / INCR + EXPIRE: {:.2}×",
+        rows[0].1 / rows[3].1,
+        rows[2].1 / rows[3].1
     );
 }
 
-/// Decisions made in `run` by 16 tasks on `algorithm` through the store (or by `INCR` +
-/// `EXPIRE` when `None`), rotating over `clients` counters; and the store's script calls.
+/// Decisions made in `run` by `decider`, rotating over `clients` counters, and its script calls:
+/// 16 tasks through the store or each sending `INCR` + `EXPIRE`; the floor script as the store's
+/// batches go, one call of [`FLOOR_BATCH`] requests after another.
 async fn decide(
     redis: &RedisServer,
-    algorithm: Option<Algorithm>,
+    decider: Decider,
     clients: usize,
     run: Duration,
 ) -> (u64, Option<u64>) {
     let start = Instant::now();
     let mut tasks = Vec::new();
     let mut store_of_run = None;
-    match algorithm {
-        Some(algorithm) => {
+    match decider {
+        Decider::Floor => {
+            let mut conn = redis::Client::open(redis.url())
+                .expect("url")
+                .get_multiplexed_async_connection()
+                .await
+                .expect("connect to Redis");
+            let script = redis::Script::new(FLOOR);
+            let mut request = vec![1, 0, b's'];
+            for v in [1e9f64, 60_000.0, 1.0] {
+                request.extend_from_slice(&v.to_le_bytes());
+            }
+            let spec = request.repeat(FLOOR_BATCH);
+            let (mut decisions, mut calls) = (0u64, 0u64);
+            while start.elapsed() < run {
+                let mut inv = script.prepare_invoke();
+                for j in 0..FLOOR_BATCH {
+                    inv.key(format!(
+                        "rl:{{c:floor-{}}}:plan",
+                        (decisions as usize + j) % clients
+                    ));
+                }
+                inv.arg("check").arg(&spec);
+                let _: (i64, Vec<u8>) = inv.invoke_async(&mut conn).await.expect("floor script");
+                decisions += FLOOR_BATCH as u64;
+                calls += 1;
+            }
+            return (decisions, Some(calls));
+        }
+        Decider::Store(algorithm) => {
             let store = Arc::new(RedisStore::from_url(&redis.url()).expect("url"));
             store_of_run = Some(store.clone());
             let p = Arc::new(policy_of(1, algorithm, 60_000));
@@ -460,7 +528,7 @@ async fn decide(
                 }));
             }
         }
-        None => {
+        Decider::IncrExpire => {
             let conn = redis::Client::open(redis.url())
                 .expect("url")
                 .get_multiplexed_async_connection()
