@@ -65,7 +65,7 @@ pub(crate) const POSITIVE_DURATION: Format = Format {
 pub(crate) const RATE: Format = Format {
     name: "rate",
     title: "rate",
-    description: "N requests per window: N/second|minute|hour|day (also s, min, h, d) or N/<duration>, N at least 1.",
+    description: "N requests per window: N/second|minute|hour|day (also s, min, h, d) or N/<duration>, N at least 1, the window at most 2^52 ms (about 142,000 years).",
     pattern: "^0*[1-9][0-9]*/(second|minute|hour|day|s|min|h|d|0*[1-9][0-9]*(ms|s|m|h|d))$",
     scalars: Scalars::String,
     examples: &["100/minute", "5/s", "100/30s"],

@@ -141,8 +141,12 @@ pub fn duration(s: &str) -> Option<Duration> {
     n.checked_mul(secs_per_unit).map(Duration::from_secs)
 }
 
+/// The longest window a rate may have: 2^52 ms, about 142,000 years (counters keep bucket
+/// indices and instants as doubles, whole numbers up to this are exact).
+pub const MAX_WINDOW: Duration = Duration::from_millis(1 << 52);
+
 /// `N/second|minute|hour|day` (also `s`, `min`, `h`, `d`) or `N/<duration>`; `N ≥ 1` and a
-/// non-zero window.
+/// non-zero window of at most [`MAX_WINDOW`].
 pub fn rate(s: &str) -> Result<Rate, String> {
     let Some((n, window)) = s.split_once('/') else {
         return Err("missing `/` between the count and the window".to_string());
@@ -157,6 +161,12 @@ pub fn rate(s: &str) -> Result<Rate, String> {
         "hour" | "h" => Duration::from_secs(3600),
         "day" | "d" => Duration::from_secs(86_400),
         other => match duration(other) {
+            Some(d) if d > MAX_WINDOW => {
+                return Err(format!(
+                    "the window `{other}` is longer than {} ms (about 142,000 years)",
+                    MAX_WINDOW.as_millis()
+                ))
+            }
             Some(d) if !d.is_zero() => d,
             Some(_) => return Err("the window must be longer than zero".to_string()),
             None => return Err(format!("the window `{other}` is not a unit or a duration")),
@@ -423,6 +433,7 @@ mod tests {
             ("2/day", 2, 86_400),
             ("100/30s", 100, 30),
             ("3/2m", 3, 120),
+            ("1/36500d", 1, 36_500 * 86_400),
         ];
         for (s, n, secs) in ok {
             assert_eq!(
@@ -443,6 +454,8 @@ mod tests {
             "+1/s",
             "x/s",
             "/s",
+            "1/4503599627370497ms",
+            "1/99999999999d",
         ] {
             assert!(rate(bad).is_err(), "{bad}");
         }

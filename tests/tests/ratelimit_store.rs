@@ -221,6 +221,32 @@ async fn windows_of_any_length<S: CounterStore>(s: &S) {
         async || check(s, &h).await.admitted,
     )
     .await;
+    // Windows far longer than the clock has run (a bucket, even a sub-bucket, longer than the
+    // time since 1970: bucket index 0), up to the longest a rate may name (2^52 ms): counted
+    // like any other, the key's expiry set as far ahead.
+    for w in [36_500 * 86_400_000, 1u64 << 52] {
+        for alg in [
+            Algorithm::Fixed,
+            Algorithm::Approximate,
+            Algorithm::SlidingWindow,
+        ] {
+            let h = [hit(&key("long"), alg, 2, w, 1)];
+            for n in 0..2 {
+                let o = check(s, &h).await;
+                assert!(o.admitted, "{} per {w} ms, request {n}", alg.name());
+                assert_eq!(o.checks[0].used, n, "{} per {w} ms: {o:?}", alg.name());
+            }
+            let o = check(s, &h).await;
+            assert!(!o.admitted, "{} per {w} ms, the third", alg.name());
+            // (The approximate window's retry may fall in the next window, up to 2 W away.)
+            let retry = o.checks[0].retry_after_ms;
+            assert!(
+                retry > 0 && retry <= 2 * w,
+                "{} per {w} ms: {o:?}",
+                alg.name()
+            );
+        }
+    }
     // A different key is untouched by all of this.
     assert!(
         check(

@@ -66,8 +66,9 @@ local MAGIC = 0x4c524753
 local END = pack('<HH', 65535, 0)
 -- Offsets of `first` and `last` from `base` are u16s.
 local MAX_OFFSET = 65535
--- Bucket indices, counts and instants are whole numbers below this (exact in a double).
-local LIMIT = 2 ^ 52
+-- Bucket indices, counts and instants are whole numbers below this (exact in a double); an
+-- expiry may be further away (a window of millions of years), where a millisecond off is moot.
+local LIMIT, FAR = 2 ^ 52, 2 ^ 62
 local ZERO = pack('<d', 0)
 -- Buckets a clock that went back may add in front of `first`; further back, the request is
 -- charged to `first` instead (later than it was: counted longer, never shorter).
@@ -78,9 +79,9 @@ local BAD = {}
 -- Whether a header's numbers are a counter's: every one whole, in range and not NaN (anything
 -- else is not ours, and would send the loops below over nonsense).
 local function sane(prevc, lastc, t, total, base, expires, fo, lo)
-  return fo <= lo and base >= 1 and base < LIMIT and base % 1 == 0 and t >= 0 and t < LIMIT
+  return fo <= lo and base >= 0 and base < LIMIT and base % 1 == 0 and t >= 0 and t < LIMIT
     and t % 1 == 0 and total >= 0 and total < LIMIT and total % 1 == 0 and expires >= 0
-    and expires < LIMIT and expires % 1 == 0 and lastc >= 0 and lastc < LIMIT
+    and expires < FAR and expires % 1 == 0 and lastc >= 0 and lastc < LIMIT
     and lastc % 1 == 0 and prevc >= 0 and prevc < LIMIT and prevc % 1 == 0
     and (lo > 0 or prevc == 0)
 end
@@ -146,12 +147,19 @@ local function leaves_at(i, t, g, w)
   return (i + 1) * g + w
 end
 
+-- A TTL of `d` ms (at least 1) as text: a number argument would go through "%.17g", which
+-- writes 1e+17 for a window of millions of years, and Redis refuses that.
+local function ms(d)
+  if d < 1 then d = 1 end
+  return string.format('%d', d)
+end
+
 -- Writes a whole counter, with the expiry when it changed.
 local function put(k, s, exp, changed)
   if stepped then
     call('SET', k, s)
   elseif changed then
-    call('SET', k, s, 'PX', max(1, exp - now))
+    call('SET', k, s, 'PX', ms(exp - now))
   else
     call('SET', k, s, 'KEEPTTL')
   end
@@ -322,7 +330,7 @@ local function decide(k, alg, n, w, cost, charge, v)
       h = pack(HDR, p, cost, newt, newtotal, base, exp, head - base, cur - base, MAGIC)
     end
     call('SETRANGE', k, '0', h)
-    if changed then call('PEXPIRE', k, max(1, exp - now)) end
+    if changed then call('PEXPIRE', k, ms(exp - now)) end
     return admitted, used, reset, retry, cur
   end
   -- Anything else (a long dead prefix, a clock that went back): the live buckets, rewritten.
@@ -413,7 +421,7 @@ while pos <= size do
             and total + cost <= n and total < LIMIT and total % 1 == 0 and lastc >= 0
             and lastc <= total and lastc % 1 == 0 and prevc >= 0 and prevc < LIMIT
             and prevc % 1 == 0 and (lo > 0 or prevc == 0) and t >= 0 and t <= now and t < LIMIT
-            and base >= 1 and expires >= 0 and expires < LIMIT
+            and t % 1 == 0 and base >= 0 and expires < FAR and expires % 1 == 0
             and (not stepped and expires >= now + w + g or stepped and expires == 0) then
           -- Only the last count, `t` and `total` change: bytes 8 to 31 (the text offset '8').
           call('SETRANGE', k, '8', pack('<ddd', lastc + cost, now, total + cost))
