@@ -361,8 +361,9 @@ return {1, table.concat(out)}
 /// [`FLOOR`] for counters that share one key, a hash of one field per counter: one HMGET of
 /// every counter the call decides and one HSET of them all, instead of a read and a write per
 /// counter. A lower bound of that design: its values here are headers alone (a sliding
-/// window's also hold the bucket array) and it keeps no expiry per counter (Redis 7.0 has no
-/// TTL per hash field, so a real design would add one of its own).
+/// window's also hold the bucket array, and a hash field cannot be read in part), it keeps no
+/// expiry per counter (Redis 7.0 has no TTL per hash field, so a real design would add one of
+/// its own), and every counter of the call is in the one hash, the most sharing there can be.
 const SHARED_FLOOR: &str = r"
 local pack, sunpack = struct.pack, struct.unpack
 local HDR, out, spec, pos = '<ddddddHHI4', {}, ARGV[2], 1
